@@ -1,0 +1,156 @@
+# Soarix Nexus — one non-recursive Makefile; everything it builds goes under $(BUILD).
+#
+#   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
+#   make         build the libraries, nexusctl, the tests and the benchmarks
+#   make test    deps + build + every test (cmocka unit tests, then the Python tests)
+#   make bench   run the benchmarks (bench/RESULTS.md records their figures)
+#   make run     synthesize a demo model if missing, load it, print the figures
+#
+# CUDA is optional: with nvcc (on PATH or in $(CUDA_HOME)/bin) the CUDA backend is built and the
+# CUDA runtime is linked statically, so a machine without a driver still starts (and uses the
+# CPU backend). `make CUDA=0` builds without it.
+
+BUILD ?= build
+CC ?= cc
+CUDA_HOME ?= /usr/local/cuda
+PYTHON ?= /usr/bin/python3
+
+OPT ?= -O2
+CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
+	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Iloader -Iagents -Inexus
+LIBS := -ljansson -lxxhash -lpthread -lm -ldl -lrt
+
+ifeq ($(CUDA),0)
+NVCC :=
+else
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc; })
+endif
+
+LOADER_SRC := $(filter-out loader/dev_cuda.c loader/dev_nocuda.c,$(wildcard loader/*.c))
+AGENTS_SRC := $(filter-out $(wildcard agents/*_cuda.c),$(wildcard agents/*.c))
+NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
+NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c))
+CU_SRC := $(wildcard loader/*.cu agents/*.cu)
+
+ifeq ($(wildcard loader/dev_cuda.c),)
+NVCC :=
+endif
+ifneq ($(NVCC),)
+WITH_CUDA := 1
+LOADER_SRC += loader/dev_cuda.c
+CUDA_CFLAGS := -I$(CUDA_HOME)/include
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
+NVCCFLAGS ?= -O2 -g -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
+	-Xcompiler -fPIC -Iloader -Iagents
+else
+WITH_CUDA := 0
+LOADER_SRC += loader/dev_nocuda.c
+CU_SRC :=
+endif
+
+CFLAGS := $(CFLAGS_BASE) $(CUDA_CFLAGS) $(EXTRA_CFLAGS)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LOADER_OBJ := $(call obj,$(LOADER_SRC))
+AGENTS_OBJ := $(call obj,$(AGENTS_SRC))
+NEXUS_OBJ := $(call obj,$(NEXUS_SRC))
+CU_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CU_SRC))
+
+LIB_LOADER := $(BUILD)/libnxloader.a
+LIB_AGENTS := $(BUILD)/libnxagents.a
+LIB_NEXUS := $(BUILD)/libnxnexus.a
+ALL_LIBS := $(LIB_NEXUS) $(LIB_AGENTS) $(LIB_LOADER)
+LINK_LIBS := $(ALL_LIBS) $(CUDA_LIBS) $(LIBS)
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+NEXUSCTL := $(BUILD)/nexusctl
+
+.PHONY: all deps test unit pytest bench run clean gpu-bundle
+.DEFAULT_GOAL := all
+
+all: $(NEXUSCTL) $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB_LOADER): $(LOADER_OBJ) $(CU_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_AGENTS): $(AGENTS_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_NEXUS): $(NEXUS_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(NEXUSCTL): $(call obj,nexus/nexusctl.c) $(ALL_LIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
+
+# --- setup ---------------------------------------------------------------------------------
+DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
+	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
+	libutf8proc-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
+	python3-jsonschema
+
+deps:
+	@missing=$$(for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	  done); \
+	if [ -z "$$missing" ]; then echo "deps: all $(words $(DEBS)) packages present"; exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "deps: installing" $$missing; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing
+
+# --- tests ---------------------------------------------------------------------------------
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit pytest
+
+unit: $(TEST_BIN)
+	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
+
+pytest: $(NEXUSCTL)
+	NEXUS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests
+
+# --- benchmarks and the demo ---------------------------------------------------------------
+BENCH_DIR ?= var/bench
+bench: all
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
+
+DEMO_MODEL ?= var/models/demo-qwen3-0.6b
+run: all
+	@test -f $(DEMO_MODEL)/config.json || \
+	  $(NEXUSCTL) model synth --arch qwen3 --preset 0.6b --out $(DEMO_MODEL)
+	$(NEXUSCTL) model inspect $(DEMO_MODEL) --summary
+	$(NEXUSCTL) model verify $(DEMO_MODEL)
+	$(NEXUSCTL) model load $(DEMO_MODEL) --check
+
+# A folder that runs on a GPU machine without our Debian packages: build/ plus the shared
+# libraries it needs from outside glibc (see bench/gpu_suite.sh).
+gpu-bundle: all
+	bench/gpu_bundle.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

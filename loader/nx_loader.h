@@ -1,0 +1,315 @@
+/* nx_loader.h — the fast loader's public C API.
+ *
+ * Four pieces, bottom up:
+ *   1. safetensors: open and validate a checkpoint (one file or a sharded directory), save a
+ *      tensor dict as a plain, 4 KiB-aligned, atomically written safetensors file;
+ *   2. the device pool: memory reserved once at start-up (VRAM with CUDA, host memory on CPU),
+ *      handed out as regions that are contiguous in virtual memory, so a request that fits in
+ *      the free total never fails from fragmentation;
+ *   3. the loader: reader threads, a ring of pinned staging buffers, overlapped reads and
+ *      copies, giving a model handle (tensor name -> dtype, shape, pointer in the pool);
+ *   4. the host cache tier: pinned host RAM holding the images of recently evicted models.
+ *
+ * Threading: every function here may be called from any thread; pool, loader and host cache
+ * lock internally. Objects follow new/destroy; destroy sets the caller's pointer to NULL.
+ */
+#ifndef NX_LOADER_H
+#define NX_LOADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nx_err.h"
+
+/* ------------------------------------------------------------------------------------------
+ * dtypes: every dtype the safetensors format defines.
+ */
+typedef enum nx_dtype {
+    NX_DT_BOOL,
+    NX_DT_U8,
+    NX_DT_I8,
+    NX_DT_F8_E5M2,
+    NX_DT_F8_E4M3,
+    NX_DT_F8_E8M0,
+    NX_DT_I16,
+    NX_DT_U16,
+    NX_DT_F16,
+    NX_DT_BF16,
+    NX_DT_I32,
+    NX_DT_U32,
+    NX_DT_F32,
+    NX_DT_F64,
+    NX_DT_I64,
+    NX_DT_U64,
+    NX_DT_C64,
+    NX_DT_F4,
+    NX_DT_F6_E2M3,
+    NX_DT_F6_E3M2,
+    NX_DT__COUNT
+} nx_dtype_t;
+
+/* The name used in safetensors headers ("BF16"), or "?" when out of range. */
+const char *nx_dtype_name(nx_dtype_t dtype);
+/* Parse a header dtype name; false when unknown. */
+bool nx_dtype_parse(const char *name, nx_dtype_t *dtype_out);
+/* Size of one element in bits (1 byte = 8; F4 is 4, F6_* are 6). */
+uint32_t nx_dtype_bits(nx_dtype_t dtype);
+
+/* ------------------------------------------------------------------------------------------
+ * safetensors: reading
+ */
+#define NX_ST_MAX_DIMS 16
+#define NX_ST_MAX_HEADER_BYTES (100u * 1024u * 1024u) /* as the reference implementation */
+#define NX_ST_DIGEST_KEY "nexus.digest"               /* __metadata__ key: "xxh3-64:<16 hex>" */
+#define NX_ST_ALIGN 4096u                             /* data-section alignment we write */
+
+typedef struct nx_st_tensor {
+    const char *name;              /* owned by the checkpoint */
+    nx_dtype_t dtype;
+    uint32_t ndim;                 /* 0 for a scalar */
+    uint64_t shape[NX_ST_MAX_DIMS];
+    uint32_t file_index;           /* which file of the checkpoint holds it */
+    uint64_t begin;                /* byte offset relative to that file's data section */
+    uint64_t bytes;                /* end - begin */
+} nx_st_tensor_t;
+
+typedef struct nx_st_file {
+    const char *path;      /* as opened (directory + file name for shards) */
+    uint64_t file_bytes;   /* size of the whole file */
+    uint64_t header_bytes; /* N, the JSON length from the 8-byte prefix */
+    uint64_t data_offset;  /* 8 + N: where the data section starts in the file */
+    uint64_t data_bytes;   /* file_bytes - data_offset */
+    const char *digest;    /* value of __metadata__[NX_ST_DIGEST_KEY], or NULL */
+    size_t tensor_first;   /* this file's tensors are [tensor_first, tensor_first+tensor_count) */
+    size_t tensor_count;
+} nx_st_file_t;
+
+typedef struct nx_st nx_st_t;
+
+/* Open and fully validate a checkpoint: a .safetensors file, or a directory holding either
+ * model.safetensors.index.json (sharded) or exactly one model.safetensors / *.safetensors.
+ * Validation follows the format's rules: header length bounded, JSON well formed, known
+ * dtypes, shape x dtype size == byte range, ranges inside the file, ranges contiguous and
+ * covering the data section, no duplicate names (also across shards), index and shards agree.
+ * Returns NULL and fills *err naming the file, the tensor and the rule. Caller owns the result. */
+nx_st_t *nx_st_open(const char *path, nx_err_t *err);
+void nx_st_destroy(nx_st_t **self_p);
+
+const char *nx_st_path(const nx_st_t *self);
+size_t nx_st_tensor_count(const nx_st_t *self);
+/* Tensors in storage order: file by file, by begin offset. NULL when out of range. */
+const nx_st_tensor_t *nx_st_tensor_at(const nx_st_t *self, size_t index);
+/* NULL when there is no such tensor. */
+const nx_st_tensor_t *nx_st_find(const nx_st_t *self, const char *name);
+size_t nx_st_file_count(const nx_st_t *self);
+const nx_st_file_t *nx_st_file_at(const nx_st_t *self, size_t index);
+/* Sum of all data sections. */
+uint64_t nx_st_data_bytes(const nx_st_t *self);
+/* A string from a file's __metadata__, or NULL. */
+const char *nx_st_metadata(const nx_st_t *self, size_t file_index, const char *key);
+
+/* Read every file that carries a digest and compare. *checked_out (may be NULL) gets the number
+ * of files that had one. NX_OK, NX_EDIGEST (message names the file, expected and actual), or
+ * an I/O error. */
+int nx_st_verify_digest(const nx_st_t *self, size_t *checked_out, nx_err_t *err);
+
+/* ------------------------------------------------------------------------------------------
+ * safetensors: writing
+ */
+typedef struct nx_st_tensor_spec {
+    const char *name;
+    nx_dtype_t dtype;
+    uint32_t ndim;
+    uint64_t shape[NX_ST_MAX_DIMS];
+    const void *data; /* exactly the tensor's bytes, or NULL to have opts->fill produce them */
+} nx_st_tensor_spec_t;
+
+/* Produce bytes [offset, offset+len) of tensor `spec` into dst. Return NX_OK or an error. */
+typedef int (*nx_st_fill_fn)(void *user, const nx_st_tensor_spec_t *spec, uint64_t offset,
+                             void *dst, size_t len, nx_err_t *err);
+
+typedef struct nx_st_save_opts {
+    const char *const *meta_keys; /* extra __metadata__ string pairs */
+    const char *const *meta_values;
+    size_t meta_count;
+    nx_st_fill_fn fill; /* used for tensors whose data is NULL */
+    void *fill_user;
+} nx_st_save_opts_t;
+
+/* Write a plain safetensors file that any reader accepts: tensors in the given order, the
+ * header padded with spaces so that the data section starts on a 4 KiB boundary, the xxh3-64
+ * of the data section in __metadata__[NX_ST_DIGEST_KEY], written to a temporary file in the
+ * same directory, fsynced, then renamed over `path` (the directory is fsynced too). On error
+ * nothing is left at `path` that was not there before. opts may be NULL. */
+int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t count,
+               const nx_st_save_opts_t *opts, nx_err_t *err);
+
+/* ------------------------------------------------------------------------------------------
+ * The device pool
+ */
+typedef enum nx_device_kind {
+    NX_DEVICE_AUTO = 0, /* CUDA when a device and driver are present, else CPU (logged once) */
+    NX_DEVICE_CPU,
+    NX_DEVICE_CUDA,
+} nx_device_kind_t;
+
+const char *nx_device_name(nx_device_kind_t kind); /* "auto", "cpu", "cuda" */
+bool nx_device_parse(const char *name, nx_device_kind_t *kind_out);
+/* true when the CUDA backend was built in and a device with a working driver is present;
+ * reason (may be NULL) gets why not. */
+bool nx_cuda_available(nx_err_t *reason);
+
+typedef struct nx_pool_opts {
+    nx_device_kind_t device;
+    int cuda_ordinal;     /* which GPU; 0 by default */
+    uint64_t bytes;       /* pool size; 0 means use `fraction` */
+    double fraction;      /* of free device memory (CUDA) or available RAM (CPU) when bytes==0 */
+    uint64_t chunk_bytes; /* physical chunk; 0 = backend default, rounded to its granularity */
+} nx_pool_opts_t;
+
+typedef struct nx_pool nx_pool_t;
+typedef struct nx_region nx_region_t;
+
+/* Reserve the pool's memory now (physically: CUDA chunks created, host pages allocated).
+ * Caller owns the result. */
+nx_pool_t *nx_pool_new(const nx_pool_opts_t *opts, nx_err_t *err);
+/* All regions must have been freed. */
+void nx_pool_destroy(nx_pool_t **self_p);
+
+/* The backend actually in use (never AUTO). */
+nx_device_kind_t nx_pool_device(const nx_pool_t *self);
+
+/* A region of at least `bytes`, contiguous in (device) virtual memory, aligned to at least
+ * 4 KiB; owner is copied (for stats). Succeeds whenever bytes rounded up to the chunk size is
+ * at most the free total. NX_EPOOLFULL names the request and the free bytes. */
+nx_region_t *nx_pool_alloc(nx_pool_t *self, uint64_t bytes, const char *owner, nx_err_t *err);
+void nx_pool_free(nx_pool_t *self, nx_region_t **region_p);
+
+void *nx_region_ptr(const nx_region_t *region);      /* device pointer (host pointer on CPU) */
+uint64_t nx_region_bytes(const nx_region_t *region); /* usable bytes (>= requested) */
+const char *nx_region_owner(const nx_region_t *region);
+
+typedef struct nx_pool_stats {
+    nx_device_kind_t device;
+    uint64_t total_bytes;
+    uint64_t used_bytes;
+    uint64_t free_bytes;
+    uint64_t chunk_bytes;
+    size_t region_count;
+} nx_pool_stats_t;
+
+typedef struct nx_pool_region_info {
+    char owner[128];
+    uint64_t bytes; /* as held, whole chunks */
+    uintptr_t address;
+} nx_pool_region_info_t;
+
+void nx_pool_stats(const nx_pool_t *self, nx_pool_stats_t *out);
+/* Copy up to `cap` region descriptions into out; returns how many regions exist. */
+size_t nx_pool_regions(const nx_pool_t *self, nx_pool_region_info_t *out, size_t cap);
+
+/* Copy between the pool and host memory, synchronously (tests, --check, tools). */
+int nx_pool_copy_to_host(nx_pool_t *self, void *host_dst, const void *pool_src, size_t bytes,
+                         nx_err_t *err);
+int nx_pool_copy_from_host(nx_pool_t *self, void *pool_dst, const void *host_src, size_t bytes,
+                           nx_err_t *err);
+
+/* ------------------------------------------------------------------------------------------
+ * The host cache tier: pinned host RAM (plain RAM on CPU) holding images of evicted models.
+ */
+typedef struct nx_hostcache nx_hostcache_t;
+
+/* Reserve `budget_bytes` of pinned host memory now (for the pool's device). */
+nx_hostcache_t *nx_hostcache_new(nx_pool_t *pool, uint64_t budget_bytes, nx_err_t *err);
+void nx_hostcache_destroy(nx_hostcache_t **self_p);
+
+typedef struct nx_hostcache_entry_info {
+    char key[512];     /* the checkpoint's canonical path */
+    uint64_t bytes;
+    uint64_t last_use_ns; /* nx_now_ns() at insert or last hit */
+} nx_hostcache_entry_info_t;
+
+typedef struct nx_hostcache_stats {
+    uint64_t budget_bytes;
+    uint64_t used_bytes;
+    size_t entries;
+    uint64_t hits, misses, evictions;
+} nx_hostcache_stats_t;
+
+void nx_hostcache_stats(const nx_hostcache_t *self, nx_hostcache_stats_t *out);
+size_t nx_hostcache_entries(const nx_hostcache_t *self, nx_hostcache_entry_info_t *out,
+                            size_t cap);
+/* Whether an up-to-date image of the checkpoint at `path` is cached. */
+bool nx_hostcache_contains(const nx_hostcache_t *self, const char *path);
+/* Drop one image (NX_ENOTFOUND when absent) or all of them. */
+int nx_hostcache_evict(nx_hostcache_t *self, const char *path, nx_err_t *err);
+void nx_hostcache_evict_all(nx_hostcache_t *self);
+
+/* ------------------------------------------------------------------------------------------
+ * The loader and model handles
+ */
+typedef enum nx_read_mode {
+    NX_READ_AUTO = 0, /* O_DIRECT unless the file is in the page cache (mincore) */
+    NX_READ_DIRECT,   /* O_DIRECT, falling back to buffered on EINVAL or a short read */
+    NX_READ_BUFFERED,
+} nx_read_mode_t;
+
+typedef struct nx_loader_opts {
+    uint32_t threads;          /* reader threads; 0 = default (measured: see README) */
+    uint64_t chunk_bytes;      /* bytes per read; 0 = default; rounded to 4 KiB */
+    uint32_t staging_buffers;  /* pinned staging ring; 0 = 2 per thread */
+    nx_read_mode_t read_mode;
+    nx_hostcache_t *cache;     /* optional host tier: consulted on load, filled on unload */
+} nx_loader_opts_t;
+
+typedef struct nx_loader nx_loader_t;
+
+/* Allocate the staging ring (pinned) now, so no timed load ever allocates it. opts may be NULL.
+ * The pool (and cache) must outlive the loader. Caller owns the result. */
+nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err_t *err);
+void nx_loader_destroy(nx_loader_t **self_p);
+
+typedef struct nx_load_stats {
+    double seconds;       /* wall time of the load, open and validation included */
+    uint64_t bytes;       /* payload bytes moved into the pool */
+    double gbps;          /* bytes / seconds / 1e9 */
+    char read_mode[16];   /* "direct", "buffered", "mixed" or "host-cache" */
+    uint32_t fallbacks;   /* O_DIRECT attempts that fell back to buffered */
+    uint32_t threads;
+    uint64_t chunk_bytes;
+} nx_load_stats_t;
+
+typedef struct nx_model_tensor {
+    const char *name;
+    nx_dtype_t dtype;
+    uint32_t ndim;
+    uint64_t shape[NX_ST_MAX_DIMS];
+    void *ptr;            /* in the pool: device pointer with CUDA, host pointer on CPU */
+    uint64_t bytes;
+} nx_model_tensor_t;
+
+typedef struct nx_model nx_model_t;
+
+/* Load the checkpoint at `path` (file or directory) into one region of the pool owned by
+ * `owner` (NULL: the path). Served from the host cache when it holds an up-to-date image.
+ * stats may be NULL. Caller owns the result and must nx_loader_unload it. */
+nx_model_t *nx_loader_load(nx_loader_t *self, const char *path, const char *owner,
+                           nx_load_stats_t *stats, nx_err_t *err);
+/* Free the model's region. With keep_in_cache and a host cache, its image is copied to the
+ * cache first (older images are evicted, LRU, to make room; skipped when it cannot fit). */
+void nx_loader_unload(nx_loader_t *self, nx_model_t **model_p, bool keep_in_cache);
+
+const char *nx_model_path(const nx_model_t *model);
+const nx_st_t *nx_model_checkpoint(const nx_model_t *model);
+size_t nx_model_tensor_count(const nx_model_t *model);
+const nx_model_tensor_t *nx_model_tensor_at(const nx_model_t *model, size_t index);
+const nx_model_tensor_t *nx_model_find(const nx_model_t *model, const char *name);
+uint64_t nx_model_bytes(const nx_model_t *model); /* payload bytes */
+const nx_region_t *nx_model_region(const nx_model_t *model);
+
+/* Compare every tensor's bytes in the pool against an independent plain read (pread) of the
+ * files. NX_OK or NX_EMISMATCH naming the first tensor and byte that differ. */
+int nx_model_check(nx_pool_t *pool, const nx_model_t *model, nx_err_t *err);
+
+#endif

@@ -1,0 +1,16 @@
+/* ctl.h — nexusctl's sub-commands. Each takes the arguments after its own name
+ * (argv[0] is the sub-command's name) and returns the process exit code:
+ * 0 success, 1 the operation failed (bad file, check failed), 2 usage error. */
+#ifndef NX_CTL_H
+#define NX_CTL_H
+
+#define NX_CTL_EXIT_OK 0
+#define NX_CTL_EXIT_FAIL 1
+#define NX_CTL_EXIT_USAGE 2
+
+int nx_ctl_model_inspect(int argc, char **argv); /* ctl_model.c */
+int nx_ctl_model_verify(int argc, char **argv);  /* ctl_model.c */
+int nx_ctl_model_load(int argc, char **argv);    /* ctl_model.c */
+int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
+
+#endif
