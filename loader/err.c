@@ -63,9 +63,15 @@ int nx_err_prefix(nx_err_t *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
-    char old[sizeof err->msg];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s%s", head, old);
+    size_t head_len = strlen(head);
+    size_t old_len = strnlen(err->msg, sizeof err->msg - 1);
+    if (head_len >= sizeof err->msg - 1)
+        head_len = sizeof err->msg - 1;
+    if (head_len + old_len > sizeof err->msg - 1)
+        old_len = sizeof err->msg - 1 - head_len; /* keep the head; cut the tail */
+    memmove(err->msg + head_len, err->msg, old_len);
+    memcpy(err->msg, head, head_len);
+    err->msg[head_len + old_len] = '\0';
     return err->code;
 }
 

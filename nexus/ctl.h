@@ -8,9 +8,9 @@
 #define NX_CTL_EXIT_FAIL 1
 #define NX_CTL_EXIT_USAGE 2
 
-int nx_ctl_model_inspect(int argc, char **argv); /* ctl_model.c */
-int nx_ctl_model_verify(int argc, char **argv);  /* ctl_model.c */
-int nx_ctl_model_load(int argc, char **argv);    /* ctl_model.c */
+int nx_ctl_model_inspect(int argc, char **argv); /* ctl_inspect.c */
+int nx_ctl_model_verify(int argc, char **argv);  /* ctl_inspect.c */
+int nx_ctl_model_load(int argc, char **argv);    /* ctl_load.c */
 int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
 
 #endif

@@ -48,9 +48,10 @@ int main(int argc, char **argv)
         if (name && strcmp(c->name, name) == 0)
             return c->run(argc - 2, argv + 2);
     }
-    if (group_known)
-        fprintf(stderr, "nexusctl: '%s' needs a sub-command; %s'%s' is not one\n", group,
-                name ? "" : "nothing given; ", name ? name : "");
+    if (group_known && name)
+        fprintf(stderr, "nexusctl: '%s %s' is not a command\n", group, name);
+    else if (group_known)
+        fprintf(stderr, "nexusctl: '%s' needs a sub-command\n", group);
     else
         fprintf(stderr, "nexusctl: unknown command '%s'\n", group);
     usage(stderr);
