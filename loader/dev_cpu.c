@@ -241,6 +241,9 @@ static int cpu_copy(nx_dev_t *dev, void *dst, const void *src, size_t bytes, voi
 static const nx_dev_ops_t cpu_ops = {
     .name = "cpu",
     .host_visible = true,
+    /* 2 MiB: small enough that rounding wastes little, large enough that a model is a few
+     * hundred mmap runs at most (and a transparent huge page where shmem uses them). */
+    .default_chunk_bytes = 2ull << 20,
     .close = cpu_close,
     .mem_info = cpu_mem_info,
     .granularity = cpu_granularity,

@@ -176,11 +176,8 @@ static int size_pool(nx_pool_t *pool, const nx_pool_opts_t *opts, nx_err_t *err)
 {
     nx_dev_t *dev = pool->dev;
     uint64_t gran = dev->ops->granularity(dev);
-    /* Backend defaults: 2 MiB on CPU (a huge page, cheap to map), 32 MiB on CUDA (see
-     * dev_cuda.c: fewer cuMemMap calls per model). */
-    uint64_t chunk = opts->chunk_bytes ? opts->chunk_bytes
-                     : dev->kind == NX_DEVICE_CUDA ? 32ull << 20
-                                                   : 2ull << 20;
+    /* Each backend says why its default is what it is (dev_cpu.c, dev_cuda.c). */
+    uint64_t chunk = opts->chunk_bytes ? opts->chunk_bytes : dev->ops->default_chunk_bytes;
     chunk = (chunk + gran - 1) / gran * gran;
 
     uint64_t bytes = opts->bytes;
