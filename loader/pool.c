@@ -78,7 +78,7 @@ bool nx_device_parse(const char *name, nx_device_kind_t *kind_out)
 /* "96.0 MiB", "1.5 GiB", "512 B" into buf; returns buf. */
 static const char *fmt_bytes(uint64_t bytes, char *buf, size_t cap)
 {
-    static const char *units[] = {"KiB", "MiB", "GiB", "TiB"};
+    static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
     if (bytes < 1024) {
         snprintf(buf, cap, "%" PRIu64 " B", bytes);
         return buf;
@@ -362,7 +362,10 @@ nx_region_t *nx_pool_alloc(nx_pool_t *self, uint64_t bytes, const char *owner, n
 
     pthread_mutex_lock(&self->lock);
     if (need64 > self->free_count) {
-        pool_full(self, need64 * self->chunk_bytes, who, err);
+        /* The request rounded up to whole chunks, unless that would overflow. */
+        uint64_t want = need64 <= UINT64_MAX / self->chunk_bytes ? need64 * self->chunk_bytes
+                                                                  : bytes;
+        pool_full(self, want, who, err);
         pthread_mutex_unlock(&self->lock);
         goto out_free;
     }

@@ -318,6 +318,8 @@ static void test_exhaustion(void **state)
     /* An absurd request is the same error, not an overflow. */
     assert_null(nx_pool_alloc(pool, UINT64_MAX, "huge", &err));
     assert_int_equal(err.code, NX_EPOOLFULL);
+    assert_string_equal(err.msg,
+                        "pool 'cpu': cannot allocate 16.0 EiB for 'huge': 1.0 MiB free of 4.0 MiB");
     /* What is left still fits exactly. */
     nx_region_t *b = nx_pool_alloc(pool, 1 * MIB, "last", &err);
     assert_non_null(b);
