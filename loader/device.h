@@ -17,6 +17,7 @@ typedef struct nx_dev nx_dev_t;
 typedef struct nx_dev_ops {
     const char *name;  /* "cpu" or "cuda" */
     bool host_visible; /* pool memory is ordinary host memory (CPU): reads may land in it */
+    uint64_t default_chunk_bytes; /* chunk size when nx_pool_opts_t.chunk_bytes is 0 */
 
     /* Release everything the backend holds (phys chunks included) and free dev->impl. */
     void (*close)(nx_dev_t *dev);

@@ -46,6 +46,8 @@ typedef enum nx_dtype {
     NX_DT_F4,
     NX_DT_F6_E2M3,
     NX_DT_F6_E3M2,
+    NX_DT_F8_E4M3FNUZ, /* added after the first list: newer safetensors releases define both */
+    NX_DT_F8_E5M2FNUZ,
     NX_DT__COUNT
 } nx_dtype_t;
 
