@@ -88,6 +88,22 @@ static uint64_t cpu_granularity(nx_dev_t *dev)
     return impl_of(dev)->page_bytes;
 }
 
+/* fallocate on shmem allocates pages but leaves them to be zeroed at their first fault; do
+ * that now, at start-up, so the first load into a region pays only for its page tables.
+ * Best effort: on failure the faults simply happen later. */
+static void prefault(int fd, uint64_t total)
+{
+    void *map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED)
+        return;
+    if (madvise(map, total, MADV_POPULATE_WRITE) != 0) {
+        long page = sysconf(_SC_PAGESIZE);
+        for (uint64_t off = 0; off < total; off += (uint64_t)page)
+            ((volatile char *)map)[off] = 0;
+    }
+    munmap(map, total);
+}
+
 static int cpu_phys_create(nx_dev_t *dev, uint64_t chunk_bytes, uint32_t count, nx_err_t *err)
 {
     cpu_dev_t *cpu = impl_of(dev);
@@ -118,6 +134,7 @@ static int cpu_phys_create(nx_dev_t *dev, uint64_t chunk_bytes, uint32_t count, 
                         " bytes of RAM for the pool (fallocate) failed: %s", total, strerror(e));
         goto out_close;
     }
+    prefault(fd, total);
     cpu->memfd = fd;
     cpu->chunk_bytes = chunk_bytes;
     cpu->chunk_count = count;
