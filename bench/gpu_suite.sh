@@ -108,24 +108,31 @@ synthesize() {
 
 section_1_loader() {
     heading "1. loader"
-    local dir=$SUITE_OUT/1-loader preset
+    local dir=$SUITE_OUT/1-loader preset failures=0
     mkdir -p "$dir" "$NEXUS_GPU_DIR"
     for preset in $SUITE_MODELS; do
         local model=$NEXUS_GPU_DIR/qwen3-$preset-bf16 repeat=$SUITE_REPEAT
         [ "$preset" = 8b ] && repeat=$SUITE_REPEAT_8B
         local start=$SECONDS
-        synthesize "$preset" "$model" "$dir/synth-$preset.log" || continue
+        if ! synthesize "$preset" "$model" "$dir/synth-$preset.log"; then
+            failures=$((failures + 1))
+            continue
+        fi
         echo "   synthesized in $((SECONDS - start))s"
-        step "loader bench $preset" "$dir/loader-$preset.log" \
-            "$LOADER_BENCH" "$model" --device cuda --repeat "$repeat" --json "$dir/loader-$preset.json"
-        cat "$dir/loader-$preset.log"
+        if step "loader bench $preset" "$dir/loader-$preset.log" \
+            "$LOADER_BENCH" "$model" --device cuda --repeat "$repeat" --json "$dir/loader-$preset.json"; then
+            cat "$dir/loader-$preset.log"
+        else
+            failures=$((failures + 1))
+        fi
         if [ "$HAVE_TORCH" = 1 ]; then
             step "torch load_file $preset" "$dir/torch-$preset.log" \
                 "$PYTHON" bench/st_torch_baseline.py "$model" --repeat "$repeat" \
-                --json "$dir/torch-$preset.json"
+                --json "$dir/torch-$preset.json" || failures=$((failures + 1))
         fi
     done
     loader_table "$dir" | tee -a "$SUMMARY"
+    [ "$failures" -eq 0 ]
 }
 
 # One table over the models: ours against the physical limits and against torch.
@@ -155,6 +162,9 @@ for p in presets:
         print(f"{p:<6} not measured")
         continue
     m = bench["models"][0]
+    if m.get("error") and not m["rows"]["cold_ours"]["measured"]:
+        print(f"{p:<6} error: {m['error']}")
+        continue
     r = {k: v["gbps"] for k, v in m["rows"].items()}
     tc = torch["cold"]["gbps"] if torch else 0
     tw = torch["warm"]["gbps"] if torch else 0
@@ -200,4 +210,7 @@ main() {
     fi
 }
 
-main "$@"
+# Run when executed; when sourced (to test a section's table), only define the functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

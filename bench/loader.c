@@ -908,7 +908,7 @@ static void print_table(const bench_t *b)
             snprintf(limit_text, sizeof limit_text, "%.1f%%", ratio(b, r, limit_row) * 100);
         if (naive_row >= 0)
             snprintf(naive_text, sizeof naive_text, "%.2fx", ratio(b, r, naive_row));
-        printf("  %-26s %8.2f %9.3f %11s %11s  %s\n", row_label(b, r), row_gbps(row),
+        printf("  %-26s %8.2f %9.4f %11s %11s  %s\n", row_label(b, r), row_gbps(row),
                median_seconds(row), limit_text, naive_text, row->note);
     }
     print_verdict(b);
