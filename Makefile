@@ -138,7 +138,8 @@ bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
 
 DEMO_MODEL ?= var/models/demo-qwen3-0.6b
-run: all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@test -f $(DEMO_MODEL)/config.json || \
 	  $(NEXUSCTL) model synth --arch qwen3 --preset 0.6b --out $(DEMO_MODEL)
 	$(NEXUSCTL) model inspect $(DEMO_MODEL) --summary
