@@ -155,3 +155,15 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
+# make fuzz builds $(BUILD)/fuzz/fuzz_st_header; see tests/fuzz_st_header.c for how to run it.
+FUZZ_CC ?= clang
+FUZZ_SRC := loader/st_read.c loader/dtype.c loader/err.c
+.PHONY: fuzz
+fuzz: $(BUILD)/fuzz/fuzz_st_header
+
+$(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
