@@ -157,9 +157,11 @@ int nx_ctl_model_synth(int argc, char **argv)
         return rc == NX_EINVAL ? NX_CTL_EXIT_USAGE : NX_CTL_EXIT_FAIL;
     }
     double gb = (double)report.weight_bytes / 1e9;
-    printf("wrote %s: %s %s %s, %zu tensors, %.2f GB in %u file%s, %.1f s (%.2f GB/s)\n",
+    bool small = gb < 0.01; /* tiny models: MB, so the figure is not 0.00 */
+    printf("wrote %s: %s %s %s, %zu tensors, %.2f %s in %u file%s, %.1f s (%.2f GB/s)\n",
            opts.out_dir, args.arch, args.preset, args.dtype ? args.dtype : "bf16",
-           report.tensor_count, gb, report.files, report.files == 1 ? "" : "s", report.seconds,
+           report.tensor_count, small ? gb * 1e3 : gb, small ? "MB" : "GB", report.files,
+           report.files == 1 ? "" : "s", report.seconds,
            report.seconds > 0 ? gb / report.seconds : 0.0);
     return NX_CTL_EXIT_OK;
 }
