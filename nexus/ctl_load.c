@@ -116,12 +116,25 @@ static uint64_t pool_bytes_for(const char *path, nx_err_t *err)
     return (bytes + chunk - 1) / chunk * chunk + chunk;
 }
 
+/* "1.19 GB", "287.5 MB", "4.0 kB": decimal units, as the GB/s beside them. */
+static void format_bytes(uint64_t bytes, char *out, size_t cap)
+{
+    if (bytes >= 1000000000ull)
+        snprintf(out, cap, "%.3f GB", (double)bytes / 1e9);
+    else if (bytes >= 1000000ull)
+        snprintf(out, cap, "%.1f MB", (double)bytes / 1e6);
+    else
+        snprintf(out, cap, "%.1f kB", (double)bytes / 1e3);
+}
+
 static void print_human(const load_args_t *a, nx_pool_t *pool, const nx_model_t *model,
                         const nx_load_stats_t *st)
 {
-    printf("loaded %s: %zu tensors, %.3f GB into the %s pool in %.3f s = %.2f GB/s\n", a->path,
-           nx_model_tensor_count(model), (double)st->bytes / 1e9,
-           nx_device_name(nx_pool_device(pool)), st->seconds, st->gbps);
+    char size[32];
+    format_bytes(st->bytes, size, sizeof size);
+    printf("loaded %s: %zu tensors, %s into the %s pool in %.4f s = %.2f GB/s\n", a->path,
+           nx_model_tensor_count(model), size, nx_device_name(nx_pool_device(pool)),
+           st->seconds, st->gbps);
     printf("  read mode: %s (%u fallback%s to buffered), %u thread%s x %llu MiB chunks\n",
            st->read_mode, st->fallbacks, st->fallbacks == 1 ? "" : "s", st->threads,
            st->threads == 1 ? "" : "s", (unsigned long long)(st->chunk_bytes >> 20));
@@ -201,9 +214,12 @@ int nx_ctl_model_load(int argc, char **argv)
         print_json(&a, pool, model, &stats, check_rc, &check_err, check_seconds);
     } else {
         print_human(&a, pool, model, &stats);
-        if (a.check && check_rc == NX_OK)
-            printf("  check: every tensor matches the file (%.3f GB compared in %.2f s)\n",
-                   (double)stats.bytes / 1e9, check_seconds);
+        if (a.check && check_rc == NX_OK) {
+            char size[32];
+            format_bytes(stats.bytes, size, sizeof size);
+            printf("  check: every tensor matches the file (%s compared in %.2f s)\n", size,
+                   check_seconds);
+        }
     }
     if (a.check && check_rc != NX_OK) {
         fprintf(stderr, "nexusctl: check failed: %s\n", check_err.msg);
