@@ -1,7 +1,6 @@
 /* ctl_load.c — `nexusctl model load PATH`: load a checkpoint through the pipeline into a pool
  * sized for it, print the seconds, bytes, GB/s and the read mode; with --check, compare every
  * tensor in the pool against an independent plain read of the files. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,20 +33,6 @@ static int usage_error(const char *fmt, const char *what)
     return NX_CTL_EXIT_USAGE;
 }
 
-/* A whole number in [min, max]; false on anything else ("12x", "", "-1"). */
-static bool parse_count(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!text || !*text || *text == '-')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, load_args_t *a)
 {
     for (int i = 1; i < argc; i++) {
@@ -74,19 +59,19 @@ static int parse_args(int argc, char **argv, load_args_t *a)
                                    val ? val : "");
             i++;
         } else if (strcmp(opt, "--threads") == 0) {
-            if (!parse_count(val, 1, 256, &n))
+            if (!nx_cli_parse_u64(val, 1, 256, &n))
                 return usage_error("--threads takes a number from 1 to 256, not '%s'",
                                    val ? val : "");
             a->threads = (uint32_t)n;
             i++;
         } else if (strcmp(opt, "--chunk-mib") == 0) {
-            if (!parse_count(val, 1, 1024, &n))
+            if (!nx_cli_parse_u64(val, 1, 1024, &n))
                 return usage_error("--chunk-mib takes a number from 1 to 1024, not '%s'",
                                    val ? val : "");
             a->chunk_bytes = n << 20;
             i++;
         } else if (strcmp(opt, "--pool-mib") == 0) {
-            if (!parse_count(val, 1, 1ull << 24, &n))
+            if (!nx_cli_parse_u64(val, 1, 1ull << 24, &n))
                 return usage_error("--pool-mib takes a positive number of MiB, not '%s'",
                                    val ? val : "");
             a->pool_bytes = n << 20;
@@ -116,22 +101,11 @@ static uint64_t pool_bytes_for(const char *path, nx_err_t *err)
     return (bytes + chunk - 1) / chunk * chunk + chunk;
 }
 
-/* "1.19 GB", "287.5 MB", "4.0 kB": decimal units, as the GB/s beside them. */
-static void format_bytes(uint64_t bytes, char *out, size_t cap)
-{
-    if (bytes >= 1000000000ull)
-        snprintf(out, cap, "%.3f GB", (double)bytes / 1e9);
-    else if (bytes >= 1000000ull)
-        snprintf(out, cap, "%.1f MB", (double)bytes / 1e6);
-    else
-        snprintf(out, cap, "%.1f kB", (double)bytes / 1e3);
-}
-
 static void print_human(const load_args_t *a, nx_pool_t *pool, const nx_model_t *model,
                         const nx_load_stats_t *st)
 {
     char size[32];
-    format_bytes(st->bytes, size, sizeof size);
+    nx_cli_format_bytes(st->bytes, size, sizeof size);
     printf("loaded %s: %zu tensors, %s into the %s pool in %.4f s = %.2f GB/s\n", a->path,
            nx_model_tensor_count(model), size, nx_device_name(nx_pool_device(pool)),
            st->seconds, st->gbps);
@@ -216,7 +190,7 @@ int nx_ctl_model_load(int argc, char **argv)
         print_human(&a, pool, model, &stats);
         if (a.check && check_rc == NX_OK) {
             char size[32];
-            format_bytes(stats.bytes, size, sizeof size);
+            nx_cli_format_bytes(stats.bytes, size, sizeof size);
             printf("  check: every tensor matches the file (%s compared in %.2f s)\n", size,
                    check_seconds);
         }

@@ -369,7 +369,7 @@ def test_output_directory_rules(tmp):
 def test_qwen3_0_6b(tmp):
     out = os.path.join(tmp, "m")
     r = synth_ok("--arch", "qwen3", "--preset", "0.6b", "--out", out)
-    assert "310 tensors, 1.19 GB in 1 file" in r.stdout
+    assert "310 tensors, 1.192 GB in 1 file" in r.stdout
     cfg = json.load(open(os.path.join(out, "config.json")))
     want = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
                 num_key_value_heads=8, head_dim=128, intermediate_size=3072, vocab_size=151936,
