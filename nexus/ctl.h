@@ -16,6 +16,8 @@ int nx_ctl_model_inspect(int argc, char **argv); /* ctl_inspect.c */
 int nx_ctl_model_verify(int argc, char **argv);  /* ctl_inspect.c */
 int nx_ctl_model_load(int argc, char **argv);    /* ctl_load.c */
 int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
+int nx_ctl_run(int argc, char **argv);           /* ctl_run.c */
+int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
 
 /* cli.c: a whole decimal number in [min, max] (no sign, nothing after it); false otherwise. */
 bool nx_cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
