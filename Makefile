@@ -19,7 +19,7 @@ OPT ?= -O2
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus
-LIBS := -ljansson -lxxhash -lpthread -lm -ldl -lrt
+LIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -65,6 +65,8 @@ LINK_LIBS := $(ALL_LIBS) $(CUDA_LIBS) $(LIBS)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TOOL_SRC := $(wildcard tests/tool_*.c)
+TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
@@ -72,7 +74,7 @@ NEXUSCTL := $(BUILD)/nexusctl
 .PHONY: all deps test unit pytest bench run clean gpu-bundle
 .DEFAULT_GOAL := all
 
-all: $(NEXUSCTL) $(TEST_BIN) $(BENCH_BIN)
+all: $(NEXUSCTL) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -97,9 +99,14 @@ $(LIB_NEXUS): $(NEXUS_OBJ)
 $(NEXUSCTL): $(call obj,nexus/nexusctl.c) $(ALL_LIBS)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
-$(BUILD)/tests/%: tests/%.c $(ALL_LIBS)
+# tests/test_*.c are cmocka programs; tests/tool_*.c are helpers the Python tests run.
+$(BUILD)/tests/test_%: tests/test_%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS) -lcmocka
+
+$(BUILD)/tests/tool_%: tests/tool_%.c $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
@@ -129,7 +136,7 @@ test: deps
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
 
-pytest: $(NEXUSCTL)
+pytest: $(NEXUSCTL) $(TOOL_BIN)
 	NEXUS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests
 
 # --- benchmarks and the demo ---------------------------------------------------------------
@@ -138,7 +145,8 @@ bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
 
 DEMO_MODEL ?= var/models/demo-qwen3-0.6b
-run: all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@test -f $(DEMO_MODEL)/config.json || \
 	  $(NEXUSCTL) model synth --arch qwen3 --preset 0.6b --out $(DEMO_MODEL)
 	$(NEXUSCTL) model inspect $(DEMO_MODEL) --summary
@@ -154,3 +162,15 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
+# make fuzz builds $(BUILD)/fuzz/fuzz_st_header; see tests/fuzz_st_header.c for how to run it.
+FUZZ_CC ?= clang
+FUZZ_SRC := loader/st_read.c loader/dtype.c loader/err.c
+.PHONY: fuzz
+fuzz: $(BUILD)/fuzz/fuzz_st_header
+
+$(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread

@@ -62,7 +62,22 @@ static const char corpus[] =
     "    indented line with spaces\n\ttabbed line\n\n\nthree newlines above; trailing space \n"
     "return self.weights[name].to(device, non_blocking=True)  # copy on the side stream\n"
     "assert len(tokens) == 42, \"expected 42 tokens\"\n"
-    "x = [1, 2, 3]; y = {\"a\": 1, \"b\": 2}; z = (x, y); print(x[0] + y[\"a\"])\n";
+    "x = [1, 2, 3]; y = {\"a\": 1, \"b\": 2}; z = (x, y); print(x[0] + y[\"a\"])\n"
+    "The garden behind the old house was full of roses, tomatoes and tall green beans. "
+    "Every summer the children picked the ripe fruit and carried it inside in baskets.\n"
+    "Scientists measured the temperature of the water every hour for seven days, and the "
+    "results showed a slow, steady rise that nobody had expected at the start.\n"
+    "She opened the window, looked at the mountains, and decided that the weekend would be "
+    "spent walking, reading and cooking something simple for her friends.\n"
+    "Good software is written twice: once to understand the problem, and once to solve it "
+    "well. The second version is usually shorter, faster and easier to test.\n"
+    "Please remember to close the door, turn off the lights and feed the cat before you "
+    "leave; the train departs at 07:45 and the next one is not until 09:10.\n"
+    "The history of computing is a story of people who wanted machines to remember, to "
+    "calculate and to communicate, and who kept building better tools for each task.\n"
+    "while (queue_pop(&queue, &item) == 0) {\n    process(item);\n    free(item);\n}\n"
+    "class Tokenizer:\n    def __init__(self, vocab, merges):\n        self.vocab = vocab\n"
+    "        self.merges = {pair: rank for rank, pair in enumerate(merges)}\n";
 
 #define MAX_SYMBOLS (256 + NX__BPE_MAX_MERGES)
 

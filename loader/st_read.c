@@ -415,6 +415,12 @@ static int compare_range(const void *a, const void *b)
 static int check_tiling(nx_st_t *st, const char *label, nx_err_t *err)
 {
     nx_st_file_t *file = &st->files[st->file_count - 1];
+    if (file->tensor_count == 0)
+        return file->data_bytes == 0
+                   ? NX_OK
+                   : nx_err_set(err, NX_EFORMAT,
+                                "%s: no tensors but %llu trailing bytes in the data section",
+                                label, (unsigned long long)file->data_bytes);
     nx_st_tensor_t *first = &st->tensors[file->tensor_first];
     qsort(first, file->tensor_count, sizeof *first, compare_range);
     uint64_t expected = 0;

@@ -1,7 +1,6 @@
 /* ctl_load.c — `nexusctl model load PATH`: load a checkpoint through the pipeline into a pool
  * sized for it, print the seconds, bytes, GB/s and the read mode; with --check, compare every
  * tensor in the pool against an independent plain read of the files. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,20 +33,6 @@ static int usage_error(const char *fmt, const char *what)
     return NX_CTL_EXIT_USAGE;
 }
 
-/* A whole number in [min, max]; false on anything else ("12x", "", "-1"). */
-static bool parse_count(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!text || !*text || *text == '-')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, load_args_t *a)
 {
     for (int i = 1; i < argc; i++) {
@@ -74,19 +59,19 @@ static int parse_args(int argc, char **argv, load_args_t *a)
                                    val ? val : "");
             i++;
         } else if (strcmp(opt, "--threads") == 0) {
-            if (!parse_count(val, 1, 256, &n))
+            if (!nx_cli_parse_u64(val, 1, 256, &n))
                 return usage_error("--threads takes a number from 1 to 256, not '%s'",
                                    val ? val : "");
             a->threads = (uint32_t)n;
             i++;
         } else if (strcmp(opt, "--chunk-mib") == 0) {
-            if (!parse_count(val, 1, 1024, &n))
+            if (!nx_cli_parse_u64(val, 1, 1024, &n))
                 return usage_error("--chunk-mib takes a number from 1 to 1024, not '%s'",
                                    val ? val : "");
             a->chunk_bytes = n << 20;
             i++;
         } else if (strcmp(opt, "--pool-mib") == 0) {
-            if (!parse_count(val, 1, 1ull << 24, &n))
+            if (!nx_cli_parse_u64(val, 1, 1ull << 24, &n))
                 return usage_error("--pool-mib takes a positive number of MiB, not '%s'",
                                    val ? val : "");
             a->pool_bytes = n << 20;
@@ -119,9 +104,11 @@ static uint64_t pool_bytes_for(const char *path, nx_err_t *err)
 static void print_human(const load_args_t *a, nx_pool_t *pool, const nx_model_t *model,
                         const nx_load_stats_t *st)
 {
-    printf("loaded %s: %zu tensors, %.3f GB into the %s pool in %.3f s = %.2f GB/s\n", a->path,
-           nx_model_tensor_count(model), (double)st->bytes / 1e9,
-           nx_device_name(nx_pool_device(pool)), st->seconds, st->gbps);
+    char size[32];
+    nx_cli_format_bytes(st->bytes, size, sizeof size);
+    printf("loaded %s: %zu tensors, %s into the %s pool in %.4f s = %.2f GB/s\n", a->path,
+           nx_model_tensor_count(model), size, nx_device_name(nx_pool_device(pool)),
+           st->seconds, st->gbps);
     printf("  read mode: %s (%u fallback%s to buffered), %u thread%s x %llu MiB chunks\n",
            st->read_mode, st->fallbacks, st->fallbacks == 1 ? "" : "s", st->threads,
            st->threads == 1 ? "" : "s", (unsigned long long)(st->chunk_bytes >> 20));
@@ -201,9 +188,12 @@ int nx_ctl_model_load(int argc, char **argv)
         print_json(&a, pool, model, &stats, check_rc, &check_err, check_seconds);
     } else {
         print_human(&a, pool, model, &stats);
-        if (a.check && check_rc == NX_OK)
-            printf("  check: every tensor matches the file (%.3f GB compared in %.2f s)\n",
-                   (double)stats.bytes / 1e9, check_seconds);
+        if (a.check && check_rc == NX_OK) {
+            char size[32];
+            nx_cli_format_bytes(stats.bytes, size, sizeof size);
+            printf("  check: every tensor matches the file (%s compared in %.2f s)\n", size,
+                   check_seconds);
+        }
     }
     if (a.check && check_rc != NX_OK) {
         fprintf(stderr, "nexusctl: check failed: %s\n", check_err.msg);

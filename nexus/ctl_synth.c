@@ -38,20 +38,6 @@ static int usage_error(const char *fmt, const char *arg)
     return NX_CTL_EXIT_USAGE;
 }
 
-/* A whole decimal number in [min, max]; false otherwise. */
-static bool parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!text || text[0] < '0' || text[0] > '9')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_dtype(const char *name, nx_dtype_t *out)
 {
     static const struct {
@@ -120,13 +106,13 @@ static int to_opts(const args_t *a, nx_synth_opts_t *o)
     if (a->dtype && !parse_dtype(a->dtype, &o->dtype))
         return usage_error("unknown --dtype '%s' (bf16, f16 or f32)", a->dtype);
     if (a->seed) {
-        if (!parse_u64(a->seed, 0, UINT64_MAX, &v))
+        if (!nx_cli_parse_u64(a->seed, 0, UINT64_MAX, &v))
             return usage_error("--seed '%s' is not a whole number >= 0", a->seed);
         o->seed = v;
     }
     size_t tensors = nx_synth_tensor_count(o->arch, o->preset);
     if (a->shards) {
-        if (!parse_u64(a->shards, 1, tensors, &v)) {
+        if (!nx_cli_parse_u64(a->shards, 1, tensors, &v)) {
             fprintf(stderr,
                     "nexusctl model synth: --shards '%s' must be a whole number from 1 to %zu "
                     "(the tensor count of %s %s)\n",
@@ -156,10 +142,12 @@ int nx_ctl_model_synth(int argc, char **argv)
         fprintf(stderr, "nexusctl model synth: %s\n", err.msg[0] ? err.msg : nx_strerror(rc));
         return rc == NX_EINVAL ? NX_CTL_EXIT_USAGE : NX_CTL_EXIT_FAIL;
     }
-    double gb = (double)report.weight_bytes / 1e9;
-    printf("wrote %s: %s %s %s, %zu tensors, %.2f GB in %u file%s, %.1f s (%.2f GB/s)\n",
+    char size[32];
+    nx_cli_format_bytes(report.weight_bytes, size, sizeof size);
+    printf("wrote %s: %s %s %s, %zu tensors, %s in %u file%s, %.1f s (%.2f GB/s)\n",
            opts.out_dir, args.arch, args.preset, args.dtype ? args.dtype : "bf16",
-           report.tensor_count, gb, report.files, report.files == 1 ? "" : "s", report.seconds,
-           report.seconds > 0 ? gb / report.seconds : 0.0);
+           report.tensor_count, size, report.files, report.files == 1 ? "" : "s",
+           report.seconds,
+           report.seconds > 0 ? (double)report.weight_bytes / 1e9 / report.seconds : 0.0);
     return NX_CTL_EXIT_OK;
 }

@@ -6,28 +6,48 @@
 #include "ctl.h"
 
 typedef struct command {
-    const char *group; /* "model", or NULL for a top-level command */
-    const char *name;
+    const char *words; /* "model inspect", or one word for a top-level command */
     int (*run)(int argc, char **argv);
     const char *synopsis;
 } command_t;
 
 static const command_t commands[] = {
-    {"model", "inspect", nx_ctl_model_inspect, "PATH [--json] [--summary]"},
-    {"model", "verify", nx_ctl_model_verify, "PATH [--json]"},
-    {"model", "load", nx_ctl_model_load,
+    {"model inspect", nx_ctl_model_inspect, "PATH [--json] [--summary]"},
+    {"model verify", nx_ctl_model_verify, "PATH [--json]"},
+    {"model load", nx_ctl_model_load,
      "PATH [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
      "              [--read auto|direct|buffered] [--pool-mib N]"},
-    {"model", "synth", nx_ctl_model_synth,
+    {"model synth", nx_ctl_model_synth,
      "--arch qwen3|qwen2|llama --preset tiny|0.6b|4b|8b --out DIR [--seed N]\n"
      "              [--dtype bf16|f16|f32] [--shards N] [--tokenizer DIR]"},
+    {"run", nx_ctl_run,
+     "MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--max-tokens N] [--temperature T]\n"
+     "              [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed N]\n"
+     "              [--stop TEXT] [--device auto|cpu|cuda] [--json] [--prompt-ids 1,2,3]"},
+    {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think]"},
 };
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: nexusctl COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %s %s %s\n", commands[i].group, commands[i].name, commands[i].synopsis);
+        fprintf(out, "  %s %s\n", commands[i].words, commands[i].synopsis);
+}
+
+/* Number of argv words (from argv[1]) that match c->words, or 0. */
+static int match(const command_t *c, int argc, char **argv)
+{
+    const char *w = c->words;
+    int used = 0;
+    while (*w) {
+        const char *sp = strchr(w, ' ');
+        size_t n = sp ? (size_t)(sp - w) : strlen(w);
+        if (1 + used >= argc || strlen(argv[1 + used]) != n || strncmp(argv[1 + used], w, n) != 0)
+            return 0;
+        used++;
+        w = sp ? sp + 1 : w + n;
+    }
+    return used;
 }
 
 int main(int argc, char **argv)
@@ -37,23 +57,21 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? NX_CTL_EXIT_USAGE : NX_CTL_EXIT_OK;
     }
-    const char *group = argv[1];
-    const char *name = argc > 2 ? argv[2] : NULL;
     bool group_known = false;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        const command_t *c = &commands[i];
-        if (strcmp(c->group, group) != 0)
-            continue;
-        group_known = true;
-        if (name && strcmp(c->name, name) == 0)
-            return c->run(argc - 2, argv + 2);
+        int used = match(&commands[i], argc, argv);
+        if (used)
+            return commands[i].run(argc - used, argv + used);
+        size_t n = strlen(argv[1]);
+        if (strncmp(commands[i].words, argv[1], n) == 0 && commands[i].words[n] == ' ')
+            group_known = true;
     }
-    if (group_known && name)
-        fprintf(stderr, "nexusctl: '%s %s' is not a command\n", group, name);
+    if (group_known && argc > 2)
+        fprintf(stderr, "nexusctl: '%s %s' is not a command\n", argv[1], argv[2]);
     else if (group_known)
-        fprintf(stderr, "nexusctl: '%s' needs a sub-command\n", group);
+        fprintf(stderr, "nexusctl: '%s' needs a sub-command\n", argv[1]);
     else
-        fprintf(stderr, "nexusctl: unknown command '%s'\n", group);
+        fprintf(stderr, "nexusctl: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return NX_CTL_EXIT_USAGE;
 }

@@ -1,0 +1,234 @@
+/* nx_engine.h — the model engine's public C API: a model's config, its tokenizer and chat
+ * template, sampling, and the forward pass over weights the loader put in the pool.
+ *
+ * The forward pass sits behind a backend table (agents/backend.h): the CPU backend is complete;
+ * the CUDA backend implements the same table. Weights are used in place in their pool region
+ * (bf16, f16 or f32 as stored, converted on the fly); every sequence's KV cache is a region of
+ * the same pool. Nothing here knows ZeroMQ or SQLite: the orchestrator drives the step API.
+ *
+ * Threading: an engine is driven by one thread at a time (the executor that owns it); the CPU
+ * backend uses its own worker threads inside a step. Tokenizers are read-only after loading
+ * and may be shared by any number of threads.
+ */
+#ifndef NX_ENGINE_H
+#define NX_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nx_err.h"
+#include "nx_loader.h"
+
+/* ------------------------------------------------------------------------------------------
+ * config.json
+ */
+typedef enum nx_arch {
+    NX_ARCH_LLAMA, /* model_type llama or mistral */
+    NX_ARCH_QWEN2,
+    NX_ARCH_QWEN3,
+} nx_arch_t;
+
+#define NX_MAX_EOS 8
+
+typedef struct nx_model_config {
+    nx_arch_t arch;
+    char model_type[32];      /* as written in config.json */
+    uint32_t hidden;          /* hidden_size */
+    uint32_t intermediate;    /* intermediate_size */
+    uint32_t layers;          /* num_hidden_layers */
+    uint32_t heads;           /* num_attention_heads */
+    uint32_t kv_heads;        /* num_key_value_heads (GQA); = heads when absent */
+    uint32_t head_dim;        /* head_dim; hidden / heads when absent */
+    uint32_t vocab;           /* vocab_size */
+    uint32_t max_position;    /* max_position_embeddings */
+    float rms_eps;            /* rms_norm_eps */
+    double rope_theta;        /* rope_theta */
+    bool rope_llama3;         /* rope_scaling.rope_type == "llama3" */
+    double rope_factor;       /* rope_scaling.factor */
+    double rope_low_freq;     /* rope_scaling.low_freq_factor */
+    double rope_high_freq;    /* rope_scaling.high_freq_factor */
+    uint32_t rope_original_max; /* rope_scaling.original_max_position_embeddings */
+    bool qkv_bias;            /* q/k/v projections have biases (Qwen2; attention_bias) */
+    bool qk_norm;             /* per-head RMSNorm on q and k (Qwen3) */
+    bool tie_embeddings;      /* tie_word_embeddings (lm_head.weight is used when present) */
+    int32_t bos_id;           /* -1 when absent */
+    int32_t eos_ids[NX_MAX_EOS];
+    uint32_t eos_count;
+} nx_model_config_t;
+
+/* Read MODEL_DIR/config.json. Every value comes from the file (defaults only where Hugging
+ * Face has them: kv_heads = heads, head_dim = hidden / heads, ...). NX_ENOTSUP names an
+ * unsupported model_type; NX_EFORMAT names a missing or ill-typed field. */
+int nx_config_load(const char *model_dir, nx_model_config_t *out, nx_err_t *err);
+const char *nx_arch_name(nx_arch_t arch);
+
+/* ------------------------------------------------------------------------------------------
+ * tokenizer.json: byte-level BPE as Hugging Face tokenizers runs it (Qwen2/Qwen3, Llama 3)
+ */
+typedef struct nx_tokenizer nx_tokenizer_t;
+
+/* Load MODEL_DIR/tokenizer.json (and tokenizer_config.json when present). Caller owns it. */
+nx_tokenizer_t *nx_tokenizer_load(const char *model_dir, nx_err_t *err);
+void nx_tokenizer_destroy(nx_tokenizer_t **self_p);
+
+/* Encode UTF-8 text as the reference does: added and special tokens split out first, NFC,
+ * the pre-tokenizer regex, byte-to-unicode, merges by rank. *ids_out is malloc'ed (caller
+ * frees). Invalid UTF-8 is NX_EINVAL naming the byte offset. */
+int nx_tokenizer_encode(const nx_tokenizer_t *self, const char *text, size_t len,
+                        int32_t **ids_out, size_t *count_out, nx_err_t *err);
+/* Decode ids to text (skip_special drops special tokens). *text_out malloc'ed. */
+int nx_tokenizer_decode(const nx_tokenizer_t *self, const int32_t *ids, size_t count,
+                        bool skip_special, char **text_out, nx_err_t *err);
+/* Highest token id + 1. */
+uint32_t nx_tokenizer_vocab_size(const nx_tokenizer_t *self);
+/* The raw bytes a token stands for; NULL for an unknown id. */
+const char *nx_tokenizer_token_bytes(const nx_tokenizer_t *self, int32_t id, size_t *len_out);
+/* Id of a token given by its text ("<|im_end|>"); -1 when absent. */
+int32_t nx_tokenizer_token_id(const nx_tokenizer_t *self, const char *token);
+bool nx_tokenizer_is_special(const nx_tokenizer_t *self, int32_t id);
+/* tokenizer_config.json's chat_template, bos_token, eos_token; NULL when absent. */
+const char *nx_tokenizer_chat_template(const nx_tokenizer_t *self);
+const char *nx_tokenizer_bos_token(const nx_tokenizer_t *self);
+const char *nx_tokenizer_eos_token(const nx_tokenizer_t *self);
+
+/* Streaming decode that never splits a UTF-8 character across pieces. */
+typedef struct nx_detok {
+    const nx_tokenizer_t *tok;
+    bool skip_special;
+    unsigned char pending[8]; /* bytes of an incomplete character */
+    size_t pending_len;
+} nx_detok_t;
+
+void nx_detok_init(nx_detok_t *self, const nx_tokenizer_t *tok, bool skip_special);
+/* Add one token; writes the complete characters now available to out (NUL-terminated,
+ * cap >= 64 + the longest token) and returns their length. */
+size_t nx_detok_push(nx_detok_t *self, int32_t id, char *out, size_t cap);
+/* End of stream: left-over bytes of an incomplete character come out as U+FFFD. */
+size_t nx_detok_flush(nx_detok_t *self, char *out, size_t cap);
+
+/* ------------------------------------------------------------------------------------------
+ * Chat templates
+ */
+typedef enum nx_chat_kind {
+    NX_CHAT_AUTO = 0, /* from tokenizer_config.json's chat_template */
+    NX_CHAT_CHATML,   /* Qwen: <|im_start|>role\n...<|im_end|>, thinking on/off as Qwen3 */
+    NX_CHAT_LLAMA3,   /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    NX_CHAT_RAW,      /* no template: the text as is */
+} nx_chat_kind_t;
+
+typedef struct nx_chat_msg {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} nx_chat_msg_t;
+
+typedef struct nx_chat_opts {
+    nx_chat_kind_t kind;
+    int thinking;                /* -1: the template's default; 0 off; 1 on (Qwen3) */
+    bool add_generation_prompt; /* end with the assistant's header */
+} nx_chat_opts_t;
+
+nx_chat_kind_t nx_chat_detect(const nx_tokenizer_t *tok);
+const char *nx_chat_kind_name(nx_chat_kind_t kind);
+bool nx_chat_kind_parse(const char *name, nx_chat_kind_t *kind_out); /* auto|chatml|llama3|raw */
+/* Render messages to the prompt text. *text_out malloc'ed. */
+int nx_chat_render(const nx_tokenizer_t *tok, const nx_chat_opts_t *opts,
+                   const nx_chat_msg_t *msgs, size_t count, char **text_out, nx_err_t *err);
+/* The ids that end a turn for this template (end-of-turn tokens and eos); returns how many
+ * were written to ids (at most cap). */
+size_t nx_chat_stop_ids(const nx_tokenizer_t *tok, nx_chat_kind_t kind, int32_t *ids,
+                        size_t cap);
+
+/* ------------------------------------------------------------------------------------------
+ * Sampling
+ */
+typedef struct nx_sampling {
+    float temperature;        /* 0: greedy */
+    uint32_t top_k;           /* 0: off */
+    float top_p;              /* 1: off; in (0, 1] */
+    float min_p;              /* 0: off; in [0, 1) */
+    float repetition_penalty; /* 1: off; > 0 */
+    uint64_t seed;            /* the same seed and inputs give the same tokens */
+    uint32_t max_tokens;      /* tokens to generate at most; > 0 */
+    const char *const *stop;  /* stop strings: generation ends when the text contains one */
+    size_t stop_count;
+} nx_sampling_t;
+
+nx_sampling_t nx_sampling_default(void); /* greedy, 256 tokens */
+/* NX_EINVAL naming the field and its allowed range. */
+int nx_sampling_validate(const nx_sampling_t *s, nx_err_t *err);
+
+typedef struct nx_sampler nx_sampler_t;
+nx_sampler_t *nx_sampler_new(const nx_sampling_t *s, uint32_t vocab, nx_err_t *err);
+void nx_sampler_destroy(nx_sampler_t **self_p);
+/* The next id from `vocab` logits; history (may be empty) feeds the repetition penalty. */
+int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
+                        size_t history_len);
+
+/* ------------------------------------------------------------------------------------------
+ * The engine: one model bound to a backend, and its sequences
+ */
+typedef struct nx_engine nx_engine_t;
+typedef struct nx_seq nx_seq_t;
+
+typedef struct nx_engine_opts {
+    uint32_t threads;     /* CPU backend worker threads; 0 = one per core */
+    uint32_t max_context; /* default KV capacity per sequence; 0 = min(max_position, 4096) */
+} nx_engine_opts_t;
+
+/* Bind the weights of a loaded model (borrowed: it must outlive the engine) to the backend of
+ * the pool's device. Reads MODEL_DIR/config.json and checks every tensor the architecture
+ * needs: a missing one is NX_ENOTFOUND naming it, a wrong shape or dtype NX_EFORMAT naming it
+ * with what was expected. opts may be NULL. Caller owns the result. */
+nx_engine_t *nx_engine_new(const char *model_dir, const nx_model_t *weights, nx_pool_t *pool,
+                           const nx_engine_opts_t *opts, nx_err_t *err);
+void nx_engine_destroy(nx_engine_t **self_p);
+const nx_model_config_t *nx_engine_config(const nx_engine_t *self);
+const char *nx_engine_backend_name(const nx_engine_t *self); /* "cpu" or "cuda" */
+
+/* A sequence with a KV cache of `capacity` tokens (0: the engine's max_context) from the pool:
+ * NX_EPOOLFULL when it does not fit. all_logits keeps every processed token's logits (tests),
+ * otherwise only the last one's. */
+nx_seq_t *nx_seq_new(nx_engine_t *engine, uint32_t capacity, bool all_logits, nx_err_t *err);
+void nx_seq_destroy(nx_engine_t *engine, nx_seq_t **seq_p);
+uint32_t nx_seq_len(const nx_seq_t *seq);      /* tokens already in the KV cache */
+uint32_t nx_seq_capacity(const nx_seq_t *seq);
+/* Queue tokens for the next step (a prompt, or the token just sampled). NX_EINVAL when
+ * len + queued + n would exceed the capacity ("prompt of N tokens is longer than the context
+ * of M"), or an id is outside the vocabulary. */
+int nx_seq_feed(nx_seq_t *seq, const int32_t *ids, size_t n, nx_err_t *err);
+void nx_seq_reset(nx_seq_t *seq); /* empty again; keeps its KV region */
+
+/* Advance `count` sequences of this engine together: each processes all its queued tokens
+ * (prompt rows and single decode rows go through the same matrix-matrix pass), then holds
+ * the logits of what it processed. Sequences may join and leave between steps. A sequence
+ * with nothing queued is NX_EINVAL. */
+int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_err_t *err);
+/* Logits (host memory, fp32) of the last step: `rows` rows of vocab floats — the last
+ * processed token only, or every one with all_logits. Valid until the next step. */
+const float *nx_seq_logits(const nx_seq_t *seq, size_t *rows_out);
+
+/* ------------------------------------------------------------------------------------------
+ * Generation on one sequence (what `nexusctl run` uses; the orchestrator uses the step API)
+ */
+typedef int (*nx_emit_fn)(void *user, const char *text, size_t len); /* non-zero: stop */
+
+typedef struct nx_gen_result {
+    int32_t *ids;           /* generated ids (malloc'ed) */
+    size_t count;
+    char *text;             /* their text (malloc'ed) */
+    uint32_t prompt_tokens;
+    double prefill_seconds; /* the prompt's step */
+    double decode_seconds;  /* all later steps */
+    const char *stop_reason; /* "eos", "stop", "length" or "emit" (static string) */
+} nx_gen_result_t;
+
+/* Feed the prompt, then sample until a stop id, a stop string, max_tokens or the context's
+ * end; stream text pieces (whole characters) through emit (may be NULL). */
+int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
+                const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
+                const int32_t *stop_ids, size_t stop_id_count, nx_emit_fn emit, void *user,
+                nx_gen_result_t *out, nx_err_t *err);
+void nx_gen_result_free(nx_gen_result_t *result);
+
+#endif
