@@ -269,6 +269,11 @@ static int cuda_map(nx_dev_t *dev, const uint32_t *chunks, uint32_t count, void 
     return NX_OK;
 }
 
+/* Device memory is never written by the host directly: nothing to prepare. */
+static void cuda_prepare(nx_dev_t *dev, void *ptr, size_t bytes)
+{
+}
+
 static void cuda_unmap(nx_dev_t *dev, void *va, uint32_t count)
 {
     if (!va)
@@ -411,6 +416,7 @@ static const nx_dev_ops_t cuda_ops = {
     .phys_release = cuda_phys_release,
     .map = cuda_map,
     .unmap = cuda_unmap,
+    .prepare = cuda_prepare,
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .stream_new = cuda_stream_new,

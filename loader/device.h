@@ -34,6 +34,10 @@ typedef struct nx_dev_ops {
     int (*map)(nx_dev_t *dev, const uint32_t *chunks, uint32_t count, void **va_out,
                nx_err_t *err);
     void (*unmap)(nx_dev_t *dev, void *va, uint32_t count);
+    /* Pool memory [ptr, ptr+bytes) is about to be written by the host (host_visible backends):
+     * build its page tables now, in the thread that will write it, rather than one fault per
+     * page. A no-op where the pool is not host memory. Best effort: never fails a load. */
+    void (*prepare)(nx_dev_t *dev, void *ptr, size_t bytes);
 
     /* Host memory for staging and the host cache: pinned on CUDA, page-aligned on both.
      * Allocated at start-up only, never inside a timed load. */

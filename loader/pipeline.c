@@ -356,6 +356,9 @@ static int load_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_t *
     char *dst = ctx->region + f->region_base + (use_start - file->data_offset);
     bool direct = chunk_wants_direct(ctx, f, win_start, win_end);
     atomic_fetch_add(direct ? &ctx->direct_chunks : &ctx->buffered_chunks, 1);
+    nx_dev_t *dev = ctx->loader->dev;
+    if (ctx->host_visible)
+        dev->ops->prepare(dev, dst, use_len);
 
     if (ctx->host_visible && !direct)
         return read_exact(f->fd, dst, use_len, use_start, file->path, err);
@@ -389,6 +392,7 @@ static int restore_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_
     if (!*slot)
         *slot = slot_acquire(ctx->loader);
     nx_dev_t *dev = ctx->loader->dev;
+    dev->ops->prepare(dev, ctx->region + off, n);
     return dev->ops->copy_h2d(dev, ctx->region + off, img->chunks[chunk], n, (*slot)->stream,
                               err);
 }
