@@ -24,7 +24,7 @@ static const command_t commands[] = {
      "MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--max-tokens N] [--temperature T]\n"
      "              [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed N]\n"
      "              [--stop TEXT] [--device auto|cpu|cuda] [--json] [--prompt-ids 1,2,3]"},
-    {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think]"},
+    {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think] [--system TEXT]"},
 };
 
 static void usage(FILE *out)
