@@ -190,6 +190,20 @@ def test_thread_count_does_not_change_logits(models, tmp_path):
     assert np.array_equal(one, three)
 
 
+@pytest.mark.parametrize("variant", ["qwen3-bf16", "llama-f16"])
+def test_plain_kernels_match_reference(models, variant, tmp_path):
+    """The portable matmul (no AVX2) agrees with the reference too."""
+    model = models(variant)
+    out = os.path.join(str(tmp_path), "plain.bin")
+    r = subprocess.run([TOOL, model, "--ids", ",".join(map(str, PROMPT)), "--out", out],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, NEXUS_CPU_KERNELS="plain"))
+    assert r.returncode == 0, r.stderr
+    got = np.fromfile(out, dtype="<f4").reshape(len(PROMPT), -1)
+    want = ref.forward(ref.load_config(model), ref.load_weights(model), PROMPT)
+    assert rel_err(got, want) <= TOLERANCE["f16"]
+
+
 def test_tool_reports_engine_errors(models):
     r, _ = run_tool(models("qwen2-f32"), "--ids", "1,999999")
     assert r.returncode != 0 and "outside the vocabulary" in r.stderr
