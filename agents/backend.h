@@ -1,0 +1,86 @@
+/* backend.h — internal: the table of functions the engine drives a forward pass through.
+ *
+ * engine.c is backend-agnostic: it reads the config, validates and binds the weights (pointers
+ * into the model's pool region), keeps the sequences and builds each step's batch. A backend
+ * (cpu_backend.c now; a CUDA one later, behind the same table) computes. Weights and KV caches
+ * are pool regions, so on CUDA they are device pointers and nothing here assumes host memory
+ * except the logits destinations, which are always host buffers.
+ *
+ * A step is a flat batch of rows, one per token: rows of a sequence are contiguous and at
+ * consecutive positions starting at that sequence's current length. Attention of a row covers
+ * its sequence's KV cache up to and including its own position (causal).
+ */
+#ifndef NX_BACKEND_H
+#define NX_BACKEND_H
+
+#include "nx_engine.h"
+
+/* A weight as stored in the pool: dtype BF16, F16 or F32, row-major [rows][cols]. */
+typedef struct nx__wref {
+    const void *ptr; /* NULL when the model has no such tensor (optional biases) */
+    nx_dtype_t dtype;
+    uint32_t rows;   /* shape[0] */
+    uint32_t cols;   /* shape[1]; 1 for vectors */
+} nx__wref_t;
+
+typedef struct nx__layer_weights {
+    nx__wref_t attn_norm;             /* [hidden] input_layernorm */
+    nx__wref_t q, k, v, o;            /* [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd] */
+    nx__wref_t q_bias, k_bias, v_bias; /* [heads*hd], [kv*hd] x2; ptr NULL without qkv_bias */
+    nx__wref_t o_bias;                /* [hidden]; llama/qwen3 with attention_bias, else NULL */
+    nx__wref_t q_norm, k_norm;        /* [hd] per-head RMSNorm (qwen3), else NULL */
+    nx__wref_t mlp_norm;              /* [hidden] post_attention_layernorm */
+    nx__wref_t gate, up, down;        /* [inter, hidden] x2, [hidden, inter] */
+} nx__layer_weights_t;
+
+typedef struct nx__weights {
+    nx__wref_t embed;            /* [vocab, hidden] */
+    nx__wref_t norm;             /* [hidden] final norm */
+    nx__wref_t lm_head;          /* [vocab, hidden]: lm_head.weight, or embed when tied */
+    nx__layer_weights_t *layers; /* config.layers entries */
+} nx__weights_t;
+
+/* A sequence's KV cache as the backend keeps it (a pool region). */
+typedef struct nx__kv {
+    nx_region_t *region;
+    void *base;        /* nx_region_ptr(region) */
+    uint32_t capacity; /* tokens */
+} nx__kv_t;
+
+typedef struct nx__batch_seq {
+    nx__kv_t *kv;
+    uint32_t row_first; /* its rows are [row_first, row_first + row_count) */
+    uint32_t row_count;
+    uint32_t pos_first; /* position of its first row = tokens already in its cache */
+} nx__batch_seq_t;
+
+typedef struct nx__batch {
+    const int32_t *tokens;       /* [rows] */
+    const uint32_t *positions;   /* [rows] */
+    const uint32_t *row_seq;     /* [rows] index into seqs */
+    uint32_t rows;
+    const nx__batch_seq_t *seqs; /* [seq_count] */
+    uint32_t seq_count;
+    const uint32_t *logit_rows;  /* [logit_count] rows whose logits are wanted */
+    float *const *logit_out;     /* [logit_count] host destinations, vocab floats each */
+    uint32_t logit_count;
+} nx__batch_t;
+
+typedef struct nx__backend_ops {
+    const char *name; /* "cpu", "cuda" */
+    /* Per engine: keep config and weights (both outlive the backend state). */
+    int (*init)(const nx_model_config_t *config, const nx__weights_t *weights, nx_pool_t *pool,
+                const nx_engine_opts_t *opts, void **state_out, nx_err_t *err);
+    void (*destroy)(void *state);
+    /* A KV cache for `capacity` tokens as a pool region owned by `owner`. */
+    int (*kv_alloc)(void *state, uint32_t capacity, const char *owner, nx__kv_t *kv_out,
+                    nx_err_t *err);
+    void (*kv_free)(void *state, nx__kv_t *kv);
+    /* Run every row of the batch through the model, write K/V of each row into its
+     * sequence's cache, and the logits of batch->logit_rows to batch->logit_out. */
+    int (*forward)(void *state, const nx__batch_t *batch, nx_err_t *err);
+} nx__backend_ops_t;
+
+extern const nx__backend_ops_t nx__cpu_backend;
+
+#endif

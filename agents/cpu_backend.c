@@ -1,0 +1,408 @@
+/* cpu_backend.c — the forward pass on the CPU, behind the backend table (backend.h).
+ *
+ * Activations are fp32 host buffers sized for the step's rows; the residual stream is fp32.
+ * Weights are read in place from the pool (BF16/F16/F32). Every matmul covers all rows of the
+ * batch at once (prefill and decode rows together), split over the thread pool by tiles of
+ * output columns; attention is split by (sequence, query head).
+ *
+ * KV cache layout (one pool region per sequence, fp32):
+ *   [layer][k|v][kv_head][capacity][head_dim]
+ * so one head's keys for all positions are contiguous for the attention loop.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_kernels.h"
+#include "threadpool.h"
+
+typedef struct cpu_state {
+    const nx_model_config_t *cfg;
+    const nx__weights_t *w;
+    nx_pool_t *pool;
+    nx__tpool_t *tp;
+    double *inv_freq;       /* [head_dim/2] */
+    float **worker_scratch; /* per worker: a matmul tile of converted weight rows */
+    size_t worker_floats;   /* floats in each worker_scratch */
+    float **worker_scores;  /* per worker: attention scores, scores_cap floats */
+    uint32_t scores_cap;
+    /* activations, [rows_cap][...] */
+    uint32_t rows_cap;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin, *logits;
+    uint32_t logits_cap;
+} cpu_state_t;
+
+static uint32_t q_dim(const nx_model_config_t *c) { return c->heads * c->head_dim; }
+static uint32_t kv_dim(const nx_model_config_t *c) { return c->kv_heads * c->head_dim; }
+
+static void free_activations(cpu_state_t *s)
+{
+    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att,
+                      &s->gate, &s->up, &s->rope_cos, &s->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    s->rows_cap = 0;
+}
+
+static void cpu_destroy(void *state)
+{
+    cpu_state_t *s = state;
+    if (!s)
+        return;
+    free_activations(s);
+    if (s->worker_scratch)
+        for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
+            free(s->worker_scratch[i]);
+    free(s->worker_scratch);
+    if (s->worker_scores)
+        for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
+            free(s->worker_scores[i]);
+    free(s->worker_scores);
+    free(s->logits);
+    free(s->inv_freq);
+    nx__tpool_destroy(&s->tp);
+    free(s);
+}
+
+static int cpu_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_pool_t *pool,
+                    const nx_engine_opts_t *opts, void **state_out, nx_err_t *err)
+{
+    cpu_state_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return nx_err_set(err, NX_ENOMEM, "CPU backend: out of memory");
+    s->cfg = cfg, s->w = w, s->pool = pool;
+    s->tp = nx__tpool_new(opts ? opts->threads : 0, err);
+    if (!s->tp)
+        goto fail;
+    s->inv_freq = calloc(cfg->head_dim / 2, sizeof *s->inv_freq);
+    uint32_t widest = cfg->hidden > cfg->intermediate ? cfg->hidden : cfg->intermediate;
+    if (q_dim(cfg) > widest)
+        widest = q_dim(cfg);
+    s->worker_floats = (size_t)NX_K_TILE_COLS * widest;
+    s->worker_scratch = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scratch);
+    s->worker_scores = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scores);
+    if (!s->inv_freq || !s->worker_scratch || !s->worker_scores)
+        goto oom;
+    for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
+        if (!(s->worker_scratch[i] = malloc(s->worker_floats * sizeof(float))))
+            goto oom;
+    nx__k_rope_inv_freq(cfg, s->inv_freq);
+    *state_out = s;
+    return NX_OK;
+oom:
+    nx_err_set(err, NX_ENOMEM, "CPU backend: out of memory for scratch buffers");
+fail:
+    cpu_destroy(s);
+    return err ? err->code : NX_ENOMEM;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * KV caches
+ */
+static uint64_t kv_bytes(const nx_model_config_t *c, uint32_t capacity)
+{
+    return (uint64_t)c->layers * 2 * c->kv_heads * capacity * c->head_dim * sizeof(float);
+}
+
+static int cpu_kv_alloc(void *state, uint32_t capacity, const char *owner, nx__kv_t *kv_out,
+                        nx_err_t *err)
+{
+    cpu_state_t *s = state;
+    nx_region_t *r = nx_pool_alloc(s->pool, kv_bytes(s->cfg, capacity), owner, err);
+    if (!r)
+        return err ? err->code : NX_EPOOLFULL;
+    *kv_out = (nx__kv_t){.region = r, .base = nx_region_ptr(r), .capacity = capacity};
+    return NX_OK;
+}
+
+static void cpu_kv_free(void *state, nx__kv_t *kv)
+{
+    cpu_state_t *s = state;
+    if (kv->region)
+        nx_pool_free(s->pool, &kv->region);
+    kv->base = NULL;
+}
+
+/* Keys (kind 0) or values (kind 1) of one layer's kv head: [capacity][head_dim]. */
+static float *kv_head(const cpu_state_t *s, const nx__kv_t *kv, uint32_t layer, int kind,
+                      uint32_t head)
+{
+    const nx_model_config_t *c = s->cfg;
+    uint64_t per_head = (uint64_t)kv->capacity * c->head_dim;
+    return (float *)kv->base + (((uint64_t)layer * 2 + kind) * c->kv_heads + head) * per_head;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Activation buffers
+ */
+static int ensure_rows(cpu_state_t *s, uint32_t rows, nx_err_t *err)
+{
+    if (rows <= s->rows_cap)
+        return NX_OK;
+    const nx_model_config_t *c = s->cfg;
+    free_activations(s);
+    size_t r = rows;
+    s->x = malloc(r * c->hidden * sizeof(float));
+    s->xn = malloc(r * c->hidden * sizeof(float));
+    s->q = malloc(r * q_dim(c) * sizeof(float));
+    s->att = malloc(r * q_dim(c) * sizeof(float));
+    s->k = malloc(r * kv_dim(c) * sizeof(float));
+    s->v = malloc(r * kv_dim(c) * sizeof(float));
+    s->gate = malloc(r * c->intermediate * sizeof(float));
+    s->up = malloc(r * c->intermediate * sizeof(float));
+    s->rope_cos = malloc(r * (c->head_dim / 2) * sizeof(float));
+    s->rope_sin = malloc(r * (c->head_dim / 2) * sizeof(float));
+    if (!s->x || !s->xn || !s->q || !s->att || !s->k || !s->v || !s->gate || !s->up ||
+        !s->rope_cos || !s->rope_sin) {
+        free_activations(s);
+        return nx_err_set(err, NX_ENOMEM, "CPU backend: out of memory for %u rows", rows);
+    }
+    s->rows_cap = rows;
+    return NX_OK;
+}
+
+/* Each worker's attention scores hold the longest context in the batch. */
+static int ensure_scores(cpu_state_t *s, const nx__batch_t *b, nx_err_t *err)
+{
+    uint32_t need = 0;
+    for (uint32_t i = 0; i < b->seq_count; i++)
+        if (b->seqs[i].kv->capacity > need)
+            need = b->seqs[i].kv->capacity;
+    if (need <= s->scores_cap)
+        return NX_OK;
+    for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++) {
+        free(s->worker_scores[i]);
+        if (!(s->worker_scores[i] = malloc((size_t)need * sizeof(float)))) {
+            s->scores_cap = 0;
+            return nx_err_set(err, NX_ENOMEM,
+                              "CPU backend: out of memory for attention over %u tokens", need);
+        }
+    }
+    s->scores_cap = need;
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Parallel matmuls: a list of jobs, each split into tiles of output columns
+ */
+typedef struct mm_job {
+    const float *x;          /* [n][w->cols] */
+    uint32_t n;
+    const nx__wref_t *w;
+    const nx__wref_t *bias;  /* may be NULL or have ptr NULL */
+    float *y;                /* [n][w->rows] */
+    bool accumulate;         /* y += instead of y = (residual adds) */
+} mm_job_t;
+
+typedef struct mm_ctx {
+    cpu_state_t *s;
+    const mm_job_t *jobs;
+    uint32_t job_count;
+    uint32_t first_task[8]; /* first task index of each job */
+} mm_ctx_t;
+
+static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
+{
+    const mm_ctx_t *ctx = ctx_v;
+    uint32_t j = ctx->job_count - 1;
+    while (task < ctx->first_task[j])
+        j--;
+    const mm_job_t *job = &ctx->jobs[j];
+    uint32_t col = (task - ctx->first_task[j]) * NX_K_TILE_COLS;
+    uint32_t cols = job->w->rows - col < NX_K_TILE_COLS ? job->w->rows - col : NX_K_TILE_COLS;
+    nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y, job->accumulate,
+                      ctx->s->worker_scratch[worker]);
+}
+
+static void run_matmuls(cpu_state_t *s, const mm_job_t *jobs, uint32_t count)
+{
+    mm_ctx_t ctx = {s, jobs, count, {0}};
+    uint32_t tasks = 0;
+    for (uint32_t j = 0; j < count; j++) {
+        ctx.first_task[j] = tasks;
+        tasks += (jobs[j].w->rows + NX_K_TILE_COLS - 1) / NX_K_TILE_COLS;
+    }
+    nx__tpool_run(s->tp, tasks, mm_task, &ctx);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Per-row work: norms, q/k norm + RoPE + cache writes
+ */
+typedef struct row_ctx {
+    cpu_state_t *s;
+    const nx__batch_t *b;
+    const nx__wref_t *norm; /* for norm_task */
+    uint32_t layer;
+} row_ctx_t;
+
+static void norm_task(void *ctx_v, uint32_t row, uint32_t worker)
+{
+    const row_ctx_t *ctx = ctx_v;
+    uint32_t h = ctx->s->cfg->hidden;
+    nx__k_rmsnorm(ctx->s->x + (uint64_t)row * h, h, ctx->norm, ctx->s->cfg->rms_eps,
+                  ctx->s->xn + (uint64_t)row * h);
+}
+
+static void silu_task(void *ctx_v, uint32_t row, uint32_t worker)
+{
+    const row_ctx_t *ctx = ctx_v;
+    uint64_t n = ctx->s->cfg->intermediate;
+    nx__k_silu_mul(ctx->s->gate + row * n, ctx->s->up + row * n, (uint32_t)n);
+}
+
+/* Qwen3's per-head q/k RMSNorm, then RoPE, then this row's k and v into its cache slot. */
+static void qk_task(void *ctx_v, uint32_t row, uint32_t worker)
+{
+    const row_ctx_t *ctx = ctx_v;
+    const cpu_state_t *s = ctx->s;
+    const nx_model_config_t *c = s->cfg;
+    const nx__layer_weights_t *lw = &s->w->layers[ctx->layer];
+    uint32_t hd = c->head_dim, half = hd / 2;
+    const float *cos_t = s->rope_cos + (uint64_t)row * half;
+    const float *sin_t = s->rope_sin + (uint64_t)row * half;
+    float *q = s->q + (uint64_t)row * q_dim(c), *k = s->k + (uint64_t)row * kv_dim(c);
+    for (uint32_t h = 0; h < c->heads; h++) {
+        if (lw->q_norm.ptr)
+            nx__k_rmsnorm(q + h * hd, hd, &lw->q_norm, c->rms_eps, q + h * hd);
+        nx__k_rope(q + h * hd, hd, cos_t, sin_t);
+    }
+    const nx__batch_seq_t *seq = &ctx->b->seqs[ctx->b->row_seq[row]];
+    uint32_t pos = ctx->b->positions[row];
+    const float *v = s->v + (uint64_t)row * kv_dim(c);
+    for (uint32_t h = 0; h < c->kv_heads; h++) {
+        if (lw->k_norm.ptr)
+            nx__k_rmsnorm(k + h * hd, hd, &lw->k_norm, c->rms_eps, k + h * hd);
+        nx__k_rope(k + h * hd, hd, cos_t, sin_t);
+        memcpy(kv_head(s, seq->kv, ctx->layer, 0, h) + (uint64_t)pos * hd, k + h * hd,
+               hd * sizeof(float));
+        memcpy(kv_head(s, seq->kv, ctx->layer, 1, h) + (uint64_t)pos * hd, v + h * hd,
+               hd * sizeof(float));
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Attention: one task per (sequence, query head), over that sequence's cache
+ */
+static void attn_task(void *ctx_v, uint32_t task, uint32_t worker)
+{
+    const row_ctx_t *ctx = ctx_v;
+    const cpu_state_t *s = ctx->s;
+    const nx_model_config_t *c = s->cfg;
+    uint32_t head = task % c->heads;
+    const nx__batch_seq_t *seq = &ctx->b->seqs[task / c->heads];
+    uint32_t kvh = head / (c->heads / c->kv_heads), hd = c->head_dim;
+    const float *keys = kv_head(s, seq->kv, ctx->layer, 0, kvh);
+    const float *values = kv_head(s, seq->kv, ctx->layer, 1, kvh);
+    float *scores = s->worker_scores[worker]; /* scores_cap >= capacity: see cpu_forward */
+    float scale = 1.0f / sqrtf((float)hd);
+    for (uint32_t r = 0; r < seq->row_count; r++) {
+        uint64_t row = seq->row_first + r;
+        uint32_t len = seq->pos_first + r + 1; /* causal: positions 0..pos */
+        const float *q = s->q + row * q_dim(c) + (uint64_t)head * hd;
+        float *out = s->att + row * q_dim(c) + (uint64_t)head * hd;
+        float max = -INFINITY;
+        for (uint32_t t = 0; t < len; t++) {
+            scores[t] = nx__k_dot(q, keys + (uint64_t)t * hd, hd) * scale;
+            max = scores[t] > max ? scores[t] : max;
+        }
+        float sum = 0;
+        for (uint32_t t = 0; t < len; t++)
+            sum += scores[t] = expf(scores[t] - max);
+        memset(out, 0, hd * sizeof(float));
+        for (uint32_t t = 0; t < len; t++)
+            nx__k_axpy(out, scores[t] / sum, values + (uint64_t)t * hd, hd);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The forward pass
+ */
+static void embed_and_rope_tables(cpu_state_t *s, const nx__batch_t *b)
+{
+    const nx_model_config_t *c = s->cfg;
+    uint32_t half = c->head_dim / 2;
+    for (uint32_t r = 0; r < b->rows; r++) {
+        nx__k_weight_row(&s->w->embed, (uint32_t)b->tokens[r], s->x + (uint64_t)r * c->hidden);
+        for (uint32_t i = 0; i < half; i++) {
+            double angle = (double)b->positions[r] * s->inv_freq[i];
+            s->rope_cos[(uint64_t)r * half + i] = (float)cos(angle);
+            s->rope_sin[(uint64_t)r * half + i] = (float)sin(angle);
+        }
+    }
+}
+
+static void layer_forward(cpu_state_t *s, const nx__batch_t *b, uint32_t layer)
+{
+    const nx__layer_weights_t *lw = &s->w->layers[layer];
+    uint32_t n = b->rows;
+    row_ctx_t rc = {s, b, &lw->attn_norm, layer};
+    nx__tpool_run(s->tp, n, norm_task, &rc);
+    mm_job_t qkv[3] = {{s->xn, n, &lw->q, &lw->q_bias, s->q, false},
+                       {s->xn, n, &lw->k, &lw->k_bias, s->k, false},
+                       {s->xn, n, &lw->v, &lw->v_bias, s->v, false}};
+    run_matmuls(s, qkv, 3);
+    nx__tpool_run(s->tp, n, qk_task, &rc);
+    nx__tpool_run(s->tp, b->seq_count * s->cfg->heads, attn_task, &rc);
+    mm_job_t o = {s->att, n, &lw->o, &lw->o_bias, s->x, true};
+    run_matmuls(s, &o, 1);
+
+    rc.norm = &lw->mlp_norm;
+    nx__tpool_run(s->tp, n, norm_task, &rc);
+    mm_job_t gate_up[2] = {{s->xn, n, &lw->gate, NULL, s->gate, false},
+                           {s->xn, n, &lw->up, NULL, s->up, false}};
+    run_matmuls(s, gate_up, 2);
+    nx__tpool_run(s->tp, n, silu_task, &rc);
+    mm_job_t down = {s->gate, n, &lw->down, NULL, s->x, true};
+    run_matmuls(s, &down, 1);
+}
+
+/* Final norm of the wanted rows (gathered into xn), lm_head, copy to the destinations. */
+static int logits_out(cpu_state_t *s, const nx__batch_t *b, nx_err_t *err)
+{
+    const nx_model_config_t *c = s->cfg;
+    if (b->logit_count == 0)
+        return NX_OK;
+    if (b->logit_count > s->logits_cap) {
+        free(s->logits);
+        s->logits = malloc((size_t)b->logit_count * c->vocab * sizeof(float));
+        s->logits_cap = s->logits ? b->logit_count : 0;
+        if (!s->logits)
+            return nx_err_set(err, NX_ENOMEM, "CPU backend: out of memory for %u logit rows",
+                              b->logit_count);
+    }
+    for (uint32_t i = 0; i < b->logit_count; i++)
+        nx__k_rmsnorm(s->x + (uint64_t)b->logit_rows[i] * c->hidden, c->hidden, &s->w->norm,
+                      c->rms_eps, s->xn + (uint64_t)i * c->hidden);
+    mm_job_t head = {s->xn, b->logit_count, &s->w->lm_head, NULL, s->logits, false};
+    run_matmuls(s, &head, 1);
+    for (uint32_t i = 0; i < b->logit_count; i++)
+        memcpy(b->logit_out[i], s->logits + (uint64_t)i * c->vocab, c->vocab * sizeof(float));
+    return NX_OK;
+}
+
+static int cpu_forward(void *state, const nx__batch_t *b, nx_err_t *err)
+{
+    cpu_state_t *s = state;
+    int rc = ensure_scores(s, b, err);
+    if (rc == NX_OK)
+        rc = ensure_rows(s, b->rows, err);
+    if (rc)
+        return rc;
+    embed_and_rope_tables(s, b);
+    for (uint32_t layer = 0; layer < s->cfg->layers; layer++)
+        layer_forward(s, b, layer);
+    return logits_out(s, b, err);
+}
+
+const nx__backend_ops_t nx__cpu_backend = {
+    .name = "cpu",
+    .init = cpu_init,
+    .destroy = cpu_destroy,
+    .kv_alloc = cpu_kv_alloc,
+    .kv_free = cpu_kv_free,
+    .forward = cpu_forward,
+};
