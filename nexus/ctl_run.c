@@ -25,7 +25,9 @@
 typedef struct run_args {
     const char *model_dir;
     const char *prompt;
-    const char *prompt_ids; /* "1,2,3" */
+    const char *prompt_ids; /* "1,2,3" as given */
+    int32_t *ids;           /* --prompt-ids parsed (malloc'ed), or NULL */
+    size_t id_count;
     const char *system;
     bool chat, no_think, json;
     nx_device_kind_t device;
@@ -156,6 +158,39 @@ static bool takes_value(const char *opt)
     return false;
 }
 
+/* "1,2,3" -> ids (malloc'ed); false on anything but comma-separated whole numbers. */
+static bool parse_ids(const char *text, int32_t **ids_out, size_t *count_out)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        return false;
+    size_t count = 0;
+    const char *p = text;
+    for (;;) {
+        char digits[16];
+        size_t len = strcspn(p, ",");
+        uint64_t v;
+        if (len == 0 || len >= sizeof digits)
+            break;
+        memcpy(digits, p, len);
+        digits[len] = '\0';
+        if (!nx_cli_parse_u64(digits, 0, INT32_MAX, &v))
+            break;
+        ids[count++] = (int32_t)v;
+        if (p[len] == '\0') {
+            *ids_out = ids;
+            *count_out = count;
+            return true;
+        }
+        p += len + 1;
+    }
+    free(ids);
+    return false;
+}
+
 static int parse_args(int argc, char **argv, run_args_t *a)
 {
     int rc = NX_CTL_EXIT_OK;
@@ -190,43 +225,13 @@ static int parse_args(int argc, char **argv, run_args_t *a)
         return usage_error("--prompt-ids are used as they are; --chat needs a text prompt");
     if ((a->system || a->no_think) && !a->chat)
         return usage_error("--system and --no-think apply to --chat only");
+    if (a->prompt_ids && !parse_ids(a->prompt_ids, &a->ids, &a->id_count))
+        return usage_error("--prompt-ids takes whole numbers such as 1,2,3, not '%s'",
+                           a->prompt_ids);
     nx_err_t err = {0};
     if (nx_sampling_validate(&a->sampling, &err) != NX_OK)
         return usage_error("%s", err.msg);
     return NX_CTL_EXIT_OK;
-}
-
-/* "1,2,3" -> ids (malloc'ed); false on anything but comma-separated whole numbers. */
-static bool parse_ids(const char *text, int32_t **ids_out, size_t *count_out)
-{
-    size_t cap = 1;
-    for (const char *p = text; *p; p++)
-        cap += *p == ',';
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids)
-        return false;
-    size_t count = 0;
-    const char *p = text;
-    for (;;) {
-        char digits[16];
-        size_t len = strcspn(p, ",");
-        uint64_t v;
-        if (len == 0 || len >= sizeof digits)
-            break;
-        memcpy(digits, p, len);
-        digits[len] = '\0';
-        if (!nx_cli_parse_u64(digits, 0, INT32_MAX, &v))
-            break;
-        ids[count++] = (int32_t)v;
-        if (p[len] == '\0') {
-            *ids_out = ids;
-            *count_out = count;
-            return true;
-        }
-        p += len + 1;
-    }
-    free(ids);
-    return false;
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
@@ -311,10 +316,12 @@ static void close_model(run_ctx_t *c)
 static int prompt_ids(const run_args_t *a, const run_ctx_t *c, int32_t **ids, size_t *count,
                       nx_err_t *err)
 {
-    if (a->prompt_ids) {
-        if (!parse_ids(a->prompt_ids, ids, count))
-            return nx_err_set(err, NX_EINVAL, "--prompt-ids '%s' is not a list such as 1,2,3",
-                              a->prompt_ids);
+    if (a->ids) {
+        *ids = malloc(a->id_count * sizeof **ids);
+        if (!*ids)
+            return nx_err_set(err, NX_ENOMEM, "no memory for %zu prompt ids", a->id_count);
+        memcpy(*ids, a->ids, a->id_count * sizeof **ids);
+        *count = a->id_count;
         return NX_OK;
     }
     if (!a->chat)
@@ -381,7 +388,7 @@ static void print_json(const nx_gen_result_t *r, const run_figures_t *f)
     json_object_set_new(t, "generated_tokens", json_integer((json_int_t)r->count));
     json_object_set_new(o, "timings", t);
     json_object_set_new(o, "stop_reason", json_string(r->stop_reason));
-    char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
     if (text)
         puts(text);
     free(text);
@@ -392,8 +399,10 @@ int nx_ctl_run(int argc, char **argv)
 {
     run_args_t a = {.device = NX_DEVICE_AUTO, .sampling = nx_sampling_default()};
     int rc = parse_args(argc, argv, &a);
-    if (rc != NX_CTL_EXIT_OK)
+    if (rc != NX_CTL_EXIT_OK) {
+        free(a.ids);
         return rc;
+    }
     nx_err_t err = {0};
     run_ctx_t c = {0};
     int32_t *ids = NULL;
@@ -434,6 +443,7 @@ out:
         fprintf(stderr, "nexusctl run: %s\n", err.msg[0] ? err.msg : nx_strerror(err.code));
     nx_gen_result_free(&result);
     free(ids);
+    free(a.ids);
     close_model(&c);
     return exit_code;
 }
