@@ -286,7 +286,7 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
            nx_engine_backend_name(c->engine), a->threads, a->threads == 1 ? "" : "s");
     printf("weights read per step: %s; memory read bandwidth (512 MiB, %u threads): %.2f GB/s\n",
            wbytes, a->threads, bandwidth / 1e9);
-    printf("%-22s %8s %7s %10s %12s %12s\n", "phase", "tokens", "steps", "seconds", "tokens/s",
+    printf("%-26s %8s %7s %10s %12s %12s\n", "phase", "tokens", "steps", "seconds", "tokens/s",
            "of mem bw");
     for (size_t i = 0; i < n; i++) {
         char phase[32];
@@ -294,7 +294,7 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
             snprintf(phase, sizeof phase, "decode batch %u", figs[i].batch);
         else
             snprintf(phase, sizeof phase, "prefill %u-token prompt", figs[i].tokens);
-        printf("%-22s %8u %7u %10.4f %12.1f %11.1f%%\n", phase, figs[i].tokens, figs[i].steps,
+        printf("%-26s %8u %7u %10.4f %12.1f %11.1f%%\n", phase, figs[i].tokens, figs[i].steps,
                figs[i].seconds, figs[i].tok_s, 100 * figs[i].bw_fraction);
     }
 }
