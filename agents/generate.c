@@ -100,6 +100,10 @@ static void emit_upto(gen_state_t *g, size_t upto)
 {
     if (upto <= g->emitted)
         return;
+    if (g->stop_reason && strcmp(g->stop_reason, "emit") == 0) { /* the caller said stop */
+        g->emitted = upto;
+        return;
+    }
     if (g->emit && g->emit(g->user, g->text + g->emitted, upto - g->emitted) != 0 &&
         !g->stop_reason)
         g->stop_reason = "emit";

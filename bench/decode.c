@@ -2,7 +2,7 @@
  * batched prompt) and decode tokens/s at batch 1 and at several concurrent sequences stepped
  * together (continuous batching through nx_engine_step), each beside the fraction of memory
  * bandwidth it uses: weight bytes read per step / step time / a multi-threaded read bandwidth
- * measured in the same run over a buffer far larger than the caches.
+ * measured in the same run over a buffer far larger than the caches (1 GiB or 4 x L3).
  *
  *   build/bench/decode MODEL_DIR [--threads N] [--prompt 128] [--tokens 64] [--batches 1,8,32]
  *                      [--decode-prompt 16] [--json FILE]
@@ -57,10 +57,19 @@ static void *read_words(void *arg)
     return NULL;
 }
 
-/* Best of 5 multi-threaded reads of a 512 MiB buffer, in bytes per second. */
-static double measure_read_bandwidth(uint32_t threads)
+/* Bytes of the bandwidth buffer: 1 GiB, or 4 x the last-level cache when that is larger. */
+static size_t bandwidth_buffer_bytes(void)
 {
-    const size_t bytes = 512ull << 20;
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    size_t bytes = 1ull << 30;
+    if (l3 > 0 && 4 * (size_t)l3 > bytes)
+        bytes = 4 * (size_t)l3;
+    return bytes;
+}
+
+/* Best of 5 multi-threaded reads of `bytes`, in bytes per second. */
+static double measure_read_bandwidth(uint32_t threads, size_t bytes)
+{
     uint64_t *buf = malloc(bytes);
     if (!buf)
         return 0;
@@ -276,7 +285,7 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, fig
 /* ---- report -------------------------------------------------------------------------------- */
 
 static void print_table(const bench_args_t *a, const bench_ctx_t *c, double bandwidth,
-                        const figure_t *figs, size_t n)
+                        size_t bw_bytes, const figure_t *figs, size_t n)
 {
     const nx_model_config_t *cfg = nx_engine_config(c->engine);
     char wbytes[32];
@@ -284,8 +293,8 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
     printf("model %s (%s, %u layers, hidden %u, vocab %u) on %s, %u thread%s\n", a->model_dir,
            nx_arch_name(cfg->arch), cfg->layers, cfg->hidden, cfg->vocab,
            nx_engine_backend_name(c->engine), a->threads, a->threads == 1 ? "" : "s");
-    printf("weights read per step: %s; memory read bandwidth (512 MiB, %u threads): %.2f GB/s\n",
-           wbytes, a->threads, bandwidth / 1e9);
+    printf("weights read per step: %s; memory read bandwidth (%zu MiB, %u threads): %.2f GB/s\n",
+           wbytes, bw_bytes >> 20, a->threads, bandwidth / 1e9);
     printf("%-26s %8s %7s %10s %12s %12s\n", "phase", "tokens", "steps", "seconds", "tokens/s",
            "of mem bw");
     for (size_t i = 0; i < n; i++) {
@@ -339,7 +348,8 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         a.threads = cores > 0 ? (uint32_t)(cores > 256 ? 256 : cores) : 1;
     }
-    double bandwidth = measure_read_bandwidth(a.threads);
+    size_t bw_bytes = bandwidth_buffer_bytes();
+    double bandwidth = measure_read_bandwidth(a.threads, bw_bytes);
     nx_err_t err = {0};
     bench_ctx_t c = {0};
     figure_t figs[MAX_BATCHES + 1];
@@ -354,7 +364,7 @@ int main(int argc, char **argv)
                                                   figs[n].seconds / bandwidth
                                             : 0;
     }
-    print_table(&a, &c, bandwidth, figs, n);
+    print_table(&a, &c, bandwidth, bw_bytes, figs, n);
     exit_code = a.json_path ? write_json(&a, &c, bandwidth, figs, n) : 0;
 out:
     if (err.code != NX_OK)
