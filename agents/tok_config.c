@@ -199,7 +199,7 @@ int nx__tok_load_config(nx_tokenizer_t *tok, const char *model_dir, nx_err_t *er
     if (stat(path, &st) != 0)
         return NX_OK; /* optional */
     json_error_t jerr;
-    json_t *cfg = json_load_file(path, 0, &jerr);
+    json_t *cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr); /* Llama 3: 1e30 */
     if (!cfg || !json_is_object(cfg)) {
         json_decref(cfg);
         return nx_err_set(err, NX_EFORMAT, "'%s' line %d: %s", path, cfg ? 1 : jerr.line,
