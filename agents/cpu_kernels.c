@@ -5,11 +5,13 @@
  * every batch row against them, four weight rows at a time so each x load feeds four
  * accumulators. So each weight row is read from memory once per step whatever the batch size,
  * which is what decode (memory bound) needs. The inner loop over K uses GCC vector extensions;
- * the same body is compiled twice, plain and with AVX2+FMA, chosen once at run time.
+ * the same body is compiled twice, plain and with AVX2+FMA, chosen once at run time
+ * (NEXUS_CPU_KERNELS=plain forces the plain one, so tests cover it on AVX2 machines).
  */
 #include "cpu_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef float v8f __attribute__((vector_size(32)));
@@ -150,12 +152,17 @@ static void tile_plain(const tile_args_t *a)
 static void (*pick_tile(void))(const tile_args_t *)
 {
     static void (*chosen)(const tile_args_t *);
-    if (!chosen) { /* benign race: every thread picks the same function */
+    void (*fn)(const tile_args_t *) = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (!fn) { /* every thread that gets here picks the same function */
+        const char *force = getenv("NEXUS_CPU_KERNELS"); /* "plain": test the fallback */
         __builtin_cpu_init();
-        chosen = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? tile_avx2
-                                                                                  : tile_plain;
+        fn = !(force && strcmp(force, "plain") == 0) && __builtin_cpu_supports("avx2") &&
+                     __builtin_cpu_supports("fma")
+                 ? tile_avx2
+                 : tile_plain;
+        __atomic_store_n(&chosen, fn, __ATOMIC_RELAXED);
     }
-    return chosen;
+    return fn;
 }
 
 void nx__k_matmul_tile(const float *x, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,
