@@ -21,9 +21,10 @@ static const command_t commands[] = {
      "--arch qwen3|qwen2|llama --preset tiny|0.6b|4b|8b --out DIR [--seed N]\n"
      "              [--dtype bf16|f16|f32] [--shards N] [--tokenizer DIR]"},
     {"run", nx_ctl_run,
-     "MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--max-tokens N] [--temperature T]\n"
-     "              [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed N]\n"
-     "              [--stop TEXT] [--device auto|cpu|cuda] [--json] [--prompt-ids 1,2,3]"},
+     "MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--no-think] [--max-tokens N]\n"
+     "              [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
+     "              [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
+     "              [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think] [--system TEXT]"},
 };
 

@@ -1,0 +1,260 @@
+/* generate.c — generation on one sequence: the prompt in one step (prefill), then one token
+ * per step until a stop id, a stop string, max_tokens or the end of the context, with the text
+ * streamed in whole characters. This is what `nexusctl run` drives; the orchestrator drives
+ * the step API itself.
+ *
+ * Stop ids end generation and are neither in the ids nor the text. A stop string ends it too;
+ * the text up to it is emitted, the stop string and anything after it are not. To never emit
+ * the beginning of a stop string that later completes, the tail of the text that is a prefix
+ * of some stop string is held back until it is decided.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nx_engine.h"
+
+typedef struct gen_state {
+    const nx_sampling_t *sampling;
+    nx_emit_fn emit;
+    void *user;
+    int32_t *history;      /* prompt then generated ids (the repetition penalty's input) */
+    size_t history_len, history_cap;
+    char *text;            /* generated text so far, NUL-terminated */
+    size_t text_len, text_cap;
+    size_t emitted;        /* bytes of text already handed to emit */
+    size_t stop_max_len;   /* longest stop string */
+    const char *stop_reason;
+} gen_state_t;
+
+static int grow(void **buf, size_t *cap, size_t need, size_t elem, nx_err_t *err)
+{
+    if (need <= *cap)
+        return NX_OK;
+    size_t cap_new = *cap ? *cap : 64;
+    while (cap_new < need)
+        cap_new *= 2;
+    void *p = realloc(*buf, cap_new * elem);
+    if (!p)
+        return nx_err_set(err, NX_ENOMEM, "generation: no memory for %zu items", cap_new);
+    *buf = p;
+    *cap = cap_new;
+    return NX_OK;
+}
+
+static int push_id(gen_state_t *g, int32_t id, nx_err_t *err)
+{
+    int rc = grow((void **)&g->history, &g->history_cap, g->history_len + 1, sizeof(int32_t),
+                  err);
+    if (rc == NX_OK)
+        g->history[g->history_len++] = id;
+    return rc;
+}
+
+static int push_text(gen_state_t *g, const char *piece, size_t len, nx_err_t *err)
+{
+    int rc = grow((void **)&g->text, &g->text_cap, g->text_len + len + 1, 1, err);
+    if (rc != NX_OK)
+        return rc;
+    memcpy(g->text + g->text_len, piece, len);
+    g->text_len += len;
+    g->text[g->text_len] = '\0';
+    return NX_OK;
+}
+
+/* Earliest occurrence of any stop string that ends in the text added since `from`;
+ * -1 when none. */
+static long find_stop(const gen_state_t *g, size_t from)
+{
+    const nx_sampling_t *s = g->sampling;
+    size_t start = from > g->stop_max_len ? from - g->stop_max_len : 0;
+    long best = -1;
+    for (size_t i = 0; i < s->stop_count; i++) {
+        const char *hit = memmem(g->text + start, g->text_len - start, s->stop[i],
+                                 strlen(s->stop[i]));
+        if (hit && (best < 0 || hit - g->text < best))
+            best = hit - g->text;
+    }
+    return best;
+}
+
+/* Bytes at the end of the text that could still grow into a stop string. */
+static size_t held_back(const gen_state_t *g)
+{
+    const nx_sampling_t *s = g->sampling;
+    size_t hold = 0;
+    for (size_t i = 0; i < s->stop_count; i++) {
+        size_t stop_len = strlen(s->stop[i]);
+        for (size_t k = stop_len - 1; k > hold; k--) {
+            if (k <= g->text_len &&
+                memcmp(g->text + g->text_len - k, s->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
+
+/* Hand text[emitted, upto) to emit; a non-zero answer stops generation ("emit"). */
+static void emit_upto(gen_state_t *g, size_t upto)
+{
+    if (upto <= g->emitted)
+        return;
+    if (g->stop_reason && strcmp(g->stop_reason, "emit") == 0) { /* the caller said stop */
+        g->emitted = upto;
+        return;
+    }
+    if (g->emit && g->emit(g->user, g->text + g->emitted, upto - g->emitted) != 0 &&
+        !g->stop_reason)
+        g->stop_reason = "emit";
+    g->emitted = upto;
+}
+
+/* Append a decoded piece, cut at a stop string, emit what is decided. */
+static int add_piece(gen_state_t *g, const char *piece, size_t len, bool final, nx_err_t *err)
+{
+    size_t from = g->text_len;
+    int rc = push_text(g, piece, len, err);
+    if (rc != NX_OK)
+        return rc;
+    long stop_at = g->sampling->stop_count ? find_stop(g, from) : -1;
+    if (stop_at >= 0) {
+        g->text_len = (size_t)stop_at;
+        g->text[g->text_len] = '\0';
+        emit_upto(g, g->text_len);
+        g->stop_reason = "stop";
+        return NX_OK;
+    }
+    emit_upto(g, final ? g->text_len : g->text_len - held_back(g));
+    return NX_OK;
+}
+
+static int prefill(nx_engine_t *engine, nx_seq_t *seq, const int32_t *prompt, size_t prompt_len,
+                   nx_err_t *err)
+{
+    if (prompt_len == 0)
+        return nx_err_set(err, NX_EINVAL, "generation needs a prompt of at least one token");
+    int rc = nx_seq_feed(seq, prompt, prompt_len, err);
+    if (rc != NX_OK)
+        return rc;
+    return nx_engine_step(engine, &seq, 1, err);
+}
+
+static const float *last_logits(const nx_seq_t *seq, uint32_t vocab)
+{
+    size_t rows = 0;
+    const float *logits = nx_seq_logits(seq, &rows);
+    return logits + (rows - 1) * (size_t)vocab;
+}
+
+/* nx_detok_push wants 64 bytes more than the longest token. */
+static size_t piece_capacity(const nx_tokenizer_t *tok)
+{
+    size_t longest = 0, len = 0;
+    uint32_t vocab = nx_tokenizer_vocab_size(tok);
+    for (uint32_t id = 0; id < vocab; id++)
+        if (nx_tokenizer_token_bytes(tok, (int32_t)id, &len) && len > longest)
+            longest = len;
+    return longest + 64 + 16;
+}
+
+static bool is_stop_id(int32_t id, const int32_t *stop_ids, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (stop_ids[i] == id)
+            return true;
+    return false;
+}
+
+int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
+                const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
+                const int32_t *stop_ids, size_t stop_id_count, nx_emit_fn emit, void *user,
+                nx_gen_result_t *out, nx_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    gen_state_t g = {.sampling = sampling, .emit = emit, .user = user};
+    uint32_t vocab = nx_engine_config(engine)->vocab;
+    nx_sampler_t *sampler = nx_sampler_new(sampling, vocab, err);
+    if (!sampler)
+        return err ? err->code : NX_EINVAL;
+    for (size_t i = 0; i < sampling->stop_count; i++)
+        if (strlen(sampling->stop[i]) > g.stop_max_len)
+            g.stop_max_len = strlen(sampling->stop[i]);
+    size_t piece_cap = piece_capacity(tok);
+    char *piece = malloc(piece_cap);
+    int rc = piece ? push_text(&g, "", 0, err)
+                   : nx_err_set(err, NX_ENOMEM, "generation: no memory for a text piece");
+    for (size_t i = 0; rc == NX_OK && i < prompt_len; i++)
+        rc = push_id(&g, prompt[i], err);
+    if (rc != NX_OK)
+        goto out;
+
+    uint64_t t0 = nx_now_ns();
+    rc = prefill(engine, seq, prompt, prompt_len, err);
+    uint64_t t1 = nx_now_ns();
+    out->prefill_seconds = (double)(t1 - t0) / 1e9;
+    if (rc != NX_OK)
+        goto out;
+
+    nx_detok_t detok;
+    nx_detok_init(&detok, tok, true);
+    size_t generated = 0;
+    while (!g.stop_reason) {
+        int32_t id = nx_sampler_pick(sampler, last_logits(seq, vocab), g.history,
+                                     g.history_len);
+        if (is_stop_id(id, stop_ids, stop_id_count)) {
+            g.stop_reason = "eos";
+            break;
+        }
+        if ((rc = push_id(&g, id, err)) != NX_OK)
+            goto out;
+        generated++;
+        size_t n = nx_detok_push(&detok, id, piece, piece_cap);
+        if ((rc = add_piece(&g, piece, n, false, err)) != NX_OK)
+            goto out;
+        if (g.stop_reason)
+            break;
+        if (generated >= sampling->max_tokens || nx_seq_len(seq) >= nx_seq_capacity(seq)) {
+            g.stop_reason = "length";
+            break;
+        }
+        if ((rc = nx_seq_feed(seq, &id, 1, err)) != NX_OK ||
+            (rc = nx_engine_step(engine, &seq, 1, err)) != NX_OK)
+            goto out;
+    }
+    if (strcmp(g.stop_reason, "stop") != 0) { /* the stream ended: nothing is held back */
+        size_t n = nx_detok_flush(&detok, piece, piece_cap);
+        const char *reason = g.stop_reason;
+        if ((rc = add_piece(&g, piece, n, true, err)) != NX_OK)
+            goto out;
+        if (strcmp(g.stop_reason, "stop") != 0)
+            g.stop_reason = reason;
+    }
+    out->decode_seconds = (double)(nx_now_ns() - t1) / 1e9;
+    out->ids = malloc((generated ? generated : 1) * sizeof *out->ids);
+    if (!out->ids) {
+        rc = nx_err_set(err, NX_ENOMEM, "generation: no memory for %zu ids", generated);
+        goto out;
+    }
+    memcpy(out->ids, g.history + prompt_len, generated * sizeof *out->ids);
+    out->count = generated;
+    out->text = g.text;
+    g.text = NULL;
+    out->prompt_tokens = (uint32_t)prompt_len;
+    out->stop_reason = g.stop_reason;
+out:
+    if (rc != NX_OK)
+        nx_gen_result_free(out);
+    free(piece);
+    free(g.history);
+    free(g.text);
+    nx_sampler_destroy(&sampler);
+    return rc;
+}
+
+void nx_gen_result_free(nx_gen_result_t *result)
+{
+    free(result->ids);
+    free(result->text);
+    memset(result, 0, sizeof *result);
+}

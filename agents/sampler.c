@@ -1,0 +1,348 @@
+/* sampler.c — the next token from a row of logits, in the order Hugging Face's logits
+ * processors apply: repetition penalty (CTRL), then greedy when temperature is 0, else
+ * temperature, top-k, top-p, min-p and a draw from a seeded xoshiro256** generator.
+ *
+ * It runs once per generated token over vocabularies of ~152k entries, so nothing sorts the
+ * whole vocabulary: top-k keeps a size-k min-heap (most logits are rejected by one compare
+ * against the heap's root), and top-p without top-k finds its cut with a histogram of the
+ * weights and sorts only the tokens of the bin where the cut falls.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nx_engine.h"
+
+#define NUCLEUS_BINS 4096 /* histogram bins over weights in [0, 1] for top-p */
+
+typedef struct cand {
+    float value; /* logit (selection) or unnormalised probability exp((l - max) / T) */
+    int32_t id;
+} cand_t;
+
+struct nx_sampler {
+    nx_sampling_t params; /* stop strings are not kept: generation handles them */
+    uint32_t vocab;
+    uint64_t rng[4];      /* xoshiro256** state */
+    float *penalized;     /* [vocab] logits after the repetition penalty */
+    uint32_t *seen_stamp; /* [vocab] == stamp when an id was penalised in this pick */
+    uint32_t stamp;
+    cand_t *cands;        /* [vocab] candidates of the current pick */
+    double bin_mass[NUCLEUS_BINS]; /* top-p histogram: summed weight per bin */
+};
+
+/* ---- the generator: splitmix64 expands the seed into xoshiro256**'s state ---------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro_next(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static double uniform01(uint64_t s[4]) /* [0, 1) with 53 random bits */
+{
+    return (double)(xoshiro_next(s) >> 11) * 0x1.0p-53;
+}
+
+/* ---- parameters ---------------------------------------------------------------------------- */
+
+nx_sampling_t nx_sampling_default(void)
+{
+    return (nx_sampling_t){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+                           .repetition_penalty = 1.0f, .seed = 0, .max_tokens = 256};
+}
+
+int nx_sampling_validate(const nx_sampling_t *s, nx_err_t *err)
+{
+    if (!(s->temperature >= 0.0f) || !isfinite(s->temperature))
+        return nx_err_set(err, NX_EINVAL, "temperature must be finite and >= 0, not %g",
+                          (double)s->temperature);
+    if (!(s->top_p > 0.0f && s->top_p <= 1.0f))
+        return nx_err_set(err, NX_EINVAL, "top_p must be in (0, 1], not %g", (double)s->top_p);
+    if (!(s->min_p >= 0.0f && s->min_p < 1.0f))
+        return nx_err_set(err, NX_EINVAL, "min_p must be in [0, 1), not %g", (double)s->min_p);
+    if (!(s->repetition_penalty > 0.0f) || !isfinite(s->repetition_penalty))
+        return nx_err_set(err, NX_EINVAL, "repetition_penalty must be finite and > 0, not %g",
+                          (double)s->repetition_penalty);
+    if (s->max_tokens == 0)
+        return nx_err_set(err, NX_EINVAL, "max_tokens must be > 0, not 0");
+    if (s->stop_count > 0 && !s->stop)
+        return nx_err_set(err, NX_EINVAL, "stop_count is %zu but stop is NULL", s->stop_count);
+    for (size_t i = 0; i < s->stop_count; i++)
+        if (!s->stop[i] || !s->stop[i][0])
+            return nx_err_set(err, NX_EINVAL, "stop string %zu is empty", i);
+    return NX_OK;
+}
+
+/* ---- lifetime -------------------------------------------------------------------------------- */
+
+nx_sampler_t *nx_sampler_new(const nx_sampling_t *s, uint32_t vocab, nx_err_t *err)
+{
+    if (nx_sampling_validate(s, err) != NX_OK)
+        return NULL;
+    if (vocab == 0) {
+        nx_err_set(err, NX_EINVAL, "sampler: vocabulary size must be > 0");
+        return NULL;
+    }
+    nx_sampler_t *self = calloc(1, sizeof *self);
+    if (!self)
+        goto out_nomem;
+    self->params = *s;
+    self->params.stop = NULL;
+    self->params.stop_count = 0;
+    self->vocab = vocab;
+    self->penalized = malloc((size_t)vocab * sizeof *self->penalized);
+    self->seen_stamp = calloc(vocab, sizeof *self->seen_stamp);
+    self->cands = malloc((size_t)vocab * sizeof *self->cands);
+    if (!self->penalized || !self->seen_stamp || !self->cands)
+        goto out_nomem;
+    uint64_t x = s->seed;
+    for (int i = 0; i < 4; i++)
+        self->rng[i] = splitmix64(&x);
+    return self;
+out_nomem:
+    nx_sampler_destroy(&self);
+    nx_err_set(err, NX_ENOMEM, "sampler: no memory for a vocabulary of %u", vocab);
+    return NULL;
+}
+
+void nx_sampler_destroy(nx_sampler_t **self_p)
+{
+    nx_sampler_t *self = *self_p;
+    if (!self)
+        return;
+    free(self->penalized);
+    free(self->seen_stamp);
+    free(self->cands);
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---- the steps of a pick ------------------------------------------------------------------- */
+
+/* CTRL's penalty over the distinct ids of history: positive logits are divided by it,
+ * negative ones multiplied (both make the token less likely). Returns the row to use. */
+static const float *apply_penalty(nx_sampler_t *self, const float *logits,
+                                  const int32_t *history, size_t history_len)
+{
+    float penalty = self->params.repetition_penalty;
+    if (penalty == 1.0f || history_len == 0)
+        return logits;
+    memcpy(self->penalized, logits, (size_t)self->vocab * sizeof *logits);
+    if (++self->stamp == 0) { /* wrapped: forget every old stamp */
+        memset(self->seen_stamp, 0, (size_t)self->vocab * sizeof *self->seen_stamp);
+        self->stamp = 1;
+    }
+    for (size_t i = 0; i < history_len; i++) {
+        int32_t id = history[i];
+        if (id < 0 || (uint32_t)id >= self->vocab || self->seen_stamp[id] == self->stamp)
+            continue;
+        self->seen_stamp[id] = self->stamp;
+        float l = self->penalized[id];
+        self->penalized[id] = l < 0 ? l * penalty : l / penalty;
+    }
+    return self->penalized;
+}
+
+/* NaN logits (a broken model) rank below everything, as -inf. */
+static float clean(float l) { return isnan(l) ? -INFINITY : l; }
+
+static int32_t argmax(const float *row, uint32_t vocab) /* lowest id on ties */
+{
+    int32_t best = 0;
+    float best_value = clean(row[0]);
+    for (uint32_t i = 1; i < vocab; i++) {
+        float v = clean(row[i]);
+        if (v > best_value) {
+            best_value = v;
+            best = (int32_t)i;
+        }
+    }
+    return best;
+}
+
+/* Ranking of candidates: higher value first, lower id among equals. */
+static bool ranks_before(const cand_t *a, const cand_t *b)
+{
+    return a->value > b->value || (a->value == b->value && a->id < b->id);
+}
+
+static int cmp_rank(const void *pa, const void *pb)
+{
+    const cand_t *a = pa, *b = pb;
+    return ranks_before(a, b) ? -1 : ranks_before(b, a) ? 1 : 0;
+}
+
+/* Min-heap by rank (root = the worst kept) over heap[0..n). */
+static void sift_down(cand_t *heap, size_t n, size_t i)
+{
+    for (;;) {
+        size_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_before(&heap[worst], &heap[l]))
+            worst = l;
+        if (r < n && ranks_before(&heap[worst], &heap[r]))
+            worst = r;
+        if (worst == i)
+            return;
+        cand_t t = heap[i];
+        heap[i] = heap[worst];
+        heap[worst] = t;
+        i = worst;
+    }
+}
+
+/* The k best logits into self->cands[0..k), sorted by rank. */
+static void select_top_k(nx_sampler_t *self, const float *row, uint32_t k)
+{
+    cand_t *heap = self->cands;
+    for (uint32_t i = 0; i < k; i++)
+        heap[i] = (cand_t){clean(row[i]), (int32_t)i};
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(heap, k, i);
+    for (uint32_t i = k; i < self->vocab; i++) { /* hot: one compare for most ids */
+        cand_t c = {clean(row[i]), (int32_t)i};
+        if (ranks_before(&c, &heap[0])) {
+            heap[0] = c;
+            sift_down(heap, k, 0);
+        }
+    }
+    qsort(heap, k, sizeof *heap, cmp_rank);
+}
+
+static int weight_bin(float w) /* w in [0, 1] */
+{
+    int bin = (int)(w * NUCLEUS_BINS);
+    return bin < 0 ? 0 : bin >= NUCLEUS_BINS ? NUCLEUS_BINS - 1 : bin;
+}
+
+/* Turn candidate logits into weights exp((l - max) / T); returns their sum. */
+static double to_weights(cand_t *c, size_t n, float max_logit, float temperature)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        float w = expf((c[i].value - max_logit) / temperature);
+        c[i].value = w;
+        sum += w;
+    }
+    return sum;
+}
+
+/* Top-p over unsorted weights in [0, 1] without sorting them all: a histogram of the weights
+ * finds the bin where the mass (counted from the top) reaches `mass`; the tokens above it are
+ * all kept, and only that bin's tokens are sorted to find the cut inside it. Reorders c so the
+ * kept tokens come first and returns how many there are (at least one). */
+static size_t nucleus_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double mass)
+{
+    double *bin_mass = self->bin_mass;
+    memset(bin_mass, 0, NUCLEUS_BINS * sizeof *bin_mass);
+    for (size_t i = 0; i < n; i++)
+        bin_mass[weight_bin(c[i].value)] += c[i].value;
+    int cut_bin = NUCLEUS_BINS - 1;
+    double above = 0; /* mass of the bins above cut_bin */
+    while (cut_bin > 0 && above + bin_mass[cut_bin] < mass)
+        above += bin_mass[cut_bin--];
+    size_t first = 0; /* partition: bins above the cut, then the cut bin, then the rest */
+    for (size_t i = 0; i < n; i++) {
+        if (weight_bin(c[i].value) > cut_bin) {
+            cand_t t = c[first];
+            c[first++] = c[i];
+            c[i] = t;
+        }
+    }
+    size_t end = first;
+    for (size_t i = first; i < n; i++) {
+        if (weight_bin(c[i].value) == cut_bin) {
+            cand_t t = c[end];
+            c[end++] = c[i];
+            c[i] = t;
+        }
+    }
+    qsort(c + first, end - first, sizeof *c, cmp_rank);
+    double before = above;
+    size_t keep = first;
+    while (keep < end && (keep == 0 || before < mass))
+        before += c[keep++].value;
+    return keep;
+}
+
+/* Sample from a candidate list: temperature, top-p, min-p, draw. */
+static int32_t sample(nx_sampler_t *self, const float *row)
+{
+    const nx_sampling_t *p = &self->params;
+    cand_t *c = self->cands;
+    size_t n;
+    bool sorted;
+    if (p->top_k > 0 && p->top_k < self->vocab) {
+        select_top_k(self, row, p->top_k);
+        n = p->top_k;
+        sorted = true;
+    } else {
+        for (uint32_t i = 0; i < self->vocab; i++)
+            c[i] = (cand_t){clean(row[i]), (int32_t)i};
+        n = self->vocab;
+        sorted = false;
+    }
+    float max_logit = sorted ? c[0].value : clean(row[argmax(row, self->vocab)]);
+    if (max_logit == -INFINITY) /* nothing is possible: fall back to the lowest id */
+        return c[0].id;
+    double total = to_weights(c, n, max_logit, p->temperature);
+
+    if (p->top_p < 1.0f) { /* keep the smallest prefix whose mass reaches top_p */
+        double mass = (double)p->top_p * total;
+        if (sorted) {
+            double before = 0;
+            size_t keep = 0;
+            while (keep < n && (keep == 0 || before < mass))
+                before += c[keep++].value;
+            n = keep;
+        } else {
+            n = nucleus_unsorted(self, c, n, mass);
+        }
+    }
+    if (p->min_p > 0.0f) { /* the max weight is exactly 1: exp(0) */
+        size_t keep = 0;
+        for (size_t i = 0; i < n; i++)
+            if (c[i].value >= p->min_p)
+                c[keep++] = c[i];
+        n = keep; /* at least the max survives */
+    }
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += c[i].value;
+    double r = uniform01(self->rng) * sum;
+    for (size_t i = 0; i < n; i++) {
+        r -= c[i].value;
+        if (r < 0)
+            return c[i].id;
+    }
+    for (size_t i = n; i-- > 0;) /* rounding left r >= 0: the last token with weight */
+        if (c[i].value > 0)
+            return c[i].id;
+    return c[0].id;
+}
+
+int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
+                        size_t history_len)
+{
+    const float *row = apply_penalty(self, logits, history, history_len);
+    if (self->params.temperature == 0.0f)
+        return argmax(row, self->vocab);
+    return sample(self, row);
+}

@@ -1,0 +1,374 @@
+/* decode.c — the engine's speed against the machine's memory bandwidth: prefill tokens/s (one
+ * batched prompt) and decode tokens/s at batch 1 and at several concurrent sequences stepped
+ * together (continuous batching through nx_engine_step), each beside the fraction of memory
+ * bandwidth it uses: weight bytes read per step / step time / a multi-threaded read bandwidth
+ * measured in the same run over a buffer far larger than the caches (1 GiB or 4 x L3).
+ *
+ *   build/bench/decode MODEL_DIR [--threads N] [--prompt 128] [--tokens 64] [--batches 1,8,32]
+ *                      [--decode-prompt 16] [--json FILE]
+ *
+ * Decode sequences start from a short prompt (--decode-prompt, untimed) so that large batches
+ * do not spend the run in prefill; the KV cache's reads are not counted in the bytes, so the
+ * fraction is a lower bound of what the step reads.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ctl.h"
+#include "nx_engine.h"
+
+#define MAX_BATCHES 8
+
+typedef struct bench_args {
+    const char *model_dir;
+    uint32_t threads;      /* 0: one per core */
+    uint32_t prompt;       /* prefill prompt tokens */
+    uint32_t tokens;       /* decode steps per batch */
+    uint32_t decode_prompt;
+    uint32_t batches[MAX_BATCHES];
+    size_t batch_count;
+    const char *json_path;
+} bench_args_t;
+
+/* ---- memory bandwidth ---------------------------------------------------------------------- */
+
+typedef struct read_job {
+    const uint64_t *words;
+    size_t count;
+    uint64_t sum; /* keeps the reads from being optimised away */
+} read_job_t;
+
+static void *read_words(void *arg)
+{
+    read_job_t *job = arg;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= job->count; i += 4) { /* hot: a plain streaming read */
+        s0 += job->words[i];
+        s1 += job->words[i + 1];
+        s2 += job->words[i + 2];
+        s3 += job->words[i + 3];
+    }
+    job->sum = s0 ^ s1 ^ s2 ^ s3;
+    return NULL;
+}
+
+/* Bytes of the bandwidth buffer: 1 GiB, or 4 x the last-level cache when that is larger. */
+static size_t bandwidth_buffer_bytes(void)
+{
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    size_t bytes = 1ull << 30;
+    if (l3 > 0 && 4 * (size_t)l3 > bytes)
+        bytes = 4 * (size_t)l3;
+    return bytes;
+}
+
+/* Best of 5 multi-threaded reads of `bytes`, in bytes per second. */
+static double measure_read_bandwidth(uint32_t threads, size_t bytes)
+{
+    uint64_t *buf = malloc(bytes);
+    if (!buf)
+        return 0;
+    memset(buf, 1, bytes); /* fault every page in before timing */
+    read_job_t jobs[256];
+    pthread_t tids[256];
+    size_t per = bytes / sizeof *buf / threads;
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        uint64_t t0 = nx_now_ns();
+        for (uint32_t t = 0; t < threads; t++) {
+            jobs[t] = (read_job_t){buf + t * per, per, 0};
+            pthread_create(&tids[t], NULL, read_words, &jobs[t]);
+        }
+        for (uint32_t t = 0; t < threads; t++)
+            pthread_join(tids[t], NULL);
+        double seconds = (double)(nx_now_ns() - t0) / 1e9;
+        double rate = (double)(per * threads * sizeof *buf) / seconds;
+        if (rate > best)
+            best = rate;
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- arguments ----------------------------------------------------------------------------- */
+
+static int usage(const char *what)
+{
+    fprintf(stderr, "decode: %s\nusage: decode MODEL_DIR [--threads N] [--prompt 128] "
+            "[--tokens 64] [--batches 1,8,32] [--decode-prompt 16] [--json FILE]\n", what);
+    return 2;
+}
+
+static bool parse_batches(const char *text, bench_args_t *a)
+{
+    a->batch_count = 0;
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", text);
+    for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t n;
+        if (a->batch_count == MAX_BATCHES || !nx_cli_parse_u64(tok, 1, 1024, &n))
+            return false;
+        a->batches[a->batch_count++] = (uint32_t)n;
+    }
+    return a->batch_count > 0;
+}
+
+static int parse_args(int argc, char **argv, bench_args_t *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n = 0;
+        bool number = strcmp(opt, "--threads") == 0 || strcmp(opt, "--prompt") == 0 ||
+                      strcmp(opt, "--tokens") == 0 || strcmp(opt, "--decode-prompt") == 0;
+        if (number && !nx_cli_parse_u64(val, 1, 1u << 20, &n))
+            return usage("a number option needs a positive whole number");
+        if (strcmp(opt, "--threads") == 0)
+            a->threads = n > 256 ? 256 : (uint32_t)n;
+        else if (strcmp(opt, "--prompt") == 0)
+            a->prompt = (uint32_t)n;
+        else if (strcmp(opt, "--tokens") == 0)
+            a->tokens = (uint32_t)n;
+        else if (strcmp(opt, "--decode-prompt") == 0)
+            a->decode_prompt = (uint32_t)n;
+        else if (strcmp(opt, "--batches") == 0 && val && parse_batches(val, a))
+            ;
+        else if (strcmp(opt, "--json") == 0 && val)
+            a->json_path = val;
+        else if (opt[0] != '-' && !a->model_dir) {
+            a->model_dir = opt;
+            continue;
+        } else
+            return usage("unknown option or bad value");
+        i++;
+    }
+    return a->model_dir ? 0 : usage("MODEL_DIR is missing");
+}
+
+/* ---- the engine ---------------------------------------------------------------------------- */
+
+typedef struct bench_ctx {
+    nx_pool_t *pool;
+    nx_loader_t *loader;
+    nx_model_t *model;
+    nx_engine_t *engine;
+    uint64_t weight_bytes_per_step; /* every tensor but an untied embedding table */
+} bench_ctx_t;
+
+static uint64_t weights_read_per_step(const nx_model_t *model)
+{
+    uint64_t bytes = nx_model_bytes(model);
+    const nx_model_tensor_t *embed = nx_model_find(model, "model.embed_tokens.weight");
+    if (embed && nx_model_find(model, "lm_head.weight"))
+        bytes -= embed->bytes; /* only the prompt's rows of it are gathered */
+    return bytes;
+}
+
+static int open_engine(const bench_args_t *a, bench_ctx_t *c, nx_err_t *err)
+{
+    nx_model_config_t cfg;
+    int rc = nx_config_load(a->model_dir, &cfg, err);
+    if (rc != NX_OK)
+        return rc;
+    nx_st_t *st = nx_st_open(a->model_dir, err);
+    if (!st)
+        return err->code;
+    uint64_t weights = nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1);
+    nx_st_destroy(&st);
+    uint32_t max_batch = 1;
+    for (size_t i = 0; i < a->batch_count; i++)
+        max_batch = a->batches[i] > max_batch ? a->batches[i] : max_batch;
+    uint32_t context = (a->prompt > a->decode_prompt ? a->prompt : a->decode_prompt) + a->tokens;
+    uint64_t kv_per_seq = 2ull * cfg.layers * cfg.kv_heads * cfg.head_dim * context * 4;
+    const uint64_t chunk = 32ull << 20;
+    uint64_t pool_bytes = (weights / chunk + 1) * chunk +
+                          (max_batch + 1) * ((kv_per_seq / chunk + 1) * chunk) + 4 * chunk;
+    c->pool = nx_pool_new(&(nx_pool_opts_t){.device = NX_DEVICE_AUTO, .bytes = pool_bytes}, err);
+    if (!c->pool)
+        return err->code;
+    if (!(c->loader = nx_loader_new(c->pool, NULL, err)))
+        return err->code;
+    if (!(c->model = nx_loader_load(c->loader, a->model_dir, NULL, NULL, err)))
+        return err->code;
+    nx_engine_opts_t eopts = {.threads = a->threads, .max_context = context};
+    if (!(c->engine = nx_engine_new(a->model_dir, c->model, c->pool, &eopts, err)))
+        return err->code;
+    c->weight_bytes_per_step = weights_read_per_step(c->model);
+    return NX_OK;
+}
+
+static void close_engine(bench_ctx_t *c)
+{
+    nx_engine_destroy(&c->engine);
+    if (c->loader)
+        nx_loader_unload(c->loader, &c->model, false);
+    nx_loader_destroy(&c->loader);
+    nx_pool_destroy(&c->pool);
+}
+
+/* Deterministic prompt ids in [0, vocab). */
+static void prompt_ids(int32_t *ids, uint32_t n, uint32_t vocab, uint64_t seed)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((seed >> 33) % vocab);
+    }
+}
+
+static int32_t greedy(const nx_seq_t *seq, uint32_t vocab)
+{
+    size_t rows;
+    const float *l = nx_seq_logits(seq, &rows) + (rows - 1) * (size_t)vocab;
+    int32_t best = 0;
+    for (uint32_t i = 1; i < vocab; i++)
+        if (l[i] > l[best])
+            best = (int32_t)i;
+    return best;
+}
+
+typedef struct figure {
+    uint32_t batch;       /* 0: prefill */
+    uint32_t tokens;      /* tokens processed in the timed steps */
+    uint32_t steps;
+    double seconds;
+    double tok_s;
+    double bw_fraction;   /* weight bytes per step * steps / seconds / read bandwidth */
+} figure_t;
+
+/* Prefill (batch == 0: one sequence, the whole prompt in one step) or `batch` sequences
+ * decoding `tokens` steps together. */
+static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, figure_t *f,
+                      nx_err_t *err)
+{
+    uint32_t vocab = nx_engine_config(c->engine)->vocab;
+    uint32_t nseq = batch ? batch : 1, plen = batch ? a->decode_prompt : a->prompt;
+    nx_seq_t **seqs = calloc(nseq, sizeof *seqs);
+    int32_t *ids = malloc((size_t)plen * sizeof *ids);
+    int rc = seqs && ids ? NX_OK : nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
+    for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
+        if (!(seqs[s] = nx_seq_new(c->engine, 0, false, err)))
+            rc = err->code;
+        prompt_ids(ids, plen, vocab, 1000 + s);
+        if (rc == NX_OK)
+            rc = nx_seq_feed(seqs[s], ids, plen, err);
+    }
+    uint64_t t0 = nx_now_ns();
+    if (rc == NX_OK)
+        rc = nx_engine_step(c->engine, seqs, nseq, err); /* the timed prefill, or untimed */
+    *f = (figure_t){.batch = batch, .tokens = plen, .steps = 1};
+    if (batch) {
+        t0 = nx_now_ns();
+        for (uint32_t t = 0; rc == NX_OK && t < a->tokens; t++) {
+            for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
+                int32_t next = greedy(seqs[s], vocab);
+                rc = nx_seq_feed(seqs[s], &next, 1, err);
+            }
+            if (rc == NX_OK)
+                rc = nx_engine_step(c->engine, seqs, nseq, err);
+        }
+        f->tokens = a->tokens * nseq;
+        f->steps = a->tokens;
+    }
+    f->seconds = (double)(nx_now_ns() - t0) / 1e9;
+    f->tok_s = f->tokens / f->seconds;
+    for (uint32_t s = 0; seqs && s < nseq; s++)
+        nx_seq_destroy(c->engine, &seqs[s]);
+    free(seqs);
+    free(ids);
+    return rc;
+}
+
+/* ---- report -------------------------------------------------------------------------------- */
+
+static void print_table(const bench_args_t *a, const bench_ctx_t *c, double bandwidth,
+                        size_t bw_bytes, const figure_t *figs, size_t n)
+{
+    const nx_model_config_t *cfg = nx_engine_config(c->engine);
+    char wbytes[32];
+    nx_cli_format_bytes(c->weight_bytes_per_step, wbytes, sizeof wbytes);
+    printf("model %s (%s, %u layers, hidden %u, vocab %u) on %s, %u thread%s\n", a->model_dir,
+           nx_arch_name(cfg->arch), cfg->layers, cfg->hidden, cfg->vocab,
+           nx_engine_backend_name(c->engine), a->threads, a->threads == 1 ? "" : "s");
+    printf("weights read per step: %s; memory read bandwidth (%zu MiB, %u threads): %.2f GB/s\n",
+           wbytes, bw_bytes >> 20, a->threads, bandwidth / 1e9);
+    printf("%-26s %8s %7s %10s %12s %12s\n", "phase", "tokens", "steps", "seconds", "tokens/s",
+           "of mem bw");
+    for (size_t i = 0; i < n; i++) {
+        char phase[32];
+        if (figs[i].batch)
+            snprintf(phase, sizeof phase, "decode batch %u", figs[i].batch);
+        else
+            snprintf(phase, sizeof phase, "prefill %u-token prompt", figs[i].tokens);
+        printf("%-26s %8u %7u %10.4f %12.1f %11.1f%%\n", phase, figs[i].tokens, figs[i].steps,
+               figs[i].seconds, figs[i].tok_s, 100 * figs[i].bw_fraction);
+    }
+}
+
+static int write_json(const bench_args_t *a, const bench_ctx_t *c, double bandwidth,
+                      const figure_t *figs, size_t n)
+{
+    json_t *o = json_object(), *rows = json_array();
+    json_object_set_new(o, "model", json_string(a->model_dir));
+    json_object_set_new(o, "backend", json_string(nx_engine_backend_name(c->engine)));
+    json_object_set_new(o, "threads", json_integer(a->threads));
+    json_object_set_new(o, "weight_bytes_per_step",
+                        json_integer((json_int_t)c->weight_bytes_per_step));
+    json_object_set_new(o, "read_bandwidth_gbps", json_real(bandwidth / 1e9));
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_object();
+        json_object_set_new(r, "phase", json_string(figs[i].batch ? "decode" : "prefill"));
+        json_object_set_new(r, "batch", json_integer(figs[i].batch ? figs[i].batch : 1));
+        json_object_set_new(r, "tokens", json_integer(figs[i].tokens));
+        json_object_set_new(r, "steps", json_integer(figs[i].steps));
+        json_object_set_new(r, "seconds", json_real(figs[i].seconds));
+        json_object_set_new(r, "tokens_per_s", json_real(figs[i].tok_s));
+        json_object_set_new(r, "bandwidth_fraction", json_real(figs[i].bw_fraction));
+        json_array_append_new(rows, r);
+    }
+    json_object_set_new(o, "figures", rows);
+    int rc = json_dump_file(o, a->json_path, JSON_INDENT(2));
+    json_decref(o);
+    if (rc != 0)
+        fprintf(stderr, "decode: cannot write %s\n", a->json_path);
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    bench_args_t a = {.prompt = 128, .tokens = 64, .decode_prompt = 16,
+                      .batches = {1, 8, 32}, .batch_count = 3};
+    int rc = parse_args(argc, argv, &a);
+    if (rc != 0)
+        return rc;
+    if (!a.threads) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        a.threads = cores > 0 ? (uint32_t)(cores > 256 ? 256 : cores) : 1;
+    }
+    size_t bw_bytes = bandwidth_buffer_bytes();
+    double bandwidth = measure_read_bandwidth(a.threads, bw_bytes);
+    nx_err_t err = {0};
+    bench_ctx_t c = {0};
+    figure_t figs[MAX_BATCHES + 1];
+    size_t n = 0;
+    int exit_code = 1;
+    if (open_engine(&a, &c, &err) != NX_OK)
+        goto out;
+    for (size_t i = 0; i <= a.batch_count; i++, n++) {
+        if (run_figure(&a, &c, i ? a.batches[i - 1] : 0, &figs[n], &err) != NX_OK)
+            goto out;
+        figs[n].bw_fraction = bandwidth > 0 ? (double)c.weight_bytes_per_step * figs[n].steps /
+                                                  figs[n].seconds / bandwidth
+                                            : 0;
+    }
+    print_table(&a, &c, bandwidth, bw_bytes, figs, n);
+    exit_code = a.json_path ? write_json(&a, &c, bandwidth, figs, n) : 0;
+out:
+    if (err.code != NX_OK)
+        fprintf(stderr, "decode: %s\n", err.msg);
+    close_engine(&c);
+    return exit_code;
+}
