@@ -19,7 +19,8 @@ OPT ?= -O2
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus
-LIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -lpthread -lm -ldl -lrt
+LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
+	-lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -70,11 +71,12 @@ TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
+NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
 .PHONY: all deps test unit pytest bench run clean gpu-bundle
 .DEFAULT_GOAL := all
 
-all: $(NEXUSCTL) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
+all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -97,6 +99,9 @@ $(LIB_NEXUS): $(NEXUS_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(NEXUSCTL): $(call obj,nexus/nexusctl.c) $(ALL_LIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
+
+$(BUILD)/nexusd: $(call obj,nexus/nexusd.c) $(ALL_LIBS)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
 # tests/test_*.c are cmocka programs; tests/tool_*.c are helpers the Python tests run.
@@ -136,7 +141,7 @@ test: deps
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
 
-pytest: $(NEXUSCTL) $(TOOL_BIN)
+pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 	NEXUS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests
 
 # --- benchmarks and the demo ---------------------------------------------------------------
