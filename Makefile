@@ -148,6 +148,7 @@ pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 BENCH_DIR ?= var/bench
 bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_decode.sh
 
 DEMO_MODEL ?= var/models/demo-qwen3-0.6b
 run: deps
