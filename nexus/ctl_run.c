@@ -29,6 +29,7 @@ typedef struct run_args {
     int32_t *ids;           /* --prompt-ids parsed (malloc'ed), or NULL */
     size_t id_count;
     const char *system;
+    nx_chat_kind_t template_kind; /* --template; AUTO: from tokenizer_config.json */
     bool chat, no_think, json;
     nx_device_kind_t device;
     uint32_t threads;
@@ -38,7 +39,8 @@ typedef struct run_args {
 } run_args_t;
 
 static const char run_usage[] =
-    "usage: nexusctl run MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--no-think]\n"
+    "usage: nexusctl run MODEL_DIR \"prompt\" [--chat] [--template auto|chatml|llama3|raw]\n"
+    "         [--system TEXT] [--no-think]\n"
     "         [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "         [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
     "         [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]\n";
@@ -128,6 +130,12 @@ static bool parse_value_option(const char *opt, const char *val, run_args_t *a, 
             return false;
         }
         a->system = val;
+    } else if (strcmp(opt, "--template") == 0) {
+        if (!val || !nx_chat_kind_parse(val, &a->template_kind)) {
+            *rc = usage_error("--template takes auto, chatml, llama3 or raw, not '%s'", shown);
+            return false;
+        }
+        a->chat = true; /* a template is a chat rendering */
     } else {
         assert(strcmp(opt, "--prompt-ids") == 0);
         if (!val || !*val) {
@@ -148,7 +156,8 @@ bad:
 
 static const char *const value_options[] = {
     "--max-tokens", "--top-k", "--seed", "--threads", "--context", "--temperature", "--top-p",
-    "--min-p", "--repetition-penalty", "--device", "--stop", "--system", "--prompt-ids"};
+    "--min-p", "--repetition-penalty", "--device", "--stop", "--system", "--prompt-ids",
+    "--template"};
 
 static bool takes_value(const char *opt)
 {
@@ -331,7 +340,7 @@ static int prompt_ids(const run_args_t *a, const run_ctx_t *c, int32_t **ids, si
     if (a->system)
         msgs[n++] = (nx_chat_msg_t){"system", a->system};
     msgs[n++] = (nx_chat_msg_t){"user", a->prompt};
-    nx_chat_opts_t opts = {.kind = NX_CHAT_AUTO, .thinking = a->no_think ? 0 : -1,
+    nx_chat_opts_t opts = {.kind = a->template_kind, .thinking = a->no_think ? 0 : -1,
                            .add_generation_prompt = true};
     char *text = NULL;
     int rc = nx_chat_render(c->tok, &opts, msgs, n, &text, err);
@@ -349,7 +358,10 @@ static size_t stop_ids(const run_args_t *a, const run_ctx_t *c, int32_t *out, si
     for (uint32_t i = 0; i < c->config.eos_count && n < RUN_MAX_STOP_IDS; i++)
         found[n++] = c->config.eos_ids[i];
     if (a->chat)
-        n += nx_chat_stop_ids(c->tok, nx_chat_detect(c->tok), found + n, RUN_MAX_STOP_IDS - n);
+        n += nx_chat_stop_ids(c->tok,
+                              a->template_kind == NX_CHAT_AUTO ? nx_chat_detect(c->tok)
+                                                               : a->template_kind,
+                              found + n, RUN_MAX_STOP_IDS - n);
     for (size_t i = 0; i < n && count < cap; i++) {
         bool dup = false;
         for (size_t j = 0; j < count; j++)

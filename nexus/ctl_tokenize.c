@@ -1,4 +1,5 @@
-/* ctl_tokenize.c — `nexusctl tokenize MODEL_DIR TEXT [--chat] [--no-think] [--system TEXT]`:
+/* ctl_tokenize.c — `nexusctl tokenize MODEL_DIR TEXT [--chat] [--template KIND] [--no-think]
+ *                  [--system TEXT]`:
  * print the ids of TEXT (with --chat: of the user message TEXT rendered with the model's chat
  * template, a generation prompt after it) as a JSON array on one line.
  */
@@ -11,6 +12,7 @@
 
 typedef struct tokenize_args {
     const char *model_dir, *text, *system;
+    nx_chat_kind_t template_kind; /* --template (implies --chat); AUTO by default */
     bool chat, no_think;
 } tokenize_args_t;
 
@@ -23,6 +25,14 @@ static int parse_args(int argc, char **argv, tokenize_args_t *a)
             a->chat = true;
         } else if (strcmp(argv[i], "--no-think") == 0) {
             a->no_think = true;
+        } else if (strcmp(argv[i], "--template") == 0) {
+            if (i + 1 >= argc || !nx_chat_kind_parse(argv[i + 1], &a->template_kind)) {
+                fprintf(stderr, "nexusctl tokenize: --template takes auto, chatml, llama3 or "
+                                "raw\n");
+                return NX_CTL_EXIT_USAGE;
+            }
+            a->chat = true;
+            i++;
         } else if (strcmp(argv[i], "--system") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "nexusctl tokenize: --system needs a TEXT\n");
@@ -41,8 +51,8 @@ static int parse_args(int argc, char **argv, tokenize_args_t *a)
         }
     }
     if (npos < 2) {
-        fprintf(stderr, "usage: nexusctl tokenize MODEL_DIR TEXT [--chat] [--no-think] "
-                        "[--system TEXT]\n");
+        fprintf(stderr, "usage: nexusctl tokenize MODEL_DIR TEXT [--chat] [--template KIND] "
+                        "[--no-think] [--system TEXT]\n");
         return NX_CTL_EXIT_USAGE;
     }
     if ((a->no_think || a->system) && !a->chat) {
@@ -63,7 +73,7 @@ static int render(const nx_tokenizer_t *tok, const tokenize_args_t *a, char **pr
     if (a->system)
         msgs[n++] = (nx_chat_msg_t){"system", a->system};
     msgs[n++] = (nx_chat_msg_t){"user", a->text};
-    nx_chat_opts_t opts = {.kind = NX_CHAT_AUTO, .thinking = a->no_think ? 0 : -1,
+    nx_chat_opts_t opts = {.kind = a->template_kind, .thinking = a->no_think ? 0 : -1,
                            .add_generation_prompt = true};
     return nx_chat_render(tok, &opts, msgs, n, prompt, err);
 }

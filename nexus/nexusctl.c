@@ -21,11 +21,13 @@ static const command_t commands[] = {
      "--arch qwen3|qwen2|llama --preset tiny|0.6b|4b|8b --out DIR [--seed N]\n"
      "              [--dtype bf16|f16|f32] [--shards N] [--tokenizer DIR]"},
     {"run", nx_ctl_run,
-     "MODEL_DIR \"prompt\" [--chat] [--system TEXT] [--no-think] [--max-tokens N]\n"
+     "MODEL_DIR \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
+     "              [--no-think] [--max-tokens N]\n"
      "              [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
      "              [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
      "              [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]"},
-    {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think] [--system TEXT]"},
+    {"tokenize", nx_ctl_tokenize,
+     "MODEL_DIR TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
 };
 
 static void usage(FILE *out)
