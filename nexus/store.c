@@ -218,19 +218,18 @@ static int configure(nx_store_t *self, nx_err_t *err)
     if (rc != SQLITE_OK)
         return nx__store_sqlerr(self->db, self->path, rc, "setting the busy timeout", err);
     sqlite3_extended_result_codes(self->db, 1);
-    /* Read the version before changing anything: a non-database or a newer schema is refused
-     * without touching the file. */
+    /* Read the version before changing anything: a non-database, a read-only file or a newer
+     * schema is refused without touching the file. */
     int version = 0;
-    rc = nx__store_read_version(self->db, self->path, &version, err);
+    rc = nx__store_check_version(self->db, self->path, nx__store_migrations,
+                                 nx__store_migration_count, &version, err);
     if (rc)
         return rc;
-    int known = nx__store_migrations[nx__store_migration_count - 1].version;
-    if (version > known)
-        return nx_err_set(err, NX_ENOTSUP,
-                          "store '%s': the database has schema version %d, newer than the %d "
-                          "this build knows; refusing to open it (use a newer nexusd, or "
-                          "another file)",
-                          self->path, version, known);
+    if (sqlite3_db_readonly(self->db, "main") == 1)
+        return nx_err_set(err, NX_EIO,
+                          "store '%s': the database file is read-only (check its permissions "
+                          "and its folder's)",
+                          self->path);
     bool in_memory = strcmp(self->path, ":memory:") == 0 || self->path[0] == '\0';
     rc = pragma(self, "PRAGMA journal_mode = WAL", in_memory ? NULL : "wal",
                 "switching to WAL journal mode", err);

@@ -90,6 +90,9 @@ extern const size_t nx__store_migration_count;
 
 /* PRAGMA user_version of db. A file that is not a database is NX_EFORMAT naming path. */
 int nx__store_read_version(sqlite3 *db, const char *path, int *version_out, nx_err_t *err);
+/* Read the version and refuse (NX_ENOTSUP naming both versions) one newer than list knows. */
+int nx__store_check_version(sqlite3 *db, const char *path, const nx__migration_t *list,
+                            size_t count, int *version_out, nx_err_t *err);
 /* Bring db up to the last migration of list (count entries, versions 1..count). A database
  * newer than that is NX_ENOTSUP naming both versions. Each step runs in its own BEGIN
  * IMMEDIATE transaction (re-reading user_version inside it, so two processes opening one file

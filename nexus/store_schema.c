@@ -136,16 +136,24 @@ out_rollback:
     return rc;
 }
 
+int nx__store_check_version(sqlite3 *db, const char *path, const nx__migration_t *list,
+                            size_t count, int *version_out, nx_err_t *err)
+{
+    int known = count ? list[count - 1].version : 0;
+    int rc = nx__store_read_version(db, path, version_out, err);
+    if (rc)
+        return rc;
+    return *version_out > known ? newer_refused(path, *version_out, known, err) : NX_OK;
+}
+
 int nx__store_migrate(sqlite3 *db, const char *path, const nx__migration_t *list, size_t count,
                       int *version_out, nx_err_t *err)
 {
     int known = count ? list[count - 1].version : 0;
     int version = 0;
-    int rc = nx__store_read_version(db, path, &version, err);
+    int rc = nx__store_check_version(db, path, list, count, &version, err);
     if (rc)
         return rc;
-    if (version > known)
-        return newer_refused(path, version, known, err);
     for (size_t i = 0; i < count; i++) {
         if (list[i].version != (int)i + 1)
             return nx_err_set(err, NX_EINVAL,

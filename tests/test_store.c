@@ -468,11 +468,28 @@ static void test_group_commit(void **state)
     /* outside begin/commit every call commits on its own */
     insert(s, "g", "autocommit", NULL);
     assert_int_equal(count_tasks_raw(f->path), 6);
+    /* SQLite rolls a transaction back by itself on some errors (disk full, I/O): later calls
+     * must not quietly autocommit, and the commit must say the group is lost */
+    OK(nx_store_begin(s, E));
+    insert(s, "g", "lost with its group", NULL);
+    raw_exec(s->db, "ROLLBACK"); /* what SQLite does on SQLITE_FULL */
+    int64_t id = 0;
+    nx_task_new_t late = {.agent = "g", .input = "after the rollback"};
+    assert_int_equal(nx_store_task_insert(s, &late, &id, &err), NX_EIO);
+    assert_non_null(strstr(err.msg, "rolled back"));
+    assert_int_equal(nx_store_commit(s, &err), NX_EIO);
+    assert_non_null(strstr(err.msg, "nothing in it is stored"));
+    assert_int_equal(count_tasks_raw(f->path), 6);
+    OK(nx_store_begin(s, E)); /* and the store is usable again */
+    insert(s, "g", "next group", NULL);
+    OK(nx_store_commit(s, E));
+    assert_int_equal(count_tasks_raw(f->path), 7);
+
     /* an open group is discarded at close: it was never acknowledged */
     OK(nx_store_begin(s, E));
     insert(s, "g", "never committed", NULL);
     nx_store_close(&s);
-    assert_int_equal(count_tasks_raw(f->path), 6);
+    assert_int_equal(count_tasks_raw(f->path), 7);
 }
 
 static void test_reopen_keeps_everything(void **state)
