@@ -126,6 +126,10 @@ static void test_open_sets_pragmas(void **state)
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
     sqlite3_close(raw);
+
+    s = open_ok(":memory:"); /* for tests elsewhere: no file, no WAL, same API */
+    assert_true(insert(s, "a", "b", NULL) == 1);
+    nx_store_close(&s);
 }
 
 static void test_task_lifecycle(void **state)
