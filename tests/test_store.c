@@ -300,7 +300,7 @@ static void test_utf8_and_nulls(void **state)
     nx_store_close(&s);
 }
 
-/* Message roles in order; returns the contents' numbers as "role:n". */
+/* Append `turns` turns to session: "qN" (user), in turn 2 also "tool2" (tool), "aN" (assistant). */
 static void add_turns(nx_store_t *s, const char *session, int turns, int64_t task)
 {
     char content[32];

@@ -44,7 +44,8 @@ static int list(const char *path)
     return 0;
 }
 
-/* One group: insert GROUP tasks, finish the previous group's; *done_ids keeps the new ones. */
+/* One group, one transaction: insert GROUP tasks (ids gets them) with a message each, and
+ * finish the previous group's tasks. */
 static int group(nx_store_t *store, int64_t *ids, int64_t *prev, size_t prev_count, nx_err_t *err)
 {
     int rc = nx_store_begin(store, err);
