@@ -15,8 +15,9 @@
 
 typedef struct nx_store nx_store_t;
 
-/* Open (creating) the database at path, WAL mode, synchronous=NORMAL in WAL (durable at
- * commit with fsync of the WAL: FULL), foreign keys on; migrate to the current schema version.
+/* Open (creating) the database at path: WAL mode with synchronous=FULL (the WAL is fsynced at
+ * every commit, so a commit survives kill -9 and power loss), foreign keys on; migrate to the
+ * current schema version.
  * A database from a newer version is refused (NX_ENOTSUP naming both versions). */
 nx_store_t *nx_store_open(const char *path, nx_err_t *err);
 void nx_store_close(nx_store_t **self_p);
