@@ -51,7 +51,7 @@ bool nx_endpoint_is_loopback(const char *endpoint)
     /* 127.0.0.0/8: four dotted decimal parts, the first 127 */
     if (n < 9 || strncmp(host, "127.", 4) != 0)
         return false;
-    int parts = 1, digits = 0;
+    int parts = 2, digits = 0; /* "127." was the first part; now in the second */
     for (const char *p = host + 4; p < colon; p++) {
         if (*p == '.') {
             if (digits == 0)

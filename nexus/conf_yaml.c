@@ -494,10 +494,14 @@ int nx__yget_size(const nx__yfile_t *f, const yaml_node_t *node, const char *fie
                   uint64_t min, uint64_t max, uint64_t *bytes_out, double *fraction_out,
                   nx_err_t *err)
 {
-    char expected[192];
+    char expected[192], range[64];
+    if (max == UINT64_MAX)
+        snprintf(range, sizeof range, "at least %llu", (unsigned long long)min);
+    else
+        snprintf(range, sizeof range, "from %llu to %llu", (unsigned long long)min,
+                 (unsigned long long)max);
     snprintf(expected, sizeof expected,
-             "bytes from %llu to %llu (an integer, or a size like '512MiB', '8GiB', '1.5GB')%s",
-             (unsigned long long)min, (unsigned long long)max,
+             "a size %s bytes (an integer, or like '512MiB', '8GiB', '1.5GB')%s", range,
              fraction_out ? " or a percent of free memory like '80%'" : "");
     if (fraction_out)
         *fraction_out = 0;
