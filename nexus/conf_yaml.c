@@ -496,9 +496,9 @@ int nx__yget_size(const nx__yfile_t *f, const yaml_node_t *node, const char *fie
 {
     char expected[192], range[64];
     if (max == UINT64_MAX)
-        snprintf(range, sizeof range, "at least %llu", (unsigned long long)min);
+        snprintf(range, sizeof range, "of at least %llu", (unsigned long long)min);
     else
-        snprintf(range, sizeof range, "from %llu to %llu", (unsigned long long)min,
+        snprintf(range, sizeof range, "of %llu to %llu", (unsigned long long)min,
                  (unsigned long long)max);
     snprintf(expected, sizeof expected,
              "a size %s bytes (an integer, or like '512MiB', '8GiB', '1.5GB')%s", range,

@@ -23,11 +23,13 @@ static json_t *agent_json(const nx_agent_conf_t *a)
     json_t *stop = json_array();
     for (size_t i = 0; i < g->stop_count; i++)
         json_array_append_new(stop, json_string(g->stop[i]));
-    json_t *gen = json_pack("{s:i, s:f, s:f, s:i, s:f, s:f, s:I, s:o, s:i}", "max_tokens",
+    char seed[24]; /* a JSON string: jansson's integers stop at INT64_MAX */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->seed);
+    json_t *gen = json_pack("{s:i, s:f, s:f, s:i, s:f, s:f, s:s, s:o, s:i}", "max_tokens",
                             (int)g->max_tokens, "temperature", (double)g->temperature, "top_p",
                             (double)g->top_p, "top_k", (int)g->top_k, "min_p", (double)g->min_p,
                             "repetition_penalty", (double)g->repetition_penalty, "seed",
-                            (json_int_t)g->seed, "stop", stop, "thinking", a->thinking);
+                            seed, "stop", stop, "thinking", a->thinking);
     json_t *res = json_pack("{s:b, s:i, s:I}", "pin", a->pin, "priority", a->priority,
                             "keep_alive_s", (json_int_t)a->keep_alive_s);
     json_t *mem = json_pack("{s:s, s:I}", "type", a->memory_session ? "session" : "none", "turns",
