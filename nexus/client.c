@@ -162,36 +162,33 @@ void nx_client_reply_clear(nx_client_reply_t *reply)
     if (!reply)
         return;
     msgpack_unpacked_destroy(&reply->unpacked);
+    zmsg_t *msg = reply->frame_msg;
+    zmsg_destroy(&msg);
     memset(reply, 0, sizeof *reply);
     msgpack_unpacked_init(&reply->unpacked);
 }
 
 /* Receive one message; its last frame is the reply (a REQ-style empty delimiter before it is
- * tolerated). Unpack and check it into *reply. */
+ * tolerated). Unpack and check it into *reply, which keeps the message: msgpack-c's strings
+ * and bins point into the frame's bytes rather than copying them. */
 static int read_one(nx_client_t *self, nx_client_reply_t *reply, nx_err_t *err)
 {
+    nx_client_reply_clear(reply);
     zmsg_t *msg = zmsg_recv_nowait(self->sock);
     if (!msg)
         return nx_err_set(err, NX_EIO, "receiving from %s failed", self->endpoint);
+    reply->frame_msg = msg;
     zframe_t *frame = zmsg_last(msg);
-    int rc = NX_OK;
-    if (!frame) {
-        rc = nx_err_set(err, NX_EFORMAT, "an empty message from %s", self->endpoint);
-        goto out;
-    }
+    if (!frame)
+        return nx_err_set(err, NX_EFORMAT, "an empty message from %s", self->endpoint);
     const char *code = NULL;
-    nx_client_reply_clear(reply);
-    rc = nx__proto_unpack_map(zframe_data(frame), zframe_size(frame), REPLY_MAX_BYTES,
-                              &reply->unpacked, &code, err);
-    if (rc) {
-        nx_err_prefix(err, "a reply from %s: ", self->endpoint);
-        goto out;
-    }
+    int rc = nx__proto_unpack_map(zframe_data(frame), zframe_size(frame), REPLY_MAX_BYTES,
+                                  &reply->unpacked, &code, err);
+    if (rc)
+        return nx_err_prefix(err, "a reply from %s: ", self->endpoint);
     reply->map = &reply->unpacked.data;
     nx_client_text(nx_client_field(reply->map, "op"), reply->op, sizeof reply->op);
-out:
-    zmsg_destroy(&msg);
-    return rc;
+    return NX_OK;
 }
 
 static bool is_current(const nx_client_t *self, const msgpack_object *map)

@@ -49,6 +49,7 @@ int nx_client_send(nx_client_t *self, int timeout_ms, nx_err_t *err);
 
 /* One reply: the unpacked map (valid until nx_client_reply_clear). */
 typedef struct nx_client_reply {
+    void *frame_msg;           /* the received zmsg_t: msgpack-c's strings point into it */
     msgpack_unpacked unpacked; /* owns the zone behind map */
     const msgpack_object *map; /* a map with string keys */
     char op[32];               /* its "op" ("" when missing or not a string) */
