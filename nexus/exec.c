@@ -61,8 +61,35 @@ void nx_report_free(nx_report_t *report)
     free(report);
 }
 
+/* Copy what nx_exec_status shows; the executor calls it once per loop turn and before
+ * every report. */
+static void publish_status(nx_exec_t *exec)
+{
+    pthread_mutex_lock(&exec->status_lock);
+    for (size_t i = 0; i < exec->model_count; i++) {
+        const nx__model_t *m = &exec->models[i];
+        nx_model_status_t *s = &exec->status_models[i];
+        snprintf(s->name, sizeof s->name, "%s", m->name);
+        snprintf(s->path, sizeof s->path, "%s", m->path);
+        snprintf(s->state, sizeof s->state, "%s", nx__mstate_name(m->state));
+        s->bytes = m->weight_bytes;
+        s->pinned = m->pinned;
+        s->priority = m->priority;
+        s->loads = m->loads;
+        s->last_swap_ms = m->last_swap_ms;
+        s->queue = m->queued;
+        s->running = m->running_count;
+        exec->status_last_used_ns[i] = m->last_used_ns;
+    }
+    pthread_mutex_unlock(&exec->status_lock);
+}
+
+/* Every report but a token piece republishes the status first, so that whoever sees a report
+ * sees a status at least as new. */
 void nx__report(nx_exec_t *exec, nx_report_t *report)
 {
+    if (report->kind != NX_REPORT_TOKEN && exec->status_models)
+        publish_status(exec);
     if (exec->opts.report)
         exec->opts.report(exec->opts.report_user, report);
     else
@@ -102,28 +129,6 @@ void nx__report_command(nx_exec_t *exec, uint64_t id, const char *error_code,
     nx__report(exec, r);
 }
 
-/* Copy what nx_exec_status shows; the executor calls it once per loop turn. */
-static void publish_status(nx_exec_t *exec)
-{
-    pthread_mutex_lock(&exec->status_lock);
-    for (size_t i = 0; i < exec->model_count; i++) {
-        const nx__model_t *m = &exec->models[i];
-        nx_model_status_t *s = &exec->status_models[i];
-        snprintf(s->name, sizeof s->name, "%s", m->name);
-        snprintf(s->path, sizeof s->path, "%s", m->path);
-        snprintf(s->state, sizeof s->state, "%s", nx__mstate_name(m->state));
-        s->bytes = m->weight_bytes;
-        s->pinned = m->pinned;
-        s->priority = m->priority;
-        s->loads = m->loads;
-        s->last_swap_ms = m->last_swap_ms;
-        s->queue = m->queued;
-        s->running = m->running_count;
-        exec->status_last_used_ns[i] = m->last_used_ns;
-    }
-    pthread_mutex_unlock(&exec->status_lock);
-}
-
 static void handle(nx_exec_t *exec, nx__msg_t *msg)
 {
     switch (msg->kind) {
@@ -160,8 +165,8 @@ static void *exec_main(void *arg)
         if (exec->stopping)
             break;
         nx__sched_timeouts(exec);
+        nx__sched_admit(exec); /* before planning: resident models' queued tasks take KV first */
         nx__res_plan(exec);
-        nx__sched_admit(exec);
         bool stepped = nx__sched_step(exec);
         publish_status(exec);
         if (!stepped)

@@ -29,6 +29,11 @@ static void finish(nx_exec_t *exec, nx__job_t *job, nx_task_status_t status,
                    const char *error_code, const char *message)
 {
     uint64_t now = nx_now_ns();
+    if (job->model) {
+        job->model->last_used_ns = now;
+        if (job->model->queued == 0 && job->model->running_count == 0)
+            job->model->idle_since_ns = now;
+    }
     nx_report_t *r = calloc(1, sizeof *r);
     if (r) {
         r->kind = NX_REPORT_FINISHED;
@@ -48,11 +53,6 @@ static void finish(nx_exec_t *exec, nx__job_t *job, nx_task_status_t status,
             .ttft_ms = job->first_token_ns ? ms_between(accepted, job->first_token_ns) : 0,
             .total_ms = ms_between(accepted, now)};
         nx__report(exec, r);
-    }
-    if (job->model) {
-        job->model->last_used_ns = now;
-        if (job->model->queued == 0 && job->model->running_count == 0)
-            job->model->idle_since_ns = now;
     }
     job_free(job);
 }

@@ -16,7 +16,7 @@
 #include "mailbox.h"
 #include "synth.h"
 
-#define WAIT_MS 60000
+#define WAIT_MS 20000
 #define MAX_LOG 4096
 
 static char root[128];
@@ -148,6 +148,16 @@ static const nx_report_t *wait_for(fixture_t *fx, match_fn match, const void *ar
         if (match(r, arg))
             return r;
     }
+    nx_exec_status_t st;
+    nx_err_t err = {0};
+    if (fx->exec && nx_exec_status(fx->exec, &st, &err) == NX_OK) { /* say where it stands */
+        fprintf(stderr, "pool: %llu of %llu bytes free\n", (unsigned long long)st.pool.free_bytes,
+                (unsigned long long)st.pool.total_bytes);
+        for (size_t i = 0; i < st.model_count; i++)
+            fprintf(stderr, "model %s: %s queue %u running %u\n", st.models[i].name,
+                    st.models[i].state, st.models[i].queue, st.models[i].running);
+        nx_exec_status_clear(&st);
+    }
     fail_msg("no matching report within %d ms", WAIT_MS);
     return NULL;
 }
@@ -263,12 +273,12 @@ static void test_batched(void **state)
     finish_fixture(fx);
 }
 
-/* Pool of 8 MiB (2 MiB chunks): one model's weights (2 MiB) and two sequences' KV (2 MiB
- * each) fit, two models with a sequence each do not. */
+/* Pool of 4 MiB (2 MiB chunks): one model's weights (2 MiB) and one sequence's KV (2 MiB)
+ * fit, two models do not: every switch evicts. */
 static void test_two_models_swap(void **state)
 {
     nx_agent_conf_t agents[2] = {agent("a", model_a, 6), agent("b", model_b, 6)};
-    fixture_t *fx = fixture(2, agents, 8, 2, 256);
+    fixture_t *fx = fixture(2, agents, 4, 2, 256);
     fx->conf.host_cache_bytes = 16ull << 20;
     start(fx, NX_POLICY_COST);
     for (int64_t id = 1; id <= 6; id++)
@@ -289,7 +299,7 @@ static void test_pinned_never_evicted(void **state)
 {
     nx_agent_conf_t agents[2] = {agent("a", model_a, 6), agent("b", model_b, 6)};
     agents[0].pin = true;
-    fixture_t *fx = fixture(2, agents, 6, 2, 256);
+    fixture_t *fx = fixture(2, agents, 4, 2, 256);
     start(fx, NX_POLICY_COST);
     model_match_t res = {"qwen-a", "resident", NULL};
     wait_for(fx, is_model, &res); /* pinned: loaded at start */
@@ -482,5 +492,7 @@ int main(void)
         cmocka_unit_test(test_status_and_commands),
         cmocka_unit_test(test_refuses_model_larger_than_pool),
     };
+    if (getenv("NX_TEST_FILTER")) /* run some tests only: a glob on their names */
+        cmocka_set_test_filter(getenv("NX_TEST_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
