@@ -464,6 +464,43 @@ static void test_status_and_commands(void **state)
     finish_fixture(fx);
 }
 
+static void test_prefetch_next_model(void **state)
+{
+    nx_agent_conf_t agents[2] = {agent("first", model_a, 4), agent("second", model_b, 4)};
+    fixture_t *fx = fixture(2, agents, 32, 2, 128);
+    start(fx, NX_POLICY_COST);
+    nx_exec_task_t *t = task(&fx->agents[0], 1, "hi", false);
+    t->next_model = model_b;
+    nx_exec_submit(fx->exec, t);
+    model_match_t pre = {"llama-b", "resident", "prefetch"};
+    wait_for(fx, is_model, &pre); /* loaded with nothing queued for it */
+    assert_int_equal(finished(fx, 1)->status, NX_TASK_DONE);
+    nx_exec_submit(fx->exec, task(&fx->agents[1], 2, "hi", false));
+    const nx_report_t *r = finished(fx, 2);
+    assert_int_equal(r->status, NX_TASK_DONE);
+    assert_true(r->timings.swap_ms == 0); /* already there */
+    assert_int_equal(count_model(fx, "llama-b", "loading"), 1);
+    finish_fixture(fx);
+}
+
+static void test_shutdown_finishes_tasks(void **state)
+{
+    nx_agent_conf_t a = agent("long", model_a, 3000);
+    fixture_t *fx = fixture(1, &a, 64, 1, 4096);
+    start(fx, NX_POLICY_COST);
+    nx_exec_submit(fx->exec, task(&fx->agents[0], 1, "go on", false));
+    nx_exec_submit(fx->exec, task(&fx->agents[0], 2, "queued", false));
+    int64_t id = 1;
+    wait_for(fx, is_started, &id);
+    nx_exec_destroy(&fx->exec); /* the reports are already in the mailbox */
+    for (id = 1; id <= 2; id++) {
+        const nx_report_t *r = finished(fx, id);
+        assert_int_equal(r->status, NX_TASK_FAILED);
+        assert_string_equal(r->error_code, "shutting_down");
+    }
+    finish_fixture(fx);
+}
+
 static void test_refuses_model_larger_than_pool(void **state)
 {
     nx_agent_conf_t a = agent("big", model_a, 4);
@@ -490,6 +527,8 @@ int main(void)
         cmocka_unit_test(test_context_full_and_timeout),
         cmocka_unit_test(test_model_error),
         cmocka_unit_test(test_status_and_commands),
+        cmocka_unit_test(test_prefetch_next_model),
+        cmocka_unit_test(test_shutdown_finishes_tasks),
         cmocka_unit_test(test_refuses_model_larger_than_pool),
     };
     if (getenv("NX_TEST_FILTER")) /* run some tests only: a glob on their names */
