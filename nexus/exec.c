@@ -36,6 +36,9 @@ void nx__msg_free(void *item)
     free(msg);
 }
 
+/* Frees what a task owns: input, every history turn's role and content strings (malloc'ed by
+ * whoever built the task) and the array, the stop_owned strings and array, and the task. The
+ * agent and next_model are borrowed from the config and left alone. NULL is fine. */
 void nx_exec_task_free(nx_exec_task_t *task)
 {
     if (!task)
