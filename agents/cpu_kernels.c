@@ -42,7 +42,7 @@ typedef uint32_t v16u __attribute__((vector_size(64)));
 #define LANES 16      /* k elements per accumulator vector, the same on every path */
 #define COLS 4        /* weight rows per register block */
 #define ROW_BLOCK 32  /* batch rows per pass over a tile (keeps x rows in L2) */
-#define FUSED_ROWS 4  /* batches of fewer rows read BF16 weights straight from the pool */
+#define FUSED_ROWS 8  /* batches of fewer rows read BF16 weights straight from the pool */
 
 static inline float bf16_to_f32(uint16_t bits)
 {
