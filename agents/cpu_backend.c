@@ -34,6 +34,14 @@ typedef struct cpu_state {
     uint32_t logits_cap;
 } cpu_state_t;
 
+/* count floats on a 64-byte boundary (free() releases it): the matmul's vector loads of
+ * activation rows and converted weight tiles then do not straddle cache lines. */
+static float *alloc_floats(size_t count)
+{
+    size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
 static uint32_t q_dim(const nx_model_config_t *c) { return c->heads * c->head_dim; }
 static uint32_t kv_dim(const nx_model_config_t *c) { return c->kv_heads * c->head_dim; }
 
@@ -88,7 +96,7 @@ static int cpu_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_poo
     if (!s->inv_freq || !s->worker_scratch || !s->worker_scores)
         goto oom;
     for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
-        if (!(s->worker_scratch[i] = malloc(s->worker_floats * sizeof(float))))
+        if (!(s->worker_scratch[i] = alloc_floats(s->worker_floats)))
             goto oom;
     nx__k_rope_inv_freq(cfg, s->inv_freq);
     *state_out = s;
@@ -146,16 +154,16 @@ static int ensure_rows(cpu_state_t *s, uint32_t rows, nx_err_t *err)
     const nx_model_config_t *c = s->cfg;
     free_activations(s);
     size_t r = rows;
-    s->x = malloc(r * c->hidden * sizeof(float));
-    s->xn = malloc(r * c->hidden * sizeof(float));
-    s->q = malloc(r * q_dim(c) * sizeof(float));
-    s->att = malloc(r * q_dim(c) * sizeof(float));
-    s->k = malloc(r * kv_dim(c) * sizeof(float));
-    s->v = malloc(r * kv_dim(c) * sizeof(float));
-    s->gate = malloc(r * c->intermediate * sizeof(float));
-    s->up = malloc(r * c->intermediate * sizeof(float));
-    s->rope_cos = malloc(r * (c->head_dim / 2) * sizeof(float));
-    s->rope_sin = malloc(r * (c->head_dim / 2) * sizeof(float));
+    s->x = alloc_floats(r * c->hidden);
+    s->xn = alloc_floats(r * c->hidden);
+    s->q = alloc_floats(r * q_dim(c));
+    s->att = alloc_floats(r * q_dim(c));
+    s->k = alloc_floats(r * kv_dim(c));
+    s->v = alloc_floats(r * kv_dim(c));
+    s->gate = alloc_floats(r * c->intermediate);
+    s->up = alloc_floats(r * c->intermediate);
+    s->rope_cos = alloc_floats(r * (c->head_dim / 2));
+    s->rope_sin = alloc_floats(r * (c->head_dim / 2));
     if (!s->x || !s->xn || !s->q || !s->att || !s->k || !s->v || !s->gate || !s->up ||
         !s->rope_cos || !s->rope_sin) {
         free_activations(s);

@@ -1,12 +1,24 @@
 /* cpu_kernels.c — the CPU backend's arithmetic (see cpu_kernels.h).
  *
- * The matmul is the hot spot. A task owns up to NX_K_TILE_COLS weight rows: it converts them
- * once to fp32 (BF16 by a 16-bit shift, F16 through _Float16; F32 is used in place), then runs
- * every batch row against them, four weight rows at a time so each x load feeds four
- * accumulators. So each weight row is read from memory once per step whatever the batch size,
- * which is what decode (memory bound) needs. The inner loop over K uses GCC vector extensions;
- * the same body is compiled twice, plain and with AVX2+FMA, chosen once at run time
- * (NEXUS_CPU_KERNELS=plain forces the plain one, so tests cover it on AVX2 machines).
+ * The matmul is the hot spot. A task owns up to NX_K_TILE_COLS weight rows and runs every
+ * batch row against them, so each weight row is read from memory once per step whatever the
+ * batch size (decode is memory bound). The work is register-blocked: up to ROWS_MAX batch rows
+ * x COLS weight rows per pass over K, one accumulator vector of LANES floats per (row, column),
+ * so each load feeds several FMAs instead of one.
+ *
+ * Results never depend on the batch: every output element is accumulated lane-wise over K in
+ * the same order (lane l sums k = l, l + LANES, ... in sequence), reduced by the same fixed
+ * tree (hsum16), then the K % LANES tail in sequence, whichever block shape, tile or batch
+ * size computed it. Only the path (below) changes the rounding, and it is chosen once per
+ * process.
+ *
+ * Weights: with few batch rows (decode), BF16 weights are widened in registers as they are
+ * streamed (no conversion buffer); with more, a tile is converted once into the caller's
+ * scratch (BF16 by a 16-bit shift, F16 through _Float16) and reused by every row; F32 is read
+ * in place. Both give the same floats.
+ *
+ * The same bodies are compiled three times, plain, AVX2+FMA and AVX-512F, chosen once at run
+ * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them).
  */
 #include "cpu_kernels.h"
 
@@ -14,10 +26,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 typedef float v8f __attribute__((vector_size(32)));
-typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef uint16_t v16h_u __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
 
-#define ROW_BLOCK 32 /* batch rows per pass over a tile (keeps x rows in L2) */
+/* 64-byte vectors pass through static always-inline helpers only, never across a call, so
+ * the ABI note GCC gives for them on the non-AVX-512 paths does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#define AI inline __attribute__((always_inline))
+#define LANES 16      /* k elements per accumulator vector, the same on every path */
+#define COLS 4        /* weight rows per register block (hsum16_x4 reduces four) */
+#define ROW_BLOCK 32  /* batch rows per pass over a tile (keeps x rows in L2) */
+#define FUSED_ROWS 8  /* batches of fewer rows read BF16 weights straight from the pool */
 
 static inline float bf16_to_f32(uint16_t bits)
 {
@@ -56,54 +81,100 @@ void nx__k_weight_row(const nx__wref_t *w, uint32_t row, float *out)
     convert_span(w, (uint64_t)row * w->cols, w->cols, out);
 }
 
-static inline __attribute__((always_inline)) float hsum8(v8f v)
+static AI v16f load_f32(const float *p)
 {
-    float s = 0;
-    for (int i = 0; i < 8; i++)
-        s += v[i];
-    return s;
+    return *(const v16f_u *)p;
 }
 
-/* out[0..3] = x . w[0..3] over k elements. */
-static inline __attribute__((always_inline)) void dot4(const float *x, const float *const *w,
-                                                       uint32_t k, float *out)
+static AI v16f load_bf16(const uint16_t *p)
 {
-    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    uint32_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8f xv = *(const v8f_unaligned *)(x + i);
-        a0 += xv * *(const v8f_unaligned *)(w[0] + i);
-        a1 += xv * *(const v8f_unaligned *)(w[1] + i);
-        a2 += xv * *(const v8f_unaligned *)(w[2] + i);
-        a3 += xv * *(const v8f_unaligned *)(w[3] + i);
-    }
-    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);
-    for (; i < k; i++) {
-        s0 += x[i] * w[0][i];
-        s1 += x[i] * w[1][i];
-        s2 += x[i] * w[2][i];
-        s3 += x[i] * w[3][i];
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+    v16u wide = __builtin_convertvector(*(const v16h_u *)p, v16u) << 16;
+    return (v16f)wide;
 }
 
-static inline __attribute__((always_inline)) float dot1(const float *x, const float *w,
-                                                        uint32_t k)
+/* The fixed reduction order every output element goes through. */
+static AI float hsum16(v16f v)
 {
-    v8f a = {0};
+    v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4f b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+/* hsum16 of four vectors at once, pairing the same elements in the same order (so each
+ * result is bit-identical to hsum16's), in a quarter of the shuffles. */
+static AI v4f hsum16_x4(v16f v0, v16f v1, v16f v2, v16f v3)
+{
+    v16f a01 = __builtin_shufflevector(v0, v1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21,
+                                       22, 23) +
+               __builtin_shufflevector(v0, v1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
+                                       29, 30, 31);
+    v16f a23 = __builtin_shufflevector(v2, v3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21,
+                                       22, 23) +
+               __builtin_shufflevector(v2, v3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
+                                       29, 30, 31);
+    v16f b = __builtin_shufflevector(a01, a23, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24,
+                                     25, 26, 27) +
+             __builtin_shufflevector(a01, a23, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28,
+                                     29, 30, 31);
+    v8f t = __builtin_shufflevector(b, b, 0, 1, 4, 5, 8, 9, 12, 13) +
+            __builtin_shufflevector(b, b, 2, 3, 6, 7, 10, 11, 14, 15);
+    return __builtin_shufflevector(t, t, 0, 2, 4, 6) + __builtin_shufflevector(t, t, 1, 3, 5, 7);
+}
+
+/* out[r * cols + c] = x[r] . w[c] over k elements, for r < rows, c < cols. rows and cols are
+ * constants after inlining, so the accumulators live in registers. w rows are fp32, or BF16
+ * when bf16 (widened as loaded). Hot path. */
+static AI void block_dot(const float *const *x, int rows, const void *const *w, int cols,
+                         bool bf16, uint32_t k, float *out)
+{
+    v16f acc[4][COLS];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            acc[r][c] = (v16f){0};
     uint32_t i = 0;
-    for (; i + 8 <= k; i += 8)
-        a += *(const v8f_unaligned *)(x + i) * *(const v8f_unaligned *)(w + i);
-    float s = hsum8(a);
-    for (; i < k; i++)
-        s += x[i] * w[i];
-    return s;
+    for (; i + LANES <= k; i += LANES) {
+        v16f wv[COLS];
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            wv[c] = bf16 ? load_bf16((const uint16_t *)w[c] + i) : load_f32((const float *)w[c] + i);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+            v16f xv = load_f32(x[r] + i);
+#pragma GCC unroll 4
+            for (int c = 0; c < cols; c++)
+                acc[r][c] += xv * wv[c];
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+        float sums[COLS];
+        if (cols == 4) {
+            v4f s4 = hsum16_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+            for (int c = 0; c < 4; c++)
+                sums[c] = s4[c];
+        } else {
+            for (int c = 0; c < cols; c++)
+                sums[c] = hsum16(acc[r][c]);
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++) {
+            float s = sums[c];
+            for (uint32_t j = i; j < k; j++)
+                s += x[r][j] * (bf16 ? bf16_to_f32(((const uint16_t *)w[c])[j])
+                                     : ((const float *)w[c])[j]);
+            out[r * cols + c] = s;
+        }
+    }
 }
 
 typedef struct tile_args {
     const float *x;        /* [n][k] */
     uint32_t n, k;
-    const float *wrows[NX_K_TILE_COLS]; /* fp32 weight rows of the tile */
+    const void *wrows[NX_K_TILE_COLS]; /* weight rows of the tile: fp32, or BF16 when bf16 */
+    bool bf16;
     uint32_t cols;
     const float *bias;     /* [cols] or NULL */
     float *y;              /* points at column col_first of row 0 */
@@ -111,8 +182,7 @@ typedef struct tile_args {
     bool accumulate;
 } tile_args_t;
 
-static inline __attribute__((always_inline)) void store(const tile_args_t *a, uint32_t i,
-                                                        uint32_t c, float v)
+static AI void store(const tile_args_t *a, uint32_t i, uint32_t c, float v)
 {
     float *dst = a->y + (uint64_t)i * a->y_stride + c;
     if (a->bias)
@@ -120,46 +190,114 @@ static inline __attribute__((always_inline)) void store(const tile_args_t *a, ui
     *dst = a->accumulate ? *dst + v : v;
 }
 
-/* Hot path: every batch row against the tile's weight rows. */
-static inline __attribute__((always_inline)) void tile_body(const tile_args_t *a)
+/* Rows [i, i + rows) against columns [c, c + cols): one register block. */
+static AI void block(const tile_args_t *a, uint32_t i, int rows, uint32_t c, int cols,
+                     bool bf16)
+{
+    const float *xr[4];
+    float out[4 * COLS];
+    for (int r = 0; r < rows; r++)
+        xr[r] = a->x + (uint64_t)(i + r) * a->k;
+    block_dot(xr, rows, a->wrows + c, cols, bf16, a->k, out);
+    for (int r = 0; r < rows; r++)
+        for (int cc = 0; cc < cols; cc++)
+            store(a, i + r, c + cc, out[r * cols + cc]);
+}
+
+/* Rows [i, i + rows) against the whole tile, rows <= rows_max <= 4. */
+static AI void row_group(const tile_args_t *a, uint32_t i, int rows, bool bf16)
+{
+    uint32_t c = 0;
+    for (; c + COLS <= a->cols; c += COLS)
+        switch (rows) {
+        case 4: block(a, i, 4, c, COLS, bf16); break;
+        case 3: block(a, i, 3, c, COLS, bf16); break;
+        case 2: block(a, i, 2, c, COLS, bf16); break;
+        default: block(a, i, 1, c, COLS, bf16); break;
+        }
+    for (; c < a->cols; c++)
+        for (int r = 0; r < rows; r++)
+            block(a, i + r, 1, c, 1, bf16);
+}
+
+/* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
+static AI void tile_body(const tile_args_t *a, int rows_max, bool bf16)
 {
     for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
         uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n;
-        uint32_t c = 0;
-        for (; c + 4 <= a->cols; c += 4)
-            for (uint32_t i = r0; i < r1; i++) {
-                float out[4];
-                dot4(a->x + (uint64_t)i * a->k, a->wrows + c, a->k, out);
-                for (int j = 0; j < 4; j++)
-                    store(a, i, c + j, out[j]);
-            }
-        for (; c < a->cols; c++)
-            for (uint32_t i = r0; i < r1; i++)
-                store(a, i, c, dot1(a->x + (uint64_t)i * a->k, a->wrows[c], a->k));
+        uint32_t i = r0;
+        for (; i + rows_max <= r1; i += rows_max)
+            row_group(a, i, rows_max, bf16);
+        if (i < r1)
+            row_group(a, i, (int)(r1 - i), bf16);
     }
 }
 
-__attribute__((target("avx2,fma"))) static void tile_avx2(const tile_args_t *a)
+/* Weight rows [first, first + count) of w widened into out (fp32). */
+static AI void convert_rows(const nx__wref_t *w, uint64_t first, uint32_t count, float *out)
 {
-    tile_body(a);
+    uint64_t n = (uint64_t)count * w->cols, i = 0;
+    if (w->dtype == NX_DT_BF16) {
+        const uint16_t *src = (const uint16_t *)w->ptr + first * w->cols;
+        for (; i + LANES <= n; i += LANES)
+            *(v16f_u *)(out + i) = load_bf16(src + i);
+        for (; i < n; i++)
+            out[i] = bf16_to_f32(src[i]);
+    } else {
+        const _Float16 *src = (const _Float16 *)w->ptr + first * w->cols;
+        for (; i < n; i++)
+            out[i] = (float)src[i];
+    }
 }
 
-static void tile_plain(const tile_args_t *a)
+/* Points a->wrows at the tile's rows: in place (F32, or BF16 for a small batch), or converted
+ * into scratch. */
+static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, float *scratch)
 {
-    tile_body(a);
+    a->bf16 = w->dtype == NX_DT_BF16 && a->n < FUSED_ROWS;
+    bool in_place = w->dtype == NX_DT_F32 || a->bf16;
+    if (!in_place)
+        convert_rows(w, col_first, a->cols, scratch);
+    size_t elem = w->dtype == NX_DT_F32 ? 4 : 2;
+    for (uint32_t c = 0; c < a->cols; c++) {
+        uint64_t row = (uint64_t)(col_first + c);
+        a->wrows[c] = in_place ? (const char *)w->ptr + row * w->cols * elem
+                               : (const void *)(scratch + (uint64_t)c * w->cols);
+    }
 }
 
-static void (*pick_tile(void))(const tile_args_t *)
+#define DEFINE_TILE(name, attrs, rows_max)                                                     \
+    attrs static void name(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,            \
+                           float *scratch)                                                     \
+    {                                                                                          \
+        prepare(a, w, col_first, scratch);                                                     \
+        if (a->bf16)                                                                           \
+            tile_body(a, rows_max, true);                                                      \
+        else                                                                                   \
+            tile_body(a, rows_max, false);                                                     \
+    }
+
+/* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */
+DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4)
+/* AVX2: a 16-float accumulator is two registers of 16, so 2 x 4 */
+DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma"))), 2)
+DEFINE_TILE(tile_plain, , 1)
+
+typedef void (*tile_fn)(tile_args_t *, const nx__wref_t *, uint32_t, float *);
+
+static tile_fn pick_tile(void)
 {
-    static void (*chosen)(const tile_args_t *);
-    void (*fn)(const tile_args_t *) = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    static tile_fn chosen;
+    tile_fn fn = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
     if (!fn) { /* every thread that gets here picks the same function */
-        const char *force = getenv("NEXUS_CPU_KERNELS"); /* "plain": test the fallback */
+        const char *force = getenv("NEXUS_CPU_KERNELS"); /* "plain", "avx2": test those */
+        bool plain = force && strcmp(force, "plain") == 0;
+        bool avx2_only = force && strcmp(force, "avx2") == 0;
         __builtin_cpu_init();
-        fn = !(force && strcmp(force, "plain") == 0) && __builtin_cpu_supports("avx2") &&
-                     __builtin_cpu_supports("fma")
-                 ? tile_avx2
-                 : tile_plain;
+        bool avx2 = !plain && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        fn = avx2 && !avx2_only && __builtin_cpu_supports("avx512f") ? tile_avx512
+             : avx2                                                  ? tile_avx2
+                                                                     : tile_plain;
         __atomic_store_n(&chosen, fn, __ATOMIC_RELAXED);
     }
     return fn;
@@ -171,23 +309,13 @@ void nx__k_matmul_tile(const float *x, uint32_t n, const nx__wref_t *w, const nx
 {
     tile_args_t a = {.x = x, .n = n, .k = w->cols, .cols = col_count, .y = y + col_first,
                      .y_stride = w->rows, .accumulate = accumulate};
-    for (uint32_t c = 0; c < col_count; c++) {
-        uint64_t row = (uint64_t)(col_first + c);
-        if (w->dtype == NX_DT_F32) {
-            a.wrows[c] = (const float *)w->ptr + row * w->cols;
-        } else {
-            float *dst = scratch + (uint64_t)c * w->cols;
-            convert_span(w, row * w->cols, w->cols, dst);
-            a.wrows[c] = dst;
-        }
-    }
     float bias_vals[NX_K_TILE_COLS];
     if (bias && bias->ptr) {
         for (uint32_t c = 0; c < col_count; c++)
             bias_vals[c] = nx__k_weight_at(bias, col_first + c);
         a.bias = bias_vals;
     }
-    pick_tile()(&a);
+    pick_tile()(&a, w, col_first, scratch);
 }
 
 void nx__k_rmsnorm(const float *x, uint32_t dim, const nx__wref_t *weight, float eps,
@@ -219,7 +347,16 @@ void nx__k_silu_mul(float *g, const float *u, uint32_t n)
 
 float nx__k_dot(const float *a, const float *b, uint32_t n)
 {
-    return dot1(a, b, n);
+    v8f acc = {0};
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += *(const v8f_u *)(a + i) * *(const v8f_u *)(b + i);
+    float s = 0;
+    for (int l = 0; l < 8; l++)
+        s += acc[l];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
 }
 
 void nx__k_axpy(float *y, float a, const float *x, uint32_t n)

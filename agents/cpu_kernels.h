@@ -1,6 +1,7 @@
 /* cpu_kernels.h — internal: the CPU backend's arithmetic. Everything is fp32 in and out;
- * weights are read as stored (BF16, F16, F32) and converted on the fly, a tile at a time, into
- * the caller's scratch: never a second copy of a whole weight. */
+ * weights are read as stored (BF16, F16, F32) and converted on the fly, a tile at a time into
+ * the caller's scratch, or in registers as they stream (BF16, small batches): never a second
+ * copy of a whole weight. */
 #ifndef NX_CPU_KERNELS_H
 #define NX_CPU_KERNELS_H
 
