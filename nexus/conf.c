@@ -1,0 +1,418 @@
+/* conf.c — nexus.yaml (schemas/nexus.schema.json states the same rules), the agents folder it
+ * names, and the rules that span files: unique agent names, `next` naming an agent and no
+ * pipeline looping back on itself, every model folder present, CURVE when not on loopback.
+ *
+ * Every relative path, and every default path (home ./var, agents ./agents, models
+ * <home>/models), resolves against the folder of nexus.yaml; the struct holds absolute paths.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "conf.h"
+#include "conf_yaml.h"
+
+#define DEFAULT_LISTEN "tcp://127.0.0.1:5555"
+#define DEFAULT_EVENTS "tcp://127.0.0.1:5556"
+#define MAX_AGENT_FILES 4096
+
+static const char *const nexus_keys[] = {"home",       "listen",     "events",
+                                         "agents",     "models",     "device",
+                                         "pool",       "host_cache", "max_message_bytes",
+                                         "max_batch",  "context",    "curve",
+                                         NULL};
+static const char *const curve_keys[] = {"secret_key", "clients", NULL};
+
+/* One agent while loading: its settings and where its cross-checked fields were written. */
+typedef struct loaded_agent {
+    nx_agent_conf_t conf;
+    nx__agent_marks_t marks;
+} loaded_agent_t;
+
+/* ---- endpoints --------------------------------------------------------------------------------- */
+
+bool nx_endpoint_is_loopback(const char *endpoint)
+{
+    if (!endpoint)
+        return false;
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+        return true;
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return false;
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    if (!colon || strchr(host, ';')) /* "tcp://src;dst" binds a source address: not ours */
+        return false;
+    size_t n = (size_t)(colon - host);
+    if ((n == 9 && strncmp(host, "localhost", 9) == 0) || (n == 5 && strncmp(host, "[::1]", 5) == 0))
+        return true;
+    /* 127.0.0.0/8: four dotted decimal parts, the first 127 */
+    if (n < 9 || strncmp(host, "127.", 4) != 0)
+        return false;
+    int parts = 2, digits = 0; /* "127." was the first part; now in the second */
+    for (const char *p = host + 4; p < colon; p++) {
+        if (*p == '.') {
+            if (digits == 0)
+                return false;
+            parts++;
+            digits = 0;
+        } else if (*p >= '0' && *p <= '9' && digits < 3) {
+            digits++;
+        } else {
+            return false;
+        }
+    }
+    return parts == 4 && digits > 0;
+}
+
+static bool endpoint_form_ok(const char *e)
+{
+    static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(e, schemes[i], n) == 0 && e[n])
+            return true;
+    }
+    return false;
+}
+
+/* ---- nexus.yaml -------------------------------------------------------------------------------- */
+
+static int get_path(nx__yfile_t *f, yaml_node_t *map, const char *key, const char *field,
+                    const char *base_dir, const char *fallback, char **out, nx_err_t *err)
+{
+    yaml_node_t *n = nx__ymap_get(f, map, key);
+    char *text = NULL;
+    if (n) {
+        int rc = nx__yget_string(f, n, field, false, &text, err);
+        if (rc != NX_OK)
+            return rc;
+    }
+    *out = nx__conf_abspath(base_dir, text ? text : fallback);
+    free(text);
+    return *out ? NX_OK : nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+}
+
+static int get_endpoint(nx__yfile_t *f, yaml_node_t *root, const char *key, const char *fallback,
+                        char **out, nx_err_t *err)
+{
+    yaml_node_t *n = nx__ymap_get(f, root, key);
+    if (!n) {
+        *out = strdup(fallback);
+        return *out ? NX_OK : nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    }
+    int rc = nx__yget_string(f, n, key, false, out, err);
+    if (rc == NX_OK && !endpoint_form_ok(*out))
+        rc = nx__yexpect(f, n, key, "a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH, inproc://NAME)",
+                         err);
+    return rc;
+}
+
+static int parse_curve(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    yaml_node_t *curve = nx__ymap_get(f, root, "curve");
+    if (!curve)
+        return NX_OK;
+    int rc = nx__ymap_check(f, curve, "curve", curve_keys, curve_keys, err);
+    if (rc == NX_OK)
+        rc = get_path(f, curve, "secret_key", "curve.secret_key", f->dir, "", &c->curve_secret_key,
+                      err);
+    if (rc == NX_OK)
+        rc = get_path(f, curve, "clients", "curve.clients", f->dir, "", &c->curve_clients, err);
+    return rc;
+}
+
+/* Binding anywhere but loopback needs CURVE keys (README: Security). */
+static int check_exposure(nx__yfile_t *f, yaml_node_t *root, const nx_nexus_conf_t *c,
+                          nx_err_t *err)
+{
+    const char *keys[] = {"listen", "events"};
+    const char *values[] = {c->listen, c->events};
+    for (int i = 0; i < 2; i++) {
+        if (nx_endpoint_is_loopback(values[i]) || c->curve_secret_key)
+            continue;
+        yaml_node_t *n = nx__ymap_get(f, root, keys[i]);
+        return nx__yerr(f, n ? n : root, keys[i], err,
+                        "'%s' is not a loopback address, so curve.secret_key and curve.clients "
+                        "are required",
+                        values[i]);
+    }
+    return NX_OK;
+}
+
+static int parse_numbers(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    yaml_node_t *n;
+    int rc = NX_OK;
+    uint64_t u;
+    char *device = NULL;
+    if ((n = nx__ymap_get(f, root, "device")) &&
+        (rc = nx__yget_string(f, n, "device", false, &device, err)) == NX_OK &&
+        !nx_device_parse(device, &c->device))
+        rc = nx__yexpect(f, n, "device", "one of auto, cuda, cpu", err);
+    free(device);
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "pool")))
+        rc = nx__yget_size(f, n, "pool", 1, UINT64_MAX, &c->pool_bytes, &c->pool_fraction, err);
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "host_cache")))
+        rc = nx__yget_size(f, n, "host_cache", 0, UINT64_MAX, &c->host_cache_bytes, NULL, err);
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_message_bytes")) &&
+        (rc = nx__yget_size(f, n, "max_message_bytes", 1024, 1ull << 30, &u, NULL, err)) == NX_OK)
+        c->max_message_bytes = (uint32_t)u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_batch")) &&
+        (rc = nx__yget_u64(f, n, "max_batch", 1, 1024, &u, err)) == NX_OK)
+        c->max_batch = (uint32_t)u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "context")) &&
+        (rc = nx__yget_u64(f, n, "context", 16, 1048576, &u, err)) == NX_OK)
+        c->context = (uint32_t)u;
+    return rc;
+}
+
+static int parse_nexus(nx__yfile_t *f, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    yaml_node_t *root = nx__yfile_root(f);
+    c->device = NX_DEVICE_AUTO;
+    c->pool_fraction = 0.8;
+    c->max_message_bytes = 1u << 20;
+    c->max_batch = 16;
+    c->context = 2048;
+    int rc = nx__ymap_check(f, root, "", nexus_keys, NULL, err);
+    if (rc == NX_OK)
+        rc = get_path(f, root, "home", "home", f->dir, "var", &c->home, err);
+    if (rc == NX_OK)
+        rc = get_path(f, root, "agents", "agents", f->dir, "agents", &c->agents_dir, err);
+    if (rc == NX_OK)
+        rc = get_path(f, root, "models", "models", f->dir, "models", &c->models_dir, err);
+    if (rc == NX_OK && !nx__ymap_get(f, root, "models")) { /* default: <home>/models */
+        free(c->models_dir);
+        c->models_dir = nx__conf_abspath(c->home, "models");
+        if (!c->models_dir)
+            rc = nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    }
+    if (rc == NX_OK)
+        rc = get_endpoint(f, root, "listen", DEFAULT_LISTEN, &c->listen, err);
+    if (rc == NX_OK)
+        rc = get_endpoint(f, root, "events", DEFAULT_EVENTS, &c->events, err);
+    if (rc == NX_OK)
+        rc = parse_numbers(f, root, c, err);
+    if (rc == NX_OK)
+        rc = parse_curve(f, root, c, err);
+    if (rc == NX_OK)
+        rc = check_exposure(f, root, c, err);
+    return rc;
+}
+
+/* ---- the agents folder ------------------------------------------------------------------------- */
+
+static bool is_yaml_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (name[0] == '.')
+        return false;
+    return (n > 5 && strcmp(name + n - 5, ".yaml") == 0) ||
+           (n > 4 && strcmp(name + n - 4, ".yml") == 0);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The folder's *.yaml / *.yml names, sorted (so the first error reported is stable). */
+static int list_agent_files(const char *dir, char ***names_out, size_t *count_out, nx_err_t *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return nx_err_set(err, errno == ENOENT ? NX_ENOTFOUND : NX_EIO,
+                          "agents folder '%s': cannot open: %s", dir, strerror(errno));
+    char **names = calloc(MAX_AGENT_FILES, sizeof *names);
+    size_t count = 0;
+    int rc = names ? NX_OK : nx_err_set(err, NX_ENOMEM, "agents folder '%s': no memory", dir);
+    for (struct dirent *e; rc == NX_OK && (e = readdir(d));) {
+        if (!is_yaml_name(e->d_name))
+            continue;
+        if (count == MAX_AGENT_FILES)
+            rc = nx_err_set(err, NX_EFORMAT, "agents folder '%s': more than %d agent files", dir,
+                            MAX_AGENT_FILES);
+        else if (!(names[count++] = nx__conf_abspath(dir, e->d_name)))
+            rc = nx_err_set(err, NX_ENOMEM, "agents folder '%s': no memory", dir);
+    }
+    closedir(d);
+    if (rc == NX_OK)
+        qsort(names, count, sizeof *names, cmp_str);
+    *names_out = names;
+    *count_out = count;
+    return rc;
+}
+
+static int load_agent_file(const char *path, const char *models_dir, loaded_agent_t *out,
+                           nx_err_t *err)
+{
+    nx__yfile_t f;
+    int rc = nx__yfile_open(&f, path, err);
+    if (rc == NX_OK)
+        rc = nx__agent_parse(&f, models_dir, &out->conf, &out->marks, err);
+    nx__yfile_close(&f);
+    return rc;
+}
+
+static int cmp_agent(const void *a, const void *b)
+{
+    return strcmp(((const loaded_agent_t *)a)->conf.name, ((const loaded_agent_t *)b)->conf.name);
+}
+
+static int mark_err(int code, const loaded_agent_t *a, yaml_mark_t m, const char *field,
+                    nx_err_t *err, const char *what, const char *detail)
+{
+    return nx_err_set(err, code, "%s:%zu:%zu: field '%s': %s%s", a->conf.source_path,
+                      m.line + 1, m.column + 1, field, what, detail);
+}
+
+static const loaded_agent_t *find_loaded(const loaded_agent_t *agents, size_t n, const char *name)
+{
+    loaded_agent_t key = {.conf = {.name = (char *)name}};
+    return bsearch(&key, agents, n, sizeof *agents, cmp_agent);
+}
+
+/* `next` must name an agent and following it must not come back (a pipeline that loops). */
+static int check_next(const loaded_agent_t *agents, size_t n, const loaded_agent_t *a,
+                      nx_err_t *err)
+{
+    if (!a->conf.next)
+        return NX_OK;
+    if (!find_loaded(agents, n, a->conf.next)) {
+        char detail[600];
+        snprintf(detail, sizeof detail, "'%s' (no agent has that name)", a->conf.next);
+        return mark_err(NX_EFORMAT, a, a->marks.next, "next", err, "expected the name of an agent, got ",
+                        detail);
+    }
+    char chain[600];
+    size_t used = (size_t)snprintf(chain, sizeof chain, "%s", a->conf.name);
+    const loaded_agent_t *at = a;
+    for (size_t steps = 0; at->conf.next && steps < n; steps++) {
+        at = find_loaded(agents, n, at->conf.next);
+        if (!at)
+            return NX_OK; /* reported when that agent is checked */
+        if (used < sizeof chain)
+            used += (size_t)snprintf(chain + used, sizeof chain - used, " -> %s", at->conf.name);
+        if (at == a)
+            return mark_err(NX_EFORMAT, a, a->marks.next, "next", err,
+                            "the pipeline loops back to this agent: ", chain);
+    }
+    return NX_OK;
+}
+
+static int check_agents(const loaded_agent_t *agents, size_t n, nx_err_t *err)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        const loaded_agent_t *a = &agents[i], *b = &agents[i + 1];
+        if (strcmp(a->conf.name, b->conf.name) == 0)
+            return nx_err_set(err, NX_EEXIST,
+                              "%s:%zu:%zu: field 'name': agent '%s' is also defined in %s:%zu:%zu",
+                              b->conf.source_path, b->marks.name.line + 1,
+                              b->marks.name.column + 1, b->conf.name, a->conf.source_path,
+                              a->marks.name.line + 1, a->marks.name.column + 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const loaded_agent_t *a = &agents[i];
+        struct stat st;
+        if (stat(a->conf.model_path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            char detail[600];
+            snprintf(detail, sizeof detail, "'%s' does not exist", a->conf.model_path);
+            return mark_err(NX_ENOTFOUND, a, a->marks.model, "model", err, "the model directory ",
+                            detail);
+        }
+        int rc = check_next(agents, n, a, err);
+        if (rc != NX_OK)
+            return rc;
+    }
+    return NX_OK;
+}
+
+static int load_agents(nx_nexus_conf_t *c, nx_err_t *err)
+{
+    char **names = NULL;
+    size_t count = 0;
+    loaded_agent_t *agents = NULL;
+    int rc = list_agent_files(c->agents_dir, &names, &count, err);
+    if (rc == NX_OK && count && !(agents = calloc(count, sizeof *agents)))
+        rc = nx_err_set(err, NX_ENOMEM, "agents folder '%s': no memory", c->agents_dir);
+    size_t loaded = 0;
+    for (; rc == NX_OK && loaded < count; loaded++)
+        rc = load_agent_file(names[loaded], c->models_dir, &agents[loaded], err);
+    if (rc == NX_OK) {
+        qsort(agents, count, sizeof *agents, cmp_agent);
+        rc = check_agents(agents, count, err);
+    }
+    if (rc == NX_OK && count && !(c->agents = calloc(count, sizeof *c->agents)))
+        rc = nx_err_set(err, NX_ENOMEM, "agents folder '%s': no memory", c->agents_dir);
+    for (size_t i = 0; i < loaded; i++) {
+        if (rc == NX_OK)
+            c->agents[i] = agents[i].conf; /* moves the strings */
+        else
+            nx__agent_clear(&agents[i].conf);
+    }
+    if (rc == NX_OK)
+        c->agent_count = count;
+    for (size_t i = 0; names && i < count; i++)
+        free(names[i]);
+    free(names);
+    free(agents);
+    return rc;
+}
+
+/* ---- public ------------------------------------------------------------------------------------ */
+
+int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
+{
+    *out = NULL;
+    nx_nexus_conf_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return nx_err_set(err, NX_ENOMEM, "%s: no memory", path);
+    nx__yfile_t f;
+    int rc = nx__yfile_open(&f, path, err);
+    if (rc == NX_OK && !(c->source_path = strdup(path)))
+        rc = nx_err_set(err, NX_ENOMEM, "%s: no memory", path);
+    if (rc == NX_OK)
+        rc = parse_nexus(&f, c, err);
+    nx__yfile_close(&f);
+    if (rc == NX_OK)
+        rc = load_agents(c, err);
+    if (rc != NX_OK) {
+        nx_nexus_conf_free(&c);
+        return rc;
+    }
+    *out = c;
+    return NX_OK;
+}
+
+void nx_nexus_conf_free(nx_nexus_conf_t **conf_p)
+{
+    nx_nexus_conf_t *c = *conf_p;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->agent_count; i++)
+        nx__agent_clear(&c->agents[i]);
+    free(c->agents);
+    free(c->source_path);
+    free(c->home);
+    free(c->listen);
+    free(c->events);
+    free(c->agents_dir);
+    free(c->models_dir);
+    free(c->curve_secret_key);
+    free(c->curve_clients);
+    free(c);
+    *conf_p = NULL;
+}
+
+const nx_agent_conf_t *nx_nexus_conf_agent(const nx_nexus_conf_t *conf, const char *name)
+{
+    if (!conf || !name)
+        return NULL;
+    for (size_t i = 0; i < conf->agent_count; i++)
+        if (strcmp(conf->agents[i].name, name) == 0)
+            return &conf->agents[i];
+    return NULL;
+}

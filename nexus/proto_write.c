@@ -1,0 +1,217 @@
+/* proto_write.c — the reply writer (proto.h): msgpack maps and arrays built entry by entry
+ * without counting ahead. Each open container is a level on a stack with its own buffer and
+ * entry count; closing a level writes its header (now that the count is known) and its bytes
+ * into the parent. Level 0 is the top-level map, closed by nx_writer_data. nx_writer_reply
+ * (and so nx_writer_error) starts a fresh frame itself. Buffers are kept across resets, so a
+ * long-lived writer stops allocating.
+ *
+ * Misuse (a key inside an array, none inside a map, a close without an open, data with
+ * containers still open) is a programmer error and asserts. Running out of memory is not: the
+ * writer remembers it and nx_writer_data returns NULL.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "proto.h"
+
+#define DEPTH_MAX 32 /* far more than any reply nests */
+
+typedef struct level {
+    bool is_map;
+    uint32_t entries;    /* pairs in a map, values in an array */
+    msgpack_sbuffer buf; /* the entries' bytes, header not yet written */
+} level_t;
+
+struct nx_writer {
+    level_t levels[DEPTH_MAX];
+    int depth;           /* open levels; levels[depth - 1] is the innermost */
+    msgpack_sbuffer out; /* the finished frame */
+    bool failed;         /* out of memory somewhere: data returns NULL */
+};
+
+nx_writer_t *nx_writer_new(void)
+{
+    nx_writer_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    for (int i = 0; i < DEPTH_MAX; i++)
+        msgpack_sbuffer_init(&self->levels[i].buf);
+    msgpack_sbuffer_init(&self->out);
+    nx_writer_reset(self);
+    return self;
+}
+
+void nx_writer_destroy(nx_writer_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_writer_t *self = *self_p;
+    for (int i = 0; i < DEPTH_MAX; i++)
+        msgpack_sbuffer_destroy(&self->levels[i].buf);
+    msgpack_sbuffer_destroy(&self->out);
+    free(self);
+    *self_p = NULL;
+}
+
+void nx_writer_reset(nx_writer_t *self)
+{
+    for (int i = 0; i < DEPTH_MAX; i++) {
+        msgpack_sbuffer_clear(&self->levels[i].buf);
+        self->levels[i].entries = 0;
+    }
+    msgpack_sbuffer_clear(&self->out);
+    self->levels[0].is_map = true;
+    self->depth = 1;
+    self->failed = false;
+}
+
+static void put(nx_writer_t *self, msgpack_sbuffer *buf, const void *bytes, size_t len)
+{
+    if (len && msgpack_sbuffer_write(buf, bytes, len) != 0)
+        self->failed = true;
+}
+
+/* A packer onto the innermost level's buffer. */
+static msgpack_packer packer(nx_writer_t *self)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &self->levels[self->depth - 1].buf, msgpack_sbuffer_write);
+    return pk;
+}
+
+static void check(nx_writer_t *self, int rc)
+{
+    if (rc != 0)
+        self->failed = true;
+}
+
+static void pack_text(nx_writer_t *self, msgpack_packer *pk, const char *text)
+{
+    size_t len = strlen(text);
+    check(self, msgpack_pack_str(pk, len));
+    check(self, msgpack_pack_str_body(pk, text, len));
+}
+
+/* Start an entry in the innermost container: its key in a map, nothing in an array. */
+static msgpack_packer entry(nx_writer_t *self, const char *key)
+{
+    assert(self->depth >= 1);
+    level_t *top = &self->levels[self->depth - 1];
+    msgpack_packer pk = packer(self);
+    assert(top->is_map == (key != NULL) && "key in a map, NULL in an array");
+    if (key)
+        pack_text(self, &pk, key);
+    top->entries++;
+    return pk;
+}
+
+void nx_writer_str(nx_writer_t *self, const char *key, const char *value)
+{
+    msgpack_packer pk = entry(self, key);
+    if (value)
+        pack_text(self, &pk, value);
+    else
+        check(self, msgpack_pack_nil(&pk));
+}
+
+void nx_writer_int(nx_writer_t *self, const char *key, int64_t value)
+{
+    msgpack_packer pk = entry(self, key);
+    check(self, msgpack_pack_int64(&pk, value));
+}
+
+void nx_writer_uint(nx_writer_t *self, const char *key, uint64_t value)
+{
+    msgpack_packer pk = entry(self, key);
+    check(self, msgpack_pack_uint64(&pk, value));
+}
+
+void nx_writer_real(nx_writer_t *self, const char *key, double value)
+{
+    msgpack_packer pk = entry(self, key);
+    check(self, msgpack_pack_double(&pk, value));
+}
+
+void nx_writer_bool(nx_writer_t *self, const char *key, bool value)
+{
+    msgpack_packer pk = entry(self, key);
+    check(self, value ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
+}
+
+void nx_writer_nil(nx_writer_t *self, const char *key)
+{
+    msgpack_packer pk = entry(self, key);
+    check(self, msgpack_pack_nil(&pk));
+}
+
+static void open_level(nx_writer_t *self, const char *key, bool is_map)
+{
+    entry(self, key); /* the key now; the value's header when it closes */
+    assert(self->depth < DEPTH_MAX && "containers nested too deeply");
+    level_t *lv = &self->levels[self->depth++];
+    lv->is_map = is_map;
+    lv->entries = 0;
+    msgpack_sbuffer_clear(&lv->buf);
+}
+
+/* Write the innermost level (header + bytes) into `dst`, the parent's buffer or out. */
+static void flush_level(nx_writer_t *self, level_t *lv, msgpack_sbuffer *dst)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, dst, msgpack_sbuffer_write);
+    check(self, lv->is_map ? msgpack_pack_map(&pk, lv->entries)
+                           : msgpack_pack_array(&pk, lv->entries));
+    put(self, dst, lv->buf.data, lv->buf.size);
+}
+
+static void close_level(nx_writer_t *self, bool is_map)
+{
+    assert(self->depth > 1 && "close without an open");
+    level_t *lv = &self->levels[self->depth - 1];
+    assert(lv->is_map == is_map && "closing a different kind of container");
+    self->depth--;
+    flush_level(self, lv, &self->levels[self->depth - 1].buf);
+    msgpack_sbuffer_clear(&lv->buf);
+}
+
+void nx_writer_map_open(nx_writer_t *self, const char *key) { open_level(self, key, true); }
+void nx_writer_map_close(nx_writer_t *self) { close_level(self, true); }
+void nx_writer_array_open(nx_writer_t *self, const char *key) { open_level(self, key, false); }
+void nx_writer_array_close(nx_writer_t *self) { close_level(self, false); }
+
+void nx_writer_reply(nx_writer_t *self, const char *op, const unsigned char *id, size_t id_len)
+{
+    nx_writer_reset(self); /* a reply is a new frame: no need to reset between replies */
+    nx_writer_str(self, "op", op);
+    msgpack_packer pk = entry(self, "id");
+    if (id && id_len) /* the parser's re-packed bytes: one whole msgpack value */
+        put(self, &self->levels[0].buf, id, id_len);
+    else
+        check(self, msgpack_pack_nil(&pk));
+}
+
+const void *nx_writer_data(nx_writer_t *self, size_t *len_out)
+{
+    assert(self->depth == 1 && "every open needs its close before data");
+    msgpack_sbuffer_clear(&self->out);
+    flush_level(self, &self->levels[0], &self->out);
+    if (self->failed) {
+        *len_out = 0;
+        return NULL;
+    }
+    *len_out = self->out.size;
+    return self->out.data;
+}
+
+void nx_writer_error(nx_writer_t *self, const unsigned char *id, size_t id_len, const char *code,
+                     const char *message, int64_t task)
+{
+    nx_writer_reply(self, "error", id, id_len);
+    nx_writer_str(self, "code", code);
+    nx_writer_str(self, "message", message);
+    if (task > 0)
+        nx_writer_int(self, "task", task);
+}
