@@ -1,7 +1,7 @@
 /* generate.c — generation on one sequence: the prompt in one step (prefill), then one token
  * per step until a stop id, a stop string, max_tokens or the end of the context, with the text
  * streamed in whole characters. This is what `nexusctl run` drives; the orchestrator drives
- * the step API itself.
+ * the step API itself, through the same per-sequence state (nx_gen_t).
  *
  * Stop ids end generation and are neither in the ids nor the text. A stop string ends it too;
  * the text up to it is emitted, the stop string and anything after it are not. To never emit
@@ -13,18 +13,30 @@
 
 #include "nx_engine.h"
 
-typedef struct gen_state {
+struct nx_gen {
     const nx_sampling_t *sampling;
+    const nx_tokenizer_t *tok;
+    uint32_t vocab;
     nx_emit_fn emit;
     void *user;
+    nx_sampler_t *sampler;
+    nx_detok_t detok;
+    char *piece;           /* one decoded piece (piece_cap bytes) */
+    size_t piece_cap;
+    int32_t *stop_ids;     /* copied; stop_id_count of them */
+    size_t stop_id_count;
     int32_t *history;      /* prompt then generated ids (the repetition penalty's input) */
     size_t history_len, history_cap;
+    size_t prompt_len;
+    size_t generated;
     char *text;            /* generated text so far, NUL-terminated */
     size_t text_len, text_cap;
     size_t emitted;        /* bytes of text already handed to emit */
     size_t stop_max_len;   /* longest stop string */
     const char *stop_reason;
-} gen_state_t;
+};
+
+typedef struct nx_gen gen_state_t;
 
 static int grow(void **buf, size_t *cap, size_t need, size_t elem, nx_err_t *err)
 {
@@ -166,89 +178,142 @@ static bool is_stop_id(int32_t id, const int32_t *stop_ids, size_t count)
     return false;
 }
 
+nx_gen_t *nx_gen_new(const nx_tokenizer_t *tok, uint32_t vocab, const nx_sampling_t *sampling,
+                     const int32_t *prompt, size_t prompt_len, const int32_t *stop_ids,
+                     size_t stop_id_count, nx_emit_fn emit, void *user, nx_err_t *err)
+{
+    nx_gen_t *g = calloc(1, sizeof *g);
+    if (!g) {
+        nx_err_set(err, NX_ENOMEM, "generation: no memory for its state");
+        return NULL;
+    }
+    *g = (nx_gen_t){.sampling = sampling, .tok = tok, .vocab = vocab, .emit = emit,
+                    .user = user, .prompt_len = prompt_len};
+    for (size_t i = 0; i < sampling->stop_count; i++)
+        if (strlen(sampling->stop[i]) > g->stop_max_len)
+            g->stop_max_len = strlen(sampling->stop[i]);
+    g->sampler = nx_sampler_new(sampling, vocab, err);
+    if (!g->sampler)
+        goto fail;
+    g->piece_cap = piece_capacity(tok);
+    g->piece = malloc(g->piece_cap);
+    g->stop_ids = malloc((stop_id_count ? stop_id_count : 1) * sizeof *g->stop_ids);
+    if (!g->piece || !g->stop_ids) {
+        nx_err_set(err, NX_ENOMEM, "generation: no memory for a text piece");
+        goto fail;
+    }
+    if (stop_id_count)
+        memcpy(g->stop_ids, stop_ids, stop_id_count * sizeof *stop_ids);
+    g->stop_id_count = stop_id_count;
+    if (push_text(g, "", 0, err) != NX_OK)
+        goto fail;
+    for (size_t i = 0; i < prompt_len; i++)
+        if (push_id(g, prompt[i], err) != NX_OK)
+            goto fail;
+    nx_detok_init(&g->detok, tok, true);
+    return g;
+fail:
+    nx_gen_destroy(&g);
+    return NULL;
+}
+
+void nx_gen_destroy(nx_gen_t **self_p)
+{
+    nx_gen_t *g = self_p ? *self_p : NULL;
+    if (!g)
+        return;
+    nx_sampler_destroy(&g->sampler);
+    free(g->piece);
+    free(g->stop_ids);
+    free(g->history);
+    free(g->text);
+    free(g);
+    *self_p = NULL;
+}
+
+/* The stream ended (not at a stop string): nothing is held back any more. */
+static int finish_stream(nx_gen_t *g, nx_err_t *err)
+{
+    if (strcmp(g->stop_reason, "stop") == 0)
+        return NX_OK;
+    size_t n = nx_detok_flush(&g->detok, g->piece, g->piece_cap);
+    const char *reason = g->stop_reason;
+    int rc = add_piece(g, g->piece, n, true, err);
+    if (rc == NX_OK && strcmp(g->stop_reason, "stop") != 0)
+        g->stop_reason = reason;
+    return rc;
+}
+
+int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *next_out,
+                   nx_err_t *err)
+{
+    if (g->stop_reason)
+        return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
+    int32_t id = nx_sampler_pick(g->sampler, logits, g->history, g->history_len);
+    *next_out = id;
+    if (is_stop_id(id, g->stop_ids, g->stop_id_count)) {
+        g->stop_reason = "eos";
+        return finish_stream(g, err);
+    }
+    int rc = push_id(g, id, err);
+    if (rc != NX_OK)
+        return rc;
+    g->generated++;
+    size_t n = nx_detok_push(&g->detok, id, g->piece, g->piece_cap);
+    if ((rc = add_piece(g, g->piece, n, false, err)) != NX_OK)
+        return rc;
+    if (!g->stop_reason && (g->generated >= g->sampling->max_tokens || !room_left))
+        g->stop_reason = "length";
+    return g->stop_reason ? finish_stream(g, err) : NX_OK;
+}
+
+const char *nx_gen_stop_reason(const nx_gen_t *self) { return self->stop_reason; }
+const char *nx_gen_text(const nx_gen_t *self) { return self->text; }
+size_t nx_gen_count(const nx_gen_t *self) { return self->generated; }
+const int32_t *nx_gen_ids(const nx_gen_t *self) { return self->history + self->prompt_len; }
+
 int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
                 const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
                 const int32_t *stop_ids, size_t stop_id_count, nx_emit_fn emit, void *user,
                 nx_gen_result_t *out, nx_err_t *err)
 {
     memset(out, 0, sizeof *out);
-    gen_state_t g = {.sampling = sampling, .emit = emit, .user = user};
     uint32_t vocab = nx_engine_config(engine)->vocab;
-    nx_sampler_t *sampler = nx_sampler_new(sampling, vocab, err);
-    if (!sampler)
-        return err ? err->code : NX_EINVAL;
-    for (size_t i = 0; i < sampling->stop_count; i++)
-        if (strlen(sampling->stop[i]) > g.stop_max_len)
-            g.stop_max_len = strlen(sampling->stop[i]);
-    size_t piece_cap = piece_capacity(tok);
-    char *piece = malloc(piece_cap);
-    int rc = piece ? push_text(&g, "", 0, err)
-                   : nx_err_set(err, NX_ENOMEM, "generation: no memory for a text piece");
-    for (size_t i = 0; rc == NX_OK && i < prompt_len; i++)
-        rc = push_id(&g, prompt[i], err);
-    if (rc != NX_OK)
-        goto out;
-
+    nx_gen_t *g = nx_gen_new(tok, vocab, sampling, prompt, prompt_len, stop_ids,
+                             stop_id_count, emit, user, err);
+    if (!g)
+        return err ? err->code : NX_ENOMEM;
     uint64_t t0 = nx_now_ns();
-    rc = prefill(engine, seq, prompt, prompt_len, err);
+    int rc = prefill(engine, seq, prompt, prompt_len, err);
     uint64_t t1 = nx_now_ns();
     out->prefill_seconds = (double)(t1 - t0) / 1e9;
+    while (rc == NX_OK) {
+        int32_t id;
+        bool room = nx_seq_len(seq) < nx_seq_capacity(seq);
+        if ((rc = nx_gen_advance(g, last_logits(seq, vocab), room, &id, err)) != NX_OK ||
+            g->stop_reason)
+            break;
+        if ((rc = nx_seq_feed(seq, &id, 1, err)) == NX_OK)
+            rc = nx_engine_step(engine, &seq, 1, err);
+    }
     if (rc != NX_OK)
         goto out;
-
-    nx_detok_t detok;
-    nx_detok_init(&detok, tok, true);
-    size_t generated = 0;
-    while (!g.stop_reason) {
-        int32_t id = nx_sampler_pick(sampler, last_logits(seq, vocab), g.history,
-                                     g.history_len);
-        if (is_stop_id(id, stop_ids, stop_id_count)) {
-            g.stop_reason = "eos";
-            break;
-        }
-        if ((rc = push_id(&g, id, err)) != NX_OK)
-            goto out;
-        generated++;
-        size_t n = nx_detok_push(&detok, id, piece, piece_cap);
-        if ((rc = add_piece(&g, piece, n, false, err)) != NX_OK)
-            goto out;
-        if (g.stop_reason)
-            break;
-        if (generated >= sampling->max_tokens || nx_seq_len(seq) >= nx_seq_capacity(seq)) {
-            g.stop_reason = "length";
-            break;
-        }
-        if ((rc = nx_seq_feed(seq, &id, 1, err)) != NX_OK ||
-            (rc = nx_engine_step(engine, &seq, 1, err)) != NX_OK)
-            goto out;
-    }
-    if (strcmp(g.stop_reason, "stop") != 0) { /* the stream ended: nothing is held back */
-        size_t n = nx_detok_flush(&detok, piece, piece_cap);
-        const char *reason = g.stop_reason;
-        if ((rc = add_piece(&g, piece, n, true, err)) != NX_OK)
-            goto out;
-        if (strcmp(g.stop_reason, "stop") != 0)
-            g.stop_reason = reason;
-    }
     out->decode_seconds = (double)(nx_now_ns() - t1) / 1e9;
-    out->ids = malloc((generated ? generated : 1) * sizeof *out->ids);
+    out->ids = malloc((g->generated ? g->generated : 1) * sizeof *out->ids);
     if (!out->ids) {
-        rc = nx_err_set(err, NX_ENOMEM, "generation: no memory for %zu ids", generated);
+        rc = nx_err_set(err, NX_ENOMEM, "generation: no memory for %zu ids", g->generated);
         goto out;
     }
-    memcpy(out->ids, g.history + prompt_len, generated * sizeof *out->ids);
-    out->count = generated;
-    out->text = g.text;
-    g.text = NULL;
+    memcpy(out->ids, nx_gen_ids(g), g->generated * sizeof *out->ids);
+    out->count = g->generated;
+    out->text = g->text;
+    g->text = NULL;
     out->prompt_tokens = (uint32_t)prompt_len;
-    out->stop_reason = g.stop_reason;
+    out->stop_reason = g->stop_reason;
 out:
     if (rc != NX_OK)
         nx_gen_result_free(out);
-    free(piece);
-    free(g.history);
-    free(g.text);
-    nx_sampler_destroy(&sampler);
+    nx_gen_destroy(&g);
     return rc;
 }
 

@@ -231,4 +231,28 @@ int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
                 nx_gen_result_t *out, nx_err_t *err);
 void nx_gen_result_free(nx_gen_result_t *result);
 
+/* Generation state of one sequence, for callers that drive the step API themselves (the
+ * orchestrator's executor): sampling, stop ids, stop strings with hold-back, streaming
+ * detokenization and max_tokens, exactly as nx_generate applies them (it is built on this).
+ * The caller feeds the prompt, steps, then calls nx_gen_advance with the sequence's last
+ * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise. */
+typedef struct nx_gen nx_gen_t;
+
+/* sampling (and its stop strings) and tok are borrowed and must outlive the state; the prompt
+ * and stop ids are copied. emit (may be NULL) receives decided text pieces. Caller owns it. */
+nx_gen_t *nx_gen_new(const nx_tokenizer_t *tok, uint32_t vocab, const nx_sampling_t *sampling,
+                     const int32_t *prompt, size_t prompt_len, const int32_t *stop_ids,
+                     size_t stop_id_count, nx_emit_fn emit, void *user, nx_err_t *err);
+void nx_gen_destroy(nx_gen_t **self_p);
+/* Sample the next token from `logits` (vocab floats). room_left: the sequence can hold one
+ * more token. When generation goes on, *next_out is the id to feed before the next step;
+ * when it ends, nx_gen_stop_reason says why and all decided text has been emitted. */
+int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t *next_out,
+                   nx_err_t *err);
+/* "eos", "stop", "length", "emit", or NULL while generating. */
+const char *nx_gen_stop_reason(const nx_gen_t *self);
+const char *nx_gen_text(const nx_gen_t *self);        /* the text so far (NUL-terminated) */
+size_t nx_gen_count(const nx_gen_t *self);            /* generated ids so far */
+const int32_t *nx_gen_ids(const nx_gen_t *self);      /* nx_gen_count of them */
+
 #endif
