@@ -191,6 +191,7 @@ class Client:
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(kind)
         self.sock.linger = 0
+        self.sock.sndtimeo = 5000  # a send that cannot be queued raises zmq.Again, never hangs
         self.kind = kind
         if curve:  # (client_public, client_secret, server_public)
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
