@@ -173,13 +173,20 @@ clean:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
-# make fuzz builds $(BUILD)/fuzz/fuzz_st_header; see tests/fuzz_st_header.c for how to run it.
+# make fuzz builds $(BUILD)/fuzz/fuzz_st_header and $(BUILD)/fuzz/fuzz_proto; see
+# tests/fuzz_st_header.c and tests/fuzz_proto.c for how to run them.
 FUZZ_CC ?= clang
 FUZZ_SRC := loader/st_read.c loader/dtype.c loader/err.c
 .PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz_st_header
+fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_proto
 
 $(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
+
+FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
+$(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iloader -Iagents -Inexus -o $@ tests/fuzz_proto.c $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread

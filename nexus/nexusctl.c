@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "ctl_daemon.h"
 
 typedef struct command {
     const char *words; /* "model inspect", or one word for a top-level command */
@@ -26,6 +27,20 @@ static const command_t commands[] = {
      "              [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
      "              [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize, "MODEL_DIR TEXT [--chat] [--no-think] [--system TEXT]"},
+    /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
+     * [--timeout SECONDS] (or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY) */
+    {"status", nx_ctl_status, "[--watch [--count N]] [--json]"},
+    {"send", nx_ctl_send, "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]"},
+    {"agents", nx_ctl_agents, "[--json]"},
+    {"models", nx_ctl_models, "[--json]"},
+    {"load", nx_ctl_model_cmd, "MODEL [--json]"},
+    {"evict", nx_ctl_model_cmd, "MODEL [--json]"},
+    {"pin", nx_ctl_model_cmd, "MODEL [--json]"},
+    {"unpin", nx_ctl_model_cmd, "MODEL [--json]"},
+    {"tasks", nx_ctl_tasks, "[--agent A] [--limit N] [--json]"},
+    {"history", nx_ctl_history, "SESSION [--json]"},
+    {"ping", nx_ctl_ping, "[--json]"},
+    {"keygen", nx_ctl_keygen, "DIR [--name NAME]   (writes DIR/NAME.key and DIR/NAME.key_secret)"},
 };
 
 static void usage(FILE *out)
@@ -33,6 +48,9 @@ static void usage(FILE *out)
     fprintf(out, "usage: nexusctl COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %s %s\n", commands[i].words, commands[i].synopsis);
+    fprintf(out, "\ndaemon commands also take [--endpoint E] [--key FILE --server-key FILE] "
+                 "[--timeout SECONDS]\n(or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY; "
+                 "default endpoint " NX_CLIENT_DEFAULT_ENDPOINT ")\n");
 }
 
 /* Number of argv words (from argv[1]) that match c->words, or 0. */

@@ -17,7 +17,8 @@
  * a map whose keys are all strings. On failure returns NX_EINVAL with *code_out "too_large" or
  * NX_EFORMAT with *code_out "bad_msgpack", and a sentence in err. out->data is a map exactly
  * when the frame was one (even when a key was not a string), so an error can still echo its
- * "id"; otherwise it is nil. */
+ * "id"; otherwise it is nil. Strings and bins in out->data point into `frame` (msgpack-c does
+ * not copy them): keep the frame alive while reading them. */
 int nx__proto_unpack_map(const void *frame, size_t len, size_t max_bytes, msgpack_unpacked *out,
                          const char **code_out, nx_err_t *err);
 
