@@ -5,12 +5,12 @@
 # (tests/daemon_util.py), on loopback, CPU backend, and stops it by pid. Figures go to
 # bench/RESULTS-daemon.md by hand, with the machine line printed first.
 #
-#   BUILD=build bench/run_daemon.sh            env: ROUTE_COUNT (2000), SWAP_TASKS (300)
+#   BUILD=build bench/run_daemon.sh            env: ROUTE_COUNT (2000), SWAP_TASKS (1000)
 set -euo pipefail
 BUILD=$(cd "${BUILD:-build}" && pwd)
 PYTHON=${PYTHON:-/usr/bin/python3}
 ROUTE_COUNT=${ROUTE_COUNT:-2000}
-SWAP_TASKS=${SWAP_TASKS:-300}
+SWAP_TASKS=${SWAP_TASKS:-1000}
 here=$(cd "$(dirname "$0")" && pwd)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
