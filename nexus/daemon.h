@@ -113,7 +113,7 @@ typedef struct nx__router_opts {
     nx_mailbox_t *mailbox; /* reports and store acks */
     zsock_t *router;       /* ROUTER, bound (the router owns it from now on) */
     zsock_t *pub;          /* PUB, bound (owned from now on) */
-    int stop_fd;           /* readable when the daemon must stop (signalfd) */
+    int stop_fd;           /* readable when the daemon must stop (an eventfd) */
 } nx__router_opts_t;
 
 nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err);

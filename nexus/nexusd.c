@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,17 +270,32 @@ out_fail:
     return rc;
 }
 
-/* SIGINT/SIGTERM become a readable fd for the router's poll (blocked in every thread, which
- * inherit this mask). */
+/* SIGINT/SIGTERM. While starting (a large pool can take seconds to reserve) they end the
+ * process at once: nothing is in flight yet and SQLite's WAL is crash-safe. Once serving they
+ * make stop_fd (an eventfd the router polls) readable, whichever thread they land on. */
+static volatile sig_atomic_t serving;
+static int stop_efd = -1;
+
+static void on_stop_signal(int sig)
+{
+    if (!serving)
+        _exit(128 + sig);
+    uint64_t one = 1;
+    ssize_t w = write(stop_efd, &one, sizeof one);
+    (void)w;
+}
+
 static int stop_signal_fd(void)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_efd < 0)
+        return -1;
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return stop_efd;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -371,10 +386,10 @@ int main(int argc, char **argv)
         nx_nexus_conf_free(&d.conf);
         return rc == NX_OK ? 0 : 1;
     }
-    zsys_handler_set(NULL); /* signals are ours (signalfd), not czmq's */
+    zsys_handler_set(NULL); /* signals are ours (stop_signal_fd), not czmq's */
     d.stop_fd = stop_signal_fd();
     if (d.stop_fd < 0) {
-        fprintf(stderr, "nexusd: signalfd failed: %s\n", strerror(errno));
+        fprintf(stderr, "nexusd: eventfd failed: %s\n", strerror(errno));
         stop(&d);
         return 1;
     }
@@ -387,6 +402,7 @@ int main(int argc, char **argv)
     printf("nexusd %s: serving %zu agents on %s (events on %s); stop with Ctrl-C\n",
            NX_DAEMON_VERSION, d.conf->agent_count, d.conf->listen, d.conf->events);
     fflush(stdout);
+    serving = 1;
     nx__router_run(d.rt);
     stop(&d);
     zsys_shutdown();
