@@ -121,7 +121,7 @@ $(BUILD)/bench/%: bench/%.c $(ALL_LIBS)
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
 	libutf8proc-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
-	python3-jsonschema
+	python3-jsonschema python3-yaml
 
 deps:
 	@missing=$$(for p in $(DEBS); do \

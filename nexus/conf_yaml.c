@@ -122,8 +122,12 @@ static void describe(const yaml_node_t *n, char *out, size_t cap)
         snprintf(out, cap, "a list");
         return;
     }
-    const char *t = scalar_text(n);
-    const char *ellipsis = strlen(t) > 60 ? "..." : "";
+    char t[64]; /* the first 60 bytes, control characters shown as spaces: one-line messages */
+    snprintf(t, 61, "%s", scalar_text(n));
+    for (char *c = t; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+    const char *ellipsis = strlen(scalar_text(n)) > 60 ? "..." : "";
     switch (scalar_kind(n)) {
     case Y_NULL:
         snprintf(out, cap, "nothing (null)");
@@ -133,10 +137,10 @@ static void describe(const yaml_node_t *n, char *out, size_t cap)
         break;
     case Y_INT:
     case Y_FLOAT:
-        snprintf(out, cap, "the number '%.60s%s'", t, ellipsis);
+        snprintf(out, cap, "the number '%s%s'", t, ellipsis);
         break;
     default:
-        snprintf(out, cap, "'%.60s%s'", t, ellipsis);
+        snprintf(out, cap, "'%s%s'", t, ellipsis);
     }
 }
 
@@ -531,9 +535,12 @@ int nx__yget_duration(const nx__yfile_t *f, const yaml_node_t *node, const char 
                       uint64_t min_s, uint64_t max_s, uint64_t *seconds_out, nx_err_t *err)
 {
     char expected[160];
-    snprintf(expected, sizeof expected,
-             "a duration from %llu to %llu seconds (seconds, or like '30s', '10m', '1h', '2d')",
-             (unsigned long long)min_s, (unsigned long long)max_s);
+    if (min_s == 0 && max_s >= UINT32_MAX)
+        snprintf(expected, sizeof expected, "a duration (seconds, or like '30s', '10m', '1h', '2d')");
+    else
+        snprintf(expected, sizeof expected,
+                 "a duration from %llu to %llu seconds (seconds, or like '30s', '10m', '1h', '2d')",
+                 (unsigned long long)min_s, (unsigned long long)max_s);
     if (node->type != YAML_SCALAR_NODE)
         return nx__yexpect(f, node, field, expected, err);
     const char *t = scalar_text(node);
