@@ -4,7 +4,7 @@
 #   make         build the libraries, nexusctl, the tests and the benchmarks
 #   make test    deps + build + every test (cmocka unit tests, then the Python tests)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures)
-#   make run     synthesize a demo model if missing, load it, print the figures
+#   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
 #
 # CUDA is optional: with nvcc (on PATH or in $(CUDA_HOME)/bin) the CUDA backend is built and the
 # CUDA runtime is linked statically, so a machine without a driver still starts (and uses the
@@ -150,14 +150,18 @@ bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_decode.sh
 
-DEMO_MODEL ?= var/models/demo-qwen3-0.6b
+# `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
+# tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).
 run: deps
 	@$(MAKE) --no-print-directory all
-	@test -f $(DEMO_MODEL)/config.json || \
-	  $(NEXUSCTL) model synth --arch qwen3 --preset 0.6b --out $(DEMO_MODEL)
-	$(NEXUSCTL) model inspect $(DEMO_MODEL) --summary
-	$(NEXUSCTL) model verify $(DEMO_MODEL)
-	$(NEXUSCTL) model load $(DEMO_MODEL) --check
+	@test -f var/models/demo-qwen3/config.json || \
+	  $(NEXUSCTL) model synth --arch qwen3 --preset tiny --out var/models/demo-qwen3
+	@test -f var/models/demo-llama/config.json || \
+	  $(NEXUSCTL) model synth --arch llama --preset tiny --out var/models/demo-llama
+	@$(NEXUSD) --config configs/nexus.yaml --check
+	@echo "nexusd: tasks on tcp://127.0.0.1:5555, events on tcp://127.0.0.1:5556"
+	@echo "send a first task from another terminal:  $(NEXUSCTL) send assistant \"Hello\""
+	$(NEXUSD) --config configs/nexus.yaml
 
 # A folder that runs on a GPU machine without our Debian packages: build/ plus the shared
 # libraries it needs from outside glibc (see bench/gpu_suite.sh).

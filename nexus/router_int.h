@@ -1,0 +1,98 @@
+/* router_int.h — the router thread's own state, shared by router.c (the loop, envelopes,
+ * replies, events), router_task.c (a task's life: accept, stages, reports, results) and
+ * router_ops.c (the other ops). Everything here is touched by the router thread only. */
+#ifndef NX_ROUTER_INT_H
+#define NX_ROUTER_INT_H
+
+#include "daemon.h"
+#include "proto.h"
+
+/* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
+ * "id" bytes. envelope NULL: nobody to answer. */
+typedef struct nx__client {
+    zmsg_t *envelope;
+    unsigned char *id;
+    size_t id_len;
+} nx__client_t;
+
+void nx__client_clear(nx__client_t *client);
+
+/* One task request as it moves through its stages (one stage = one task row). */
+typedef struct nx__job {
+    struct nx__job *hnext;         /* chain in the router's table (by stage_id); a job is in
+                                      the table from its first commit until it is answered */
+    nx__client_t client;
+    int64_t root_id;               /* the id the client got in "accepted" */
+    int64_t stage_id;              /* the current stage's task row; 0 while inserting */
+    const nx_agent_conf_t *agent;  /* the current stage's agent */
+    char **route;                  /* the request's route (route_count names), or NULL */
+    size_t route_count, route_pos; /* route[route_pos] is the stage after the current one */
+    size_t stage_index;            /* 0 for the first stage */
+    bool stream, started, cancel_requested, in_store;
+    char *session, *first_input;
+    nx_params_t params;            /* deep copy of the request's overrides */
+    nx_report_t *finished;         /* the stage's FINISHED report while it is being stored */
+    const nx_agent_conf_t *next;   /* the stage being inserted with that FINISH, or NULL */
+    bool reply_canceled;           /* canceled between stages: answer canceled, not result */
+    uint64_t accepted_ns;
+} nx__job_t;
+
+/* A load/evict/pin/unpin waiting for its COMMAND report. */
+typedef struct nx__cmd {
+    struct nx__cmd *next;
+    uint64_t id;
+    nx__client_t client;
+} nx__cmd_t;
+
+#define NX__JOB_BUCKETS 1024
+#define NX__MAX_STAGES 16 /* a pipeline longer than this (a `next` cycle) ends there */
+
+struct nx__router {
+    const nx_nexus_conf_t *conf;
+    nx_exec_t *exec;             /* NULL once detached (shutdown) */
+    nx__storeth_t *store;
+    nx_mailbox_t *mailbox;
+    zsock_t *router, *pub;
+    int stop_fd;
+    nx_writer_t *w;              /* scratch writer for replies */
+    bool stopping;
+    uint32_t *queued, *running;  /* per agent (index in conf->agents) */
+    nx__job_t *jobs[NX__JOB_BUCKETS];
+    size_t job_count;            /* jobs alive, in the table or in the store */
+    size_t store_waiting;        /* requests sent to the store that will be acked */
+    nx__cmd_t *cmds;
+    uint64_t next_command_id;
+};
+
+/* router.c */
+void nx__reply(nx__router_t *self, const nx__client_t *client); /* sends self->w's frame */
+void nx__reply_error(nx__router_t *self, const nx__client_t *client, const char *code,
+                     const char *message, int64_t task);
+void nx__event_task(nx__router_t *self, int64_t task, const char *agent, const char *status);
+void nx__event_model(nx__router_t *self, const nx_report_t *report);
+void nx__store_send(nx__router_t *self, nx__store_req_t *req); /* counts acks awaited */
+size_t nx__agent_index(const nx__router_t *self, const nx_agent_conf_t *agent);
+void nx__job_put(nx__router_t *self, nx__job_t *job);
+nx__job_t *nx__job_take(nx__router_t *self, int64_t stage_id); /* removes it */
+nx__job_t *nx__job_find(nx__router_t *self, int64_t stage_id);
+nx__job_t *nx__job_find_root(nx__router_t *self, int64_t id);   /* by root or stage id */
+char *nx__strdup0(const char *s); /* NULL-safe strdup */
+
+/* router_task.c */
+void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__task_report(nx__router_t *self, nx_report_t *report); /* takes ownership */
+void nx__task_stored(nx__router_t *self, nx__store_req_t *req);  /* INSERT/FINISH acks */
+void nx__job_free(nx__job_t *job);
+
+/* router_ops.c */
+void nx__op_ping(nx__router_t *self, nx__client_t *client);
+void nx__op_status(nx__router_t *self, nx__client_t *client, nx_op_t op);
+void nx__op_agents(nx__router_t *self, nx__client_t *client);
+void nx__op_command(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__op_tasks(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__op_history(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__command_report(nx__router_t *self, nx_report_t *report); /* takes ownership */
+void nx__query_stored(nx__router_t *self, nx__store_req_t *req);  /* TASKS/HISTORY acks */
+
+#endif

@@ -1,0 +1,526 @@
+/* router_task.c — a task's life on the router thread:
+ *
+ *   request -> checks (agent, route, queue, params) -> store INSERT -> commit -> "accepted",
+ *   executor submit -> STARTED (row running) -> TOKENs (final stage, streaming) -> FINISHED ->
+ *   store FINISH (+ the next stage's INSERT in the same transaction) -> commit ->
+ *   the next stage goes to the executor, or the last one answers "result" / "error".
+ *
+ * The client always sees the first stage's task id (the root); each stage is its own row
+ * with `parent` pointing at the stage before it.
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router_int.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Small helpers
+ */
+static char **strv_dup(char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof *out);
+    for (size_t i = 0; out && i < n; i++) {
+        out[i] = strdup(v[i]);
+        if (!out[i]) {
+            while (i--)
+                free(out[i]);
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void nx__job_free(nx__job_t *job)
+{
+    if (!job)
+        return;
+    nx__client_clear(&job->client);
+    strv_free(job->route, job->route_count);
+    strv_free(job->params.stop, job->params.stop_count);
+    free(job->session);
+    free(job->first_input);
+    nx_report_free(job->finished);
+    free(job);
+}
+
+/* The request's id for the tasks table: its text when it is a string, else its bytes in hex. */
+static char *client_id_text(const nx__client_t *client)
+{
+    if (!client->id)
+        return NULL;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    char *out = NULL;
+    if (msgpack_unpack_next(&u, (const char *)client->id, client->id_len, NULL) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_STR) {
+        out = strndup(u.data.via.str.ptr, u.data.via.str.size);
+    } else if ((out = malloc(client->id_len * 2 + 1))) {
+        for (size_t i = 0; i < client->id_len; i++)
+            sprintf(out + 2 * i, "%02x", client->id[i]);
+        out[client->id_len * 2] = '\0';
+    }
+    msgpack_unpacked_destroy(&u);
+    return out;
+}
+
+static char *params_json(const nx_params_t *p)
+{
+    json_t *o = json_object();
+    if (p->has_max_tokens)
+        json_object_set_new(o, "max_tokens", json_integer(p->max_tokens));
+    if (p->has_temperature)
+        json_object_set_new(o, "temperature", json_real(p->temperature));
+    if (p->has_top_p)
+        json_object_set_new(o, "top_p", json_real(p->top_p));
+    if (p->has_top_k)
+        json_object_set_new(o, "top_k", json_integer(p->top_k));
+    if (p->has_min_p)
+        json_object_set_new(o, "min_p", json_real(p->min_p));
+    if (p->has_repetition_penalty)
+        json_object_set_new(o, "repetition_penalty", json_real(p->repetition_penalty));
+    if (p->has_seed)
+        json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
+    if (p->has_stop) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < p->stop_count; i++)
+            json_array_append_new(a, json_string(p->stop[i]));
+        json_object_set_new(o, "stop", a);
+    }
+    char *text = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* The route still ahead after the stage at route[from - 1], as a JSON array, or NULL. */
+static char *route_json(const nx__job_t *job, size_t from)
+{
+    if (!job->route || from >= job->route_count)
+        return NULL;
+    json_t *a = json_array();
+    for (size_t i = from; i < job->route_count; i++)
+        json_array_append_new(a, json_string(job->route[i]));
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return text;
+}
+
+/* The agent of the stage after the current one: the route's next entry, or (without a
+ * route) the agent's `next`; NULL at the end. */
+static const nx_agent_conf_t *next_agent(nx__router_t *self, const nx__job_t *job)
+{
+    if (job->stage_index + 1 >= NX__MAX_STAGES)
+        return NULL;
+    if (job->route)
+        return job->route_pos < job->route_count
+                   ? nx_nexus_conf_agent(self->conf, job->route[job->route_pos])
+                   : NULL;
+    return job->agent->next ? nx_nexus_conf_agent(self->conf, job->agent->next) : NULL;
+}
+
+/* Fill an INSERT for `agent` (the first stage or the next one). */
+static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
+                       const char *input, int64_t parent, size_t route_from,
+                       nx__task_insert_t *ins)
+{
+    ins->agent = strdup(agent->name);
+    ins->input = strdup(input ? input : "");
+    ins->session = nx__strdup0(job->session);
+    ins->client_id = client_id_text(&job->client);
+    ins->params_json = params_json(&job->params);
+    ins->route_json = route_json(job, route_from);
+    ins->parent = parent;
+    ins->history_turns = agent->memory_session && job->session ? agent->memory_turns : 0;
+    if (agent->memory_session && job->session && ins->history_turns == 0)
+        ins->history_turns = 1000000; /* memory_turns 0: every turn */
+    return ins->agent && ins->input ? NX_OK : NX_ENOMEM;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The request
+ */
+void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
+{
+    char message[256];
+    const nx_agent_conf_t *agent = nx_nexus_conf_agent(self->conf, req->agent);
+    if (!agent) {
+        snprintf(message, sizeof message, "agent '%.64s' is not configured", req->agent);
+        nx__reply_error(self, client, "unknown_agent", message, 0);
+        return;
+    }
+    for (size_t i = 0; i < req->route_count; i++) {
+        if (!nx_nexus_conf_agent(self->conf, req->route[i])) {
+            snprintf(message, sizeof message, "route[%zu] '%.64s' names no agent", i,
+                     req->route[i]);
+            nx__reply_error(self, client, "unknown_agent", message, 0);
+            return;
+        }
+    }
+    size_t ai = nx__agent_index(self, agent);
+    if (self->queued[ai] + self->running[ai] >= agent->queue_limit) {
+        snprintf(message, sizeof message,
+                 "agent '%s' has %u tasks queued or running (limits.queue is %u)", agent->name,
+                 self->queued[ai] + self->running[ai], agent->queue_limit);
+        nx__reply_error(self, client, "busy", message, 0);
+        return;
+    }
+    nx_sampling_t sampling = agent->generation;
+    nx_err_t err = {0};
+    if (nx_params_apply(&req->params, &sampling, &err) != NX_OK) {
+        nx__reply_error(self, client, "bad_request", err.msg, 0);
+        return;
+    }
+    nx__job_t *job = calloc(1, sizeof *job);
+    nx__store_req_t *sreq = nx__store_req_new(NX__SQ_INSERT, job);
+    if (!job || !sreq)
+        goto out_nomem;
+    job->agent = agent;
+    job->stream = req->stream;
+    job->accepted_ns = nx_now_ns();
+    job->session = nx__strdup0(req->session);
+    job->first_input = strdup(req->input ? req->input : "");
+    job->params = req->params;
+    job->params.stop = NULL;
+    if (req->params.stop_count &&
+        !(job->params.stop = strv_dup(req->params.stop, req->params.stop_count)))
+        job->params.stop_count = 0;
+    if (req->route_count) {
+        job->route = strv_dup(req->route, req->route_count);
+        job->route_count = job->route ? req->route_count : 0;
+    }
+    job->client = *client; /* the job answers this client from now on */
+    memset(client, 0, sizeof *client);
+    if (fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
+        goto out_nomem;
+    self->queued[ai]++;
+    self->job_count++;
+    job->in_store = true;
+    nx__store_send(self, sreq);
+    return;
+out_nomem:
+    nx__reply_error(self, job ? &job->client : client, "internal",
+                    "out of memory accepting a task (router_task.c)", 0);
+    nx__store_req_free(sreq);
+    nx__job_free(job);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Stages
+ */
+static nx_report_t *synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
+                                   const char *message)
+{
+    nx_report_t *rep = calloc(1, sizeof *rep);
+    if (rep) {
+        rep->kind = NX_REPORT_FINISHED;
+        rep->task_id = job->stage_id;
+        rep->status = status;
+        rep->error_code = code;
+        rep->message = strdup(message);
+    }
+    return rep;
+}
+
+static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep);
+
+/* Hand the stage to the executor, with the session's turns the store read for it. */
+static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
+                        const char *input)
+{
+    nx_report_t *early = NULL;
+    if (!self->exec || job->cancel_requested) { /* it never reaches the executor */
+        early = !self->exec ? synth_finished(job, NX_TASK_FAILED, "shutting_down",
+                                             "the daemon is stopping")
+                            : synth_finished(job, NX_TASK_CANCELED, "canceled",
+                                             "the task was canceled");
+        if (early)
+            handle_finished(self, job, early);
+        return;
+    }
+    const nx_agent_conf_t *next = next_agent(self, job);
+    nx_exec_task_t *t = calloc(1, sizeof *t);
+    if (!t)
+        goto out_nomem;
+    t->task_id = job->stage_id;
+    t->agent = job->agent;
+    t->input = strdup(input ? input : "");
+    t->sampling = job->agent->generation;
+    nx_err_t err = {0};
+    if (nx_params_apply(&job->params, &t->sampling, &err) != NX_OK) {
+        nx_log(NX_LOG_WARN, "task %lld: params do not apply to agent '%s' (%s); its own "
+               "settings are used", (long long)job->stage_id, job->agent->name, err.msg);
+        t->sampling = job->agent->generation;
+    } else if (job->params.has_stop) {
+        t->stop_owned = strv_dup(job->params.stop, job->params.stop_count);
+        t->stop_owned_count = t->stop_owned ? job->params.stop_count : 0;
+        t->sampling.stop = (const char *const *)t->stop_owned;
+        t->sampling.stop_count = t->stop_owned_count;
+    }
+    if (sreq->history_count && (t->history = calloc(sreq->history_count, sizeof *t->history))) {
+        for (size_t i = 0; i < sreq->history_count; i++) { /* the strings move over */
+            t->history[i].role = sreq->history[i].role;
+            t->history[i].content = sreq->history[i].content;
+            sreq->history[i].role = sreq->history[i].content = NULL;
+        }
+        t->history_count = sreq->history_count;
+    }
+    t->stream = job->stream && !next; /* only the last stage streams */
+    t->accepted_ns = job->stage_index == 0 ? job->accepted_ns : nx_now_ns();
+    t->next_model =
+        next && strcmp(next->model_path, job->agent->model_path) != 0 ? next->model_path : NULL;
+    if (!t->input)
+        goto out_nomem;
+    nx_exec_submit(self->exec, t);
+    return;
+out_nomem:
+    if (t)
+        nx_exec_task_free(t);
+    early = synth_finished(job, NX_TASK_FAILED, "internal", "out of memory starting a task");
+    if (early)
+        handle_finished(self, job, early);
+}
+
+/* A stage ended (report from the executor, or made up when it never reached it): store it;
+ * with a next stage, insert that in the same transaction. */
+static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
+{
+    size_t ai = nx__agent_index(self, job->agent);
+    if (job->started)
+        self->running[ai]--;
+    else
+        self->queued[ai]--;
+    job->started = false;
+    nx__store_req_t *sreq = nx__store_req_new(NX__SQ_FINISH, job);
+    if (!sreq) {
+        nx_log(NX_LOG_ERROR, "task %lld: out of memory storing its end", (long long)rep->task_id);
+        nx_report_free(rep);
+        return; /* recovery at the next start marks the row failed */
+    }
+    sreq->task_id = job->stage_id;
+    sreq->status = rep->status;
+    sreq->output = nx__strdup0(rep->status == NX_TASK_DONE ? rep->text : NULL);
+    sreq->error_code = nx__strdup0(rep->status == NX_TASK_DONE ? NULL : rep->error_code);
+    sreq->error = nx__strdup0(rep->status == NX_TASK_DONE ? NULL : rep->message);
+    sreq->timings = rep->timings;
+    sreq->prompt_tokens = rep->prompt_tokens;
+    sreq->completion_tokens = rep->completion_tokens;
+    const nx_agent_conf_t *next =
+        rep->status == NX_TASK_DONE && self->exec ? next_agent(self, job) : NULL;
+    if (next && job->cancel_requested) {
+        next = NULL;
+        job->reply_canceled = true;
+    }
+    job->next = next;
+    if (next) {
+        size_t from = job->route ? job->route_pos + 1 : 0;
+        fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
+        self->queued[nx__agent_index(self, next)]++;
+    } else if (job->session && rep->status == NX_TASK_DONE && !job->reply_canceled) {
+        sreq->msg_session = strdup(job->session);
+        sreq->msg_user = nx__strdup0(job->first_input);
+        sreq->msg_assistant = strdup(rep->text ? rep->text : "");
+        sreq->msg_agent = strdup(job->agent->name);
+        sreq->msg_task = job->root_id;
+    }
+    job->finished = rep;
+    job->in_store = true;
+    nx__store_send(self, sreq);
+}
+
+static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_t *sreq)
+{
+    nx_report_t *rep = job->finished;
+    const char *status = nx_task_status_name(rep->status);
+    nx__event_task(self, job->stage_id, job->agent->name, status);
+    if (sreq->rc != NX_OK) {
+        char message[1200];
+        snprintf(message, sizeof message, "the task's end could not be stored: %s",
+                 sreq->err.msg);
+        nx__reply_error(self, &job->client, "internal", message, job->root_id);
+    } else if (job->reply_canceled) {
+        nx__reply_error(self, &job->client, "canceled", "the task was canceled", job->root_id);
+    } else if (rep->status != NX_TASK_DONE) {
+        nx__reply_error(self, &job->client, rep->error_code ? rep->error_code : "internal",
+                        rep->message ? rep->message : "the task failed", job->root_id);
+    } else {
+        nx_writer_t *w = self->w;
+        nx_writer_reset(w);
+        nx_writer_reply(w, "result", job->client.id, job->client.id_len);
+        nx_writer_int(w, "task", job->root_id);
+        nx_writer_str(w, "output", rep->text ? rep->text : "");
+        nx_writer_str(w, "agent", job->agent->name);
+        nx_writer_map_open(w, "usage");
+        nx_writer_uint(w, "prompt_tokens", rep->prompt_tokens);
+        nx_writer_uint(w, "completion_tokens", rep->completion_tokens);
+        nx_writer_map_close(w);
+        nx_writer_map_open(w, "timings");
+        nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
+        nx_writer_real(w, "swap_ms", rep->timings.swap_ms);
+        nx_writer_real(w, "ttft_ms", rep->timings.ttft_ms);
+        nx_writer_real(w, "total_ms", rep->timings.total_ms);
+        nx_writer_map_close(w);
+        nx__reply(self, &job->client);
+    }
+}
+
+static void job_done(nx__router_t *self, nx__job_t *job)
+{
+    nx__job_take(self, job->stage_id);
+    self->job_count--;
+    nx__job_free(job);
+}
+
+void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
+{
+    nx__job_t *job = sreq->ctx;
+    job->in_store = false;
+    if (sreq->type == NX__SQ_INSERT) { /* the first stage */
+        if (sreq->rc != NX_OK) {
+            char message[1200];
+            snprintf(message, sizeof message, "the task could not be stored: %s",
+                     sreq->err.msg);
+            self->queued[nx__agent_index(self, job->agent)]--;
+            nx__reply_error(self, &job->client, "internal", message, 0);
+            self->job_count--;
+            nx__job_free(job);
+            goto out;
+        }
+        job->stage_id = job->root_id = sreq->task_id;
+        nx__job_put(self, job);
+        nx_writer_reset(self->w);
+        nx_writer_reply(self->w, "accepted", job->client.id, job->client.id_len);
+        nx_writer_int(self->w, "task", job->root_id);
+        nx__reply(self, &job->client);
+        nx__event_task(self, job->stage_id, job->agent->name, "accepted");
+        start_stage(self, job, sreq, job->first_input);
+        goto out;
+    }
+    /* FINISH of a stage */
+    if (job->next && sreq->rc == NX_OK) {
+        nx_report_t *rep = job->finished;
+        job->finished = NULL;
+        nx__job_take(self, job->stage_id);
+        nx__event_task(self, job->stage_id, job->agent->name, "done");
+        job->agent = job->next;
+        job->next = NULL;
+        job->stage_id = sreq->task_id;
+        job->stage_index++;
+        if (job->route)
+            job->route_pos++;
+        nx__job_put(self, job);
+        nx__event_task(self, job->stage_id, job->agent->name, "accepted");
+        start_stage(self, job, sreq, rep->text);
+        nx_report_free(rep);
+        goto out;
+    }
+    if (job->next) /* the next stage was not stored: it never counts as queued */
+        self->queued[nx__agent_index(self, job->next)]--;
+    reply_final(self, job, sreq);
+    job_done(self, job);
+out:
+    nx__store_req_free(sreq);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Executor reports about tasks and models
+ */
+static void on_started(nx__router_t *self, nx__job_t *job)
+{
+    if (!job->started) {
+        size_t ai = nx__agent_index(self, job->agent);
+        self->queued[ai]--;
+        self->running[ai]++;
+        job->started = true;
+    }
+    nx__store_req_t *sreq = nx__store_req_new(NX__SQ_RUNNING, NULL);
+    if (sreq) {
+        sreq->task_id = job->stage_id;
+        sreq->no_ack = true;
+        nx__store_send(self, sreq);
+    }
+    nx__event_task(self, job->stage_id, job->agent->name, "running");
+}
+
+static void on_token(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
+{
+    if (!job->stream || !rep->text || next_agent(self, job))
+        return;
+    nx_writer_reset(self->w);
+    nx_writer_reply(self->w, "token", job->client.id, job->client.id_len);
+    nx_writer_int(self->w, "task", job->root_id);
+    nx_writer_str(self->w, "text", rep->text);
+    nx__reply(self, &job->client);
+}
+
+static void on_model(nx__router_t *self, const nx_report_t *rep)
+{
+    nx__store_req_t *sreq = nx__store_req_new(NX__SQ_RESIDENCY, NULL);
+    if (sreq) {
+        sreq->no_ack = true;
+        sreq->model = strdup(rep->model);
+        sreq->event = strdup(rep->state);
+        sreq->reason = rep->reason[0] ? strdup(rep->reason) : NULL;
+        sreq->bytes = rep->bytes;
+        sreq->ms = rep->ms;
+        nx__store_send(self, sreq);
+    }
+    nx__event_model(self, rep);
+}
+
+void nx__task_report(nx__router_t *self, nx_report_t *rep)
+{
+    if (rep->kind == NX_REPORT_MODEL) {
+        on_model(self, rep);
+        nx_report_free(rep);
+        return;
+    }
+    nx__job_t *job = nx__job_find(self, rep->task_id);
+    if (!job || job->in_store) {
+        nx_log(NX_LOG_WARN, "router: a report for task %lld, which is not running",
+               (long long)rep->task_id);
+        nx_report_free(rep);
+        return;
+    }
+    switch (rep->kind) {
+    case NX_REPORT_STARTED:
+        on_started(self, job);
+        break;
+    case NX_REPORT_TOKEN:
+        on_token(self, job, rep);
+        break;
+    case NX_REPORT_FINISHED:
+        handle_finished(self, job, rep);
+        return; /* the job holds the report now */
+    default:
+        break;
+    }
+    nx_report_free(rep);
+}
+
+void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req)
+{
+    nx__job_t *job = nx__job_find_root(self, req->task);
+    if (!job) {
+        char message[128];
+        snprintf(message, sizeof message, "task %lld is not queued or running",
+                 (long long)req->task);
+        nx__reply_error(self, client, "not_found", message, 0);
+        return;
+    }
+    job->cancel_requested = true;
+    if (!job->in_store && self->exec)
+        nx_exec_cancel(self->exec, job->stage_id);
+    nx_writer_reset(self->w);
+    nx_writer_reply(self->w, "canceled", client->id, client->id_len);
+    nx_writer_int(self->w, "task", job->root_id);
+    nx__reply(self, client);
+}

@@ -1,0 +1,234 @@
+/* storeth.c — nexusd's store thread: the only thread that touches the SQLite connection.
+ *
+ * Group commit: it waits for requests, drains everything queued, runs it all in ONE
+ * transaction, commits (the WAL fsync), and only then acknowledges each request into the
+ * router's mailbox. Under load many tasks share one fsync; "accepted" and "result" are still
+ * only sent after the rows they promise are on disk.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+
+struct nx__storeth {
+    nx_store_t *store;
+    nx_mailbox_t *inbox; /* nx__store_req_t */
+    nx_mailbox_t *acks;  /* the router's mailbox */
+    pthread_t thread;
+};
+
+/* A sentinel item that tells the thread to stop (never a real request). */
+static nx__store_req_t stop_sentinel;
+
+nx__store_req_t *nx__store_req_new(nx__sq_type_t type, void *ctx)
+{
+    nx__store_req_t *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->kind = NX__MSG_STORE;
+    req->type = type;
+    req->ctx = ctx;
+    return req;
+}
+
+static void insert_clear(nx__task_insert_t *ins)
+{
+    free(ins->agent);
+    free(ins->input);
+    free(ins->session);
+    free(ins->client_id);
+    free(ins->params_json);
+    free(ins->route_json);
+    memset(ins, 0, sizeof *ins);
+}
+
+void nx__store_req_free(nx__store_req_t *req)
+{
+    if (!req || req == &stop_sentinel)
+        return;
+    insert_clear(&req->insert);
+    nx_message_rows_free(req->history, req->history_count);
+    free(req->output);
+    free(req->error_code);
+    free(req->error);
+    free(req->msg_session);
+    free(req->msg_user);
+    free(req->msg_assistant);
+    free(req->msg_agent);
+    free(req->model);
+    free(req->event);
+    free(req->reason);
+    free(req->filter);
+    nx_task_rows_free(req->rows, req->row_count);
+    free(req);
+}
+
+/* Insert a task row and read the session's turns for it (when asked). */
+static int do_insert(nx_store_t *store, nx__store_req_t *req, nx_err_t *err)
+{
+    const nx__task_insert_t *in = &req->insert;
+    nx_task_new_t row = {
+        .agent = in->agent,
+        .input = in->input,
+        .session = in->session,
+        .client_id = in->client_id,
+        .params_json = in->params_json,
+        .route_json = in->route_json,
+        .parent = in->parent,
+    };
+    /* History first: the turns before this task, not including its own input. */
+    if (in->history_turns > 0 && in->session) {
+        int rc = nx_store_messages(store, in->session, in->history_turns, &req->history,
+                                   &req->history_count, err);
+        if (rc != NX_OK)
+            return rc;
+    }
+    return nx_store_task_insert(store, &row, &req->task_id, err);
+}
+
+static int do_finish(nx_store_t *store, nx__store_req_t *req, nx_err_t *err)
+{
+    int rc = nx_store_task_finish(store, req->task_id, req->status, req->output,
+                                  req->error_code, req->error, &req->timings,
+                                  req->prompt_tokens, req->completion_tokens, err);
+    if (rc == NX_OK && req->msg_session && req->msg_user)
+        rc = nx_store_message_add(store, req->msg_session, "user", req->msg_user,
+                                  req->msg_agent, req->msg_task, err);
+    if (rc == NX_OK && req->msg_session && req->msg_assistant)
+        rc = nx_store_message_add(store, req->msg_session, "assistant", req->msg_assistant,
+                                  req->msg_agent, req->msg_task, err);
+    if (rc == NX_OK && req->insert.agent) {
+        int64_t finished = req->task_id;
+        rc = do_insert(store, req, err); /* overwrites task_id with the next stage's */
+        if (rc != NX_OK)
+            req->task_id = finished;
+    }
+    return rc;
+}
+
+/* Run one request inside the open transaction; its result goes into req->rc / req->err. */
+static void run_one(nx_store_t *store, nx__store_req_t *req)
+{
+    nx_err_t *err = &req->err;
+    switch (req->type) {
+    case NX__SQ_INSERT:
+        req->rc = do_insert(store, req, err);
+        break;
+    case NX__SQ_RUNNING:
+        req->rc = nx_store_task_running(store, req->task_id, err);
+        break;
+    case NX__SQ_FINISH:
+        req->rc = do_finish(store, req, err);
+        break;
+    case NX__SQ_RESIDENCY:
+        req->rc = nx_store_residency_event(store, req->model, req->event, req->bytes, req->ms,
+                                           req->reason, err);
+        break;
+    case NX__SQ_TASKS:
+        req->rc = nx_store_tasks(store, req->filter, req->limit, &req->rows, &req->row_count,
+                                 err);
+        break;
+    case NX__SQ_HISTORY:
+        req->session_found = nx_store_session_exists(store, req->filter);
+        req->rc = req->session_found
+                      ? nx_store_messages(store, req->filter, 0, &req->history,
+                                          &req->history_count, err)
+                      : NX_OK;
+        break;
+    }
+    if (req->rc != NX_OK)
+        nx_log(NX_LOG_WARN, "store: request %d failed: %s", (int)req->type, req->err.msg);
+}
+
+/* One group: everything in `batch`, one transaction, then the acks. */
+static void run_batch(nx__storeth_t *self, nx__store_req_t **batch, size_t count)
+{
+    nx_err_t err = {0};
+    int rc = nx_store_begin(self->store, &err);
+    for (size_t i = 0; rc == NX_OK && i < count; i++)
+        run_one(self->store, batch[i]);
+    if (rc == NX_OK)
+        rc = nx_store_commit(self->store, &err);
+    if (rc != NX_OK) {
+        nx_store_rollback(self->store);
+        nx_log(NX_LOG_ERROR, "store: a transaction of %zu requests failed: %s", count, err.msg);
+        for (size_t i = 0; i < count; i++) {
+            batch[i]->rc = rc; /* nothing of it is on disk: say so to every request */
+            batch[i]->err = err;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (batch[i]->no_ack || !nx_mailbox_push(self->acks, batch[i]))
+            nx__store_req_free(batch[i]);
+    }
+}
+
+#define NX__BATCH_MAX 256
+
+static void *thread_main(void *arg)
+{
+    nx__storeth_t *self = arg;
+    nx__store_req_t *batch[NX__BATCH_MAX];
+    bool stop = false;
+    while (!stop) {
+        nx_mailbox_wait(self->inbox, -1);
+        size_t count = 0;
+        nx__store_req_t *req;
+        while (count < NX__BATCH_MAX && (req = nx_mailbox_pop(self->inbox))) {
+            if (req == &stop_sentinel) {
+                stop = true; /* the sentinel is queued last: everything before it is here */
+                break;
+            }
+            batch[count++] = req;
+        }
+        if (count)
+            run_batch(self, batch, count);
+    }
+    return NULL;
+}
+
+nx__storeth_t *nx__storeth_start(nx_store_t **store_p, nx_mailbox_t *acks, nx_err_t *err)
+{
+    nx__storeth_t *self = calloc(1, sizeof *self);
+    if (!self)
+        goto out_nomem;
+    self->inbox = nx_mailbox_new();
+    if (!self->inbox)
+        goto out_free;
+    self->acks = acks;
+    self->store = *store_p;
+    if (pthread_create(&self->thread, NULL, thread_main, self) != 0)
+        goto out_inbox;
+    *store_p = NULL;
+    return self;
+out_inbox:
+    nx_mailbox_destroy(&self->inbox, NULL);
+out_free:
+    free(self);
+out_nomem:
+    nx_err_set(err, NX_ENOMEM, "store thread: out of memory or threads");
+    return NULL;
+}
+
+void nx__storeth_submit(nx__storeth_t *self, nx__store_req_t *req)
+{
+    if (!nx_mailbox_push(self->inbox, req)) {
+        nx_log(NX_LOG_ERROR, "store thread: out of memory queueing a request; dropped");
+        nx__store_req_free(req);
+    }
+}
+
+void nx__storeth_stop(nx__storeth_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx__storeth_t *self = *self_p;
+    while (!nx_mailbox_push(self->inbox, &stop_sentinel))
+        ; /* out of memory for one node: retry, the thread must learn to stop */
+    pthread_join(self->thread, NULL);
+    nx_mailbox_destroy(&self->inbox, (void (*)(void *))nx__store_req_free);
+    nx_store_close(&self->store);
+    free(self);
+    *self_p = NULL;
+}
