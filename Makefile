@@ -149,6 +149,7 @@ BENCH_DIR ?= var/bench
 bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_decode.sh
+	BUILD=$(BUILD) bench/run_daemon.sh
 
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).
