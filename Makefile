@@ -175,12 +175,12 @@ clean:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
-# make fuzz builds $(BUILD)/fuzz/fuzz_st_header and $(BUILD)/fuzz/fuzz_proto; see
-# tests/fuzz_st_header.c and tests/fuzz_proto.c for how to run them.
+# make fuzz builds $(BUILD)/fuzz/fuzz_st_header, fuzz_proto and fuzz_conf; see
+# tests/fuzz_st_header.c, tests/fuzz_proto.c and tests/fuzz_conf.c for how to run them.
 FUZZ_CC ?= clang
 FUZZ_SRC := loader/st_read.c loader/dtype.c loader/err.c
 .PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_proto
+fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_proto $(BUILD)/fuzz/fuzz_conf
 
 $(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
@@ -192,3 +192,11 @@ $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nex
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iloader -Iagents -Inexus -o $@ tests/fuzz_proto.c $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+
+FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c agents/sampler.c loader/err.c
+# The YAML reader is instrumented; what it calls elsewhere (device and template names) comes
+# from the ordinary libraries.
+$(BUILD)/fuzz/fuzz_conf: tests/fuzz_conf.c $(FUZZ_CONF_SRC) nexus/conf.h nexus/conf_yaml.h $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iloader -Iagents -Inexus -o $@ tests/fuzz_conf.c $(FUZZ_CONF_SRC) $(LINK_LIBS)
