@@ -28,25 +28,28 @@ else
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc; })
 endif
 
-LOADER_SRC := $(filter-out loader/dev_cuda.c loader/dev_nocuda.c,$(wildcard loader/*.c))
-AGENTS_SRC := $(filter-out $(wildcard agents/*_cuda.c),$(wildcard agents/*.c))
+# Files named *_cuda.c (host code calling the CUDA runtime) and *.cu are built only with CUDA;
+# each has a *_nocuda.c stand-in that says the backend is absent, built only without it.
+CUDA_ONLY_C := $(wildcard loader/*_cuda.c agents/*_cuda.c)
+NOCUDA_C := $(wildcard loader/*_nocuda.c agents/*_nocuda.c)
+LOADER_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard loader/*.c))
+AGENTS_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard agents/*.c))
 NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
 NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c))
 CU_SRC := $(wildcard loader/*.cu agents/*.cu)
 
-ifeq ($(wildcard loader/dev_cuda.c),)
-NVCC :=
-endif
 ifneq ($(NVCC),)
 WITH_CUDA := 1
-LOADER_SRC += loader/dev_cuda.c
+LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(CUDA_ONLY_C))
+AGENTS_SRC := $(AGENTS_ALL) $(filter agents/%,$(CUDA_ONLY_C))
 CUDA_CFLAGS := -I$(CUDA_HOME)/include
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
 NVCCFLAGS ?= -O2 -g -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
 	-Xcompiler -fPIC -Iloader -Iagents
 else
 WITH_CUDA := 0
-LOADER_SRC += loader/dev_nocuda.c
+LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(NOCUDA_C))
+AGENTS_SRC := $(AGENTS_ALL) $(filter agents/%,$(NOCUDA_C))
 CU_SRC :=
 endif
 
