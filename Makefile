@@ -59,7 +59,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LOADER_OBJ := $(call obj,$(LOADER_SRC))
 AGENTS_OBJ := $(call obj,$(AGENTS_SRC))
 NEXUS_OBJ := $(call obj,$(NEXUS_SRC))
-CU_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CU_SRC))
+LOADER_CU_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(filter loader/%,$(CU_SRC)))
+AGENTS_CU_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(filter agents/%,$(CU_SRC)))
 
 LIB_LOADER := $(BUILD)/libnxloader.a
 LIB_AGENTS := $(BUILD)/libnxagents.a
@@ -89,11 +90,11 @@ $(BUILD)/obj/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(LIB_LOADER): $(LOADER_OBJ) $(CU_OBJ)
+$(LIB_LOADER): $(LOADER_OBJ) $(LOADER_CU_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIB_AGENTS): $(AGENTS_OBJ)
+$(LIB_AGENTS): $(AGENTS_OBJ) $(AGENTS_CU_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
