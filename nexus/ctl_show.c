@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <czmq.h>
 
@@ -262,8 +263,13 @@ int nx_ctl_status(int argc, char **argv)
     nx_client_t *client;
     if ((code = nx__ctl_connect(&a, &client)))
         return code;
+    /* clear the screen between refreshes only on a terminal: piped into a file or another
+     * program, --watch is a plain sequence of tables */
+    bool clear_screen = a.watch && !a.json && isatty(STDOUT_FILENO);
     for (uint64_t n = 1;; n++) {
-        code = status_once(client, &a, a.watch && !a.json);
+        if (n > 1 && a.watch && !a.json && !clear_screen)
+            putchar('\n'); /* a blank line between the tables instead */
+        code = status_once(client, &a, clear_screen);
         if (code || !a.watch || (a.count && n >= a.count) || zsys_interrupted)
             break;
         sleep_interruptibly(1000);
