@@ -83,4 +83,8 @@ typedef struct nx__backend_ops {
 
 extern const nx__backend_ops_t nx__cpu_backend;
 
+/* The CUDA backend's table (backend_cuda.c), or NULL with NX_ENOTSUP when the build has no
+ * CUDA (backend_nocuda.c). */
+const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err);
+
 #endif

@@ -199,12 +199,11 @@ nx_engine_t *nx_engine_new(const char *model_dir, const nx_model_t *weights, nx_
     binder_t b = {weights, model_dir, &e->cfg, err};
     if (bind_weights(&b, &e->w) != NX_OK)
         goto fail;
-    if (nx_pool_device(pool) == NX_DEVICE_CUDA) {
-        nx_err_set(err, NX_ENOTSUP, "engine for '%s': the CUDA engine backend is not built yet",
-                   model_dir);
+    e->ops = &nx__cpu_backend;
+    if (nx_pool_device(pool) == NX_DEVICE_CUDA && !(e->ops = nx__cuda_backend(err))) {
+        nx_err_prefix(err, "engine for '%s': ", model_dir);
         goto fail;
     }
-    e->ops = &nx__cpu_backend;
     uint32_t def_ctx = e->cfg.max_position < 4096 ? e->cfg.max_position : 4096;
     e->max_context = opts && opts->max_context ? opts->max_context : def_ctx;
     if (e->ops->init(&e->cfg, &e->w, pool, opts, &e->state, err) != NX_OK)

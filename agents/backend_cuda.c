@@ -1,0 +1,625 @@
+/* backend_cuda.c — the forward pass on a CUDA GPU, behind the backend table (backend.h).
+ *
+ * NOT YET RUN: written on a machine without a GPU. It compiles and links; every line was
+ * checked by reading only. tests/test_cuda_engine.c compares it with the CPU backend on the
+ * first GPU session; NEXUS_CUDA_KERNELS=simple (naive kernels, no cuBLAS, no graphs) and
+ * NEXUS_CUDA_GRAPHS=0 are there to bisect.
+ *
+ * Data: weights are used in place in the pool (BF16/F16/F32 as stored); activations, the
+ * residual stream and every accumulation are fp32. KV caches are pool regions per sequence,
+ * fp32, in the CPU backend's layout [layer][k|v][kv_head][capacity][head_dim] (twice the bytes
+ * of bf16; chosen so the first GPU runs compare exactly what the CPU computes; a bf16 cache is
+ * a later, measured change). All scratch (activations for NX_CUDA_ROWS_MAX rows, attention
+ * partials, logits for LOGIT_CHUNK rows, cuBLAS's workspace) is one pool region taken at init,
+ * so a step never allocates and out-of-memory is the pool's NX_EPOOLFULL.
+ *
+ * A step's rows go through in passes of at most NX_CUDA_ROWS_MAX rows (all layers per pass;
+ * correct because a row only attends to positions of its own sequence written by earlier
+ * passes or earlier in this pass). In a pass of at most NX_CU_GEMV_MAX_ROWS rows every matmul
+ * is the GEMV kernel (each weight streamed once, 16-byte loads); in a larger pass they are
+ * cuBLAS GEMMs (activations rounded to the weight's 16-bit type, fp32 accumulation). A pass of
+ * decode rows only (one row per sequence, each wanting its logits) replays a CUDA graph of the
+ * whole forward pass, one per row count: the per-row scalars it reads (token, position, KV
+ * cache) are copied to device memory before the launch, so the graph never changes.
+ */
+#include <cublas_api.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_kernels.h" /* nx__k_rope_inv_freq: the same RoPE frequencies as the CPU */
+#include "cublas_dl.h"
+#include "cuda_kernels.h"
+#include "device.h"
+
+/* cublas_dl.h spells CUDA's constants itself (it must build without CUDA headers). */
+_Static_assert(NX_CUBLAS_OP_N == CUBLAS_OP_N && NX_CUBLAS_OP_T == CUBLAS_OP_T, "cuBLAS ops");
+_Static_assert(NX_CUDA_R_32F == CUDA_R_32F && NX_CUDA_R_16F == CUDA_R_16F &&
+                   NX_CUDA_R_16BF == CUDA_R_16BF,
+               "CUDA data types");
+_Static_assert(NX_CUBLAS_COMPUTE_32F == CUBLAS_COMPUTE_32F, "cuBLAS compute type");
+_Static_assert(NX_CUBLAS_GEMM_DEFAULT == CUBLAS_GEMM_DEFAULT, "cuBLAS algorithm");
+_Static_assert(NX_CUBLAS_STATUS_SUCCESS == CUBLAS_STATUS_SUCCESS, "cuBLAS status");
+_Static_assert(sizeof(nx__cu_row_t) == 24, "row scalars as the kernels read them");
+
+#define NX_CUDA_ROWS_MAX 256      /* rows per pass (prefill chunk) */
+#define LOGIT_CHUNK 16            /* logit rows computed and copied at a time (>= GEMV rows) */
+#define DECODE_SPLITS 32          /* attention splits per row in decode passes */
+#define BLAS_WORKSPACE (32u << 20) /* what cuBLAS recommends on Hopper */
+
+typedef struct cuda_state {
+    const nx_model_config_t *cfg;
+    const nx__weights_t *w;
+    nx_pool_t *pool;
+    int device;
+    bool simple;     /* NEXUS_CUDA_KERNELS=simple: naive kernels, no cuBLAS, no graphs */
+    bool use_graphs; /* NEXUS_CUDA_GRAPHS=0 turns graphs off */
+    bool all_fast;   /* every weight fits the fast GEMV (dims, alignment): graphs allowed */
+    nx__cu_shape_t shape;
+    cudaStream_t stream;
+    const nx__cublas_api_t *blas;
+    nx__cublas_handle_t blas_handle;
+    nx_region_t *scratch; /* every device buffer below lives in it */
+    /* device, [NX_CUDA_ROWS_MAX][...] unless said */
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin;
+    void *xh;             /* [rows][widest] BF16/F16: cuBLAS's input */
+    float *logits;        /* [LOGIT_CHUNK][vocab] */
+    float *partial;       /* attention partials, partial_entries * (head_dim + 2) */
+    uint64_t partial_entries; /* (row, head, split) triples it holds */
+    double *inv_freq;     /* [head_dim / 2] */
+    nx__cu_row_t *rows_dev;
+    uint32_t *gather_dev; /* [NX_CUDA_ROWS_MAX] logit rows of the pass */
+    void *blas_workspace;
+    /* pinned host */
+    nx__cu_row_t *rows_host;
+    uint32_t *gather_host;
+    float *logits_host;   /* [LOGIT_CHUNK][vocab] */
+    cudaGraphExec_t graphs[NX_CU_GEMV_MAX_ROWS + 1]; /* by decode row count; NULL: none yet */
+} cuda_state_t;
+
+/* ------------------------------------------------------------------------------------------
+ * Errors: every CUDA call is checked and becomes NX_EDEVICE naming it, never an abort.
+ */
+static int cu_fail(nx_err_t *err, const char *call, cudaError_t e)
+{
+    cudaGetLastError(); /* clear a non-sticky error so it does not resurface later */
+    return nx_err_set(err, NX_EDEVICE, "CUDA engine: %s failed: %s: %s", call,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+#define CU(call, what)                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess)                                                                \
+            return cu_fail(err, what, e_);                                                    \
+    } while (0)
+
+/* A launcher's result (cuda_kernels.h): the launch's cudaError_t as an int. */
+#define LAUNCH(call, what) CU((cudaError_t)(call), what)
+
+#define TRY(call)                                                                             \
+    do {                                                                                      \
+        int rc_ = (call);                                                                     \
+        if (rc_ != NX_OK)                                                                     \
+            return rc_;                                                                       \
+    } while (0)
+
+static nx__cu_w_t cuw(const nx__wref_t *w)
+{
+    if (!w || !w->ptr)
+        return (nx__cu_w_t){NULL, NX_CU_F32};
+    int32_t dt = w->dtype == NX_DT_BF16 ? NX_CU_BF16 : w->dtype == NX_DT_F16 ? NX_CU_F16
+                                                                            : NX_CU_F32;
+    return (nx__cu_w_t){w->ptr, dt};
+}
+
+static uint32_t q_dim(const nx_model_config_t *c) { return c->heads * c->head_dim; }
+static uint32_t kv_dim(const nx_model_config_t *c) { return c->kv_heads * c->head_dim; }
+
+static int use_device(cuda_state_t *s, nx_err_t *err)
+{
+    CU(cudaSetDevice(s->device), "cudaSetDevice");
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Matmuls: y[n][w->rows] (=|+=) x[n][w->cols] W^T (+ bias)
+ */
+
+/* cuBLAS, column-major: Y^T (rows x n, ld rows) = op(W) X^T where W row-major [rows][cols] is
+ * column-major [cols][rows] (ld cols), taken transposed; X row-major [n][cols] is column-major
+ * [cols][n] (ld cols). BF16/F16 weights need the same type for X: converted into s->xh. */
+static int gemm(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w, float *y,
+                bool accumulate, nx_err_t *err)
+{
+    const void *b = x;
+    int type = NX_CUDA_R_32F;
+    if (w->dtype != NX_DT_F32) {
+        bool bf16 = w->dtype == NX_DT_BF16;
+        LAUNCH(nx__cu_to_half(s->stream, x, (uint64_t)n * w->cols, bf16 ? NX_CU_BF16 : NX_CU_F16,
+                              s->xh),
+               "to_half kernel launch");
+        b = s->xh;
+        type = bf16 ? NX_CUDA_R_16BF : NX_CUDA_R_16F;
+    }
+    float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+    int st = s->blas->gemm_ex(s->blas_handle, NX_CUBLAS_OP_T, NX_CUBLAS_OP_N, (int)w->rows,
+                              (int)n, (int)w->cols, &alpha, w->ptr, type, (int)w->cols, b, type,
+                              (int)w->cols, &beta, y, NX_CUDA_R_32F, (int)w->rows,
+                              NX_CUBLAS_COMPUTE_32F, NX_CUBLAS_GEMM_DEFAULT);
+    if (st != NX_CUBLAS_STATUS_SUCCESS)
+        return nx__cublas_fail(s->blas, err, "cublasGemmEx", st);
+    return NX_OK;
+}
+
+static nx__cu_gemv_seg_t seg_of(const nx__wref_t *w, const nx__wref_t *bias, float *y)
+{
+    return (nx__cu_gemv_seg_t){cuw(w), w->rows, cuw(bias), y};
+}
+
+/* The GEMV takes g when simple (it then handles anything) or when the fast kernel fits. */
+static bool gemv_takes(const cuda_state_t *s, const nx__cu_gemv_t *g)
+{
+    return s->simple || nx__cu_gemv_fast_ok(g);
+}
+
+static int matmul(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w,
+                  const nx__wref_t *bias, float *y, bool accumulate, nx_err_t *err)
+{
+    nx__cu_gemv_t g = {.seg = {seg_of(w, bias, y)}, .seg_count = 1, .cols = w->cols, .x = x,
+                       .n = n, .accumulate = accumulate};
+    if (gemv_takes(s, &g)) {
+        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "gemv kernel launch");
+        return NX_OK;
+    }
+    TRY(gemm(s, x, n, w, y, accumulate, err));
+    if (bias && bias->ptr)
+        LAUNCH(nx__cu_add_bias(s->stream, y, n, w->rows, cuw(bias)), "add_bias kernel launch");
+    return NX_OK;
+}
+
+/* q, k, v (+ biases) from xn: one GEMV launch when it fits, else three matmuls. */
+static int qkv(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, nx_err_t *err)
+{
+    nx__cu_gemv_t g = {.seg = {seg_of(&lw->q, &lw->q_bias, s->q), seg_of(&lw->k, &lw->k_bias, s->k),
+                               seg_of(&lw->v, &lw->v_bias, s->v)},
+                       .seg_count = 3, .cols = lw->q.cols, .x = s->xn, .n = n};
+    if (gemv_takes(s, &g)) {
+        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "qkv gemv kernel launch");
+        return NX_OK;
+    }
+    TRY(matmul(s, s->xn, n, &lw->q, &lw->q_bias, s->q, false, err));
+    TRY(matmul(s, s->xn, n, &lw->k, &lw->k_bias, s->k, false, err));
+    return matmul(s, s->xn, n, &lw->v, &lw->v_bias, s->v, false, err);
+}
+
+/* gate = silu(xn gate^T) * (xn up^T): one fused GEMV when it fits, else two GEMMs + silu. */
+static int gate_up(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, nx_err_t *err)
+{
+    nx__cu_gemv_t g = {.seg = {seg_of(&lw->gate, NULL, s->gate), seg_of(&lw->up, NULL, s->up)},
+                       .seg_count = 2, .cols = lw->gate.cols, .x = s->xn, .n = n,
+                       .silu_pair = true};
+    if (gemv_takes(s, &g)) {
+        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "gate_up gemv kernel launch");
+        return NX_OK;
+    }
+    TRY(matmul(s, s->xn, n, &lw->gate, NULL, s->gate, false, err));
+    TRY(matmul(s, s->xn, n, &lw->up, NULL, s->up, false, err));
+    LAUNCH(nx__cu_silu_mul(s->stream, s->gate, s->up, (uint64_t)n * s->cfg->intermediate),
+           "silu_mul kernel launch");
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The forward pass of one pass's rows (all device work, nothing synchronizes: graph-safe)
+ */
+static uint32_t attn_splits(const cuda_state_t *s, uint32_t n)
+{
+    uint64_t fit = s->partial_entries / ((uint64_t)n * s->cfg->heads);
+    return fit >= DECODE_SPLITS ? DECODE_SPLITS : fit ? (uint32_t)fit : 1;
+}
+
+static int layer_forward(cuda_state_t *s, uint32_t layer, uint32_t n, nx_err_t *err)
+{
+    const nx_model_config_t *c = s->cfg;
+    const nx__layer_weights_t *lw = &s->w->layers[layer];
+    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, n, c->hidden, cuw(&lw->attn_norm), c->rms_eps,
+                          s->xn),
+           "rmsnorm kernel launch");
+    TRY(qkv(s, lw, n, err));
+    LAUNCH(nx__cu_qk_rope_kv(s->stream, s->rows_dev, n, &s->shape, layer, s->q, s->k, s->v,
+                             cuw(&lw->q_norm), cuw(&lw->k_norm), s->rope_cos, s->rope_sin),
+           "qk_rope_kv kernel launch");
+    LAUNCH(nx__cu_attention(s->stream, s->rows_dev, n, &s->shape, layer, s->q, s->att,
+                            attn_splits(s, n), s->partial, s->simple),
+           "attention kernel launch");
+    TRY(matmul(s, s->att, n, &lw->o, &lw->o_bias, s->x, true, err));
+    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, n, c->hidden, cuw(&lw->mlp_norm), c->rms_eps,
+                          s->xn),
+           "rmsnorm kernel launch");
+    TRY(gate_up(s, lw, n, err));
+    return matmul(s, s->gate, n, &lw->down, NULL, s->x, true, err);
+}
+
+static int body(cuda_state_t *s, uint32_t n, nx_err_t *err)
+{
+    const nx_model_config_t *c = s->cfg;
+    LAUNCH(nx__cu_embed(s->stream, s->rows_dev, n, cuw(&s->w->embed), c->hidden, s->x),
+           "embed kernel launch");
+    LAUNCH(nx__cu_rope_table(s->stream, s->rows_dev, n, s->inv_freq, c->head_dim / 2,
+                             s->rope_cos, s->rope_sin),
+           "rope_table kernel launch");
+    for (uint32_t layer = 0; layer < c->layers; layer++)
+        TRY(layer_forward(s, layer, n, err));
+    return NX_OK;
+}
+
+/* Final norm of `count` rows (gather: device indices into the pass, NULL for 0..count) and
+ * lm_head into s->logits. */
+static int head(cuda_state_t *s, const uint32_t *gather, uint32_t count, nx_err_t *err)
+{
+    const nx_model_config_t *c = s->cfg;
+    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, gather, count, c->hidden, cuw(&s->w->norm),
+                          c->rms_eps, s->xn),
+           "final rmsnorm kernel launch");
+    return matmul(s, s->xn, count, &s->w->lm_head, NULL, s->logits, false, err);
+}
+
+/* Copy `count` logit rows from s->logits to the batch's destinations logit_index[0..count). */
+static int logits_to_host(cuda_state_t *s, const nx__batch_t *b, const uint32_t *logit_index,
+                          uint32_t count, nx_err_t *err)
+{
+    size_t row_bytes = (size_t)s->cfg->vocab * sizeof(float);
+    CU(cudaMemcpyAsync(s->logits_host, s->logits, count * row_bytes, cudaMemcpyDeviceToHost,
+                       s->stream),
+       "cudaMemcpyAsync(logits)");
+    CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+    for (uint32_t i = 0; i < count; i++)
+        memcpy(b->logit_out[logit_index[i]], s->logits_host + (size_t)i * s->cfg->vocab,
+               row_bytes);
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * CUDA graphs for decode passes
+ */
+static void drop_graphs(cuda_state_t *s)
+{
+    for (uint32_t i = 0; i <= NX_CU_GEMV_MAX_ROWS; i++)
+        if (s->graphs[i]) {
+            cudaGraphExecDestroy(s->graphs[i]);
+            s->graphs[i] = NULL;
+        }
+}
+
+/* Capture body + head for n decode rows. A failure to capture is not fatal: graphs are turned
+ * off for this engine (logged once) and *exec_out stays NULL; the caller runs directly. */
+static int capture(cuda_state_t *s, uint32_t n, cudaGraphExec_t *exec_out, nx_err_t *err)
+{
+    *exec_out = NULL;
+    CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal),
+       "cudaStreamBeginCapture");
+    nx_err_t inner = {0};
+    int rc = body(s, n, &inner);
+    if (rc == NX_OK)
+        rc = head(s, NULL, n, &inner);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(s->stream, &graph); /* always ends the capture */
+    cudaGraphExec_t exec = NULL;
+    if (rc == NX_OK && e == cudaSuccess && graph)
+        e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph)
+        cudaGraphDestroy(graph);
+    if (rc != NX_OK || e != cudaSuccess || !exec) {
+        cudaGetLastError();
+        nx_log(NX_LOG_WARN, "CUDA engine: decode graph of %u rows not captured (%s); running "
+               "without graphs", n, rc != NX_OK ? inner.msg : cudaGetErrorString(e));
+        s->use_graphs = false;
+        return NX_OK;
+    }
+    *exec_out = exec;
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A step
+ */
+
+/* Rows [first, first + n) of the batch: their scalars and logit rows to the device, then the
+ * model, then their logits to the host. */
+static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint32_t n,
+                    nx_err_t *err)
+{
+    uint32_t logit_count = 0;
+    uint32_t index[NX_CUDA_ROWS_MAX]; /* the batch's logit number of each gathered row */
+    bool decode_only = true;
+    for (uint32_t i = 0; i < n; i++) {
+        const nx__batch_seq_t *seq = &b->seqs[b->row_seq[first + i]];
+        s->rows_host[i] = (nx__cu_row_t){(float *)seq->kv->base, b->positions[first + i],
+                                         seq->kv->capacity, b->tokens[first + i], 0};
+        decode_only = decode_only && seq->row_count == 1;
+    }
+    for (uint32_t i = 0; i < b->logit_count; i++)
+        if (b->logit_rows[i] >= first && b->logit_rows[i] - first < n) {
+            s->gather_host[logit_count] = b->logit_rows[i] - first;
+            index[logit_count++] = i;
+        }
+    bool in_order = logit_count == n;
+    for (uint32_t i = 0; in_order && i < n; i++)
+        in_order = s->gather_host[i] == i;
+    CU(cudaMemcpyAsync(s->rows_dev, s->rows_host, n * sizeof *s->rows_host,
+                       cudaMemcpyHostToDevice, s->stream),
+       "cudaMemcpyAsync(row scalars)");
+    if (logit_count)
+        CU(cudaMemcpyAsync(s->gather_dev, s->gather_host, logit_count * sizeof *s->gather_host,
+                           cudaMemcpyHostToDevice, s->stream),
+           "cudaMemcpyAsync(logit rows)");
+
+    if (s->use_graphs && s->all_fast && !s->simple && decode_only && in_order &&
+        n <= NX_CU_GEMV_MAX_ROWS) {
+        if (!s->graphs[n])
+            TRY(capture(s, n, &s->graphs[n], err));
+        if (s->graphs[n]) {
+            CU(cudaGraphLaunch(s->graphs[n], s->stream), "cudaGraphLaunch");
+            return logits_to_host(s, b, index, n, err);
+        }
+    }
+    TRY(body(s, n, err));
+    for (uint32_t c0 = 0; c0 < logit_count; c0 += LOGIT_CHUNK) {
+        uint32_t count = logit_count - c0 < LOGIT_CHUNK ? logit_count - c0 : LOGIT_CHUNK;
+        TRY(head(s, s->gather_dev + c0, count, err));
+        TRY(logits_to_host(s, b, index + c0, count, err));
+    }
+    /* the pinned row scalars are rewritten by the next pass: their copy must be done */
+    CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+    return NX_OK;
+}
+
+static int cuda_forward(void *state, const nx__batch_t *b, nx_err_t *err)
+{
+    cuda_state_t *s = state;
+    TRY(use_device(s, err));
+    for (uint32_t r = 0; r < b->rows; r++) {
+        const nx__batch_seq_t *seq = &b->seqs[b->row_seq[r]];
+        if (b->positions[r] >= seq->kv->capacity)
+            return nx_err_set(err, NX_EINVAL, "CUDA engine: row %u at position %u is past its "
+                              "KV cache of %u tokens", r, b->positions[r], seq->kv->capacity);
+    }
+    for (uint32_t first = 0; first < b->rows; first += NX_CUDA_ROWS_MAX) {
+        uint32_t n = b->rows - first < NX_CUDA_ROWS_MAX ? b->rows - first : NX_CUDA_ROWS_MAX;
+        TRY(run_pass(s, b, first, n, err));
+    }
+    return NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * KV caches
+ */
+static uint64_t kv_bytes(const nx_model_config_t *c, uint32_t capacity)
+{
+    return (uint64_t)c->layers * 2 * c->kv_heads * capacity * c->head_dim * sizeof(float);
+}
+
+static int cuda_kv_alloc(void *state, uint32_t capacity, const char *owner, nx__kv_t *kv_out,
+                         nx_err_t *err)
+{
+    cuda_state_t *s = state;
+    nx_region_t *r = nx_pool_alloc(s->pool, kv_bytes(s->cfg, capacity), owner, err);
+    if (!r)
+        return err ? err->code : NX_EPOOLFULL; /* NX_EPOOLFULL: the orchestrator evicts */
+    *kv_out = (nx__kv_t){.region = r, .base = nx_region_ptr(r), .capacity = capacity};
+    return NX_OK;
+}
+
+static void cuda_kv_free(void *state, nx__kv_t *kv)
+{
+    cuda_state_t *s = state;
+    if (kv->region) {
+        /* a step in flight may still read it: every forward ends synchronized, so none is */
+        nx_pool_free(s->pool, &kv->region);
+    }
+    kv->base = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Set-up
+ */
+
+/* Carves the scratch region: each call returns the next `bytes`, 256-byte aligned. With
+ * base NULL it only counts. */
+typedef struct carver {
+    char *base;
+    uint64_t used;
+} carver_t;
+
+static void *carve(carver_t *cv, uint64_t bytes)
+{
+    uint64_t at = (cv->used + 255) & ~(uint64_t)255;
+    cv->used = at + bytes;
+    return cv->base ? cv->base + at : NULL;
+}
+
+static void layout(cuda_state_t *s, carver_t *cv)
+{
+    const nx_model_config_t *c = s->cfg;
+    uint64_t rows = NX_CUDA_ROWS_MAX, f = sizeof(float);
+    uint64_t widest = c->hidden > c->intermediate ? c->hidden : c->intermediate;
+    widest = q_dim(c) > widest ? q_dim(c) : widest;
+    s->x = carve(cv, rows * c->hidden * f);
+    s->xn = carve(cv, rows * c->hidden * f);
+    s->q = carve(cv, rows * q_dim(c) * f);
+    s->att = carve(cv, rows * q_dim(c) * f);
+    s->k = carve(cv, rows * kv_dim(c) * f);
+    s->v = carve(cv, rows * kv_dim(c) * f);
+    s->gate = carve(cv, rows * c->intermediate * f);
+    s->up = carve(cv, rows * c->intermediate * f);
+    s->rope_cos = carve(cv, rows * (c->head_dim / 2) * f);
+    s->rope_sin = carve(cv, rows * (c->head_dim / 2) * f);
+    s->xh = carve(cv, rows * widest * 2);
+    s->logits = carve(cv, (uint64_t)LOGIT_CHUNK * c->vocab * f);
+    uint64_t decode = (uint64_t)NX_CU_GEMV_MAX_ROWS * DECODE_SPLITS;
+    s->partial_entries = (decode > rows ? decode : rows) * c->heads;
+    s->partial = carve(cv, s->partial_entries * (c->head_dim + 2) * f);
+    s->inv_freq = carve(cv, (c->head_dim / 2) * sizeof(double));
+    s->rows_dev = carve(cv, rows * sizeof(nx__cu_row_t));
+    s->gather_dev = carve(cv, rows * sizeof(uint32_t));
+    s->blas_workspace = s->simple ? NULL : carve(cv, BLAS_WORKSPACE);
+}
+
+static bool fast_fits(const nx__wref_t *w)
+{
+    nx__cu_gemv_t g = {.seg = {seg_of(w, NULL, NULL)}, .seg_count = 1, .cols = w->cols,
+                       .x = NULL, .n = 1};
+    return nx__cu_gemv_fast_ok(&g);
+}
+
+/* Whether every matmul of a decode pass runs the fast GEMV (no cuBLAS inside a graph). */
+static bool all_weights_fast(const cuda_state_t *s)
+{
+    const nx__weights_t *w = s->w;
+    if (!fast_fits(&w->lm_head))
+        return false;
+    for (uint32_t i = 0; i < s->cfg->layers; i++) {
+        const nx__layer_weights_t *l = &w->layers[i];
+        if (!fast_fits(&l->q) || !fast_fits(&l->k) || !fast_fits(&l->v) || !fast_fits(&l->o) ||
+            !fast_fits(&l->gate) || !fast_fits(&l->up) || !fast_fits(&l->down) ||
+            l->q.dtype != l->k.dtype || l->q.dtype != l->v.dtype ||
+            l->gate.dtype != l->up.dtype)
+            return false;
+    }
+    return true;
+}
+
+static bool env_is(const char *name, const char *value)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, value) == 0;
+}
+
+static void cuda_destroy(void *state)
+{
+    cuda_state_t *s = state;
+    if (!s)
+        return;
+    cudaSetDevice(s->device);
+    if (s->stream)
+        cudaStreamSynchronize(s->stream);
+    drop_graphs(s);
+    if (s->blas_handle)
+        s->blas->destroy(s->blas_handle);
+    if (s->stream)
+        cudaStreamDestroy(s->stream);
+    cudaFreeHost(s->rows_host);
+    cudaFreeHost(s->gather_host);
+    cudaFreeHost(s->logits_host);
+    if (s->scratch)
+        nx_pool_free(s->pool, &s->scratch);
+    cudaGetLastError();
+    free(s);
+}
+
+static int check_shape(const nx_model_config_t *c, nx_err_t *err)
+{
+    if (c->head_dim == 0 || c->head_dim % 2 || c->head_dim > NX_CU_MAX_HEAD_DIM)
+        return nx_err_set(err, NX_ENOTSUP, "CUDA engine: head_dim %u is not supported (even, "
+                          "at most %d)", c->head_dim, NX_CU_MAX_HEAD_DIM);
+    if (c->kv_heads == 0 || c->heads % c->kv_heads)
+        return nx_err_set(err, NX_ENOTSUP, "CUDA engine: %u heads over %u kv heads", c->heads,
+                          c->kv_heads);
+    if (c->heads > 65535)
+        return nx_err_set(err, NX_ENOTSUP, "CUDA engine: %u heads is too many", c->heads);
+    return NX_OK;
+}
+
+static int open_blas(cuda_state_t *s, nx_err_t *err)
+{
+    TRY(nx__cublas_load(&s->blas, err));
+    int st = s->blas->create(&s->blas_handle);
+    if (st != NX_CUBLAS_STATUS_SUCCESS) {
+        s->blas_handle = NULL;
+        return nx__cublas_fail(s->blas, err, "cublasCreate", st);
+    }
+    if ((st = s->blas->set_stream(s->blas_handle, s->stream)) != NX_CUBLAS_STATUS_SUCCESS)
+        return nx__cublas_fail(s->blas, err, "cublasSetStream", st);
+    return NX_OK;
+}
+
+static int init_device(cuda_state_t *s, nx_err_t *err)
+{
+    const nx_model_config_t *c = s->cfg;
+    TRY(use_device(s, err));
+    CU(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (!s->simple)
+        TRY(open_blas(s, err));
+    carver_t count = {NULL, 0};
+    layout(s, &count);
+    s->scratch = nx_pool_alloc(s->pool, count.used, "cuda-engine-scratch", err);
+    if (!s->scratch)
+        return nx_err_prefix(err, "CUDA engine: scratch buffers (%llu bytes): ",
+                             (unsigned long long)count.used);
+    carver_t real = {nx_region_ptr(s->scratch), 0};
+    layout(s, &real);
+    if (s->blas_handle) {
+        int st = s->blas->set_workspace(s->blas_handle, s->blas_workspace, BLAS_WORKSPACE);
+        if (st != NX_CUBLAS_STATUS_SUCCESS)
+            return nx__cublas_fail(s->blas, err, "cublasSetWorkspace", st);
+    }
+    double *inv_freq = calloc(c->head_dim / 2, sizeof *inv_freq);
+    if (!inv_freq)
+        return nx_err_set(err, NX_ENOMEM, "CUDA engine: out of host memory");
+    nx__k_rope_inv_freq(c, inv_freq);
+    cudaError_t e = cudaMemcpy(s->inv_freq, inv_freq, (c->head_dim / 2) * sizeof *inv_freq,
+                               cudaMemcpyHostToDevice);
+    free(inv_freq);
+    CU(e, "cudaMemcpy(rope frequencies)");
+    CU(cudaMallocHost((void **)&s->rows_host, NX_CUDA_ROWS_MAX * sizeof *s->rows_host),
+       "cudaMallocHost(row scalars)");
+    CU(cudaMallocHost((void **)&s->gather_host, NX_CUDA_ROWS_MAX * sizeof *s->gather_host),
+       "cudaMallocHost(logit rows)");
+    CU(cudaMallocHost((void **)&s->logits_host, (size_t)LOGIT_CHUNK * c->vocab * sizeof(float)),
+       "cudaMallocHost(logits)");
+    return NX_OK;
+}
+
+static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_pool_t *pool,
+                     const nx_engine_opts_t *opts, void **state_out, nx_err_t *err)
+{
+    TRY(check_shape(cfg, err));
+    nx_dev_t *dev = nx__pool_dev(pool);
+    if (!dev || dev->kind != NX_DEVICE_CUDA)
+        return nx_err_set(err, NX_EINVAL, "CUDA engine: the pool is not on a CUDA device");
+    cuda_state_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return nx_err_set(err, NX_ENOMEM, "CUDA engine: out of host memory");
+    s->cfg = cfg, s->w = w, s->pool = pool, s->device = dev->ordinal;
+    s->simple = env_is("NEXUS_CUDA_KERNELS", "simple");
+    s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
+    s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
+                                cfg->layers, cfg->rms_eps};
+    s->all_fast = all_weights_fast(s);
+    int rc = init_device(s, err);
+    if (rc != NX_OK) {
+        cuda_destroy(s);
+        return rc;
+    }
+    if (s->simple)
+        nx_log(NX_LOG_INFO, "CUDA engine: simple kernels (NEXUS_CUDA_KERNELS=simple)");
+    *state_out = s;
+    return NX_OK;
+}
+
+static const nx__backend_ops_t cuda_ops = {
+    .name = "cuda",
+    .init = cuda_init,
+    .destroy = cuda_destroy,
+    .kv_alloc = cuda_kv_alloc,
+    .kv_free = cuda_kv_free,
+    .forward = cuda_forward,
+};
+
+const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err)
+{
+    return &cuda_ops;
+}

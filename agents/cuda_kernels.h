@@ -1,0 +1,128 @@
+/* cuda_kernels.h — internal: the CUDA engine backend's kernels, as C-callable launchers
+ * (defined in cuda_kernels.cu and cuda_attention.cu; called by backend_cuda.c).
+ *
+ * Every launcher queues its kernel(s) on `stream` (a cudaStream_t) and returns the
+ * cudaError_t of the launch as an int (0: queued; cudaGetLastError is read right after each
+ * launch, so a bad configuration surfaces here, not at the next sync). None of them
+ * synchronizes, allocates or copies between host and device, so all of them can be captured
+ * in a CUDA graph.
+ *
+ * Conventions: activations are fp32, dense, row-major [n][dim]; weights are as stored in the
+ * pool, row-major [rows][cols] in BF16, F16 or F32 (NX_CU_*). Each launcher that has a
+ * "simple" flag has two versions: the simple one (one thread per output, no shared memory, no
+ * shuffles) is there to be obviously correct and to bisect the fast one against
+ * (NEXUS_CUDA_KERNELS=simple).
+ *
+ * The step's per-row scalars (token, position, KV cache) live in device memory (nx__cu_row_t),
+ * written before each pass, so one captured graph replays unchanged for every decode step.
+ *
+ * KV cache (one pool region per sequence, fp32, the CPU backend's layout):
+ *   [layer][k|v][kv_head][capacity][head_dim]
+ */
+#ifndef NX_CUDA_KERNELS_H
+#define NX_CUDA_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Weight element types (kernel-side codes; backend_cuda.c maps nx_dtype_t to these). */
+enum { NX_CU_BF16 = 0, NX_CU_F16 = 1, NX_CU_F32 = 2 };
+
+/* A vector or matrix in the pool. */
+typedef struct nx__cu_w {
+    const void *ptr; /* device pointer; NULL: absent (optional biases, q/k norms) */
+    int32_t dtype;   /* NX_CU_* */
+} nx__cu_w_t;
+
+/* One batch row's step scalars, in device memory. 24 bytes. */
+typedef struct nx__cu_row {
+    float *kv;         /* its sequence's KV cache (device) */
+    uint32_t pos;      /* its position; its attention covers cache positions 0..pos */
+    uint32_t capacity; /* the cache's capacity in tokens (pos < capacity) */
+    int32_t token;
+    uint32_t reserved;
+} nx__cu_row_t;
+
+/* Model shape the kernels need. */
+typedef struct nx__cu_shape {
+    uint32_t hidden, heads, kv_heads, head_dim, layers;
+    float rms_eps;
+} nx__cu_shape_t;
+
+/* x[r] = embed[rows[r].token] as fp32, r < n. */
+int nx__cu_embed(void *stream, const nx__cu_row_t *rows, uint32_t n, nx__cu_w_t embed,
+                 uint32_t hidden, float *x);
+
+/* RoPE tables: cos_t[r][i] = cos(pos_r * inv_freq[i]) (computed in double, as the CPU
+ * backend), sin_t likewise; [n][half]. */
+int nx__cu_rope_table(void *stream, const nx__cu_row_t *rows, uint32_t n,
+                      const double *inv_freq, uint32_t half, float *cos_t, float *sin_t);
+
+/* out[r] = rmsnorm(x[gather ? gather[r] : r]) * weight, r < n; rows of `dim` floats. */
+int nx__cu_rmsnorm(void *stream, const float *x, const uint32_t *gather, uint32_t n,
+                   uint32_t dim, nx__cu_w_t weight, float eps, float *out);
+
+/* The matrix-vector product for decode: y = x W^T (+ bias) for up to NX_CU_GEMV_MAX_ROWS
+ * rows, each weight streamed from memory once for all rows. Up to three weights with the same
+ * cols (q, k, v) in one launch; or silu_pair: seg[0] is gate and seg[1] up, and
+ * seg[0].y = silu(x gate^T) * (x up^T). */
+#define NX_CU_GEMV_MAX_ROWS 8
+typedef struct nx__cu_gemv_seg {
+    nx__cu_w_t w;     /* [rows][cols] */
+    uint32_t rows;    /* output features */
+    nx__cu_w_t bias;  /* [rows] or ptr NULL */
+    float *y;         /* [n][rows] */
+} nx__cu_gemv_seg_t;
+
+typedef struct nx__cu_gemv {
+    nx__cu_gemv_seg_t seg[3];
+    uint32_t seg_count; /* 1..3; 2 with silu_pair */
+    uint32_t cols;      /* K of every segment */
+    const float *x;     /* [n][cols] */
+    uint32_t n;
+    bool accumulate;    /* y += instead of y = (residual adds) */
+    bool silu_pair;
+} nx__cu_gemv_t;
+
+/* Whether the fast kernel takes g (else the caller uses simple or cuBLAS): n <= 8, every
+ * segment of one dtype, cols a multiple of a 16-byte vector, weights and x 16-byte aligned. */
+bool nx__cu_gemv_fast_ok(const nx__cu_gemv_t *g);
+/* simple: one thread per output element (any n). Fast: one warp per output row. */
+int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple);
+
+/* Per row r and head: q/k per-head RMSNorm (when q_norm/k_norm are given), rotate-half RoPE
+ * (cos_t/sin_t from nx__cu_rope_table), then k and v into the row's cache slot at `layer`.
+ * q [n][heads*hd], k and v [n][kv_heads*hd] (q and k are changed in place). */
+int nx__cu_qk_rope_kv(void *stream, const nx__cu_row_t *rows, uint32_t n,
+                      const nx__cu_shape_t *shape, uint32_t layer, float *q, float *k,
+                      const float *v, nx__cu_w_t q_norm, nx__cu_w_t k_norm,
+                      const float *cos_t, const float *sin_t);
+
+/* Causal GQA attention of every row over its sequence's cache (positions 0..pos):
+ * att[r][h*hd..] = softmax(q k^T / sqrt(hd)) v. The fast version splits a row's context
+ * across up to `splits` blocks (flash-decoding: partial max/sum/output per split in
+ * `partial`, then a combine kernel); partial holds n * heads * splits * (hd + 2) floats.
+ * head_dim <= NX_CU_MAX_HEAD_DIM. */
+#define NX_CU_MAX_HEAD_DIM 256
+int nx__cu_attention(void *stream, const nx__cu_row_t *rows, uint32_t n,
+                     const nx__cu_shape_t *shape, uint32_t layer, const float *q, float *att,
+                     uint32_t splits, float *partial, bool simple);
+
+/* g[i] = silu(g[i]) * u[i], i < count (the cuBLAS path's MLP). */
+int nx__cu_silu_mul(void *stream, float *g, const float *u, uint64_t count);
+/* y[r][c] += bias[c], r < n, c < cols. */
+int nx__cu_add_bias(void *stream, float *y, uint32_t n, uint32_t cols, nx__cu_w_t bias);
+/* out = x as BF16 or F16 (dtype), count elements (the cuBLAS path's input). */
+int nx__cu_to_half(void *stream, const float *x, uint64_t count, int32_t dtype, void *out);
+/* ids[r] = the first index of the largest of logits[r][0..vocab), r < n. */
+int nx__cu_argmax(void *stream, const float *logits, uint32_t n, uint32_t vocab, int32_t *ids);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
