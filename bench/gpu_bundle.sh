@@ -47,6 +47,14 @@ for bin in "${binaries[@]}"; do
     done
 done
 
+# The C++ runtime goes apart, into lib-cxx: the GPU machine's own (newer) one must win for
+# every program started under the suite's LD_LIBRARY_PATH (compute-sanitizer, nvidia-smi, ...);
+# gpu_suite.sh adds lib-cxx only where the machine has no libstdc++.so.6.
+mkdir -p "$BUNDLE/lib-cxx"
+for lib in libstdc++.so.6 libgcc_s.so.1; do
+    [ -f "$BUNDLE/lib/$lib" ] && mv "$BUNDLE/lib/$lib" "$BUNDLE/lib-cxx/"
+done
+
 if [ "$(du -sb "$BUNDLE" | cut -f1)" -gt "$MAX_BUNDLE_BYTES" ]; then
     echo "gpu-bundle: over $((MAX_BUNDLE_BYTES >> 20)) MiB, stripping debug info"
     for bin in "${binaries[@]}"; do [ -f "$bin" ] && strip --strip-debug "$bin"; done

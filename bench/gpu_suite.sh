@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # gpu_suite.sh — every GPU measurement in ONE command, for a GPU machine that has no Debian
 # packages of ours and no network. Run from the repo root with .bundle carried (make gpu-bundle
-# builds it here): it points LD_LIBRARY_PATH at .bundle/lib, checks the GPU and that the
-# binaries start, then runs numbered sections; each writes logs and JSON under $SUITE_OUT and
+# builds it here): it points LD_LIBRARY_PATH at .bundle/lib (and cuBLAS), checks the GPU and
+# that the binaries start, then runs numbered sections; each writes logs and JSON under $SUITE_OUT and
 # adds lines to the summary printed at the end.
 #
 #   bench/gpu_suite.sh                      # everything, under ~9 minutes
@@ -47,7 +47,12 @@ if [ -n "$ORIG_LD_LIBRARY_PATH" ]; then
 else
     PY=(env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 "$PYTHON")
 fi
-export NEXUS_LD_LIBRARY_PATH="$BUNDLE/lib${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
+BUNDLE_LIBS=$(realpath -m "$BUNDLE/lib")
+# The bundle's C++ runtime (lib-cxx) only where the machine has none: a newer one must win.
+if ! ldconfig -p 2>/dev/null | grep -q 'libstdc++\.so\.6 '; then
+    BUNDLE_LIBS="$BUNDLE_LIBS:$(realpath -m "$BUNDLE/lib-cxx")"
+fi
+export NEXUS_LD_LIBRARY_PATH="$BUNDLE_LIBS${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
 export LD_LIBRARY_PATH=$NEXUS_LD_LIBRARY_PATH
 NEXUSCTL=$BUNDLE/nexusctl
 NEXUSD=$BUNDLE/nexusd
@@ -177,7 +182,7 @@ PY
     fi
     printf '%s\n' "${candidates[@]}" >"$dir/cublas-candidates.txt"
     if [ -n "$found" ]; then
-        NEXUS_LD_LIBRARY_PATH="$BUNDLE/lib:$found${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
+        NEXUS_LD_LIBRARY_PATH="$BUNDLE_LIBS:$found${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
         export NEXUS_LD_LIBRARY_PATH LD_LIBRARY_PATH=$NEXUS_LD_LIBRARY_PATH
         note "environment: cuBLAS 13 from $found"
     else
