@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # gpu_bundle.sh — what `make gpu-bundle` runs after `make all` (with CUDA): gather a folder,
 # .bundle/, that runs on a GPU machine which has none of our Debian packages and no network:
-# nexusctl, the bench and test binaries, and every shared library they load from outside glibc
-# (libjansson, libxxhash, libcmocka, libstdc++ when dynamic, ...) in .bundle/lib. Carry .bundle
+# nexusctl, nexusd, the bench and test binaries (tool_logits, test_cuda_engine, ...), and every
+# shared library they load from outside glibc (libjansson, libxxhash, libcmocka, libstdc++ when
+# dynamic, ...) in .bundle/lib. cuBLAS is not bundled: the CUDA backend dlopens the GPU
+# machine's own (gpu_suite.sh section 0 finds it). The suite's Python scripts (bench/gpu_*.py,
+# tests/ref_forward.py) travel with the working tree. Carry .bundle
 # to that machine and run bench/gpu_suite.sh there, which sets LD_LIBRARY_PATH=.bundle/lib.
 #
 #   bench/gpu_bundle.sh BUILD
@@ -25,12 +28,13 @@ is_glibc() {
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/lib" "$BUNDLE/bench" "$BUNDLE/tests"
 cp "$BUILD/nexusctl" "$BUNDLE/"
+[ -x "$BUILD/nexusd" ] && cp "$BUILD/nexusd" "$BUNDLE/" # section 4 (swap) starts a real daemon
 for f in "$BUILD"/bench/* "$BUILD"/tests/*; do
     [ -f "$f" ] && [ -x "$f" ] || continue
     cp "$f" "$BUNDLE/$(basename "$(dirname "$f")")/"
 done
 
-binaries=("$BUNDLE/nexusctl" "$BUNDLE"/bench/* "$BUNDLE"/tests/*)
+binaries=("$BUNDLE/nexusctl" "$BUNDLE/nexusd" "$BUNDLE"/bench/* "$BUNDLE"/tests/*)
 for bin in "${binaries[@]}"; do
     [ -f "$bin" ] || continue
     if ldd "$bin" | grep -q 'not found'; then
@@ -41,6 +45,14 @@ for bin in "${binaries[@]}"; do
     ldd "$bin" | awk '/=> \// {print $3}' | while read -r lib; do
         is_glibc "$lib" || cp -Ln "$lib" "$BUNDLE/lib/" 2>/dev/null || true
     done
+done
+
+# The C++ runtime goes apart, into lib-cxx: the GPU machine's own (newer) one must win for
+# every program started under the suite's LD_LIBRARY_PATH (compute-sanitizer, nvidia-smi, ...);
+# gpu_suite.sh adds lib-cxx only where the machine has no libstdc++.so.6.
+mkdir -p "$BUNDLE/lib-cxx"
+for lib in libstdc++.so.6 libgcc_s.so.1; do
+    [ -f "$BUNDLE/lib/$lib" ] && mv "$BUNDLE/lib/$lib" "$BUNDLE/lib-cxx/"
 done
 
 if [ "$(du -sb "$BUNDLE" | cut -f1)" -gt "$MAX_BUNDLE_BYTES" ]; then

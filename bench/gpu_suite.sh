@@ -1,50 +1,94 @@
 #!/usr/bin/env bash
 # gpu_suite.sh — every GPU measurement in ONE command, for a GPU machine that has no Debian
 # packages of ours and no network. Run from the repo root with .bundle carried (make gpu-bundle
-# builds it here): it points LD_LIBRARY_PATH at .bundle/lib, checks the GPU and that the
-# binaries start, then runs numbered sections; each writes logs and JSON under $SUITE_OUT and
+# builds it here): it points LD_LIBRARY_PATH at .bundle/lib (and cuBLAS), checks the GPU and
+# that the binaries start, then runs numbered sections; each writes logs and JSON under $SUITE_OUT and
 # adds lines to the summary printed at the end.
 #
 #   bench/gpu_suite.sh                      # everything, under ~9 minutes
 #   SUITE_MODELS="0.6b" bench/gpu_suite.sh  # a quick pass
+#   SUITE_SECTIONS="2 5" bench/gpu_suite.sh # some sections only (0, the environment, always runs)
 #
-# env: SUITE_OUT (default $OUT if set, else /tmp/nexus-gpu-suite), NEXUS_GPU_DIR (checkpoints,
-# default /tmp/nexus-gpu, on local disk), SUITE_MODELS ("0.6b 4b 8b"), SUITE_BUDGET_S (530: the
-# whole suite must fit a 10-minute command), SUITE_REPEAT (3), SUITE_REPEAT_8B (1).
+# env: SUITE_OUT (default /tmp/nexus-gpu-suite; with OUT set, its summary and a tarball of it
+# are copied there), NEXUS_GPU_DIR (checkpoints,
+# default /tmp/nexus-gpu, on local disk), SUITE_MODELS ("0.6b 4b 8b"), SUITE_SECTIONS
+# ("1 2 3 4 5"), SUITE_BUDGET_S (530: the whole suite must fit a 10-minute command),
+# SUITE_REPEAT (3), SUITE_REPEAT_8B (1), SUITE_DECODE_TOKENS (64).
 #
-# Sections: 0. environment, 1. loader. Later issues add theirs (correctness, decode, swap,
-# sanitizers) as new numbered sections: a function section_N_name, called from main at the
-# bottom, writing under $SUITE_OUT/N-name/ and appending its lines to $SUMMARY.
+# Sections: 0. environment (GPU, bundle, cuBLAS on LD_LIBRARY_PATH, torch), 1. loader,
+# 2. correctness (logits and greedy tokens against transformers), 3. decode (tokens/s against
+# the roofline and transformers' generate), 4. swap (time to first token from disk, host tier
+# and resident through nexusd), 5. sanitizers (compute-sanitizer memcheck and racecheck on the
+# CUDA tests). Each is a function section_N_name writing under $SUITE_OUT/N-name/ and appending
+# its lines to $SUMMARY. Time: each section gets a share of what is left when it starts
+# (SECTION_SHARE below, among the sections still to run), so an overrun shrinks the later ones
+# instead of killing the last; a step that does not fit its section prints "skipped".
 set -uo pipefail # not -e: a failing section is reported and the next one still runs
 
 BUNDLE=${BUNDLE:-.bundle}
-SUITE_OUT=${SUITE_OUT:-${OUT:-/tmp/nexus-gpu-suite}}
+# Under $OUT only 8 files come back: the suite works in SUITE_OUT and, when OUT is set, leaves
+# there summary.txt and suite-logs.tar.gz (every log and JSON) alone.
+SUITE_OUT=${SUITE_OUT:-/tmp/nexus-gpu-suite}
 NEXUS_GPU_DIR=${NEXUS_GPU_DIR:-/tmp/nexus-gpu}
 SUITE_MODELS=${SUITE_MODELS:-"0.6b 4b 8b"}
 SUITE_BUDGET_S=${SUITE_BUDGET_S:-530}
 SUITE_REPEAT=${SUITE_REPEAT:-3}
 SUITE_REPEAT_8B=${SUITE_REPEAT_8B:-1}
+SUITE_SECTIONS=${SUITE_SECTIONS:-"1 2 3 4 5"}
+SUITE_DECODE_TOKENS=${SUITE_DECODE_TOKENS:-64}
 PYTHON=${PYTHON:-python3}
 
-export LD_LIBRARY_PATH="$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Python (torch) keeps the machine's own libraries: the bundle's libstdc++ and friends are for
+# our binaries only. Our binaries get NEXUS_LD_LIBRARY_PATH (the bundle + cuBLAS), which the
+# Python scripts also pass to the binaries they start.
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+if [ -n "$ORIG_LD_LIBRARY_PATH" ]; then
+    PY=(env "LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 "$PYTHON")
+else
+    PY=(env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 "$PYTHON")
+fi
+BUNDLE_LIBS=$(realpath -m "$BUNDLE/lib")
+# The bundle's C++ runtime (lib-cxx) only where the machine has none: a newer one must win.
+if ! ldconfig -p 2>/dev/null | grep -q 'libstdc++\.so\.6 '; then
+    BUNDLE_LIBS="$BUNDLE_LIBS:$(realpath -m "$BUNDLE/lib-cxx")"
+fi
+export NEXUS_LD_LIBRARY_PATH="$BUNDLE_LIBS${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH=$NEXUS_LD_LIBRARY_PATH
 NEXUSCTL=$BUNDLE/nexusctl
+NEXUSD=$BUNDLE/nexusd
 LOADER_BENCH=$BUNDLE/bench/loader
+DECODE_BENCH=$BUNDLE/bench/decode
+TOOL_LOGITS=$BUNDLE/tests/tool_logits
 SUMMARY=$SUITE_OUT/summary.txt
 FAILED_SECTIONS=()
+SECTION_ROWS=()
 HAVE_TORCH=0
+SECTION_END=0 # $SECONDS at which the running section's share ends (0: no section running)
+declare -A SECTION_SHARE=([1]=40 [2]=10 [3]=25 [4]=15 [5]=10)
+declare -A SECTION_NAME=([1]=loader [2]=correctness [3]=decode [4]=swap [5]=sanitizers)
+declare -A SECTION_MIN_S=([1]=30 [2]=30 [3]=30 [4]=30 [5]=20) # below this: skipped (time)
 
 heading() { printf '\n==== %s  (t=%ss of %ss)\n' "$1" "$SECONDS" "$SUITE_BUDGET_S"; }
 seconds_left() { echo $((SUITE_BUDGET_S - SECONDS)); }
+# Seconds left to the running section: its share, never past the suite's budget less 15 s.
+section_left() {
+    local left=$(($(seconds_left) - 15))
+    if [ "$SECTION_END" -gt 0 ] && [ $((SECTION_END - SECONDS)) -lt "$left" ]; then
+        left=$((SECTION_END - SECONDS))
+    fi
+    echo "$left"
+}
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
-# Run a step with the time that is left (less a margin for the summary); log to a file.
+# Run a step with the time that is left to its section; log to a file.
 # step NAME LOG CMD...  -> the command's status (124 when it ran out of time)
 step() {
     local name=$1 log=$2
     shift 2
-    local left=$(($(seconds_left) - 15))
+    local left
+    left=$(section_left)
     if [ "$left" -le 5 ]; then
-        note "skipped: $name (out of time)"
+        note "skipped (time): $name"
         return 124
     fi
     echo "-- $name (up to ${left}s; log $log)"
@@ -83,12 +127,67 @@ section_0_environment() {
     "$NEXUSCTL" --help >/dev/null || { note "environment: nexusctl does not start"; return 1; }
     "$LOADER_BENCH" >/dev/null 2>&1
     [ $? -eq 2 ] || { note "environment: $LOADER_BENCH does not start"; return 1; }
-    if "$PYTHON" -c 'import torch, safetensors; assert torch.cuda.is_available()' 2>"$dir/torch.txt"; then
+    find_cublas "$dir"
+    local extra
+    for extra in "$NEXUSD" "$DECODE_BENCH" "$TOOL_LOGITS"; do
+        [ -x "$extra" ] || note "environment: $extra is missing from the bundle; sections using it fail"
+    done
+    if "${PY[@]}" -c 'import torch, safetensors; assert torch.cuda.is_available()' 2>"$dir/torch.txt"; then
         HAVE_TORCH=1
     else
         note "environment: no torch with CUDA; the torch load_file baseline is skipped"
     fi
     note "environment: $(head -1 "$dir/gpu.txt"); $(nproc) cpus; $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
+}
+
+# The CUDA backend dlopens libcublas.so.13 (and it libcublasLt.so.13): from the machine's CUDA
+# install or from torch's nvidia wheels, whichever has it; their folder joins the binaries'
+# LD_LIBRARY_PATH. A machine without it is noted (the CUDA engine then fails to start).
+find_cublas() {
+    local dir=$1 found="" cand
+    local candidates=("${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64
+        /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64)
+    # torch's wheels: nvidia/cublas/lib (CUDA 12 layout) or nvidia/cu13/lib (CUDA 13 layout)
+    while IFS= read -r cand; do candidates+=("$cand"); done < <("${PY[@]}" - <<'PY' 2>/dev/null
+import glob, os
+roots = []
+try:
+    import nvidia.cublas as c
+    roots += [os.path.dirname(c.__file__ or "")] + list(getattr(c, "__path__", []))
+except Exception:
+    pass
+try:
+    import nvidia
+    roots += list(nvidia.__path__)
+except Exception:
+    pass
+seen = set()
+for r in roots:
+    for lib in glob.glob(os.path.join(r, "**", "libcublas.so.13*"), recursive=True):
+        d = os.path.dirname(lib)
+        if d not in seen:
+            seen.add(d)
+            print(d)
+PY
+    )
+    for cand in "${candidates[@]}"; do
+        if [ -e "$cand/libcublas.so.13" ] && [ -e "$cand/libcublasLt.so.13" ]; then
+            found=$cand
+            break
+        fi
+    done
+    if [ -z "$found" ]; then
+        found=$(ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13 / {print $NF; exit}')
+        [ -n "$found" ] && found=$(dirname "$found")
+    fi
+    printf '%s\n' "${candidates[@]}" >"$dir/cublas-candidates.txt"
+    if [ -n "$found" ]; then
+        NEXUS_LD_LIBRARY_PATH="$BUNDLE_LIBS:$found${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
+        export NEXUS_LD_LIBRARY_PATH LD_LIBRARY_PATH=$NEXUS_LD_LIBRARY_PATH
+        note "environment: cuBLAS 13 from $found"
+    else
+        note "environment: libcublas.so.13 not found (searched: $(tr '\n' ' ' <"$dir/cublas-candidates.txt")); the CUDA engine cannot start"
+    fi
 }
 
 # --- 1. loader --------------------------------------------------------------------------------
@@ -127,7 +226,7 @@ section_1_loader() {
         fi
         if [ "$HAVE_TORCH" = 1 ]; then
             step "torch load_file $preset" "$dir/torch-$preset.log" \
-                "$PYTHON" bench/st_torch_baseline.py "$model" --repeat "$repeat" \
+                "${PY[@]}" bench/st_torch_baseline.py "$model" --repeat "$repeat" \
                 --json "$dir/torch-$preset.json" || failures=$((failures + 1))
         fi
     done
@@ -137,7 +236,8 @@ section_1_loader() {
 
 # One table over the models: ours against the physical limits and against torch.
 loader_table() {
-    "$PYTHON" - "$1" $SUITE_MODELS <<'PY'
+    # shellcheck disable=SC2086 # one argument per preset
+    "${PY[@]}" - "$1" $SUITE_MODELS <<'PY'
 import json, os, sys
 out, presets = sys.argv[1], sys.argv[2:]
 def load(name):
@@ -190,20 +290,200 @@ for v in verdicts:
 PY
 }
 
+# The synthesized checkpoint of a preset, made now when section 1 did not run (or could not).
+# model_dir PRESET -> prints its folder; fails when it cannot be made in the time left.
+model_dir() {
+    local preset=$1 log_dir=$2 model=$NEXUS_GPU_DIR/qwen3-$1-bf16
+    mkdir -p "$NEXUS_GPU_DIR"
+    synthesize "$preset" "$model" "$log_dir/synth-$preset.log" >&2 || return 1
+    echo "$model"
+}
+
+# --- 2. correctness --------------------------------------------------------------------------
+# Random Qwen3 and Llama models built and saved by transformers; our logits (tool_logits) and
+# greedy tokens against transformers' in float32 on the same bf16 weights, on cuda and cpu.
+# Without torch, synthesized tiny models against the numpy reference (tests/ref_forward.py).
+section_2_correctness() {
+    heading "2. correctness"
+    local dir=$SUITE_OUT/2-correctness reference=hf
+    mkdir -p "$dir"
+    if [ "$HAVE_TORCH" != 1 ]; then
+        reference=numpy
+        note "correctness: no torch with CUDA: tiny synthesized models against the numpy reference instead of transformers"
+    fi
+    step "correctness (reference $reference)" "$dir/correctness.log" \
+        "${PY[@]}" bench/gpu_correctness.py --bin "$BUNDLE" --work "$NEXUS_GPU_DIR/correctness" \
+        --reference "$reference" --devices cuda,cpu --greedy 32 --json "$dir/correctness.json" \
+        --summary "$SUMMARY"
+    local rc=$?
+    [ "$rc" -eq 0 ] || { grep -q '^correctness' "$SUMMARY" || note "correctness: FAIL (exit $rc, see $dir/correctness.log)"; }
+    return $rc
+}
+
+# --- 3. decode -------------------------------------------------------------------------------
+# build/bench/decode on each preset (the pool's device is auto: cuda where the backend works;
+# its JSON names the backend), then gpu_decode.py: the roofline from a D2D copy and
+# transformers' generate on the same models, one table.
+section_3_decode() {
+    heading "3. decode"
+    local dir=$SUITE_OUT/3-decode preset model failures=0 args=()
+    mkdir -p "$dir"
+    for preset in $SUITE_MODELS; do
+        model=$(model_dir "$preset" "$dir") || { failures=$((failures + 1)); continue; }
+        if step "decode bench $preset" "$dir/decode-$preset.log" \
+            "$DECODE_BENCH" "$model" --prompt 128 --decode-prompt 16 --tokens "$SUITE_DECODE_TOKENS" \
+            --batches 1,8,32 --json "$dir/decode-$preset.json"; then
+            cat "$dir/decode-$preset.log"
+        else
+            failures=$((failures + 1))
+        fi
+        args+=(--model "$preset=$model")
+    done
+    [ "$HAVE_TORCH" = 1 ] || args+=(--no-torch)
+    local left
+    left=$(section_left)
+    step "decode table (roofline, transformers generate)" "$dir/table.log" \
+        "${PY[@]}" bench/gpu_decode.py --decode-dir "$dir" "${args[@]}" --prompt 16 \
+        --tokens "$SUITE_DECODE_TOKENS" --repeat 3 --deadline-s $((left - 10)) \
+        --json "$dir/decode-table.json" --summary "$SUMMARY" || failures=$((failures + 1))
+    [ "$failures" -eq 0 ]
+}
+
+# --- 4. swap ---------------------------------------------------------------------------------
+# Time to first token from disk (page cache dropped), the host tier and resident, through a
+# real nexusd on cuda; the disk limit comes from section 1's JSON when it ran in this $SUITE_OUT.
+section_4_swap() {
+    heading "4. swap"
+    local dir=$SUITE_OUT/4-swap preset model args=()
+    mkdir -p "$dir"
+    for preset in $SUITE_MODELS; do
+        model=$(model_dir "$preset" "$dir") && args+=(--model "$preset=$model")
+    done
+    [ ${#args[@]} -gt 0 ] || { note "swap: FAIL (no model could be synthesized)"; return 1; }
+    local left
+    left=$(section_left)
+    step "swap through nexusd" "$dir/swap.log" \
+        "${PY[@]}" bench/gpu_swap.py --bin "$BUNDLE" --device cuda "${args[@]}" \
+        --work "$NEXUS_GPU_DIR/swap-home" --loader-dir "$SUITE_OUT/1-loader" \
+        --deadline-s $((left - 10)) --json "$dir/swap.json" --summary "$SUMMARY"
+    local rc=$?
+    cp "$NEXUS_GPU_DIR/swap-home/nexusd.log" "$dir/" 2>/dev/null
+    return $rc
+}
+
+# --- 5. sanitizers ---------------------------------------------------------------------------
+# compute-sanitizer memcheck (with leak check) and racecheck on the tests that reach the GPU:
+# test_cuda_engine (the CUDA backend), test_pool (its auto device is the CUDA pool on a GPU),
+# test_loader (loads through the pool). Most important first, so a short budget keeps those.
+find_sanitizer() {
+    local cand
+    for cand in "$(command -v compute-sanitizer 2>/dev/null)" \
+        "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer \
+        /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
+        /opt/nvidia/*/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer; do
+        [ -n "$cand" ] && [ -x "$cand" ] && { echo "$cand"; return 0; }
+    done
+    return 1
+}
+
+section_5_sanitizers() {
+    heading "5. sanitizers"
+    local dir=$SUITE_OUT/5-sanitizers sanitizer test tool failures=0
+    mkdir -p "$dir"
+    if ! sanitizer=$(find_sanitizer); then
+        note "sanitizers: FAIL (compute-sanitizer not found on PATH or under /usr/local/cuda*, /opt/nvidia)"
+        return 1
+    fi
+    echo "   $sanitizer"
+    for test in test_cuda_engine test_pool test_loader; do
+        if [ ! -x "$BUNDLE/tests/$test" ]; then
+            note "sanitizers $test: not in the bundle (not built); FAIL"
+            failures=$((failures + 1))
+        fi
+    done
+    for run in test_cuda_engine:memcheck test_cuda_engine:racecheck test_pool:memcheck \
+        test_pool:racecheck test_loader:memcheck test_loader:racecheck; do
+        test=${run%%:*} tool=${run##*:}
+        [ -x "$BUNDLE/tests/$test" ] || continue
+        local log=$dir/$test-$tool.log report=$dir/$test-$tool.txt extra=()
+        [ "$tool" = memcheck ] && extra=(--leak-check full)
+        step "$tool $test" "$log" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 99 \
+            --log-file "$report" "$BUNDLE/tests/$test"
+        local rc=$? errors
+        errors=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$report" 2>/dev/null | grep -o '[0-9]*' | tail -1)
+        if [ "$rc" -eq 124 ] && [ -z "$errors" ]; then
+            failures=$((failures + 1)) # step noted the time-out
+        elif [ "$rc" -eq 0 ] && [ "${errors:-x}" = 0 ]; then
+            note "sanitizers $test $tool: 0 errors PASS"
+        elif [ -z "$errors" ]; then
+            note "sanitizers $test $tool: FAIL (exit $rc, no error summary; log $log)"
+            tail -5 "$log" "$report" 2>/dev/null | sed 's/^/     /' | tee -a "$SUMMARY"
+            failures=$((failures + 1))
+        else
+            local why="$errors errors"
+            [ "$errors" = 0 ] && why="0 sanitizer errors, but the test exited $rc"
+            note "sanitizers $test $tool: FAIL ($why); first lines:"
+            grep -v 'COMPUTE-SANITIZER' "$report" | head -8 | sed 's/^/     /' | tee -a "$SUMMARY"
+            [ "$errors" = 0 ] && tail -5 "$log" | sed 's/^/     /' | tee -a "$SUMMARY"
+            failures=$((failures + 1))
+        fi
+    done
+    [ "$failures" -eq 0 ]
+}
+
+# One section: its share of the time left, then its function; a row for the final table.
+run_section() {
+    local n=$1 name=${SECTION_NAME[$1]} total=0 k
+    for k in $SUITE_SECTIONS; do
+        [ "$k" -ge "$n" ] && [ -n "${SECTION_SHARE[$k]:-}" ] && total=$((total + SECTION_SHARE[$k]))
+    done
+    local left=$(($(seconds_left) - 15))
+    local share=$((left * SECTION_SHARE[$n] / total))
+    local start=$SECONDS status
+    if [ "$share" -lt "${SECTION_MIN_S[$n]}" ]; then
+        heading "$n. $name"
+        note "$n. $name: skipped (time: ${share}s of ${left}s left for it)"
+        SECTION_ROWS+=("$(printf '%-16s %-16s %6s' "$n. $name" "skipped (time)" 0)")
+        return 0
+    fi
+    SECTION_END=$((SECONDS + share))
+    echo "($n. $name: up to ${share}s)"
+    if "section_${n}_${name}"; then status=ok; else
+        status=FAILED
+        FAILED_SECTIONS+=("$n. $name")
+    fi
+    SECTION_END=0
+    SECTION_ROWS+=("$(printf '%-16s %-16s %6s' "$n. $name" "$status" $((SECONDS - start)))")
+}
+
 # --- main -------------------------------------------------------------------------------------
 main() {
     mkdir -p "$SUITE_OUT"
     : >"$SUMMARY"
-    echo "gpu suite: output under $SUITE_OUT, checkpoints under $NEXUS_GPU_DIR, budget ${SUITE_BUDGET_S}s"
+    echo "gpu suite: output under $SUITE_OUT, checkpoints under $NEXUS_GPU_DIR, budget ${SUITE_BUDGET_S}s, sections 0 $SUITE_SECTIONS"
+    local n
+    for n in $SUITE_SECTIONS; do
+        [ -n "${SECTION_NAME[$n]:-}" ] || { echo "gpu suite: no section '$n' (1-5)"; return 2; }
+    done
     if ! section_0_environment; then
         FAILED_SECTIONS+=("0. environment")
+        SECTION_ROWS+=("$(printf '%-16s %-16s %6s' "0. environment" FAILED "$SECONDS")")
     else
-        section_1_loader || FAILED_SECTIONS+=("1. loader")
-        # later sections go here: section_2_correctness, section_3_decode, section_4_swap, ...
+        SECTION_ROWS+=("$(printf '%-16s %-16s %6s' "0. environment" ok "$SECONDS")")
+        for n in $SUITE_SECTIONS; do
+            run_section "$n"
+        done
     fi
     heading "summary"
     cat "$SUMMARY"
+    printf '\n%-16s %-16s %6s\n' section status seconds
+    printf '%s\n' "${SECTION_ROWS[@]}"
     echo "gpu suite: done in ${SECONDS}s; logs and JSON under $SUITE_OUT"
+    if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$OUT" != "$SUITE_OUT" ]; then
+        cp "$SUMMARY" "$OUT/summary.txt"
+        tar -czf "$OUT/suite-logs.tar.gz" -C "$(dirname "$SUITE_OUT")" "$(basename "$SUITE_OUT")" &&
+            echo "gpu suite: copied summary.txt and suite-logs.tar.gz to $OUT"
+    fi
     if [ ${#FAILED_SECTIONS[@]} -gt 0 ]; then
         echo "gpu suite: failed sections: ${FAILED_SECTIONS[*]}"
         return 1

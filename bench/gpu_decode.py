@@ -1,0 +1,233 @@
+"""gpu_decode.py — decode tokens/s of our engine (build/bench/decode's JSON, one per model)
+beside the roofline and beside transformers' generate on the same model, in the same run
+(gpu_suite.sh section 3).
+
+  * roofline: batch x (device memory bandwidth / weight bytes read per step), the bandwidth
+    measured here with a large device-to-device copy through torch (bytes read + written,
+    median of 10 after warm-up); the KV cache's reads are left out, so it is an upper bound.
+  * transformers: from_pretrained(dtype=bfloat16, device_map='cuda'), greedy generate with
+    the decode bench's prompt length and new tokens at each batch, torch.cuda.synchronize
+    around each call, median of 3; the 1-token generate (prefill) is timed too and subtracted,
+    so both sides count decode steps only.
+
+Targets: batch-1 decode >= 70% of the roofline for 4b and 8b; >= 5x transformers' tokens/s.
+
+  python3 bench/gpu_decode.py --decode-dir D --model 0.6b=DIR --model 4b=DIR [--deadline-s N]
+      [--no-torch] [--json FILE] [--summary FILE]
+
+--deadline-s bounds the whole run: a transformers measurement that would not fit is skipped
+with a "skipped (time)" line. --no-torch (or no torch) prints our figures alone.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+T0 = time.monotonic()
+ROOFLINE_TARGET = 0.70
+HF_TARGET = 5.0
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def left(args):
+    return args.deadline_s - (time.monotonic() - T0)
+
+
+def measure_bandwidth(torch):
+    """Device-to-device copy of 2 GiB: (read + written) bytes / median time."""
+    n = 1 << 30  # bf16 elements: 2 GiB per buffer
+    src = torch.randn(n, device="cuda", dtype=torch.float32).to(torch.bfloat16)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(10):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    bytes_moved = 2 * src.numel() * src.element_size()
+    del src, dst
+    torch.cuda.empty_cache()
+    return bytes_moved / statistics.median(times)
+
+
+def load_hf(torch, path):
+    import transformers
+    kw = dict(device_map="cuda")
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, **kw)
+    except TypeError:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16,
+                                                                  **kw)
+    return model.eval()
+
+
+def time_generate(torch, model, batch, prompt, new_tokens, vocab, repeat):
+    g = torch.Generator(device="cpu").manual_seed(batch)
+    ids = torch.randint(0, vocab, (batch, prompt), generator=g).to("cuda")
+    mask = torch.ones_like(ids)
+
+    def once(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+        torch.cuda.synchronize()
+        assert out.shape[1] == prompt + n, out.shape
+        return time.perf_counter() - t
+
+    once(2)  # warm-up: kernels, cuBLAS handles, caches
+    full = statistics.median(once(new_tokens) for _ in range(repeat))
+    prefill = statistics.median(once(1) for _ in range(repeat))
+    return batch * (new_tokens - 1) / max(full - prefill, 1e-9), full, prefill
+
+
+def hf_figures(args, torch, preset, path, ours):
+    """{batch: tokens/s} of transformers' generate; skipped (time) entries are absent."""
+    out = {}
+    with open(os.path.join(path, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    gb = sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path)) / 1e9
+    need = 10 + 2.5 * gb  # load from page cache + first kernels, seconds (rough)
+    if left(args) < need:
+        log(f"decode {preset}: transformers generate skipped (time: {left(args):.0f}s left, "
+            f"~{need:.0f}s needed to load)")
+        return out, "skipped (time)"
+    t = time.monotonic()
+    model = load_hf(torch, path)
+    log(f"   transformers loaded {preset} in {time.monotonic() - t:.1f}s")
+    try:
+        for row in ours["figures"]:
+            if row["phase"] != "decode":
+                continue
+            batch = row["batch"]
+            est = 3 * 2 * args.tokens * 0.05 + 5  # 3 x 2 calls at <= 50 ms a step, + warm-up
+            if left(args) < est:
+                log(f"decode {preset} b{batch}: transformers skipped (time)")
+                continue
+            tok_s, full, prefill = time_generate(torch, model, batch, args.prompt, args.tokens,
+                                                 vocab, args.repeat)
+            out[batch] = tok_s
+            log(f"   transformers {preset} batch {batch}: {tok_s:.1f} tok/s (generate "
+                f"{args.tokens} tokens {full:.3f}s, 1 token {prefill:.3f}s)")
+    finally:
+        del model
+        torch.cuda.empty_cache()
+    return out, None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--decode-dir", required=True, help="folder with decode-PRESET.json")
+    ap.add_argument("--model", action="append", default=[], help="PRESET=MODEL_DIR")
+    ap.add_argument("--prompt", type=int, default=16, help="the decode bench's --decode-prompt")
+    ap.add_argument("--tokens", type=int, default=64, help="the decode bench's --tokens")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--deadline-s", type=float, default=300)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--summary")
+    args = ap.parse_args()
+    models = [m.split("=", 1) for m in args.model]
+
+    torch, bandwidth, why_no_torch = None, None, "--no-torch"
+    if not args.no_torch:
+        try:
+            import torch
+            assert torch.cuda.is_available(), "torch sees no CUDA device"
+            bandwidth = measure_bandwidth(torch)
+            log(f"device memory bandwidth (D2D copy, read + written): {bandwidth / 1e9:.0f} GB/s")
+        except Exception as e:
+            torch, why_no_torch = None, f"{type(e).__name__}: {e}"
+            log(f"decode: no torch measurements ({why_no_torch})")
+
+    rows, lines, failed = [], [], False
+    for preset, path in models:
+        try:
+            with open(os.path.join(args.decode_dir, f"decode-{preset}.json")) as f:
+                ours = json.load(f)
+        except (OSError, ValueError) as e:
+            lines.append(f"decode {preset}: FAIL (no decode bench result: {e})")
+            failed = True
+            continue
+        hf, hf_note = {}, None
+        if torch is not None:
+            try:
+                hf, hf_note = hf_figures(args, torch, preset, path, ours)
+            except Exception as e:
+                hf_note = f"transformers failed: {type(e).__name__}: {str(e)[:200]}"
+                log(f"decode {preset}: {hf_note}")
+        wbytes = ours["weight_bytes_per_step"]
+        verdicts = []
+        if ours.get("backend") != "cuda":
+            verdicts.append(f"FAIL (the decode bench ran on backend '{ours.get('backend')}', "
+                            "not cuda)")
+        for row in ours["figures"]:
+            if row["phase"] != "decode":
+                continue
+            b, tok_s = row["batch"], row["tokens_per_s"]
+            roof = b * bandwidth / wbytes if bandwidth else None
+            r = {"model": preset, "batch": b, "ours_tok_s": tok_s, "roofline_tok_s": roof,
+                 "hf_tok_s": hf.get(b), "weight_bytes_per_step": wbytes}
+            rows.append(r)
+            if b == 1 and preset in ("4b", "8b"):
+                if roof:
+                    ok = tok_s >= ROOFLINE_TARGET * roof
+                    verdicts.append(f"b1 {100 * tok_s / roof:.0f}% of roofline "
+                                    f"{'PASS' if ok else 'FAIL'}")
+                else:
+                    verdicts.append("roofline not measured")
+            if hf.get(b):
+                ratio = tok_s / hf[b]
+                verdicts.append(f"b{b} {ratio:.1f}x transformers "
+                                f"{'PASS' if ratio >= HF_TARGET else 'FAIL'}")
+        if torch is None:
+            verdicts.append(f"transformers not measured ({why_no_torch})")
+        elif hf_note:
+            verdicts.append(f"transformers {hf_note}")
+        lines.append(f"decode {preset}: " + "; ".join(verdicts))
+
+    print_table(rows, bandwidth)
+    for line in lines:
+        log(line)
+        failed = failed or "FAIL" in line
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"bandwidth_bps": bandwidth, "rows": rows, "verdicts": lines}, f, indent=2)
+    if args.summary:
+        with open(args.summary, "a") as f:
+            f.write(table_text(rows, bandwidth) + "".join(s + "\n" for s in lines))
+    return 1 if failed else 0
+
+
+def table_text(rows, bandwidth):
+    f = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
+    bw = f"{bandwidth / 1e9:.0f} GB/s" if bandwidth else "not measured"
+    text = (f"\ndecode tokens/s (roofline: batch x bandwidth {bw} / weight bytes per step; "
+            f"targets: b1 >= {ROOFLINE_TARGET:.0%} of roofline for 4b/8b, >= {HF_TARGET:g}x "
+            "transformers)\n")
+    text += f"{'model':<6} {'batch':>5} {'ours':>9} {'roofline':>9} {'%roof':>6} " \
+            f"{'transf.':>9} {'x tf':>6}\n"
+    for r in rows:
+        pct = f"{100 * r['ours_tok_s'] / r['roofline_tok_s']:.0f}%" if r["roofline_tok_s"] else "-"
+        x = f"{r['ours_tok_s'] / r['hf_tok_s']:.1f}x" if r["hf_tok_s"] else "-"
+        text += (f"{r['model']:<6} {r['batch']:>5} {f(r['ours_tok_s']):>9} "
+                 f"{f(r['roofline_tok_s']):>9} {pct:>6} {f(r['hf_tok_s']):>9} {x:>6}\n")
+    return text
+
+
+def print_table(rows, bandwidth):
+    print(table_text(rows, bandwidth), end="", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
