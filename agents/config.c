@@ -98,45 +98,59 @@ static int parse_arch(cfg_reader_t *r, nx_model_config_t *c)
     return NX_OK;
 }
 
-/* rope_scaling: null, or {rope_type|type: "llama3", factor, low_freq_factor, high_freq_factor,
- * original_max_position_embeddings}. Other scaling types change the numbers: NX_ENOTSUP. */
+/* The rope scaling object: rope_scaling (transformers 4: null, or {rope_type|type: "llama3",
+ * factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}), or, when that
+ * is absent, rope_parameters (transformers 5 writes the same fields there, with rope_theta).
+ * "default" means no scaling; other scaling types change the numbers: NX_ENOTSUP. */
 static int parse_rope_scaling(cfg_reader_t *r, nx_model_config_t *c)
 {
-    json_t *s = json_object_get(r->root, "rope_scaling");
+    const char *field = "rope_scaling";
+    json_t *s = json_object_get(r->root, field);
+    if (!s || json_is_null(s)) {
+        field = "rope_parameters";
+        s = json_object_get(r->root, field);
+    }
     if (!s || json_is_null(s))
         return NX_OK;
     if (!json_is_object(s))
-        return nx_err_set(r->err, NX_EFORMAT, "'%s': field 'rope_scaling' must be an object",
-                          r->path);
+        return nx_err_set(r->err, NX_EFORMAT, "'%s': field '%s' must be an object", r->path,
+                          field);
     json_t *type = json_object_get(s, "rope_type");
     if (!type)
         type = json_object_get(s, "type");
     if (!json_is_string(type))
         return nx_err_set(r->err, NX_EFORMAT,
-                          "'%s': field 'rope_scaling.rope_type' is missing or not a string",
-                          r->path);
+                          "'%s': field '%s.rope_type' is missing or not a string", r->path, field);
     const char *name = json_string_value(type);
     if (strcmp(name, "default") == 0)
         return NX_OK;
     if (strcmp(name, "llama3") != 0)
-        return nx_err_set(r->err, NX_ENOTSUP,
-                          "'%s': rope_scaling.rope_type '%s' is not supported (llama3)", r->path,
-                          name);
+        return nx_err_set(r->err, NX_ENOTSUP, "'%s': %s.rope_type '%s' is not supported (llama3)",
+                          r->path, field, name);
     c->rope_llama3 = true;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%s.", field);
     int rc;
-    if ((rc = get_num(r, s, "rope_scaling.", "factor", false, 0, &c->rope_factor)) ||
-        (rc = get_num(r, s, "rope_scaling.", "low_freq_factor", false, 0, &c->rope_low_freq)) ||
-        (rc = get_num(r, s, "rope_scaling.", "high_freq_factor", false, 0,
-                      &c->rope_high_freq)) ||
-        (rc = get_u32(r, s, "rope_scaling.", "original_max_position_embeddings", 0,
+    if ((rc = get_num(r, s, prefix, "factor", false, 0, &c->rope_factor)) ||
+        (rc = get_num(r, s, prefix, "low_freq_factor", false, 0, &c->rope_low_freq)) ||
+        (rc = get_num(r, s, prefix, "high_freq_factor", false, 0, &c->rope_high_freq)) ||
+        (rc = get_u32(r, s, prefix, "original_max_position_embeddings", 0,
                       &c->rope_original_max)))
         return rc;
     if (c->rope_high_freq <= c->rope_low_freq)
         return nx_err_set(r->err, NX_EFORMAT,
-                          "'%s': rope_scaling.high_freq_factor (%g) must exceed "
-                          "low_freq_factor (%g)",
-                          r->path, c->rope_high_freq, c->rope_low_freq);
+                          "'%s': %s.high_freq_factor (%g) must exceed low_freq_factor (%g)",
+                          r->path, field, c->rope_high_freq, c->rope_low_freq);
     return NX_OK;
+}
+
+/* rope_theta at the top level (transformers 4), else in rope_parameters (transformers 5). */
+static int parse_rope_theta(cfg_reader_t *r, nx_model_config_t *c)
+{
+    json_t *params = json_object_get(r->root, "rope_parameters");
+    if (json_object_get(r->root, "rope_theta") || !json_is_object(params))
+        return get_num(r, r->root, "", "rope_theta", false, 0, &c->rope_theta);
+    return get_num(r, params, "rope_parameters.", "rope_theta", false, 0, &c->rope_theta);
 }
 
 /* bos_token_id: int or null; eos_token_id: int, list of ints, or null. */
@@ -213,7 +227,7 @@ static int parse_fields(cfg_reader_t *r, nx_model_config_t *c)
         (rc = get_u32(r, r->root, "", "vocab_size", 0, &c->vocab)) ||
         (rc = get_u32(r, r->root, "", "max_position_embeddings", 0, &c->max_position)) ||
         (rc = get_num(r, r->root, "", "rms_norm_eps", false, 0, &eps)) ||
-        (rc = get_num(r, r->root, "", "rope_theta", false, 0, &c->rope_theta)))
+        (rc = parse_rope_theta(r, c)))
         return rc;
     c->rms_eps = (float)eps;
     if (c->hidden % c->heads != 0 && !json_object_get(r->root, "head_dim"))

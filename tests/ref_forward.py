@@ -68,9 +68,10 @@ def load_config(model_dir):
 
 def rope_inv_freq(cfg, head_dim):
     """Default RoPE frequencies, then Llama 3 scaling as _compute_llama3_parameters."""
-    base = cfg["rope_theta"]
+    params = cfg.get("rope_parameters") or {}  # transformers 5 keeps both here
+    base = cfg["rope_theta"] if "rope_theta" in cfg else params["rope_theta"]
     inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    scaling = cfg.get("rope_scaling") or {}
+    scaling = cfg.get("rope_scaling") or params
     if scaling.get("rope_type", scaling.get("type")) != "llama3":
         return inv_freq
     factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]

@@ -104,6 +104,11 @@ def make_model(root, name, get):
                      rope_theta=10000.0, sliding_window=None)
             del c["head_dim"]  # hidden / heads
         return rewrite(get("llama-f32"), dst, edit, no_gqa)
+    if name == "llama-tf5-f32":
+        def edit(c):  # the same model as transformers 5 writes its config
+            params = dict(c.pop("rope_scaling"), rope_theta=c.pop("rope_theta"))
+            c["rope_parameters"] = params
+        return rewrite(get("llama-f32"), dst, edit, lambda cfg, t, rng: None)
     raise AssertionError(name)
 
 
@@ -126,7 +131,7 @@ def rel_err(a, b):
 
 
 VARIANTS = ["qwen3-f32", "qwen2-f32", "llama-f32", "qwen3-untied-f32", "llama-bias-f32",
-            "mistral-mha-f32", "qwen3-bf16", "qwen2-bf16", "llama-bf16", "qwen3-f16",
+            "mistral-mha-f32", "llama-tf5-f32", "qwen3-bf16", "qwen2-bf16", "llama-bf16", "qwen3-f16",
             "qwen2-f16", "llama-f16"]
 
 
@@ -151,6 +156,16 @@ def test_reference_greedy_loop_agrees(models, tmp_path):
     _, res = engine_logits(model, PROMPT[:5], 8, str(tmp_path))
     w, cfg = ref.load_weights(model), ref.load_config(model)
     assert ref.greedy(cfg, w, PROMPT[:5], 8) == res["greedy"]
+
+
+def test_transformers5_rope_parameters_read_the_same(models, tmp_path):
+    """rope_theta and the llama3 scaling under rope_parameters (transformers 5) give exactly
+    the logits of the same model described the transformers 4 way."""
+    old, _ = engine_logits(models("llama-f32"), PROMPT, 1, str(tmp_path))
+    new, _ = engine_logits(models("llama-tf5-f32"), PROMPT, 1, str(tmp_path))
+    assert np.array_equal(old, new)
+    cfg = json.load(open(os.path.join(models("llama-tf5-f32"), "config.json")))
+    assert "rope_theta" not in cfg and cfg["rope_parameters"]["rope_type"] == "llama3"
 
 
 def test_variants_really_differ(models, tmp_path):
@@ -207,3 +222,14 @@ def test_plain_kernels_match_reference(models, variant, tmp_path):
 def test_tool_reports_engine_errors(models):
     r, _ = run_tool(models("qwen2-f32"), "--ids", "1,999999")
     assert r.returncode != 0 and "outside the vocabulary" in r.stderr
+
+
+def test_unsupported_rope_type_is_named(models, tmp_path):
+    dst = str(tmp_path / "yarn")
+    rewrite(models("llama-f32"), dst,
+            lambda c: c.update(rope_scaling=None, rope_parameters={"rope_type": "yarn",
+                                                                    "rope_theta": 1e4}),
+            lambda cfg, t, rng: None)
+    r, _ = run_tool(dst, "--ids", "1,2")
+    assert r.returncode != 0
+    assert "rope_parameters.rope_type 'yarn' is not supported" in r.stderr
