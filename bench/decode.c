@@ -5,6 +5,7 @@
  * measured in the same run over a buffer far larger than the caches (1 GiB or 4 x L3).
  *
  *   build/bench/decode MODEL_DIR [--threads N] [--prompt 128] [--tokens 64] [--batches 1,8,32]
+ *                     [--device auto|cpu|cuda]
  *                      [--decode-prompt 16] [--json FILE]
  *
  * Decode sequences start from a short prompt (--decode-prompt, untimed) so that large batches
@@ -33,6 +34,7 @@ typedef struct bench_args {
     uint32_t batches[MAX_BATCHES];
     size_t batch_count;
     const char *json_path;
+    nx_device_kind_t device; /* --device; auto by default */
 } bench_args_t;
 
 /* ---- memory bandwidth ---------------------------------------------------------------------- */
@@ -100,7 +102,8 @@ static double measure_read_bandwidth(uint32_t threads, size_t bytes)
 static int usage(const char *what)
 {
     fprintf(stderr, "decode: %s\nusage: decode MODEL_DIR [--threads N] [--prompt 128] "
-            "[--tokens 64] [--batches 1,8,32] [--decode-prompt 16] [--json FILE]\n", what);
+            "[--tokens 64] [--batches 1,8,32] [--decode-prompt 16] [--device auto|cpu|cuda] "
+            "[--json FILE]\n", what);
     return 2;
 }
 
@@ -139,6 +142,8 @@ static int parse_args(int argc, char **argv, bench_args_t *a)
             ;
         else if (strcmp(opt, "--json") == 0 && val)
             a->json_path = val;
+        else if (strcmp(opt, "--device") == 0 && val && nx_device_parse(val, &a->device))
+            ;
         else if (opt[0] != '-' && !a->model_dir) {
             a->model_dir = opt;
             continue;
@@ -187,7 +192,9 @@ static int open_engine(const bench_args_t *a, bench_ctx_t *c, nx_err_t *err)
     const uint64_t chunk = 32ull << 20;
     uint64_t pool_bytes = (weights / chunk + 1) * chunk +
                           (max_batch + 1) * ((kv_per_seq / chunk + 1) * chunk) + 4 * chunk;
-    c->pool = nx_pool_new(&(nx_pool_opts_t){.device = NX_DEVICE_AUTO, .bytes = pool_bytes}, err);
+    if (a->device == NX_DEVICE_CUDA || (a->device == NX_DEVICE_AUTO && nx_cuda_available(NULL)))
+        pool_bytes += 1ull << 30; /* the CUDA backend's scratch and cuBLAS workspace */
+    c->pool = nx_pool_new(&(nx_pool_opts_t){.device = a->device, .bytes = pool_bytes}, err);
     if (!c->pool)
         return err->code;
     if (!(c->loader = nx_loader_new(c->pool, NULL, err)))

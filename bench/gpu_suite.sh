@@ -321,8 +321,7 @@ section_2_correctness() {
 }
 
 # --- 3. decode -------------------------------------------------------------------------------
-# build/bench/decode on each preset (the pool's device is auto: cuda where the backend works;
-# its JSON names the backend), then gpu_decode.py: the roofline from a D2D copy and
+# build/bench/decode --device cuda on each preset (its JSON names the backend), then gpu_decode.py: the roofline from a D2D copy and
 # transformers' generate on the same models, one table.
 section_3_decode() {
     heading "3. decode"
@@ -332,7 +331,7 @@ section_3_decode() {
         model=$(model_dir "$preset" "$dir") || { failures=$((failures + 1)); continue; }
         if step "decode bench $preset" "$dir/decode-$preset.log" \
             "$DECODE_BENCH" "$model" --prompt 128 --decode-prompt 16 --tokens "$SUITE_DECODE_TOKENS" \
-            --batches 1,8,32 --json "$dir/decode-$preset.json"; then
+            --batches 1,8,32 --device cuda --json "$dir/decode-$preset.json"; then
             cat "$dir/decode-$preset.log"
         else
             failures=$((failures + 1))

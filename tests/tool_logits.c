@@ -1,9 +1,10 @@
 /* tool_logits.c — run the engine on a model for the Python tests (tests/test_forward.py).
  *
  *   tool_logits MODEL_DIR --ids 1,2,3 [--ids 4,5 ...] [--out FILE] [--greedy N]
- *               [--batch-check] [--threads N]
+ *               [--batch-check] [--threads N] [--device cpu|cuda|auto]
  *
- * Loads MODEL_DIR with the loader into a CPU pool (as nexusctl model load does), runs the
+ * Loads MODEL_DIR with the loader into a pool on the device (CPU by default; the GPU suite
+ * compares --device cuda with transformers), runs the
  * first --ids prompt with all_logits, then N greedy tokens one step at a time, and writes
  * every processed row's logits (float32 little-endian, (prompt + N - 1) rows x vocab) to FILE.
  * Prints JSON: {"vocab", "rows", "greedy": [...]}.
@@ -30,6 +31,7 @@ typedef struct args {
     size_t prompts;
     uint32_t greedy, threads;
     bool batch_check;
+    nx_device_kind_t device; /* --device cpu|cuda|auto; cpu by default */
 } args_t;
 
 typedef struct ctx {
@@ -75,6 +77,10 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->greedy = (uint32_t)atoi(val), i++;
         } else if (strcmp(argv[i], "--threads") == 0 && val) {
             a->threads = (uint32_t)atoi(val), i++;
+        } else if (strcmp(argv[i], "--device") == 0 && val) {
+            if (!nx_device_parse(val, &a->device))
+                return -1;
+            i++;
         } else if (strcmp(argv[i], "--batch-check") == 0) {
             a->batch_check = true;
         } else if (argv[i][0] != '-' && !a->dir) {
@@ -100,7 +106,8 @@ static int open_model(const args_t *a, ctx_t *c, nx_err_t *err)
     nx_st_t *st = nx_st_open(a->dir, err);
     if (!st)
         return err->code;
-    const uint64_t chunk = 2ull << 20;
+    bool cuda = a->device == NX_DEVICE_CUDA;
+    const uint64_t chunk = cuda ? 32ull << 20 : 2ull << 20; /* the backends' default chunks */
     uint64_t bytes = round_up(nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1), chunk);
     nx_st_destroy(&st);
     for (size_t i = 0; i < a->prompts; i++) {
@@ -108,7 +115,8 @@ static int open_model(const args_t *a, ctx_t *c, nx_err_t *err)
         bytes += round_up(2ull * cfg.layers * cfg.kv_heads * cfg.head_dim * 4 * ctx_tokens,
                           chunk);
     }
-    nx_pool_opts_t popts = {.device = NX_DEVICE_CPU, .bytes = bytes + 4 * chunk};
+    /* CUDA: room for the backend's scratch and the cuBLAS workspace too. */
+    nx_pool_opts_t popts = {.device = a->device, .bytes = bytes + (cuda ? 1ull << 30 : 4 * chunk)};
     if (!(c->pool = nx_pool_new(&popts, err)) ||
         !(c->loader = nx_loader_new(c->pool, NULL, err)) ||
         !(c->model = nx_loader_load(c->loader, a->dir, NULL, NULL, err)))
@@ -282,10 +290,10 @@ static int batch_check(const args_t *a, ctx_t *c, nx_err_t *err)
 
 int main(int argc, char **argv)
 {
-    args_t a = {0};
+    args_t a = {.device = NX_DEVICE_CPU};
     if (parse_args(argc, argv, &a) != 0) {
         fprintf(stderr, "usage: tool_logits MODEL_DIR --ids 1,2,3 [--ids ...] [--out FILE] "
-                        "[--greedy N] [--batch-check] [--threads N]\n");
+                        "[--greedy N] [--batch-check] [--threads N] [--device cpu|cuda|auto]\n");
         return 2;
     }
     nx_err_t err = {0};
