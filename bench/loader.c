@@ -941,17 +941,17 @@ static void print_verdict(const bench_t *b)
 {
     bool cuda = b->cuda;
     double cold = ratio(b, ROW_COLD_OURS, ROW_COLD_LIMIT);
-    printf("verdict: cold ours = %.0f%% of the disk limit (target >= %.0f%%): %s", cold * 100,
+    printf("verdict: cold ours = %.1f%% of the disk limit (target >= %.0f%%): %s", cold * 100,
            TARGET_FRACTION * 100, cold >= TARGET_FRACTION ? "PASS" : "FAIL");
     if (cuda) {
         double warm = ratio(b, ROW_WARM_OURS, ROW_COPY_LIMIT);
         double host = ratio(b, ROW_HOST_OURS, ROW_COPY_LIMIT);
         double best = warm > host ? warm : host;
-        printf("; warm ours = %.0f%%, host tier = %.0f%% of pinned H2D (target >= %.0f%%): %s\n",
+        printf("; warm ours = %.1f%%, host tier = %.1f%% of pinned H2D (target >= %.0f%%): %s\n",
                warm * 100, host * 100, TARGET_FRACTION * 100,
                best >= TARGET_FRACTION ? "PASS" : "FAIL");
     } else {
-        printf("; warm ours = %.0f%% of the page-cache read limit, host tier = %.0f%% of memcpy "
+        printf("; warm ours = %.1f%% of the page-cache read limit, host tier = %.1f%% of memcpy "
                "(the warm target applies on a GPU)\n",
                ratio(b, ROW_WARM_OURS, ROW_WARM_LIMIT) * 100,
                ratio(b, ROW_HOST_OURS, ROW_COPY_LIMIT) * 100);
