@@ -111,16 +111,11 @@ fail:
 /* ------------------------------------------------------------------------------------------
  * KV caches
  */
-static uint64_t kv_bytes(const nx_model_config_t *c, uint32_t capacity)
-{
-    return (uint64_t)c->layers * 2 * c->kv_heads * capacity * c->head_dim * sizeof(float);
-}
-
 static int cpu_kv_alloc(void *state, uint32_t capacity, const char *owner, nx__kv_t *kv_out,
                         nx_err_t *err)
 {
     cpu_state_t *s = state;
-    nx_region_t *r = nx_pool_alloc(s->pool, kv_bytes(s->cfg, capacity), owner, err);
+    nx_region_t *r = nx_pool_alloc(s->pool, nx_kv_bytes(s->cfg, NX_DEVICE_CPU, capacity), owner, err);
     if (!r)
         return err ? err->code : NX_EPOOLFULL;
     *kv_out = (nx__kv_t){.region = r, .base = nx_region_ptr(r), .capacity = capacity};

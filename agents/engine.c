@@ -442,3 +442,9 @@ int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_er
     }
     return rc;
 }
+
+uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens)
+{
+    (void)device; /* both backends keep K and V in fp32, in the same layout */
+    return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * sizeof(float);
+}

@@ -186,6 +186,11 @@ void nx_engine_destroy(nx_engine_t **self_p);
 const nx_model_config_t *nx_engine_config(const nx_engine_t *self);
 const char *nx_engine_backend_name(const nx_engine_t *self); /* "cpu" or "cuda" */
 
+/* Bytes of one sequence's KV cache of `tokens` tokens on a backend (fp32 K and V for every
+ * layer and KV head today, on CPU and CUDA alike): what nx_seq_new takes from the pool, before
+ * the pool rounds it up to whole chunks. For sizing pools and admission. */
+uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens);
+
 /* A sequence with a KV cache of `capacity` tokens (0: the engine's max_context) from the pool:
  * NX_EPOOLFULL when it does not fit. all_logits keeps every processed token's logits (tests),
  * otherwise only the last one's. */

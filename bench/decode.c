@@ -188,7 +188,7 @@ static int open_engine(const bench_args_t *a, bench_ctx_t *c, nx_err_t *err)
     for (size_t i = 0; i < a->batch_count; i++)
         max_batch = a->batches[i] > max_batch ? a->batches[i] : max_batch;
     uint32_t context = (a->prompt > a->decode_prompt ? a->prompt : a->decode_prompt) + a->tokens;
-    uint64_t kv_per_seq = 2ull * cfg.layers * cfg.kv_heads * cfg.head_dim * context * 4;
+    uint64_t kv_per_seq = nx_kv_bytes(&cfg, a->device, context);
     const uint64_t chunk = 32ull << 20;
     uint64_t pool_bytes = (weights / chunk + 1) * chunk +
                           (max_batch + 1) * ((kv_per_seq / chunk + 1) * chunk) + 4 * chunk;

@@ -267,7 +267,7 @@ static uint64_t pool_bytes_for(const run_args_t *a, const run_ctx_t *c, nx_err_t
     uint64_t weights = nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1);
     nx_st_destroy(&st);
     const nx_model_config_t *cfg = &c->config;
-    uint64_t kv = 2ull * cfg->layers * cfg->kv_heads * cfg->head_dim * c->context * 4;
+    uint64_t kv = nx_kv_bytes(cfg, a->device, c->context);
     const uint64_t chunk = 32ull << 20;
     return (weights + chunk - 1) / chunk * chunk + (kv + chunk - 1) / chunk * chunk + 4 * chunk;
 }

@@ -41,8 +41,8 @@ static void read_model(nx_exec_t *exec, nx__model_t *m)
     }
     if (err.code == NX_OK && nx_config_load(m->path, &m->config, &err) == NX_OK) {
         const nx_model_config_t *c = &m->config;
-        m->kv_bytes = round_up(2ull * c->layers * c->kv_heads * c->head_dim *
-                                   exec->conf->context * sizeof(float), chunk);
+        m->kv_bytes = round_up(nx_kv_bytes(c, nx_pool_device(exec->pool), exec->conf->context),
+                               chunk);
     }
     if (err.code == NX_OK && (m->tok = nx_tokenizer_load(m->path, &err)))
         m->chat_kind = nx_chat_detect(m->tok);

@@ -5,6 +5,7 @@ and a small pyzmq + msgpack client (DEALER or REQ).
 
 Nothing here mocks anything: the daemon, its SQLite file and its sockets are real."""
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -260,3 +261,16 @@ def wait_for(predicate, timeout=30, interval=0.05):
             return value
         time.sleep(interval)
     raise TimeoutError("condition not reached")
+
+
+@contextlib.contextmanager
+def running(agents, conf=None):
+    """A started Daemon for a `with` block or a fixture: stopped cleanly (exit 0 asserted, its
+    log shown otherwise) and its home removed at the end."""
+    d = Daemon(agents, conf=conf)
+    try:
+        d.start()
+        yield d
+        assert d.stop() == 0, d.read_log()
+    finally:
+        d.close()

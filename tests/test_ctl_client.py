@@ -204,13 +204,8 @@ AGENT_MODELS = {"tq": ["chain", "echo", "mem", "narrow"], "tl": ["other"]}
 
 @pytest.fixture(scope="module")
 def daemon():
-    d = du.Daemon(AGENTS, conf={"context": 4096})
-    try:
-        d.start()
+    with du.running(AGENTS, conf={"context": 4096}) as d:
         yield d
-        assert d.stop() == 0, d.read_log()
-    finally:
-        d.close()
 
 
 def ctl(daemon, *args, env=None, timeout=60):

@@ -17,13 +17,8 @@ MAX_MESSAGE = 64 * 1024
 def daemon():
     agents = [du.agent("echo", "tq"),
               du.agent("narrow", "tq", generation={"max_tokens": 400}, limits={"queue": 1})]
-    d = du.Daemon(agents, conf={"max_message_bytes": "64KiB", "context": 1024})
-    try:
-        d.start()
+    with du.running(agents, conf={"max_message_bytes": "64KiB", "context": 1024}) as d:
         yield d
-        assert d.stop() == 0, d.read_log()
-    finally:
-        d.close()
 
 
 @pytest.fixture

@@ -15,14 +15,9 @@ import daemon_util as du
 @pytest.fixture(scope="module")
 def daemon():
     agents = [du.agent("qa", "tq"), du.agent("la", "tl")]
-    d = du.Daemon(agents, conf={"pool": "4MiB", "host_cache": "8MiB", "max_batch": 2,
-                                "context": 512})
-    try:
-        d.start()
+    with du.running(agents, conf={"pool": "4MiB", "host_cache": "8MiB", "max_batch": 2,
+                                "context": 512}) as d:
         yield d
-        assert d.stop() == 0, d.read_log()
-    finally:
-        d.close()
 
 
 def states(client):

@@ -24,13 +24,8 @@ AGENTS = [
 
 @pytest.fixture(scope="module")
 def daemon():
-    d = du.Daemon(AGENTS, conf={"context": 4096})
-    try:
-        d.start()
+    with du.running(AGENTS, conf={"context": 4096}) as d:
         yield d
-        assert d.stop() == 0, d.read_log()
-    finally:
-        d.close()
 
 
 def check_result(result, agent):

@@ -112,8 +112,7 @@ static int open_model(const args_t *a, ctx_t *c, nx_err_t *err)
     nx_st_destroy(&st);
     for (size_t i = 0; i < a->prompts; i++) {
         uint64_t ctx_tokens = a->len[i] + a->greedy + 1;
-        bytes += round_up(2ull * cfg.layers * cfg.kv_heads * cfg.head_dim * 4 * ctx_tokens,
-                          chunk);
+        bytes += round_up(nx_kv_bytes(&cfg, a->device, (uint32_t)ctx_tokens), chunk);
     }
     /* CUDA: room for the backend's scratch and the cuBLAS workspace too. */
     nx_pool_opts_t popts = {.device = a->device, .bytes = bytes + (cuda ? 1ull << 30 : 4 * chunk)};
