@@ -77,7 +77,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench run clean gpu-bundle
+.PHONY: all deps test unit pytest bench run clean gpu-bundle asan
 .DEFAULT_GOAL := all
 
 all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -147,6 +147,21 @@ unit: $(TEST_BIN)
 
 pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 	NEXUS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests
+
+# The whole suite again, built with AddressSanitizer and UBSan (CPU build; not part of CI's
+# `make test`, it doubles the time): any report fails the run.
+ASAN_BUILD ?= build-asan
+asan:
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -Wno-format-truncation" all
+	@rm -rf $(ASAN_BUILD)/reports && mkdir -p $(ASAN_BUILD)/reports
+	@ASAN_OPTIONS=detect_leaks=1:log_path=$(abspath $(ASAN_BUILD))/reports/asan \
+	 UBSAN_OPTIONS=print_stacktrace=1:log_path=$(abspath $(ASAN_BUILD))/reports/ubsan \
+	 $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -Wno-format-truncation" unit pytest
+	@if ls $(ASAN_BUILD)/reports/* >/dev/null 2>&1; then \
+	  echo "sanitizer reports:"; cat $(ASAN_BUILD)/reports/*; exit 1; \
+	else echo "asan: no sanitizer reports"; fi
 
 # --- benchmarks and the demo ---------------------------------------------------------------
 BENCH_DIR ?= var/bench

@@ -341,7 +341,7 @@ static int load_agents(nx_nexus_conf_t *c, nx_err_t *err)
     size_t loaded = 0;
     for (; rc == NX_OK && loaded < count; loaded++)
         rc = load_agent_file(names[loaded], c->models_dir, &agents[loaded], err);
-    if (rc == NX_OK) {
+    if (rc == NX_OK && count) { /* an empty folder: nothing to sort (qsort wants an array) */
         qsort(agents, count, sizeof *agents, cmp_agent);
         rc = check_agents(agents, count, err);
     }
