@@ -215,11 +215,25 @@ int nx__ctl_print_json(const msgpack_object *map)
 #define SEND_SYNOPSIS "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]"
 
 /* Print one streamed piece, or the final result; returns true when the task is over. */
+#define EXIT_INTERRUPTED 130 /* 128 + SIGINT, as shells report it */
+
 static bool on_task_reply(const nx__ctl_args_t *a, const nx_client_reply_t *reply, int *exit_code,
-                          bool *streamed)
+                          bool *streamed, int64_t *task_id)
 {
-    if (strcmp(reply->op, "accepted") == 0)
+    if (strcmp(reply->op, "accepted") == 0) {
+        double id;
+        if (nx_client_number(nx_client_field(reply->map, "task"), &id))
+            *task_id = (int64_t)id;
         return false;
+    }
+    if (strcmp(reply->op, "canceled") == 0) { /* the answer to our own cancel (Ctrl-C) */
+        if (*streamed)
+            fputc('\n', stdout);
+        fflush(stdout);
+        fprintf(stderr, "nexusctl: canceled task %lld\n", (long long)*task_id);
+        *exit_code = EXIT_INTERRUPTED;
+        return true;
+    }
     if (strcmp(reply->op, "token") == 0) {
         const msgpack_object *text = nx_client_field(reply->map, "text");
         if (!a->json && text && text->type == MSGPACK_OBJECT_STR) {
@@ -273,14 +287,32 @@ int nx_ctl_send(int argc, char **argv)
     nx_err_t err = {0};
     int rc = nx_client_send(client, a.timeout_ms, &err);
     uint64_t deadline_ns = nx_now_ns() + (uint64_t)a.timeout_ms * 1000000u;
-    bool streamed = false, over = false;
+    bool streamed = false, over = false, canceling = false;
+    int64_t task_id = 0;
     nx_client_reply_t reply = {0};
     while (!rc && !over) {
         uint64_t now = nx_now_ns();
         int left_ms = now >= deadline_ns ? 0 : (int)((deadline_ns - now) / 1000000u);
         rc = nx_client_recv(client, left_ms, &reply, &err);
-        if (!rc)
-            over = on_task_reply(&a, &reply, &code, &streamed);
+        if (!rc) {
+            over = on_task_reply(&a, &reply, &code, &streamed, &task_id);
+        } else if (rc == NX_ECANCELED && task_id > 0 && !canceling) {
+            /* Ctrl-C while the task runs: cancel it on the daemon, then wait (briefly) for
+             * the daemon to confirm, rather than leave it generating for nobody. */
+            zsys_interrupted = 0;
+            canceling = true;
+            nx_writer_int(nx_client_begin(client, "cancel"), "task", task_id);
+            rc = nx_client_send(client, 2000, &err);
+            deadline_ns = nx_now_ns() + 5000ull * 1000000u;
+        }
+    }
+    if (rc == NX_ECANCELED && !canceling) {
+        if (streamed)
+            fputc('\n', stdout);
+        fprintf(stderr, "nexusctl: interrupted before the task was accepted\n");
+        nx_client_reply_clear(&reply);
+        nx_client_destroy(&client);
+        return EXIT_INTERRUPTED;
     }
     if (rc) {
         if (streamed)

@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import signal
 import shutil
 import socket
 import subprocess
@@ -296,6 +297,42 @@ def test_send_streams_pieces_before_the_result(daemon):
     out = (first + rest).decode()
     assert len(out) > 1 and out.endswith("\n")
     assert err.decode().startswith("nexusctl: canceled: "), err
+    assert last_task(daemon, "narrow")["status"] == "canceled"
+
+
+def interrupt_running_send(daemon):
+    """Start `nexusctl send narrow`, SIGINT it once its task streams; (returncode, stderr,
+    the task row as it was)."""
+    proc = subprocess.Popen([NEXUSCTL, "send", "narrow", "go on", "--endpoint", daemon.endpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert select.select([proc.stdout], [], [], 30)[0], "nothing streamed in 30 s"
+        assert os.read(proc.stdout.fileno(), 1)
+        row = last_task(daemon, "narrow")
+        assert row["status"] == "running", row
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err.decode(), row
+
+
+def test_ctrl_c_cancels_the_task_on_the_daemon(daemon):
+    """SIGINT to `nexusctl send` while its task runs cancels the task on the daemon (it does
+    not go on generating for nobody), says so, and exits 130. A tiny model may finish its task
+    between the check and the signal (then the run is an ordinary success): try again."""
+    for _ in range(5):
+        code, err, row = interrupt_running_send(daemon)
+        if code == 0 and last_task(daemon, "narrow")["status"] == "done":
+            continue  # finished before the signal landed
+        break
+    assert code == 130, err
+    assert err.strip().endswith(f"nexusctl: canceled task {row['task']}"), err
+    deadline = time.monotonic() + 10
+    while last_task(daemon, "narrow")["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert last_task(daemon, "narrow")["status"] == "canceled"
 
 
