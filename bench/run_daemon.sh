@@ -3,7 +3,7 @@
 # ZeroMQ round trip) and bench/swap.py (100 agents on a mix of models in a pool that holds a
 # fraction of them, cost policy against LRU). Each starts its own nexusd in a temporary home
 # (tests/daemon_util.py), on loopback, CPU backend, and stops it by pid. Figures go to
-# bench/RESULTS-daemon.md by hand, with the machine line printed first.
+# bench/RESULTS.md (Orchestrator section) by hand, with the machine line printed first.
 #
 #   BUILD=build bench/run_daemon.sh            env: ROUTE_COUNT (2000), SWAP_TASKS (1000)
 set -euo pipefail

@@ -2,7 +2,7 @@
 # run_decode.sh — the `decode` part of the benchmarks: synthesize qwen3 tiny and 0.6b (bf16)
 # into $BENCH_DIR when missing (same names as bench/run.sh: qwen3-<preset>-bf16), then run
 # bench/decode on each: prefill and decode tokens/s at batch 1, 8, 32 beside the fraction of
-# the memory read bandwidth measured in the same run. Figures go to bench/RESULTS-decode.md.
+# the memory read bandwidth measured in the same run. Figures go to bench/RESULTS.md (Decode section).
 #
 #   BUILD=build BENCH_DIR=var/bench bench/run_decode.sh
 #   env: DECODE_MODELS ("tiny 0.6b"), DECODE_THREADS (empty: one per core),
