@@ -151,7 +151,7 @@ static nx_dev_t *open_device(const nx_pool_opts_t *opts, nx_err_t *err)
         return NULL;
     }
     if (!atomic_exchange(&auto_fallback_logged, true))
-        nx_log(NX_LOG_INFO, "no usable CUDA device (%s); using the CPU backend", cuda_err.msg);
+        nx_log(NX_LOG_INFO, "using the CPU backend: %s", cuda_err.msg);
     return nx__dev_cpu_open(err);
 }
 
