@@ -88,11 +88,53 @@ static void check(nx_writer_t *self, int rc)
         self->failed = true;
 }
 
+/* Length of the valid UTF-8 character at s[0..len) (strict: no overlong forms, surrogates or
+ * code points above U+10FFFF), or 0 when s does not start with one. */
+static size_t utf8_char_len(const unsigned char *s, size_t len)
+{
+    unsigned char b = s[0];
+    if (b < 0x80)
+        return 1;
+    size_t n;
+    uint32_t cp, min;
+    if ((b & 0xe0) == 0xc0) { n = 2; cp = b & 0x1f; min = 0x80; }
+    else if ((b & 0xf0) == 0xe0) { n = 3; cp = b & 0x0f; min = 0x800; }
+    else if ((b & 0xf8) == 0xf0) { n = 4; cp = b & 0x07; min = 0x10000; }
+    else return 0;
+    if (n > len)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
+}
+
+/* A msgpack str is UTF-8, and strict clients refuse one that is not. Most text here is valid
+ * (requests are checked, outputs are decoded whole), but an error message cut by snprintf can
+ * end mid-character and a few messages quote raw request bytes: each byte that does not start
+ * a valid character is written as U+FFFD, so no reply is ever undecodable. */
 static void pack_text(nx_writer_t *self, msgpack_packer *pk, const char *text)
 {
-    size_t len = strlen(text);
-    check(self, msgpack_pack_str(pk, len));
-    check(self, msgpack_pack_str_body(pk, text, len));
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *s = (const unsigned char *)text;
+    size_t len = strlen(text), out_len = 0, bad = 0;
+    for (size_t i = 0, n; i < len; i += n ? n : 1) {
+        n = utf8_char_len(s + i, len - i);
+        out_len += n ? n : 3;
+        bad += !n;
+    }
+    check(self, msgpack_pack_str(pk, out_len));
+    if (!bad) {
+        check(self, msgpack_pack_str_body(pk, text, len));
+        return;
+    }
+    for (size_t i = 0, n; i < len; i += n ? n : 1) {
+        n = utf8_char_len(s + i, len - i);
+        check(self, n ? msgpack_pack_str_body(pk, text + i, n)
+                      : msgpack_pack_str_body(pk, replacement, 3));
+    }
 }
 
 /* Start an entry in the innermost container: its key in a map, nothing in an array. */

@@ -33,7 +33,6 @@ typedef struct nx__job {
     nx_params_t params;            /* deep copy of the request's overrides */
     nx_report_t *finished;         /* the stage's FINISHED report while it is being stored */
     const nx_agent_conf_t *next;   /* the stage being inserted with that FINISH, or NULL */
-    bool reply_canceled;           /* canceled between stages: answer canceled, not result */
     uint64_t accepted_ns;
 } nx__job_t;
 

@@ -299,6 +299,14 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     else
         self->queued[ai]--;
     job->started = false;
+    if (job->cancel_requested && rep->status != NX_TASK_CANCELED) {
+        /* The client was told "canceled" while this end was on its way from the executor: the
+         * task ends canceled (stored so), as that answer promised, not with a result. */
+        rep->status = NX_TASK_CANCELED;
+        rep->error_code = "canceled";
+        free(rep->message);
+        rep->message = strdup("the task was canceled");
+    }
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_FINISH, job);
     if (!sreq) {
         nx_log(NX_LOG_ERROR, "task %lld: out of memory storing its end", (long long)rep->task_id);
@@ -315,16 +323,12 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     sreq->completion_tokens = rep->completion_tokens;
     const nx_agent_conf_t *next =
         rep->status == NX_TASK_DONE && self->exec ? next_agent(self, job) : NULL;
-    if (next && job->cancel_requested) {
-        next = NULL;
-        job->reply_canceled = true;
-    }
     job->next = next;
     if (next) {
         size_t from = job->route ? job->route_pos + 1 : 0;
         fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
         self->queued[nx__agent_index(self, next)]++;
-    } else if (job->session && rep->status == NX_TASK_DONE && !job->reply_canceled) {
+    } else if (job->session && rep->status == NX_TASK_DONE) {
         sreq->msg_session = strdup(job->session);
         sreq->msg_user = nx__strdup0(job->first_input);
         sreq->msg_assistant = strdup(rep->text ? rep->text : "");
@@ -346,8 +350,6 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         snprintf(message, sizeof message, "the task's end could not be stored: %s",
                  sreq->err.msg);
         nx__reply_error(self, &job->client, "internal", message, job->root_id);
-    } else if (job->reply_canceled) {
-        nx__reply_error(self, &job->client, "canceled", "the task was canceled", job->root_id);
     } else if (rep->status != NX_TASK_DONE) {
         nx__reply_error(self, &job->client, rep->error_code ? rep->error_code : "internal",
                         rep->message ? rep->message : "the task failed", job->root_id);
@@ -512,6 +514,14 @@ void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     if (!job) {
         char message[128];
         snprintf(message, sizeof message, "task %lld is not queued or running",
+                 (long long)req->task);
+        nx__reply_error(self, client, "not_found", message, 0);
+        return;
+    }
+    if (job->in_store && job->finished && !job->next) {
+        /* its last stage ended and that end is being committed: too late to cancel */
+        char message[128];
+        snprintf(message, sizeof message, "task %lld has already finished",
                  (long long)req->task);
         nx__reply_error(self, client, "not_found", message, 0);
         return;

@@ -398,9 +398,23 @@ static void add_params_stop_int(nx_writer_t *w)
     nx_writer_map_close(w);
 }
 static void add_agent_twice(nx_writer_t *w) { nx_writer_str(w, "agent", "b"); }
-static void add_input_bad_utf8(nx_writer_t *w) { nx_writer_str(w, "session", "ok\xff"); }
-static void add_overlong_utf8(nx_writer_t *w) { nx_writer_str(w, "session", "\xc0\xaf"); }
-static void add_surrogate_utf8(nx_writer_t *w) { nx_writer_str(w, "session", "\xed\xa0\x80"); }
+/* A task whose session is `bytes`, packed by hand (the writer only ever writes valid UTF-8). */
+static void expect_bad_session(const char *bytes, const char *needle)
+{
+    frame_t f;
+    frame_init(&f);
+    msgpack_pack_map(&f.pk, 4);
+    pack_str(&f, "op");
+    pack_str(&f, "task");
+    pack_str(&f, "agent");
+    pack_str(&f, "a");
+    pack_str(&f, "input");
+    pack_str(&f, "hi");
+    pack_str(&f, "session");
+    pack_str(&f, bytes);
+    expect_bad(f.buf.data, f.buf.size, 1024, "bad_request", needle);
+    msgpack_sbuffer_destroy(&f.buf);
+}
 
 static void test_bad_task_fields(void **state)
 {
@@ -417,9 +431,9 @@ static void test_bad_task_fields(void **state)
     expect_bad_task(add_params_max_tokens_negative, true, "field 'params.max_tokens'");
     expect_bad_task(add_params_stop_int, true, "field 'params.stop[0]'");
     expect_bad_task(add_agent_twice, true, "field 'agent' is given twice");
-    expect_bad_task(add_input_bad_utf8, true, "field 'session': not valid UTF-8 at byte 2");
-    expect_bad_task(add_overlong_utf8, true, "not valid UTF-8");
-    expect_bad_task(add_surrogate_utf8, true, "not valid UTF-8");
+    expect_bad_session("ok\xff", "field 'session': not valid UTF-8 at byte 2");
+    expect_bad_session("\xc0\xaf", "not valid UTF-8");
+    expect_bad_session("\xed\xa0\x80", "not valid UTF-8");
 
     /* a NUL byte inside a string (the writer stops at NUL, so pack it by hand) */
     frame_t f;
@@ -689,6 +703,32 @@ static void test_writer_error(void **state)
     nx_writer_destroy(&w);
 }
 
+/* Every str the writer emits is valid UTF-8, whatever it is given: an error message cut by
+ * snprintf in the middle of a character, or raw bytes from a request, must not make the reply
+ * undecodable to a strict client (msgpack str is UTF-8 by the spec). */
+static void test_writer_keeps_utf8_valid(void **state)
+{
+    nx_writer_t *w = nx_writer_new();
+    const char cut[] = "agent 'a\xc3\xa9\xc3' is not configured";   /* a 2-byte char cut */
+    const char raw[] = "key '\xff\xfezz' \xe2\x82 end";              /* stray and short */
+    const char good[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"; /* untouched */
+    nx_writer_error(w, NULL, 0, "unknown_agent", cut, 0);
+    nx_writer_str(w, "raw", raw);
+    nx_writer_str(w, "good", good);
+    size_t len;
+    const char *data = nx_writer_data(w, &len);
+    msgpack_unpacked un;
+    msgpack_unpacked_init(&un);
+    size_t off = 0;
+    assert_int_equal(msgpack_unpack_next(&un, data, len, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_str(get(&un.data, "message"), "agent 'a\xc3\xa9\xef\xbf\xbd' is not configured");
+    assert_str(get(&un.data, "raw"),
+               "key '\xef\xbf\xbd\xef\xbf\xbdzz' \xef\xbf\xbd\xef\xbf\xbd end");
+    assert_str(get(&un.data, "good"), good);
+    msgpack_unpacked_destroy(&un);
+    nx_writer_destroy(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_id_echo_round_trip),
         cmocka_unit_test(test_writer_round_trip),
         cmocka_unit_test(test_writer_error),
+        cmocka_unit_test(test_writer_keeps_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
