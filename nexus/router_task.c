@@ -307,6 +307,14 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
         free(rep->message);
         rep->message = strdup("the task was canceled");
     }
+    if (rep->status == NX_TASK_DONE && !self->exec && next_agent(self, job)) {
+        /* A stage finished during shutdown but the pipeline has more: its output is not the
+         * answer, and the next stage cannot run. */
+        rep->status = NX_TASK_FAILED;
+        rep->error_code = "shutting_down";
+        free(rep->message);
+        rep->message = strdup("the daemon stopped before the pipeline's next stage could run");
+    }
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_FINISH, job);
     if (!sreq) {
         nx_log(NX_LOG_ERROR, "task %lld: out of memory storing its end", (long long)rep->task_id);
