@@ -4,7 +4,8 @@
  * nx_engine_step; different resident models interleave fairly, one step each in turn), and it
  * is the residency manager: it decides loads (on a loader thread of its own, so that resident
  * models keep being served) and evictions (never pinned, never with running tasks; lowest
- * priority first, then the cost reload_ms x recent_use / bytes; or plain LRU for comparison),
+ * priority first, then the cost reload_ms x recent_use / bytes; or plain LRU for comparison;
+ * a model starved past NX__SWAP_WAIT_MS makes the models in its way stop admitting, to drain),
  * unloads models idle past keep_alive, and prefetches the next agent's model of a pipeline.
  *
  * Other threads talk to it only through these functions, which queue a message and return at

@@ -83,6 +83,7 @@ struct nx__model {
     uint32_t running_count;
     uint32_t queued;         /* jobs in its agents' queues */
     size_t rr_agent;         /* admission round robin over agent queues */
+    bool draining;           /* admits no new sequence: a starved model needs its room */
 };
 
 typedef struct nx__agentq {

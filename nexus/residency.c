@@ -15,6 +15,11 @@
 #include "policy.h"
 
 #define NX__DEFAULT_GBPS 2.0 /* reload estimate before any load was observed */
+/* A model whose tasks waited this long for room that only running sequences hold makes the
+ * models in its way drain (no new sequences) so that they become evictable: without it, a
+ * model with a steady stream of tasks keeps its place forever and the other one's tasks
+ * time out. Long enough that short bursts still batch; short next to a task timeout. */
+#define NX__SWAP_WAIT_MS 2000
 
 static uint64_t round_up(uint64_t bytes, uint64_t chunk)
 {
@@ -271,20 +276,41 @@ static void policy_table(nx_exec_t *exec, const nx__model_t *except, nx_policy_m
     }
 }
 
-/* True when nothing but pinned models keeps `need` bytes from ever being free. */
-static bool never_fits(nx_exec_t *exec, const nx__model_t *target, uint64_t need, uint64_t free)
+/* The policy's victims for `need` bytes as if no sequence were running (their KV counted as
+ * free): NX_EPOOLFULL when even then only pinned models stand in the way. */
+static int victims_when_drained(nx_exec_t *exec, const nx__model_t *target, uint64_t need,
+                                uint64_t free, size_t *victims, size_t *n)
 {
     nx_policy_model_t t[exec->model_count + 1];
-    size_t victims[exec->model_count + 1], n = 0;
     policy_table(exec, target, t);
     for (size_t i = 0; i < exec->model_count; i++) {
         free += (uint64_t)exec->models[i].running_count * exec->models[i].kv_bytes;
         t[i].running = 0;
+    }
+    return nx_policy_victims(exec->opts.policy, t, exec->model_count, free, need, victims, n);
+}
+
+/* True when nothing but pinned models keeps `need` bytes from ever being free. */
+static bool never_fits(nx_exec_t *exec, const nx__model_t *target, uint64_t need, uint64_t free)
+{
+    size_t victims[exec->model_count + 1], n = 0;
+    for (size_t i = 0; i < exec->model_count; i++)
         if (exec->models[i].state == NX__LOADING && &exec->models[i] != target)
             return false;
-    }
-    return nx_policy_victims(exec->opts.policy, t, exec->model_count, free, need, victims, &n) ==
-           NX_EPOOLFULL;
+    return victims_when_drained(exec, target, need, free, victims, &n) == NX_EPOOLFULL;
+}
+
+/* m's tasks have waited past NX__SWAP_WAIT_MS: the models the policy would evict for it once
+ * their sequences ended stop admitting new ones (running ones finish, queued ones wait), so
+ * that they drain and make_room can evict them. Counting every running KV as free may drain
+ * too few at first; the next plan, still starved, drains the rest. */
+static void drain_for(nx_exec_t *exec, nx__model_t *m, uint64_t need)
+{
+    size_t victims[exec->model_count + 1], n = 0;
+    if (victims_when_drained(exec, m, need, nx__res_free_bytes(exec), victims, &n) != NX_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        exec->models[victims[i]].draining = true;
 }
 
 static void answer_cmds(nx_exec_t *exec, nx__model_t *m, nx_op_t op, const char *code,
@@ -394,6 +420,8 @@ void nx__res_plan(nx_exec_t *exec)
     keep_alive(exec, nx_now_ns());
     if (exec->loader_jobs)
         return; /* one plan at a time: the loader's queue decides the pool's next state */
+    for (size_t i = 0; i < exec->model_count; i++)
+        exec->models[i].draining = false; /* decided again below while a model starves */
     nx__model_t *m = next_demand(exec);
     if (m) {
         if (m->error[0]) {
@@ -403,8 +431,12 @@ void nx__res_plan(nx_exec_t *exec)
         uint32_t seqs = m->queued < exec->conf->max_batch ? m->queued : exec->conf->max_batch;
         uint64_t need_min = m->weight_bytes + m->kv_bytes;
         uint64_t need_full = m->weight_bytes + (uint64_t)(seqs ? seqs : 1) * m->kv_bytes;
+        uint64_t now = nx_now_ns();
         if (make_room(exec, m, need_min, need_full))
             start_load(exec, m, m->queued ? "task" : "request");
+        else if (m->queued && m->wanted_since_ns &&
+                 now - m->wanted_since_ns > NX__SWAP_WAIT_MS * 1000000ull)
+            drain_for(exec, m, need_min);
         return;
     }
     kv_pressure(exec);

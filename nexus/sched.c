@@ -406,7 +406,7 @@ void nx__sched_admit(nx_exec_t *exec)
 {
     for (size_t i = 0; i < exec->model_count; i++) {
         nx__model_t *m = &exec->models[i];
-        if (m->state != NX__RESIDENT)
+        if (m->state != NX__RESIDENT || m->draining)
             continue;
         nx__agentq_t *q;
         while (m->running_count < exec->conf->max_batch && (q = next_queue(exec, m)))

@@ -295,6 +295,50 @@ static void test_two_models_swap(void **state)
     finish_fixture(fx);
 }
 
+/* Anti-starvation: in a pool that holds one model (as in test_two_models_swap), agent a's
+ * model is kept busy, a new task submitted each time one finishes, four outstanding; b's one
+ * task must still be served (its timeout of 10 s is the bound) while a keeps being fed,
+ * instead of waiting behind a's stream until it times out. */
+static void test_busy_model_does_not_starve_another(void **state)
+{
+    nx_agent_conf_t agents[2] = {agent("a", model_a, 100), agent("b", model_b, 4)};
+    agents[1].timeout_ms = 10000;
+    fixture_t *fx = fixture(2, agents, 4, 2, 256);
+    start(fx, NX_POLICY_COST);
+    int64_t next_a = 1;
+    for (; next_a <= 4; next_a++)
+        nx_exec_submit(fx->exec, task(&fx->agents[0], next_a, "hi", false));
+    int64_t b_id = 1000000;
+    bool b_submitted = false, b_done = false;
+    uint32_t a_done = 0, a_done_after_b = 0;
+    uint64_t deadline = nx_now_ns() + (uint64_t)WAIT_MS * 1000000ull;
+    while (nx_now_ns() < deadline && !(b_done && a_done_after_b >= 3)) {
+        if (!nx_mailbox_wait(fx->mb, 100))
+            continue;
+        nx_report_t *r = nx_mailbox_pop(fx->mb); /* not logged: a's stream is long */
+        if (r->kind == NX_REPORT_STARTED && !b_submitted) { /* a is resident and running */
+            nx_exec_submit(fx->exec, task(&fx->agents[1], b_id, "hi", false));
+            b_submitted = true;
+        }
+        if (r->kind == NX_REPORT_FINISHED && r->task_id == b_id) {
+            if (r->status != NX_TASK_DONE)
+                fail_msg("b's task ended %s: %s", r->error_code ? r->error_code : "?",
+                         r->message ? r->message : "");
+            b_done = true;
+        } else if (r->kind == NX_REPORT_FINISHED) {
+            assert_int_equal(r->status, NX_TASK_DONE);
+            a_done++;
+            a_done_after_b += b_done;
+            nx_exec_submit(fx->exec, task(&fx->agents[0], next_a++, "hi", false)); /* feed a */
+        }
+        nx_report_free(r);
+    }
+    assert_true(b_done);
+    assert_true(a_done_after_b >= 3); /* a is served again once b is done */
+    assert_true(a_done >= 3);
+    finish_fixture(fx);
+}
+
 static void test_pinned_never_evicted(void **state)
 {
     nx_agent_conf_t agents[2] = {agent("a", model_a, 6), agent("b", model_b, 6)};
@@ -521,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_stream_concatenates),
         cmocka_unit_test(test_batched),
         cmocka_unit_test(test_two_models_swap),
+        cmocka_unit_test(test_busy_model_does_not_starve_another),
         cmocka_unit_test(test_pinned_never_evicted),
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_cancel),
