@@ -23,10 +23,10 @@ static const command_t commands[] = {
      "              [--dtype bf16|f16|f32] [--shards N] [--tokenizer DIR]"},
     {"run", nx_ctl_run,
      "MODEL_DIR \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
-     "              [--no-think] [--max-tokens N]\n"
-     "              [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
-     "              [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
-     "              [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]"},
+     "              [--no-think] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
+     "              [--min-p P] [--repetition-penalty R] [--seed N] [--stop TEXT]...\n"
+     "              [--device auto|cpu|cuda] [--threads N] [--context N] [--json]\n"
+     "              [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize,
      "MODEL_DIR TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
     /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
