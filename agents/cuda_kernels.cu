@@ -251,6 +251,17 @@ __device__ __forceinline__ void gemv_store(const nx__cu_gemv_seg_t &sg, bool acc
     *dst = accumulate ? *dst + acc : acc;
 }
 
+/* The fused gate-up-SiLU output: silu(gate + bias) * (up + bias) into segment 0's rows. */
+__device__ __forceinline__ void store_silu_pair(const nx__cu_gemv_t &g, uint32_t r, uint32_t o,
+                                                float gate, float up)
+{
+    if (g.seg[0].bias.ptr)
+        gate += load_elem(g.seg[0].bias, o);
+    if (g.seg[1].bias.ptr)
+        up += load_elem(g.seg[1].bias, o);
+    g.seg[0].y[(uint64_t)r * g.seg[0].rows + o] = silu(gate) * up;
+}
+
 __device__ __forceinline__ int find_seg(const nx__cu_gemv_t &g, uint32_t *o)
 {
     int sgi = 0;
@@ -275,11 +286,7 @@ __global__ void gemv_simple_kernel(nx__cu_gemv_t g, uint32_t total_rows)
             gate += x[k] * load_elem(g.seg[0].w, (uint64_t)o * g.cols + k);
             up += x[k] * load_elem(g.seg[1].w, (uint64_t)o * g.cols + k);
         }
-        if (g.seg[0].bias.ptr)
-            gate += load_elem(g.seg[0].bias, o);
-        if (g.seg[1].bias.ptr)
-            up += load_elem(g.seg[1].bias, o);
-        g.seg[0].y[(uint64_t)r * g.seg[0].rows + o] = silu(gate) * up;
+        store_silu_pair(g, r, o, gate, up);
         return;
     }
     int sgi = find_seg(g, &o);
@@ -407,12 +414,7 @@ __global__ void __launch_bounds__(256) gemv_fast_kernel(nx__cu_gemv_t g, uint32_
         return;
     if (g.silu_pair) {
         for (int r = 0; r < NB && r < (int)g.n; r++) {
-            float gate = acc[r], up = acc2[r];
-            if (g.seg[0].bias.ptr)
-                gate += load_elem(g.seg[0].bias, o);
-            if (g.seg[1].bias.ptr)
-                up += load_elem(g.seg[1].bias, o);
-            g.seg[0].y[(uint64_t)r * g.seg[0].rows + o] = silu(gate) * up;
+            store_silu_pair(g, r, o, acc[r], acc2[r]);
         }
         return;
     }
