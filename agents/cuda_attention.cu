@@ -18,7 +18,7 @@
  */
 #include "cuda_kernels.h"
 
-#include <cuda_runtime.h>
+#include "cuda_launch.h"
 #include <math.h>
 #include <stdint.h>
 
@@ -225,18 +225,18 @@ extern "C" int nx__cu_attention(void *stream, const nx__cu_row_t *rows, uint32_t
         return (int)cudaErrorInvalidValue;
     if (simple) {
         uint64_t threads = (uint64_t)n * shape->heads;
-        attn_simple_kernel<<<(unsigned)((threads + 63) / 64), 64, 0, st>>>(rows, n, *shape,
-                                                                            layer, q, att);
+        NX_LAUNCH((unsigned)((threads + 63) / 64), 64, 0, st, attn_simple_kernel)(
+            rows, n, *shape, layer, q, att);
         return (int)cudaGetLastError();
     }
     if (splits == 0 || splits > 65535 || shape->heads > 65535 || n > 65535)
         return (int)cudaErrorInvalidValue;
-    attn_partial_kernel<<<dim3(splits, shape->heads, n), ATTN_WARPS * 32, 0, st>>>(
+    NX_LAUNCH(dim3(splits, shape->heads, n), ATTN_WARPS * 32, 0, st, attn_partial_kernel)(
         rows, n, *shape, layer, q, splits, partial);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return (int)e;
-    attn_combine_kernel<<<dim3(shape->heads, n), 128, 0, st>>>(rows, n, *shape, splits,
-                                                               partial, att);
+    NX_LAUNCH(dim3(shape->heads, n), 128, 0, st, attn_combine_kernel)(
+        rows, n, *shape, splits, partial, att);
     return (int)cudaGetLastError();
 }

@@ -12,9 +12,7 @@
  */
 #include "cuda_kernels.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "cuda_launch.h"
 #include <stdint.h>
 
 #define FULL_MASK 0xffffffffu
@@ -93,7 +91,7 @@ extern "C" int nx__cu_embed(void *stream, const nx__cu_row_t *rows, uint32_t n,
     if (n == 0)
         return 0;
     dim3 grid(blocks_for(hidden, 256) < 64 ? blocks_for(hidden, 256) : 64, n);
-    embed_kernel<<<grid, 256, 0, (cudaStream_t)stream>>>(rows, n, embed, hidden, x);
+    NX_LAUNCH(grid, 256, 0, (cudaStream_t)stream, embed_kernel)(rows, n, embed, hidden, x);
     return launched();
 }
 
@@ -116,7 +114,7 @@ extern "C" int nx__cu_rope_table(void *stream, const nx__cu_row_t *rows, uint32_
 {
     if (n == 0 || half == 0)
         return 0;
-    rope_table_kernel<<<blocks_for((uint64_t)n * half, 128), 128, 0, (cudaStream_t)stream>>>(
+    NX_LAUNCH(blocks_for((uint64_t)n * half, 128), 128, 0, (cudaStream_t)stream, rope_table_kernel)(
         rows, n, inv_freq, half, cos_t, sin_t);
     return launched();
 }
@@ -145,7 +143,7 @@ extern "C" int nx__cu_rmsnorm(void *stream, const float *x, const uint32_t *gath
 {
     if (n == 0)
         return 0;
-    rmsnorm_kernel<<<n, 256, 0, (cudaStream_t)stream>>>(x, gather, n, dim, weight, eps, out);
+    NX_LAUNCH(n, 256, 0, (cudaStream_t)stream, rmsnorm_kernel)(x, gather, n, dim, weight, eps, out);
     return launched();
 }
 
@@ -228,8 +226,8 @@ extern "C" int nx__cu_qk_rope_kv(void *stream, const nx__cu_row_t *rows, uint32_
 {
     if (n == 0)
         return 0;
-    qk_rope_kv_kernel<<<n, 256, 0, (cudaStream_t)stream>>>(rows, n, *shape, layer, q, k, v,
-                                                          q_norm, k_norm, cos_t, sin_t);
+    NX_LAUNCH(n, 256, 0, (cudaStream_t)stream, qk_rope_kv_kernel)(
+        rows, n, *shape, layer, q, k, v, q_norm, k_norm, cos_t, sin_t);
     return launched();
 }
 
@@ -455,13 +453,13 @@ static void launch_fast(const nx__cu_gemv_t *g, uint32_t total, cudaStream_t str
 {
     unsigned blocks = (total + 7) / 8;
     if (g->n <= 1)
-        gemv_fast_kernel<DT, 1><<<blocks, 256, 0, stream>>>(*g, total);
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 1>)(*g, total);
     else if (g->n <= 2)
-        gemv_fast_kernel<DT, 2><<<blocks, 256, 0, stream>>>(*g, total);
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 2>)(*g, total);
     else if (g->n <= 4)
-        gemv_fast_kernel<DT, 4><<<blocks, 256, 0, stream>>>(*g, total);
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 4>)(*g, total);
     else
-        gemv_fast_kernel<DT, 8><<<blocks, 256, 0, stream>>>(*g, total);
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 8>)(*g, total);
 }
 
 extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
@@ -471,7 +469,8 @@ extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
         return 0;
     cudaStream_t st = (cudaStream_t)stream;
     if (simple || !nx__cu_gemv_fast_ok(g)) {
-        gemv_simple_kernel<<<blocks_for((uint64_t)g->n * total, 128), 128, 0, st>>>(*g, total);
+        NX_LAUNCH(blocks_for((uint64_t)g->n * total, 128), 128, 0, st, gemv_simple_kernel)(
+            *g, total);
         return launched();
     }
     switch (g->seg[0].w.dtype) {
@@ -496,7 +495,7 @@ extern "C" int nx__cu_silu_mul(void *stream, float *g, const float *u, uint64_t 
 {
     if (count == 0)
         return 0;
-    silu_mul_kernel<<<blocks_for(count, 256), 256, 0, (cudaStream_t)stream>>>(g, u, count);
+    NX_LAUNCH(blocks_for(count, 256), 256, 0, (cudaStream_t)stream, silu_mul_kernel)(g, u, count);
     return launched();
 }
 
@@ -512,7 +511,7 @@ extern "C" int nx__cu_add_bias(void *stream, float *y, uint32_t n, uint32_t cols
 {
     if (n == 0 || cols == 0 || !bias.ptr)
         return 0;
-    add_bias_kernel<<<blocks_for((uint64_t)n * cols, 256), 256, 0, (cudaStream_t)stream>>>(
+    NX_LAUNCH(blocks_for((uint64_t)n * cols, 256), 256, 0, (cudaStream_t)stream, add_bias_kernel)(
         y, n, cols, bias);
     return launched();
 }
@@ -533,8 +532,8 @@ extern "C" int nx__cu_to_half(void *stream, const float *x, uint64_t count, int3
 {
     if (count == 0)
         return 0;
-    to_half_kernel<<<blocks_for(count, 256), 256, 0, (cudaStream_t)stream>>>(x, count, dtype,
-                                                                             out);
+    NX_LAUNCH(blocks_for(count, 256), 256, 0, (cudaStream_t)stream, to_half_kernel)(
+        x, count, dtype, out);
     return launched();
 }
 
@@ -581,6 +580,6 @@ extern "C" int nx__cu_argmax(void *stream, const float *logits, uint32_t n, uint
 {
     if (n == 0)
         return 0;
-    argmax_kernel<<<n, 256, 0, (cudaStream_t)stream>>>(logits, n, vocab, ids);
+    NX_LAUNCH(n, 256, 0, (cudaStream_t)stream, argmax_kernel)(logits, n, vocab, ids);
     return launched();
 }
