@@ -16,7 +16,7 @@
 #ifdef NX_CUEMU
 #include "cuemu_device.h"
 #define NX_LAUNCH(grid, block, smem, stream, ...)                                             \
-    cuemu::launch(__VA_ARGS__, (grid), (block), (smem), (stream))
+    cuemu::launch(#__VA_ARGS__, __VA_ARGS__, (grid), (block), (smem), (stream))
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
