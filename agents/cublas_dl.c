@@ -1,7 +1,7 @@
 /* cublas_dl.c — cuBLAS loaded with dlopen at run time (see cublas_dl.h for why). */
 #include "cublas_dl.h"
 
-#include <dlfcn.h>
+#include "cublas_dl_lib.h" /* lib_open, lib_sym: dlopen, or the CPU emulation's table */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +21,12 @@ static void *open_library(char *tried, size_t cap)
     size_t used = 0;
     tried[0] = '\0';
     if (forced && *forced) {
-        void *h = dlopen(forced, RTLD_NOW | RTLD_LOCAL);
-        snprintf(tried, cap, "%s (NEXUS_CUBLAS): %s", forced, h ? "ok" : dlerror());
+        void *h = lib_open(forced);
+        snprintf(tried, cap, "%s (NEXUS_CUBLAS): %s", forced, h ? "ok" : lib_error());
         return h;
     }
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        void *h = lib_open(names[i]);
         if (h) {
             loaded.library = names[i];
             return h;
@@ -63,11 +63,11 @@ static void load(void)
         {"cublasGetStatusString", (void **)&loaded.status_string},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
-        void *fn = dlsym(lib, table[i].symbol);
+        void *fn = lib_sym(lib, table[i].symbol);
         if (!fn) {
             nx_err_set(&load_err, NX_EDEVICE, "cuBLAS library '%s' has no '%s'",
                        loaded.library, table[i].symbol);
-            dlclose(lib);
+            lib_close(lib);
             memset(&loaded, 0, sizeof loaded);
             return;
         }
