@@ -38,7 +38,23 @@ NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
 NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c))
 CU_SRC := $(wildcard loader/*.cu agents/*.cu)
 
-ifneq ($(NVCC),)
+ifeq ($(CUEMU),1)
+# The build for `make emu-test` (tests/cuemu: a CPU emulation of the CUDA subset this project
+# uses; it checks index arithmetic, barriers and host orchestration, not the hardware, not
+# speed). The CUDA sources are built by the C++ compiler against the emulator's device header
+# and linked with its runtime, driver and cuBLAS instead of libcudart; CUDA's headers only.
+WITH_CUDA := 1
+LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(CUDA_ONLY_C))
+AGENTS_SRC := $(AGENTS_ALL) $(filter agents/%,$(CUDA_ONLY_C))
+CUDA_CFLAGS := -I$(CUDA_HOME)/include -DNX_CUEMU
+CUEMU_CXXFLAGS := -std=gnu++17 -DNX_CUEMU -g $(OPT) -fPIC -pthread -Wall -Wextra -Werror \
+	-Wno-unused-parameter -Wno-missing-field-initializers -Wno-unknown-pragmas \
+	-Wno-class-memaccess -Iloader -Iagents -Itests/cuemu -I$(CUDA_HOME)/include
+CUEMU_SRC := $(wildcard tests/cuemu/cuemu_*.cc)
+CUEMU_LIB := $(BUILD)/libcuemu.a
+CUDA_LIBS := $(CUEMU_LIB) -lstdc++
+CU_COMPILE = $(CXX) $(CUEMU_CXXFLAGS) -MMD -MP -x c++
+else ifneq ($(NVCC),)
 WITH_CUDA := 1
 LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(CUDA_ONLY_C))
 AGENTS_SRC := $(AGENTS_ALL) $(filter agents/%,$(CUDA_ONLY_C))
@@ -46,6 +62,7 @@ CUDA_CFLAGS := -I$(CUDA_HOME)/include
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
 NVCCFLAGS ?= -O2 -g -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
 	-Xcompiler -fPIC -Iloader -Iagents
+CU_COMPILE = $(NVCC) $(NVCCFLAGS)
 else
 WITH_CUDA := 0
 LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(NOCUDA_C))
@@ -67,6 +84,7 @@ LIB_AGENTS := $(BUILD)/libnxagents.a
 LIB_NEXUS := $(BUILD)/libnxnexus.a
 ALL_LIBS := $(LIB_NEXUS) $(LIB_AGENTS) $(LIB_LOADER)
 LINK_LIBS := $(ALL_LIBS) $(CUDA_LIBS) $(LIBS)
+LINK_DEPS := $(ALL_LIBS) $(CUEMU_LIB)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -77,7 +95,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench run clean gpu-bundle asan
+.PHONY: all deps test unit pytest bench run clean gpu-bundle asan emu-test
 .DEFAULT_GOAL := all
 
 all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -88,7 +106,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(CU_COMPILE) -c $< -o $@
 
 $(LIB_LOADER): $(LOADER_OBJ) $(LOADER_CU_OBJ)
 	@mkdir -p $(dir $@)
@@ -102,22 +120,32 @@ $(LIB_NEXUS): $(NEXUS_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(NEXUSCTL): $(call obj,nexus/nexusctl.c) $(ALL_LIBS)
+ifeq ($(CUEMU),1)
+$(CUEMU_LIB): $(patsubst %.cc,$(BUILD)/obj/%.o,$(CUEMU_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/obj/tests/cuemu/%.o: tests/cuemu/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUEMU_CXXFLAGS) -MMD -MP -c $< -o $@
+endif
+
+$(NEXUSCTL): $(call obj,nexus/nexusctl.c) $(LINK_DEPS)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
-$(BUILD)/nexusd: $(call obj,nexus/nexusd.c) $(ALL_LIBS)
+$(BUILD)/nexusd: $(call obj,nexus/nexusd.c) $(LINK_DEPS)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
 # tests/test_*.c are cmocka programs; tests/tool_*.c are helpers the Python tests run.
-$(BUILD)/tests/test_%: tests/test_%.c $(ALL_LIBS)
+$(BUILD)/tests/test_%: tests/test_%.c $(LINK_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS) -lcmocka
 
-$(BUILD)/tests/tool_%: tests/tool_%.c $(ALL_LIBS)
+$(BUILD)/tests/tool_%: tests/tool_%.c $(LINK_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS)
 
-$(BUILD)/bench/%: bench/%.c $(ALL_LIBS)
+$(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
@@ -162,6 +190,28 @@ asan:
 	@if ls $(ASAN_BUILD)/reports/* >/dev/null 2>&1; then \
 	  echo "sanitizer reports:"; cat $(ASAN_BUILD)/reports/*; exit 1; \
 	else echo "asan: no sanitizer reports"; fi
+
+# The CUDA backend, its kernels and the CUDA device loader run under tests/cuemu, a CPU
+# emulation of CUDA (built into $(EMU_BUILD); needs CUDA's headers, not a GPU or its driver):
+# test_cuemu (the emulator's own detectors), test_cuda_engine (the CUDA backend against the
+# CPU backend) and test_pool (which then sees a CUDA device). CPU emulation: it checks index
+# arithmetic, barriers and host orchestration; not the hardware, not speed.
+EMU_BUILD ?= build-emu
+EMU_TESTS := $(EMU_BUILD)/tests/test_cuemu $(EMU_BUILD)/tests/test_cuda_engine \
+	$(EMU_BUILD)/tests/test_pool
+emu-test:
+	@if [ ! -f $(CUDA_HOME)/include/cuda_runtime_api.h ]; then \
+	  echo "emu-test: skipped: CUDA's headers are not in $(CUDA_HOME)/include"; exit 0; fi; \
+	$(MAKE) --no-print-directory BUILD=$(EMU_BUILD) CUEMU=1 $(EMU_TESTS) && \
+	echo "emu-test: CPU emulation of CUDA: checks index arithmetic, barriers and host" \
+	  "orchestration; not the hardware, not speed" && \
+	BUILD=$(EMU_BUILD) tests/run_unit.sh $(EMU_TESTS)
+
+$(BUILD)/tests/test_cuemu: tests/cuemu/test_cuemu.c $(BUILD)/obj/tests/cuemu/selftest_kernels.cu.o \
+	$(LINK_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -Itests/cuemu -o $@ $< $(BUILD)/obj/tests/cuemu/selftest_kernels.cu.o \
+	  $(LINK_LIBS) -lcmocka
 
 # --- benchmarks and the demo ---------------------------------------------------------------
 BENCH_DIR ?= var/bench
