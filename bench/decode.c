@@ -226,15 +226,14 @@ static void prompt_ids(int32_t *ids, uint32_t n, uint32_t vocab, uint64_t seed)
     }
 }
 
-static int32_t greedy(const nx_seq_t *seq, uint32_t vocab)
+/* Every step ends with a greedy pick per sequence through the engine (nx_seq_pick_next), as
+ * nexusd does: on CUDA it runs on the GPU and only the ids come back. */
+static int ask_picks(nx_seq_t **seqs, nx_sampler_t **samplers, uint32_t nseq, nx_err_t *err)
 {
-    size_t rows;
-    const float *l = nx_seq_logits(seq, &rows) + (rows - 1) * (size_t)vocab;
-    int32_t best = 0;
-    for (uint32_t i = 1; i < vocab; i++)
-        if (l[i] > l[best])
-            best = (int32_t)i;
-    return best;
+    int rc = NX_OK;
+    for (uint32_t s = 0; rc == NX_OK && s < nseq; s++)
+        rc = nx_seq_pick_next(seqs[s], samplers[s], NULL, 0, err);
+    return rc;
 }
 
 typedef struct figure {
@@ -254,15 +253,21 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, fig
     uint32_t vocab = nx_engine_config(c->engine)->vocab;
     uint32_t nseq = batch ? batch : 1, plen = batch ? a->decode_prompt : a->prompt;
     nx_seq_t **seqs = calloc(nseq, sizeof *seqs);
+    nx_sampler_t **samplers = calloc(nseq, sizeof *samplers);
     int32_t *ids = malloc((size_t)plen * sizeof *ids);
-    int rc = seqs && ids ? NX_OK : nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
+    nx_sampling_t greedy = nx_sampling_default();
+    int rc = seqs && samplers && ids ? NX_OK
+                                     : nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
     for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
-        if (!(seqs[s] = nx_seq_new(c->engine, 0, false, err)))
+        if (!(seqs[s] = nx_seq_new(c->engine, 0, false, err)) ||
+            !(samplers[s] = nx_sampler_new(&greedy, vocab, err)))
             rc = err->code;
         prompt_ids(ids, plen, vocab, 1000 + s);
         if (rc == NX_OK)
             rc = nx_seq_feed(seqs[s], ids, plen, err);
     }
+    if (rc == NX_OK)
+        rc = ask_picks(seqs, samplers, nseq, err);
     uint64_t t0 = nx_now_ns();
     if (rc == NX_OK)
         rc = nx_engine_step(c->engine, seqs, nseq, err); /* the timed prefill, or untimed */
@@ -271,9 +276,11 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, fig
         t0 = nx_now_ns();
         for (uint32_t t = 0; rc == NX_OK && t < a->tokens; t++) {
             for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
-                int32_t next = greedy(seqs[s], vocab);
+                int32_t next = nx_seq_picked(seqs[s]);
                 rc = nx_seq_feed(seqs[s], &next, 1, err);
             }
+            if (rc == NX_OK)
+                rc = ask_picks(seqs, samplers, nseq, err);
             if (rc == NX_OK)
                 rc = nx_engine_step(c->engine, seqs, nseq, err);
         }
@@ -282,9 +289,12 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, fig
     }
     f->seconds = (double)(nx_now_ns() - t0) / 1e9;
     f->tok_s = f->tokens / f->seconds;
-    for (uint32_t s = 0; seqs && s < nseq; s++)
+    for (uint32_t s = 0; seqs && s < nseq; s++) {
         nx_seq_destroy(c->engine, &seqs[s]);
+        nx_sampler_destroy(&samplers[s]);
+    }
     free(seqs);
+    free(samplers);
     free(ids);
     return rc;
 }
