@@ -14,6 +14,7 @@
 #define NX_BACKEND_H
 
 #include "nx_engine.h"
+#include "pick.h"
 
 /* A weight as stored in the pool: dtype BF16, F16 or F32, row-major [rows][cols]. */
 typedef struct nx__wref {
@@ -64,10 +65,17 @@ typedef struct nx__batch {
     const uint32_t *logit_rows;  /* [logit_count] rows whose logits are wanted */
     float *const *logit_out;     /* [logit_count] host destinations, vocab floats each */
     uint32_t logit_count;
+    /* Only for a backend with picks_on_device, else NULL: [logit_count] a plan where the
+     * backend picks that row's token itself and writes the id to picked[i] instead of the
+     * logits to logit_out[i]; NULL where the logits are wanted. */
+    const nx__pick_t *const *picks;
+    int32_t *picked;             /* [logit_count] */
 } nx__batch_t;
 
 typedef struct nx__backend_ops {
     const char *name; /* "cpu", "cuda" */
+    bool picks_on_device; /* forward carries out batch->picks (else the engine picks on the
+                           * host from the logits) */
     /* Per engine: keep config and weights (both outlive the backend state). */
     int (*init)(const nx_model_config_t *config, const nx__weights_t *weights, nx_pool_t *pool,
                 const nx_engine_opts_t *opts, void **state_out, nx_err_t *err);
@@ -86,5 +94,11 @@ extern const nx__backend_ops_t nx__cpu_backend;
 /* The CUDA backend's table (backend_cuda.c), or NULL with NX_ENOTSUP when the build has no
  * CUDA (backend_nocuda.c). */
 const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err);
+
+/* The GPU's pick kernel on its own, for tests and benchmarks: ids[i] = plans[i] carried out
+ * on row i of logits ([rows][vocab], host memory; copied, not changed) on the current device.
+ * NX_ENOTSUP without CUDA in the build, NX_EDEVICE naming the failed call. */
+int nx__cuda_pick_rows(const float *logits, uint32_t rows, uint32_t vocab,
+                       const nx__pick_t *plans, int32_t *ids, nx_err_t *err);
 
 #endif

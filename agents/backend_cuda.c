@@ -19,8 +19,10 @@
  * is the GEMV kernel (each weight streamed once, 16-byte loads); in a larger pass they are
  * cuBLAS GEMMs (activations rounded to the weight's 16-bit type, fp32 accumulation). A pass of
  * decode rows only (one row per sequence, each wanting its logits) replays a CUDA graph of the
- * whole forward pass, one per row count: the per-row scalars it reads (token, position, KV
- * cache) are copied to device memory before the launch, so the graph never changes.
+ * whole forward pass, one per row count (up to MAX_GRAPHS of them; cuBLAS is captured too):
+ * the per-row scalars it reads (token, position, KV cache) are copied to device memory before
+ * the launch, so the graph never changes. The logits then stay on the GPU where the engine
+ * asked for picks (nx_seq_pick_next): cuda_sample.cu picks there and only the ids come back.
  */
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
@@ -48,6 +50,7 @@ _Static_assert(sizeof(nx__cu_row_t) == 24, "row scalars as the kernels read them
 #define LOGIT_CHUNK 16            /* logit rows computed and copied at a time (>= GEMV rows) */
 #define DECODE_SPLITS 32          /* attention splits per row in decode passes */
 #define BLAS_WORKSPACE (32u << 20) /* what cuBLAS recommends on Hopper */
+#define MAX_GRAPHS 48             /* decode batch sizes with a captured graph, per engine */
 
 typedef struct cuda_state {
     const nx_model_config_t *cfg;
@@ -56,7 +59,6 @@ typedef struct cuda_state {
     int device;
     bool simple;     /* NEXUS_CUDA_KERNELS=simple: naive kernels, no cuBLAS, no graphs */
     bool use_graphs; /* NEXUS_CUDA_GRAPHS=0 turns graphs off */
-    bool all_fast;   /* every weight fits the fast GEMV (dims, alignment): graphs allowed */
     nx__cu_shape_t shape;
     cudaStream_t stream;
     const nx__cublas_api_t *blas;
@@ -72,11 +74,18 @@ typedef struct cuda_state {
     nx__cu_row_t *rows_dev;
     uint32_t *gather_dev; /* [NX_CUDA_ROWS_MAX] logit rows of the pass */
     void *blas_workspace;
+    nx__cu_pick_t *picks_dev; /* [LOGIT_CHUNK] picks of a logits chunk */
+    int32_t *penalty_dev;     /* [vocab] their penalty ids (one pick's always fit) */
+    int32_t *ids_dev;         /* [LOGIT_CHUNK] the picked ids */
     /* pinned host */
     nx__cu_row_t *rows_host;
     uint32_t *gather_host;
     float *logits_host;   /* [LOGIT_CHUNK][vocab] */
-    cudaGraphExec_t graphs[NX_CU_GEMV_MAX_ROWS + 1]; /* by decode row count; NULL: none yet */
+    nx__cu_pick_t *picks_host;
+    int32_t *penalty_host;
+    int32_t *ids_host;
+    cudaGraphExec_t graphs[NX_CUDA_ROWS_MAX + 1]; /* by decode row count; NULL: none yet */
+    uint32_t graph_count; /* captured so far (at most MAX_GRAPHS) */
 } cuda_state_t;
 
 /* ------------------------------------------------------------------------------------------
@@ -267,18 +276,88 @@ static int head(cuda_state_t *s, const uint32_t *gather, uint32_t count, nx_err_
     return matmul(s, s->xn, count, &s->w->lm_head, NULL, s->logits, false, err);
 }
 
-/* Copy `count` logit rows from s->logits to the batch's destinations logit_index[0..count). */
-static int logits_to_host(cuda_state_t *s, const nx__batch_t *b, const uint32_t *logit_index,
-                          uint32_t count, nx_err_t *err)
+/* The batch's pick for logit number i, or NULL when it wants the logits. */
+static const nx__pick_t *pick_of(const nx__batch_t *b, uint32_t i)
 {
+    return b->picks ? b->picks[i] : NULL;
+}
+
+static nx__cu_pick_t cu_pick(const nx__pick_t *p, uint32_t row, uint32_t penalty_first)
+{
+    float draw = (float)p->draw; /* rounding must not make it 1 */
+    if (draw >= 1.0f)
+        draw = 0x1.fffffep-1f;
+    return (nx__cu_pick_t){row, p->top_k, p->temperature, p->top_p, p->min_p,
+                           p->repetition_penalty, draw, penalty_first, p->penalty_count, 0};
+}
+
+/* The picks among s->logits' first `count` rows (logit numbers logit_index[0..count)), on
+ * the GPU: plans and penalty ids up, the ids down. In groups whose penalty ids fit. */
+static int picks_on_gpu(cuda_state_t *s, const nx__batch_t *b, const uint32_t *logit_index,
+                        uint32_t count, nx_err_t *err)
+{
+    uint32_t slot[LOGIT_CHUNK];
+    for (uint32_t i = 0; i < count;) {
+        uint32_t n = 0, penalty = 0;
+        for (; i < count; i++) {
+            const nx__pick_t *p = pick_of(b, logit_index[i]);
+            if (!p)
+                continue;
+            if (n > 0 && penalty + p->penalty_count > s->cfg->vocab)
+                break; /* the next group */
+            s->picks_host[n] = cu_pick(p, i, penalty);
+            if (p->penalty_count)
+                memcpy(s->penalty_host + penalty, p->penalty_ids,
+                       p->penalty_count * sizeof *p->penalty_ids);
+            penalty += p->penalty_count;
+            slot[n++] = logit_index[i];
+        }
+        if (n == 0)
+            break;
+        CU(cudaMemcpyAsync(s->picks_dev, s->picks_host, n * sizeof *s->picks_host,
+                           cudaMemcpyHostToDevice, s->stream),
+           "cudaMemcpyAsync(picks)");
+        if (penalty)
+            CU(cudaMemcpyAsync(s->penalty_dev, s->penalty_host, penalty * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, s->stream),
+               "cudaMemcpyAsync(penalty ids)");
+        LAUNCH(nx__cu_sample(s->stream, s->logits, s->cfg->vocab, s->picks_dev, n,
+                             s->penalty_dev, s->ids_dev),
+               "sample kernel launch");
+        CU(cudaMemcpyAsync(s->ids_host, s->ids_dev, n * sizeof *s->ids_host,
+                           cudaMemcpyDeviceToHost, s->stream),
+           "cudaMemcpyAsync(picked ids)");
+        /* also: the pinned plans are rewritten by the next group */
+        CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+        for (uint32_t j = 0; j < n; j++)
+            b->picked[slot[j]] = s->ids_host[j];
+    }
+    return NX_OK;
+}
+
+/* s->logits holds `count` logit rows, logit numbers logit_index[0..count): the picks among
+ * them are done on the GPU (only their ids come back), the other rows are copied to their
+ * host destinations. */
+static int deliver(cuda_state_t *s, const nx__batch_t *b, const uint32_t *logit_index,
+                   uint32_t count, nx_err_t *err)
+{
+    TRY(picks_on_gpu(s, b, logit_index, count, err));
     size_t row_bytes = (size_t)s->cfg->vocab * sizeof(float);
-    CU(cudaMemcpyAsync(s->logits_host, s->logits, count * row_bytes, cudaMemcpyDeviceToHost,
-                       s->stream),
+    uint32_t wanted = 0, last = 0;
+    for (uint32_t i = 0; i < count; i++)
+        if (!pick_of(b, logit_index[i]))
+            wanted++, last = i;
+    if (wanted == 0)
+        return NX_OK;
+    /* rows [0, last] in one copy (picked rows in between come along; they are few) */
+    CU(cudaMemcpyAsync(s->logits_host, s->logits, (last + 1) * row_bytes,
+                       cudaMemcpyDeviceToHost, s->stream),
        "cudaMemcpyAsync(logits)");
     CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
     for (uint32_t i = 0; i < count; i++)
-        memcpy(b->logit_out[logit_index[i]], s->logits_host + (size_t)i * s->cfg->vocab,
-               row_bytes);
+        if (!pick_of(b, logit_index[i]))
+            memcpy(b->logit_out[logit_index[i]], s->logits_host + (size_t)i * s->cfg->vocab,
+                   row_bytes);
     return NX_OK;
 }
 
@@ -287,15 +366,25 @@ static int logits_to_host(cuda_state_t *s, const nx__batch_t *b, const uint32_t 
  */
 static void drop_graphs(cuda_state_t *s)
 {
-    for (uint32_t i = 0; i <= NX_CU_GEMV_MAX_ROWS; i++)
+    for (uint32_t i = 0; i <= NX_CUDA_ROWS_MAX; i++)
         if (s->graphs[i]) {
             cudaGraphExecDestroy(s->graphs[i]);
             s->graphs[i] = NULL;
         }
+    s->graph_count = 0;
 }
 
-/* Capture body + head for n decode rows. A failure to capture is not fatal: graphs are turned
- * off for this engine (logged once) and *exec_out stays NULL; the caller runs directly. */
+/* Whether the graph of n decode rows ends with the logits of all of them (they fit s->logits);
+ * a larger one holds the layers only, and the heads run after it chunk by chunk. */
+static bool graph_has_head(uint32_t n)
+{
+    return n <= LOGIT_CHUNK;
+}
+
+/* Capture body (+ head) for n decode rows: GEMV kernels up to NX_CU_GEMV_MAX_ROWS rows,
+ * cuBLAS GEMMs above (captured too; its workspace is set, so it allocates nothing). A failure
+ * to capture is not fatal: graphs are turned off for this engine (logged once) and *exec_out
+ * stays NULL; the caller runs directly. */
 static int capture(cuda_state_t *s, uint32_t n, cudaGraphExec_t *exec_out, nx_err_t *err)
 {
     *exec_out = NULL;
@@ -303,7 +392,7 @@ static int capture(cuda_state_t *s, uint32_t n, cudaGraphExec_t *exec_out, nx_er
        "cudaStreamBeginCapture");
     nx_err_t inner = {0};
     int rc = body(s, n, &inner);
-    if (rc == NX_OK)
+    if (rc == NX_OK && graph_has_head(n))
         rc = head(s, NULL, n, &inner);
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(s->stream, &graph); /* always ends the capture */
@@ -320,6 +409,7 @@ static int capture(cuda_state_t *s, uint32_t n, cudaGraphExec_t *exec_out, nx_er
         return NX_OK;
     }
     *exec_out = exec;
+    s->graph_count++;
     return NX_OK;
 }
 
@@ -357,20 +447,23 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
                            cudaMemcpyHostToDevice, s->stream),
            "cudaMemcpyAsync(logit rows)");
 
-    if (s->use_graphs && s->all_fast && !s->simple && decode_only && in_order &&
-        n <= NX_CU_GEMV_MAX_ROWS) {
-        if (!s->graphs[n])
+    bool graphed = false;
+    if (s->use_graphs && !s->simple && decode_only && in_order) {
+        if (!s->graphs[n] && s->graph_count < MAX_GRAPHS)
             TRY(capture(s, n, &s->graphs[n], err));
         if (s->graphs[n]) {
             CU(cudaGraphLaunch(s->graphs[n], s->stream), "cudaGraphLaunch");
-            return logits_to_host(s, b, index, n, err);
+            if (graph_has_head(n))
+                return deliver(s, b, index, n, err);
+            graphed = true;
         }
     }
-    TRY(body(s, n, err));
+    if (!graphed)
+        TRY(body(s, n, err));
     for (uint32_t c0 = 0; c0 < logit_count; c0 += LOGIT_CHUNK) {
         uint32_t count = logit_count - c0 < LOGIT_CHUNK ? logit_count - c0 : LOGIT_CHUNK;
         TRY(head(s, s->gather_dev + c0, count, err));
-        TRY(logits_to_host(s, b, index + c0, count, err));
+        TRY(deliver(s, b, index + c0, count, err));
     }
     /* the pinned row scalars are rewritten by the next pass: their copy must be done */
     CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
@@ -461,30 +554,9 @@ static void layout(cuda_state_t *s, carver_t *cv)
     s->rows_dev = carve(cv, rows * sizeof(nx__cu_row_t));
     s->gather_dev = carve(cv, rows * sizeof(uint32_t));
     s->blas_workspace = s->simple ? NULL : carve(cv, BLAS_WORKSPACE);
-}
-
-static bool fast_fits(const nx__wref_t *w)
-{
-    nx__cu_gemv_t g = {.seg = {seg_of(w, NULL, NULL)}, .seg_count = 1, .cols = w->cols,
-                       .x = NULL, .n = 1};
-    return nx__cu_gemv_fast_ok(&g);
-}
-
-/* Whether every matmul of a decode pass runs the fast GEMV (no cuBLAS inside a graph). */
-static bool all_weights_fast(const cuda_state_t *s)
-{
-    const nx__weights_t *w = s->w;
-    if (!fast_fits(&w->lm_head))
-        return false;
-    for (uint32_t i = 0; i < s->cfg->layers; i++) {
-        const nx__layer_weights_t *l = &w->layers[i];
-        if (!fast_fits(&l->q) || !fast_fits(&l->k) || !fast_fits(&l->v) || !fast_fits(&l->o) ||
-            !fast_fits(&l->gate) || !fast_fits(&l->up) || !fast_fits(&l->down) ||
-            l->q.dtype != l->k.dtype || l->q.dtype != l->v.dtype ||
-            l->gate.dtype != l->up.dtype)
-            return false;
-    }
-    return true;
+    s->picks_dev = carve(cv, LOGIT_CHUNK * sizeof(nx__cu_pick_t));
+    s->penalty_dev = carve(cv, (uint64_t)c->vocab * sizeof(int32_t));
+    s->ids_dev = carve(cv, LOGIT_CHUNK * sizeof(int32_t));
 }
 
 static bool env_is(const char *name, const char *value)
@@ -509,6 +581,9 @@ static void cuda_destroy(void *state)
     cudaFreeHost(s->rows_host);
     cudaFreeHost(s->gather_host);
     cudaFreeHost(s->logits_host);
+    cudaFreeHost(s->picks_host);
+    cudaFreeHost(s->penalty_host);
+    cudaFreeHost(s->ids_host);
     if (s->scratch)
         nx_pool_free(s->pool, &s->scratch);
     cudaGetLastError();
@@ -575,6 +650,12 @@ static int init_device(cuda_state_t *s, nx_err_t *err)
        "cudaMallocHost(logit rows)");
     CU(cudaMallocHost((void **)&s->logits_host, (size_t)LOGIT_CHUNK * c->vocab * sizeof(float)),
        "cudaMallocHost(logits)");
+    CU(cudaMallocHost((void **)&s->picks_host, LOGIT_CHUNK * sizeof *s->picks_host),
+       "cudaMallocHost(picks)");
+    CU(cudaMallocHost((void **)&s->penalty_host, (size_t)c->vocab * sizeof *s->penalty_host),
+       "cudaMallocHost(penalty ids)");
+    CU(cudaMallocHost((void **)&s->ids_host, LOGIT_CHUNK * sizeof *s->ids_host),
+       "cudaMallocHost(picked ids)");
     return NX_OK;
 }
 
@@ -593,7 +674,6 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
                                 cfg->layers, cfg->rms_eps};
-    s->all_fast = all_weights_fast(s);
     int rc = init_device(s, err);
     if (rc != NX_OK) {
         cuda_destroy(s);
@@ -607,6 +687,7 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
 
 static const nx__backend_ops_t cuda_ops = {
     .name = "cuda",
+    .picks_on_device = true,
     .init = cuda_init,
     .destroy = cuda_destroy,
     .kv_alloc = cuda_kv_alloc,
@@ -617,4 +698,57 @@ static const nx__backend_ops_t cuda_ops = {
 const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err)
 {
     return &cuda_ops;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The pick kernel on its own (tests, benchmarks)
+ */
+typedef struct pick_bufs {
+    float *logits;
+    nx__cu_pick_t *picks;
+    int32_t *penalty, *ids;
+} pick_bufs_t;
+
+static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint32_t vocab,
+                        const nx__pick_t *plans, int32_t *ids, nx_err_t *err)
+{
+    uint64_t penalty = 0;
+    for (uint32_t i = 0; i < rows; i++)
+        penalty += plans[i].penalty_count;
+    CU(cudaMalloc((void **)&d->logits, (size_t)rows * vocab * sizeof(float)), "cudaMalloc");
+    CU(cudaMalloc((void **)&d->picks, rows * sizeof *d->picks), "cudaMalloc");
+    CU(cudaMalloc((void **)&d->penalty, (penalty ? penalty : 1) * sizeof(int32_t)),
+       "cudaMalloc");
+    CU(cudaMalloc((void **)&d->ids, rows * sizeof(int32_t)), "cudaMalloc");
+    CU(cudaMemcpy(d->logits, logits, (size_t)rows * vocab * sizeof(float),
+                  cudaMemcpyHostToDevice),
+       "cudaMemcpy(logits)");
+    uint32_t first = 0;
+    for (uint32_t i = 0; i < rows; i++) {
+        nx__cu_pick_t p = cu_pick(&plans[i], i, first);
+        CU(cudaMemcpy(d->picks + i, &p, sizeof p, cudaMemcpyHostToDevice), "cudaMemcpy(pick)");
+        if (plans[i].penalty_count)
+            CU(cudaMemcpy(d->penalty + first, plans[i].penalty_ids,
+                          plans[i].penalty_count * sizeof(int32_t), cudaMemcpyHostToDevice),
+               "cudaMemcpy(penalty ids)");
+        first += plans[i].penalty_count;
+    }
+    LAUNCH(nx__cu_sample(NULL, d->logits, vocab, d->picks, rows, d->penalty, d->ids),
+           "sample kernel launch");
+    CU(cudaMemcpy(ids, d->ids, rows * sizeof(int32_t), cudaMemcpyDeviceToHost),
+       "cudaMemcpy(ids)");
+    return NX_OK;
+}
+
+int nx__cuda_pick_rows(const float *logits, uint32_t rows, uint32_t vocab,
+                       const nx__pick_t *plans, int32_t *ids, nx_err_t *err)
+{
+    pick_bufs_t d = {0};
+    int rc = pick_rows_on(&d, logits, rows, vocab, plans, ids, err);
+    cudaFree(d.logits);
+    cudaFree(d.picks);
+    cudaFree(d.penalty);
+    cudaFree(d.ids);
+    cudaGetLastError();
+    return rc;
 }

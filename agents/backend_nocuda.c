@@ -8,3 +8,10 @@ const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err)
                "the CUDA engine backend is not in this build (built without nvcc)");
     return NULL;
 }
+
+int nx__cuda_pick_rows(const float *logits, uint32_t rows, uint32_t vocab,
+                       const nx__pick_t *plans, int32_t *ids, nx_err_t *err)
+{
+    return nx_err_set(err, NX_ENOTSUP,
+                      "the CUDA engine backend is not in this build (built without nvcc)");
+}

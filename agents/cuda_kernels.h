@@ -121,6 +121,28 @@ int nx__cu_to_half(void *stream, const float *x, uint64_t count, int32_t dtype, 
 /* ids[r] = the first index of the largest of logits[r][0..vocab), r < n. */
 int nx__cu_argmax(void *stream, const float *logits, uint32_t n, uint32_t vocab, int32_t *ids);
 
+/* One token pick on the GPU (pick.h's plan, as the kernel reads it), in device memory. */
+typedef struct nx__cu_pick {
+    uint32_t row;            /* the logits row it picks from */
+    uint32_t top_k;          /* 0, or >= vocab: off */
+    float temperature;       /* 0: greedy */
+    float top_p;             /* 1: off */
+    float min_p;             /* 0: off */
+    float repetition_penalty;
+    float draw;              /* uniform in [0, 1) */
+    uint32_t penalty_first;  /* its distinct ids are penalty_ids[first, first + count) */
+    uint32_t penalty_count;
+    uint32_t reserved;
+} nx__cu_pick_t;
+
+/* ids[i] = the token picks[i] chooses from row picks[i].row of logits ([rows][vocab]), i <
+ * count, one block per pick (cuda_sample.cu): the repetition penalty (applied to the row in
+ * place), then the greedy argmax, or temperature, top-k, top-p, min-p and the draw, with the
+ * CPU sampler's semantics (ranking by logit, lower id first among equals). Deterministic: the
+ * same logits and plan give the same id. */
+int nx__cu_sample(void *stream, float *logits, uint32_t vocab, const nx__cu_pick_t *picks,
+                  uint32_t count, const int32_t *penalty_ids, int32_t *ids);
+
 #ifdef __cplusplus
 }
 #endif

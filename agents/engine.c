@@ -23,6 +23,12 @@ struct nx_seq {
     size_t logits_rows;     /* rows of the last step */
     size_t logits_cap_rows;
     uint64_t last_step;     /* the step id that last included it (duplicate check) */
+    /* nx_seq_pick_next: the next step picks with this sampler (NULL: returns logits) */
+    nx_sampler_t *pick_sampler;
+    const int32_t *pick_history;
+    size_t pick_history_len;
+    nx__pick_t pick;        /* the step's plan */
+    int32_t picked;         /* the last step's pick; -1 when none */
 };
 
 struct nx_engine {
@@ -42,6 +48,8 @@ struct nx_engine {
     uint32_t bseqs_cap;
     uint32_t *logit_rows;
     float **logit_out;
+    const nx__pick_t **picks;
+    int32_t *picked;
     uint32_t logit_cap;
 };
 
@@ -228,6 +236,8 @@ void nx_engine_destroy(nx_engine_t **self_p)
     free(e->bseqs);
     free(e->logit_rows);
     free(e->logit_out);
+    free(e->picks);
+    free(e->picked);
     free(e);
     *self_p = NULL;
 }
@@ -263,6 +273,7 @@ nx_seq_t *nx_seq_new(nx_engine_t *engine, uint32_t capacity, bool all_logits, nx
         return NULL;
     }
     seq->engine = engine;
+    seq->picked = -1;
     seq->all_logits = all_logits;
     return seq;
 }
@@ -311,6 +322,26 @@ void nx_seq_reset(nx_seq_t *seq)
     seq->len = 0;
     seq->queued = 0;
     seq->logits_rows = 0;
+    seq->picked = -1;
+    seq->pick_sampler = NULL;
+    seq->pick_history = NULL;
+}
+
+int nx_seq_pick_next(nx_seq_t *seq, nx_sampler_t *sampler, const int32_t *history,
+                     size_t history_len, nx_err_t *err)
+{
+    if (seq->all_logits)
+        return nx_err_set(err, NX_EINVAL, "pick: a sequence that keeps all its logits returns "
+                          "them instead");
+    seq->pick_sampler = sampler;
+    seq->pick_history = history;
+    seq->pick_history_len = history_len;
+    return NX_OK;
+}
+
+int32_t nx_seq_picked(const nx_seq_t *seq)
+{
+    return seq->picked;
 }
 
 const float *nx_seq_logits(const nx_seq_t *seq, size_t *rows_out)
@@ -344,7 +375,9 @@ static int reserve_batch(nx_engine_t *e, uint32_t rows, uint32_t count, uint32_t
         !grow((void **)&e->row_seq, sizeof *e->row_seq, &rows_cap, rows) ||
         !grow((void **)&e->bseqs, sizeof *e->bseqs, &e->bseqs_cap, count) ||
         !grow((void **)&e->logit_rows, sizeof *e->logit_rows, &logit_cap, logit_count) ||
-        !grow((void **)&e->logit_out, sizeof *e->logit_out, &logit_cap, logit_count))
+        !grow((void **)&e->logit_out, sizeof *e->logit_out, &logit_cap, logit_count) ||
+        !grow((void **)&e->picks, sizeof *e->picks, &logit_cap, logit_count) ||
+        !grow((void **)&e->picked, sizeof *e->picked, &logit_cap, logit_count))
         return nx_err_set(err, NX_ENOMEM, "step of %u rows: out of memory", rows);
     e->rows_cap = rows > e->rows_cap ? rows : e->rows_cap;
     e->bseqs_cap = count > e->bseqs_cap ? count : e->bseqs_cap;
@@ -416,11 +449,36 @@ static int build_batch(nx_engine_t *e, nx_seq_t *const *seqs, uint32_t count, nx
         for (uint32_t k = 0; k < wanted; k++, logit++) {
             e->logit_rows[logit] = row - wanted + k;
             e->logit_out[logit] = seq->logits + (size_t)k * e->cfg.vocab;
+            e->picks[logit] = NULL;
+            e->picked[logit] = -1;
+        }
+        seq->picked = -1;
+        if (seq->pick_sampler) { /* wanted is 1: all_logits sequences do not pick */
+            nx__sampler_plan(seq->pick_sampler, seq->pick_history, seq->pick_history_len,
+                             &seq->pick);
+            e->picks[logit - 1] = &seq->pick;
         }
     }
+    bool device = e->ops->picks_on_device;
     *b = (nx__batch_t){e->tokens, e->positions, e->row_seq, row, e->bseqs, count,
-                       e->logit_rows, e->logit_out, logit};
+                       e->logit_rows, e->logit_out, logit, device ? e->picks : NULL,
+                       device ? e->picked : NULL};
     return NX_OK;
+}
+
+/* After the forward pass: the picks the backend did not do, from the logits on the host. */
+static void finish_picks(nx_engine_t *e, nx_seq_t *const *seqs, size_t count)
+{
+    uint32_t logit = 0;
+    for (size_t i = 0; i < count; i++) {
+        nx_seq_t *seq = seqs[i];
+        logit += seq->all_logits ? seq->queued : 1;
+        if (!seq->pick_sampler)
+            continue;
+        seq->picked = e->ops->picks_on_device
+                          ? e->picked[logit - 1]
+                          : nx__sampler_pick_plan(seq->pick_sampler, &seq->pick, seq->logits);
+    }
 }
 
 int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_err_t *err)
@@ -434,9 +492,15 @@ int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_er
         rc = build_batch(self, seqs, (uint32_t)count, &batch, err);
     if (rc == NX_OK)
         rc = self->ops->forward(self->state, &batch, err);
-    for (size_t i = 0; rc == NX_OK && i < count; i++) {
+    if (rc == NX_OK)
+        finish_picks(self, seqs, count);
+    for (size_t i = 0; i < count; i++) {
         nx_seq_t *seq = seqs[i];
-        seq->logits_rows = seq->all_logits ? seq->queued : 1;
+        seq->pick_sampler = NULL; /* a pick request lasts one step, done or failed */
+        seq->pick_history = NULL;
+        if (rc != NX_OK)
+            continue;
+        seq->logits_rows = seq->picked >= 0 ? 0 : seq->all_logits ? seq->queued : 1;
         seq->len += seq->queued;
         seq->queued = 0;
     }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nx_engine.h"
+#include "pick.h"
 
 struct nx_gen {
     const nx_sampling_t *sampling;
@@ -141,22 +141,17 @@ static int add_piece(gen_state_t *g, const char *piece, size_t len, bool final, 
     return NX_OK;
 }
 
-static int prefill(nx_engine_t *engine, nx_seq_t *seq, const int32_t *prompt, size_t prompt_len,
-                   nx_err_t *err)
+static int prefill(nx_engine_t *engine, nx_seq_t *seq, nx_gen_t *g, const int32_t *prompt,
+                   size_t prompt_len, nx_err_t *err)
 {
     if (prompt_len == 0)
         return nx_err_set(err, NX_EINVAL, "generation needs a prompt of at least one token");
     int rc = nx_seq_feed(seq, prompt, prompt_len, err);
+    if (rc == NX_OK)
+        rc = nx_gen_pick_next(g, seq, err);
     if (rc != NX_OK)
         return rc;
     return nx_engine_step(engine, &seq, 1, err);
-}
-
-static const float *last_logits(const nx_seq_t *seq, uint32_t vocab)
-{
-    size_t rows = 0;
-    const float *logits = nx_seq_logits(seq, &rows);
-    return logits + (rows - 1) * (size_t)vocab;
 }
 
 /* nx_detok_push wants 64 bytes more than the longest token. */
@@ -250,6 +245,24 @@ int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *ne
     if (g->stop_reason)
         return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
     int32_t id = nx_sampler_pick(g->sampler, logits, g->history, g->history_len);
+    return nx_gen_advance_id(g, id, room_left, next_out, err);
+}
+
+int nx_gen_pick_next(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
+{
+    if (g->stop_reason)
+        return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
+    return nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
+}
+
+int nx_gen_advance_id(nx_gen_t *g, int32_t id, bool room_left, int32_t *next_out,
+                      nx_err_t *err)
+{
+    if (g->stop_reason)
+        return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
+    if (id < 0 || (uint32_t)id >= g->vocab)
+        return nx_err_set(err, NX_EINVAL, "generation: picked id %d is outside the vocabulary "
+                          "of %u", id, g->vocab);
     *next_out = id;
     if (is_stop_id(id, g->stop_ids, g->stop_id_count)) {
         g->stop_reason = "eos";
@@ -284,16 +297,17 @@ int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
     if (!g)
         return err ? err->code : NX_ENOMEM;
     uint64_t t0 = nx_now_ns();
-    int rc = prefill(engine, seq, prompt, prompt_len, err);
+    int rc = prefill(engine, seq, g, prompt, prompt_len, err);
     uint64_t t1 = nx_now_ns();
     out->prefill_seconds = (double)(t1 - t0) / 1e9;
     while (rc == NX_OK) {
         int32_t id;
         bool room = nx_seq_len(seq) < nx_seq_capacity(seq);
-        if ((rc = nx_gen_advance(g, last_logits(seq, vocab), room, &id, err)) != NX_OK ||
+        if ((rc = nx_gen_advance_id(g, nx_seq_picked(seq), room, &id, err)) != NX_OK ||
             g->stop_reason)
             break;
-        if ((rc = nx_seq_feed(seq, &id, 1, err)) == NX_OK)
+        if ((rc = nx_seq_feed(seq, &id, 1, err)) == NX_OK &&
+            (rc = nx_gen_pick_next(g, seq, err)) == NX_OK)
             rc = nx_engine_step(engine, &seq, 1, err);
     }
     if (rc != NX_OK)

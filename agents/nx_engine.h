@@ -210,8 +210,20 @@ void nx_seq_reset(nx_seq_t *seq); /* empty again; keeps its KV region */
  * with nothing queued is NX_EINVAL. */
 int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_err_t *err);
 /* Logits (host memory, fp32) of the last step: `rows` rows of vocab floats — the last
- * processed token only, or every one with all_logits. Valid until the next step. */
+ * processed token only, or every one with all_logits. Valid until the next step. NULL with
+ * rows 0 after a step that picked the sequence's next token (nx_seq_pick_next). */
 const float *nx_seq_logits(const nx_seq_t *seq, size_t *rows_out);
+
+/* Have the next step pick the sequence's next token from its last row with `sampler`, instead
+ * of returning logits: on the CUDA backend the pick (repetition penalty, greedy or temperature,
+ * top-k, top-p, min-p and the draw) runs on the GPU and only the id crosses the bus; on the CPU
+ * backend it is nx_sampler_pick on the step's logits. The sampler's draw is taken here, so the
+ * same seed gives the same draws on either backend. sampler and history (the repetition
+ * penalty's input) are borrowed until that step ends. NX_EINVAL for an all_logits sequence. */
+int nx_seq_pick_next(nx_seq_t *seq, nx_sampler_t *sampler, const int32_t *history,
+                     size_t history_len, nx_err_t *err);
+/* The id the last step picked; -1 when it picked none. */
+int32_t nx_seq_picked(const nx_seq_t *seq);
 
 /* ------------------------------------------------------------------------------------------
  * Generation on one sequence (what `nexusctl run` uses; the orchestrator uses the step API)
@@ -254,6 +266,12 @@ void nx_gen_destroy(nx_gen_t **self_p);
  * when it ends, nx_gen_stop_reason says why and all decided text has been emitted. */
 int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t *next_out,
                    nx_err_t *err);
+/* The same with the next token picked by the engine: nx_gen_pick_next asks the sequence's next
+ * step to pick with this generation's sampler and history (nx_seq_pick_next); after the step,
+ * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. */
+int nx_gen_pick_next(nx_gen_t *self, nx_seq_t *seq, nx_err_t *err);
+int nx_gen_advance_id(nx_gen_t *self, int32_t id, bool room_left, int32_t *next_out,
+                      nx_err_t *err);
 /* "eos", "stop", "length", "emit", or NULL while generating. */
 const char *nx_gen_stop_reason(const nx_gen_t *self);
 const char *nx_gen_text(const nx_gen_t *self);        /* the text so far (NUL-terminated) */

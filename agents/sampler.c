@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nx_engine.h"
+#include "pick.h"
 
 #define NUCLEUS_BINS 4096 /* histogram bins over weights in [0, 1] for top-p */
 
@@ -28,6 +28,7 @@ struct nx_sampler {
     uint32_t *seen_stamp; /* [vocab] == stamp when an id was penalised in this pick */
     uint32_t stamp;
     cand_t *cands;        /* [vocab] candidates of the current pick */
+    int32_t *penalty_ids; /* [vocab] distinct ids of the last plan's history */
     double bin_mass[NUCLEUS_BINS]; /* top-p histogram: summed weight per bin */
 };
 
@@ -111,7 +112,8 @@ nx_sampler_t *nx_sampler_new(const nx_sampling_t *s, uint32_t vocab, nx_err_t *e
     self->penalized = malloc((size_t)vocab * sizeof *self->penalized);
     self->seen_stamp = calloc(vocab, sizeof *self->seen_stamp);
     self->cands = malloc((size_t)vocab * sizeof *self->cands);
-    if (!self->penalized || !self->seen_stamp || !self->cands)
+    self->penalty_ids = malloc((size_t)vocab * sizeof *self->penalty_ids);
+    if (!self->penalized || !self->seen_stamp || !self->cands || !self->penalty_ids)
         goto out_nomem;
     uint64_t x = s->seed;
     for (int i = 0; i < 4; i++)
@@ -131,30 +133,57 @@ void nx_sampler_destroy(nx_sampler_t **self_p)
     free(self->penalized);
     free(self->seen_stamp);
     free(self->cands);
+    free(self->penalty_ids);
     free(self);
     *self_p = NULL;
 }
 
 /* ---- the steps of a pick ------------------------------------------------------------------- */
 
-/* CTRL's penalty over the distinct ids of history: positive logits are divided by it,
- * negative ones multiplied (both make the token less likely). Returns the row to use. */
-static const float *apply_penalty(nx_sampler_t *self, const float *logits,
-                                  const int32_t *history, size_t history_len)
+/* The distinct ids of history inside the vocabulary, in first-seen order, into
+ * self->penalty_ids; returns how many. */
+static uint32_t distinct_ids(nx_sampler_t *self, const int32_t *history, size_t history_len)
 {
-    float penalty = self->params.repetition_penalty;
-    if (penalty == 1.0f || history_len == 0)
-        return logits;
-    memcpy(self->penalized, logits, (size_t)self->vocab * sizeof *logits);
     if (++self->stamp == 0) { /* wrapped: forget every old stamp */
         memset(self->seen_stamp, 0, (size_t)self->vocab * sizeof *self->seen_stamp);
         self->stamp = 1;
     }
+    uint32_t count = 0;
     for (size_t i = 0; i < history_len; i++) {
         int32_t id = history[i];
         if (id < 0 || (uint32_t)id >= self->vocab || self->seen_stamp[id] == self->stamp)
             continue;
         self->seen_stamp[id] = self->stamp;
+        self->penalty_ids[count++] = id;
+    }
+    return count;
+}
+
+void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history_len,
+                      nx__pick_t *out)
+{
+    const nx_sampling_t *p = &self->params;
+    *out = (nx__pick_t){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p,
+                        .min_p = p->min_p, .repetition_penalty = p->repetition_penalty};
+    if (p->repetition_penalty != 1.0f && history_len > 0) {
+        out->penalty_count = distinct_ids(self, history, history_len);
+        out->penalty_ids = out->penalty_count ? self->penalty_ids : NULL;
+    }
+    if (p->temperature != 0.0f)
+        out->draw = uniform01(self->rng);
+}
+
+/* CTRL's penalty over the plan's distinct ids: positive logits are divided by it, negative
+ * ones multiplied (both make the token less likely). Returns the row to use. */
+static const float *apply_penalty(nx_sampler_t *self, const float *logits,
+                                  const nx__pick_t *plan)
+{
+    float penalty = plan->repetition_penalty;
+    if (penalty == 1.0f || plan->penalty_count == 0)
+        return logits;
+    memcpy(self->penalized, logits, (size_t)self->vocab * sizeof *logits);
+    for (uint32_t i = 0; i < plan->penalty_count; i++) {
+        int32_t id = plan->penalty_ids[i];
         float l = self->penalized[id];
         self->penalized[id] = l < 0 ? l * penalty : l / penalty;
     }
@@ -282,10 +311,9 @@ static size_t nucleus_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double m
     return keep;
 }
 
-/* Sample from a candidate list: temperature, top-p, min-p, draw. */
-static int32_t sample(nx_sampler_t *self, const float *row)
+/* Sample from a candidate list: temperature, top-p, min-p, then the plan's draw. */
+static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
 {
-    const nx_sampling_t *p = &self->params;
     cand_t *c = self->cands;
     size_t n;
     bool sorted;
@@ -326,7 +354,7 @@ static int32_t sample(nx_sampler_t *self, const float *row)
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += c[i].value;
-    double r = uniform01(self->rng) * sum;
+    double r = p->draw * sum;
     for (size_t i = 0; i < n; i++) {
         r -= c[i].value;
         if (r < 0)
@@ -338,11 +366,18 @@ static int32_t sample(nx_sampler_t *self, const float *row)
     return c[0].id;
 }
 
+int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits)
+{
+    const float *row = apply_penalty(self, logits, plan);
+    if (plan->temperature == 0.0f)
+        return argmax(row, self->vocab);
+    return sample(self, row, plan);
+}
+
 int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
                         size_t history_len)
 {
-    const float *row = apply_penalty(self, logits, history, history_len);
-    if (self->params.temperature == 0.0f)
-        return argmax(row, self->vocab);
-    return sample(self, row);
+    nx__pick_t plan;
+    nx__sampler_plan(self, history, history_len, &plan);
+    return nx__sampler_pick_plan(self, &plan, logits);
 }

@@ -8,6 +8,11 @@
  *                     [--device auto|cpu|cuda]
  *                      [--decode-prompt 16] [--json FILE]
  *
+ * Every step ends with a pick per sequence through the engine, as nexusd steps (on CUDA the
+ * GPU picks and only ids come back): greedy, and once more at batch 1 with sampling (T 0.8,
+ * top-k 50, top-p 0.9, repetition penalty 1.1: the "sampled" row, to show what the sampling
+ * filters cost beside greedy).
+ *
  * Decode sequences start from a short prompt (--decode-prompt, untimed) so that large batches
  * do not spend the run in prefill; the KV cache's reads are not counted in the bytes, so the
  * fraction is a lower bound of what the step reads.
@@ -226,19 +231,32 @@ static void prompt_ids(int32_t *ids, uint32_t n, uint32_t vocab, uint64_t seed)
     }
 }
 
-static int32_t greedy(const nx_seq_t *seq, uint32_t vocab)
+/* Every step ends with a pick per sequence through the engine (nx_seq_pick_next), as nexusd
+ * does: on CUDA it runs on the GPU and only the ids come back. The history is the sequence's
+ * ids so far (the repetition penalty's input). */
+static int ask_picks(nx_seq_t **seqs, nx_sampler_t **samplers, uint32_t nseq,
+                     int32_t *const *history, size_t len, nx_err_t *err)
 {
-    size_t rows;
-    const float *l = nx_seq_logits(seq, &rows) + (rows - 1) * (size_t)vocab;
-    int32_t best = 0;
-    for (uint32_t i = 1; i < vocab; i++)
-        if (l[i] > l[best])
-            best = (int32_t)i;
-    return best;
+    int rc = NX_OK;
+    for (uint32_t s = 0; rc == NX_OK && s < nseq; s++)
+        rc = nx_seq_pick_next(seqs[s], samplers[s], history[s], len, err);
+    return rc;
+}
+
+static nx_sampling_t sampled_params(void)
+{
+    nx_sampling_t p = nx_sampling_default();
+    p.temperature = 0.8f;
+    p.top_k = 50;
+    p.top_p = 0.9f;
+    p.repetition_penalty = 1.1f;
+    p.seed = 42;
+    return p;
 }
 
 typedef struct figure {
     uint32_t batch;       /* 0: prefill */
+    bool sampled;         /* decode with sampled_params() picks, not greedy */
     uint32_t tokens;      /* tokens processed in the timed steps */
     uint32_t steps;
     double seconds;
@@ -247,33 +265,47 @@ typedef struct figure {
 } figure_t;
 
 /* Prefill (batch == 0: one sequence, the whole prompt in one step) or `batch` sequences
- * decoding `tokens` steps together. */
-static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, figure_t *f,
-                      nx_err_t *err)
+ * decoding `tokens` steps together, picking greedily or with sampled_params(). */
+static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, bool sampled,
+                      figure_t *f, nx_err_t *err)
 {
     uint32_t vocab = nx_engine_config(c->engine)->vocab;
     uint32_t nseq = batch ? batch : 1, plen = batch ? a->decode_prompt : a->prompt;
+    size_t hist_cap = (size_t)plen + a->tokens + 1;
     nx_seq_t **seqs = calloc(nseq, sizeof *seqs);
-    int32_t *ids = malloc((size_t)plen * sizeof *ids);
-    int rc = seqs && ids ? NX_OK : nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
+    nx_sampler_t **samplers = calloc(nseq, sizeof *samplers);
+    int32_t **history = calloc(nseq, sizeof *history);
+    nx_sampling_t params = sampled ? sampled_params() : nx_sampling_default();
+    int rc = seqs && samplers && history ? NX_OK
+                                         : nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
     for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
-        if (!(seqs[s] = nx_seq_new(c->engine, 0, false, err)))
+        if (!(history[s] = malloc(hist_cap * sizeof **history)))
+            rc = nx_err_set(err, NX_ENOMEM, "decode bench: no memory");
+        else if (!(seqs[s] = nx_seq_new(c->engine, 0, false, err)) ||
+                 !(samplers[s] = nx_sampler_new(&params, vocab, err)))
             rc = err->code;
-        prompt_ids(ids, plen, vocab, 1000 + s);
-        if (rc == NX_OK)
-            rc = nx_seq_feed(seqs[s], ids, plen, err);
+        if (rc == NX_OK) {
+            prompt_ids(history[s], plen, vocab, 1000 + s);
+            rc = nx_seq_feed(seqs[s], history[s], plen, err);
+        }
     }
+    size_t len = plen;
+    if (rc == NX_OK)
+        rc = ask_picks(seqs, samplers, nseq, history, len, err);
     uint64_t t0 = nx_now_ns();
     if (rc == NX_OK)
         rc = nx_engine_step(c->engine, seqs, nseq, err); /* the timed prefill, or untimed */
-    *f = (figure_t){.batch = batch, .tokens = plen, .steps = 1};
+    *f = (figure_t){.batch = batch, .sampled = sampled, .tokens = plen, .steps = 1};
     if (batch) {
         t0 = nx_now_ns();
         for (uint32_t t = 0; rc == NX_OK && t < a->tokens; t++) {
             for (uint32_t s = 0; rc == NX_OK && s < nseq; s++) {
-                int32_t next = greedy(seqs[s], vocab);
-                rc = nx_seq_feed(seqs[s], &next, 1, err);
+                history[s][len] = nx_seq_picked(seqs[s]);
+                rc = nx_seq_feed(seqs[s], &history[s][len], 1, err);
             }
+            len++;
+            if (rc == NX_OK)
+                rc = ask_picks(seqs, samplers, nseq, history, len, err);
             if (rc == NX_OK)
                 rc = nx_engine_step(c->engine, seqs, nseq, err);
         }
@@ -282,10 +314,17 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, fig
     }
     f->seconds = (double)(nx_now_ns() - t0) / 1e9;
     f->tok_s = f->tokens / f->seconds;
-    for (uint32_t s = 0; seqs && s < nseq; s++)
-        nx_seq_destroy(c->engine, &seqs[s]);
+    for (uint32_t s = 0; s < nseq; s++) {
+        if (seqs && seqs[s])
+            nx_seq_destroy(c->engine, &seqs[s]);
+        if (samplers)
+            nx_sampler_destroy(&samplers[s]);
+        if (history)
+            free(history[s]);
+    }
     free(seqs);
-    free(ids);
+    free(samplers);
+    free(history);
     return rc;
 }
 
@@ -307,7 +346,8 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
     for (size_t i = 0; i < n; i++) {
         char phase[32];
         if (figs[i].batch)
-            snprintf(phase, sizeof phase, "decode batch %u", figs[i].batch);
+            snprintf(phase, sizeof phase, "decode batch %u%s", figs[i].batch,
+                     figs[i].sampled ? " sampled" : "");
         else
             snprintf(phase, sizeof phase, "prefill %u-token prompt", figs[i].tokens);
         printf("%-26s %8u %7u %10.4f %12.1f %11.1f%%\n", phase, figs[i].tokens, figs[i].steps,
@@ -327,7 +367,9 @@ static int write_json(const bench_args_t *a, const bench_ctx_t *c, double bandwi
     json_object_set_new(o, "read_bandwidth_gbps", json_real(bandwidth / 1e9));
     for (size_t i = 0; i < n; i++) {
         json_t *r = json_object();
-        json_object_set_new(r, "phase", json_string(figs[i].batch ? "decode" : "prefill"));
+        json_object_set_new(r, "phase", json_string(!figs[i].batch  ? "prefill"
+                                                    : figs[i].sampled ? "decode_sampled"
+                                                                      : "decode"));
         json_object_set_new(r, "batch", json_integer(figs[i].batch ? figs[i].batch : 1));
         json_object_set_new(r, "tokens", json_integer(figs[i].tokens));
         json_object_set_new(r, "steps", json_integer(figs[i].steps));
@@ -359,13 +401,14 @@ int main(int argc, char **argv)
     double bandwidth = measure_read_bandwidth(a.threads, bw_bytes);
     nx_err_t err = {0};
     bench_ctx_t c = {0};
-    figure_t figs[MAX_BATCHES + 1];
+    figure_t figs[MAX_BATCHES + 2];
     size_t n = 0;
     int exit_code = 1;
     if (open_engine(&a, &c, &err) != NX_OK)
         goto out;
-    for (size_t i = 0; i <= a.batch_count; i++, n++) {
-        if (run_figure(&a, &c, i ? a.batches[i - 1] : 0, &figs[n], &err) != NX_OK)
+    for (size_t i = 0; i <= a.batch_count + 1; i++, n++) { /* prefill, batches, sampled b1 */
+        uint32_t batch = i == 0 ? 0 : i <= a.batch_count ? a.batches[i - 1] : 1;
+        if (run_figure(&a, &c, batch, i > a.batch_count, &figs[n], &err) != NX_OK)
             goto out;
         figs[n].bw_fraction = bandwidth > 0 ? (double)c.weight_bytes_per_step * figs[n].steps /
                                                   figs[n].seconds / bandwidth

@@ -171,7 +171,13 @@ def main():
         if ours.get("backend") != "cuda":
             verdicts.append(f"FAIL (the decode bench ran on backend '{ours.get('backend')}', "
                             "not cuda)")
+        greedy_b1 = next((r["tokens_per_s"] for r in ours["figures"]
+                          if r["phase"] == "decode" and r["batch"] == 1), None)
         for row in ours["figures"]:
+            if row["phase"] == "decode_sampled" and greedy_b1:
+                verdicts.append(f"b{row['batch']} sampled (T 0.8, top-k 50, top-p 0.9, "
+                                f"penalty 1.1; picks on the GPU) {row['tokens_per_s']:.1f} "
+                                f"tok/s, {100 * row['tokens_per_s'] / greedy_b1:.0f}% of greedy")
             if row["phase"] != "decode":
                 continue
             b, tok_s = row["batch"], row["tokens_per_s"]

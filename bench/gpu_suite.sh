@@ -311,13 +311,31 @@ section_2_correctness() {
         reference=numpy
         note "correctness: no torch with CUDA: tiny synthesized models against the numpy reference instead of transformers"
     fi
+    # the CUDA backend against the CPU backend, and the GPU pick kernel against the CPU sampler
+    local t trc tfail=0
+    for t in test_cuda_engine test_pick; do
+        if [ ! -x "$BUNDLE/tests/$t" ]; then
+            note "correctness $t: not in the bundle; FAIL"
+            tfail=1
+            continue
+        fi
+        step "$t" "$dir/$t.log" "$BUNDLE/tests/$t"
+        trc=$?
+        if [ "$trc" -eq 0 ] && ! grep -q 'SKIPPED' "$dir/$t.log"; then
+            note "correctness $t: PASS ($(grep -c '^\[       OK' "$dir/$t.log") tests)"
+        else
+            note "correctness $t: FAIL (exit $trc; log $dir/$t.log)"
+            grep -E '^\[  (FAILED|SKIPPED|ERROR)|fail|differ' "$dir/$t.log" | head -6 | sed 's/^/     /' | tee -a "$SUMMARY"
+            tfail=1
+        fi
+    done
     step "correctness (reference $reference)" "$dir/correctness.log" \
         "${PY[@]}" bench/gpu_correctness.py --bin "$BUNDLE" --work "$NEXUS_GPU_DIR/correctness" \
         --reference "$reference" --devices cuda,cpu --greedy 32 --json "$dir/correctness.json" \
         --summary "$SUMMARY"
     local rc=$?
     [ "$rc" -eq 0 ] || { grep -q '^correctness' "$SUMMARY" || note "correctness: FAIL (exit $rc, see $dir/correctness.log)"; }
-    return $rc
+    [ "$rc" -eq 0 ] && [ "$tfail" -eq 0 ]
 }
 
 # --- 3. decode -------------------------------------------------------------------------------
@@ -394,13 +412,14 @@ section_5_sanitizers() {
         return 1
     fi
     echo "   $sanitizer"
-    for test in test_cuda_engine test_pool test_loader; do
+    for test in test_cuda_engine test_pick test_pool test_loader; do
         if [ ! -x "$BUNDLE/tests/$test" ]; then
             note "sanitizers $test: not in the bundle (not built); FAIL"
             failures=$((failures + 1))
         fi
     done
-    for run in test_cuda_engine:memcheck test_cuda_engine:racecheck test_pool:memcheck \
+    for run in test_cuda_engine:memcheck test_cuda_engine:racecheck test_pick:memcheck \
+        test_pick:racecheck test_pool:memcheck \
         test_pool:racecheck test_loader:memcheck test_loader:racecheck; do
         test=${run%%:*} tool=${run##*:}
         [ -x "$BUNDLE/tests/$test" ] || continue

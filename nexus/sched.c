@@ -423,14 +423,11 @@ static void advance_all(nx_exec_t *exec, nx__model_t *m, nx__job_t **jobs, size_
     for (size_t i = 0; i < count; i++) {
         nx__job_t *job = jobs[i];
         nx_err_t err = {0};
-        size_t rows = 0;
-        const float *logits = nx_seq_logits(job->seq, &rows);
         if (!job->first_token_ns)
             job->first_token_ns = nx_now_ns();
         bool room = nx_seq_len(job->seq) < nx_seq_capacity(job->seq);
         int32_t next = 0;
-        int rc = nx_gen_advance(job->gen, logits + (rows - 1) * (size_t)m->config.vocab, room,
-                                &next, &err);
+        int rc = nx_gen_advance_id(job->gen, nx_seq_picked(job->seq), room, &next, &err);
         if (rc == NX_OK && !nx_gen_stop_reason(job->gen))
             rc = nx_seq_feed(job->seq, &next, 1, &err);
         if (rc != NX_OK || nx_gen_stop_reason(job->gen)) {
@@ -462,7 +459,10 @@ bool nx__sched_step(nx_exec_t *exec)
         if (n < m->running_count)
             nx_err_set(&err, NX_ENOMEM, "out of memory stepping %u sequences",
                        m->running_count);
-        else
+        /* each step ends with a token picked for every sequence (on the GPU with CUDA) */
+        for (size_t j = 0; err.code == NX_OK && j < n; j++)
+            nx_gen_pick_next(jobs[j]->gen, jobs[j]->seq, &err);
+        if (err.code == NX_OK)
             nx_engine_step(m->engine, seqs, n, &err);
         if (err.code != NX_OK) {
             for (size_t j = 0; j < n; j++) {

@@ -1,0 +1,321 @@
+/* cuda_sample.cu — token picks on the GPU, so that only the chosen ids cross the bus (see
+ * cuda_kernels.h nx__cu_sample; the plan comes from pick.h).
+ *
+ * NOT YET RUN ON A GPU: written on a machine without one; compiled for sm_90 and run under
+ * the CPU emulation of tests/cuemu only.
+ *
+ * One block per pick. The semantics are the CPU sampler's (sampler.c): the repetition penalty
+ * on the distinct ids of the history; greedy is the first index of the largest logit (NaN
+ * ranks as -inf); otherwise elements are ranked by logit, the lower id first among equal
+ * logits, and the kept set is the top-k of that ranking, then the smallest prefix of it whose
+ * weight exp((l - max) / T) reaches top_p of the kept weight, then the weights >= min_p; the
+ * draw r = draw * (kept weight) picks the first element, in rank order, where the running
+ * weight passes r.
+ *
+ * How, without sorting 152k logits: every "first element in rank order where a running sum
+ * reaches a target" (the k-th element: every weight 1; the top-p cut; the draw) is found by
+ * a bitwise search over the order-preserving 32-bit key of the logit, highest bit first: the
+ * largest key K whose elements at or above it reach the target, then, among elements with key
+ * K (ties), the smallest id that reaches it. Each probe is one pass over the row (it stays in
+ * L2) and one block reduction. Every sum is taken in a fixed order (each thread over its
+ * strided elements, then the warps in order), so a pick is deterministic.
+ *
+ * Cost, by reading (not yet measured): up to ~32 passes per search and up to three searches
+ * for a sampled pick (top-k, top-p, draw), plus ~18 when the cut falls among equal logits.
+ * Greedy is one pass. A sampled pick of a 152k vocabulary is expected in the 0.1-0.5 ms range;
+ * bench/gpu_decode.py measures decode with greedy picks.
+ */
+#include "cuda_kernels.h"
+
+#include "cuda_launch.h"
+#include <math.h>
+#include <stdint.h>
+
+#define SAMPLE_THREADS 512
+#define SAMPLE_WARPS (SAMPLE_THREADS / 32)
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float clean_logit(float v)
+{
+    return isnan(v) ? -INFINITY : v;
+}
+
+/* Order-preserving key: a > b as floats (NaN as -inf) iff key(a) > key(b) as integers. */
+__device__ __forceinline__ uint32_t key_of(float v)
+{
+    uint32_t u = __float_as_uint(clean_logit(v));
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* A cut in rank order: an element (key, id) is at or before it when key > cut.key, or key ==
+ * cut.key and id <= cut.id. {0, UINT32_MAX} keeps everything. */
+typedef struct cut {
+    uint32_t key;
+    uint32_t id;
+} cut_t;
+
+__device__ __forceinline__ bool within(uint32_t key, uint32_t id, cut_t c)
+{
+    return key > c.key || (key == c.key && id <= c.id);
+}
+
+/* What a search sums: COUNT gives every element weight 1 (the k-th element); KEPT_K the
+ * weight inside the top-k cut (top-p); KEPT_ALL the weight inside every filter (the draw). */
+enum { COUNT = 0, KEPT_K = 1, KEPT_ALL = 2 };
+
+typedef struct pick_ctx {
+    const float *row;
+    uint32_t vocab;
+    float max_logit;
+    float temperature;
+    float min_p;
+    cut_t k_cut, p_cut;
+} pick_ctx_t;
+
+__device__ __forceinline__ float weight(const pick_ctx_t &c, int stage, float l, uint32_t key,
+                                        uint32_t id)
+{
+    if (stage == COUNT)
+        return 1.f;
+    if (!within(key, id, c.k_cut))
+        return 0.f;
+    float w = expf((clean_logit(l) - c.max_logit) / c.temperature);
+    if (stage == KEPT_ALL && (!within(key, id, c.p_cut) || w < c.min_p))
+        return 0.f;
+    return w;
+}
+
+__device__ __forceinline__ float warp_sum_f(float v)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+        v += __shfl_xor_sync(FULL_MASK, v, off);
+    return v;
+}
+
+/* Sums of a and b over the block in a fixed order; every thread gets them. Every thread of
+ * the block calls it. red holds 2 * SAMPLE_WARPS floats. */
+__device__ void block_sum2(float *a, float *b, float *red)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float wa = warp_sum_f(*a), wb = warp_sum_f(*b);
+    __syncthreads(); /* red may still be read by the previous call */
+    if (lane == 0) {
+        red[warp] = wa;
+        red[SAMPLE_WARPS + warp] = wb;
+    }
+    __syncthreads();
+    float ta = 0.f, tb = 0.f;
+    for (int i = 0; i < SAMPLE_WARPS; i++) {
+        ta += red[i];
+        tb += red[SAMPLE_WARPS + i];
+    }
+    *a = ta;
+    *b = tb;
+}
+
+/* Sum of the stage's weights over the elements with key >= min_key, and the number of
+ * elements with key == min_key and a positive weight. */
+__device__ void sum_from(const pick_ctx_t &c, int stage, uint32_t min_key, float *sum,
+                         float *ties, float *red)
+{
+    float s = 0.f, t = 0.f;
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        float l = c.row[i];
+        uint32_t key = key_of(l);
+        if (key < min_key)
+            continue;
+        float w = weight(c, stage, l, key, i);
+        s += w;
+        t += key == min_key && w > 0.f ? 1.f : 0.f;
+    }
+    *sum = s;
+    *ties = t;
+    block_sum2(sum, ties, red);
+}
+
+/* Sum over the elements with key > k plus those with key == k and id <= max_id. */
+__device__ float sum_through(const pick_ctx_t &c, int stage, uint32_t k, uint32_t max_id,
+                             float *red)
+{
+    float s = 0.f, unused = 0.f;
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        float l = c.row[i];
+        uint32_t key = key_of(l);
+        if (key > k || (key == k && i <= max_id))
+            s += weight(c, stage, l, key, i);
+    }
+    block_sum2(&s, &unused, red);
+    return s;
+}
+
+__device__ __forceinline__ bool reaches(float sum, float target, bool strict)
+{
+    return strict ? sum > target : sum >= target;
+}
+
+/* The first element in rank order at which the running sum of the stage's weights reaches
+ * target (strict: passes it). *found false when even the whole sum does not (rounding). */
+__device__ cut_t find_cut(const pick_ctx_t &c, int stage, float target, bool strict,
+                          bool *found, float *red)
+{
+    float sum, ties;
+    sum_from(c, stage, 0, &sum, &ties, red);
+    *found = reaches(sum, target, strict);
+    if (!*found)
+        return cut_t{0, UINT32_MAX};
+    uint32_t k = 0;
+    for (int bit = 31; bit >= 0; bit--) { /* largest k whose elements at or above it reach */
+        uint32_t probe = k | (1u << bit);
+        sum_from(c, stage, probe, &sum, &ties, red);
+        if (reaches(sum, target, strict))
+            k = probe;
+    }
+    sum_from(c, stage, k, &sum, &ties, red);
+    /* the elements above k do not reach; among the ties at k, the smallest id that does */
+    uint32_t lo = 0, hi = c.vocab - 1;
+    if (ties > 1.5f) {
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (reaches(sum_through(c, stage, k, mid, red), target, strict))
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        return cut_t{k, lo};
+    }
+    /* one tie: its id (the smallest with key k and a positive weight) */
+    __shared__ uint32_t best;
+    if (threadIdx.x == 0)
+        best = UINT32_MAX;
+    __syncthreads();
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        float l = c.row[i];
+        uint32_t key = key_of(l);
+        if (key == k && weight(c, stage, l, key, i) > 0.f)
+            atomicMin(&best, i);
+    }
+    __syncthreads();
+    cut_t r = cut_t{k, best};
+    __syncthreads(); /* everyone has read best before a later call resets it */
+    return r;
+}
+
+/* The largest clean logit and its first index, over the block. */
+__device__ void block_argmax(const float *row, uint32_t vocab, float *max_out, uint32_t *id_out)
+{
+    __shared__ float best_v[SAMPLE_WARPS];
+    __shared__ uint32_t best_i[SAMPLE_WARPS];
+    float bv = -INFINITY;
+    uint32_t bi = UINT32_MAX;
+    for (uint32_t i = threadIdx.x; i < vocab; i += SAMPLE_THREADS) { /* i increases */
+        float v = clean_logit(row[i]);
+        if (v > bv || bi == UINT32_MAX) {
+            bv = v;
+            bi = i;
+        }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        float ov = __shfl_xor_sync(FULL_MASK, bv, off);
+        uint32_t oi = __shfl_xor_sync(FULL_MASK, bi, off);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) {
+        best_v[warp] = bv;
+        best_i[warp] = bi;
+    }
+    __syncthreads();
+    bv = best_v[0];
+    bi = best_i[0];
+    for (int w = 1; w < SAMPLE_WARPS; w++)
+        if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) {
+            bv = best_v[w];
+            bi = best_i[w];
+        }
+    *max_out = bv;
+    *id_out = bi == UINT32_MAX ? 0 : bi;
+    __syncthreads(); /* everyone has read the arrays */
+}
+
+/* The last element in rank order with a positive weight (the draw's fallback when rounding
+ * left the running sum short of r, as sampler.c's). */
+__device__ uint32_t last_positive(const pick_ctx_t &c)
+{
+    __shared__ unsigned long long worst; /* (~key << 32 | id): the largest is the last */
+    if (threadIdx.x == 0)
+        worst = 0;
+    __syncthreads();
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        float l = c.row[i];
+        uint32_t key = key_of(l);
+        if (weight(c, KEPT_ALL, l, key, i) > 0.f)
+            atomicMax(&worst, ((unsigned long long)~key << 32) | i);
+    }
+    __syncthreads();
+    uint32_t id = (uint32_t)(worst & 0xffffffffu);
+    __syncthreads();
+    return id;
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+    sample_kernel(float *logits, uint32_t vocab, const nx__cu_pick_t *picks, uint32_t count,
+                  const int32_t *penalty_ids, int32_t *ids)
+{
+    __shared__ float red[2 * SAMPLE_WARPS];
+    if (blockIdx.x >= count)
+        return;
+    nx__cu_pick_t p = picks[blockIdx.x];
+    float *row = logits + (uint64_t)p.row * vocab;
+    /* the repetition penalty, in place (the ids are distinct: no two threads share one) */
+    if (p.repetition_penalty != 1.f) {
+        for (uint32_t i = threadIdx.x; i < p.penalty_count; i += SAMPLE_THREADS) {
+            int32_t id = penalty_ids[p.penalty_first + i];
+            if (id >= 0 && (uint32_t)id < vocab) {
+                float l = row[id];
+                row[id] = l < 0.f ? l * p.repetition_penalty : l / p.repetition_penalty;
+            }
+        }
+        __syncthreads();
+    }
+    float max_logit;
+    uint32_t best;
+    block_argmax(row, vocab, &max_logit, &best);
+    if (p.temperature == 0.f || max_logit == -INFINITY) { /* greedy, or nothing possible */
+        if (threadIdx.x == 0)
+            ids[blockIdx.x] = (int32_t)(max_logit == -INFINITY ? 0 : best);
+        return;
+    }
+    pick_ctx_t c = {row, vocab, max_logit, p.temperature, p.min_p, {0, UINT32_MAX},
+                    {0, UINT32_MAX}};
+    bool found;
+    if (p.top_k > 0 && p.top_k < vocab)
+        c.k_cut = find_cut(c, COUNT, (float)p.top_k, false, &found, red);
+    if (p.top_p < 1.f) {
+        float total, ties;
+        sum_from(c, KEPT_K, 0, &total, &ties, red);
+        c.p_cut = find_cut(c, KEPT_K, p.top_p * total, false, &found, red);
+    }
+    float kept, ties;
+    sum_from(c, KEPT_ALL, 0, &kept, &ties, red);
+    cut_t drawn = find_cut(c, KEPT_ALL, p.draw * kept, true, &found, red);
+    uint32_t id = found ? drawn.id : last_positive(c);
+    if (threadIdx.x == 0)
+        ids[blockIdx.x] = (int32_t)id;
+}
+
+extern "C" int nx__cu_sample(void *stream, float *logits, uint32_t vocab,
+                             const nx__cu_pick_t *picks, uint32_t count,
+                             const int32_t *penalty_ids, int32_t *ids)
+{
+    if (count == 0 || vocab == 0)
+        return 0;
+    NX_LAUNCH(count, SAMPLE_THREADS, 0, (cudaStream_t)stream, sample_kernel)(
+        logits, vocab, picks, count, penalty_ids, ids);
+    return (int)cudaGetLastError();
+}

@@ -1,0 +1,34 @@
+/* pick.h — internal: one token pick, planned on the host and carried out where the logits
+ * are: on the host for the CPU backend (sampler.c), on the GPU for the CUDA backend
+ * (cuda_sample.cu), so that only the chosen id crosses the bus.
+ *
+ * The plan holds everything a pick reads besides the logits: the sampling parameters, the
+ * pick's one uniform draw (taken from the sampler's seeded generator when the plan is made, so
+ * the same seed gives the same draws on either backend) and the distinct ids of the history
+ * for the repetition penalty.
+ */
+#ifndef NX_PICK_H
+#define NX_PICK_H
+
+#include "nx_engine.h"
+
+typedef struct nx__pick {
+    float temperature;          /* 0: greedy */
+    uint32_t top_k;             /* 0, or >= vocab: off */
+    float top_p;                /* 1: off */
+    float min_p;                /* 0: off */
+    float repetition_penalty;   /* 1: off */
+    double draw;                /* uniform in [0, 1); 0 when greedy */
+    const int32_t *penalty_ids; /* distinct ids inside the vocabulary; NULL when none */
+    uint32_t penalty_count;
+} nx__pick_t;
+
+/* The next pick of `self`: takes one draw from its generator unless greedy. penalty_ids
+ * point into the sampler and stay valid until its next plan or pick. */
+void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history_len,
+                      nx__pick_t *out);
+/* Carry a plan of `self` out on host logits (vocab floats). nx_sampler_pick is
+ * nx__sampler_plan followed by this. */
+int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits);
+
+#endif
