@@ -5,7 +5,9 @@
  * It runs once per generated token over vocabularies of ~152k entries, so nothing sorts the
  * whole vocabulary: top-k keeps a size-k min-heap (most logits are rejected by one compare
  * against the heap's root), and top-p without top-k finds its cut with a histogram of the
- * weights and sorts only the tokens of the bin where the cut falls.
+ * weights and sorts only the tokens of the bin where the cut falls. The draw walks the kept
+ * tokens in rank order (the GPU's cuda_sample.cu walks the same order, so one plan picks the
+ * same id on either backend), found the same way: only the bin where it lands is sorted.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -311,6 +313,53 @@ static size_t nucleus_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double m
     return keep;
 }
 
+/* The draw r over candidates in no particular order (weights in [0, 1]), walked in rank order
+ * like the sorted path: the histogram of the weights finds the bin where the running mass from
+ * the top passes r; only that bin's tokens are sorted. -1 when rounding leaves r unpassed.
+ * Reorders c. */
+static int32_t draw_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double r)
+{
+    double *bin_mass = self->bin_mass;
+    memset(bin_mass, 0, NUCLEUS_BINS * sizeof *bin_mass);
+    for (size_t i = 0; i < n; i++)
+        bin_mass[weight_bin(c[i].value)] += c[i].value;
+    for (int bin = NUCLEUS_BINS - 1; bin >= 0; bin--) {
+        if (bin_mass[bin] <= r) { /* the whole bin does not pass r */
+            r -= bin_mass[bin];
+            continue;
+        }
+        size_t end = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (weight_bin(c[i].value) == bin) {
+                cand_t t = c[end];
+                c[end++] = c[i];
+                c[i] = t;
+            }
+        }
+        qsort(c, end, sizeof *c, cmp_rank);
+        for (size_t i = 0; i < end; i++) {
+            r -= c[i].value;
+            if (r < 0)
+                return c[i].id;
+        }
+    }
+    return -1;
+}
+
+/* The last candidate in rank order with a positive weight (the lowest weight, the highest id
+ * among equals): the draw's fallback when rounding left r unpassed. */
+static int32_t last_positive(const cand_t *c, size_t n)
+{
+    int32_t id = c[0].id;
+    float low = INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (c[i].value > 0 && (c[i].value < low || (c[i].value == low && c[i].id > id))) {
+            low = c[i].value;
+            id = c[i].id;
+        }
+    return id;
+}
+
 /* Sample from a candidate list: temperature, top-p, min-p, then the plan's draw. */
 static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
 {
@@ -355,6 +404,10 @@ static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
     for (size_t i = 0; i < n; i++)
         sum += c[i].value;
     double r = p->draw * sum;
+    if (!sorted) {
+        int32_t id = draw_unsorted(self, c, n, r);
+        return id >= 0 ? id : last_positive(c, n);
+    }
     for (size_t i = 0; i < n; i++) {
         r -= c[i].value;
         if (r < 0)
