@@ -95,6 +95,10 @@ extern const nx__backend_ops_t nx__cpu_backend;
  * CUDA (backend_nocuda.c). */
 const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err);
 
+/* Pool bytes the CUDA backend's scratch region (activations, cuBLAS's workspace) takes for a
+ * model of this shape, at most (with the workspace); 0 in a build without CUDA. */
+uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config);
+
 /* The GPU's pick kernel on its own, for tests and benchmarks: ids[i] = plans[i] carried out
  * on row i of logits ([rows][vocab], host memory; copied, not changed) on the current device.
  * NX_ENOTSUP without CUDA in the build, NX_EDEVICE naming the failed call. */

@@ -559,6 +559,14 @@ static void layout(cuda_state_t *s, carver_t *cv)
     s->ids_dev = carve(cv, LOGIT_CHUNK * sizeof(int32_t));
 }
 
+uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config)
+{
+    cuda_state_t s = {.cfg = config}; /* not simple: the cuBLAS workspace is counted */
+    carver_t count = {NULL, 0};
+    layout(&s, &count);
+    return count.used;
+}
+
 static bool env_is(const char *name, const char *value)
 {
     const char *v = getenv(name);

@@ -9,6 +9,11 @@ const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err)
     return NULL;
 }
 
+uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config)
+{
+    return 0;
+}
+
 int nx__cuda_pick_rows(const float *logits, uint32_t rows, uint32_t vocab,
                        const nx__pick_t *plans, int32_t *ids, nx_err_t *err)
 {

@@ -512,3 +512,8 @@ uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, u
     (void)device; /* both backends keep K and V in fp32, in the same layout */
     return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * sizeof(float);
 }
+
+uint64_t nx_engine_scratch_bytes(const nx_model_config_t *config, nx_device_kind_t device)
+{
+    return device == NX_DEVICE_CUDA ? nx__cuda_scratch_bytes(config) : 0;
+}

@@ -191,6 +191,11 @@ const char *nx_engine_backend_name(const nx_engine_t *self); /* "cpu" or "cuda" 
  * the pool rounds it up to whole chunks. For sizing pools and admission. */
 uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens);
 
+/* Pool bytes an engine on `device` takes when it is created, besides the weights and the KV
+ * caches: on CUDA its scratch region (activations, cuBLAS's workspace); 0 on the CPU, whose
+ * scratch is host memory. Before the pool rounds it up to whole chunks. For admission. */
+uint64_t nx_engine_scratch_bytes(const nx_model_config_t *config, nx_device_kind_t device);
+
 /* A sequence with a KV cache of `capacity` tokens (0: the engine's max_context) from the pool:
  * NX_EPOOLFULL when it does not fit. all_logits keeps every processed token's logits (tests),
  * otherwise only the last one's. */

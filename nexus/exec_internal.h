@@ -53,6 +53,7 @@ struct nx__model {
     char path[512];          /* absolute directory */
     nx__mstate_t state;
     uint64_t weight_bytes;   /* pool bytes of its weights, chunk-rounded; 0 when unreadable */
+    uint64_t engine_bytes;   /* pool bytes its engine takes besides (CUDA scratch), rounded */
     uint64_t kv_bytes;       /* pool bytes of one sequence's KV of conf->context tokens */
     nx_model_config_t config;
     nx_tokenizer_t *tok;     /* loaded at start, kept while the executor lives */

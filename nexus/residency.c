@@ -48,6 +48,7 @@ static void read_model(nx_exec_t *exec, nx__model_t *m)
         const nx_model_config_t *c = &m->config;
         m->kv_bytes = round_up(nx_kv_bytes(c, nx_pool_device(exec->pool), exec->conf->context),
                                chunk);
+        m->engine_bytes = round_up(nx_engine_scratch_bytes(c, nx_pool_device(exec->pool)), chunk);
     }
     if (err.code == NX_OK && (m->tok = nx_tokenizer_load(m->path, &err)))
         m->chat_kind = nx_chat_detect(m->tok);
@@ -55,6 +56,12 @@ static void read_model(nx_exec_t *exec, nx__model_t *m)
         snprintf(m->error, sizeof m->error, "model '%s': %.400s", m->name, err.msg);
         nx_log(NX_LOG_WARN, "%s (its tasks will fail with model_error)", m->error);
     }
+}
+
+/* Pool bytes m takes while resident, without its sequences' KV: weights and engine. */
+static uint64_t resident_bytes(const nx__model_t *m)
+{
+    return m->weight_bytes + m->engine_bytes;
 }
 
 static nx__model_t *model_for(nx_exec_t *exec, const char *path)
@@ -111,11 +118,11 @@ int nx__res_init(nx_exec_t *exec, nx_err_t *err)
     nx_pool_stats(exec->pool, &pool);
     for (size_t i = 0; i < exec->model_count; i++) {
         nx__model_t *m = &exec->models[i];
-        uint64_t need = m->weight_bytes + m->kv_bytes;
+        uint64_t need = resident_bytes(m) + m->kv_bytes;
         if (need > pool.total_bytes)
-            return nx_err_set(err, NX_EPOOLFULL, "model '%s' needs %llu bytes (weights and the "
-                              "KV cache of one sequence of %u tokens), more than the pool's "
-                              "%llu bytes", m->name, (unsigned long long)need, conf->context,
+            return nx_err_set(err, NX_EPOOLFULL, "model '%s' needs %llu bytes (weights, engine "
+                              "and the KV cache of one sequence of %u tokens), more than the "
+                              "pool's %llu bytes", m->name, (unsigned long long)need, conf->context,
                               (unsigned long long)pool.total_bytes);
         m->state = exec->cache && nx_hostcache_contains(exec->cache, m->path) ? NX__HOST
                                                                                : NX__DISK;
@@ -248,7 +255,7 @@ uint64_t nx__res_free_bytes(nx_exec_t *exec)
 {
     nx_pool_stats_t stats;
     nx_pool_stats(exec->pool, &stats);
-    uint64_t held = exec->loading ? exec->loading->weight_bytes : 0;
+    uint64_t held = exec->loading ? resident_bytes(exec->loading) : 0;
     return stats.free_bytes > held ? stats.free_bytes - held : 0;
 }
 
@@ -269,7 +276,7 @@ static void policy_table(nx_exec_t *exec, const nx__model_t *except, nx_policy_m
         t[i] = (nx_policy_model_t){
             .resident = m->state == NX__RESIDENT && m != except,
             .pinned = m->pinned, .running = m->running_count, .queued = m->queued,
-            .priority = m->priority, .bytes = m->weight_bytes,
+            .priority = m->priority, .bytes = resident_bytes(m),
             .reload_ms = reload_estimate_ms(exec, m),
             .recent_use = m->recent_use * nx_policy_decay(now - m->recent_at_ns),
             .last_used_ns = m->last_used_ns};
@@ -408,7 +415,7 @@ static void prefetch(nx_exec_t *exec)
             continue;
         m->prefetch = false;
         if ((m->state == NX__DISK || m->state == NX__HOST) && !m->error[0] &&
-            nx__res_free_bytes(exec) >= m->weight_bytes + m->kv_bytes) {
+            nx__res_free_bytes(exec) >= resident_bytes(m) + m->kv_bytes) {
             start_load(exec, m, "prefetch");
             return;
         }
@@ -429,8 +436,8 @@ void nx__res_plan(nx_exec_t *exec)
             return;
         }
         uint32_t seqs = m->queued < exec->conf->max_batch ? m->queued : exec->conf->max_batch;
-        uint64_t need_min = m->weight_bytes + m->kv_bytes;
-        uint64_t need_full = m->weight_bytes + (uint64_t)(seqs ? seqs : 1) * m->kv_bytes;
+        uint64_t need_min = resident_bytes(m) + m->kv_bytes;
+        uint64_t need_full = resident_bytes(m) + (uint64_t)(seqs ? seqs : 1) * m->kv_bytes;
         uint64_t now = nx_now_ns();
         if (make_room(exec, m, need_min, need_full))
             start_load(exec, m, m->queued ? "task" : "request");
