@@ -194,18 +194,23 @@ asan:
 # The CUDA backend, its kernels and the CUDA device loader run under tests/cuemu, a CPU
 # emulation of CUDA (built into $(EMU_BUILD); needs CUDA's headers, not a GPU or its driver):
 # test_cuemu (the emulator's own detectors), test_cuda_engine (the CUDA backend against the
-# CPU backend) and test_pool (which then sees a CUDA device). CPU emulation: it checks index
-# arithmetic, barriers and host orchestration; not the hardware, not speed.
+# CPU backend), test_pick (the GPU's token picks against the CPU sampler), test_pool (which
+# then sees a CUDA device) and test_daemon_swap.py (nexusd swapping models on the CUDA pool).
+# CPU emulation: it checks index arithmetic, barriers and host orchestration; not the
+# hardware, not speed.
 EMU_BUILD ?= build-emu
 EMU_TESTS := $(EMU_BUILD)/tests/test_cuemu $(EMU_BUILD)/tests/test_cuda_engine \
-	$(EMU_BUILD)/tests/test_pool
+	$(EMU_BUILD)/tests/test_pick $(EMU_BUILD)/tests/test_pool
 emu-test:
 	@if [ ! -f $(CUDA_HOME)/include/cuda_runtime_api.h ]; then \
 	  echo "emu-test: skipped: CUDA's headers are not in $(CUDA_HOME)/include"; exit 0; fi; \
-	$(MAKE) --no-print-directory BUILD=$(EMU_BUILD) CUEMU=1 $(EMU_TESTS) && \
+	$(MAKE) --no-print-directory BUILD=$(EMU_BUILD) CUEMU=1 $(EMU_TESTS) \
+	  $(EMU_BUILD)/nexusd $(EMU_BUILD)/nexusctl && \
 	echo "emu-test: CPU emulation of CUDA: checks index arithmetic, barriers and host" \
 	  "orchestration; not the hardware, not speed" && \
-	BUILD=$(EMU_BUILD) tests/run_unit.sh $(EMU_TESTS)
+	BUILD=$(EMU_BUILD) tests/run_unit.sh $(EMU_TESTS) && \
+	NEXUS_TEST_DEVICE=cuda NEXUS_BUILD=$(abspath $(EMU_BUILD)) \
+	  $(PYTHON) -m pytest -q tests/test_daemon_swap.py
 
 $(BUILD)/tests/test_cuemu: tests/cuemu/test_cuemu.c $(BUILD)/obj/tests/cuemu/selftest_kernels.cu.o \
 	$(LINK_DEPS)

@@ -22,6 +22,9 @@ BUILD = os.environ.get("NEXUS_BUILD",
                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
 NEXUSD = os.path.join(BUILD, "nexusd")
 NEXUSCTL = os.path.join(BUILD, "nexusctl")
+# The pool's device: cpu, except where `make emu-test` runs a test on the CPU emulation of CUDA
+# (NEXUS_TEST_DEVICE=cuda with NEXUS_BUILD=build-emu).
+DEVICE = os.environ.get("NEXUS_TEST_DEVICE", "cpu")
 
 _MODELS = {}  # name -> directory, synthesized once per process (= per pytest session)
 _MODELS_ROOT = []
@@ -116,7 +119,7 @@ class Daemon:
             with open(os.path.join(agents_dir, a["name"] + ".yaml"), "w") as f:
                 f.write(to_yaml(a) + "\n")
         c = {"home": self.home, "models": models_dir, "agents": agents_dir,
-             "listen": self.endpoint, "events": self.events, "device": "cpu",
+             "listen": self.endpoint, "events": self.events, "device": DEVICE,
              "pool": "64MiB", "host_cache": "16MiB", "max_message_bytes": "64KiB",
              "context": 512, "max_batch": 8}
         c.update(conf or {})

@@ -2,7 +2,11 @@
 one sequence) at a time: tasks for two agents on two models swap them in and out, `status`
 shows the states (resident, host) and load counts change, every change is published on PUB
 as a `model` event and recorded, load/evict/pin/unpin answer when done, and `nexusctl status
---json` shows the same tiers."""
+--json` shows the same tiers.
+
+`make emu-test` also runs it on the CPU emulation of CUDA (NEXUS_TEST_DEVICE=cuda): there a
+resident tiny model takes four 32 MiB chunks (weights, the engine's scratch, one KV), so a
+160 MiB pool holds one."""
 import json
 
 import msgpack
@@ -12,17 +16,20 @@ import zmq
 import daemon_util as du
 
 
+POOL_MIB = 4 if du.DEVICE == "cpu" else 160
+
+
 @pytest.fixture(scope="module")
 def daemon():
     agents = [du.agent("qa", "tq"), du.agent("la", "tl")]
-    with du.running(agents, conf={"pool": "4MiB", "host_cache": "8MiB", "max_batch": 2,
-                                "context": 512}) as d:
+    with du.running(agents, conf={"pool": f"{POOL_MIB}MiB", "host_cache": "8MiB",
+                                "max_batch": 2, "context": 512}) as d:
         yield d
 
 
 def states(client):
     st = client.call({"op": "status"})
-    assert st["pool"]["device"] == "cpu" and st["pool"]["total_bytes"] == 4 << 20
+    assert st["pool"]["device"] == du.DEVICE and st["pool"]["total_bytes"] == POOL_MIB << 20
     return {m["name"]: m for m in st["models"]}
 
 
