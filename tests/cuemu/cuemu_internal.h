@@ -61,6 +61,8 @@ struct grid_desc {
     std::vector<std::pair<int, const void *>> pointer_args;
 };
 cudaError_t run_grid(const grid_desc &g);
+/* Whether NX_CUEMU_INJECT=kernel:N says this kernel run fails. */
+bool inject_kernel_failure(void);
 /* Called from the fault handler while a kernel runs: where it happened, for the message. */
 std::string where_in_kernel(void);
 /* The block scheduler's view of a fault on one of its stacks' guard pages. */

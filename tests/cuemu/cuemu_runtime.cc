@@ -420,6 +420,31 @@ static cudaError_t sync_allowed(CUstream_st *s, const char *call)
 /* ------------------------------------------------------------------------------------------
  * Kernels
  */
+
+/* NX_CUEMU_INJECT=launch:N or kernel:N: the Nth kernel launch fails (a launch error, as a
+ * bad configuration gives), or the Nth kernel to run fails (a sticky launch failure), to test
+ * the host's error paths. Counted from 1 over the process. */
+static bool inject(const char *what)
+{
+    static long at = -1, count;
+    static char kind[16];
+    if (at < 0) {
+        const char *env = getenv("NX_CUEMU_INJECT");
+        at = 0;
+        if (env && sscanf(env, "%15[a-z]:%ld", kind, &at) != 2)
+            at = 0;
+    }
+    if (!at || strcmp(kind, what) != 0 || ++count != at)
+        return false;
+    say("NX_CUEMU_INJECT: failing %s %ld", what, at);
+    return true;
+}
+
+bool inject_kernel_failure(void)
+{
+    std::lock_guard<std::recursive_mutex> g(lock);
+    return inject("kernel");
+}
 static bool launch_config_ok(dim3 grid, dim3 block, size_t smem, std::string *why)
 {
     char buf[200];
@@ -451,7 +476,9 @@ void submit_kernel(const char *name, dim3 grid, dim3 block, size_t smem, cudaStr
         return;
     }
     std::string why;
-    if (!launch_config_ok(grid, block, smem, &why)) {
+    if (inject("launch"))
+        why = "injected (NX_CUEMU_INJECT)";
+    if (!why.empty() || !launch_config_ok(grid, block, smem, &why)) {
         say("launch of kernel %s: invalid configuration: %s", name, why.c_str());
         CUstream_st *s;
         if (stream_of(stream, &s) == cudaSuccess)

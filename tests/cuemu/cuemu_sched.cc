@@ -559,7 +559,9 @@ cudaError_t run_grid(const grid_desc &g)
     blockDim = g.block;
     nthreads = g.block.x * g.block.y * g.block.z;
     blockIdx = make_uint3(0, 0, 0);
-    if (check_pointer_args(g)) {
+    if (inject_kernel_failure())
+        fail(NULL, "injected failure (NX_CUEMU_INJECT)");
+    else if (check_pointer_args(g)) {
         uint64_t number = 0;
         for (unsigned z = 0; z < g.grid.z && !failed; z++)
             for (unsigned y = 0; y < g.grid.y && !failed; y++)
