@@ -2,7 +2,8 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + every test (cmocka unit tests, then the Python tests)
+#   make test    deps + build + every test (cmocka unit tests, the Python tests, then the CUDA
+#                code on the CPU emulation of tests/cuemu: make emu-test)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures)
 #   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
 #
@@ -169,6 +170,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit pytest
+	@$(MAKE) --no-print-directory emu-test
 
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)

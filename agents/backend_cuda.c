@@ -1,9 +1,11 @@
 /* backend_cuda.c — the forward pass on a CUDA GPU, behind the backend table (backend.h).
  *
- * NOT YET RUN: written on a machine without a GPU. It compiles and links; every line was
- * checked by reading only. tests/test_cuda_engine.c compares it with the CPU backend on the
- * first GPU session; NEXUS_CUDA_KERNELS=simple (naive kernels, no cuBLAS, no graphs) and
- * NEXUS_CUDA_GRAPHS=0 are there to bisect.
+ * NOT YET RUN ON A GPU: written on a machine without one. It compiles and links, and it has
+ * run only under the CPU emulation of tests/cuemu (make emu-test: it checks index arithmetic,
+ * barriers and host orchestration; not the hardware, not speed), where tests/test_cuda_engine.c
+ * passes. That test compares it with the CPU backend on the first GPU session;
+ * NEXUS_CUDA_KERNELS=simple (naive kernels, no cuBLAS, no graphs) and NEXUS_CUDA_GRAPHS=0 are
+ * there to bisect.
  *
  * Data: weights are used in place in the pool (BF16/F16/F32 as stored); activations, the
  * residual stream and every accumulation are fp32. KV caches are pool regions per sequence,

@@ -1,7 +1,8 @@
 /* cuda_attention.cu — causal GQA attention over the fp32 KV caches (see cuda_kernels.h).
  *
- * NOT YET RUN: written on a machine without a GPU; checked by reading and by compiling for
- * sm_90 only.
+ * NOT YET RUN ON A GPU: written on a machine without one; compiled for sm_90 and run only under
+ * the CPU emulation of tests/cuemu (make emu-test: index arithmetic, barriers and host
+ * orchestration; not the hardware, not speed), where tests/test_cuda_engine.c passes.
  *
  * Fast version (flash-decoding): a row's context 0..pos is cut into S_eff splits of equal
  * length; block (split, head, row) runs an online softmax over its split, four warps taking

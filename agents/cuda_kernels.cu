@@ -1,8 +1,10 @@
 /* cuda_kernels.cu — the CUDA engine backend's element-wise, norm, RoPE and GEMV kernels (see
  * cuda_kernels.h; attention is in cuda_attention.cu).
  *
- * NOT YET RUN: written on a machine without a GPU; it compiles for sm_90 and has been checked
- * only by reading. tests/test_cuda_engine.c compares it with the CPU backend on a GPU.
+ * NOT YET RUN ON A GPU: written on a machine without one; it compiles for sm_90 and has run
+ * only under the CPU emulation of tests/cuemu (make emu-test: index arithmetic, barriers and
+ * host orchestration; not the hardware, not speed), where tests/test_cuda_engine.c passes.
+ * That test compares it with the CPU backend on a GPU.
  *
  * Reading guide: every kernel bounds-checks its indices against the sizes it is given; the
  * only cross-thread communication is (a) warp reductions with __shfl_xor_sync over the full

@@ -10,6 +10,10 @@
  *
  * Every CUDA call is checked; a failure becomes NX_EDEVICE naming the call and CUDA's error
  * name and text, never an abort.
+ *
+ * NOT YET RUN ON A GPU: it has run only under the CPU emulation of tests/cuemu (make emu-test:
+ * VMM chunks as memfds mapped into reservations, deferred streams, pinned staging; it checks
+ * the host's orchestration, not the hardware, not speed), where models load and read back.
  */
 #include "device.h"
 

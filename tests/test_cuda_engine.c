@@ -7,7 +7,8 @@
  *
  * Without a GPU (or built without CUDA) every GPU test is skipped with the reason; only the
  * check that a CUDA pool fails cleanly runs. compute-sanitizer runs this program in the GPU
- * suite.
+ * suite. `make emu-test` runs every test here on the CPU emulation of tests/cuemu (index
+ * arithmetic, barriers and host orchestration; not the hardware, not speed).
  *
  * Tolerances: the fast path rounds activations to BF16/F16 for cuBLAS in prefill, so logits
  * agree to about 1e-2 of their largest magnitude; the simple kernels and the decode GEMV keep

@@ -3,7 +3,8 @@
  * pick kernel (cuda_sample.cu, through nx__cuda_pick_rows) gives the CPU sampler's greedy ids
  * exactly, and sampled ids that respect every filter and agree with the CPU's on the same
  * draw (the GPU sums weights in float, the CPU in double, so a draw that falls within rounding
- * of a boundary may land on the neighbour). The GPU tests are skipped without a GPU.
+ * of a boundary may land on the neighbour). The GPU tests are skipped without a GPU; `make
+ * emu-test` runs them on the CPU emulation of tests/cuemu (not the hardware, not speed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
