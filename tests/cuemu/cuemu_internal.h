@@ -85,6 +85,8 @@ bool is_pinned_range(const void *p, size_t bytes);
 void device_memory_access(bool on);
 /* Whether `addr` is device memory that exists but is inaccessible right now, for the message. */
 bool is_device_address(const void *addr);
+/* Where a faulting address lies relative to device memory, for the message. */
+std::string describe_address(const void *addr);
 /* Bytes allocated on the emulated device, and its capacity (NX_CUEMU_VRAM_MB). */
 size_t device_bytes_used(void);
 size_t device_bytes_total(void);

@@ -148,6 +148,34 @@ bool is_device_address(const void *addr)
     return range_at((uintptr_t)addr) != NULL;
 }
 
+std::string describe_address(const void *addr)
+{
+    std::lock_guard<std::recursive_mutex> g(lock);
+    uintptr_t a = (uintptr_t)addr;
+    char buf[200];
+    if (const device_range *r = range_at(a)) {
+        snprintf(buf, sizeof buf, "device memory [%#lx, +%zu) that is not accessible (no "
+                 "cuMemSetAccess, or read-only)", (unsigned long)r->base, r->bytes);
+        return buf;
+    }
+    auto next = ranges.upper_bound(a);
+    if (next != ranges.begin()) {
+        const device_range &below = std::prev(next)->second;
+        uintptr_t end = below.base + below.bytes;
+        if (a >= end && a - end < RESERVE_GUARD) {
+            snprintf(buf, sizeof buf, "%zu bytes past the end of device memory [%#lx, +%zu)",
+                     (size_t)(a - end), (unsigned long)below.base, below.bytes);
+            return buf;
+        }
+    }
+    if (next != ranges.end() && next->first > a && next->first - a <= RESERVE_GUARD) {
+        snprintf(buf, sizeof buf, "%zu bytes before device memory [%#lx, +%zu)",
+                 (size_t)(next->first - a), (unsigned long)next->first, next->second.bytes);
+        return buf;
+    }
+    return "not device memory";
+}
+
 /* ------------------------------------------------------------------------------------------
  * Host access while device work runs
  */

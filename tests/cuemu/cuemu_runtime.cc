@@ -233,12 +233,11 @@ static cudaError_t report_fault(const op &o)
     std::string where = where_in_kernel();
     abandon_grid();
     const void *a = fault_addr;
-    const char *what = is_stack_guard(a) ? "stack overflow of an emulated thread (raise "
+    std::string what = is_stack_guard(a) ? "stack overflow of an emulated thread (raise "
                                            "NX_CUEMU_STACK_KB)"
-                       : is_device_address(a) ? "access to device memory that is not accessible"
-                                              : "illegal memory access (not device memory)";
-    say("ERROR: %s%s%s: %s at address %p", o.what.c_str(), where.empty() ? "" : ": ",
-        where.c_str(), what, a);
+                                         : "illegal memory access: " + describe_address(a);
+    say("ERROR: %s%s%s: %s, at address %p", o.what.c_str(), where.empty() ? "" : ": ",
+        where.c_str(), what.c_str(), a);
     return cudaErrorIllegalAddress;
 }
 
