@@ -54,7 +54,10 @@ CUEMU_CXXFLAGS := -std=gnu++17 -DNX_CUEMU -g $(OPT) -fPIC -pthread -Wall -Wextra
 CUEMU_SRC := $(wildcard tests/cuemu/cuemu_*.cc)
 CUEMU_LIB := $(BUILD)/libcuemu.a
 CUDA_LIBS := $(CUEMU_LIB) -lstdc++
-CU_COMPILE = $(CXX) $(CUEMU_CXXFLAGS) -MMD -MP -x c++
+# a misaligned vector load (float4, uint4) faults on a GPU: here it traps (SIGILL), which the
+# emulator reports as cudaErrorMisalignedAddress
+CU_COMPILE = $(CXX) $(CUEMU_CXXFLAGS) -fsanitize=alignment -fsanitize-undefined-trap-on-error \
+	-MMD -MP -x c++
 else ifneq ($(NVCC),)
 WITH_CUDA := 1
 LOADER_SRC := $(LOADER_ALL) $(filter loader/%,$(CUDA_ONLY_C))

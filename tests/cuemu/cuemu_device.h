@@ -25,7 +25,9 @@
  *    threads leave early and uniformly is fine;
  *  - a kernel pointer argument that is neither NULL nor device memory nor pinned host memory;
  *  - a memory fault while the kernel runs (device memory is only accessible while emulated
- *    device work runs, and every device range has guard pages around it), or a stack overflow.
+ *    device work runs, and every device range has guard pages around it), or a stack overflow;
+ *  - a misaligned vector access (a float4 or uint4 at an address 16 does not divide): the .cu
+ *    files are built with -fsanitize=alignment trapping, reported as cudaErrorMisalignedAddress.
  * A bad launch configuration (block over 1024 threads or its dims over 1024 x 1024 x 64, grid
  * over 2^31-1 x 65535 x 65535, a zero dim, dynamic shared memory over 48 KiB) is not queued:
  * cudaGetLastError returns cudaErrorInvalidConfiguration.

@@ -278,7 +278,9 @@ static CUresult sticky_driver_error(void)
     cudaError_t e = sticky();
     if (e == cudaSuccess)
         return CUDA_SUCCESS;
-    return e == cudaErrorIllegalAddress ? CUDA_ERROR_ILLEGAL_ADDRESS : CUDA_ERROR_LAUNCH_FAILED;
+    return e == cudaErrorIllegalAddress      ? CUDA_ERROR_ILLEGAL_ADDRESS
+           : e == cudaErrorMisalignedAddress ? CUDA_ERROR_MISALIGNED_ADDRESS
+                                             : CUDA_ERROR_LAUNCH_FAILED;
 }
 
 static CUresult CUDAAPI drv_init(unsigned int flags)

@@ -164,7 +164,8 @@ static double now_ms(void)
  */
 static thread_local sigjmp_buf *fault_jump;
 static thread_local const void *fault_addr;
-static struct sigaction prev_segv, prev_bus;
+static thread_local int fault_signal;
+static struct sigaction prev_segv, prev_bus, prev_ill;
 static int work_depth;
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
@@ -173,10 +174,11 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
         sigjmp_buf *j = fault_jump;
         fault_jump = NULL;
         fault_addr = si->si_addr;
+        fault_signal = sig;
         siglongjmp(*j, 1);
     }
     /* not device work: give the fault to whoever had it before (it recurs on return) */
-    sigaction(sig, sig == SIGSEGV ? &prev_segv : &prev_bus, NULL);
+    sigaction(sig, sig == SIGSEGV ? &prev_segv : sig == SIGBUS ? &prev_bus : &prev_ill, NULL);
 }
 
 /* An alternate signal stack per host thread that runs device work: the fault may be a stack
@@ -220,11 +222,13 @@ static void device_work(bool enter)
         sigemptyset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &prev_segv);
         sigaction(SIGBUS, &sa, &prev_bus);
+        sigaction(SIGILL, &sa, &prev_ill); /* the alignment checks' trap in the .cu code */
         device_memory_access(true);
     } else if (!enter && --work_depth == 0) {
         device_memory_access(false);
         sigaction(SIGSEGV, &prev_segv, NULL);
         sigaction(SIGBUS, &prev_bus, NULL);
+        sigaction(SIGILL, &prev_ill, NULL);
     }
 }
 
@@ -232,6 +236,12 @@ static cudaError_t report_fault(const op &o)
 {
     std::string where = where_in_kernel();
     abandon_grid();
+    if (fault_signal == SIGILL) { /* -fsanitize-trap=alignment (see the Makefile) */
+        say("ERROR: %s%s%s: misaligned address (a vector load or store at an address its type's "
+            "alignment does not divide), at instruction %p", o.what.c_str(),
+            where.empty() ? "" : ": ", where.c_str(), fault_addr);
+        return cudaErrorMisalignedAddress;
+    }
     const void *a = fault_addr;
     std::string what = is_stack_guard(a) ? "stack overflow of an emulated thread (raise "
                                            "NX_CUEMU_STACK_KB)"
@@ -531,6 +541,7 @@ static const struct {
     {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
      "an illegal memory access was encountered"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+    {cudaErrorMisalignedAddress, "cudaErrorMisalignedAddress", "misaligned address"},
     {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
     {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
      "operation not permitted when stream is capturing"},
@@ -1067,7 +1078,8 @@ static cudaError_t check_copy(const char *call, void *dst, const void *src, size
 {
     bool dst_dev = is_device_range(dst, bytes), src_dev = is_device_range(src, bytes);
     if (*kind == cudaMemcpyDefault) {
-        bool d = classify(dst, NULL, NULL) == MEM_DEVICE, s = classify(src, NULL, NULL) == MEM_DEVICE;
+        bool d = classify(dst, NULL, NULL) == MEM_DEVICE;
+        bool s = classify(src, NULL, NULL) == MEM_DEVICE;
         *kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                   : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
     }

@@ -139,6 +139,13 @@ __global__ void read_past_end_kernel(const float *in, uint32_t index, float *out
     out[0] = in[index];
 }
 
+/* A float4 load from in + offset floats: misaligned unless offset % 4 == 0. */
+__global__ void vector_load_kernel(const float *in, uint32_t offset, float *out)
+{
+    float4 v = *(const float4 *)(in + offset);
+    out[0] = v.x + v.y + v.z + v.w;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Launchers (cudaGetLastError after each launch, like the project's)
  */
@@ -186,6 +193,12 @@ extern "C" int st_launch_broken(int which, int *out)
     case ST_GRID_Y_TOO_BIG: NX_LAUNCH(dim3(1, 65536), 32, 0, 0, store_kernel)(out, 0); break;
     case ST_ZERO_GRID: NX_LAUNCH(0, 32, 0, 0, store_kernel)(out, 0); break;
     }
+    return (int)cudaGetLastError();
+}
+
+extern "C" int st_vector_load(const float *in, uint32_t offset, float *out)
+{
+    NX_LAUNCH(1, 1, 0, 0, vector_load_kernel)(in, offset, out);
     return (int)cudaGetLastError();
 }
 

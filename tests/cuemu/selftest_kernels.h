@@ -37,6 +37,7 @@ enum {
 };
 int st_launch_broken(int which, int *out);
 int st_read_past_end(const float *in, uint32_t index, float *out);
+int st_vector_load(const float *in, uint32_t offset, float *out);
 
 #ifdef __cplusplus
 }

@@ -6,11 +6,12 @@
  * detector is shown to fire on a kernel or a call broken in that one way (so the detectors are
  * not checks that cannot fail): a full-mask shuffle with an exited lane, threads at different
  * __syncthreads, a shuffle against a __syncthreads (deadlock), a shuffle naming lanes a partial
- * warp lacks, oversized launch configurations, a synchronizing call during graph capture, copies
- * with swapped or overrunning pointers, a host pointer given to a kernel, a read past the end of
- * an allocation, and the host touching device memory. Also: the deferred stream semantics, graph
- * replay of captured arguments, shared memory refilled per block, the VMM aliasing of one
- * physical chunk in two ranges, and the emulated cuBLAS GEMM against a loop.
+ * warp lacks, oversized launch configurations, a synchronizing call during graph capture,
+ * copies with swapped or overrunning pointers, a host pointer given to a kernel, a read past
+ * the end of an allocation, a misaligned float4 load, and the host touching device memory.
+ * Also: the deferred stream semantics, graph replay of captured arguments, shared memory
+ * refilled per block, the VMM aliasing of one physical chunk in two ranges, and the emulated
+ * cuBLAS GEMM against a loop.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -311,6 +312,29 @@ static void test_detects_read_past_the_end(void **state)
     assert_int_equal(sync, cudaErrorIllegalAddress);
     assert_non_null(strstr(text, "read_past_end_kernel"));
     assert_non_null(strstr(text, "illegal memory access"));
+    assert_int_equal(cudaDeviceReset(), cudaSuccess);
+    assert_int_equal(cudaFree(in), cudaSuccess);
+    assert_int_equal(cudaFree(out), cudaSuccess);
+}
+
+/* A float4 load needs 16-byte alignment on a GPU (cudaErrorMisalignedAddress otherwise); x86
+ * would not mind, the emulated build's alignment trap does. */
+static void test_detects_misaligned_vector_load(void **state)
+{
+    float host[8] = {1, 2, 3, 4, 5, 6, 7, 8}, got = 0;
+    float *in = dev_alloc(sizeof host), *out = dev_alloc(sizeof(float));
+    to_dev(in, host, sizeof host);
+    assert_int_equal(st_vector_load(in, 4, out), cudaSuccess);
+    to_host(&got, out, sizeof got);
+    assert_true(got == 26.f);
+    capture_stderr();
+    int launch = st_vector_load(in, 1, out);
+    cudaError_t sync = cudaDeviceSynchronize();
+    const char *text = captured_stderr();
+    assert_int_equal(launch, cudaSuccess);
+    assert_int_equal(sync, cudaErrorMisalignedAddress);
+    assert_non_null(strstr(text, "vector_load_kernel"));
+    assert_non_null(strstr(text, "misaligned address"));
     assert_int_equal(cudaDeviceReset(), cudaSuccess);
     assert_int_equal(cudaFree(in), cudaSuccess);
     assert_int_equal(cudaFree(out), cudaSuccess);
@@ -627,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_detects_bad_launch_configurations),
         cmocka_unit_test(test_detects_host_pointer_argument),
         cmocka_unit_test(test_detects_read_past_the_end),
+        cmocka_unit_test(test_detects_misaligned_vector_load),
         cmocka_unit_test(test_host_touching_device_memory_faults),
         cmocka_unit_test(test_detects_bad_copies),
         cmocka_unit_test(test_streams_are_deferred),
