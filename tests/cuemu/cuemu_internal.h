@@ -1,10 +1,14 @@
 /* cuemu_internal.h — what the emulator's files share (CPU emulation of CUDA for tests: checks
  * index arithmetic, barriers and host orchestration; not the hardware, not speed).
  *
- *   cuemu_sched.cc    coroutines, the block scheduler, barriers and warp collectives, faults
- *   cuemu_runtime.cc  cudart: devices, errors, streams, events, copies, graphs, pinned memory
- *   cuemu_memory.cc   the device memory map, cudaMalloc, the driver's VMM calls
+ *   cuemu_sched.cc    coroutines, the block scheduler, barriers and warp collectives
+ *   cuemu_runtime.cc  cudart: streams, events, kernels, device work and its faults
+ *   cuemu_copy.cc     cudart: cudaMalloc/cudaMallocHost and friends, copies, memsets
+ *   cuemu_graph.cc    cudart: stream capture and graphs
+ *   cuemu_devices.cc  cudart: the one device's properties, error names
+ *   cuemu_memory.cc   the device memory map, pinned memory, the driver's VMM calls
  *   cuemu_cublas.cc   cuBLAS (the GemmEx the backend uses), through cublas_dl's seam
+ * (cuemu_stream.h: the stream internals the cudart files share)
  *
  * One recursive lock (cuemu::lock) guards all of it; device work (the queued operations) runs
  * on whichever host thread synchronizes, holding the lock, one operation at a time.

@@ -1,7 +1,8 @@
-/* cuemu_runtime.cc — cuemu's CUDA runtime (CPU emulation of CUDA for tests: checks index
- * arithmetic, barriers and host orchestration; not the hardware, not speed). The functions
- * have the prototypes of CUDA's cuda_runtime_api.h; the emulated programs link this instead
- * of libcudart.
+/* cuemu_runtime.cc — cuemu's CUDA runtime: streams, events, kernels and device work (CPU
+ * emulation of CUDA for tests: checks index arithmetic, barriers and host orchestration; not
+ * the hardware, not speed). The functions have the prototypes of CUDA's cuda_runtime_api.h;
+ * the emulated programs link this (with cuemu_copy.cc, cuemu_graph.cc and cuemu_devices.cc)
+ * instead of libcudart.
  *
  * Streams are deferred: an operation queued on a stream runs only when the host synchronizes
  * with it (cudaStreamSynchronize, cudaEventSynchronize or cudaEventQuery of a later event,
@@ -22,69 +23,27 @@
  * later call returns them, until cudaDeviceReset (which here keeps memory allocated).
  */
 #include "cuemu_device.h"
-#include "cuemu_internal.h"
+#include "cuemu_stream.h"
 
 #include <atomic>
-#include <deque>
-#include <memory>
 #include <set>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <thread>
 #include <time.h>
-
-/* ------------------------------------------------------------------------------------------
- * Handles
- */
-struct queued {
-    uint64_t seq;
-    std::vector<std::pair<CUstream_st *, uint64_t>> deps; /* drain these first */
-    cuemu::op o;
-};
-
-struct CUgraph_st {
-    std::vector<cuemu::op> nodes;
-};
-
-struct CUgraphExec_st {
-    std::shared_ptr<std::vector<cuemu::op>> nodes;
-};
-
-struct CUstream_st {
-    unsigned flags;
-    bool legacy, dead;
-    std::deque<queued> q;
-    uint64_t submitted, completed;
-    /* capture */
-    bool capturing, invalidated;
-    cudaStreamCaptureMode mode;
-    std::thread::id owner;
-    CUgraph_st *graph;
-};
-
-struct CUevent_st {
-    unsigned flags;
-    CUstream_st *stream; /* the stream of the last record, NULL: never recorded */
-    uint64_t seq;
-    bool captured;       /* recorded into a capture */
-    double time_ms;      /* host time when the record ran */
-};
 
 namespace cuemu {
 
 std::recursive_mutex lock;
-static cudaError_t sticky_error = cudaSuccess;
+cudaError_t sticky_error = cudaSuccess;
 static thread_local cudaError_t last_error = cudaSuccess;
 static CUstream_st legacy_stream = {0, true, false, {}, 0, 0, false, false,
                                     cudaStreamCaptureModeGlobal, {}, NULL};
 static std::set<CUstream_st *> streams;   /* live, created by the program */
 static std::set<CUstream_st *> graveyard; /* destroyed: kept so stale events stay harmless */
 static std::set<CUevent_st *> events;
-static std::set<CUgraph_st *> graphs;
-static std::set<CUgraphExec_st *> execs;
 static thread_local int my_strict_captures; /* captures in ThreadLocal or Global mode */
 static int global_captures;                 /* captures in Global mode, any thread */
 
@@ -119,7 +78,7 @@ cudaError_t set_last(cudaError_t e)
     return e;
 }
 
-static void drop_all_work(void)
+void drop_all_work(void)
 {
     auto drop = [](CUstream_st *s) {
         s->q.clear();
@@ -130,7 +89,7 @@ static void drop_all_work(void)
         drop(s);
 }
 
-static void make_sticky(cudaError_t e)
+void make_sticky(cudaError_t e)
 {
     if (sticky_error == cudaSuccess)
         sticky_error = e;
@@ -273,7 +232,7 @@ cudaError_t run_device_work(const op &o)
 /* ------------------------------------------------------------------------------------------
  * Streams: queueing and draining
  */
-static cudaError_t stream_of(cudaStream_t handle, CUstream_st **out)
+cudaError_t stream_of(cudaStream_t handle, CUstream_st **out)
 {
     if (!handle || handle == cudaStreamLegacy || handle == cudaStreamPerThread) {
         *out = &legacy_stream;
@@ -287,7 +246,7 @@ static cudaError_t stream_of(cudaStream_t handle, CUstream_st **out)
     return cudaSuccess;
 }
 
-static void invalidate_capture(CUstream_st *s, const char *why)
+void invalidate_capture(CUstream_st *s, const char *why)
 {
     if (s->capturing && !s->invalidated) {
         say("the capture on stream %p is invalidated: %s", (void *)s, why);
@@ -296,7 +255,7 @@ static void invalidate_capture(CUstream_st *s, const char *why)
 }
 
 /* Run s's operations up to sequence number `upto` (inclusive). Caller holds the lock. */
-static void drain(CUstream_st *s, uint64_t upto)
+void drain(CUstream_st *s, uint64_t upto)
 {
     if (s->completed >= upto || s->q.empty())
         return;
@@ -318,7 +277,7 @@ static void drain(CUstream_st *s, uint64_t upto)
     device_work(false);
 }
 
-static void drain_stream(CUstream_st *s)
+void drain_stream(CUstream_st *s)
 {
     drain(s, s->submitted);
 }
@@ -348,7 +307,7 @@ cudaError_t drain_all(void)
 }
 
 /* Drain before a synchronous legacy-stream operation: the legacy stream and blocking streams. */
-static void drain_for_legacy(void)
+void drain_for_legacy(void)
 {
     drain_stream(&legacy_stream);
     for (CUstream_st *s : streams)
@@ -356,8 +315,8 @@ static void drain_for_legacy(void)
             drain_stream(s);
 }
 
-static cudaError_t submit_deps(CUstream_st *s, op o,
-                               std::vector<std::pair<CUstream_st *, uint64_t>> deps)
+cudaError_t submit_deps(CUstream_st *s, op o,
+                        std::vector<std::pair<CUstream_st *, uint64_t>> deps)
 {
     if (s->capturing) {
         if (s->invalidated)
@@ -395,6 +354,20 @@ cudaError_t submit(cudaStream_t handle, op o)
     return submit_deps(s, std::move(o), {});
 }
 
+void count_capture(cudaStreamCaptureMode mode, int delta)
+{
+    if (mode != cudaStreamCaptureModeRelaxed)
+        my_strict_captures += delta;
+    if (mode == cudaStreamCaptureModeGlobal)
+        global_captures += delta;
+}
+
+void forget_captures(void)
+{
+    my_strict_captures = 0;
+    global_captures = 0;
+}
+
 cudaError_t capture_allows_unsafe_call(const char *call)
 {
     std::lock_guard<std::recursive_mutex> g(lock);
@@ -417,7 +390,7 @@ cudaError_t capture_allows_unsafe_call(const char *call)
 }
 
 /* A synchronizing call on s: not while s captures. */
-static cudaError_t sync_allowed(CUstream_st *s, const char *call)
+cudaError_t sync_allowed(CUstream_st *s, const char *call)
 {
     if (!s->capturing)
         return cudaSuccess;
@@ -507,73 +480,9 @@ void submit_kernel(const char *name, dim3 grid, dim3 block, size_t smem, cudaStr
 
 using namespace cuemu;
 
-#define LOCKED std::lock_guard<std::recursive_mutex> guard_(lock)
-#define RETURN_IF_STICKY                                                                      \
-    do {                                                                                      \
-        if (sticky_error != cudaSuccess)                                                      \
-            return set_last(sticky_error);                                                    \
-    } while (0)
-
 /* ------------------------------------------------------------------------------------------
- * Errors
+ * Last error, device-wide synchronization
  */
-static const struct {
-    cudaError_t e;
-    const char *name, *text;
-} error_names[] = {
-    {cudaSuccess, "cudaSuccess", "no error"},
-    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
-    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
-    {cudaErrorInitializationError, "cudaErrorInitializationError", "initialization error"},
-    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
-     "invalid configuration argument"},
-    {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
-    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection",
-     "invalid copy direction for memcpy"},
-    {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
-    {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
-    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle",
-     "invalid resource handle"},
-    {cudaErrorIllegalState, "cudaErrorIllegalState",
-     "the operation cannot be performed in the present state"},
-    {cudaErrorSymbolNotFound, "cudaErrorSymbolNotFound", "named symbol not found"},
-    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
-    {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
-     "an illegal memory access was encountered"},
-    {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
-    {cudaErrorMisalignedAddress, "cudaErrorMisalignedAddress", "misaligned address"},
-    {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
-    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
-     "operation not permitted when stream is capturing"},
-    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
-     "operation failed due to a previous error during capture"},
-    {cudaErrorStreamCaptureIsolation, "cudaErrorStreamCaptureIsolation",
-     "dependency created on uncaptured work in another stream"},
-    {cudaErrorStreamCaptureImplicit, "cudaErrorStreamCaptureImplicit",
-     "operation would make the legacy stream depend on a capturing blocking stream"},
-    {cudaErrorCapturedEvent, "cudaErrorCapturedEvent",
-     "operation not permitted on an event last recorded in a capturing stream"},
-    {cudaErrorStreamCaptureWrongThread, "cudaErrorStreamCaptureWrongThread",
-     "attempt to terminate a thread-local capture sequence from another thread"},
-    {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"},
-};
-
-const char *CUDARTAPI cudaGetErrorName(cudaError_t e)
-{
-    for (const auto &n : error_names)
-        if (n.e == e)
-            return n.name;
-    return "unrecognized error code";
-}
-
-const char *CUDARTAPI cudaGetErrorString(cudaError_t e)
-{
-    for (const auto &n : error_names)
-        if (n.e == e)
-            return n.text;
-    return "unrecognized error code";
-}
-
 cudaError_t CUDARTAPI cudaGetLastError(void)
 {
     LOCKED;
@@ -586,131 +495,6 @@ cudaError_t CUDARTAPI cudaPeekAtLastError(void)
 {
     LOCKED;
     return sticky_error != cudaSuccess ? sticky_error : last_error;
-}
-
-/* ------------------------------------------------------------------------------------------
- * Devices
- */
-static bool no_device(void)
-{
-    const char *env = getenv("NX_CUEMU_NO_DEVICE");
-    return env && *env && strcmp(env, "0") != 0;
-}
-
-cudaError_t CUDARTAPI cudaGetDeviceCount(int *count)
-{
-    notice();
-    if (!count)
-        return set_last(cudaErrorInvalidValue);
-    *count = no_device() ? 0 : 1;
-    return *count ? cudaSuccess : set_last(cudaErrorNoDevice);
-}
-
-cudaError_t CUDARTAPI cudaSetDevice(int device)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    if (no_device())
-        return set_last(cudaErrorNoDevice);
-    return device == 0 ? cudaSuccess : set_last(cudaErrorInvalidDevice);
-}
-
-cudaError_t CUDARTAPI cudaGetDevice(int *device)
-{
-    if (!device)
-        return set_last(cudaErrorInvalidValue);
-    *device = 0;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaDriverGetVersion(int *v)
-{
-    if (!v)
-        return set_last(cudaErrorInvalidValue);
-    *v = 13000;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaRuntimeGetVersion(int *v)
-{
-    if (!v)
-        return set_last(cudaErrorInvalidValue);
-    *v = CUDART_VERSION;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
-{
-    if (!p)
-        return set_last(cudaErrorInvalidValue);
-    if (device != 0 || no_device())
-        return set_last(cudaErrorInvalidDevice);
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "cuemu (CPU emulation)");
-    p->totalGlobalMem = device_bytes_total();
-    p->sharedMemPerBlock = 48 << 10;
-    p->sharedMemPerBlockOptin = 227 << 10;
-    p->sharedMemPerMultiprocessor = 228 << 10;
-    p->regsPerBlock = 65536;
-    p->regsPerMultiprocessor = 65536;
-    p->warpSize = 32;
-    p->maxThreadsPerBlock = 1024;
-    p->maxThreadsDim[0] = 1024, p->maxThreadsDim[1] = 1024, p->maxThreadsDim[2] = 64;
-    p->maxGridSize[0] = 0x7fffffff, p->maxGridSize[1] = 65535, p->maxGridSize[2] = 65535;
-    p->totalConstMem = 64 << 10;
-    p->major = 9;
-    p->minor = 0;
-    p->multiProcessorCount = 132;
-    p->maxThreadsPerMultiProcessor = 2048;
-    p->maxBlocksPerMultiProcessor = 32;
-    p->l2CacheSize = 50 << 20;
-    p->memoryBusWidth = 5120;
-    p->concurrentKernels = 1;
-    p->asyncEngineCount = 2;
-    p->unifiedAddressing = 1;
-    p->canMapHostMemory = 1;
-    p->managedMemory = 1;
-    p->streamPrioritiesSupported = 1;
-    p->memoryPoolsSupported = 1;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device)
-{
-    if (!value)
-        return set_last(cudaErrorInvalidValue);
-    if (device != 0 || no_device())
-        return set_last(cudaErrorInvalidDevice);
-    switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimX: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimY: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimZ: *value = 64; break;
-    case cudaDevAttrMaxGridDimX: *value = 0x7fffffff; break;
-    case cudaDevAttrMaxGridDimY: *value = 65535; break;
-    case cudaDevAttrMaxGridDimZ: *value = 65535; break;
-    case cudaDevAttrWarpSize: *value = 32; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 << 10; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 << 10; break;
-    case cudaDevAttrMultiProcessorCount: *value = 132; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    case cudaDevAttrL2CacheSize: *value = 50 << 20; break;
-    case cudaDevAttrUnifiedAddressing: *value = 1; break;
-    default: *value = 0; break;
-    }
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    if (!free_bytes || !total_bytes)
-        return set_last(cudaErrorInvalidValue);
-    *total_bytes = device_bytes_total();
-    *free_bytes = *total_bytes - device_bytes_used();
-    return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void)
@@ -734,24 +518,9 @@ cudaError_t CUDARTAPI cudaDeviceReset(void)
             s->graph = NULL;
             s->capturing = false;
         }
-    my_strict_captures = 0;
-    global_captures = 0;
+    forget_captures();
     sticky_error = cudaSuccess;
     last_error = cudaSuccess;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char *symbol, void **fn,
-                                                       unsigned int version,
-                                                       unsigned long long flags,
-                                                       enum cudaDriverEntryPointQueryResult *st)
-{
-    if (!symbol || !fn)
-        return set_last(cudaErrorInvalidValue);
-    int status = 0;
-    *fn = driver_symbol(symbol, version, &status);
-    if (st)
-        *st = (enum cudaDriverEntryPointQueryResult)status;
     return cudaSuccess;
 }
 
@@ -978,369 +747,4 @@ cudaError_t CUDARTAPI cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEve
         return set_last(cudaErrorNotReady);
     *ms = (float)(end->time_ms - start->time_ms);
     return cudaSuccess;
-}
-
-/* ------------------------------------------------------------------------------------------
- * Memory
- */
-cudaError_t CUDARTAPI cudaMalloc(void **p, size_t bytes)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    cudaError_t e = capture_allows_unsafe_call("cudaMalloc");
-    if (e == cudaSuccess)
-        e = p ? device_malloc(p, bytes) : cudaErrorInvalidValue;
-    return set_last(e);
-}
-
-cudaError_t CUDARTAPI cudaFree(void *p)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    cudaError_t e = capture_allows_unsafe_call("cudaFree");
-    if (e != cudaSuccess || !p)
-        return set_last(e);
-    drain_all();
-    RETURN_IF_STICKY;
-    e = device_free(p);
-    if (e != cudaSuccess)
-        say("cudaFree(%p): not an allocation from cudaMalloc", p);
-    return set_last(e);
-}
-
-cudaError_t CUDARTAPI cudaHostAlloc(void **p, size_t bytes, unsigned int flags)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    cudaError_t e = capture_allows_unsafe_call("cudaHostAlloc");
-    if (e != cudaSuccess)
-        return set_last(e);
-    if (!p || (flags & ~(cudaHostAllocPortable | cudaHostAllocMapped |
-                         cudaHostAllocWriteCombined)))
-        return set_last(cudaErrorInvalidValue);
-    *p = pinned_alloc(bytes);
-    return *p ? cudaSuccess : set_last(cudaErrorMemoryAllocation);
-}
-
-cudaError_t CUDARTAPI cudaMallocHost(void **p, size_t bytes)
-{
-    return cudaHostAlloc(p, bytes, cudaHostAllocDefault);
-}
-
-cudaError_t CUDARTAPI cudaFreeHost(void *p)
-{
-    LOCKED;
-    cudaError_t e = capture_allows_unsafe_call("cudaFreeHost");
-    if (e != cudaSuccess)
-        return set_last(e);
-    if (!p)
-        return sticky_error != cudaSuccess ? set_last(sticky_error) : cudaSuccess;
-    drain_all(); /* implicit synchronization: queued copies from it run first */
-    if (!pinned_free(p)) {
-        say("cudaFreeHost(%p): not pinned memory from cudaMallocHost/cudaHostAlloc", p);
-        return set_last(cudaErrorInvalidValue);
-    }
-    return sticky_error != cudaSuccess ? set_last(sticky_error) : cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaHostGetDevicePointer(void **dev, void *host, unsigned int flags)
-{
-    if (!dev || !is_pinned_range(host, 0))
-        return set_last(cudaErrorInvalidValue);
-    *dev = host; /* unified addressing */
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaPointerGetAttributes(struct cudaPointerAttributes *attr,
-                                               const void *p)
-{
-    if (!attr)
-        return set_last(cudaErrorInvalidValue);
-    memset(attr, 0, sizeof *attr);
-    switch (classify(p, NULL, NULL)) {
-    case MEM_DEVICE:
-        attr->type = cudaMemoryTypeDevice;
-        attr->devicePointer = (void *)p;
-        break;
-    case MEM_PINNED:
-        attr->type = cudaMemoryTypeHost;
-        attr->hostPointer = attr->devicePointer = (void *)p;
-        break;
-    default: attr->type = cudaMemoryTypeUnregistered; attr->device = -2; return cudaSuccess;
-    }
-    attr->device = 0;
-    return cudaSuccess;
-}
-
-/* Where the two sides of a copy must be, checked at the call (cudaErrorInvalidValue). */
-static cudaError_t check_copy(const char *call, void *dst, const void *src, size_t bytes,
-                              enum cudaMemcpyKind *kind)
-{
-    bool dst_dev = is_device_range(dst, bytes), src_dev = is_device_range(src, bytes);
-    if (*kind == cudaMemcpyDefault) {
-        bool d = classify(dst, NULL, NULL) == MEM_DEVICE;
-        bool s = classify(src, NULL, NULL) == MEM_DEVICE;
-        *kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                  : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
-    }
-    bool want_dst_dev, want_src_dev;
-    switch (*kind) {
-    case cudaMemcpyHostToDevice: want_dst_dev = true, want_src_dev = false; break;
-    case cudaMemcpyDeviceToHost: want_dst_dev = false, want_src_dev = true; break;
-    case cudaMemcpyDeviceToDevice: want_dst_dev = want_src_dev = true; break;
-    case cudaMemcpyHostToHost: want_dst_dev = want_src_dev = false; break;
-    default:
-        say("%s: copy kind %d", call, (int)*kind);
-        return cudaErrorInvalidMemcpyDirection;
-    }
-    static const char *kinds[] = {"H2H", "H2D", "D2H", "D2D"};
-    const char *k = kinds[*kind];
-    if (want_dst_dev && !dst_dev) {
-        say("%s(%s, %zu bytes): dst %p is not device memory, or the copy runs past the end of "
-            "its allocation", call, k, bytes, dst);
-        return cudaErrorInvalidValue;
-    }
-    if (want_src_dev && !src_dev) {
-        say("%s(%s, %zu bytes): src %p is not device memory, or the copy runs past the end of "
-            "its allocation", call, k, bytes, src);
-        return cudaErrorInvalidValue;
-    }
-    if (!want_dst_dev && classify(dst, NULL, NULL) == MEM_DEVICE) {
-        say("%s(%s, %zu bytes): dst %p is device memory, not host memory", call, k, bytes, dst);
-        return cudaErrorInvalidValue;
-    }
-    if (!want_src_dev && classify(src, NULL, NULL) == MEM_DEVICE) {
-        say("%s(%s, %zu bytes): src %p is device memory, not host memory", call, k, bytes, src);
-        return cudaErrorInvalidValue;
-    }
-    return cudaSuccess;
-}
-
-static op copy_op(void *dst, const void *src, size_t bytes, const char *what)
-{
-    char buf[160];
-    snprintf(buf, sizeof buf, "%s (%zu bytes, %p -> %p)", what, bytes, src, dst);
-    return op{[dst, src, bytes]() {
-                  memcpy(dst, src, bytes);
-                  return cudaSuccess;
-              },
-              buf};
-}
-
-cudaError_t CUDARTAPI cudaMemcpy(void *dst, const void *src, size_t bytes,
-                                 enum cudaMemcpyKind kind)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    cudaError_t e = capture_allows_unsafe_call("cudaMemcpy");
-    if (e == cudaSuccess && bytes)
-        e = check_copy("cudaMemcpy", dst, src, bytes, &kind);
-    if (e != cudaSuccess || !bytes)
-        return set_last(e);
-    drain_for_legacy();
-    RETURN_IF_STICKY;
-    e = run_device_work(copy_op(dst, src, bytes, "cudaMemcpy"));
-    if (e != cudaSuccess)
-        make_sticky(e);
-    return set_last(e);
-}
-
-cudaError_t CUDARTAPI cudaMemcpyAsync(void *dst, const void *src, size_t bytes,
-                                      enum cudaMemcpyKind kind, cudaStream_t handle)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    CUstream_st *s;
-    cudaError_t e = stream_of(handle, &s);
-    if (e == cudaSuccess && bytes)
-        e = check_copy("cudaMemcpyAsync", dst, src, bytes, &kind);
-    if (e != cudaSuccess || !bytes)
-        return set_last(e);
-    bool src_pageable = classify(src, NULL, NULL) == MEM_PAGEABLE;
-    bool dst_pageable = classify(dst, NULL, NULL) == MEM_PAGEABLE;
-    if ((src_pageable || dst_pageable) && s->capturing) {
-        invalidate_capture(s, "a copy with pageable host memory");
-        say("cudaMemcpyAsync with pageable host memory during capture");
-        return set_last(cudaErrorStreamCaptureUnsupported);
-    }
-    if (dst_pageable) {
-        /* to pageable memory: the call returns when the copy is done */
-        drain_stream(s);
-        RETURN_IF_STICKY;
-        e = run_device_work(copy_op(dst, src, bytes, "cudaMemcpyAsync to pageable memory"));
-        if (e != cudaSuccess)
-            make_sticky(e);
-        return set_last(e);
-    }
-    if (src_pageable) {
-        /* from pageable memory: staged now, delivered when the stream gets there */
-        auto staged = std::make_shared<std::vector<char>>((const char *)src,
-                                                          (const char *)src + bytes);
-        char buf[160];
-        snprintf(buf, sizeof buf, "cudaMemcpyAsync from pageable memory (%zu bytes -> %p)",
-                 bytes, dst);
-        return set_last(submit_deps(s, op{[dst, staged]() {
-                                               memcpy(dst, staged->data(), staged->size());
-                                               return cudaSuccess;
-                                           },
-                                           buf},
-                                    {}));
-    }
-    return set_last(submit_deps(s, copy_op(dst, src, bytes, "cudaMemcpyAsync"), {}));
-}
-
-static op memset_op(void *dst, int value, size_t bytes, const char *what)
-{
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s (%zu bytes at %p)", what, bytes, dst);
-    return op{[dst, value, bytes]() {
-                  memset(dst, value, bytes);
-                  return cudaSuccess;
-              },
-              buf};
-}
-
-cudaError_t CUDARTAPI cudaMemset(void *dst, int value, size_t bytes)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    cudaError_t e = capture_allows_unsafe_call("cudaMemset");
-    if (e == cudaSuccess && !is_device_range(dst, bytes)) {
-        say("cudaMemset(%p, %zu bytes): not device memory", dst, bytes);
-        e = cudaErrorInvalidValue;
-    }
-    if (e != cudaSuccess || !bytes)
-        return set_last(e);
-    drain_for_legacy();
-    RETURN_IF_STICKY;
-    e = run_device_work(memset_op(dst, value, bytes, "cudaMemset"));
-    if (e != cudaSuccess)
-        make_sticky(e);
-    return set_last(e);
-}
-
-cudaError_t CUDARTAPI cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream)
-{
-    if (!is_device_range(dst, bytes)) {
-        say("cudaMemsetAsync(%p, %zu bytes): not device memory", dst, bytes);
-        return set_last(cudaErrorInvalidValue);
-    }
-    if (!bytes)
-        return cudaSuccess;
-    return set_last(submit(stream, memset_op(dst, value, bytes, "cudaMemsetAsync")));
-}
-
-/* ------------------------------------------------------------------------------------------
- * Graphs
- */
-cudaError_t CUDARTAPI cudaStreamBeginCapture(cudaStream_t handle, enum cudaStreamCaptureMode mode)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    CUstream_st *s;
-    cudaError_t e = stream_of(handle, &s);
-    if (e != cudaSuccess)
-        return set_last(e);
-    if (s->legacy) {
-        say("cudaStreamBeginCapture on the legacy stream");
-        return set_last(cudaErrorStreamCaptureUnsupported);
-    }
-    if (s->capturing)
-        return set_last(cudaErrorIllegalState);
-    s->capturing = true;
-    s->invalidated = false;
-    s->mode = mode;
-    s->owner = std::this_thread::get_id();
-    s->graph = new CUgraph_st;
-    if (mode != cudaStreamCaptureModeRelaxed)
-        my_strict_captures++;
-    if (mode == cudaStreamCaptureModeGlobal)
-        global_captures++;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaStreamEndCapture(cudaStream_t handle, cudaGraph_t *graph)
-{
-    LOCKED;
-    CUstream_st *s;
-    cudaError_t e = stream_of(handle, &s);
-    if (e != cudaSuccess || !graph)
-        return set_last(e != cudaSuccess ? e : cudaErrorInvalidValue);
-    *graph = NULL;
-    if (!s->capturing)
-        return set_last(cudaErrorIllegalState);
-    if (s->mode != cudaStreamCaptureModeRelaxed && s->owner != std::this_thread::get_id())
-        return set_last(cudaErrorStreamCaptureWrongThread);
-    s->capturing = false;
-    if (s->mode != cudaStreamCaptureModeRelaxed)
-        my_strict_captures--;
-    if (s->mode == cudaStreamCaptureModeGlobal)
-        global_captures--;
-    CUgraph_st *g = s->graph;
-    s->graph = NULL;
-    if (s->invalidated || sticky_error != cudaSuccess) {
-        delete g;
-        return set_last(sticky_error != cudaSuccess ? sticky_error
-                                                    : cudaErrorStreamCaptureInvalidated);
-    }
-    graphs.insert(g);
-    *graph = g;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGraphDestroy(cudaGraph_t g)
-{
-    LOCKED;
-    if (!graphs.erase(g))
-        return set_last(cudaErrorInvalidValue);
-    delete g;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g,
-                                           unsigned long long flags)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    if (!exec || !graphs.count(g))
-        return set_last(cudaErrorInvalidValue);
-    CUgraphExec_st *x = new CUgraphExec_st{std::make_shared<std::vector<op>>(g->nodes)};
-    execs.insert(x);
-    *exec = x;
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGraphInstantiateWithFlags(cudaGraphExec_t *exec, cudaGraph_t g,
-                                                    unsigned long long flags)
-{
-    return cudaGraphInstantiate(exec, g, flags);
-}
-
-cudaError_t CUDARTAPI cudaGraphExecDestroy(cudaGraphExec_t x)
-{
-    LOCKED;
-    if (!execs.erase(x))
-        return set_last(cudaErrorInvalidValue);
-    delete x; /* a queued launch holds its own reference to the nodes */
-    return cudaSuccess;
-}
-
-cudaError_t CUDARTAPI cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t stream)
-{
-    LOCKED;
-    RETURN_IF_STICKY;
-    if (!execs.count(x))
-        return set_last(cudaErrorInvalidValue);
-    auto nodes = x->nodes;
-    char what[64];
-    snprintf(what, sizeof what, "graph launch (%zu nodes)", nodes->size());
-    return set_last(submit(stream, op{[nodes]() {
-                                          for (const op &n : *nodes) {
-                                              cudaError_t e = n.run();
-                                              if (e != cudaSuccess)
-                                                  return e;
-                                          }
-                                          return cudaSuccess;
-                                      },
-                                      what}));
 }
