@@ -313,9 +313,53 @@ static size_t nucleus_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double m
     return keep;
 }
 
+/* The first of c[0..n) in rank order at which the running weight passes *r, found by
+ * partitioning around pivots (expected linear; no sort but of the last few); -1, with *r
+ * lowered by the weight of what it walked, when rounding leaves *r unpassed. Reorders c. */
+static int32_t pass_in_rank_order(cand_t *c, size_t n, double *r)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 32) {
+        cand_t pivot = c[lo + (hi - lo) / 2];
+        size_t mid = lo;
+        double before = 0; /* the weight ranked before the pivot */
+        for (size_t i = lo; i < hi; i++) {
+            if (ranks_before(&c[i], &pivot)) {
+                cand_t t = c[mid];
+                c[mid] = c[i];
+                c[i] = t;
+                before += c[mid++].value;
+            }
+        }
+        if (before > *r) { /* it passes before the pivot */
+            hi = mid;
+            continue;
+        }
+        *r -= before;
+        *r -= pivot.value;
+        if (*r < 0)
+            return pivot.id;
+        for (size_t i = mid; i < hi; i++) { /* the pivot first, then what ranks after it */
+            if (c[i].id == pivot.id) {
+                c[i] = c[mid];
+                c[mid] = pivot;
+                break;
+            }
+        }
+        lo = mid + 1;
+    }
+    qsort(c + lo, hi - lo, sizeof *c, cmp_rank);
+    for (size_t i = lo; i < hi; i++) {
+        *r -= c[i].value;
+        if (*r < 0)
+            return c[i].id;
+    }
+    return -1;
+}
+
 /* The draw r over candidates in no particular order (weights in [0, 1]), walked in rank order
  * like the sorted path: the histogram of the weights finds the bin where the running mass from
- * the top passes r; only that bin's tokens are sorted. -1 when rounding leaves r unpassed.
+ * the top passes r; only in that bin are tokens ranked. -1 when rounding leaves r unpassed.
  * Reorders c. */
 static int32_t draw_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double r)
 {
@@ -336,12 +380,9 @@ static int32_t draw_unsorted(nx_sampler_t *self, cand_t *c, size_t n, double r)
                 c[i] = t;
             }
         }
-        qsort(c, end, sizeof *c, cmp_rank);
-        for (size_t i = 0; i < end; i++) {
-            r -= c[i].value;
-            if (r < 0)
-                return c[i].id;
-        }
+        int32_t id = pass_in_rank_order(c, end, &r);
+        if (id >= 0)
+            return id;
     }
     return -1;
 }
