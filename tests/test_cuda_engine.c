@@ -46,6 +46,7 @@ typedef struct params {
     bool simple;       /* NEXUS_CUDA_KERNELS=simple */
     bool graphs_off;   /* NEXUS_CUDA_GRAPHS=0 */
     double tol;        /* max |cuda - cpu| / max |cpu| over a row */
+    uint32_t seqs;     /* test_batch's sequences (0: 2) */
     char dir[256];
     side_t cpu, cuda;
 } params_t;
@@ -65,7 +66,10 @@ static void side_close(side_t *s)
 static void side_open(side_t *s, nx_device_kind_t device, const char *dir)
 {
     nx_err_t err = {0};
-    nx_pool_opts_t popts = {.device = device, .bytes = 512ull << 20};
+    /* CUDA's pool hands out 32 MiB chunks, so each KV cache takes one: test_batch's 20
+     * sequences need 640 MiB there */
+    nx_pool_opts_t popts = {.device = device,
+                            .bytes = (device == NX_DEVICE_CUDA ? 1024ull : 512ull) << 20};
     nx_engine_opts_t eopts = {.threads = 2, .max_context = 512};
     s->pool = nx_pool_new(&popts, &err);
     if (!s->pool)
@@ -286,6 +290,8 @@ static void test_long_prompt(void **state)
 /* Two sequences at different positions in every step: a prefill batch of 7 + 19 rows, then
  * decode steps of two rows (a graph of two rows), each compared with the CPU stepping the same
  * sequences together. */
+#define BATCH_MAX 24
+
 static void test_batch(void **state)
 {
     NEED_GPU();
@@ -293,33 +299,37 @@ static void test_batch(void **state)
     open_both(p);
     uint32_t vocab = nx_engine_config(p->cpu.engine)->vocab;
     nx_err_t err = {0};
-    const uint32_t lens[2] = {7, 19};
-    nx_seq_t *cpu_seqs[2], *cuda_seqs[2];
-    for (int i = 0; i < 2; i++) {
+    uint32_t count = p->seqs ? p->seqs : 2;
+    assert_true(count <= BATCH_MAX);
+    nx_seq_t *cpu_seqs[BATCH_MAX], *cuda_seqs[BATCH_MAX];
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t len = i == 0 ? 7 : 19 - (i * 5) % 13; /* different positions */
         int32_t ids[19];
-        prompt_ids(ids, lens[i], vocab, 100 + i);
-        cpu_seqs[i] = nx_seq_new(p->cpu.engine, 64 + 32 * i, false, &err);
-        cuda_seqs[i] = nx_seq_new(p->cuda.engine, 64 + 32 * i, false, &err);
+        prompt_ids(ids, len, vocab, 100 + i);
+        cpu_seqs[i] = nx_seq_new(p->cpu.engine, 64 + 32 * (i % 2), false, &err);
+        cuda_seqs[i] = nx_seq_new(p->cuda.engine, 64 + 32 * (i % 2), false, &err);
         if (!cpu_seqs[i] || !cuda_seqs[i])
             fail_msg("sequence: %s", err.msg);
-        feed(cpu_seqs[i], ids, lens[i]);
-        feed(cuda_seqs[i], ids, lens[i]);
+        feed(cpu_seqs[i], ids, len);
+        feed(cuda_seqs[i], ids, len);
     }
+    /* step 0 is prefill of every prompt together; then decode steps of `count` rows (GEMV up
+     * to 8 rows, cuBLAS above, in graphs; above 16 rows the graph ends before the heads) */
     for (uint32_t step = 0; step < 8; step++) {
-        if (nx_engine_step(p->cpu.engine, cpu_seqs, 2, &err) != NX_OK ||
-            nx_engine_step(p->cuda.engine, cuda_seqs, 2, &err) != NX_OK)
+        if (nx_engine_step(p->cpu.engine, cpu_seqs, count, &err) != NX_OK ||
+            nx_engine_step(p->cuda.engine, cuda_seqs, count, &err) != NX_OK)
             fail_msg("step %u: %s", step, err.msg);
-        for (int i = 0; i < 2; i++) {
+        for (uint32_t i = 0; i < count; i++) {
             const float *la = nx_seq_logits(cpu_seqs[i], NULL);
             const float *lb = nx_seq_logits(cuda_seqs[i], NULL);
-            expect_close(lb, la, vocab, p->tol, "batch", step * 2 + i);
+            expect_close(lb, la, vocab, p->tol, "batch", step * count + i);
             double margin;
             int32_t next = argmax(la, vocab, &margin); /* both follow the CPU's choice */
             feed(cpu_seqs[i], &next, 1);
             feed(cuda_seqs[i], &next, 1);
         }
     }
-    for (int i = 0; i < 2; i++) {
+    for (uint32_t i = 0; i < count; i++) {
         nx_seq_destroy(p->cpu.engine, &cpu_seqs[i]);
         nx_seq_destroy(p->cuda.engine, &cuda_seqs[i]);
     }
@@ -356,6 +366,9 @@ static params_t cases[] = {
     {NX_SYNTH_QWEN3, NX_DT_BF16, false, false, 3e-2}, /* 11 */
     {NX_SYNTH_QWEN2, NX_DT_BF16, true, false, 2e-3},  /* 12 */
     {NX_SYNTH_LLAMA, NX_DT_BF16, false, false, 0},    /* 13 */
+    /* batches of 5 (the 8-row GEMV) and 20 (cuBLAS decode in a graph without the heads) */
+    {NX_SYNTH_QWEN3, NX_DT_BF16, false, false, 3e-2, 5},  /* 14 */
+    {NX_SYNTH_LLAMA, NX_DT_BF16, false, false, 3e-2, 20}, /* 15 */
 };
 
 #define CASE(fn, i) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &cases[i])
@@ -382,6 +395,7 @@ int main(void)
         CASE(test_generation, 6), CASE(test_generation, 7), CASE(test_generation, 8),
         CASE(test_long_prompt, 9), CASE(test_long_prompt, 10),
         CASE(test_batch, 11),      CASE(test_batch, 12),
+        CASE(test_batch, 14),      CASE(test_batch, 15),
         CASE(test_kv_pool_full, 13),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
