@@ -8,11 +8,15 @@
 # tests/ref_forward.py) travel with the working tree. Carry .bundle
 # to that machine and run bench/gpu_suite.sh there, which sets LD_LIBRARY_PATH=.bundle/lib.
 #
-#   bench/gpu_bundle.sh BUILD
+#   bench/gpu_bundle.sh BUILD [OUT]     # OUT: the folder to write (default $BUNDLE or .bundle)
+#
+# A build of the CPU emulation (make BUILD=build-emu CUEMU=1 all) bundles too, into another
+# folder (make gpu-suite-emu: build-emu/bundle); BUILD_INFO then says "cuemu: yes" and gpu_suite.sh
+# runs as a dry run of its own glue, never a source of GPU figures.
 set -euo pipefail
 
 BUILD=${1:-build}
-BUNDLE=.bundle
+BUNDLE=${2:-${BUNDLE:-.bundle}}
 MAX_BUNDLE_BYTES=$((48 * 1024 * 1024)) # the carry limit is 64 MiB; keep well under it
 
 # glibc's own libraries exist on every Linux machine and must match its kernel and loader.
@@ -64,6 +68,8 @@ fi
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "built:  $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -m)"
     echo "cuda:   $(grep -q dev_cuda.o <(ar t "$BUILD/libnxloader.a" 2>/dev/null) && echo yes || echo no)"
+    # the CPU emulation of tests/cuemu linked in instead of CUDA's runtime (a dry-run bundle)
+    echo "cuemu:  $(grep -qa 'cuemu (CPU emulation)' "$BUNDLE/nexusctl" && echo yes || echo no)"
 } >"$BUNDLE/BUILD_INFO"
 
 bytes=$(du -sb "$BUNDLE" | cut -f1)

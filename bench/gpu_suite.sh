@@ -11,7 +11,9 @@
 #
 # env: SUITE_OUT (default /tmp/nexus-gpu-suite; with OUT set, its summary and a tarball of it
 # are copied there), NEXUS_GPU_DIR (checkpoints,
-# default /tmp/nexus-gpu, on local disk), SUITE_MODELS ("0.6b 4b 8b"), SUITE_SECTIONS
+# default /tmp/nexus-gpu, on local disk), SUITE_MODELS ("0.6b 4b 8b"; any presets of nexusctl
+# model synth: tiny, 0.6b, 4b, 8b), BUNDLE (.bundle; a bundle of the CPU emulation makes the
+# run a dry run of this script's glue: make gpu-suite-emu), SUITE_SECTIONS
 # ("1 2 3 4 5"), SUITE_BUDGET_S (530: the whole suite must fit a 10-minute command),
 # SUITE_REPEAT (3), SUITE_REPEAT_8B (1), SUITE_DECODE_TOKENS (64).
 #
@@ -60,6 +62,16 @@ LOADER_BENCH=$BUNDLE/bench/loader
 DECODE_BENCH=$BUNDLE/bench/decode
 TOOL_LOGITS=$BUNDLE/tests/tool_logits
 SUMMARY=$SUITE_OUT/summary.txt
+# A bundle of the CPU emulation (bench/gpu_bundle.sh on a CUEMU=1 build; make gpu-suite-emu):
+# the suite then checks its own glue (no nvidia-smi, no cuBLAS to find); its figures are
+# meaningless, and the summary opens and closes saying so.
+EMULATED=0
+if grep -q '^cuemu: *yes' "$BUNDLE/BUILD_INFO" 2>/dev/null; then
+    EMULATED=1
+    # the loader bench's CUDA pool alone is 4.5 GiB (its 4 GiB copy-limit buffer): more than
+    # the emulated device's default 4 GiB (an H100 has 80)
+    export NX_CUEMU_VRAM_MB=${NX_CUEMU_VRAM_MB:-8192}
+fi
 FAILED_SECTIONS=()
 SECTION_ROWS=()
 HAVE_TORCH=0
@@ -104,13 +116,17 @@ section_0_environment() {
     heading "0. environment"
     local dir=$SUITE_OUT/0-environment
     mkdir -p "$dir"
-    if ! nvidia-smi >"$dir/nvidia-smi.txt" 2>&1; then
+    if [ "$EMULATED" = 1 ]; then
+        note "environment: EMULATED bundle ($BUNDLE/BUILD_INFO: cuemu: yes): a dry run of the suite's glue on tests/cuemu, the CPU emulation of CUDA; no figure of this run is a GPU figure"
+        echo "cuemu (CPU emulation), not a GPU" >"$dir/gpu.txt"
+    elif ! nvidia-smi >"$dir/nvidia-smi.txt" 2>&1; then
         note "environment: nvidia-smi failed; no usable GPU"
         cat "$dir/nvidia-smi.txt"
         return 1
+    else
+        nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.current,pcie.link.width.current \
+            --format=csv,noheader | tee "$dir/gpu.txt"
     fi
-    nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.current,pcie.link.width.current \
-        --format=csv,noheader | tee "$dir/gpu.txt"
     { nproc; free -g; lscpu | grep 'Model name'; df -h "$(dirname "$NEXUS_GPU_DIR")"; } >"$dir/host.txt" 2>&1
     cat "$BUNDLE/BUILD_INFO" 2>/dev/null
     local bin
@@ -127,7 +143,11 @@ section_0_environment() {
     "$NEXUSCTL" --help >/dev/null || { note "environment: nexusctl does not start"; return 1; }
     "$LOADER_BENCH" >/dev/null 2>&1
     [ $? -eq 2 ] || { note "environment: $LOADER_BENCH does not start"; return 1; }
-    find_cublas "$dir"
+    if [ "$EMULATED" = 1 ]; then
+        note "environment: cuBLAS: the emulation's own (linked in)"
+    else
+        find_cublas "$dir"
+    fi
     local extra
     for extra in "$NEXUSD" "$DECODE_BENCH" "$TOOL_LOGITS"; do
         [ -x "$extra" ] || note "environment: $extra is missing from the bundle; sections using it fail"
@@ -478,6 +498,7 @@ run_section() {
 main() {
     mkdir -p "$SUITE_OUT"
     : >"$SUMMARY"
+    [ "$EMULATED" = 1 ] && note "EMULATED DRY RUN (tests/cuemu, the CPU emulation of CUDA): checks the suite's glue; no figure below is a GPU figure"
     echo "gpu suite: output under $SUITE_OUT, checkpoints under $NEXUS_GPU_DIR, budget ${SUITE_BUDGET_S}s, sections 0 $SUITE_SECTIONS"
     local n
     for n in $SUITE_SECTIONS; do
@@ -497,6 +518,7 @@ main() {
     printf '\n%-16s %-16s %6s\n' section status seconds
     printf '%s\n' "${SECTION_ROWS[@]}"
     echo "gpu suite: done in ${SECONDS}s; logs and JSON under $SUITE_OUT"
+    [ "$EMULATED" = 1 ] && echo "gpu suite: EMULATED DRY RUN: no figure above is a GPU figure"
     if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$OUT" != "$SUITE_OUT" ]; then
         cp "$SUMMARY" "$OUT/summary.txt"
         tar -czf "$OUT/suite-logs.tar.gz" -C "$(dirname "$SUITE_OUT")" "$(basename "$SUITE_OUT")" &&
