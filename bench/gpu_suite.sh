@@ -250,7 +250,8 @@ section_1_loader() {
                 --json "$dir/torch-$preset.json" || failures=$((failures + 1))
         fi
     done
-    loader_table "$dir" | tee -a "$SUMMARY"
+    # the table exits 1 when a model was not measured or missed a target (as sections 2-4 do)
+    loader_table "$dir" | tee -a "$SUMMARY" || failures=$((failures + 1))
     [ "$failures" -eq 0 ]
 }
 
@@ -275,15 +276,17 @@ fmt = "{:<6} {:>6} {:>3} {:>9} {:>8} {:>4} {:>9} {:>8} {:>4} {:>9} {:>4} {:>10} 
 print("\nloader, GB/s (median of rep runs; ours/limit in %; targets: cold >= 90% of the disk limit,")
 print("warm or host tier >= 90% of pinned H2D, >= 4x torch safetensors load_file)")
 print(fmt.format(*head))
-verdicts = []
+verdicts, failed = [], False
 for p in presets:
     bench, torch = load(f"loader-{p}.json"), load(f"torch-{p}.json")
     if not bench or not bench.get("models"):
         print(f"{p:<6} not measured")
+        failed = True
         continue
     m = bench["models"][0]
     if m.get("error") and not m["rows"]["cold_ours"]["measured"]:
         print(f"{p:<6} error: {m['error']}")
+        failed = True
         continue
     r = {k: v["gbps"] for k, v in m["rows"].items()}
     tc = torch["cold"]["gbps"] if torch else 0
@@ -307,6 +310,7 @@ for p in presets:
     verdicts.append(verdict)
 for v in verdicts:
     print("verdict " + v)
+sys.exit(1 if failed or any("FAIL" in v or "error" in v for v in verdicts) else 0)
 PY
 }
 
