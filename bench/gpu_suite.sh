@@ -336,7 +336,7 @@ section_2_correctness() {
         note "correctness: no torch with CUDA: tiny synthesized models against the numpy reference instead of transformers"
     fi
     # the CUDA backend against the CPU backend, and the GPU pick kernel against the CPU sampler
-    local t trc tfail=0
+    local t trc tfail=0 skipped
     for t in test_cuda_engine test_pick; do
         if [ ! -x "$BUNDLE/tests/$t" ]; then
             note "correctness $t: not in the bundle; FAIL"
@@ -345,11 +345,16 @@ section_2_correctness() {
         fi
         step "$t" "$dir/$t.log" "$BUNDLE/tests/$t"
         trc=$?
-        if [ "$trc" -eq 0 ] && ! grep -q 'SKIPPED' "$dir/$t.log"; then
+        # a skipped GPU test means no GPU was seen: FAIL. test_cuda_engine's
+        # test_cuda_pool_fails_cleanly_without_gpu skips on every machine that has one.
+        skipped=$(grep -E '^\[  SKIPPED \] test_' "$dir/$t.log" | awk '{print $4}' |
+            grep -v '_without_gpu$' | sort -u | tr '\n' ' ')
+        if [ "$trc" -eq 0 ] && [ -z "$skipped" ]; then
             note "correctness $t: PASS ($(grep -c '^\[       OK' "$dir/$t.log") tests)"
         else
             note "correctness $t: FAIL (exit $trc; log $dir/$t.log)"
-            grep -E '^\[  (FAILED|SKIPPED|ERROR)|fail|differ' "$dir/$t.log" | head -6 | sed 's/^/     /' | tee -a "$SUMMARY"
+            [ -n "$skipped" ] && note "     skipped (no GPU seen?): $skipped"
+            grep -E '^\[  (FAILED|ERROR)|^\[   LINE|[Ff]ailure' "$dir/$t.log" | head -6 | sed 's/^/     /' | tee -a "$SUMMARY"
             tfail=1
         fi
     done
