@@ -152,6 +152,9 @@ section_0_environment() {
     for extra in "$NEXUSD" "$DECODE_BENCH" "$TOOL_LOGITS"; do
         [ -x "$extra" ] || note "environment: $extra is missing from the bundle; sections using it fail"
     done
+    # gpu_correctness.py needs numpy (with or without torch); PYTHON picks another interpreter
+    "${PY[@]}" -c 'import numpy' 2>/dev/null ||
+        note "environment: $PYTHON has no numpy: section 2's logits comparison cannot run (set PYTHON)"
     if "${PY[@]}" -c 'import torch, safetensors; assert torch.cuda.is_available()' 2>"$dir/torch.txt"; then
         HAVE_TORCH=1
     else
