@@ -326,6 +326,14 @@ model_dir() {
     echo "$model"
 }
 
+# The tests of test_cuda_engine or test_pick that a log says were skipped: a skipped GPU test
+# means no GPU was seen. test_cuda_engine's test_cuda_pool_fails_cleanly_without_gpu skips on
+# every machine that has one, so it is left out.
+gpu_tests_skipped() {
+    grep -E '^\[  SKIPPED \] test_' "$1" 2>/dev/null | awk '{print $4}' |
+        grep -v '_without_gpu$' | sort -u | tr '\n' ' ' | sed 's/ $//'
+}
+
 # --- 2. correctness --------------------------------------------------------------------------
 # Random Qwen3 and Llama models built and saved by transformers; our logits (tool_logits) and
 # greedy tokens against transformers' in float32 on the same bf16 weights, on cuda and cpu.
@@ -348,10 +356,7 @@ section_2_correctness() {
         fi
         step "$t" "$dir/$t.log" "$BUNDLE/tests/$t"
         trc=$?
-        # a skipped GPU test means no GPU was seen: FAIL. test_cuda_engine's
-        # test_cuda_pool_fails_cleanly_without_gpu skips on every machine that has one.
-        skipped=$(grep -E '^\[  SKIPPED \] test_' "$dir/$t.log" | awk '{print $4}' |
-            grep -v '_without_gpu$' | sort -u | tr '\n' ' ')
+        skipped=$(gpu_tests_skipped "$dir/$t.log")
         if [ "$trc" -eq 0 ] && [ -z "$skipped" ]; then
             note "correctness $t: PASS ($(grep -c '^\[       OK' "$dir/$t.log") tests)"
         else
@@ -460,11 +465,24 @@ section_5_sanitizers() {
         step "$tool $test" "$log" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 99 \
             --log-file "$report" "$BUNDLE/tests/$test"
         local rc=$? errors
-        errors=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$report" 2>/dev/null | grep -o '[0-9]*' | tail -1)
+        # memcheck ends its report with "ERROR SUMMARY: N errors"; racecheck with "RACECHECK
+        # SUMMARY: H hazards displayed (N errors, W warnings)" and no ERROR SUMMARY line
+        if [ "$tool" = racecheck ]; then
+            errors=$(grep -o 'RACECHECK SUMMARY: [0-9]* hazards\? displayed ([0-9]* error' "$report" \
+                2>/dev/null | grep -o '[0-9]* error' | grep -o '[0-9]*' | tail -1)
+        else
+            errors=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$report" 2>/dev/null | grep -o '[0-9]*' | tail -1)
+        fi
+        # the CUDA tests skip their GPU cases when they see no GPU: then nothing was checked
+        local skipped=""
+        case $test in test_cuda_engine | test_pick) skipped=$(gpu_tests_skipped "$log") ;; esac
         if [ "$rc" -eq 124 ] && [ -z "$errors" ]; then
             failures=$((failures + 1)) # step noted the time-out
+        elif [ "$rc" -eq 0 ] && [ "${errors:-x}" = 0 ] && [ -n "$skipped" ]; then
+            note "sanitizers $test $tool: FAIL (0 errors, but the GPU tests were skipped: $skipped)"
+            failures=$((failures + 1))
         elif [ "$rc" -eq 0 ] && [ "${errors:-x}" = 0 ]; then
-            note "sanitizers $test $tool: 0 errors PASS"
+            note "sanitizers $test $tool: 0 errors PASS$(grep -o '(0 errors, [1-9][0-9]* warnings)' "$report" | tail -1 | sed 's/^/ /')"
         elif [ -z "$errors" ]; then
             note "sanitizers $test $tool: FAIL (exit $rc, no error summary; log $log)"
             tail -5 "$log" "$report" 2>/dev/null | sed 's/^/     /' | tee -a "$SUMMARY"
