@@ -61,12 +61,22 @@ def measure_bandwidth(torch):
 
 def load_hf(torch, path):
     import transformers
-    kw = dict(device_map="cuda")
+
+    def load(**kw):
+        auto = transformers.AutoModelForCausalLM
+        try:
+            return auto.from_pretrained(path, dtype=torch.bfloat16, **kw)
+        except TypeError:  # transformers before 4.56 names it torch_dtype
+            return auto.from_pretrained(path, torch_dtype=torch.bfloat16, **kw)
+
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, **kw)
-    except TypeError:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16,
-                                                                  **kw)
+        model = load(device_map="cuda")
+    except (ImportError, ValueError) as e:
+        # transformers 4 wants accelerate for any device_map: load, then move
+        if "ccelerate" not in str(e):
+            raise
+        log("   transformers: no device_map without accelerate; loading, then .to('cuda')")
+        model = load().to("cuda")
     return model.eval()
 
 
