@@ -83,7 +83,7 @@ def drop_pages(path):
 class Daemon:
     def __init__(self, args, models):
         self.args, self.proc = args, None
-        home = args.work
+        home = os.path.abspath(args.work)  # nexusd reads relative paths from its home
         shutil.rmtree(home, ignore_errors=True)
         os.makedirs(os.path.join(home, "models"))
         os.makedirs(os.path.join(home, "agents"))
