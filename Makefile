@@ -99,7 +99,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench run clean gpu-bundle asan emu-test
+.PHONY: all deps test unit pytest bench run clean gpu-bundle asan emu-test gpu-suite-emu
 .DEFAULT_GOAL := all
 
 all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -216,6 +216,14 @@ emu-test:
 	BUILD=$(EMU_BUILD) tests/run_unit.sh $(EMU_TESTS) && \
 	NEXUS_TEST_DEVICE=cuda NEXUS_BUILD=$(abspath $(EMU_BUILD)) \
 	  $(PYTHON) -m pytest -q tests/test_daemon_swap.py
+
+# A dry run of bench/gpu_suite.sh on the CPU emulation (bench/gpu_suite_emu.sh: the emu build
+# bundled into $(EMU_BUILD)/bundle, every section on the tiny preset): it checks the suite's
+# glue before a GPU session and is never a source of figures. Not part of `make test` (~2 min).
+gpu-suite-emu:
+	@if [ ! -f $(CUDA_HOME)/include/cuda_runtime_api.h ]; then \
+	  echo "gpu-suite-emu: skipped: CUDA's headers are not in $(CUDA_HOME)/include"; exit 0; fi; \
+	EMU_BUILD=$(EMU_BUILD) PYTHON=$(PYTHON) bench/gpu_suite_emu.sh
 
 $(BUILD)/tests/test_cuemu: tests/cuemu/test_cuemu.c $(BUILD)/obj/tests/cuemu/selftest_kernels.cu.o \
 	$(LINK_DEPS)
