@@ -41,7 +41,7 @@ done
 binaries=("$BUNDLE/nexusctl" "$BUNDLE/nexusd" "$BUNDLE"/bench/* "$BUNDLE"/tests/*)
 for bin in "${binaries[@]}"; do
     [ -f "$bin" ] || continue
-    if ldd "$bin" | grep -q 'not found'; then
+    if ldd "$bin" | grep 'not found' >/dev/null; then # not -q: pipefail and SIGPIPE
         echo "gpu-bundle: $bin has unresolved libraries:" >&2
         ldd "$bin" | grep 'not found' >&2
         exit 1

@@ -51,7 +51,9 @@ else
 fi
 BUNDLE_LIBS=$(realpath -m "$BUNDLE/lib")
 # The bundle's C++ runtime (lib-cxx) only where the machine has none: a newer one must win.
-if ! ldconfig -p 2>/dev/null | grep -q 'libstdc++\.so\.6 '; then
+# (Not grep -q: under pipefail its early exit kills ldconfig with SIGPIPE now and then, and the
+# pipeline's 141 read as "no libstdc++".)
+if ! ldconfig -p 2>/dev/null | grep 'libstdc++\.so\.6 ' >/dev/null; then
     BUNDLE_LIBS="$BUNDLE_LIBS:$(realpath -m "$BUNDLE/lib-cxx")"
 fi
 export NEXUS_LD_LIBRARY_PATH="$BUNDLE_LIBS${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
