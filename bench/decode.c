@@ -339,10 +339,14 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
     printf("model %s (%s, %u layers, hidden %u, vocab %u) on %s, %u thread%s\n", a->model_dir,
            nx_arch_name(cfg->arch), cfg->layers, cfg->hidden, cfg->vocab,
            nx_engine_backend_name(c->engine), a->threads, a->threads == 1 ? "" : "s");
-    printf("weights read per step: %s; memory read bandwidth (%zu MiB, %u threads): %.2f GB/s\n",
-           wbytes, bw_bytes >> 20, a->threads, bandwidth / 1e9);
+    bool gpu = strcmp(nx_engine_backend_name(c->engine), "cpu") != 0;
+    printf("weights read per step: %s; host memory read bandwidth (%zu MiB, %u threads): "
+           "%.2f GB/s\n", wbytes, bw_bytes >> 20, a->threads, bandwidth / 1e9);
+    if (gpu) /* the column below is against host RAM: meaningless for a GPU's weights */
+        printf("(on %s the weights are in device memory: the roofline against the device's "
+               "bandwidth is bench/gpu_decode.py's)\n", nx_engine_backend_name(c->engine));
     printf("%-26s %8s %7s %10s %12s %12s\n", "phase", "tokens", "steps", "seconds", "tokens/s",
-           "of mem bw");
+           gpu ? "of host bw" : "of mem bw");
     for (size_t i = 0; i < n; i++) {
         char phase[32];
         if (figs[i].batch)
