@@ -259,7 +259,8 @@ static bool allowed(const float *row, uint32_t vocab, const nx__pick_t *p, int32
  * kernel; penalty ids copied out of the samplers (they are only valid until the next plan). */
 static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy)
 {
-    float *logits = malloc((size_t)rows * vocab * sizeof *logits);
+    /* calloc: gcc -O1 (make asan) cannot see the loop below fill it */
+    float *logits = calloc((size_t)rows * vocab, sizeof *logits);
     float *penalized = malloc((size_t)rows * vocab * sizeof *penalized);
     nx__pick_t *plans = calloc(rows, sizeof *plans);
     int32_t *pen = malloc((size_t)rows * 64 * sizeof *pen);
