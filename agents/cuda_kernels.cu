@@ -484,7 +484,7 @@ extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Small element-wise kernels for the cuBLAS path, and the argmax
+ * Small element-wise kernels for the cuBLAS path
  */
 __global__ void silu_mul_kernel(float *g, const float *u, uint64_t count)
 {
@@ -536,52 +536,5 @@ extern "C" int nx__cu_to_half(void *stream, const float *x, uint64_t count, int3
         return 0;
     NX_LAUNCH(blocks_for(count, 256), 256, 0, (cudaStream_t)stream, to_half_kernel)(
         x, count, dtype, out);
-    return launched();
-}
-
-/* One block per row; ties go to the lowest index (as a left-to-right scan would). NaN never
- * wins a comparison; a row of NaNs gives index 0. */
-__global__ void argmax_kernel(const float *logits, uint32_t n, uint32_t vocab, int32_t *ids)
-{
-    __shared__ float best_v[256];
-    __shared__ int32_t best_i[256];
-    uint32_t r = blockIdx.x;
-    if (r >= n)
-        return;
-    const float *row = logits + (uint64_t)r * vocab;
-    float bv = -INFINITY;
-    int32_t bi = INT32_MAX; /* none yet */
-    for (uint32_t i = threadIdx.x; i < vocab; i += blockDim.x) { /* i increases: first wins */
-        float v = row[i];
-        if (v > bv || (v == bv && bi == INT32_MAX)) {
-            bv = v;
-            bi = (int32_t)i;
-        }
-    }
-    best_v[threadIdx.x] = bv;
-    best_i[threadIdx.x] = bi;
-    __syncthreads();
-    for (uint32_t stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride) {
-            float ov = best_v[threadIdx.x + stride];
-            int32_t oi = best_i[threadIdx.x + stride];
-            if (ov > best_v[threadIdx.x] ||
-                (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x])) {
-                best_v[threadIdx.x] = ov;
-                best_i[threadIdx.x] = oi;
-            }
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0)
-        ids[r] = best_i[0] == INT32_MAX ? 0 : best_i[0];
-}
-
-extern "C" int nx__cu_argmax(void *stream, const float *logits, uint32_t n, uint32_t vocab,
-                             int32_t *ids)
-{
-    if (n == 0)
-        return 0;
-    NX_LAUNCH(n, 256, 0, (cudaStream_t)stream, argmax_kernel)(logits, n, vocab, ids);
     return launched();
 }

@@ -118,9 +118,6 @@ int nx__cu_silu_mul(void *stream, float *g, const float *u, uint64_t count);
 int nx__cu_add_bias(void *stream, float *y, uint32_t n, uint32_t cols, nx__cu_w_t bias);
 /* out = x as BF16 or F16 (dtype), count elements (the cuBLAS path's input). */
 int nx__cu_to_half(void *stream, const float *x, uint64_t count, int32_t dtype, void *out);
-/* ids[r] = the first index of the largest of logits[r][0..vocab), r < n. */
-int nx__cu_argmax(void *stream, const float *logits, uint32_t n, uint32_t vocab, int32_t *ids);
-
 /* One token pick on the GPU (pick.h's plan, as the kernel reads it), in device memory. */
 typedef struct nx__cu_pick {
     uint32_t row;            /* the logits row it picks from */

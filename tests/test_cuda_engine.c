@@ -27,11 +27,10 @@
 
 #include <cmocka.h>
 
+#include "gpu_tests.h"
+
 #include "nx_engine.h"
 #include "synth.h"
-
-static bool have_gpu;
-static char no_gpu_reason[1100];
 
 typedef struct side {
     nx_pool_t *pool;
@@ -131,14 +130,6 @@ static void open_both(params_t *p)
     assert_string_equal(nx_engine_backend_name(p->cuda.engine), "cuda");
     assert_string_equal(nx_engine_backend_name(p->cpu.engine), "cpu");
 }
-
-#define NEED_GPU()                                                                            \
-    do {                                                                                      \
-        if (!have_gpu) {                                                                      \
-            print_message("skipped: %s\n", no_gpu_reason);                                    \
-            skip();                                                                           \
-        }                                                                                     \
-    } while (0)
 
 /* ------------------------------------------------------------------------------------------
  * Comparisons
@@ -373,19 +364,6 @@ static params_t cases[] = {
 
 #define CASE(fn, i) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &cases[i])
 
-static int group_setup(void **state)
-{
-    nx_err_t reason = {0};
-    have_gpu = nx_cuda_available(&reason);
-    if (!have_gpu) {
-        snprintf(no_gpu_reason, sizeof no_gpu_reason, "no usable CUDA GPU: %s",
-                 reason.msg[0] ? reason.msg : "(no reason given)");
-        fprintf(stderr, "test_cuda_engine: %s; the GPU comparisons are skipped\n",
-                no_gpu_reason);
-    }
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,5 +376,5 @@ int main(void)
         CASE(test_batch, 14),      CASE(test_batch, 15),
         CASE(test_kv_pool_full, 13),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, gpu_group_setup, NULL);
 }

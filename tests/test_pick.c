@@ -18,19 +18,10 @@
 
 #include <cmocka.h>
 
+#include "gpu_tests.h"
+
 #include "backend.h"
 #include "synth.h"
-
-static bool have_gpu;
-static char no_gpu_reason[1100];
-
-#define NEED_GPU()                                                                            \
-    do {                                                                                      \
-        if (!have_gpu) {                                                                      \
-            print_message("skipped: %s\n", no_gpu_reason);                                    \
-            skip();                                                                           \
-        }                                                                                     \
-    } while (0)
 
 static nx_sampling_t sampling(float temperature, uint32_t top_k, float top_p, float min_p,
                               float penalty, uint64_t seed)
@@ -340,16 +331,6 @@ static void test_gpu_sampled_picks_follow_cpu(void **state)
     compare_rows(151936, 3, 4, false);
 }
 
-static int group_setup(void **state)
-{
-    nx_err_t reason = {0};
-    have_gpu = nx_cuda_available(&reason);
-    if (!have_gpu)
-        snprintf(no_gpu_reason, sizeof no_gpu_reason, "no usable CUDA GPU: %s",
-                 reason.msg[0] ? reason.msg : "(no reason given)");
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,5 +341,5 @@ int main(void)
         cmocka_unit_test(test_gpu_greedy_picks_equal_cpu),
         cmocka_unit_test(test_gpu_sampled_picks_follow_cpu),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, gpu_group_setup, NULL);
 }
