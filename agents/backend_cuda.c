@@ -18,7 +18,9 @@
  * A step's rows go through in passes of at most NX_CUDA_ROWS_MAX rows (all layers per pass;
  * correct because a row only attends to positions of its own sequence written by earlier
  * passes or earlier in this pass). In a pass of at most NX_CU_GEMV_MAX_ROWS rows every matmul
- * is the GEMV kernel (each weight streamed once, 16-byte loads); in a larger pass they are
+ * is the GEMV kernel (each weight streamed once, 16-byte loads; the RMSNorm before the QKV and
+ * gate-up products is fused into them, NEXUS_CUDA_FUSE_NORM=0 keeps it a kernel of its own to
+ * bisect and to measure the fusion against); in a larger pass they are
  * cuBLAS GEMMs (activations rounded to the weight's 16-bit type, fp32 accumulation). A pass of
  * decode rows only (one row per sequence, each wanting its logits) replays a CUDA graph of the
  * whole forward pass, one per row count (up to MAX_GRAPHS of them; cuBLAS is captured too):
@@ -61,6 +63,7 @@ typedef struct cuda_state {
     int device;
     bool simple;     /* NEXUS_CUDA_KERNELS=simple: naive kernels, no cuBLAS, no graphs */
     bool use_graphs; /* NEXUS_CUDA_GRAPHS=0 turns graphs off */
+    bool fuse_norm;  /* NEXUS_CUDA_FUSE_NORM=0: RMSNorm as its own kernel before every GEMV */
     nx__cu_shape_t shape;
     cudaStream_t stream;
     const nx__cublas_api_t *blas;
@@ -191,31 +194,60 @@ static int matmul(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t 
     return NX_OK;
 }
 
-/* q, k, v (+ biases) from xn: one GEMV launch when it fits, else three matmuls. */
+/* g (whose x is s->xn) on rmsnorm(s->x) * norm: one fused GEMV launch when the fast kernel
+ * takes it with the norm, else the RMSNorm kernel into s->xn and then g when a GEMV takes it.
+ * *done is false when neither GEMV takes g (s->xn then holds the normed rows for the caller's
+ * matmuls). */
+static int norm_gemv(cuda_state_t *s, const nx__cu_gemv_t *g, const nx__wref_t *norm,
+                     const char *what, bool *done, nx_err_t *err)
+{
+    nx__cu_gemv_t fused = *g;
+    fused.x = s->x;
+    fused.norm = cuw(norm);
+    fused.norm_eps = s->cfg->rms_eps;
+    *done = true;
+    if (s->fuse_norm && !s->simple && nx__cu_gemv_fast_ok(&fused)) {
+        LAUNCH(nx__cu_gemv(s->stream, &fused, false), what);
+        return NX_OK;
+    }
+    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, g->n, s->cfg->hidden, cuw(norm),
+                          s->cfg->rms_eps, s->xn),
+           "rmsnorm kernel launch");
+    if (gemv_takes(s, g)) {
+        LAUNCH(nx__cu_gemv(s->stream, g, s->simple), what);
+        return NX_OK;
+    }
+    *done = false;
+    return NX_OK;
+}
+
+/* q, k, v (+ biases) of the attention-normed rows: one GEMV launch (with the RMSNorm fused)
+ * when it fits, else the norm and three matmuls. */
 static int qkv(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, nx_err_t *err)
 {
     nx__cu_gemv_t g = {.seg = {seg_of(&lw->q, &lw->q_bias, s->q), seg_of(&lw->k, &lw->k_bias, s->k),
                                seg_of(&lw->v, &lw->v_bias, s->v)},
                        .seg_count = 3, .cols = lw->q.cols, .x = s->xn, .n = n};
-    if (gemv_takes(s, &g)) {
-        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "qkv gemv kernel launch");
+    bool done;
+    TRY(norm_gemv(s, &g, &lw->attn_norm, "qkv gemv kernel launch", &done, err));
+    if (done)
         return NX_OK;
-    }
     TRY(matmul(s, s->xn, n, &lw->q, &lw->q_bias, s->q, false, err));
     TRY(matmul(s, s->xn, n, &lw->k, &lw->k_bias, s->k, false, err));
     return matmul(s, s->xn, n, &lw->v, &lw->v_bias, s->v, false, err);
 }
 
-/* gate = silu(xn gate^T) * (xn up^T): one fused GEMV when it fits, else two GEMMs + silu. */
+/* gate = silu(xn gate^T) * (xn up^T) with xn the MLP-normed rows: one fused GEMV (RMSNorm,
+ * both products and the SiLU) when it fits, else the norm, two GEMMs and silu_mul. */
 static int gate_up(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, nx_err_t *err)
 {
     nx__cu_gemv_t g = {.seg = {seg_of(&lw->gate, NULL, s->gate), seg_of(&lw->up, NULL, s->up)},
                        .seg_count = 2, .cols = lw->gate.cols, .x = s->xn, .n = n,
                        .silu_pair = true};
-    if (gemv_takes(s, &g)) {
-        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "gate_up gemv kernel launch");
+    bool done;
+    TRY(norm_gemv(s, &g, &lw->mlp_norm, "gate_up gemv kernel launch", &done, err));
+    if (done)
         return NX_OK;
-    }
     TRY(matmul(s, s->xn, n, &lw->gate, NULL, s->gate, false, err));
     TRY(matmul(s, s->xn, n, &lw->up, NULL, s->up, false, err));
     LAUNCH(nx__cu_silu_mul(s->stream, s->gate, s->up, (uint64_t)n * s->cfg->intermediate),
@@ -234,11 +266,7 @@ static uint32_t attn_splits(const cuda_state_t *s, uint32_t n)
 
 static int layer_forward(cuda_state_t *s, uint32_t layer, uint32_t n, nx_err_t *err)
 {
-    const nx_model_config_t *c = s->cfg;
     const nx__layer_weights_t *lw = &s->w->layers[layer];
-    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, n, c->hidden, cuw(&lw->attn_norm), c->rms_eps,
-                          s->xn),
-           "rmsnorm kernel launch");
     TRY(qkv(s, lw, n, err));
     LAUNCH(nx__cu_qk_rope_kv(s->stream, s->rows_dev, n, &s->shape, layer, s->q, s->k, s->v,
                              cuw(&lw->q_norm), cuw(&lw->k_norm), s->rope_cos, s->rope_sin),
@@ -247,9 +275,6 @@ static int layer_forward(cuda_state_t *s, uint32_t layer, uint32_t n, nx_err_t *
                             attn_splits(s, n), s->partial, s->simple),
            "attention kernel launch");
     TRY(matmul(s, s->att, n, &lw->o, &lw->o_bias, s->x, true, err));
-    LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, n, c->hidden, cuw(&lw->mlp_norm), c->rms_eps,
-                          s->xn),
-           "rmsnorm kernel launch");
     TRY(gate_up(s, lw, n, err));
     return matmul(s, s->gate, n, &lw->down, NULL, s->x, true, err);
 }
@@ -682,6 +707,7 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->cfg = cfg, s->w = w, s->pool = pool, s->device = dev->ordinal;
     s->simple = env_is("NEXUS_CUDA_KERNELS", "simple");
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
+    s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
                                 cfg->layers, cfg->rms_eps};
     int rc = init_device(s, err);

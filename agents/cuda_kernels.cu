@@ -336,14 +336,23 @@ template <> struct vec16<NX_CU_F32> {
     }
 };
 
-/* acc[r] += w[0..N) . x_r[k0..k0+N) for the rows r < n (NB a compile-time bound). */
-template <int DT, int NB>
-__device__ __forceinline__ void gemv_fma(uint4 wv, const float *x, uint32_t cols, uint32_t n,
-                                         uint64_t k0, float *acc)
+/* acc[r] += w[0..N) . x_r[k0..k0+N) for the rows r < n (NB a compile-time bound). With NORM
+ * each weight is first scaled by the RMSNorm weight's element at the same k (gv: its 16 bytes
+ * there), so the sum is (x * norm) . w and the caller scales it by the row's 1/rms. */
+template <int DT, int NB, bool NORM>
+__device__ __forceinline__ void gemv_fma(uint4 wv, uint4 gv, const float *x, uint32_t cols,
+                                         uint32_t n, uint64_t k0, float *acc)
 {
     constexpr int N = vec16<DT>::N;
     float wf[N];
     vec16<DT>::unpack(wv, wf);
+    if (NORM) {
+        float gf[N];
+        vec16<DT>::unpack(gv, gf);
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            wf[i] *= gf[i];
+    }
 #pragma unroll
     for (int r = 0; r < NB; r++) {
         if (r < (int)n) {
@@ -358,13 +367,22 @@ __device__ __forceinline__ void gemv_fma(uint4 wv, const float *x, uint32_t cols
     }
 }
 
+/* The RMSNorm weight's 16-byte vector v (NORM), read through the cache: every warp of every
+ * block reads the same few KiB, which stay in L1/L2. */
+template <bool NORM>
+__device__ __forceinline__ uint4 norm_vec(const uint4 *norm, uint32_t v)
+{
+    return NORM ? __ldg(norm + v) : make_uint4(0, 0, 0, 0);
+}
+
 /* Dot products of one weight row (16-byte vectors [0, nvec)) with the n x rows, by one warp;
  * acc[r] ends up lane-partial (the caller reduces). UNROLL independent 16-byte loads are in
  * flight per lane before the first is used. Weights are read once: __ldcs (evict-first) keeps
- * them from pushing the activations out of L2. Hot path. */
-template <int DT, int NB>
-__device__ __forceinline__ void gemv_row(const uint4 *w, uint32_t nvec, const float *x,
-                                         uint32_t cols, uint32_t n, float *acc)
+ * them from pushing the activations out of L2. `norm`: the RMSNorm weight's vectors (NORM).
+ * Hot path. */
+template <int DT, int NB, bool NORM>
+__device__ __forceinline__ void gemv_row(const uint4 *w, const uint4 *norm, uint32_t nvec,
+                                         const float *x, uint32_t cols, uint32_t n, float *acc)
 {
     constexpr int N = vec16<DT>::N, UNROLL = 4;
     uint32_t lane = threadIdx.x & 31, v = lane;
@@ -375,40 +393,74 @@ __device__ __forceinline__ void gemv_row(const uint4 *w, uint32_t nvec, const fl
             wv[u] = __ldcs(w + v + 32 * u);
 #pragma unroll
         for (int u = 0; u < UNROLL; u++)
-            gemv_fma<DT, NB>(wv[u], x, cols, n, (uint64_t)(v + 32 * u) * N, acc);
+            gemv_fma<DT, NB, NORM>(wv[u], norm_vec<NORM>(norm, v + 32 * u), x, cols, n,
+                                   (uint64_t)(v + 32 * u) * N, acc);
     }
     for (; v < nvec; v += 32)
-        gemv_fma<DT, NB>(__ldcs(w + v), x, cols, n, (uint64_t)v * N, acc);
+        gemv_fma<DT, NB, NORM>(__ldcs(w + v), norm_vec<NORM>(norm, v), x, cols, n,
+                               (uint64_t)v * N, acc);
+}
+
+/* inv[r] = 1 / rms(x row r) for r < n, by the whole block (every thread must call it; it ends
+ * with a barrier, so every thread then reads every inv[r]). Each block of the fused GEMV
+ * computes the same values in the same order: rows are read from L2, hidden * 4 bytes each,
+ * against the block's 8 weight rows of hidden * 2 bytes each from memory. */
+template <int NB>
+__device__ void rows_inv_rms(const nx__cu_gemv_t &g, float *inv, float *red)
+{
+    uint32_t nv4 = g.cols / 4;
+    for (int r = 0; r < NB && r < (int)g.n; r++) { /* uniform for the block */
+        const float4 *xr = (const float4 *)(g.x + (uint64_t)r * g.cols);
+        float sum_sq = 0.f;
+        for (uint32_t i = threadIdx.x; i < nv4; i += blockDim.x) {
+            float4 v = xr[i];
+            sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+        float total = block_sum(sum_sq, red);
+        if (threadIdx.x == 0)
+            inv[r] = rsqrtf(total / (float)g.cols + g.norm_eps);
+    }
+    __syncthreads();
 }
 
 /* Fast: one warp per output row (8 warps per block), every batch row at once. The warp exits
- * as a whole (its row index is warp-uniform), so the shuffles always see 32 lanes. */
-template <int DT, int NB>
+ * as a whole (its row index is warp-uniform), so the shuffles always see 32 lanes; with NORM
+ * the block first computes the rows' 1/rms together (before any warp exits). */
+template <int DT, int NB, bool NORM>
 __global__ void __launch_bounds__(256) gemv_fast_kernel(nx__cu_gemv_t g, uint32_t total_rows)
 {
+    __shared__ float inv_rms[NB];
+    __shared__ float red[32];
+    if (NORM)
+        rows_inv_rms<NB>(g, inv_rms, red);
     uint32_t o = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (o >= total_rows)
         return;
     uint32_t nvec = g.cols / vec16<DT>::N;
+    const uint4 *norm = (const uint4 *)g.norm.ptr;
     float acc[NB], acc2[NB];
 #pragma unroll
     for (int r = 0; r < NB; r++)
         acc[r] = acc2[r] = 0.f;
     if (g.silu_pair) {
-        gemv_row<DT, NB>((const uint4 *)g.seg[0].w.ptr + (uint64_t)o * nvec, nvec, g.x, g.cols,
-                         g.n, acc);
-        gemv_row<DT, NB>((const uint4 *)g.seg[1].w.ptr + (uint64_t)o * nvec, nvec, g.x, g.cols,
-                         g.n, acc2);
+        gemv_row<DT, NB, NORM>((const uint4 *)g.seg[0].w.ptr + (uint64_t)o * nvec, norm, nvec,
+                               g.x, g.cols, g.n, acc);
+        gemv_row<DT, NB, NORM>((const uint4 *)g.seg[1].w.ptr + (uint64_t)o * nvec, norm, nvec,
+                               g.x, g.cols, g.n, acc2);
     } else {
         uint32_t seg_row = o;
         int sgi = find_seg(g, &seg_row);
-        gemv_row<DT, NB>((const uint4 *)g.seg[sgi].w.ptr + (uint64_t)seg_row * nvec, nvec,
-                         g.x, g.cols, g.n, acc);
+        gemv_row<DT, NB, NORM>((const uint4 *)g.seg[sgi].w.ptr + (uint64_t)seg_row * nvec,
+                               norm, nvec, g.x, g.cols, g.n, acc);
     }
 #pragma unroll
     for (int r = 0; r < NB; r++) {
         acc[r] = warp_sum(acc[r]);
         acc2[r] = warp_sum(acc2[r]);
+        if (NORM && r < (int)g.n) {
+            acc[r] *= inv_rms[r];
+            acc2[r] *= inv_rms[r];
+        }
     }
     if (lane != 0)
         return;
@@ -447,21 +499,32 @@ extern "C" bool nx__cu_gemv_fast_ok(const nx__cu_gemv_t *g)
     for (uint32_t i = 0; i < g->seg_count; i++)
         if (g->seg[i].w.dtype != dt || ((uintptr_t)g->seg[i].w.ptr & 15))
             return false;
+    if (g->norm.ptr && (g->norm.dtype != dt || ((uintptr_t)g->norm.ptr & 15)))
+        return false;
     return true;
+}
+
+template <int DT, bool NORM>
+static void launch_fast(const nx__cu_gemv_t *g, uint32_t total, cudaStream_t stream)
+{
+    unsigned blocks = (total + 7) / 8;
+    if (g->n <= 1)
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 1, NORM>)(*g, total);
+    else if (g->n <= 2)
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 2, NORM>)(*g, total);
+    else if (g->n <= 4)
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 4, NORM>)(*g, total);
+    else
+        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 8, NORM>)(*g, total);
 }
 
 template <int DT>
 static void launch_fast(const nx__cu_gemv_t *g, uint32_t total, cudaStream_t stream)
 {
-    unsigned blocks = (total + 7) / 8;
-    if (g->n <= 1)
-        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 1>)(*g, total);
-    else if (g->n <= 2)
-        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 2>)(*g, total);
-    else if (g->n <= 4)
-        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 4>)(*g, total);
+    if (g->norm.ptr)
+        launch_fast<DT, true>(g, total, stream);
     else
-        NX_LAUNCH(blocks, 256, 0, stream, gemv_fast_kernel<DT, 8>)(*g, total);
+        launch_fast<DT, false>(g, total, stream);
 }
 
 extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
@@ -470,7 +533,10 @@ extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
     if (g->n == 0 || total == 0)
         return 0;
     cudaStream_t st = (cudaStream_t)stream;
-    if (simple || !nx__cu_gemv_fast_ok(g)) {
+    bool fast = !simple && nx__cu_gemv_fast_ok(g);
+    if (g->norm.ptr && !fast)
+        return (int)cudaErrorInvalidValue; /* the simple kernel has no fused norm */
+    if (!fast) {
         NX_LAUNCH(blocks_for((uint64_t)g->n * total, 128), 128, 0, st, gemv_simple_kernel)(
             *g, total);
         return launched();

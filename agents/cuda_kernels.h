@@ -86,12 +86,19 @@ typedef struct nx__cu_gemv {
     uint32_t n;
     bool accumulate;    /* y += instead of y = (residual adds) */
     bool silu_pair;
+    /* The fused RMSNorm: when norm.ptr is set, the product is taken with rmsnorm(x) * norm
+     * ([cols], norm_eps) instead of x. Fast kernel only (nx__cu_gemv_fast_ok says whether it
+     * takes it); the caller otherwise runs nx__cu_rmsnorm first and leaves norm.ptr NULL. */
+    nx__cu_w_t norm;
+    float norm_eps;
 } nx__cu_gemv_t;
 
 /* Whether the fast kernel takes g (else the caller uses simple or cuBLAS): n <= 8, every
- * segment of one dtype, cols a multiple of a 16-byte vector, weights and x 16-byte aligned. */
+ * segment (and the norm, if any) of one dtype, cols a multiple of a 16-byte vector, weights,
+ * norm and x 16-byte aligned. */
 bool nx__cu_gemv_fast_ok(const nx__cu_gemv_t *g);
-/* simple: one thread per output element (any n). Fast: one warp per output row. */
+/* simple: one thread per output element (any n). Fast: one warp per output row. A g with a
+ * norm that the fast kernel does not take (or with simple) is cudaErrorInvalidValue. */
 int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple);
 
 /* Per row r and head: q/k per-head RMSNorm (when q_norm/k_norm are given), rotate-half RoPE

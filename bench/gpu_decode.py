@@ -206,6 +206,10 @@ def main():
                 ratio = tok_s / hf[b]
                 verdicts.append(f"b{b} {ratio:.1f}x transformers "
                                 f"{'PASS' if ratio >= HF_TARGET else 'FAIL'}")
+        unfused = unfused_b1(args.decode_dir, preset)
+        if unfused and greedy_b1:
+            verdicts.append(f"b1 with RMSNorm as its own kernel {unfused:.1f} tok/s (the fused "
+                            f"default is {100 * greedy_b1 / unfused:.0f}% of it)")
         if torch is None:
             verdicts.append(f"transformers not measured ({why_no_torch})")
         elif hf_note:
@@ -223,6 +227,17 @@ def main():
         with open(args.summary, "a") as f:
             f.write(table_text(rows, bandwidth) + "".join(s + "\n" for s in lines))
     return 1 if failed else 0
+
+
+def unfused_b1(decode_dir, preset):
+    """Batch-1 greedy tokens/s of the NEXUS_CUDA_FUSE_NORM=0 run, or None when it did not run."""
+    try:
+        with open(os.path.join(decode_dir, f"decode-{preset}-unfused.json")) as f:
+            figures = json.load(f)["figures"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((r["tokens_per_s"] for r in figures
+                 if r["phase"] == "decode" and r["batch"] == 1), None)
 
 
 def table_text(rows, bandwidth):

@@ -395,6 +395,18 @@ section_3_decode() {
         fi
         args+=(--model "$preset=$model")
     done
+    # The fused RMSNorm (in the QKV and gate-up GEMVs) against the norm as its own kernel
+    # (NEXUS_CUDA_FUSE_NORM=0), batch 1, on 0.6b (where a launch saved counts most) and 4b:
+    # gpu_decode.py prints the ratio, which says whether the fusion's default is right here.
+    local ab
+    for ab in $SUITE_MODELS; do
+        case $ab in 0.6b | 4b | tiny) ;; *) continue ;; esac
+        model=$(model_dir "$ab" "$dir") || continue
+        step "decode bench $ab, RMSNorm as its own kernel" "$dir/decode-$ab-unfused.log" \
+            env NEXUS_CUDA_FUSE_NORM=0 "$DECODE_BENCH" "$model" --prompt 128 --decode-prompt 16 \
+            --tokens "$SUITE_DECODE_TOKENS" --batches 1 --device cuda \
+            --json "$dir/decode-$ab-unfused.json" || failures=$((failures + 1))
+    done
     [ "$HAVE_TORCH" = 1 ] || args+=(--no-torch)
     local left
     left=$(section_left)

@@ -46,6 +46,7 @@ typedef struct params {
     bool graphs_off;   /* NEXUS_CUDA_GRAPHS=0 */
     double tol;        /* max |cuda - cpu| / max |cpu| over a row */
     uint32_t seqs;     /* test_batch's sequences (0: 2) */
+    bool norm_unfused; /* NEXUS_CUDA_FUSE_NORM=0: RMSNorm as its own kernel before the GEMVs */
     char dir[256];
     side_t cpu, cuda;
 } params_t;
@@ -103,6 +104,7 @@ static int setup(void **state)
     /* read by the CUDA backend when the engine is created */
     setenv("NEXUS_CUDA_KERNELS", p->simple ? "simple" : "fast", 1);
     setenv("NEXUS_CUDA_GRAPHS", p->graphs_off ? "0" : "1", 1);
+    setenv("NEXUS_CUDA_FUSE_NORM", p->norm_unfused ? "0" : "1", 1);
     return 0;
 }
 
@@ -120,6 +122,7 @@ static int teardown(void **state)
     }
     unsetenv("NEXUS_CUDA_KERNELS");
     unsetenv("NEXUS_CUDA_GRAPHS");
+    unsetenv("NEXUS_CUDA_FUSE_NORM");
     return 0;
 }
 
@@ -360,6 +363,8 @@ static params_t cases[] = {
     /* batches of 5 (the 8-row GEMV) and 20 (cuBLAS decode in a graph without the heads) */
     {NX_SYNTH_QWEN3, NX_DT_BF16, false, false, 3e-2, 5},  /* 14 */
     {NX_SYNTH_LLAMA, NX_DT_BF16, false, false, 3e-2, 20}, /* 15 */
+    /* the fast GEMVs with the RMSNorm as its own kernel (every other fast case fuses it) */
+    {NX_SYNTH_QWEN2, NX_DT_F32, false, false, 1e-3, .norm_unfused = true}, /* 16 */
 };
 
 #define CASE(fn, i) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &cases[i])
@@ -371,6 +376,7 @@ int main(void)
         CASE(test_generation, 0), CASE(test_generation, 1), CASE(test_generation, 2),
         CASE(test_generation, 3), CASE(test_generation, 4), CASE(test_generation, 5),
         CASE(test_generation, 6), CASE(test_generation, 7), CASE(test_generation, 8),
+        CASE(test_generation, 16),
         CASE(test_long_prompt, 9), CASE(test_long_prompt, 10),
         CASE(test_batch, 11),      CASE(test_batch, 12),
         CASE(test_batch, 14),      CASE(test_batch, 15),
