@@ -64,6 +64,7 @@ typedef struct cuda_state {
     bool simple;     /* NEXUS_CUDA_KERNELS=simple: naive kernels, no cuBLAS, no graphs */
     bool use_graphs; /* NEXUS_CUDA_GRAPHS=0 turns graphs off */
     bool fuse_norm;  /* NEXUS_CUDA_FUSE_NORM=0: RMSNorm as its own kernel before every GEMV */
+    bool pick_exact; /* NEXUS_CUDA_PICK=exact: sampled picks without the fast path */
     nx__cu_shape_t shape;
     cudaStream_t stream;
     const nx__cublas_api_t *blas;
@@ -309,13 +310,15 @@ static const nx__pick_t *pick_of(const nx__batch_t *b, uint32_t i)
     return b->picks ? b->picks[i] : NULL;
 }
 
-static nx__cu_pick_t cu_pick(const nx__pick_t *p, uint32_t row, uint32_t penalty_first)
+static nx__cu_pick_t cu_pick(const nx__pick_t *p, uint32_t row, uint32_t penalty_first,
+                             bool exact)
 {
     float draw = (float)p->draw; /* rounding must not make it 1 */
     if (draw >= 1.0f)
         draw = 0x1.fffffep-1f;
     return (nx__cu_pick_t){row, p->top_k, p->temperature, p->top_p, p->min_p,
-                           p->repetition_penalty, draw, penalty_first, p->penalty_count, 0};
+                           p->repetition_penalty, draw, penalty_first, p->penalty_count,
+                           exact ? NX_CU_PICK_EXACT : 0};
 }
 
 /* The picks among s->logits' first `count` rows (logit numbers logit_index[0..count)), on
@@ -332,7 +335,7 @@ static int picks_on_gpu(cuda_state_t *s, const nx__batch_t *b, const uint32_t *l
                 continue;
             if (n > 0 && penalty + p->penalty_count > s->cfg->vocab)
                 break; /* the next group */
-            s->picks_host[n] = cu_pick(p, i, penalty);
+            s->picks_host[n] = cu_pick(p, i, penalty, s->pick_exact);
             if (p->penalty_count)
                 memcpy(s->penalty_host + penalty, p->penalty_ids,
                        p->penalty_count * sizeof *p->penalty_ids);
@@ -708,6 +711,7 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->simple = env_is("NEXUS_CUDA_KERNELS", "simple");
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
     s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
+    s->pick_exact = env_is("NEXUS_CUDA_PICK", "exact");
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
                                 cfg->layers, cfg->rms_eps};
     int rc = init_device(s, err);
@@ -761,7 +765,7 @@ static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint
        "cudaMemcpy(logits)");
     uint32_t first = 0;
     for (uint32_t i = 0; i < rows; i++) {
-        nx__cu_pick_t p = cu_pick(&plans[i], i, first);
+        nx__cu_pick_t p = cu_pick(&plans[i], i, first, env_is("NEXUS_CUDA_PICK", "exact"));
         CU(cudaMemcpy(d->picks + i, &p, sizeof p, cudaMemcpyHostToDevice), "cudaMemcpy(pick)");
         if (plans[i].penalty_count)
             CU(cudaMemcpy(d->penalty + first, plans[i].penalty_ids,

@@ -136,8 +136,12 @@ typedef struct nx__cu_pick {
     float draw;              /* uniform in [0, 1) */
     uint32_t penalty_first;  /* its distinct ids are penalty_ids[first, first + count) */
     uint32_t penalty_count;
-    uint32_t reserved;
+    uint32_t flags;          /* NX_CU_PICK_* */
 } nx__cu_pick_t;
+
+/* Skip the fast path (a sorted prefix in shared memory) and decide by the exact search over
+ * the whole row: NEXUS_CUDA_PICK=exact, to bisect and to test both paths. */
+#define NX_CU_PICK_EXACT 1u
 
 /* ids[i] = the token picks[i] chooses from row picks[i].row of logits ([rows][vocab]), i <
  * count, one block per pick (cuda_sample.cu): the repetition penalty (applied to the row in

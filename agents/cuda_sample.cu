@@ -12,18 +12,24 @@
  * draw r = draw * (kept weight) picks the first element, in rank order, where the running
  * weight passes r.
  *
- * How, without sorting 152k logits: every "first element in rank order where a running sum
- * reaches a target" (the k-th element: every weight 1; the top-p cut; the draw) is found by
- * a bitwise search over the order-preserving 32-bit key of the logit, highest bit first: the
- * largest key K whose elements at or above it reach the target, then, among elements with key
- * K (ties), the smallest id that reaches it. Each probe is one pass over the row (it stays in
+ * Two ways, without sorting 152k logits. The fast path (below, with its own comment) finds a
+ * prefix of the ranking of at most PREFIX_CAP elements that holds the answer in a few passes,
+ * sorts it in shared memory and walks it as the CPU does; it covers top-k <= 1024 and, for
+ * peaked rows, top-p, min-p and plain temperature. The exact search decides everything else:
+ * every "first element in rank order where a running sum reaches a target" (the k-th element:
+ * every weight 1; the top-p cut; the draw) is found by a bitwise search over the
+ * order-preserving 32-bit key of the logit, highest bit first: the largest key K whose
+ * elements at or above it reach the target, then, among elements with key K (ties), the
+ * smallest id that reaches it. Each probe is one pass over the row (it stays in
  * L2) and one block reduction. Every sum is taken in a fixed order (each thread over its
  * strided elements, then the warps in order), so a pick is deterministic.
  *
- * Cost, by reading (not yet measured): up to ~32 passes per search and up to three searches
- * for a sampled pick (top-k, top-p, draw), plus ~18 when the cut falls among equal logits.
- * Greedy is one pass. A sampled pick of a 152k vocabulary is expected in the 0.1-0.5 ms range;
- * bench/gpu_decode.py measures decode with greedy picks.
+ * Cost, by reading (not yet measured on a GPU): greedy is one pass over the row. The fast path
+ * is the argmax pass, one more for the row's weight when there is no top-k, one to three
+ * bracket passes, one to gather, and a sort of at most 2048 keys; the exact search takes up
+ * to ~32 passes per search and up to three searches (top-k, top-p, draw), plus ~18 when a cut
+ * falls among equal logits. bench/decode's "sampled" row and bench/gpu_decode.py show what a
+ * sampled pick costs against greedy; NEXUS_CUDA_PICK=exact turns the fast path off.
  */
 #include "cuda_kernels.h"
 
@@ -40,10 +46,13 @@ __device__ __forceinline__ float clean_logit(float v)
     return isnan(v) ? -INFINITY : v;
 }
 
-/* Order-preserving key: a > b as floats (NaN as -inf) iff key(a) > key(b) as integers. */
+/* Order-preserving key: a > b as floats (NaN as -inf) iff key(a) > key(b) as integers, and
+ * -0 has +0's key (the CPU compares them as equal, so the lower id ranks first). */
 __device__ __forceinline__ uint32_t key_of(float v)
 {
     uint32_t u = __float_as_uint(clean_logit(v));
+    if (u == 0x80000000u)
+        u = 0;
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -263,11 +272,266 @@ __device__ uint32_t last_positive(const pick_ctx_t &c)
     return id;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The fast path: every filter keeps a prefix of the rank order (top-k, top-p and min-p) and the
+ * draw lands in the kept prefix, so it is enough to find a prefix S = {key >= lo} of at most
+ * PREFIX_CAP elements that holds the answer, sort S in shared memory, and walk it exactly as
+ * the CPU sampler walks its sorted candidates (sums in double, in rank order). S is found by a
+ * bracket search: each pass counts (and weighs) the elements at or above BRACKETS keys at
+ * once, first at max - 2^j/4 (j < BRACKETS; in units of the temperature for weights), then
+ * evenly between the last two keys that did and did not reach the target. When S cannot be
+ * small (flat logits, a target deep in the tail, more ties than fit) or the walk does not end
+ * inside S (float against double rounding at a boundary), the exact search above decides.
+ */
+#define PREFIX_CAP 2048   /* elements S may hold (sorted as 64-bit keys: 16 KiB) */
+#define TOPK_FAST_MAX 1024
+#define BRACKETS 8
+#define BRACKET_PASSES 10
+
+typedef struct thresholds {
+    uint32_t key[BRACKETS]; /* non-increasing */
+} thresholds_t;
+
+/* For each j: the number of elements with key >= t.key[j] and (by_mass) their weight
+ * exp((l - max) / T); every thread gets the same totals. red holds 2 * BRACKETS * SAMPLE_WARPS
+ * floats. Counts are exact in float (vocab < 2^24). */
+__device__ void bracket_pass(const pick_ctx_t &c, bool by_mass, const thresholds_t &t,
+                             float *count, float *mass, float *red)
+{
+    float cnt[BRACKETS], st[BRACKETS];
+#pragma unroll
+    for (int j = 0; j < BRACKETS; j++)
+        cnt[j] = st[j] = 0.f;
+    uint32_t lowest = t.key[BRACKETS - 1];
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        float l = c.row[i];
+        uint32_t key = key_of(l);
+        if (key < lowest) /* most elements, after the first pass */
+            continue;
+        float w = by_mass ? expf((clean_logit(l) - c.max_logit) / c.temperature) : 0.f;
+#pragma unroll
+        for (int j = 0; j < BRACKETS; j++)
+            if (key >= t.key[j]) {
+                cnt[j] += 1.f;
+                st[j] += w;
+            }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < BRACKETS; j++) {
+        cnt[j] = warp_sum_f(cnt[j]);
+        st[j] = warp_sum_f(st[j]);
+    }
+    __syncthreads(); /* red may still be read by the previous call */
+    if (lane == 0)
+        for (int j = 0; j < BRACKETS; j++) {
+            red[j * SAMPLE_WARPS + warp] = cnt[j];
+            red[(BRACKETS + j) * SAMPLE_WARPS + warp] = st[j];
+        }
+    __syncthreads();
+    for (int j = 0; j < BRACKETS; j++) {
+        float a = 0.f, b = 0.f;
+        for (int w = 0; w < SAMPLE_WARPS; w++) { /* the same order in every thread */
+            a += red[j * SAMPLE_WARPS + w];
+            b += red[(BRACKETS + j) * SAMPLE_WARPS + w];
+        }
+        count[j] = a;
+        mass[j] = b;
+    }
+}
+
+/* A prefix {key >= *lo} of at most PREFIX_CAP elements whose count (or weight, by_mass)
+ * reaches target (strict: passes it). false: there is none the search can find. */
+__device__ bool find_prefix(const pick_ctx_t &c, bool by_mass, float target, bool strict,
+                            float *red, uint32_t *lo_out)
+{
+    float scale = by_mass ? c.temperature : 1.f;
+    thresholds_t t;
+    for (int j = 0; j < BRACKETS; j++)
+        t.key[j] = key_of(c.max_logit - ldexpf(scale, j - 2));
+    uint64_t hi = (uint64_t)key_of(c.max_logit) + 1; /* nothing at or above: does not reach */
+    uint32_t lo = 0;
+    float count_lo = 0.f;
+    bool have_lo = false;
+    for (int pass = 0; pass < BRACKET_PASSES; pass++) {
+        float count[BRACKETS], mass[BRACKETS];
+        bracket_pass(c, by_mass, t, count, mass, red);
+        int j = 0;
+        while (j < BRACKETS && !reaches(by_mass ? mass[j] : count[j], target, strict))
+            j++;
+        if (j < BRACKETS) {
+            lo = t.key[j];
+            count_lo = count[j];
+            have_lo = true;
+            if (j > 0)
+                hi = t.key[j - 1];
+        } else if (!have_lo) {
+            return false; /* deeper than the first pass looks: the exact search */
+        } else {
+            hi = t.key[BRACKETS - 1];
+        }
+        if (count_lo <= (float)PREFIX_CAP) {
+            *lo_out = lo;
+            return true;
+        }
+        if (hi - lo <= 1)
+            return false; /* more equal logits than S holds */
+        uint64_t step = (hi - lo) / (BRACKETS + 1);
+        for (int k = 0; k < BRACKETS; k++) { /* strictly between lo and hi, non-increasing */
+            uint64_t key = step ? hi - (uint64_t)(k + 1) * step : hi - (uint64_t)(k + 1);
+            t.key[k] = (uint32_t)(key > lo ? key : lo + 1);
+        }
+    }
+    return false;
+}
+
+/* Sorts S = {key >= lo} (at most PREFIX_CAP elements) into rank order in `sorted` ((~key <<
+ * 32) | id, ascending) and their weights into wts; returns |S|. Every thread calls it. */
+__device__ uint32_t gather_sorted(const pick_ctx_t &c, uint32_t lo, unsigned long long *sorted,
+                                  float *wts)
+{
+    __shared__ uint32_t fill;
+    if (threadIdx.x == 0)
+        fill = 0;
+    __syncthreads();
+    for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+        uint32_t key = key_of(c.row[i]);
+        if (key < lo)
+            continue;
+        uint32_t slot = atomicAdd(&fill, 1u); /* any order: the sort below fixes it */
+        if (slot < PREFIX_CAP)
+            sorted[slot] = ((unsigned long long)~key << 32) | i;
+    }
+    __syncthreads();
+    uint32_t n = fill < PREFIX_CAP ? fill : PREFIX_CAP;
+    uint32_t size = 32;
+    while (size < n)
+        size <<= 1;
+    for (uint32_t i = n + threadIdx.x; i < size; i += SAMPLE_THREADS)
+        sorted[i] = ~0ull; /* padding sorts last */
+    __syncthreads();
+    for (uint32_t k = 2; k <= size; k <<= 1) { /* bitonic sort, ascending */
+        for (uint32_t j = k >> 1; j > 0; j >>= 1) {
+            for (uint32_t i = threadIdx.x; i < size; i += SAMPLE_THREADS) {
+                uint32_t other = i ^ j;
+                if (other <= i)
+                    continue;
+                unsigned long long a = sorted[i], b = sorted[other];
+                if ((a > b) == ((i & k) == 0)) {
+                    sorted[i] = b;
+                    sorted[other] = a;
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (uint32_t i = threadIdx.x; i < n; i += SAMPLE_THREADS) {
+        float l = clean_logit(c.row[(uint32_t)(sorted[i] & 0xffffffffu)]);
+        wts[i] = expf((l - c.max_logit) / c.temperature);
+    }
+    __syncthreads();
+    return n;
+}
+
+/* The CPU sampler's walk (sampler.c sample(), its sorted branch) over S in rank order, by one
+ * thread: top-k (the first k of S), top-p, min-p (compacting wts and sorted in place), the
+ * draw. total_all: the weight of the whole row, where no top-k bounds the candidates; kept_all:
+ * no filter at all, so the draw's sum is total_all. -1: the walk did not end inside S. */
+__device__ int32_t walk_sorted(const nx__cu_pick_t &p, bool top_k, uint32_t n,
+                               unsigned long long *sorted, float *wts, float total_all)
+{
+    double total = total_all;
+    if (top_k) {
+        n = p.top_k < n ? p.top_k : n;
+        total = 0;
+        for (uint32_t i = 0; i < n; i++)
+            total += wts[i];
+    }
+    bool kept_all = !top_k && p.top_p >= 1.f && p.min_p <= 0.f;
+    if (p.top_p < 1.f) {
+        double mass = (double)p.top_p * total, before = 0;
+        uint32_t keep = 0;
+        while (keep < n && (keep == 0 || before < mass))
+            before += wts[keep++];
+        if (!top_k && before < mass)
+            return -1; /* the nucleus goes on past S (rounding) */
+        n = keep;
+    }
+    if (p.min_p > 0.f) { /* the max weight is exactly 1 */
+        uint32_t keep = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (wts[i] >= p.min_p) {
+                wts[keep] = wts[i];
+                sorted[keep++] = sorted[i];
+            }
+        n = keep;
+    }
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += wts[i];
+    double r = (double)p.draw * (kept_all ? (double)total_all : sum);
+    for (uint32_t i = 0; i < n; i++) {
+        r -= wts[i];
+        if (r < 0)
+            return (int32_t)(sorted[i] & 0xffffffffu);
+    }
+    if (kept_all)
+        return -1; /* the draw lands past S (rounding) */
+    for (uint32_t i = n; i-- > 0;) /* rounding left r >= 0: the last element with weight */
+        if (wts[i] > 0)
+            return (int32_t)(sorted[i] & 0xffffffffu);
+    return n ? (int32_t)(sorted[0] & 0xffffffffu) : -1;
+}
+
+/* The pick by the fast path, or -1 when the exact search must decide. Every thread calls it
+ * and gets the same answer (every decision is taken on block-wide sums). Hot path of sampled
+ * decode. */
+__device__ int32_t fast_pick(const pick_ctx_t &c, const nx__cu_pick_t &p, float *red)
+{
+    __shared__ unsigned long long sorted[PREFIX_CAP];
+    __shared__ float wts[PREFIX_CAP];
+    __shared__ int32_t picked;
+    bool top_k = p.top_k > 0 && p.top_k < c.vocab;
+    if (top_k && p.top_k > TOPK_FAST_MAX)
+        return -1;
+    float total_all = 0.f;
+    uint32_t lo;
+    bool found;
+    if (top_k) {
+        found = find_prefix(c, false, (float)p.top_k, false, red, &lo);
+    } else {
+        /* the whole row's weight, and how many weights reach min_p */
+        float s = 0.f, at_min_p = 0.f;
+        for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
+            float w = expf((clean_logit(c.row[i]) - c.max_logit) / c.temperature);
+            s += w;
+            at_min_p += w >= p.min_p ? 1.f : 0.f;
+        }
+        block_sum2(&s, &at_min_p, red);
+        total_all = s;
+        if (p.top_p < 1.f) /* S holds the nucleus */
+            found = find_prefix(c, true, p.top_p * total_all, false, red, &lo);
+        else if (p.min_p > 0.f) /* S holds what min_p keeps */
+            found = find_prefix(c, false, at_min_p, false, red, &lo);
+        else /* S holds the drawn element */
+            found = find_prefix(c, true, p.draw * total_all, true, red, &lo);
+    }
+    if (!found)
+        return -1;
+    uint32_t n = gather_sorted(c, lo, sorted, wts);
+    if (threadIdx.x == 0)
+        picked = walk_sorted(p, top_k, n, sorted, wts, total_all);
+    __syncthreads();
+    int32_t id = picked;
+    __syncthreads(); /* everyone has read it */
+    return id;
+}
+
 __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_kernel(float *logits, uint32_t vocab, const nx__cu_pick_t *picks, uint32_t count,
                   const int32_t *penalty_ids, int32_t *ids)
 {
-    __shared__ float red[2 * SAMPLE_WARPS];
+    __shared__ float red[2 * BRACKETS * SAMPLE_WARPS];
     if (blockIdx.x >= count)
         return;
     nx__cu_pick_t p = picks[blockIdx.x];
@@ -293,6 +557,12 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     }
     pick_ctx_t c = {row, vocab, max_logit, p.temperature, p.min_p, {0, UINT32_MAX},
                     {0, UINT32_MAX}};
+    int32_t fast = p.flags & NX_CU_PICK_EXACT ? -1 : fast_pick(c, p, red);
+    if (fast >= 0) {
+        if (threadIdx.x == 0)
+            ids[blockIdx.x] = fast;
+        return;
+    }
     bool found;
     if (p.top_k > 0 && p.top_k < vocab)
         c.k_cut = find_cut(c, COUNT, (float)p.top_k, false, &found, red);

@@ -327,8 +327,14 @@ static void test_gpu_greedy_picks_equal_cpu(void **state)
 static void test_gpu_sampled_picks_follow_cpu(void **state)
 {
     NEED_GPU();
+    /* the fast path (a sorted prefix of the ranking in shared memory) wherever it applies */
+    compare_rows(1000, 84, 3, false);
+    compare_rows(151936, 7, 4, false);
+    /* the exact search over the whole row, which decides where the fast path cannot */
+    setenv("NEXUS_CUDA_PICK", "exact", 1);
     compare_rows(1000, 84, 3, false);
     compare_rows(151936, 3, 4, false);
+    unsetenv("NEXUS_CUDA_PICK");
 }
 
 int main(void)
