@@ -95,6 +95,10 @@ extern const nx__backend_ops_t nx__cpu_backend;
  * CUDA (backend_nocuda.c). */
 const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err);
 
+/* Whether CUDA KV caches are fp32 (NEXUS_CUDA_KV=f32, to bisect or compare with the CPU
+ * exactly) rather than BF16: read by nx_kv_bytes and the CUDA backend alike (engine.c). */
+bool nx__cuda_kv_f32(void);
+
 /* Pool bytes the CUDA backend's scratch region (activations, cuBLAS's workspace) takes for a
  * model of this shape, at most (with the workspace); 0 in a build without CUDA. */
 uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config);

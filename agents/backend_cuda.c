@@ -9,9 +9,10 @@
  *
  * Data: weights are used in place in the pool (BF16/F16/F32 as stored); activations, the
  * residual stream and every accumulation are fp32. KV caches are pool regions per sequence,
- * fp32, in the CPU backend's layout [layer][k|v][kv_head][capacity][head_dim] (twice the bytes
- * of bf16; chosen so the first GPU runs compare exactly what the CPU computes; a bf16 cache is
- * a later, measured change). All scratch (activations for NX_CUDA_ROWS_MAX rows, attention
+ * in the CPU backend's layout [layer][k|v][kv_head][capacity][head_dim], in BF16 (half the
+ * VRAM per token of context, so twice the sequences fit beside the resident models, and half
+ * the attention's reads); NEXUS_CUDA_KV=f32 keeps them fp32 like the CPU's, to bisect a
+ * difference from the CPU backend. All scratch (activations for NX_CUDA_ROWS_MAX rows, attention
  * partials, logits for LOGIT_CHUNK rows, cuBLAS's workspace) is one pool region taken at init,
  * so a step never allocates and out-of-memory is the pool's NX_EPOOLFULL.
  *
@@ -457,7 +458,7 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
     bool decode_only = true;
     for (uint32_t i = 0; i < n; i++) {
         const nx__batch_seq_t *seq = &b->seqs[b->row_seq[first + i]];
-        s->rows_host[i] = (nx__cu_row_t){(float *)seq->kv->base, b->positions[first + i],
+        s->rows_host[i] = (nx__cu_row_t){seq->kv->base, b->positions[first + i],
                                          seq->kv->capacity, b->tokens[first + i], 0};
         decode_only = decode_only && seq->row_count == 1;
     }
@@ -524,7 +525,11 @@ static int cuda_kv_alloc(void *state, uint32_t capacity, const char *owner, nx__
                          nx_err_t *err)
 {
     cuda_state_t *s = state;
-    nx_region_t *r = nx_pool_alloc(s->pool, nx_kv_bytes(s->cfg, NX_DEVICE_CUDA, capacity), owner, err);
+    /* nx_kv_bytes's size, for the element type this engine chose when it was created */
+    const nx_model_config_t *c = s->cfg;
+    uint64_t bytes = 2ull * c->layers * c->kv_heads * c->head_dim * capacity *
+                     (s->shape.kv_bf16 ? 2 : sizeof(float));
+    nx_region_t *r = nx_pool_alloc(s->pool, bytes, owner, err);
     if (!r)
         return err ? err->code : NX_EPOOLFULL; /* NX_EPOOLFULL: the orchestrator evicts */
     *kv_out = (nx__kv_t){.region = r, .base = nx_region_ptr(r), .capacity = capacity};
@@ -713,7 +718,7 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
     s->pick_exact = env_is("NEXUS_CUDA_PICK", "exact");
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
-                                cfg->layers, cfg->rms_eps};
+                                cfg->layers, cfg->rms_eps, !nx__cuda_kv_f32()};
     int rc = init_device(s, err);
     if (rc != NX_OK) {
         cuda_destroy(s);

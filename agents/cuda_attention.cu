@@ -1,4 +1,5 @@
-/* cuda_attention.cu — causal GQA attention over the fp32 KV caches (see cuda_kernels.h).
+/* cuda_attention.cu — causal GQA attention over the KV caches, BF16 or fp32 (see
+ * cuda_kernels.h); scores, softmax and outputs in fp32.
  *
  * NOT YET RUN ON A GPU: written on a machine without one; compiled for sm_90 and run only under
  * the CPU emulation of tests/cuemu (make emu-test: index arithmetic, barriers and host
@@ -12,10 +13,10 @@
  * at most `splits`), so the grid is fixed and one captured graph serves every step.
  *
  * Known limits, for the GPU session: each q head reads its kv head's keys itself (the heads
- * of a GQA group share them through L2, not registers); keys are read with 4-byte loads,
- * coalesced across the warp (128 B per warp access), not 16-byte vectors; prefill rows use the
- * same kernel, one query row at a time (no reuse of K/V across query rows as flash attention
- * would). Correct, not yet fast for long prompts.
+ * of a GQA group share them through L2, not registers); keys are read one element a lane,
+ * coalesced across the warp (64 B per warp access in BF16), not 16-byte vectors; prefill rows
+ * use the same kernel, one query row at a time (no reuse of K/V across query rows as flash
+ * attention would). Correct, not yet fast for long prompts.
  */
 #include "cuda_kernels.h"
 
@@ -50,12 +51,26 @@ __device__ __forceinline__ uint32_t eff_splits(uint32_t len, uint32_t splits)
     return want < splits ? want : splits;
 }
 
-__device__ __forceinline__ const float *kv_head(const nx__cu_row_t &row,
-                                                const nx__cu_shape_t &s, uint32_t layer,
-                                                int kind, uint32_t kv_head)
+/* The element index where (layer, k|v, kv_head)'s positions start in the row's cache. */
+__device__ __forceinline__ uint64_t kv_head(const nx__cu_row_t &row, const nx__cu_shape_t &s,
+                                            uint32_t layer, int kind, uint32_t kv_head)
 {
     uint64_t per_head = (uint64_t)row.capacity * s.head_dim;
-    return row.kv + (((uint64_t)layer * 2 + kind) * s.kv_heads + kv_head) * per_head;
+    return (((uint64_t)layer * 2 + kind) * s.kv_heads + kv_head) * per_head;
+}
+
+/* Element i of a KV cache as fp32 (BF16: its bits are fp32's upper half). */
+template <bool BF16>
+__device__ __forceinline__ float kv_at(const void *cache, uint64_t i)
+{
+    if (BF16)
+        return __uint_as_float((uint32_t)((const uint16_t *)cache)[i] << 16);
+    return ((const float *)cache)[i];
+}
+
+__device__ __forceinline__ float kv_load(const void *cache, bool bf16, uint64_t i)
+{
+    return bf16 ? kv_at<true>(cache, i) : kv_at<false>(cache, i);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -70,14 +85,14 @@ __global__ void attn_simple_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_
     uint32_t r = (uint32_t)(i / s.heads), h = (uint32_t)(i % s.heads), hd = s.head_dim;
     nx__cu_row_t row = rows[r];
     uint32_t len = row_len(row), kvh = h / (s.heads / s.kv_heads);
-    const float *keys = kv_head(row, s, layer, 0, kvh), *vals = kv_head(row, s, layer, 1, kvh);
+    uint64_t keys = kv_head(row, s, layer, 0, kvh), vals = kv_head(row, s, layer, 1, kvh);
     const float *qr = q + (uint64_t)r * s.heads * hd + (uint64_t)h * hd;
     float *out = att + (uint64_t)r * s.heads * hd + (uint64_t)h * hd;
     float scale = 1.f / sqrtf((float)hd), max = -INFINITY;
     for (uint32_t t = 0; t < len; t++) {
         float dot = 0.f;
         for (uint32_t d = 0; d < hd; d++)
-            dot += qr[d] * keys[(uint64_t)t * hd + d];
+            dot += qr[d] * kv_load(row.kv, s.kv_bf16, keys + (uint64_t)t * hd + d);
         max = fmaxf(max, dot * scale);
     }
     float sum = 0.f;
@@ -86,11 +101,11 @@ __global__ void attn_simple_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_
     for (uint32_t t = 0; t < len; t++) {
         float dot = 0.f;
         for (uint32_t d = 0; d < hd; d++)
-            dot += qr[d] * keys[(uint64_t)t * hd + d];
+            dot += qr[d] * kv_load(row.kv, s.kv_bf16, keys + (uint64_t)t * hd + d);
         float p = expf(dot * scale - max);
         sum += p;
         for (uint32_t d = 0; d < hd; d++)
-            out[d] += p * vals[(uint64_t)t * hd + d];
+            out[d] += p * kv_load(row.kv, s.kv_bf16, vals + (uint64_t)t * hd + d);
     }
     for (uint32_t d = 0; d < hd; d++)
         out[d] /= sum;
@@ -99,6 +114,7 @@ __global__ void attn_simple_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_
 /* ------------------------------------------------------------------------------------------
  * Fast: partial softmax per split, then the merge.
  */
+template <bool BF16>
 __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attn_partial_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_shape_t s, uint32_t layer,
                         const float *q, uint32_t splits, float *partial)
@@ -116,7 +132,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     uint32_t t1 = t0 + chunk < len ? t0 + chunk : len;
     uint32_t hd = s.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     uint32_t kvh = h / (s.heads / s.kv_heads);
-    const float *keys = kv_head(row, s, layer, 0, kvh), *vals = kv_head(row, s, layer, 1, kvh);
+    uint64_t keys = kv_head(row, s, layer, 0, kvh), vals = kv_head(row, s, layer, 1, kvh);
     const float *qr = q + (uint64_t)r * s.heads * hd + (uint64_t)h * hd;
     float scale = 1.f / sqrtf((float)hd);
 
@@ -129,13 +145,13 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
     }
     float m = -INFINITY, l = 0.f;
     for (uint32_t t = t0 + warp; t < t1; t += ATTN_WARPS) { /* uniform per warp */
-        const float *kt = keys + (uint64_t)t * hd, *vt = vals + (uint64_t)t * hd;
+        uint64_t kt = keys + (uint64_t)t * hd, vt = vals + (uint64_t)t * hd;
         float dot = 0.f;
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++) {
             uint32_t d = lane + 32 * i;
             if (d < hd)
-                dot += qv[i] * kt[d];
+                dot += qv[i] * kv_at<BF16>(row.kv, kt + d);
         }
         float score = warp_sum(dot) * scale; /* all 32 lanes */
         float m_new = fmaxf(m, score);
@@ -146,7 +162,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
         for (int i = 0; i < PER_LANE; i++) {
             uint32_t d = lane + 32 * i;
             if (d < hd)
-                acc[i] = acc[i] * c + p * vt[d];
+                acc[i] = acc[i] * c + p * kv_at<BF16>(row.kv, vt + d);
         }
         m = m_new;
     }
@@ -232,8 +248,13 @@ extern "C" int nx__cu_attention(void *stream, const nx__cu_row_t *rows, uint32_t
     }
     if (splits == 0 || splits > 65535 || shape->heads > 65535 || n > 65535)
         return (int)cudaErrorInvalidValue;
-    NX_LAUNCH(dim3(splits, shape->heads, n), ATTN_WARPS * 32, 0, st, attn_partial_kernel)(
-        rows, n, *shape, layer, q, splits, partial);
+    dim3 grid(splits, shape->heads, n);
+    if (shape->kv_bf16)
+        NX_LAUNCH(grid, ATTN_WARPS * 32, 0, st, attn_partial_kernel<true>)(
+            rows, n, *shape, layer, q, splits, partial);
+    else
+        NX_LAUNCH(grid, ATTN_WARPS * 32, 0, st, attn_partial_kernel<false>)(
+            rows, n, *shape, layer, q, splits, partial);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return (int)e;

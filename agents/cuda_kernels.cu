@@ -152,12 +152,22 @@ extern "C" int nx__cu_rmsnorm(void *stream, const float *x, const uint32_t *gath
 /* ------------------------------------------------------------------------------------------
  * q/k norm + RoPE + KV cache write: one block per row, one warp per head
  */
-__device__ __forceinline__ float *kv_slot(const nx__cu_row_t &row, const nx__cu_shape_t &s,
-                                          uint32_t layer, int kind, uint32_t head)
+/* The element index of the row's cache slot for (layer, k|v, head), at its position. */
+__device__ __forceinline__ uint64_t kv_slot(const nx__cu_row_t &row, const nx__cu_shape_t &s,
+                                            uint32_t layer, int kind, uint32_t head)
 {
     uint64_t per_head = (uint64_t)row.capacity * s.head_dim;
-    return row.kv + (((uint64_t)layer * 2 + kind) * s.kv_heads + head) * per_head +
+    return (((uint64_t)layer * 2 + kind) * s.kv_heads + head) * per_head +
            (uint64_t)row.pos * s.head_dim;
+}
+
+/* cache[i] = v, as BF16 (rounded to nearest even) or fp32. */
+__device__ __forceinline__ void kv_store(void *cache, bool bf16, uint64_t i, float v)
+{
+    if (bf16)
+        ((__nv_bfloat16 *)cache)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)cache)[i] = v;
 }
 
 /* Norm (optional) and RoPE of one head vector v[hd] by one warp, in place. Lanes own pairs
@@ -213,10 +223,10 @@ __global__ void qk_rope_kv_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_s
         warp_norm_rope(kr, hd, k_norm, s.rms_eps, ct, st);
         if (!in_cache)
             continue;
-        float *kc = kv_slot(row, s, layer, 0, kh), *vc = kv_slot(row, s, layer, 1, kh);
+        uint64_t kc = kv_slot(row, s, layer, 0, kh), vc = kv_slot(row, s, layer, 1, kh);
         for (uint32_t i = lane; i < hd; i += 32) {
-            kc[i] = kr[i];
-            vc[i] = vr[i];
+            kv_store(row.kv, s.kv_bf16, kc + i, kr[i]);
+            kv_store(row.kv, s.kv_bf16, vc + i, vr[i]);
         }
     }
 }

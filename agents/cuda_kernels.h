@@ -16,8 +16,11 @@
  * The step's per-row scalars (token, position, KV cache) live in device memory (nx__cu_row_t),
  * written before each pass, so one captured graph replays unchanged for every decode step.
  *
- * KV cache (one pool region per sequence, fp32, the CPU backend's layout):
+ * KV cache (one pool region per sequence, in the CPU backend's layout):
  *   [layer][k|v][kv_head][capacity][head_dim]
+ * of BF16 (half the bytes: twice the sequences or context in the same VRAM, half the
+ * attention's reads) or, with NEXUS_CUDA_KV=f32, fp32 as on the CPU (nx__cu_shape_t.kv_bf16).
+ * Attention reads BF16 keys and values into fp32 and accumulates in fp32.
  */
 #ifndef NX_CUDA_KERNELS_H
 #define NX_CUDA_KERNELS_H
@@ -40,7 +43,7 @@ typedef struct nx__cu_w {
 
 /* One batch row's step scalars, in device memory. 24 bytes. */
 typedef struct nx__cu_row {
-    float *kv;         /* its sequence's KV cache (device) */
+    void *kv;          /* its sequence's KV cache (device; BF16 or fp32 as shape.kv_bf16) */
     uint32_t pos;      /* its position; its attention covers cache positions 0..pos */
     uint32_t capacity; /* the cache's capacity in tokens (pos < capacity) */
     int32_t token;
@@ -51,6 +54,7 @@ typedef struct nx__cu_row {
 typedef struct nx__cu_shape {
     uint32_t hidden, heads, kv_heads, head_dim, layers;
     float rms_eps;
+    bool kv_bf16; /* the KV caches hold BF16 (else fp32) */
 } nx__cu_shape_t;
 
 /* x[r] = embed[rows[r].token] as fp32, r < n. */

@@ -507,10 +507,17 @@ int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_er
     return rc;
 }
 
+bool nx__cuda_kv_f32(void)
+{
+    const char *v = getenv("NEXUS_CUDA_KV");
+    return v && strcmp(v, "f32") == 0;
+}
+
 uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens)
 {
-    (void)device; /* both backends keep K and V in fp32, in the same layout */
-    return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * sizeof(float);
+    /* both backends use the same layout; CUDA's elements are BF16 unless told otherwise */
+    uint64_t elem = device == NX_DEVICE_CUDA && !nx__cuda_kv_f32() ? 2 : sizeof(float);
+    return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * elem;
 }
 
 uint64_t nx_engine_scratch_bytes(const nx_model_config_t *config, nx_device_kind_t device)

@@ -186,9 +186,10 @@ void nx_engine_destroy(nx_engine_t **self_p);
 const nx_model_config_t *nx_engine_config(const nx_engine_t *self);
 const char *nx_engine_backend_name(const nx_engine_t *self); /* "cpu" or "cuda" */
 
-/* Bytes of one sequence's KV cache of `tokens` tokens on a backend (fp32 K and V for every
- * layer and KV head today, on CPU and CUDA alike): what nx_seq_new takes from the pool, before
- * the pool rounds it up to whole chunks. For sizing pools and admission. */
+/* Bytes of one sequence's KV cache of `tokens` tokens on a backend (K and V for every layer
+ * and KV head: fp32 on the CPU; BF16 on CUDA, fp32 there too with NEXUS_CUDA_KV=f32): what
+ * nx_seq_new takes from the pool, before the pool rounds it up to whole chunks. For sizing
+ * pools and admission. */
 uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens);
 
 /* Pool bytes an engine on `device` takes when it is created, besides the weights and the KV

@@ -296,6 +296,21 @@ static void test_kv_does_not_fit(void **state)
     nx_seq_destroy(fx->engine, &seq);
 }
 
+/* KV sizes for planning: K and V of every layer and KV head per token, fp32 on the CPU, BF16
+ * on CUDA unless NEXUS_CUDA_KV=f32 (pure arithmetic: no GPU needed). */
+static void test_kv_bytes(void **state)
+{
+    nx_model_config_t c = {.layers = 3, .kv_heads = 2, .head_dim = 16};
+    uint64_t elems = 2ull * 3 * 2 * 16 * 100;
+    assert_int_equal(nx_kv_bytes(&c, NX_DEVICE_CPU, 100), elems * 4);
+    unsetenv("NEXUS_CUDA_KV");
+    assert_int_equal(nx_kv_bytes(&c, NX_DEVICE_CUDA, 100), elems * 2);
+    setenv("NEXUS_CUDA_KV", "f32", 1);
+    assert_int_equal(nx_kv_bytes(&c, NX_DEVICE_CUDA, 100), elems * 4);
+    assert_int_equal(nx_kv_bytes(&c, NX_DEVICE_CPU, 100), elems * 4);
+    unsetenv("NEXUS_CUDA_KV");
+}
+
 static void test_reset_and_all_logits(void **state)
 {
     fixture_t *fx = *state;
@@ -336,6 +351,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_feed_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_does_not_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_and_all_logits, setup, teardown),
+        cmocka_unit_test(test_kv_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
