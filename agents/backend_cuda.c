@@ -40,6 +40,7 @@
 #include "cublas_dl.h"
 #include "cuda_kernels.h"
 #include "device.h"
+#include "kprof_cuda.h"
 
 /* cublas_dl.h spells CUDA's constants itself (it must build without CUDA headers). */
 _Static_assert(NX_CUBLAS_OP_N == CUBLAS_OP_N && NX_CUBLAS_OP_T == CUBLAS_OP_T, "cuBLAS ops");
@@ -66,6 +67,7 @@ typedef struct cuda_state {
     bool use_graphs; /* NEXUS_CUDA_GRAPHS=0 turns graphs off */
     bool fuse_norm;  /* NEXUS_CUDA_FUSE_NORM=0: RMSNorm as its own kernel before every GEMV */
     bool pick_exact; /* NEXUS_CUDA_PICK=exact: sampled picks without the fast path */
+    nx__kprof_t *prof; /* NEXUS_CUDA_PROFILE=1 (graphs off): GPU time by launch; else NULL */
     nx__cu_shape_t shape;
     cudaStream_t stream;
     const nx__cublas_api_t *blas;
@@ -112,8 +114,20 @@ static int cu_fail(nx_err_t *err, const char *call, cudaError_t e)
             return cu_fail(err, what, e_);                                                    \
     } while (0)
 
-/* A launcher's result (cuda_kernels.h): the launch's cudaError_t as an int. */
-#define LAUNCH(call, what) CU((cudaError_t)(call), what)
+/* Marks the stream after `what` when profiling (kprof_cuda.h); NULL starts a pass. */
+#define MARK(what)                                                                            \
+    do {                                                                                      \
+        if (s->prof)                                                                          \
+            CU(nx__kprof_mark(s->prof, s->stream, what), "cudaEventRecord (profile)");        \
+    } while (0)
+
+/* A launcher's result (cuda_kernels.h): the launch's cudaError_t as an int; then the profile's
+ * mark (every LAUNCH is in a function with the state `s`). */
+#define LAUNCH(call, what)                                                                    \
+    do {                                                                                      \
+        CU((cudaError_t)(call), what);                                                        \
+        MARK(what);                                                                           \
+    } while (0)
 
 #define TRY(call)                                                                             \
     do {                                                                                      \
@@ -148,7 +162,7 @@ static int use_device(cuda_state_t *s, nx_err_t *err)
  * column-major [cols][rows] (ld cols), taken transposed; X row-major [n][cols] is column-major
  * [cols][n] (ld cols). BF16/F16 weights need the same type for X: converted into s->xh. */
 static int gemm(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w, float *y,
-                bool accumulate, nx_err_t *err)
+                bool accumulate, const char *what, nx_err_t *err)
 {
     const void *b = x;
     int type = NX_CUDA_R_32F;
@@ -156,7 +170,7 @@ static int gemm(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w
         bool bf16 = w->dtype == NX_DT_BF16;
         LAUNCH(nx__cu_to_half(s->stream, x, (uint64_t)n * w->cols, bf16 ? NX_CU_BF16 : NX_CU_F16,
                               s->xh),
-               "to_half kernel launch");
+               "to_half");
         b = s->xh;
         type = bf16 ? NX_CUDA_R_16BF : NX_CUDA_R_16F;
     }
@@ -167,6 +181,7 @@ static int gemm(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w
                               NX_CUBLAS_COMPUTE_32F, NX_CUBLAS_GEMM_DEFAULT);
     if (st != NX_CUBLAS_STATUS_SUCCESS)
         return nx__cublas_fail(s->blas, err, "cublasGemmEx", st);
+    MARK(what);
     return NX_OK;
 }
 
@@ -181,18 +196,21 @@ static bool gemv_takes(const cuda_state_t *s, const nx__cu_gemv_t *g)
     return s->simple || nx__cu_gemv_fast_ok(g);
 }
 
+/* y (+)= x w^T (+ bias) by the GEMV kernel or cuBLAS; `what` names it in errors and the
+ * profile ("o_proj", ...). */
 static int matmul(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w,
-                  const nx__wref_t *bias, float *y, bool accumulate, nx_err_t *err)
+                  const nx__wref_t *bias, float *y, bool accumulate, const char *what,
+                  nx_err_t *err)
 {
     nx__cu_gemv_t g = {.seg = {seg_of(w, bias, y)}, .seg_count = 1, .cols = w->cols, .x = x,
                        .n = n, .accumulate = accumulate};
     if (gemv_takes(s, &g)) {
-        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), "gemv kernel launch");
+        LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), what);
         return NX_OK;
     }
-    TRY(gemm(s, x, n, w, y, accumulate, err));
+    TRY(gemm(s, x, n, w, y, accumulate, what, err));
     if (bias && bias->ptr)
-        LAUNCH(nx__cu_add_bias(s->stream, y, n, w->rows, cuw(bias)), "add_bias kernel launch");
+        LAUNCH(nx__cu_add_bias(s->stream, y, n, w->rows, cuw(bias)), "add_bias");
     return NX_OK;
 }
 
@@ -214,7 +232,7 @@ static int norm_gemv(cuda_state_t *s, const nx__cu_gemv_t *g, const nx__wref_t *
     }
     LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, g->n, s->cfg->hidden, cuw(norm),
                           s->cfg->rms_eps, s->xn),
-           "rmsnorm kernel launch");
+           "rmsnorm");
     if (gemv_takes(s, g)) {
         LAUNCH(nx__cu_gemv(s->stream, g, s->simple), what);
         return NX_OK;
@@ -231,12 +249,12 @@ static int qkv(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, nx_er
                                seg_of(&lw->v, &lw->v_bias, s->v)},
                        .seg_count = 3, .cols = lw->q.cols, .x = s->xn, .n = n};
     bool done;
-    TRY(norm_gemv(s, &g, &lw->attn_norm, "qkv gemv kernel launch", &done, err));
+    TRY(norm_gemv(s, &g, &lw->attn_norm, "qkv gemv", &done, err));
     if (done)
         return NX_OK;
-    TRY(matmul(s, s->xn, n, &lw->q, &lw->q_bias, s->q, false, err));
-    TRY(matmul(s, s->xn, n, &lw->k, &lw->k_bias, s->k, false, err));
-    return matmul(s, s->xn, n, &lw->v, &lw->v_bias, s->v, false, err);
+    TRY(matmul(s, s->xn, n, &lw->q, &lw->q_bias, s->q, false, "q_proj", err));
+    TRY(matmul(s, s->xn, n, &lw->k, &lw->k_bias, s->k, false, "k_proj", err));
+    return matmul(s, s->xn, n, &lw->v, &lw->v_bias, s->v, false, "v_proj", err);
 }
 
 /* gate = silu(xn gate^T) * (xn up^T) with xn the MLP-normed rows: one fused GEMV (RMSNorm,
@@ -247,13 +265,13 @@ static int gate_up(cuda_state_t *s, const nx__layer_weights_t *lw, uint32_t n, n
                        .seg_count = 2, .cols = lw->gate.cols, .x = s->xn, .n = n,
                        .silu_pair = true};
     bool done;
-    TRY(norm_gemv(s, &g, &lw->mlp_norm, "gate_up gemv kernel launch", &done, err));
+    TRY(norm_gemv(s, &g, &lw->mlp_norm, "gate_up gemv", &done, err));
     if (done)
         return NX_OK;
-    TRY(matmul(s, s->xn, n, &lw->gate, NULL, s->gate, false, err));
-    TRY(matmul(s, s->xn, n, &lw->up, NULL, s->up, false, err));
+    TRY(matmul(s, s->xn, n, &lw->gate, NULL, s->gate, false, "gate_proj", err));
+    TRY(matmul(s, s->xn, n, &lw->up, NULL, s->up, false, "up_proj", err));
     LAUNCH(nx__cu_silu_mul(s->stream, s->gate, s->up, (uint64_t)n * s->cfg->intermediate),
-           "silu_mul kernel launch");
+           "silu_mul");
     return NX_OK;
 }
 
@@ -272,23 +290,23 @@ static int layer_forward(cuda_state_t *s, uint32_t layer, uint32_t n, nx_err_t *
     TRY(qkv(s, lw, n, err));
     LAUNCH(nx__cu_qk_rope_kv(s->stream, s->rows_dev, n, &s->shape, layer, s->q, s->k, s->v,
                              cuw(&lw->q_norm), cuw(&lw->k_norm), s->rope_cos, s->rope_sin),
-           "qk_rope_kv kernel launch");
+           "qk_rope_kv");
     LAUNCH(nx__cu_attention(s->stream, s->rows_dev, n, &s->shape, layer, s->q, s->att,
                             attn_splits(s, n), s->partial, s->simple),
-           "attention kernel launch");
-    TRY(matmul(s, s->att, n, &lw->o, &lw->o_bias, s->x, true, err));
+           "attention");
+    TRY(matmul(s, s->att, n, &lw->o, &lw->o_bias, s->x, true, "o_proj", err));
     TRY(gate_up(s, lw, n, err));
-    return matmul(s, s->gate, n, &lw->down, NULL, s->x, true, err);
+    return matmul(s, s->gate, n, &lw->down, NULL, s->x, true, "down_proj", err);
 }
 
 static int body(cuda_state_t *s, uint32_t n, nx_err_t *err)
 {
     const nx_model_config_t *c = s->cfg;
     LAUNCH(nx__cu_embed(s->stream, s->rows_dev, n, cuw(&s->w->embed), c->hidden, s->x),
-           "embed kernel launch");
+           "embed");
     LAUNCH(nx__cu_rope_table(s->stream, s->rows_dev, n, s->inv_freq, c->head_dim / 2,
                              s->rope_cos, s->rope_sin),
-           "rope_table kernel launch");
+           "rope_table");
     for (uint32_t layer = 0; layer < c->layers; layer++)
         TRY(layer_forward(s, layer, n, err));
     return NX_OK;
@@ -301,8 +319,8 @@ static int head(cuda_state_t *s, const uint32_t *gather, uint32_t count, nx_err_
     const nx_model_config_t *c = s->cfg;
     LAUNCH(nx__cu_rmsnorm(s->stream, s->x, gather, count, c->hidden, cuw(&s->w->norm),
                           c->rms_eps, s->xn),
-           "final rmsnorm kernel launch");
-    return matmul(s, s->xn, count, &s->w->lm_head, NULL, s->logits, false, err);
+           "final rmsnorm");
+    return matmul(s, s->xn, count, &s->w->lm_head, NULL, s->logits, false, "lm_head", err);
 }
 
 /* The batch's pick for logit number i, or NULL when it wants the logits. */
@@ -352,12 +370,14 @@ static int picks_on_gpu(cuda_state_t *s, const nx__batch_t *b, const uint32_t *l
             CU(cudaMemcpyAsync(s->penalty_dev, s->penalty_host, penalty * sizeof(int32_t),
                                cudaMemcpyHostToDevice, s->stream),
                "cudaMemcpyAsync(penalty ids)");
+        MARK("copy: picks to the GPU");
         LAUNCH(nx__cu_sample(s->stream, s->logits, s->cfg->vocab, s->picks_dev, n,
                              s->penalty_dev, s->ids_dev),
-               "sample kernel launch");
+               "sample (token picks)");
         CU(cudaMemcpyAsync(s->ids_host, s->ids_dev, n * sizeof *s->ids_host,
                            cudaMemcpyDeviceToHost, s->stream),
            "cudaMemcpyAsync(picked ids)");
+        MARK("copy: picked ids to the host");
         /* also: the pinned plans are rewritten by the next group */
         CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
         for (uint32_t j = 0; j < n; j++)
@@ -384,6 +404,7 @@ static int deliver(cuda_state_t *s, const nx__batch_t *b, const uint32_t *logit_
     CU(cudaMemcpyAsync(s->logits_host, s->logits, (last + 1) * row_bytes,
                        cudaMemcpyDeviceToHost, s->stream),
        "cudaMemcpyAsync(logits)");
+    MARK("copy: logits to the host");
     CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
     for (uint32_t i = 0; i < count; i++)
         if (!pick_of(b, logit_index[i]))
@@ -470,6 +491,7 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
     bool in_order = logit_count == n;
     for (uint32_t i = 0; in_order && i < n; i++)
         in_order = s->gather_host[i] == i;
+    MARK(NULL);
     CU(cudaMemcpyAsync(s->rows_dev, s->rows_host, n * sizeof *s->rows_host,
                        cudaMemcpyHostToDevice, s->stream),
        "cudaMemcpyAsync(row scalars)");
@@ -477,6 +499,7 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
         CU(cudaMemcpyAsync(s->gather_dev, s->gather_host, logit_count * sizeof *s->gather_host,
                            cudaMemcpyHostToDevice, s->stream),
            "cudaMemcpyAsync(logit rows)");
+    MARK("copy: row scalars to the GPU");
 
     bool graphed = false;
     if (s->use_graphs && !s->simple && decode_only && in_order) {
@@ -498,6 +521,8 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
     }
     /* the pinned row scalars are rewritten by the next pass: their copy must be done */
     CU(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+    if (s->prof)
+        CU(nx__kprof_collect(s->prof), "cudaEventElapsedTime (profile)");
     return NX_OK;
 }
 
@@ -617,6 +642,10 @@ static void cuda_destroy(void *state)
     if (s->stream)
         cudaStreamSynchronize(s->stream);
     drop_graphs(s);
+    if (s->prof) {
+        nx__kprof_report(s->prof);
+        nx__kprof_destroy(&s->prof);
+    }
     if (s->blas_handle)
         s->blas->destroy(s->blas_handle);
     if (s->stream)
@@ -717,6 +746,10 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
     s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
     s->pick_exact = env_is("NEXUS_CUDA_PICK", "exact");
+    if (env_is("NEXUS_CUDA_PROFILE", "1")) {
+        s->prof = nx__kprof_new();
+        s->use_graphs = false; /* a mark between launches; a graph has none */
+    }
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
                                 cfg->layers, cfg->rms_eps, !nx__cuda_kv_f32()};
     int rc = init_device(s, err);
@@ -778,8 +811,8 @@ static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint
                "cudaMemcpy(penalty ids)");
         first += plans[i].penalty_count;
     }
-    LAUNCH(nx__cu_sample(NULL, d->logits, vocab, d->picks, rows, d->penalty, d->ids),
-           "sample kernel launch");
+    CU((cudaError_t)nx__cu_sample(NULL, d->logits, vocab, d->picks, rows, d->penalty, d->ids),
+       "sample kernel launch");
     CU(cudaMemcpy(ids, d->ids, rows * sizeof(int32_t), cudaMemcpyDeviceToHost),
        "cudaMemcpy(ids)");
     return NX_OK;

@@ -407,6 +407,21 @@ section_3_decode() {
             --tokens "$SUITE_DECODE_TOKENS" --batches 1 --device cuda \
             --json "$dir/decode-$ab-unfused.json" || failures=$((failures + 1))
     done
+    # Where the GPU time of batch-1 steps goes, launch by launch (NEXUS_CUDA_PROFILE=1, graphs
+    # off; prefill and the sampled row included), on the last preset: its top lines go into
+    # the summary, so the next optimisation starts from a measurement.
+    local big=${SUITE_MODELS##* }
+    if model=$(model_dir "$big" "$dir"); then
+        if step "decode bench $big, profiled" "$dir/decode-$big-profile.log" \
+            env NEXUS_CUDA_PROFILE=1 "$DECODE_BENCH" "$model" --prompt 16 --decode-prompt 16 \
+            --tokens 32 --batches 1 --device cuda; then
+            note "decode $big b1, GPU time by launch (graphs off; the 10 largest and the total):"
+            grep '^nexus profile:' "$dir/decode-$big-profile.log" | sed -n '2,12p;$p' |
+                sed 's/^nexus profile: /  /' | tee -a "$SUMMARY"
+        else
+            failures=$((failures + 1))
+        fi
+    fi
     [ "$HAVE_TORCH" = 1 ] || args+=(--no-torch)
     local left
     left=$(section_left)

@@ -49,6 +49,7 @@ typedef struct params {
     uint32_t seqs;     /* test_batch's sequences (0: 2) */
     bool norm_unfused; /* NEXUS_CUDA_FUSE_NORM=0: RMSNorm as its own kernel before the GEMVs */
     bool kv_f32;       /* NEXUS_CUDA_KV=f32: fp32 KV caches like the CPU's (else BF16) */
+    bool profile;      /* NEXUS_CUDA_PROFILE=1: an event after every launch, graphs off */
     char dir[256];
     side_t cpu, cuda;
 } params_t;
@@ -108,6 +109,7 @@ static int setup(void **state)
     setenv("NEXUS_CUDA_GRAPHS", p->graphs_off ? "0" : "1", 1);
     setenv("NEXUS_CUDA_FUSE_NORM", p->norm_unfused ? "0" : "1", 1);
     setenv("NEXUS_CUDA_KV", p->kv_f32 ? "f32" : "bf16", 1);
+    setenv("NEXUS_CUDA_PROFILE", p->profile ? "1" : "0", 1);
     return 0;
 }
 
@@ -127,6 +129,7 @@ static int teardown(void **state)
     unsetenv("NEXUS_CUDA_GRAPHS");
     unsetenv("NEXUS_CUDA_FUSE_NORM");
     unsetenv("NEXUS_CUDA_KV");
+    unsetenv("NEXUS_CUDA_PROFILE");
     return 0;
 }
 
@@ -373,6 +376,8 @@ static params_t cases[] = {
     {NX_SYNTH_QWEN2, NX_DT_F32, false, false, 1e-3, .norm_unfused = true, .kv_f32 = true}, /* 16 */
     /* simple kernels over BF16 KV caches */
     {NX_SYNTH_QWEN3, NX_DT_BF16, true, false, 1e-2}, /* 17 */
+    /* profiled (its table goes to stderr when the engine is destroyed): the same results */
+    {NX_SYNTH_QWEN2, NX_DT_BF16, false, false, 3e-2, .profile = true}, /* 18 */
 };
 
 #define CASE(fn, i) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &cases[i])
@@ -384,7 +389,7 @@ int main(void)
         CASE(test_generation, 0), CASE(test_generation, 1), CASE(test_generation, 2),
         CASE(test_generation, 3), CASE(test_generation, 4), CASE(test_generation, 5),
         CASE(test_generation, 6), CASE(test_generation, 7), CASE(test_generation, 8),
-        CASE(test_generation, 16), CASE(test_generation, 17),
+        CASE(test_generation, 16), CASE(test_generation, 17), CASE(test_generation, 18),
         CASE(test_long_prompt, 9), CASE(test_long_prompt, 10),
         CASE(test_batch, 11),      CASE(test_batch, 12),
         CASE(test_batch, 14),      CASE(test_batch, 15),
