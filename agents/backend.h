@@ -99,6 +99,10 @@ const nx__backend_ops_t *nx__cuda_backend(nx_err_t *err);
  * exactly) rather than BF16: read by nx_kv_bytes and the CUDA backend alike (engine.c). */
 bool nx__cuda_kv_f32(void);
 
+/* Bytes of a KV cache of `tokens` tokens with elements of elem_bytes (the layout both backends
+ * share); nx_kv_bytes is this with the device's element size. */
+uint64_t nx__kv_bytes_elem(const nx_model_config_t *config, uint32_t tokens, uint32_t elem_bytes);
+
 /* Pool bytes the CUDA backend's scratch region (activations, cuBLAS's workspace) takes for a
  * model of this shape, at most (with the workspace); 0 in a build without CUDA. */
 uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config);

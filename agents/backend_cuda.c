@@ -550,10 +550,8 @@ static int cuda_kv_alloc(void *state, uint32_t capacity, const char *owner, nx__
                          nx_err_t *err)
 {
     cuda_state_t *s = state;
-    /* nx_kv_bytes's size, for the element type this engine chose when it was created */
-    const nx_model_config_t *c = s->cfg;
-    uint64_t bytes = 2ull * c->layers * c->kv_heads * c->head_dim * capacity *
-                     (s->shape.kv_bf16 ? 2 : sizeof(float));
+    /* the element type this engine chose when it was created (the environment may change) */
+    uint64_t bytes = nx__kv_bytes_elem(s->cfg, capacity, s->shape.kv_bf16 ? 2 : sizeof(float));
     nx_region_t *r = nx_pool_alloc(s->pool, bytes, owner, err);
     if (!r)
         return err ? err->code : NX_EPOOLFULL; /* NX_EPOOLFULL: the orchestrator evicts */
@@ -746,10 +744,8 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
     s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
     s->pick_exact = env_is("NEXUS_CUDA_PICK", "exact");
-    if (env_is("NEXUS_CUDA_PROFILE", "1")) {
-        s->prof = nx__kprof_new();
+    if (env_is("NEXUS_CUDA_PROFILE", "1") && (s->prof = nx__kprof_new()))
         s->use_graphs = false; /* a mark between launches; a graph has none */
-    }
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
                                 cfg->layers, cfg->rms_eps, !nx__cuda_kv_f32()};
     int rc = init_device(s, err);
@@ -802,8 +798,9 @@ static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint
                   cudaMemcpyHostToDevice),
        "cudaMemcpy(logits)");
     uint32_t first = 0;
+    bool exact = env_is("NEXUS_CUDA_PICK", "exact");
     for (uint32_t i = 0; i < rows; i++) {
-        nx__cu_pick_t p = cu_pick(&plans[i], i, first, env_is("NEXUS_CUDA_PICK", "exact"));
+        nx__cu_pick_t p = cu_pick(&plans[i], i, first, exact);
         CU(cudaMemcpy(d->picks + i, &p, sizeof p, cudaMemcpyHostToDevice), "cudaMemcpy(pick)");
         if (plans[i].penalty_count)
             CU(cudaMemcpy(d->penalty + first, plans[i].penalty_ids,

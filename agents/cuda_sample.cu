@@ -81,6 +81,12 @@ typedef struct pick_ctx {
     cut_t k_cut, p_cut;
 } pick_ctx_t;
 
+/* The unnormalised probability exp((l - max) / T) of logit l (the CPU sampler's weight). */
+__device__ __forceinline__ float prob_weight(const pick_ctx_t &c, float l)
+{
+    return expf((clean_logit(l) - c.max_logit) / c.temperature);
+}
+
 __device__ __forceinline__ float weight(const pick_ctx_t &c, int stage, float l, uint32_t key,
                                         uint32_t id)
 {
@@ -88,7 +94,7 @@ __device__ __forceinline__ float weight(const pick_ctx_t &c, int stage, float l,
         return 1.f;
     if (!within(key, id, c.k_cut))
         return 0.f;
-    float w = expf((clean_logit(l) - c.max_logit) / c.temperature);
+    float w = prob_weight(c, l);
     if (stage == KEPT_ALL && (!within(key, id, c.p_cut) || w < c.min_p))
         return 0.f;
     return w;
@@ -308,7 +314,7 @@ __device__ void bracket_pass(const pick_ctx_t &c, bool by_mass, const thresholds
         uint32_t key = key_of(l);
         if (key < lowest) /* most elements, after the first pass */
             continue;
-        float w = by_mass ? expf((clean_logit(l) - c.max_logit) / c.temperature) : 0.f;
+        float w = by_mass ? prob_weight(c, l) : 0.f;
 #pragma unroll
         for (int j = 0; j < BRACKETS; j++)
             if (key >= t.key[j]) {
@@ -385,6 +391,12 @@ __device__ bool find_prefix(const pick_ctx_t &c, bool by_mass, float target, boo
     return false;
 }
 
+/* The id in a sorted entry ((~key << 32) | id). */
+__device__ __forceinline__ uint32_t sorted_id(unsigned long long entry)
+{
+    return (uint32_t)(entry & 0xffffffffu);
+}
+
 /* Sorts S = {key >= lo} (at most PREFIX_CAP elements) into rank order in `sorted` ((~key <<
  * 32) | id, ascending) and their weights into wts; returns |S|. Every thread calls it. */
 __device__ uint32_t gather_sorted(const pick_ctx_t &c, uint32_t lo, unsigned long long *sorted,
@@ -425,10 +437,8 @@ __device__ uint32_t gather_sorted(const pick_ctx_t &c, uint32_t lo, unsigned lon
             __syncthreads();
         }
     }
-    for (uint32_t i = threadIdx.x; i < n; i += SAMPLE_THREADS) {
-        float l = clean_logit(c.row[(uint32_t)(sorted[i] & 0xffffffffu)]);
-        wts[i] = expf((l - c.max_logit) / c.temperature);
-    }
+    for (uint32_t i = threadIdx.x; i < n; i += SAMPLE_THREADS)
+        wts[i] = prob_weight(c, c.row[sorted_id(sorted[i])]);
     __syncthreads();
     return n;
 }
@@ -473,14 +483,14 @@ __device__ int32_t walk_sorted(const nx__cu_pick_t &p, bool top_k, uint32_t n,
     for (uint32_t i = 0; i < n; i++) {
         r -= wts[i];
         if (r < 0)
-            return (int32_t)(sorted[i] & 0xffffffffu);
+            return (int32_t)sorted_id(sorted[i]);
     }
     if (kept_all)
         return -1; /* the draw lands past S (rounding) */
     for (uint32_t i = n; i-- > 0;) /* rounding left r >= 0: the last element with weight */
         if (wts[i] > 0)
-            return (int32_t)(sorted[i] & 0xffffffffu);
-    return n ? (int32_t)(sorted[0] & 0xffffffffu) : -1;
+            return (int32_t)sorted_id(sorted[i]);
+    return n ? (int32_t)sorted_id(sorted[0]) : -1;
 }
 
 /* The pick by the fast path, or -1 when the exact search must decide. Every thread calls it
@@ -503,7 +513,7 @@ __device__ int32_t fast_pick(const pick_ctx_t &c, const nx__cu_pick_t &p, float 
         /* the whole row's weight, and how many weights reach min_p */
         float s = 0.f, at_min_p = 0.f;
         for (uint32_t i = threadIdx.x; i < c.vocab; i += SAMPLE_THREADS) {
-            float w = expf((clean_logit(c.row[i]) - c.max_logit) / c.temperature);
+            float w = prob_weight(c, c.row[i]);
             s += w;
             at_min_p += w >= p.min_p ? 1.f : 0.f;
         }

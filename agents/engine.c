@@ -513,11 +513,16 @@ bool nx__cuda_kv_f32(void)
     return v && strcmp(v, "f32") == 0;
 }
 
+uint64_t nx__kv_bytes_elem(const nx_model_config_t *config, uint32_t tokens, uint32_t elem_bytes)
+{
+    return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * elem_bytes;
+}
+
 uint64_t nx_kv_bytes(const nx_model_config_t *config, nx_device_kind_t device, uint32_t tokens)
 {
     /* both backends use the same layout; CUDA's elements are BF16 unless told otherwise */
-    uint64_t elem = device == NX_DEVICE_CUDA && !nx__cuda_kv_f32() ? 2 : sizeof(float);
-    return 2ull * config->layers * config->kv_heads * config->head_dim * tokens * elem;
+    bool bf16 = device == NX_DEVICE_CUDA && !nx__cuda_kv_f32();
+    return nx__kv_bytes_elem(config, tokens, bf16 ? 2 : sizeof(float));
 }
 
 uint64_t nx_engine_scratch_bytes(const nx_model_config_t *config, nx_device_kind_t device)
