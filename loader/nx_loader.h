@@ -48,15 +48,57 @@ typedef enum nx_dtype {
     NX_DT_F6_E3M2,
     NX_DT_F8_E4M3FNUZ, /* added after the first list: newer safetensors releases define both */
     NX_DT_F8_E5M2FNUZ,
+    /* ggml's block types (GGUF files only; never valid in a safetensors header). A tensor of
+     * one is a sequence of blocks along its last (innermost) dimension, bit for bit as ggml
+     * lays them out (see agents/quant.h for the ones the engine computes with). */
+    NX_DT_Q4_0,
+    NX_DT_Q4_1,
+    NX_DT_Q5_0,
+    NX_DT_Q5_1,
+    NX_DT_Q8_0,
+    NX_DT_Q8_1,
+    NX_DT_Q2_K,
+    NX_DT_Q3_K,
+    NX_DT_Q4_K,
+    NX_DT_Q5_K,
+    NX_DT_Q6_K,
+    NX_DT_Q8_K,
+    NX_DT_IQ2_XXS,
+    NX_DT_IQ2_XS,
+    NX_DT_IQ3_XXS,
+    NX_DT_IQ1_S,
+    NX_DT_IQ4_NL,
+    NX_DT_IQ3_S,
+    NX_DT_IQ2_S,
+    NX_DT_IQ4_XS,
+    NX_DT_IQ1_M,
+    NX_DT_TQ1_0,
+    NX_DT_TQ2_0,
+    NX_DT_MXFP4,
     NX_DT__COUNT
 } nx_dtype_t;
 
-/* The name used in safetensors headers ("BF16"), or "?" when out of range. */
+/* The name used in safetensors headers ("BF16"), ggml's name in upper case for block types
+ * ("Q4_K"), or "?" when out of range. */
 const char *nx_dtype_name(nx_dtype_t dtype);
-/* Parse a header dtype name; false when unknown. */
+/* Parse a safetensors header dtype name; false when unknown (block types are not accepted:
+ * safetensors does not define them). */
 bool nx_dtype_parse(const char *name, nx_dtype_t *dtype_out);
-/* Size of one element in bits (1 byte = 8; F4 is 4, F6_* are 6). */
+/* Parse any name nx_dtype_name gives, case-insensitively ("q4_k", "BF16"); false when
+ * unknown. For command lines. */
+bool nx_dtype_parse_any(const char *name, nx_dtype_t *dtype_out);
+/* Size of one element in bits (1 byte = 8; F4 is 4, F6_* are 6); 0 for block types. */
 uint32_t nx_dtype_bits(nx_dtype_t dtype);
+/* Whether dtype is one of ggml's block types (Q4_0 ... MXFP4). */
+bool nx_dtype_is_block(nx_dtype_t dtype);
+/* Elements per block (32 for Q8_0, 256 for Q4_K; 1 for element types) and bytes per block
+ * (34, 144; for element types bits / 8, 0 for the sub-byte F4 and F6_*). */
+uint32_t nx_dtype_block_elems(nx_dtype_t dtype);
+uint32_t nx_dtype_block_bytes(nx_dtype_t dtype);
+/* ggml's type id (GGUF's tensor type field) <-> dtype: false / -1 where the other side has no
+ * such type (ggml ids of removed types, safetensors-only dtypes). */
+bool nx_dtype_from_ggml(uint32_t ggml_type, nx_dtype_t *dtype_out);
+int32_t nx_dtype_to_ggml(nx_dtype_t dtype);
 
 /* ------------------------------------------------------------------------------------------
  * safetensors: reading
@@ -146,6 +188,95 @@ typedef struct nx_st_save_opts {
  * nothing is left at `path` that was not there before. opts may be NULL. */
 int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t count,
                const nx_st_save_opts_t *opts, nx_err_t *err);
+
+/* ------------------------------------------------------------------------------------------
+ * GGUF (v2 and v3, little-endian): nx_st_open opens a GGUF file too (a regular file whose first
+ * four bytes are "GGUF"), as a checkpoint of one file, so the loader, the host tier and
+ * `nexusctl model` treat both formats alike. For a GGUF file:
+ *   - tensor shapes are row-major like safetensors' (the reverse of ggml's ne[]: a weight of
+ *     ne = [cols, rows] has shape [rows, cols]); block types have shape[ndim-1] a multiple of
+ *     the block's elements; at most 4 dimensions;
+ *   - the file's data section starts at the first multiple of general.alignment (default 32)
+ *     after the tensor infos; begin is relative to it, a multiple of the alignment; tensors may
+ *     leave padding between them but never overlap or reach past the end of the file;
+ *   - the metadata key/values are kept (below); nx_st_metadata returns string-valued ones;
+ *   - file->digest is the string value of NX_ST_DIGEST_KEY when present (files we write).
+ * Rejected with file, tensor and field named: bad magic or version, big-endian files,
+ * truncation, counts or string lengths past the end, unknown value or tensor types, more than
+ * 4 dims, sizes that overflow, offsets outside the data or overlapping, duplicate names.
+ */
+typedef enum nx_gguf_type { /* GGUF's value type ids */
+    NX_GGUF_U8 = 0,
+    NX_GGUF_I8 = 1,
+    NX_GGUF_U16 = 2,
+    NX_GGUF_I16 = 3,
+    NX_GGUF_U32 = 4,
+    NX_GGUF_I32 = 5,
+    NX_GGUF_F32 = 6,
+    NX_GGUF_BOOL = 7,
+    NX_GGUF_STRING = 8,
+    NX_GGUF_ARRAY = 9,
+    NX_GGUF_U64 = 10,
+    NX_GGUF_I64 = 11,
+    NX_GGUF_F64 = 12,
+    NX_GGUF__COUNT
+} nx_gguf_type_t;
+
+typedef struct nx_gguf_kv nx_gguf_kv_t; /* owned by the checkpoint */
+
+bool nx_st_is_gguf(const nx_st_t *self);
+uint32_t nx_st_gguf_version(const nx_st_t *self);   /* 2 or 3; 0 for safetensors */
+uint32_t nx_st_gguf_alignment(const nx_st_t *self); /* general.alignment (32 by default) */
+size_t nx_st_gguf_kv_count(const nx_st_t *self);    /* 0 for safetensors */
+const nx_gguf_kv_t *nx_st_gguf_kv_at(const nx_st_t *self, size_t index); /* file order */
+/* The value of `key`, or NULL when absent (always NULL for safetensors). */
+const nx_gguf_kv_t *nx_st_gguf_find(const nx_st_t *self, const char *key);
+
+const char *nx_gguf_kv_key(const nx_gguf_kv_t *kv);
+nx_gguf_type_t nx_gguf_kv_type(const nx_gguf_kv_t *kv);      /* NX_GGUF_ARRAY for arrays */
+nx_gguf_type_t nx_gguf_kv_elem_type(const nx_gguf_kv_t *kv); /* an array's; = type otherwise */
+uint64_t nx_gguf_kv_count(const nx_gguf_kv_t *kv);           /* array length; 1 for scalars */
+/* Element i (0 for a scalar) converted, or false when it does not convert exactly: u64/i64
+ * from any integer type (and bool as 0/1) in range; f64 from any number type; bool from BOOL
+ * only; a string from STRING only (NUL-terminated, *len_out (may be NULL) its byte length; it
+ * may hold NULs). Out-of-range i is false / NULL. */
+bool nx_gguf_get_u64(const nx_gguf_kv_t *kv, uint64_t i, uint64_t *out);
+bool nx_gguf_get_i64(const nx_gguf_kv_t *kv, uint64_t i, int64_t *out);
+bool nx_gguf_get_f64(const nx_gguf_kv_t *kv, uint64_t i, double *out);
+bool nx_gguf_get_bool(const nx_gguf_kv_t *kv, uint64_t i, bool *out);
+const char *nx_gguf_get_str(const nx_gguf_kv_t *kv, uint64_t i, size_t *len_out);
+/* The array's elements as stored (little-endian, packed, elem_type), NULL for strings and
+ * scalars: a fast path for big numeric arrays (token types, scores). */
+const void *nx_gguf_kv_array_data(const nx_gguf_kv_t *kv);
+
+/* A key/value to write. */
+typedef struct nx_gguf_kv_spec {
+    const char *key;
+    nx_gguf_type_t type;      /* a scalar type, STRING, or ARRAY */
+    nx_gguf_type_t elem_type; /* ARRAY: a scalar type or STRING (no nested arrays) */
+    uint64_t count;           /* ARRAY: number of elements */
+    union {
+        uint64_t u; /* U8..U64 */
+        int64_t i;  /* I8..I64 */
+        double f;   /* F32, F64 */
+        bool b;
+        const char *str; /* STRING (NUL-terminated) */
+    } value;
+    const void *array; /* ARRAY of numbers/bools: count packed elements of elem_type (host
+                        * order = little-endian); ARRAY of STRING: const char *const[count] */
+} nx_gguf_kv_spec_t;
+
+/* Write a GGUF v3 file that llama.cpp reads: the key/values in the given order (general.alignment
+ * is written by this function: 32; a key of that name in kvs is NX_EINVAL), then
+ * NX_ST_DIGEST_KEY (the xxh3-64 of the data section, as nx_st_save writes it), tensor infos in
+ * the given order with shapes reversed into ggml's ne[], the data section starting on a 4 KiB
+ * boundary (the header is padded with an ignored key so O_DIRECT needs no head fix-up) and each
+ * tensor on a 32-byte boundary. Tensors may have block dtypes (shape[ndim-1] a multiple of the
+ * block) or any dtype GGUF has. Atomic like nx_st_save (temporary file, fsync, rename, directory
+ * fsync); opts->meta_* must be empty (use kvs); opts->fill works as for nx_st_save. */
+int nx_gguf_save(const char *path, const nx_gguf_kv_spec_t *kvs, size_t kv_count,
+                 const nx_st_tensor_spec_t *tensors, size_t count, const nx_st_save_opts_t *opts,
+                 nx_err_t *err);
 
 /* ------------------------------------------------------------------------------------------
  * The device pool
