@@ -121,7 +121,8 @@ typedef struct nx_st_tensor {
 typedef struct nx_st_file {
     const char *path;      /* as opened (directory + file name for shards) */
     uint64_t file_bytes;   /* size of the whole file */
-    uint64_t header_bytes; /* N, the JSON length from the 8-byte prefix */
+    uint64_t header_bytes; /* N, the JSON length from the 8-byte prefix (GGUF: the bytes of
+                            * header, key/values and tensor infos, before the padding) */
     uint64_t data_offset;  /* 8 + N: where the data section starts in the file */
     uint64_t data_bytes;   /* file_bytes - data_offset */
     const char *digest;    /* value of __metadata__[NX_ST_DIGEST_KEY], or NULL */
@@ -197,13 +198,23 @@ int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t coun
  *     ne = [cols, rows] has shape [rows, cols]); block types have shape[ndim-1] a multiple of
  *     the block's elements; at most 4 dimensions;
  *   - the file's data section starts at the first multiple of general.alignment (default 32)
- *     after the tensor infos; begin is relative to it, a multiple of the alignment; tensors may
- *     leave padding between them but never overlap or reach past the end of the file;
+ *     after the tensor infos (file->data_offset) and runs to the end of the file
+ *     (file->data_bytes, padding included); begin is relative to it, a multiple of the
+ *     alignment; bytes = rows x blocks per row x block bytes; tensors may leave padding
+ *     between them but never overlap or reach past the end of the file; storage order (as
+ *     nx_st_tensor_at) is by begin, which may differ from the order of the tensor infos;
+ *   - a dimension of 0 is refused (ggml would take it; no model has one);
  *   - the metadata key/values are kept (below); nx_st_metadata returns string-valued ones;
  *   - file->digest is the string value of NX_ST_DIGEST_KEY when present (files we write).
  * Rejected with file, tensor and field named: bad magic or version, big-endian files,
- * truncation, counts or string lengths past the end, unknown value or tensor types, more than
- * 4 dims, sizes that overflow, offsets outside the data or overlapping, duplicate names.
+ * truncation, counts or string lengths past the end, unknown value or tensor types, nested
+ * arrays, bools other than 0 and 1, more than 4 dims, sizes that overflow, offsets that are
+ * not multiples of the alignment, outside the data or overlapping, duplicate tensor names or
+ * keys, keys that are empty, hold a NUL or pass 65535 bytes, general.alignment that is not
+ * a U32 power of two, metadata needing more than 1 GiB of memory.
+ * Metadata memory: strings live in the checkpoint's arena (NUL-terminated, length kept); a
+ * string array is one table of (pointer, length), so nx_gguf_get_str(kv, i, &len) is O(1);
+ * a numeric array is one packed copy (nx_gguf_kv_array_data).
  */
 typedef enum nx_gguf_type { /* GGUF's value type ids */
     NX_GGUF_U8 = 0,
@@ -224,9 +235,14 @@ typedef enum nx_gguf_type { /* GGUF's value type ids */
 
 typedef struct nx_gguf_kv nx_gguf_kv_t; /* owned by the checkpoint */
 
+/* ggml's name of a value type ("u8", "i32", "f32", "bool", "str", "arr", "u64"); "?" when out
+ * of range. */
+const char *nx_gguf_type_name(nx_gguf_type_t type);
+
 bool nx_st_is_gguf(const nx_st_t *self);
 uint32_t nx_st_gguf_version(const nx_st_t *self);   /* 2 or 3; 0 for safetensors */
-uint32_t nx_st_gguf_alignment(const nx_st_t *self); /* general.alignment (32 by default) */
+uint32_t nx_st_gguf_alignment(const nx_st_t *self); /* general.alignment (32 by default); 0
+                                                     * for safetensors */
 size_t nx_st_gguf_kv_count(const nx_st_t *self);    /* 0 for safetensors */
 const nx_gguf_kv_t *nx_st_gguf_kv_at(const nx_st_t *self, size_t index); /* file order */
 /* The value of `key`, or NULL when absent (always NULL for safetensors). */

@@ -7,6 +7,7 @@
  *
  * The header precedes the data but the digest covers the data, so the header is written with a
  * fixed-width placeholder digest whose bytes are overwritten once the data has been hashed.
+ * The writer helpers (temporary file, hashed writes, fill, commit) serve gguf_write.c too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,11 @@ static int validate_spec(const nx_st_tensor_spec_t *t, size_t index, const nx_st
     if ((unsigned)t->dtype >= NX_DT__COUNT)
         return nx_err_set(err, NX_EINVAL, "tensor '%s': dtype %d is not a known dtype", t->name,
                           (int)t->dtype);
+    if (nx_dtype_is_block(t->dtype))
+        return nx_err_set(err, NX_EINVAL,
+                          "tensor '%s': %s is a ggml block type, which safetensors cannot hold "
+                          "(write GGUF: nx_gguf_save)",
+                          t->name, nx_dtype_name(t->dtype));
     if (t->ndim > NX_ST_MAX_DIMS)
         return nx_err_set(err, NX_EINVAL, "tensor '%s': %u dimensions (the limit is %d)",
                           t->name, t->ndim, NX_ST_MAX_DIMS);
@@ -221,7 +227,7 @@ static int build_header(const char *path, const nx_st_tensor_spec_t *tensors, si
  * Writing
  */
 
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t offset, const char *path,
+int nx__st_pwrite_full(int fd, const void *buf, size_t len, uint64_t offset, const char *path,
                        nx_err_t *err)
 {
     size_t done = 0;
@@ -238,23 +244,15 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t offset, con
     return NX_OK;
 }
 
-typedef struct writer {
-    const char *path;      /* the final path, for messages */
-    int fd;                /* the temporary file */
-    uint64_t offset;       /* next write position in the file */
-    XXH3_state_t *hash;    /* over the data section */
-    void *fill_buf;        /* FILL_BUFFER_BYTES, allocated on first use, reused */
-} writer_t;
-
-static int write_hashed(writer_t *w, const void *buf, size_t len, nx_err_t *err)
+int nx__st_write_hashed(nx__st_writer_t *w, const void *buf, size_t len, nx_err_t *err)
 {
     XXH3_64bits_update(w->hash, buf, len);
-    int rc = pwrite_full(w->fd, buf, len, w->offset, w->path, err);
+    int rc = nx__st_pwrite_full(w->fd, buf, len, w->offset, w->path, err);
     w->offset += len;
     return rc;
 }
 
-static int write_filled(writer_t *w, const nx_st_tensor_spec_t *t, uint64_t bytes,
+static int write_filled(nx__st_writer_t *w, const nx_st_tensor_spec_t *t, uint64_t bytes,
                         const nx_st_save_opts_t *opts, nx_err_t *err)
 {
     if (!w->fill_buf && !(w->fill_buf = malloc(FILL_BUFFER_BYTES)))
@@ -267,7 +265,7 @@ static int write_filled(writer_t *w, const nx_st_tensor_spec_t *t, uint64_t byte
             return nx_err_set(err, rc, "%s: filling tensor '%s' at byte %llu: %s", w->path,
                               t->name, (unsigned long long)done,
                               fill_err.msg[0] ? fill_err.msg : nx_strerror(rc));
-        rc = write_hashed(w, w->fill_buf, len, err);
+        rc = nx__st_write_hashed(w, w->fill_buf, len, err);
         if (rc != NX_OK)
             return rc;
         done += len;
@@ -275,23 +273,25 @@ static int write_filled(writer_t *w, const nx_st_tensor_spec_t *t, uint64_t byte
     return NX_OK;
 }
 
-static int write_data(writer_t *w, const nx_st_tensor_spec_t *tensors, size_t count,
+int nx__st_write_tensor(nx__st_writer_t *w, const nx_st_tensor_spec_t *t, uint64_t bytes,
+                        const nx_st_save_opts_t *opts, nx_err_t *err)
+{
+    if (!t->data)
+        return write_filled(w, t, bytes, opts, err);
+    int rc = NX_OK;
+    for (uint64_t done = 0; rc == NX_OK && done < bytes;) {
+        size_t len = bytes - done < WRITE_CHUNK_BYTES ? (size_t)(bytes - done) : WRITE_CHUNK_BYTES;
+        rc = nx__st_write_hashed(w, (const char *)t->data + done, len, err);
+        done += len;
+    }
+    return rc;
+}
+
+static int write_data(nx__st_writer_t *w, const nx_st_tensor_spec_t *tensors, size_t count,
                       const nx_st_save_opts_t *opts, nx_err_t *err)
 {
     for (size_t i = 0; i < count; i++) {
-        const nx_st_tensor_spec_t *t = &tensors[i];
-        uint64_t bytes = spec_bytes(t);
-        int rc = NX_OK;
-        if (!t->data) {
-            rc = write_filled(w, t, bytes, opts, err);
-        } else {
-            for (uint64_t done = 0; rc == NX_OK && done < bytes;) {
-                size_t len = bytes - done < WRITE_CHUNK_BYTES ? (size_t)(bytes - done)
-                                                              : WRITE_CHUNK_BYTES;
-                rc = write_hashed(w, (const char *)t->data + done, len, err);
-                done += len;
-            }
-        }
+        int rc = nx__st_write_tensor(w, &tensors[i], spec_bytes(&tensors[i]), opts, err);
         if (rc != NX_OK)
             return rc;
     }
@@ -327,24 +327,78 @@ static int fsync_parent_dir(const char *path, nx_err_t *err)
     return rc;
 }
 
-/* Data, then the digest into the placeholder, then fsync. */
-static int write_body(writer_t *w, const char *head, size_t head_bytes, size_t digest_at,
+int nx__st_writer_open(nx__st_writer_t *w, const char *path, char **tmp_out, nx_err_t *err)
+{
+    memset(w, 0, sizeof *w);
+    w->path = path;
+    w->fd = -1;
+    char *tmp = temp_template(path);
+    w->hash = XXH3_createState();
+    int rc = NX_OK;
+    if (!tmp || !w->hash) {
+        rc = nx_err_set(err, NX_ENOMEM, "%s: out of memory", path);
+        goto out_fail;
+    }
+    XXH3_64bits_reset(w->hash);
+    w->fd = mkstemp(tmp);
+    if (w->fd < 0) {
+        rc = nx_err_set(err, NX_EIO, "%s: cannot create a temporary file %s: %s", path, tmp,
+                        strerror(errno));
+        goto out_fail;
+    }
+    if (fchmod(w->fd, 0644) != 0) {
+        rc = nx_err_set(err, NX_EIO, "%s: chmod of %s failed: %s", path, tmp, strerror(errno));
+        close(w->fd);
+        unlink(tmp);
+        goto out_fail;
+    }
+    *tmp_out = tmp;
+    return NX_OK;
+out_fail:
+    if (w->hash)
+        XXH3_freeState(w->hash);
+    w->hash = NULL;
+    w->fd = -1;
+    free(tmp);
+    return rc;
+}
+
+int nx__st_writer_finish(nx__st_writer_t *w, char *tmp, int rc, nx_err_t *err)
+{
+    if (rc == NX_OK && fsync(w->fd) != 0)
+        rc = nx_err_set(err, NX_EIO, "%s: fsync failed: %s", w->path, strerror(errno));
+    if (close(w->fd) != 0 && rc == NX_OK)
+        rc = nx_err_set(err, NX_EIO, "%s: close failed: %s", w->path, strerror(errno));
+    w->fd = -1;
+    if (rc == NX_OK && rename(tmp, w->path) != 0)
+        rc = nx_err_set(err, NX_EIO, "%s: rename from %s failed: %s", w->path, tmp,
+                        strerror(errno));
+    if (rc != NX_OK)
+        unlink(tmp);
+    else
+        rc = fsync_parent_dir(w->path, err);
+    XXH3_freeState(w->hash);
+    w->hash = NULL;
+    free(w->fill_buf);
+    w->fill_buf = NULL;
+    free(tmp);
+    return rc;
+}
+
+/* Header, data, then the digest into the placeholder. */
+static int write_body(nx__st_writer_t *w, const char *head, size_t head_bytes, size_t digest_at,
                       const nx_st_tensor_spec_t *tensors, size_t count,
                       const nx_st_save_opts_t *opts, nx_err_t *err)
 {
-    int rc = pwrite_full(w->fd, head, head_bytes, 0, w->path, err);
+    int rc = nx__st_pwrite_full(w->fd, head, head_bytes, 0, w->path, err);
     w->offset = head_bytes;
     if (rc == NX_OK)
         rc = write_data(w, tensors, count, opts, err);
     if (rc != NX_OK)
         return rc;
     char digest[NX__ST_DIGEST_CHARS + 1];
-    snprintf(digest, sizeof digest, NX__ST_DIGEST_PREFIX "%016llx",
-             (unsigned long long)XXH3_64bits_digest(w->hash));
-    rc = pwrite_full(w->fd, digest, NX__ST_DIGEST_CHARS, digest_at, w->path, err);
-    if (rc == NX_OK && fsync(w->fd) != 0)
-        rc = nx_err_set(err, NX_EIO, "%s: fsync failed: %s", w->path, strerror(errno));
-    return rc;
+    nx__st_format_digest(digest, XXH3_64bits_digest(w->hash));
+    return nx__st_pwrite_full(w->fd, digest, NX__ST_DIGEST_CHARS, digest_at, w->path, err);
 }
 
 int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t count,
@@ -358,42 +412,16 @@ int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t coun
     char *head = NULL, *tmp = NULL;
     size_t head_bytes = 0, digest_at = 0;
     uint64_t data_bytes = 0;
-    writer_t w = {.path = path, .fd = -1};
     rc = build_header(path, tensors, count, opts, &head, &head_bytes, &digest_at, &data_bytes,
                       err);
     if (rc != NX_OK)
         return rc;
-    tmp = temp_template(path);
-    w.hash = XXH3_createState();
-    if (!tmp || !w.hash) {
-        rc = nx_err_set(err, NX_ENOMEM, "%s: out of memory", path);
-        goto out_free;
-    }
-    XXH3_64bits_reset(w.hash);
-    w.fd = mkstemp(tmp);
-    if (w.fd < 0) {
-        rc = nx_err_set(err, NX_EIO, "%s: cannot create a temporary file %s: %s", path, tmp,
-                        strerror(errno));
-        goto out_free;
-    }
-    if (fchmod(w.fd, 0644) != 0)
-        rc = nx_err_set(err, NX_EIO, "%s: chmod of %s failed: %s", path, tmp, strerror(errno));
-    if (rc == NX_OK)
+    nx__st_writer_t w;
+    rc = nx__st_writer_open(&w, path, &tmp, err);
+    if (rc == NX_OK) {
         rc = write_body(&w, head, head_bytes, digest_at, tensors, count, opts, err);
-    if (close(w.fd) != 0 && rc == NX_OK)
-        rc = nx_err_set(err, NX_EIO, "%s: close failed: %s", path, strerror(errno));
-    if (rc == NX_OK && rename(tmp, path) != 0)
-        rc = nx_err_set(err, NX_EIO, "%s: rename from %s failed: %s", path, tmp,
-                        strerror(errno));
-    if (rc != NX_OK)
-        unlink(tmp);
-    else
-        rc = fsync_parent_dir(path, err);
-out_free:
-    if (w.hash)
-        XXH3_freeState(w.hash);
-    free(w.fill_buf);
-    free(tmp);
+        rc = nx__st_writer_finish(&w, tmp, rc, err);
+    }
     free(head);
     return rc;
 }

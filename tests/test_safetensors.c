@@ -116,9 +116,12 @@ static void expect_raw_reject(const fixture_t *fx, const char *header, size_t da
  * Round trips
  */
 
+/* The dtypes safetensors defines come before ggml's block types in nx_dtype_t. */
+#define ST_DTYPE_COUNT NX_DT_Q4_0
+
 static void test_dtype_table(void **state)
 {
-    for (int d = 0; d < NX_DT__COUNT; d++) {
+    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         nx_dtype_t parsed;
         assert_string_not_equal(nx_dtype_name((nx_dtype_t)d), "?");
         assert_true(nx_dtype_parse(nx_dtype_name((nx_dtype_t)d), &parsed));
@@ -130,6 +133,13 @@ static void test_dtype_table(void **state)
     assert_int_equal(nx_dtype_bits(NX_DT_C64), 64);
     assert_int_equal(nx_dtype_bits(NX_DT_BOOL), 8);
     assert_string_equal(nx_dtype_name(NX_DT__COUNT), "?");
+    /* ggml's block types have names but are never safetensors dtypes. */
+    for (int d = ST_DTYPE_COUNT; d < NX_DT__COUNT; d++) {
+        assert_string_not_equal(nx_dtype_name((nx_dtype_t)d), "?");
+        assert_false(nx_dtype_parse(nx_dtype_name((nx_dtype_t)d), NULL));
+        assert_true(nx_dtype_is_block((nx_dtype_t)d));
+        assert_int_equal(nx_dtype_bits((nx_dtype_t)d), 0);
+    }
     assert_false(nx_dtype_parse("F128", NULL));
     assert_false(nx_dtype_parse("f32", NULL));
 }
@@ -137,10 +147,10 @@ static void test_dtype_table(void **state)
 static void test_roundtrip_every_dtype(void **state)
 {
     fixture_t *fx = *state;
-    nx_st_tensor_spec_t specs[NX_DT__COUNT];
-    uint8_t *data[NX_DT__COUNT];
-    uint64_t sizes[NX_DT__COUNT];
-    for (int d = 0; d < NX_DT__COUNT; d++) {
+    nx_st_tensor_spec_t specs[ST_DTYPE_COUNT];
+    uint8_t *data[ST_DTYPE_COUNT];
+    uint64_t sizes[ST_DTYPE_COUNT];
+    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         char *name = malloc(32);
         snprintf(name, 32, "t.%s", nx_dtype_name((nx_dtype_t)d));
         sizes[d] = 4 * 6 * nx_dtype_bits((nx_dtype_t)d) / 8;
@@ -152,15 +162,15 @@ static void test_roundtrip_every_dtype(void **state)
     }
     char *path = path_in(fx, "all.safetensors");
     nx_err_t err = {0};
-    assert_int_equal(nx_st_save(path, specs, NX_DT__COUNT, NULL, &err), NX_OK);
+    assert_int_equal(nx_st_save(path, specs, ST_DTYPE_COUNT, NULL, &err), NX_OK);
     nx_st_t *st = nx_st_open(path, &err);
     assert_non_null(st);
-    assert_int_equal(nx_st_tensor_count(st), NX_DT__COUNT);
+    assert_int_equal(nx_st_tensor_count(st), ST_DTYPE_COUNT);
     const nx_st_file_t *file = nx_st_file_at(st, 0);
     assert_int_equal(file->data_offset % NX_ST_ALIGN, 0);
     assert_non_null(file->digest);
     uint64_t begin = 0;
-    for (int d = 0; d < NX_DT__COUNT; d++) {
+    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         const nx_st_tensor_t *t = nx_st_tensor_at(st, (size_t)d); /* storage == given order */
         assert_string_equal(t->name, specs[d].name);
         assert_ptr_equal(nx_st_find(st, specs[d].name), t);
@@ -177,14 +187,14 @@ static void test_roundtrip_every_dtype(void **state)
     }
     assert_int_equal(nx_st_data_bytes(st), begin);
     assert_null(nx_st_find(st, "missing"));
-    assert_null(nx_st_tensor_at(st, NX_DT__COUNT));
+    assert_null(nx_st_tensor_at(st, ST_DTYPE_COUNT));
     size_t checked = 0;
     assert_int_equal(nx_st_verify_digest(st, &checked, &err), NX_OK);
     assert_int_equal(checked, 1);
     nx_st_destroy(&st);
     nx_st_destroy(&st); /* safe twice */
     assert_null(st);
-    for (int d = 0; d < NX_DT__COUNT; d++) {
+    for (int d = 0; d < ST_DTYPE_COUNT; d++) {
         free((char *)specs[d].name);
         free(data[d]);
     }
@@ -632,6 +642,10 @@ static void test_save_validation(void **state)
     s[1] = (nx_st_tensor_spec_t){.name = "b", .dtype = NX_DT__COUNT, .ndim = 1, .shape = {1},
                                  .data = &byte};
     expect_save_reject(fx, s, 2, NULL, "tensor 'b': dtype");
+    s[1].dtype = NX_DT_Q8_0;
+    s[1].shape[0] = 32;
+    expect_save_reject(fx, s, 2, NULL, "tensor 'b': Q8_0 is a ggml block type");
+    s[1].shape[0] = 1;
     s[1].dtype = NX_DT_U8;
     s[1].ndim = NX_ST_MAX_DIMS + 1;
     expect_save_reject(fx, s, 2, NULL, "tensor 'b': 17 dimensions");
