@@ -747,7 +747,8 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     if (env_is("NEXUS_CUDA_PROFILE", "1") && (s->prof = nx__kprof_new()))
         s->use_graphs = false; /* a mark between launches; a graph has none */
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,
-                                cfg->layers, cfg->rms_eps, !nx__cuda_kv_f32()};
+                                cfg->layers, cfg->rms_eps, !nx__cuda_kv_f32(),
+                                cfg->rope_adjacent};
     int rc = init_device(s, err);
     if (rc != NX_OK) {
         cuda_destroy(s);

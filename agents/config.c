@@ -10,6 +10,9 @@
 
 #include "nx_engine.h"
 
+/* config_gguf.c */
+int nx__config_load_gguf(const char *path, nx_model_config_t *out, nx_err_t *err);
+
 const char *nx_arch_name(nx_arch_t arch)
 {
     switch (arch) {
@@ -249,6 +252,8 @@ static int parse_fields(cfg_reader_t *r, nx_model_config_t *c)
 
 int nx_config_load(const char *model_dir, nx_model_config_t *out, nx_err_t *err)
 {
+    if (nx_path_is_gguf(model_dir))
+        return nx__config_load_gguf(model_dir, out, err);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     json_error_t jerr;

@@ -271,7 +271,7 @@ static void qk_task(void *ctx_v, uint32_t row, uint32_t worker)
     for (uint32_t h = 0; h < c->heads; h++) {
         if (lw->q_norm.ptr)
             nx__k_rmsnorm(q + h * hd, hd, &lw->q_norm, c->rms_eps, q + h * hd);
-        nx__k_rope(q + h * hd, hd, cos_t, sin_t);
+        nx__k_rope(q + h * hd, hd, cos_t, sin_t, c->rope_adjacent);
     }
     const nx__batch_seq_t *seq = &ctx->b->seqs[ctx->b->row_seq[row]];
     uint32_t pos = ctx->b->positions[row];
@@ -279,7 +279,7 @@ static void qk_task(void *ctx_v, uint32_t row, uint32_t worker)
     for (uint32_t h = 0; h < c->kv_heads; h++) {
         if (lw->k_norm.ptr)
             nx__k_rmsnorm(k + h * hd, hd, &lw->k_norm, c->rms_eps, k + h * hd);
-        nx__k_rope(k + h * hd, hd, cos_t, sin_t);
+        nx__k_rope(k + h * hd, hd, cos_t, sin_t, c->rope_adjacent);
         memcpy(kv_head(s, seq->kv, ctx->layer, 0, h) + (uint64_t)pos * hd, k + h * hd,
                hd * sizeof(float));
         memcpy(kv_head(s, seq->kv, ctx->layer, 1, h) + (uint64_t)pos * hd, v + h * hd,

@@ -329,13 +329,14 @@ void nx__k_rmsnorm(const float *x, uint32_t dim, const nx__wref_t *weight, float
         out[i] = x[i] * inv * nx__k_weight_at(weight, i);
 }
 
-void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t)
+void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t, bool adjacent)
 {
     uint32_t half = dim / 2;
     for (uint32_t i = 0; i < half; i++) {
-        float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * cos_t[i] - x2 * sin_t[i];
-        v[i + half] = x2 * cos_t[i] + x1 * sin_t[i];
+        uint32_t a = adjacent ? 2 * i : i, b = adjacent ? 2 * i + 1 : i + half;
+        float x1 = v[a], x2 = v[b];
+        v[a] = x1 * cos_t[i] - x2 * sin_t[i];
+        v[b] = x2 * cos_t[i] + x1 * sin_t[i];
     }
 }
 
@@ -370,6 +371,10 @@ void nx__k_rope_inv_freq(const nx_model_config_t *c, double *inv_freq)
     uint32_t half = c->head_dim / 2;
     for (uint32_t i = 0; i < half; i++)
         inv_freq[i] = 1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim);
+    /* GGUF: the scaling comes as per-frequency factors (rope_freqs.weight), as llama.cpp
+     * divides theta by them; config reading checked there are head_dim/2 of them */
+    for (uint32_t i = 0; i < c->rope_freq_count && i < half; i++)
+        inv_freq[i] /= c->rope_freq_factors[i];
     if (!c->rope_llama3)
         return;
     /* Llama 3: long wavelengths slowed by `factor`, short ones kept, a smooth blend between */

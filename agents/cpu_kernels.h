@@ -29,9 +29,10 @@ void nx__k_matmul_tile(const float *x, uint32_t n, const nx__wref_t *w, const nx
 void nx__k_rmsnorm(const float *x, uint32_t dim, const nx__wref_t *weight, float eps,
                    float *out);
 
-/* Rotate-half RoPE on one head vector: x1 = v[:dim/2], x2 = v[dim/2:],
- * v = (x1*cos - x2*sin, x2*cos + x1*sin); cos/sin have dim/2 entries. */
-void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t);
+/* RoPE on one head vector: pair i is (v[i], v[i + dim/2]) (Hugging Face's rotate-half) or,
+ * with adjacent, (v[2i], v[2i+1]) (llama GGUF files: see nx_model_config_t.rope_adjacent);
+ * (x1, x2) = (x1*cos - x2*sin, x2*cos + x1*sin); cos/sin have dim/2 entries. */
+void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t, bool adjacent);
 
 /* g[i] = silu(g[i]) * u[i] */
 void nx__k_silu_mul(float *g, const float *u, uint32_t n);

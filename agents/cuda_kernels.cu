@@ -171,9 +171,9 @@ __device__ __forceinline__ void kv_store(void *cache, bool bf16, uint64_t i, flo
 }
 
 /* Norm (optional) and RoPE of one head vector v[hd] by one warp, in place. Lanes own pairs
- * (i, i + half); all 32 lanes run the reduction. */
+ * (i, i + half), or (2i, 2i + 1) when adjacent; all 32 lanes run the reduction. */
 __device__ void warp_norm_rope(float *v, uint32_t hd, nx__cu_w_t norm, float eps,
-                               const float *cos_t, const float *sin_t)
+                               const float *cos_t, const float *sin_t, bool adjacent)
 {
     uint32_t lane = threadIdx.x & 31, half = hd / 2;
     float inv = 1.f;
@@ -186,13 +186,14 @@ __device__ void warp_norm_rope(float *v, uint32_t hd, nx__cu_w_t norm, float eps
     }
     __syncwarp(); /* every lane has read v before any lane writes it */
     for (uint32_t i = lane; i < half; i += 32) {
-        float x1 = v[i], x2 = v[i + half];
+        uint32_t a = adjacent ? 2 * i : i, b = adjacent ? 2 * i + 1 : i + half;
+        float x1 = v[a], x2 = v[b];
         if (norm.ptr) {
-            x1 = x1 * inv * load_elem(norm, i);
-            x2 = x2 * inv * load_elem(norm, i + half);
+            x1 = x1 * inv * load_elem(norm, a);
+            x2 = x2 * inv * load_elem(norm, b);
         }
-        v[i] = x1 * cos_t[i] - x2 * sin_t[i];
-        v[i + half] = x2 * cos_t[i] + x1 * sin_t[i];
+        v[a] = x1 * cos_t[i] - x2 * sin_t[i];
+        v[b] = x2 * cos_t[i] + x1 * sin_t[i];
     }
     __syncwarp();
 }
@@ -214,13 +215,14 @@ __global__ void qk_rope_kv_kernel(const nx__cu_row_t *rows, uint32_t n, nx__cu_s
     /* heads [0, heads) are q's, [heads, heads + kv_heads) k's (with v copied alongside) */
     for (uint32_t h = warp; h < s.heads + s.kv_heads; h += warps) { /* uniform per warp */
         if (h < s.heads) {
-            warp_norm_rope(q + r * q_dim + (uint64_t)h * hd, hd, q_norm, s.rms_eps, ct, st);
+            warp_norm_rope(q + r * q_dim + (uint64_t)h * hd, hd, q_norm, s.rms_eps, ct, st,
+                           s.rope_adjacent);
             continue;
         }
         uint32_t kh = h - s.heads;
         float *kr = k + r * kv_dim + (uint64_t)kh * hd;
         const float *vr = v + r * kv_dim + (uint64_t)kh * hd;
-        warp_norm_rope(kr, hd, k_norm, s.rms_eps, ct, st);
+        warp_norm_rope(kr, hd, k_norm, s.rms_eps, ct, st, s.rope_adjacent);
         if (!in_cache)
             continue;
         uint64_t kc = kv_slot(row, s, layer, 0, kh), vc = kv_slot(row, s, layer, 1, kh);

@@ -55,6 +55,8 @@ typedef struct nx__cu_shape {
     uint32_t hidden, heads, kv_heads, head_dim, layers;
     float rms_eps;
     bool kv_bf16; /* the KV caches hold BF16 (else fp32) */
+    bool rope_adjacent; /* RoPE pairs (2i, 2i+1), else (i, i + head_dim/2): see
+                         * nx_model_config_t.rope_adjacent */
 } nx__cu_shape_t;
 
 /* x[r] = embed[rows[r].token] as fp32, r < n. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "quant.h"
 
 struct nx_seq {
     nx_engine_t *engine;
@@ -55,11 +56,43 @@ struct nx_engine {
 
 /* ------------------------------------------------------------------------------------------
  * Binding the weights
+ *
+ * Hugging Face checkpoints and GGUF files name the same tensors differently; one table per
+ * format gives every weight's name pattern (%u is the layer).
  */
+typedef struct weight_names {
+    const char *embed, *norm, *lm_head;
+    const char *attn_norm, *q, *k, *v, *o, *q_bias, *k_bias, *v_bias, *o_bias, *q_norm, *k_norm;
+    const char *mlp_norm, *gate, *up, *down;
+} weight_names_t;
+
+static const weight_names_t hf_names = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+    "model.layers.%u.input_layernorm.weight", "model.layers.%u.self_attn.q_proj.weight",
+    "model.layers.%u.self_attn.k_proj.weight", "model.layers.%u.self_attn.v_proj.weight",
+    "model.layers.%u.self_attn.o_proj.weight", "model.layers.%u.self_attn.q_proj.bias",
+    "model.layers.%u.self_attn.k_proj.bias", "model.layers.%u.self_attn.v_proj.bias",
+    "model.layers.%u.self_attn.o_proj.bias", "model.layers.%u.self_attn.q_norm.weight",
+    "model.layers.%u.self_attn.k_norm.weight", "model.layers.%u.post_attention_layernorm.weight",
+    "model.layers.%u.mlp.gate_proj.weight", "model.layers.%u.mlp.up_proj.weight",
+    "model.layers.%u.mlp.down_proj.weight",
+};
+
+/* llama.cpp's names (its converter's tensor map for llama, qwen2, qwen3) */
+static const weight_names_t gguf_names = {
+    "token_embd.weight", "output_norm.weight", "output.weight",
+    "blk.%u.attn_norm.weight", "blk.%u.attn_q.weight", "blk.%u.attn_k.weight",
+    "blk.%u.attn_v.weight", "blk.%u.attn_output.weight", "blk.%u.attn_q.bias",
+    "blk.%u.attn_k.bias", "blk.%u.attn_v.bias", "blk.%u.attn_output.bias",
+    "blk.%u.attn_q_norm.weight", "blk.%u.attn_k_norm.weight", "blk.%u.ffn_norm.weight",
+    "blk.%u.ffn_gate.weight", "blk.%u.ffn_up.weight", "blk.%u.ffn_down.weight",
+};
+
 typedef struct binder {
     const nx_model_t *model;
     const char *dir;
     const nx_model_config_t *cfg;
+    const weight_names_t *names;
     nx_err_t *err;
 } binder_t;
 
@@ -73,19 +106,29 @@ static void shape_text(const uint64_t *shape, uint32_t ndim, char *out, size_t c
         snprintf(out + used, cap - used, "]");
 }
 
-/* Bind `name` with shape [rows] (cols == 0) or [rows, cols]. A missing tensor is NX_ENOTFOUND
- * unless optional (then ref->ptr stays NULL and NX_OK). */
-static int bind(binder_t *b, nx__wref_t *ref, bool optional, uint64_t rows, uint64_t cols,
-                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Vectors (norms, biases) must be BF16, F16 or F32; matrices may also be a block type the
+ * engine computes with (quant.h), whose rows hold whole blocks (the shape check sees to the
+ * block: a reader accepts a block tensor only when its last dim is a multiple of it). */
+static int check_dtype(binder_t *b, const char *name, nx_dtype_t dtype, bool matrix)
+{
+    bool plain = dtype == NX_DT_BF16 || dtype == NX_DT_F16 || dtype == NX_DT_F32;
+    if (plain || (matrix && nx__quant_weight_ok(dtype)))
+        return NX_OK;
+    return nx_err_set(b->err, nx_dtype_is_block(dtype) ? NX_ENOTSUP : NX_EFORMAT,
+                      "model '%s': tensor '%s' has dtype %s, expected %s", b->dir, name,
+                      nx_dtype_name(dtype),
+                      matrix ? "BF16, F16, F32, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K"
+                             : "BF16, F16 or F32");
+}
 
+/* Bind the tensor named by `pattern` (with the layer) with shape [rows] (cols == 0) or
+ * [rows, cols]. A missing tensor is NX_ENOTFOUND unless optional (then ref->ptr stays NULL
+ * and NX_OK). */
 static int bind(binder_t *b, nx__wref_t *ref, bool optional, uint64_t rows, uint64_t cols,
-                const char *fmt, ...)
+                const char *pattern, uint32_t layer)
 {
     char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    snprintf(name, sizeof name, pattern, layer);
     memset(ref, 0, sizeof *ref);
     const nx_model_tensor_t *t = nx_model_find(b->model, name);
     if (!t)
@@ -93,10 +136,9 @@ static int bind(binder_t *b, nx__wref_t *ref, bool optional, uint64_t rows, uint
                         : nx_err_set(b->err, NX_ENOTFOUND,
                                      "model '%s': tensor '%s' is missing (%s needs it)", b->dir,
                                      name, b->cfg->model_type);
-    if (t->dtype != NX_DT_BF16 && t->dtype != NX_DT_F16 && t->dtype != NX_DT_F32)
-        return nx_err_set(b->err, NX_EFORMAT,
-                          "model '%s': tensor '%s' has dtype %s, expected BF16, F16 or F32",
-                          b->dir, name, nx_dtype_name(t->dtype));
+    int rc = check_dtype(b, name, t->dtype, cols != 0);
+    if (rc != NX_OK)
+        return rc;
     uint64_t want[2] = {rows, cols};
     uint32_t want_ndim = cols ? 2 : 1;
     if (t->ndim != want_ndim || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
@@ -104,8 +146,9 @@ static int bind(binder_t *b, nx__wref_t *ref, bool optional, uint64_t rows, uint
         shape_text(t->shape, t->ndim, have, sizeof have);
         shape_text(want, want_ndim, expected, sizeof expected);
         return nx_err_set(b->err, NX_EFORMAT,
-                          "model '%s': tensor '%s' has shape %s, expected %s from config.json",
-                          b->dir, name, have, expected);
+                          "model '%s': tensor '%s' has shape %s, expected %s from %s", b->dir,
+                          name, have, expected,
+                          b->cfg->gguf ? "the file's metadata" : "config.json");
     }
     *ref = (nx__wref_t){t->ptr, t->dtype, (uint32_t)rows, cols ? (uint32_t)cols : 1};
     return NX_OK;
@@ -114,38 +157,30 @@ static int bind(binder_t *b, nx__wref_t *ref, bool optional, uint64_t rows, uint
 static int bind_layer(binder_t *b, uint32_t i, nx__layer_weights_t *l)
 {
     const nx_model_config_t *c = b->cfg;
+    const weight_names_t *n = b->names;
     uint64_t q = (uint64_t)c->heads * c->head_dim, kv = (uint64_t)c->kv_heads * c->head_dim;
-    const char *p = "model.layers";
     int rc;
-    if ((rc = bind(b, &l->attn_norm, false, c->hidden, 0, "%s.%u.input_layernorm.weight", p, i)) ||
-        (rc = bind(b, &l->q, false, q, c->hidden, "%s.%u.self_attn.q_proj.weight", p, i)) ||
-        (rc = bind(b, &l->k, false, kv, c->hidden, "%s.%u.self_attn.k_proj.weight", p, i)) ||
-        (rc = bind(b, &l->v, false, kv, c->hidden, "%s.%u.self_attn.v_proj.weight", p, i)) ||
-        (rc = bind(b, &l->o, false, c->hidden, q, "%s.%u.self_attn.o_proj.weight", p, i)) ||
-        (rc = bind(b, &l->mlp_norm, false, c->hidden, 0,
-                   "%s.%u.post_attention_layernorm.weight", p, i)) ||
-        (rc = bind(b, &l->gate, false, c->intermediate, c->hidden, "%s.%u.mlp.gate_proj.weight",
-                   p, i)) ||
-        (rc = bind(b, &l->up, false, c->intermediate, c->hidden, "%s.%u.mlp.up_proj.weight", p,
-                   i)) ||
-        (rc = bind(b, &l->down, false, c->hidden, c->intermediate,
-                   "%s.%u.mlp.down_proj.weight", p, i)))
+    if ((rc = bind(b, &l->attn_norm, false, c->hidden, 0, n->attn_norm, i)) ||
+        (rc = bind(b, &l->q, false, q, c->hidden, n->q, i)) ||
+        (rc = bind(b, &l->k, false, kv, c->hidden, n->k, i)) ||
+        (rc = bind(b, &l->v, false, kv, c->hidden, n->v, i)) ||
+        (rc = bind(b, &l->o, false, c->hidden, q, n->o, i)) ||
+        (rc = bind(b, &l->mlp_norm, false, c->hidden, 0, n->mlp_norm, i)) ||
+        (rc = bind(b, &l->gate, false, c->intermediate, c->hidden, n->gate, i)) ||
+        (rc = bind(b, &l->up, false, c->intermediate, c->hidden, n->up, i)) ||
+        (rc = bind(b, &l->down, false, c->hidden, c->intermediate, n->down, i)))
         return rc;
-    if (c->qkv_bias &&
-        ((rc = bind(b, &l->q_bias, false, q, 0, "%s.%u.self_attn.q_proj.bias", p, i)) ||
-         (rc = bind(b, &l->k_bias, false, kv, 0, "%s.%u.self_attn.k_proj.bias", p, i)) ||
-         (rc = bind(b, &l->v_bias, false, kv, 0, "%s.%u.self_attn.v_proj.bias", p, i))))
+    if (c->qkv_bias && ((rc = bind(b, &l->q_bias, false, q, 0, n->q_bias, i)) ||
+                        (rc = bind(b, &l->k_bias, false, kv, 0, n->k_bias, i)) ||
+                        (rc = bind(b, &l->v_bias, false, kv, 0, n->v_bias, i))))
         return rc;
     /* Hugging Face's Llama and Qwen3 give o_proj a bias too when attention_bias is true;
-     * Qwen2's q/k/v biases come without one. */
+     * Qwen2's q/k/v biases come without one. A GGUF file says by having the tensor. */
     if (c->qkv_bias && c->arch != NX_ARCH_QWEN2 &&
-        (rc = bind(b, &l->o_bias, false, c->hidden, 0, "%s.%u.self_attn.o_proj.bias", p, i)))
+        (rc = bind(b, &l->o_bias, c->gguf, c->hidden, 0, n->o_bias, i)))
         return rc;
-    if (c->qk_norm &&
-        ((rc = bind(b, &l->q_norm, false, c->head_dim, 0, "%s.%u.self_attn.q_norm.weight", p,
-                    i)) ||
-         (rc = bind(b, &l->k_norm, false, c->head_dim, 0, "%s.%u.self_attn.k_norm.weight", p,
-                    i))))
+    if (c->qk_norm && ((rc = bind(b, &l->q_norm, false, c->head_dim, 0, n->q_norm, i)) ||
+                       (rc = bind(b, &l->k_norm, false, c->head_dim, 0, n->k_norm, i))))
         return rc;
     return NX_OK;
 }
@@ -154,8 +189,8 @@ static int bind_weights(binder_t *b, nx__weights_t *w)
 {
     const nx_model_config_t *c = b->cfg;
     int rc;
-    if ((rc = bind(b, &w->embed, false, c->vocab, c->hidden, "model.embed_tokens.weight")) ||
-        (rc = bind(b, &w->norm, false, c->hidden, 0, "model.norm.weight")))
+    if ((rc = bind(b, &w->embed, false, c->vocab, c->hidden, b->names->embed, 0)) ||
+        (rc = bind(b, &w->norm, false, c->hidden, 0, b->names->norm, 0)))
         return rc;
     w->layers = calloc(c->layers, sizeof *w->layers);
     if (!w->layers)
@@ -163,15 +198,14 @@ static int bind_weights(binder_t *b, nx__weights_t *w)
     for (uint32_t i = 0; i < c->layers; i++)
         if ((rc = bind_layer(b, i, &w->layers[i])))
             return rc;
-    /* lm_head.weight when the file has it (even if tied), else the embeddings when tied */
-    if ((rc = bind(b, &w->lm_head, true, c->vocab, c->hidden, "lm_head.weight")))
+    /* the head when the file has it (even if tied), else the embeddings when tied */
+    if ((rc = bind(b, &w->lm_head, true, c->vocab, c->hidden, b->names->lm_head, 0)))
         return rc;
     if (!w->lm_head.ptr) {
         if (!c->tie_embeddings)
             return nx_err_set(b->err, NX_ENOTFOUND,
-                              "model '%s': tensor 'lm_head.weight' is missing and "
-                              "tie_word_embeddings is false",
-                              b->dir);
+                              "model '%s': tensor '%s' is missing and tie_word_embeddings is "
+                              "false", b->dir, b->names->lm_head);
         w->lm_head = w->embed;
     }
     return NX_OK;
@@ -204,7 +238,7 @@ nx_engine_t *nx_engine_new(const char *model_dir, const nx_model_t *weights, nx_
     e->pool = pool;
     if (nx_config_load(model_dir, &e->cfg, err) != NX_OK)
         goto fail;
-    binder_t b = {weights, model_dir, &e->cfg, err};
+    binder_t b = {weights, model_dir, &e->cfg, e->cfg.gguf ? &gguf_names : &hf_names, err};
     if (bind_weights(&b, &e->w) != NX_OK)
         goto fail;
     e->ops = &nx__cpu_backend;

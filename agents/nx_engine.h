@@ -30,6 +30,7 @@ typedef enum nx_arch {
 } nx_arch_t;
 
 #define NX_MAX_EOS 8
+#define NX_MAX_ROPE_FACTORS 256 /* head_dim up to 512 */
 
 typedef struct nx_model_config {
     nx_arch_t arch;
@@ -55,12 +56,27 @@ typedef struct nx_model_config {
     int32_t bos_id;           /* -1 when absent */
     int32_t eos_ids[NX_MAX_EOS];
     uint32_t eos_count;
+    /* GGUF files only */
+    bool gguf;                /* read from a GGUF file's metadata (tensor names are ggml's) */
+    bool rope_adjacent;       /* RoPE rotates adjacent pairs (2i, 2i+1) instead of halves
+                               * (i, i + head_dim/2): llama GGUF files, whose q/k rows
+                               * llama.cpp's converter permuted into that order. On the
+                               * permuted rows it is the same rotation as Hugging Face's on the
+                               * original ones, and q.k is unchanged, so the weights are used
+                               * in place instead of being permuted back. */
+    uint32_t rope_freq_count; /* entries of rope_freqs.weight (head_dim/2), 0 when absent */
+    float rope_freq_factors[NX_MAX_ROPE_FACTORS]; /* inv_freq[i] /= factor[i]: how GGUF files
+                               * carry Llama 3's rope scaling */
 } nx_model_config_t;
 
-/* Read MODEL_DIR/config.json. Every value comes from the file (defaults only where Hugging
- * Face has them: kv_heads = heads, head_dim = hidden / heads, ...). NX_ENOTSUP names an
- * unsupported model_type; NX_EFORMAT names a missing or ill-typed field. */
+/* Read MODEL_DIR/config.json, or the metadata of a GGUF file when the path is one (a regular
+ * file starting with "GGUF": general.architecture and its <arch>.* keys). Every value comes
+ * from the file (defaults only where Hugging Face or llama.cpp have them: kv_heads = heads,
+ * head_dim = hidden / heads, ...). NX_ENOTSUP names an unsupported model_type or
+ * architecture; NX_EFORMAT names a missing or ill-typed field or key. */
 int nx_config_load(const char *model_dir, nx_model_config_t *out, nx_err_t *err);
+/* Whether path is a GGUF file (a regular file whose first four bytes are "GGUF"). */
+bool nx_path_is_gguf(const char *path);
 const char *nx_arch_name(nx_arch_t arch);
 
 /* ------------------------------------------------------------------------------------------
@@ -68,7 +84,9 @@ const char *nx_arch_name(nx_arch_t arch);
  */
 typedef struct nx_tokenizer nx_tokenizer_t;
 
-/* Load MODEL_DIR/tokenizer.json (and tokenizer_config.json when present). Caller owns it. */
+/* Load MODEL_DIR/tokenizer.json (and tokenizer_config.json when present), or the tokenizer of
+ * a GGUF file (tokenizer.ggml.*, tokenizer.chat_template) when the path is one: the same
+ * byte-level BPE either way. Caller owns it. */
 nx_tokenizer_t *nx_tokenizer_load(const char *model_dir, nx_err_t *err);
 void nx_tokenizer_destroy(nx_tokenizer_t **self_p);
 

@@ -50,23 +50,26 @@ static const preset_t presets[NX_SYNTH_ARCH__COUNT][NX_SYNTH_PRESET__COUNT] = {
         {"Qwen3-0.6B", 1024, 28, 16, 8, 128, 3072, 151936, true, 1e6, 1e-6, 40960, 0},
         {"Qwen3-4B", 2560, 36, 32, 8, 128, 9728, 151936, true, 1e6, 1e-6, 40960, 0},
         {"Qwen3-8B", 4096, 36, 32, 8, 128, 12288, 151936, false, 1e6, 1e-6, 40960, 0},
+        {"small Qwen3", 256, 2, 4, 2, 128, 512, 0, true, 1e6, 1e-6, 4096, 0},
     },
     [NX_SYNTH_QWEN2] = {
         {"tiny Qwen2.5", 64, 2, 4, 2, 16, 128, 0, true, 1e6, 1e-6, 4096, 0},
         {"Qwen2.5-0.5B", 896, 24, 14, 2, 64, 4864, 151936, true, 1e6, 1e-6, 32768, 0},
         {"Qwen2.5-3B", 2048, 36, 16, 2, 128, 11008, 151936, true, 1e6, 1e-6, 32768, 0},
         {"Qwen2.5-7B", 3584, 28, 28, 4, 128, 18944, 152064, false, 1e6, 1e-6, 131072, 0},
+        {"small Qwen2.5", 256, 2, 4, 2, 64, 512, 0, true, 1e6, 1e-6, 4096, 0},
     },
     [NX_SYNTH_LLAMA] = {
         {"tiny Llama 3", 64, 2, 4, 2, 16, 128, 0, false, 500000, 1e-5, 131072, 32},
         {"Llama-3.2-1B", 2048, 16, 32, 8, 64, 8192, 128256, true, 500000, 1e-5, 131072, 32},
         {"Llama-3.2-3B", 3072, 28, 24, 8, 128, 8192, 128256, true, 500000, 1e-5, 131072, 32},
         {"Llama-3.1-8B", 4096, 32, 32, 8, 128, 14336, 128256, false, 500000, 1e-5, 131072, 8},
+        {"small Llama 3", 256, 2, 4, 2, 64, 512, 0, false, 500000, 1e-5, 131072, 32},
     },
 };
 
 static const char *const arch_names[] = {"qwen3", "qwen2", "llama"};
-static const char *const preset_names[] = {"tiny", "0.6b", "4b", "8b"};
+static const char *const preset_names[] = {"tiny", "0.6b", "4b", "8b", "small"};
 static const char *const hf_archs[] = {"Qwen3ForCausalLM", "Qwen2ForCausalLM",
                                        "LlamaForCausalLM"};
 

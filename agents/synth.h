@@ -27,6 +27,8 @@ typedef enum nx_synth_preset {
     NX_SYNTH_0_6B, /* Qwen3-0.6B / Qwen2.5-0.5B / Llama-3.2-1B */
     NX_SYNTH_4B,   /* Qwen3-4B / Qwen2.5-3B / Llama-3.2-3B */
     NX_SYNTH_8B,   /* Qwen3-8B / Qwen2.5-7B / Llama-3.1-8B */
+    NX_SYNTH_SMALL, /* tiny's quirks with every matrix dimension a multiple of 256, so that
+                     * K-quants (Q4_K, Q6_K) apply to every tensor; a few MB, for tests */
     NX_SYNTH_PRESET__COUNT
 } nx_synth_preset_t;
 
@@ -56,6 +58,13 @@ typedef struct nx_synth_report {
  * tokenizer_dir without a usable tokenizer.json; NX_EIO naming the path otherwise.
  * report may be NULL. */
 int nx_synth_model(const nx_synth_opts_t *opts, nx_synth_report_t *report, nx_err_t *err);
+
+/* The same model as one GGUF file at out_path (a .gguf path; opts->out_dir is ignored): it is
+ * synthesized in F32 into a temporary directory beside out_path, then written by
+ * nx_quantize_model with `mix` (an nx_qmix_t: quantize.h), then the directory is removed.
+ * report (may be NULL) describes the synthesis. */
+int nx_synth_gguf(const nx_synth_opts_t *opts, int mix, const char *out_path,
+                  nx_synth_report_t *report, nx_err_t *err);
 
 /* Number of tensors the (arch, preset) checkpoint has, or 0 when either is out of range. */
 size_t nx_synth_tensor_count(nx_synth_arch_t arch, nx_synth_preset_t preset);

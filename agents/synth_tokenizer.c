@@ -352,7 +352,7 @@ int nx__synth_tokenizer_copy(const char *dir, const char *src_dir, nx_synth_arch
         goto out;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", src_dir);
     if (file_exists(path)) {
-        tokcfg = json_load_file(path, 0, &jerr);
+        tokcfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr); /* Llama 3: 1e30 */
         if (!tokcfg) {
             rc = nx_err_set(err, NX_EFORMAT, "'%s' line %d: %s", path, jerr.line, jerr.text);
             goto out;

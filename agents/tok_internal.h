@@ -103,6 +103,25 @@ int nx__bpe_word(const nx_tokenizer_t *tok, const unsigned char *word, size_t le
 int nx__tok_load_pretok(nx_tokenizer_t *tok, void *root, nx_err_t *err);
 int nx__tok_load_config(nx_tokenizer_t *tok, const char *model_dir, nx_err_t *err);
 
+/* A pre-tokenizer family as GGUF names it (tokenizer.ggml.pre) and what that name stands for
+ * in a tokenizer.json (tok_gguf.c). */
+typedef struct nx__pretok_kind {
+    const char *gguf_name; /* "qwen2", "llama-bpe", "gpt-2" */
+    const char *regex;     /* the Split regex before ByteLevel; NULL: ByteLevel's own (GPT-2) */
+    bool nfc;              /* normalizer NFC */
+    bool ignore_merges;    /* model.ignore_merges */
+} nx__pretok_kind_t;
+
+/* By GGUF name, or by a tokenizer.json's Split regex (NULL: no Split, ByteLevel's regex); NULL
+ * when the family is not one we know. */
+const nx__pretok_kind_t *nx__pretok_by_name(const char *name);
+const nx__pretok_kind_t *nx__pretok_by_regex(const char *split_regex);
+const char *nx__pretok_known_names(void); /* for messages */
+
+/* The tokenizer.json a GGUF file's tokenizer.ggml.* keys stand for (a json_t *, caller
+ * decrefs), plus the file's chat template and bos/eos token texts set on tok. */
+int nx__tok_gguf_json(nx_tokenizer_t *tok, const nx_st_t *st, void **root_out, nx_err_t *err);
+
 /* Length of the longest valid UTF-8 prefix of s[0..len) that ends at a character boundary;
  * *bad_out (may be NULL) is set to true when the rest starts with an invalid sequence rather
  * than an incomplete one. */

@@ -291,8 +291,38 @@ static int load_json(nx_tokenizer_t *tok, json_t *root, nx_err_t *err)
     return nx__tok_load_pretok(tok, root, err);
 }
 
+/* A GGUF file's tokenizer: its keys rebuilt into tokenizer.json's structure (tok_gguf.c). */
+static nx_tokenizer_t *load_gguf(const char *path, nx_err_t *err)
+{
+    nx_tokenizer_t *tok = calloc(1, sizeof *tok);
+    json_t *root = NULL;
+    nx_st_t *st = NULL;
+    if (!tok || !(tok->path = strdup(path))) {
+        nx_err_set(err, NX_ENOMEM, "loading the tokenizer of '%s': out of memory", path);
+        goto fail;
+    }
+    if (!(st = nx_st_open(path, err)))
+        goto fail;
+    void *root_v = NULL;
+    if (nx__tok_gguf_json(tok, st, &root_v, err) != NX_OK)
+        goto fail;
+    root = root_v;
+    if (load_json(tok, root, err) != NX_OK)
+        goto fail;
+    json_decref(root);
+    nx_st_destroy(&st);
+    return tok;
+fail:
+    json_decref(root);
+    nx_st_destroy(&st);
+    nx_tokenizer_destroy(&tok);
+    return NULL;
+}
+
 nx_tokenizer_t *nx_tokenizer_load(const char *model_dir, nx_err_t *err)
 {
+    if (nx_path_is_gguf(model_dir))
+        return load_gguf(model_dir, err);
     nx_tokenizer_t *tok = calloc(1, sizeof *tok);
     json_t *root = NULL;
     int rc = NX_ENOMEM;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "conf.h"
+#include "nx_engine.h"
 #include "conf_yaml.h"
 
 #define DEFAULT_LISTEN "tcp://127.0.0.1:5555"
@@ -317,10 +318,13 @@ static int check_agents(const loaded_agent_t *agents, size_t n, nx_err_t *err)
     for (size_t i = 0; i < n; i++) {
         const loaded_agent_t *a = &agents[i];
         struct stat st;
-        if (stat(a->conf.model_path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        bool exists = stat(a->conf.model_path, &st) == 0;
+        if (!exists || !(S_ISDIR(st.st_mode) || nx_path_is_gguf(a->conf.model_path))) {
             char detail[600];
-            snprintf(detail, sizeof detail, "'%s' does not exist", a->conf.model_path);
-            return mark_err(NX_ENOTFOUND, a, a->marks.model, "model", err, "the model directory ",
+            snprintf(detail, sizeof detail, exists ? "'%s' is neither a directory nor a GGUF file"
+                                                   : "'%s' does not exist",
+                     a->conf.model_path);
+            return mark_err(NX_ENOTFOUND, a, a->marks.model, "model", err, "the model ",
                             detail);
         }
         int rc = check_next(agents, n, a, err);

@@ -16,6 +16,7 @@ int nx_ctl_model_inspect(int argc, char **argv); /* ctl_inspect.c */
 int nx_ctl_model_verify(int argc, char **argv);  /* ctl_inspect.c */
 int nx_ctl_model_load(int argc, char **argv);    /* ctl_load.c */
 int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
+int nx_ctl_model_quantize(int argc, char **argv); /* ctl_quantize.c */
 int nx_ctl_run(int argc, char **argv);           /* ctl_run.c */
 int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
 

@@ -278,8 +278,9 @@ static int open_model(const run_args_t *a, run_ctx_t *c, nx_err_t *err)
     if (stat(a->model_dir, &sb) != 0)
         return nx_err_set(err, NX_ENOTFOUND, "model directory '%s': %s", a->model_dir,
                           strerror(errno));
-    if (!S_ISDIR(sb.st_mode))
-        return nx_err_set(err, NX_EINVAL, "'%s' is not a model directory", a->model_dir);
+    if (!S_ISDIR(sb.st_mode) && !nx_path_is_gguf(a->model_dir))
+        return nx_err_set(err, NX_EINVAL, "'%s' is neither a model directory nor a GGUF file",
+                          a->model_dir);
     int rc = nx_config_load(a->model_dir, &c->config, err);
     if (rc != NX_OK)
         return rc;

@@ -19,16 +19,19 @@ static const command_t commands[] = {
      "PATH [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
      "              [--read auto|direct|buffered] [--pool-mib N]"},
     {"model synth", nx_ctl_model_synth,
-     "--arch qwen3|qwen2|llama --preset tiny|0.6b|4b|8b --out DIR [--seed N]\n"
-     "              [--dtype bf16|f16|f32] [--shards N] [--tokenizer DIR]"},
+     "--arch qwen3|qwen2|llama --preset tiny|small|0.6b|4b|8b --out DIR|FILE.gguf\n"
+     "              [--seed N] [--dtype bf16|f16|f32|q8_0|q4_0|q4_k_m] [--shards N]\n"
+     "              [--tokenizer DIR]"},
+    {"model quantize", nx_ctl_model_quantize,
+     "IN_DIR OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32 [--threads N] [--json]"},
     {"run", nx_ctl_run,
-     "MODEL_DIR \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
+     "MODEL_DIR|FILE.gguf \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
      "              [--no-think] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
      "              [--min-p P] [--repetition-penalty R] [--seed N] [--stop TEXT]...\n"
      "              [--device auto|cpu|cuda] [--threads N] [--context N] [--json]\n"
      "              [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize,
-     "MODEL_DIR TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
+     "MODEL_DIR|FILE.gguf TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
     /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
      * [--timeout SECONDS] (or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY) */
     {"status", nx_ctl_status, "[--watch [--count N]] [--json]"},
