@@ -262,17 +262,25 @@ clean:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
-# make fuzz builds $(BUILD)/fuzz/fuzz_st_header, fuzz_proto and fuzz_conf; see
-# tests/fuzz_st_header.c, tests/fuzz_proto.c and tests/fuzz_conf.c for how to run them.
+# make fuzz builds $(BUILD)/fuzz/fuzz_st_header, fuzz_gguf_header, fuzz_proto and fuzz_conf;
+# see tests/fuzz_st_header.c, tests/fuzz_gguf_header.c, tests/fuzz_proto.c and
+# tests/fuzz_conf.c for how to run them.
 FUZZ_CC ?= clang
-FUZZ_SRC := loader/st_read.c loader/dtype.c loader/err.c
+# The checkpoint readers: nx_st_open takes both formats, so both targets link both.
+FUZZ_SRC := loader/st_read.c loader/st_common.c loader/gguf_read.c loader/dtype.c loader/err.c
 .PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_proto $(BUILD)/fuzz/fuzz_conf
+fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header $(BUILD)/fuzz/fuzz_proto \
+	$(BUILD)/fuzz/fuzz_conf
 
 $(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
+
+$(BUILD)/fuzz/fuzz_gguf_header: tests/fuzz_gguf_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iloader -o $@ tests/fuzz_gguf_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
 FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h

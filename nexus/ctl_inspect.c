@@ -1,11 +1,13 @@
 /* ctl_inspect.c — `nexusctl model inspect` and `nexusctl model verify`: what a checkpoint
- * holds (files, alignment, digests, every tensor) and whether it is valid and intact.
- * Both open the checkpoint with nx_st_open, so they apply exactly the loader's rules. */
+ * holds (files, alignment, digests, every tensor; for GGUF the version and every key/value)
+ * and whether it is valid and intact. Both open the checkpoint with nx_st_open, so they apply
+ * exactly the loader's rules, to safetensors and GGUF alike. */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ctl.h"
+#include "ctl_gguf.h"
 #include "nx_loader.h"
 
 typedef struct inspect_args {
@@ -35,7 +37,9 @@ static bool parse_args(int argc, char **argv, bool allow_summary, inspect_args_t
             out->path = arg;
     }
     if (!out->path) {
-        fprintf(stderr, "nexusctl: model %s: missing PATH (a .safetensors file or a directory)\n",
+        fprintf(stderr,
+                "nexusctl: model %s: missing PATH (a .safetensors or .gguf file, or a "
+                "directory)\n",
                 cmd);
         return false;
     }
@@ -75,7 +79,12 @@ static void print_text(const nx_st_t *st, bool summary)
                f->data_offset % NX_ST_ALIGN == 0 ? "4 KiB aligned" : "not 4 KiB aligned",
                f->digest ? f->digest : "none");
     }
+    if (nx_st_is_gguf(st)) {
+        printf("\n");
+        nx_ctl_gguf_print_text(st);
+    }
     if (!summary) {
+        /* dtypes: safetensors names, ggml's (upper case) for block types */
         printf("\n%-56s %-8s %-24s %14s %14s\n", "name", "dtype", "shape", "offset", "bytes");
         for (size_t i = 0; i < nx_st_tensor_count(st); i++) {
             const nx_st_tensor_t *t = nx_st_tensor_at(st, i);
@@ -119,20 +128,28 @@ static json_t *tensors_json(const nx_st_t *st)
         for (uint32_t d = 0; d < t->ndim; d++)
             json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
         json_array_append_new(
-            tensors, json_pack("{s:s, s:s, s:o, s:s, s:I, s:I}", "name", t->name, "dtype",
+            tensors, json_pack("{s:s, s:s, s:o, s:s, s:I, s:I, s:I}", "name", t->name, "dtype",
                                nx_dtype_name(t->dtype), "shape", shape, "file", f->path,
-                               "offset", (json_int_t)(f->data_offset + t->begin), "bytes",
-                               (json_int_t)t->bytes));
+                               "offset", (json_int_t)(f->data_offset + t->begin), "begin",
+                               (json_int_t)t->begin, "bytes", (json_int_t)t->bytes));
     }
     return tensors;
 }
 
 static int print_json(const nx_st_t *st, bool summary)
 {
-    json_t *root = json_pack("{s:s, s:o, s:o, s:I, s:I}", "path", nx_st_path(st), "files",
-                             files_json(st), "tensors", summary ? json_array() : tensors_json(st),
+    json_t *root = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "path", nx_st_path(st), "format",
+                             nx_st_is_gguf(st) ? "gguf" : "safetensors", "files", files_json(st),
+                             "tensors", summary ? json_array() : tensors_json(st),
                              "tensor_count", (json_int_t)nx_st_tensor_count(st), "total_bytes",
                              (json_int_t)nx_st_data_bytes(st));
+    if (root && nx_st_is_gguf(st)) {
+        json_t *gguf = nx_ctl_gguf_json(st, summary);
+        if (!gguf || json_object_set_new(root, "gguf", gguf) != 0) {
+            json_decref(root);
+            root = NULL;
+        }
+    }
     if (!root) {
         fprintf(stderr, "nexusctl: out of memory building the JSON output\n");
         return NX_CTL_EXIT_FAIL;

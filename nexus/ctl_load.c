@@ -1,6 +1,6 @@
-/* ctl_load.c — `nexusctl model load PATH`: load a checkpoint through the pipeline into a pool
- * sized for it, print the seconds, bytes, GB/s and the read mode; with --check, compare every
- * tensor in the pool against an independent plain read of the files. */
+/* ctl_load.c — `nexusctl model load PATH`: load a checkpoint (safetensors or GGUF) through the
+ * pipeline into a pool sized for it, print the seconds, bytes, GB/s and the read mode; with
+ * --check, compare every tensor in the pool against an independent plain read of the files. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +85,8 @@ static int parse_args(int argc, char **argv, load_args_t *a)
         }
     }
     if (!a->path)
-        return usage_error("%sPATH is missing (a .safetensors file or a model directory)", "");
+        return usage_error("%sPATH is missing (a .safetensors or .gguf file, or a model directory)",
+                           "");
     return NX_CTL_EXIT_OK;
 }
 

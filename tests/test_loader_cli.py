@@ -1,11 +1,13 @@
 """`nexusctl model load` end to end: files from another writer (numpy, unaligned data start),
 --check, --json, read modes, the O_DIRECT fallback on a file system without O_DIRECT, and bad
-arguments. Runs the real binary on real files."""
+arguments; and `nexusctl model inspect|verify|load` on GGUF files (ours and another writer's,
+tests/tools/gguf_ref.py). Runs the real binary on real files."""
 import json
 import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -160,3 +162,119 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp):
     r = run("model", "load", path, "--device", "cuda")
     assert r.returncode == 1
     assert "CUDA" in r.stderr or "cuda" in r.stderr
+
+
+# ---- GGUF: inspect, verify and load take a .gguf path --------------------------------------
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tools"))
+import gguf_ref  # noqa: E402
+
+TOOL_GGUF = os.path.join(BUILD, "tests", "tool_gguf_write")
+
+
+def write_gguf_ours(tmp, name="ours.gguf"):
+    """A GGUF file from nx_gguf_save (tests/tool_gguf_write): it carries nexus.digest."""
+    data = np.arange(64 * 3, dtype=np.float32).reshape(3, 64)
+    raw = os.path.join(tmp, "w.bin")
+    with open(raw, "wb") as f:
+        f.write(gguf_ref.quantize_q8_0(data))
+    spec = {"kvs": [{"key": "general.architecture", "type": "str", "value": "qwen3"},
+                    {"key": "tokenizer.ggml.tokens", "type": "arr", "elem_type": "str",
+                     "value": [f"tok{i}" for i in range(100)]}],
+            "tensors": [{"name": "blk.0.w", "dtype": "Q8_0", "shape": [3, 64], "data_file": raw},
+                        {"name": "norm", "dtype": "F32", "shape": [64], "fill": True}]}
+    spec_path = os.path.join(tmp, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    path = os.path.join(tmp, name)
+    r = subprocess.run([TOOL_GGUF, spec_path, path], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def test_gguf_inspect_text_and_json(tmp):
+    path = write_gguf_ours(tmp)
+    r = run("model", "inspect", path)
+    assert r.returncode == 0, r.stderr
+    assert "GGUF v3, general.alignment 32, 2 tensors, 5 keys" in r.stdout
+    assert '"qwen3"' in r.stdout
+    assert "arr[str]  100 elements: [\"tok0\", \"tok1\"" in r.stdout and ", ...]" in r.stdout
+    assert "Q8_0" in r.stdout and "[3, 64]" in r.stdout
+    assert "4 KiB aligned" in r.stdout and "xxh3-64:" in r.stdout
+    out = json.loads(run("model", "inspect", path, "--json").stdout)
+    assert out["format"] == "gguf" and out["gguf"]["version"] == 3
+    keys = [m["key"] for m in out["gguf"]["metadata"]]
+    assert keys == ["general.alignment", "general.architecture", "tokenizer.ggml.tokens",
+                    "nexus.digest", "nexus.pad"]
+    assert out["gguf"]["metadata"][2]["value"] == [f"tok{i}" for i in range(100)]
+    assert {t["name"]: t["dtype"] for t in out["tensors"]} == {"blk.0.w": "Q8_0", "norm": "F32"}
+    summary = json.loads(run("model", "inspect", path, "--json", "--summary").stdout)
+    assert summary["tensors"] == [] and summary["gguf"]["metadata"][2]["truncated"] is True
+
+
+def test_gguf_verify_digest_and_a_flipped_byte(tmp):
+    path = write_gguf_ours(tmp)
+    r = run("model", "verify", path)
+    assert r.returncode == 0, r.stderr
+    assert "digest verified in 1 file(s)" in r.stdout
+    data_offset = json.loads(run("model", "inspect", path, "--json").stdout)["files"][0]["data_offset"]
+    with open(path, "r+b") as f:
+        f.seek(data_offset + 10)
+        b = f.read(1)
+        f.seek(data_offset + 10)
+        f.write(bytes([b[0] ^ 1]))
+    r = run("model", "verify", path, "--json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["code"] == "EDIGEST"
+    assert "ours.gguf" in out["error"] and "digest mismatch" in out["error"]
+    # a file without a digest (another writer's) verifies as valid, with no digest to check
+    plain = os.path.join(tmp, "plain.gguf")
+    gguf_ref.write(plain, [("general.name", gguf_ref.STR, "x")],
+                   [("w", "F32", [4], np.ones(4, dtype=np.float32).tobytes())])
+    r = run("model", "verify", plain)
+    assert r.returncode == 0, r.stderr
+    assert "no digest recorded" in r.stdout
+
+
+@pytest.mark.parametrize("mode", ["auto", "direct", "buffered"])
+def test_gguf_load_and_check(tmp, mode):
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((700, 1024)).astype(np.float32)  # ~2.9 MB: many 1 MiB chunks
+    path = os.path.join(tmp, "foreign.gguf")
+    data_offset, _ = gguf_ref.write(path, [("general.architecture", gguf_ref.STR, "llama")],
+                                    [("a", "F32", [700, 1024], big.tobytes()),
+                                     ("b", "Q8_0", [4, 1024], gguf_ref.quantize_q8_0(big[:4]))],
+                                    alignment=64, gap=1)
+    assert data_offset % 4096 != 0  # another writer's layout: not 4 KiB aligned
+    r = run("model", "load", path, "--device", "cpu", "--check", "--json", "--read", mode,
+            "--chunk-mib", "1", "--threads", "3")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["tensors"] == 2 and out["check"]["ok"] is True
+    assert out["bytes"] == os.path.getsize(path) - data_offset
+    ours = write_gguf_ours(tmp)
+    r = run("model", "load", ours, "--device", "cpu", "--check")
+    assert r.returncode == 0, r.stderr
+    assert "check: every tensor matches" in r.stdout
+
+
+def test_gguf_bad_files_name_the_problem(tmp):
+    bad = os.path.join(tmp, "bad.gguf")
+    with open(bad, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 1, 0, 0))
+    for cmd in ("inspect", "verify", "load"):
+        r = run("model", cmd, bad, *(("--device", "cpu") if cmd == "load" else ()))
+        assert r.returncode == 1, (cmd, r.stdout)
+        assert "bad.gguf" in r.stderr and "GGUF v1 is not supported" in r.stderr, (cmd, r.stderr)
+    with open(bad, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + struct.pack("<Q", 1) + b"w" +
+                struct.pack("<IQIQ", 1, 48, 8, 0))  # Q8_0 row of 48: not whole blocks
+        f.write(b"\0" * 64)
+    r = run("model", "inspect", bad)
+    assert r.returncode == 1
+    assert "tensor 'w'" in r.stderr and "not a multiple of the block (32" in r.stderr
+    with open(bad, "wb") as f:
+        f.write(b"NOPE" + b"\0" * 20)
+    r = run("model", "inspect", bad)
+    assert r.returncode == 1 and "not a GGUF file" in r.stderr
