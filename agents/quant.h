@@ -74,6 +74,9 @@ _Static_assert(sizeof(nx_bq4_k_t) == 144, "Q4_K block");
 _Static_assert(sizeof(nx_bq6_k_t) == 210, "Q6_K block");
 _Static_assert(sizeof(nx_bq8_k_t) == 292, "Q8_K block");
 
+/* Q4_K sub-block s's (0..7) 6-bit scale and min from a block's 12 scale bytes. */
+void nx__q4k_scale_min(const uint8_t *scales, int s, uint8_t *sc, uint8_t *mn);
+
 float nx__half_to_f32(nx_half_t h);
 nx_half_t nx__f32_to_half(float f); /* round to nearest even, as ggml's conversion */
 
