@@ -282,14 +282,19 @@ typedef struct nx_gguf_kv_spec {
                         * order = little-endian); ARRAY of STRING: const char *const[count] */
 } nx_gguf_kv_spec_t;
 
-/* Write a GGUF v3 file that llama.cpp reads: the key/values in the given order (general.alignment
- * is written by this function: 32; a key of that name in kvs is NX_EINVAL), then
- * NX_ST_DIGEST_KEY (the xxh3-64 of the data section, as nx_st_save writes it), tensor infos in
- * the given order with shapes reversed into ggml's ne[], the data section starting on a 4 KiB
- * boundary (the header is padded with an ignored key so O_DIRECT needs no head fix-up) and each
- * tensor on a 32-byte boundary. Tensors may have block dtypes (shape[ndim-1] a multiple of the
- * block) or any dtype GGUF has. Atomic like nx_st_save (temporary file, fsync, rename, directory
- * fsync); opts->meta_* must be empty (use kvs); opts->fill works as for nx_st_save. */
+/* Write a GGUF v3 file that llama.cpp reads. Key/values in this order: general.alignment (u32
+ * 32, written by this function; a key of that name in kvs is NX_EINVAL), the kvs in the given
+ * order, NX_ST_DIGEST_KEY (string "xxh3-64:<16 hex>", the xxh3-64 of the whole data section,
+ * padding included, as nx_st_save writes it), "nexus.pad" (a string of spaces that pads the
+ * header so the data section starts on a 4 KiB boundary: O_DIRECT needs no head fix-up); both
+ * nexus keys are reserved too. Then the tensor infos in the given order with shapes reversed
+ * into ggml's ne[], and the data: each tensor on the next 32-byte boundary in the given order,
+ * zero bytes between, the last padded to 32 (as ggml's writer does). Tensors: names unique,
+ * 1 to 63 bytes (llama.cpp's limit); 1 to 4 dimensions, none 0; any dtype with a ggml id
+ * (block dtypes with shape[ndim-1] a multiple of the block). Keys: unique, 1 to 65535 bytes;
+ * integer values must fit their type; arrays do not nest; bools are 0 or 1. Atomic like
+ * nx_st_save (temporary file, fsync, rename, directory fsync); opts->meta_* must be empty (use
+ * kvs); opts->fill works as for nx_st_save (tensors with data NULL are streamed through it). */
 int nx_gguf_save(const char *path, const nx_gguf_kv_spec_t *kvs, size_t kv_count,
                  const nx_st_tensor_spec_t *tensors, size_t count, const nx_st_save_opts_t *opts,
                  nx_err_t *err);

@@ -10,17 +10,46 @@
 
 #define TEXT_STRING_CHARS 120 /* a chat template is kilobytes: text shows its start */
 
+/* Length of the well-formed UTF-8 sequence at p (Unicode's table 3-7), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        need = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        need = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (need > left || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < need; k++)
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+    return need;
+}
+
 /* ---- text ------------------------------------------------------------------------------ */
 
-/* A string quoted and escaped into out (bytes outside printable ASCII as \xNN), cut after
- * max_chars input bytes with "...". */
+/* A string quoted and escaped into out (UTF-8 kept, control characters and bytes that are
+ * not UTF-8 as \xNN), cut after max_chars input bytes with "...". */
 static void quote(const char *s, size_t len, size_t max_chars, char *out, size_t cap)
 {
     size_t used = 0;
     out[used++] = '"';
     for (size_t i = 0; i < len && i < max_chars && used + 8 < cap; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
+        size_t n = c >= 0x80 ? utf8_len((const unsigned char *)s + i, len - i) : 0;
+        if (n > 1) {
+            memcpy(out + used, s + i, n);
+            used += n;
+            i += n - 1;
+        } else if (c == '"' || c == '\\')
             used += (size_t)snprintf(out + used, cap - used, "\\%c", c);
         else if (c == '\n')
             used += (size_t)snprintf(out + used, cap - used, "\\n");
@@ -90,30 +119,6 @@ void nx_ctl_gguf_print_text(const nx_st_t *st)
 }
 
 /* ---- JSON ------------------------------------------------------------------------------ */
-
-/* Length of the well-formed UTF-8 sequence at p (Unicode's table 3-7), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        need = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-    else if (c >= 0xf0 && c <= 0xf4)
-        need = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-    else
-        return 0;
-    if (need > left || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k < need; k++)
-        if ((p[k] & 0xc0) != 0x80)
-            return 0;
-    return need;
-}
 
 /* A JSON string of the bytes, those that are not well-formed UTF-8 replaced by U+FFFD
  * (json_stringn refuses them). */
