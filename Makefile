@@ -169,6 +169,39 @@ deps:
 	$$sudo apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing
 
+# llama.cpp, the independent reference and speed baseline for our GGUF and quantized weights
+# (tests/tools/llama_ref.mjs, bench/llama_bench.mjs): its prebuilt CPU binaries as shipped in
+# node-llama-cpp (pinned) and @node-llama-cpp/linux-x64, installed into $(LLAMA_REF_DIR)
+# (ignored). The other platforms' packages are optional dependencies of node-llama-cpp and are
+# left out (--omit=optional; linux-x64 is named explicitly, ~85 MB instead of ~750 MB), and
+# NODE_LLAMA_CPP_SKIP_DOWNLOAD keeps its postinstall from building or downloading llama.cpp.
+# Installed in a temporary folder, moved into place, then a stamp: re-running does nothing.
+# Without node >= 20 and npm, or off linux-x64, it says why in one line and exits 0, so
+# callers can skip what needs it.
+LLAMA_REF_DIR ?= .tools/llama-ref
+NODE_LLAMA_CPP_VERSION := 3.22.1
+LLAMA_REF_STAMP := $(LLAMA_REF_DIR)/.installed-$(NODE_LLAMA_CPP_VERSION)
+.PHONY: llama-ref
+llama-ref:
+	@if [ -f $(LLAMA_REF_STAMP) ]; then exit 0; fi; \
+	if ! command -v node >/dev/null 2>&1; then echo "llama-ref: skipped: node is not installed"; exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "llama-ref: skipped: npm is not installed"; exit 0; fi; \
+	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
+	  echo "llama-ref: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
+	if [ "$$(uname -s)-$$(uname -m)" != Linux-x86_64 ]; then \
+	  echo "llama-ref: skipped: only linux-x64's prebuilt CPU binaries are set up, not $$(uname -s)-$$(uname -m)"; \
+	  exit 0; fi; \
+	start=$$(date +%s); tmp=$(LLAMA_REF_DIR).tmp; \
+	rm -rf $$tmp && mkdir -p $$tmp && \
+	echo '{"name": "nexus-llama-ref", "private": true}' > $$tmp/package.json && \
+	(cd $$tmp && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --no-audit --no-fund --loglevel=error \
+	  --omit=optional --save-exact node-llama-cpp@$(NODE_LLAMA_CPP_VERSION) \
+	  @node-llama-cpp/linux-x64@$(NODE_LLAMA_CPP_VERSION)) && \
+	test -f $$tmp/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node && \
+	rm -rf $(LLAMA_REF_DIR) && mv $$tmp $(LLAMA_REF_DIR) && touch $(LLAMA_REF_STAMP) && \
+	echo "llama-ref: node-llama-cpp $(NODE_LLAMA_CPP_VERSION) (llama.cpp, linux-x64 CPU) in" \
+	  "$(LLAMA_REF_DIR): $$(du -sh $(LLAMA_REF_DIR) | cut -f1), $$(( $$(date +%s) - start )) s"
+
 # --- tests ---------------------------------------------------------------------------------
 test: deps
 	@$(MAKE) --no-print-directory all
