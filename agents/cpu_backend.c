@@ -1,9 +1,11 @@
 /* cpu_backend.c — the forward pass on the CPU, behind the backend table (backend.h).
  *
  * Activations are fp32 host buffers sized for the step's rows; the residual stream is fp32.
- * Weights are read in place from the pool (BF16/F16/F32). Every matmul covers all rows of the
- * batch at once (prefill and decode rows together), split over the thread pool by tiles of
- * output columns; attention is split by (sequence, query head).
+ * Weights are read in place from the pool (BF16/F16/F32, or ggml's blocks). Every matmul covers
+ * all rows of the batch at once (prefill and decode rows together), split over the thread pool
+ * by tiles of output columns; attention is split by (sequence, query head). A matmul over block
+ * weights first quantizes its input rows (cpu_quant.h), once per input and weight family: q, k
+ * and v share theirs, as do gate and up.
  *
  * KV cache layout (one pool region per sequence, fp32):
  *   [layer][k|v][kv_head][capacity][head_dim]
@@ -16,6 +18,7 @@
 
 #include "backend.h"
 #include "cpu_kernels.h"
+#include "cpu_quant.h"
 #include "threadpool.h"
 
 typedef struct cpu_state {
@@ -24,7 +27,7 @@ typedef struct cpu_state {
     nx_pool_t *pool;
     nx__tpool_t *tp;
     double *inv_freq;       /* [head_dim/2] */
-    float **worker_scratch; /* per worker: a matmul tile of converted weight rows */
+    float **worker_scratch; /* per worker: a matmul tile of converted or repacked weight rows */
     size_t worker_floats;   /* floats in each worker_scratch */
     float **worker_scores;  /* per worker: attention scores, scores_cap floats */
     uint32_t scores_cap;
@@ -32,6 +35,11 @@ typedef struct cpu_state {
     uint32_t rows_cap;
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin, *logits;
     uint32_t logits_cap;
+    /* quantized matmul inputs, one buffer per weight family (NX__QF_32, NX__QF_256), each
+     * [rows_cap][widest]; src is the fp32 input a buffer holds, for one run_matmuls only */
+    void *qact_mem[2];
+    nx__qact_t qact[2];
+    const float *qact_src[2];
 } cpu_state_t;
 
 /* count floats on a 64-byte boundary (free() releases it): the matmul's vector loads of
@@ -45,6 +53,13 @@ static float *alloc_floats(size_t count)
 static uint32_t q_dim(const nx_model_config_t *c) { return c->heads * c->head_dim; }
 static uint32_t kv_dim(const nx_model_config_t *c) { return c->kv_heads * c->head_dim; }
 
+/* The longest matmul input row: hidden, intermediate or the attention output. */
+static uint32_t widest_input(const nx_model_config_t *c)
+{
+    uint32_t widest = c->hidden > c->intermediate ? c->hidden : c->intermediate;
+    return q_dim(c) > widest ? q_dim(c) : widest;
+}
+
 static void free_activations(cpu_state_t *s)
 {
     float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att,
@@ -52,6 +67,10 @@ static void free_activations(cpu_state_t *s)
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
+    }
+    for (int f = 0; f < 2; f++) {
+        free(s->qact_mem[f]);
+        s->qact_mem[f] = NULL;
     }
     s->rows_cap = 0;
 }
@@ -87,10 +106,11 @@ static int cpu_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_poo
     if (!s->tp)
         goto fail;
     s->inv_freq = calloc(cfg->head_dim / 2, sizeof *s->inv_freq);
-    uint32_t widest = cfg->hidden > cfg->intermediate ? cfg->hidden : cfg->intermediate;
-    if (q_dim(cfg) > widest)
-        widest = q_dim(cfg);
+    uint32_t widest = widest_input(cfg);
     s->worker_floats = (size_t)NX_K_TILE_COLS * widest;
+    size_t quant_floats = (nx__q_scratch_bytes(widest) + sizeof(float) - 1) / sizeof(float);
+    if (quant_floats > s->worker_floats)
+        s->worker_floats = quant_floats;
     s->worker_scratch = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scratch);
     s->worker_scores = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scores);
     if (!s->inv_freq || !s->worker_scratch || !s->worker_scores)
@@ -159,8 +179,13 @@ static int ensure_rows(cpu_state_t *s, uint32_t rows, nx_err_t *err)
     s->up = alloc_floats(r * c->intermediate);
     s->rope_cos = alloc_floats(r * (c->head_dim / 2));
     s->rope_sin = alloc_floats(r * (c->head_dim / 2));
+    bool qact_ok = true;
+    for (int f = 0; f < 2; f++) {
+        size_t bytes = nx__qact_bytes(f ? NX__QF_256 : NX__QF_32, rows, widest_input(c));
+        qact_ok = qact_ok && (s->qact_mem[f] = aligned_alloc(64, bytes));
+    }
     if (!s->x || !s->xn || !s->q || !s->att || !s->k || !s->v || !s->gate || !s->up ||
-        !s->rope_cos || !s->rope_sin) {
+        !s->rope_cos || !s->rope_sin || !qact_ok) {
         free_activations(s);
         return nx_err_set(err, NX_ENOMEM, "CPU backend: out of memory for %u rows", rows);
     }
@@ -205,8 +230,13 @@ typedef struct mm_ctx {
     cpu_state_t *s;
     const mm_job_t *jobs;
     uint32_t job_count;
-    uint32_t first_task[8]; /* first task index of each job */
+    uint32_t first_task[8];    /* first task index of each job */
+    const nx__qact_t *qact[8]; /* each job's quantized input, NULL for fp32 weights */
 } mm_ctx_t;
+
+/* Tiles per task: a thread then reads a stretch of consecutive weight rows, and the quantized
+ * kernels prefetch each next tile of it while working on the current one. */
+#define TILES_PER_TASK 4
 
 static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
 {
@@ -215,19 +245,61 @@ static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
     while (task < ctx->first_task[j])
         j--;
     const mm_job_t *job = &ctx->jobs[j];
-    uint32_t col = (task - ctx->first_task[j]) * NX_K_TILE_COLS;
-    uint32_t cols = job->w->rows - col < NX_K_TILE_COLS ? job->w->rows - col : NX_K_TILE_COLS;
-    nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y, job->accumulate,
-                      ctx->s->worker_scratch[worker]);
+    uint32_t tile_cols = NX_K_TILE_COLS * TILES_PER_TASK;
+    uint32_t first = (task - ctx->first_task[j]) * tile_cols;
+    uint32_t end = job->w->rows - first < tile_cols ? job->w->rows : first + tile_cols;
+    for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
+        uint32_t cols = end - col < NX_K_TILE_COLS ? end - col : NX_K_TILE_COLS;
+        if (ctx->qact[j])
+            nx__q_matmul_tile(ctx->qact[j], job->n, job->w, job->bias, col, cols, job->y,
+                              job->accumulate, ctx->s->worker_scratch[worker]);
+        else
+            nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y,
+                              job->accumulate, ctx->s->worker_scratch[worker]);
+    }
+}
+
+typedef struct quantize_ctx {
+    nx__qact_t *qact;
+    const float *x; /* [rows][qact->cols] */
+} quantize_ctx_t;
+
+static void quantize_task(void *ctx_v, uint32_t row, uint32_t worker)
+{
+    const quantize_ctx_t *ctx = ctx_v;
+    nx__qact_quantize(ctx->qact, row, ctx->x + (uint64_t)row * ctx->qact->cols);
+}
+
+/* The job's input quantized for its weight's family, or NULL for an fp32 kernel. Inputs
+ * already quantized by an earlier job of the same run_matmuls are reused. */
+static const nx__qact_t *quantized_input(cpu_state_t *s, const mm_job_t *job)
+{
+    nx__qfamily_t family = nx__q_family(job->w->dtype);
+    if (family == NX__QF_NONE)
+        return NULL;
+    int f = family == NX__QF_256;
+    if (s->qact_src[f] == job->x && s->qact[f].cols == job->w->cols)
+        return &s->qact[f];
+    nx__qact_bind(&s->qact[f], family, job->n, job->w->cols, s->qact_mem[f]);
+    quantize_ctx_t ctx = {&s->qact[f], job->x};
+    if ((uint64_t)job->n * job->w->cols <= 8192) /* a decode step: not worth waking workers */
+        for (uint32_t r = 0; r < job->n; r++)
+            quantize_task(&ctx, r, 0);
+    else
+        nx__tpool_run(s->tp, job->n, quantize_task, &ctx);
+    s->qact_src[f] = job->x;
+    return &s->qact[f];
 }
 
 static void run_matmuls(cpu_state_t *s, const mm_job_t *jobs, uint32_t count)
 {
-    mm_ctx_t ctx = {s, jobs, count, {0}};
-    uint32_t tasks = 0;
+    mm_ctx_t ctx = {s, jobs, count, {0}, {0}};
+    uint32_t tasks = 0, tile_cols = NX_K_TILE_COLS * TILES_PER_TASK;
+    s->qact_src[0] = s->qact_src[1] = NULL; /* inputs change between calls */
     for (uint32_t j = 0; j < count; j++) {
         ctx.first_task[j] = tasks;
-        tasks += (jobs[j].w->rows + NX_K_TILE_COLS - 1) / NX_K_TILE_COLS;
+        ctx.qact[j] = quantized_input(s, &jobs[j]);
+        tasks += (jobs[j].w->rows + tile_cols - 1) / tile_cols;
     }
     nx__tpool_run(s->tp, tasks, mm_task, &ctx);
 }

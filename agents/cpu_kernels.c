@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant.h"
+
 typedef float v16f __attribute__((vector_size(64)));
 typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 typedef float v8f __attribute__((vector_size(32)));
@@ -78,6 +80,11 @@ static void convert_span(const nx__wref_t *w, uint64_t first, uint32_t count, fl
 
 void nx__k_weight_row(const nx__wref_t *w, uint32_t row, float *out)
 {
+    if (nx_dtype_is_block(w->dtype)) { /* a quantized token_embd: one row's blocks */
+        uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
+        nx__dequantize_row(w->dtype, (const uint8_t *)w->ptr + row * row_bytes, out, w->cols);
+        return;
+    }
     convert_span(w, (uint64_t)row * w->cols, w->cols, out);
 }
 

@@ -12,7 +12,7 @@
 
 #define NX_K_TILE_COLS 16 /* output columns (weight rows) per matmul task */
 
-/* One weight element / row as fp32. */
+/* One weight element / row as fp32 (a row of a block dtype is dequantized: the embedding). */
 float nx__k_weight_at(const nx__wref_t *w, uint64_t index);
 void nx__k_weight_row(const nx__wref_t *w, uint32_t row, float *out);
 

@@ -1,0 +1,571 @@
+/* cpu_quant.c — the CPU matmul over ggml's block weights (see cpu_quant.h for the contract).
+ *
+ * Activations are quantized once per matmul input (nx__qact_quantize), weights are read as
+ * stored. Every output element is a chain of one fma per weight block over the block's exact
+ * integer dot product (cpu_quant.h), so the three paths below give the same bits:
+ *
+ *   plain  — per output element, from the blocks as stored (the reference the others match)
+ *   AVX2   — }  a tile of 16 weight rows is repacked into the caller's scratch so that one
+ *   AVX-512 — } vector holds 4 consecutive codes of each of 16 rows (codes made unsigned,
+ *              scales widened), then every batch row runs against it, several rows per pass:
+ *              per 4 values of k one multiply-accumulate instruction (vpdpbusd) updates 16
+ *              output elements, its activation bytes broadcast from memory. One repack serves
+ *              the whole batch, so batch-8 decode and prefill read each weight once per step.
+ *
+ * Unsigned codes times signed activations is what vpdpbusd computes; the codes' offsets
+ * (8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 128 for Q8_0 made unsigned) come back as offset x
+ * the activations' block sum, which the activation format carries (nx__qact_t.offset).
+ *
+ * The SIMD bodies live in cpu_quant_simd.h, compiled here once per instruction set with that
+ * set's few primitives (the multiply-accumulate, gathers, fma); the path is chosen once at run
+ * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one).
+ */
+#include "cpu_quant.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "quant.h"
+
+/* 64-byte vectors pass through static always-inline helpers only (as in cpu_kernels.c). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#define AI inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------------------------------
+ * Families and activation buffers
+ */
+nx__qfamily_t nx__q_family(nx_dtype_t dtype)
+{
+    switch (dtype) {
+    case NX_DT_Q8_0: case NX_DT_Q4_0: case NX_DT_Q5_0: return NX__QF_32;
+    case NX_DT_Q4_K: case NX_DT_Q6_K: return NX__QF_256;
+    default: return NX__QF_NONE;
+    }
+}
+
+static uint32_t family_block(nx__qfamily_t family)
+{
+    return family == NX__QF_256 ? 256 : 32;
+}
+
+static size_t round64(size_t bytes)
+{
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* The pieces of an activation buffer in order: qs, d, offset, sum32. */
+static void qact_sizes(nx__qfamily_t family, uint32_t rows, uint32_t cols, size_t sizes[4])
+{
+    size_t r = rows, blocks = cols / family_block(family);
+    sizes[0] = round64(r * cols);
+    sizes[1] = round64(r * blocks * sizeof(float));
+    sizes[2] = round64(r * (family == NX__QF_256 ? cols / 16 : blocks) * sizeof(int32_t));
+    sizes[3] = family == NX__QF_256 ? round64(r * (cols / 32) * sizeof(int16_t)) : 0;
+}
+
+size_t nx__qact_bytes(nx__qfamily_t family, uint32_t rows, uint32_t cols)
+{
+    size_t sizes[4];
+    qact_sizes(family, rows, cols, sizes);
+    return sizes[0] + sizes[1] + sizes[2] + sizes[3];
+}
+
+void nx__qact_bind(nx__qact_t *a, nx__qfamily_t family, uint32_t rows, uint32_t cols, void *mem)
+{
+    size_t sizes[4];
+    qact_sizes(family, rows, cols, sizes);
+    char *p = mem;
+    *a = (nx__qact_t){.family = family, .cols = cols, .rows = rows};
+    a->qs = (int8_t *)p;
+    a->d = (float *)(p += sizes[0]);
+    a->offset = (int32_t *)(p += sizes[1]);
+    a->sum32 = family == NX__QF_256 ? (int16_t *)(p + sizes[2]) : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Activation quantization. One implementation for every path (built for the baseline target,
+ * so no multiply-add is fused), so the int8 rows are the same whichever kernels run.
+ */
+
+/* Round to nearest, ties to even: 1.5 * 2^23 added leaves the integer in the low mantissa
+ * bits (|v| <= 127.x here). */
+static inline int32_t nearest_int(float v)
+{
+    float shifted = v + 12582912.f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    return (bits & 0x7fffff) - 0x400000;
+}
+
+/* NX__QF_32: per 32 values d = amax / 127, q = round(x * 127 / amax). */
+static void quantize_row_32(const float *x, uint32_t cols, int8_t *qs, float *d, int32_t *offset)
+{
+    for (uint32_t b = 0; b < cols / 32; b++, x += 32, qs += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float id = amax > 0 ? 127.f / amax : 0.f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            int32_t q = nearest_int(x[j] * id);
+            qs[j] = (int8_t)q;
+            sum += q;
+        }
+        d[b] = amax / 127.f;
+        offset[b] = -sum;
+    }
+}
+
+/* NX__QF_256: as Q8_K, per 256 values d = max / -127 (max the value of largest magnitude),
+ * q = round(x * -127 / max); the sums of every 16 (times -32, Q6_K's offset) and every 32. */
+static void quantize_row_256(const float *x, uint32_t cols, int8_t *qs, float *d,
+                             int32_t *offset16, int16_t *sum32)
+{
+    for (uint32_t b = 0; b < cols / 256; b++, x += 256, qs += 256) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        float iscale = amax > 0 ? -127.f / max : 0.f;
+        for (int j = 0; j < 256; j++) {
+            int32_t q = nearest_int(iscale * x[j]);
+            qs[j] = (int8_t)(q < 127 ? q : 127);
+        }
+        d[b] = amax > 0 ? 1 / iscale : 0.f;
+        for (int s = 0; s < 16; s++) {
+            int32_t sum = 0;
+            for (int j = 0; j < 16; j++)
+                sum += qs[16 * s + j];
+            offset16[16 * b + s] = -32 * sum;
+            if (s & 1)
+                sum32[8 * b + s / 2] = (int16_t)(sum - offset16[16 * b + s - 1] / 32);
+        }
+    }
+}
+
+void nx__qact_quantize(nx__qact_t *a, uint32_t row, const float *x)
+{
+    uint32_t blocks = a->cols / family_block(a->family);
+    int8_t *qs = a->qs + (size_t)row * a->cols;
+    float *d = a->d + (size_t)row * blocks;
+    if (a->family == NX__QF_256)
+        quantize_row_256(x, a->cols, qs, d, a->offset + (size_t)row * (a->cols / 16),
+                         a->sum32 + (size_t)row * (a->cols / 32));
+    else
+        quantize_row_32(x, a->cols, qs, d, a->offset + (size_t)row * blocks);
+}
+
+void nx__qact_dequantize(const nx__qact_t *a, uint32_t row, float *out)
+{
+    uint32_t block = family_block(a->family), blocks = a->cols / block;
+    const int8_t *qs = a->qs + (size_t)row * a->cols;
+    const float *d = a->d + (size_t)row * blocks;
+    for (uint32_t i = 0; i < a->cols; i++)
+        out[i] = d[i / block] * qs[i];
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A tile: what every path needs to know
+ */
+typedef struct qtile {
+    const nx__qact_t *a;
+    uint32_t n;             /* batch rows */
+    nx_dtype_t dtype;
+    const uint8_t *w;       /* the tile's first weight row */
+    uint64_t row_bytes;     /* bytes of a weight row */
+    uint32_t k;             /* values per row */
+    uint32_t count;         /* weight rows in the tile, <= NX_Q_TILE_COLS */
+    const float *bias;      /* [count] or NULL */
+    float *y;               /* output of row 0, column 0 of the tile */
+    uint32_t y_stride;
+    bool accumulate;
+    uint8_t *scratch;       /* repacked tile (SIMD paths) */
+    const uint8_t *ahead;   /* the next tile's weights, prefetched meanwhile */
+    uint64_t ahead_bytes;
+} qtile_t;
+
+static AI void store_out(const qtile_t *t, uint32_t row, uint32_t c, float v)
+{
+    float *dst = t->y + (uint64_t)row * t->y_stride + c;
+    if (t->bias)
+        v += t->bias[c];
+    *dst = t->accumulate ? *dst + v : v;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The plain path: each output element from the blocks as stored. fmaf is exact (fused) on
+ * every target, so this chain is the SIMD paths' bit for bit.
+ */
+typedef struct qrow {
+    const int8_t *qs;
+    const float *d;
+    const int32_t *offset;
+    const int16_t *sum32;
+} qrow_t;
+
+static qrow_t qrow(const nx__qact_t *a, uint32_t row)
+{
+    uint32_t blocks = a->cols / family_block(a->family);
+    qrow_t r = {a->qs + (size_t)row * a->cols, a->d + (size_t)row * blocks, NULL, NULL};
+    if (a->family == NX__QF_256) {
+        r.offset = a->offset + (size_t)row * (a->cols / 16);
+        r.sum32 = a->sum32 + (size_t)row * (a->cols / 32);
+    } else {
+        r.offset = a->offset + (size_t)row * blocks;
+    }
+    return r;
+}
+
+static float plain_q8_0(const nx_bq8_0_t *w, const qrow_t *x, uint32_t blocks)
+{
+    float acc = 0;
+    for (uint32_t b = 0; b < blocks; b++) {
+        int32_t isum = 0;
+        for (int j = 0; j < 32; j++)
+            isum += w[b].qs[j] * x->qs[32 * b + j];
+        acc = fmaf((float)isum, nx__half_to_f32(w[b].d) * x->d[b], acc);
+    }
+    return acc;
+}
+
+static float plain_q4_0(const nx_bq4_0_t *w, const qrow_t *x, uint32_t blocks)
+{
+    float acc = 0;
+    for (uint32_t b = 0; b < blocks; b++) {
+        const int8_t *xs = x->qs + 32 * b;
+        int32_t isum = 8 * x->offset[b];
+        for (int j = 0; j < 16; j++)
+            isum += (w[b].qs[j] & 15) * xs[j] + (w[b].qs[j] >> 4) * xs[j + 16];
+        acc = fmaf((float)isum, nx__half_to_f32(w[b].d) * x->d[b], acc);
+    }
+    return acc;
+}
+
+static float plain_q5_0(const nx_bq5_0_t *w, const qrow_t *x, uint32_t blocks)
+{
+    float acc = 0;
+    for (uint32_t b = 0; b < blocks; b++) {
+        const int8_t *xs = x->qs + 32 * b;
+        uint32_t qh;
+        memcpy(&qh, w[b].qh, sizeof qh);
+        int32_t isum = 16 * x->offset[b];
+        for (int j = 0; j < 16; j++) {
+            int lo = (w[b].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+            int hi = (w[b].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            isum += lo * xs[j] + hi * xs[j + 16];
+        }
+        acc = fmaf((float)isum, nx__half_to_f32(w[b].d) * x->d[b], acc);
+    }
+    return acc;
+}
+
+static float plain_q4_k(const nx_bq4_k_t *w, const qrow_t *x, uint32_t blocks)
+{
+    float acc = 0;
+    for (uint32_t b = 0; b < blocks; b++) {
+        int32_t s1 = 0, s2 = 0;
+        for (int s = 0; s < 8; s++) {
+            const uint8_t *q = w[b].qs + 32 * (s / 2);
+            const int8_t *xs = x->qs + 256 * b + 32 * s;
+            int32_t t = 0;
+            for (int j = 0; j < 32; j++)
+                t += ((s & 1) ? q[j] >> 4 : q[j] & 15) * xs[j];
+            uint8_t sc, mn;
+            nx__q4k_scale_min(w[b].scales, s, &sc, &mn);
+            s1 += sc * t;
+            s2 += mn * x->sum32[8 * b + s];
+        }
+        float da = x->d[b];
+        acc = fmaf((float)s1, nx__half_to_f32(w[b].d) * da, acc);
+        acc = fmaf(-(float)s2, nx__half_to_f32(w[b].dmin) * da, acc);
+    }
+    return acc;
+}
+
+static float plain_q6_k(const nx_bq6_k_t *w, const qrow_t *x, uint32_t blocks)
+{
+    float acc = 0;
+    for (uint32_t b = 0; b < blocks; b++) {
+        int32_t s1 = 0;
+        for (int s = 0; s < 16; s++) {
+            int32_t t = x->offset[16 * b + s];
+            for (int j = 16 * s; j < 16 * s + 16; j++) {
+                int h = j / 128, l = j % 32, quarter = (j % 128) / 32;
+                uint8_t low = w[b].ql[64 * h + l + 32 * (quarter & 1)];
+                int code = (quarter >= 2 ? low >> 4 : low & 15) |
+                           ((w[b].qh[32 * h + l] >> (2 * quarter)) & 3) << 4;
+                t += code * x->qs[256 * b + j];
+            }
+            s1 += w[b].scales[s] * t;
+        }
+        acc = fmaf((float)s1, nx__half_to_f32(w[b].d) * x->d[b], acc);
+    }
+    return acc;
+}
+
+static void tile_plain(const qtile_t *t)
+{
+    uint32_t blocks = t->k / family_block(nx__q_family(t->dtype));
+    for (uint32_t r = 0; r < t->n; r++) {
+        qrow_t x = qrow(t->a, r);
+        for (uint32_t c = 0; c < t->count; c++) {
+            const void *w = t->w + c * t->row_bytes;
+            float v;
+            switch (t->dtype) {
+            case NX_DT_Q8_0: v = plain_q8_0(w, &x, blocks); break;
+            case NX_DT_Q4_0: v = plain_q4_0(w, &x, blocks); break;
+            case NX_DT_Q5_0: v = plain_q5_0(w, &x, blocks); break;
+            case NX_DT_Q4_K: v = plain_q4_k(w, &x, blocks); break;
+            default: v = plain_q6_k(w, &x, blocks); break;
+            }
+            store_out(t, r, c, v);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The SIMD paths: the body in cpu_quant_simd.h over 64-byte GCC vectors, plus each
+ * instruction set's primitives. On AVX2 a 64-byte vector is a pair of registers.
+ */
+typedef int32_t qv_i32 __attribute__((vector_size(64)));
+typedef uint32_t qv_u32 __attribute__((vector_size(64)));
+typedef float qv_f32 __attribute__((vector_size(64)));
+typedef uint16_t qv_u16 __attribute__((vector_size(32)));
+typedef int32_t qv_i32x8 __attribute__((vector_size(32)));
+typedef int32_t qv_i32x8_u __attribute__((vector_size(32), aligned(1)));
+typedef int32_t qv_i32x4_u __attribute__((vector_size(16), aligned(1)));
+
+/* Bytes of a repacked tile (16 columns) per weight block; layouts in cpu_quant_simd.h. */
+#define T32_BYTES 576  /* Q8_0, Q4_0, Q5_0: per 32 values */
+#define T4K_BYTES 4992 /* Q4_K: per 256 */
+#define T6K_BYTES 5184 /* Q6_K: per 256 */
+
+/* AVX-512: VNNI's vpdpbusd (u8 x s8, four products into each int32, no saturation) and
+ * vpdpwssd (s16 x s16 pairs); Q8_0's signed codes are made unsigned (+128) when repacked. */
+#define QS_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+#define QN(name) name##_avx512
+#define QS_ROWS 8       /* batch rows per pass: 2 accumulators each, of the 32 registers */
+#define QS_ROWS_K 6     /* Q4_K / Q6_K: 3 accumulators each */
+#define QS_Q8_UNSIGNED 1
+
+static AI QS_TARGET qv_i32 dot4_avx512(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    return (qv_i32)_mm512_dpbusd_epi32((__m512i)acc, (__m512i)w, (__m512i)x);
+}
+
+static AI QS_TARGET qv_i32 dot4_q8_avx512(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    return dot4_avx512(acc, w, x);
+}
+
+static AI QS_TARGET qv_i32 dot2_avx512(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    return (qv_i32)_mm512_dpwssd_epi32((__m512i)acc, (__m512i)w, (__m512i)x);
+}
+
+static AI QS_TARGET qv_f32 fmadd_avx512(qv_f32 a, qv_f32 b, qv_f32 c)
+{
+    return (qv_f32)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+}
+
+static AI QS_TARGET qv_f32 fnmadd_avx512(qv_f32 a, qv_f32 b, qv_f32 c)
+{
+    return (qv_f32)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
+}
+
+/* lane c = the 4 bytes at base + index[c] */
+static AI QS_TARGET qv_i32 gather_avx512(const uint8_t *base, qv_i32 index)
+{
+    qv_i32 v;
+    for (int c = 0; c < 16; c++) {
+        int32_t x;
+        memcpy(&x, base + index[c], 4);
+        v[c] = x;
+    }
+    return v;
+}
+
+/* lane c = the fp16 in the low half of lane c, as a float */
+static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
+{
+    return (qv_f32)_mm512_cvtph_ps(_mm512_cvtepi32_epi16((__m512i)v));
+}
+
+#include "cpu_quant_simd.h"
+
+#undef QS_TARGET
+#undef QN
+#undef QS_ROWS
+#undef QS_ROWS_K
+#undef QS_Q8_UNSIGNED
+
+/* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
+ * as no pair of products passes 32767 (codes <= 63, or |Q8_0 code| <= 128 through the sign
+ * trick, times |x| <= 127). Q8_0 stays signed: |w| times x with w's sign. */
+#define QS_TARGET __attribute__((target("avx2,fma,f16c")))
+#define QN(name) name##_avx2
+#define QS_ROWS 2
+#define QS_ROWS_K 2
+#define QS_Q8_UNSIGNED 0
+
+static AI QS_TARGET __m256i lo256(qv_i32 v)
+{
+    return (__m256i)__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+static AI QS_TARGET __m256i hi256(qv_i32 v)
+{
+    return (__m256i)__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+static AI QS_TARGET qv_i32 join256(__m256i lo, __m256i hi)
+{
+    return __builtin_shufflevector((qv_i32x8)lo, (qv_i32x8)hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                   10, 11, 12, 13, 14, 15);
+}
+
+static AI QS_TARGET __m256i dot4_half(__m256i acc, __m256i w, __m256i x)
+{
+    __m256i pairs = _mm256_maddubs_epi16(w, x);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+static AI QS_TARGET qv_i32 dot4_avx2(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    return join256(dot4_half(lo256(acc), lo256(w), lo256(x)),
+                   dot4_half(hi256(acc), hi256(w), hi256(x)));
+}
+
+static AI QS_TARGET qv_i32 dot4_q8_avx2(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    __m256i wl = lo256(w), wh = hi256(w), xl = lo256(x), xh = hi256(x);
+    return join256(dot4_half(lo256(acc), _mm256_abs_epi8(wl), _mm256_sign_epi8(xl, wl)),
+                   dot4_half(hi256(acc), _mm256_abs_epi8(wh), _mm256_sign_epi8(xh, wh)));
+}
+
+static AI QS_TARGET qv_i32 dot2_avx2(qv_i32 acc, qv_i32 w, qv_i32 x)
+{
+    return acc + join256(_mm256_madd_epi16(lo256(w), lo256(x)),
+                         _mm256_madd_epi16(hi256(w), hi256(x)));
+}
+
+static AI QS_TARGET qv_f32 fmadd_avx2(qv_f32 a, qv_f32 b, qv_f32 c)
+{
+    __m256 lo = _mm256_fmadd_ps((__m256)lo256((qv_i32)a), (__m256)lo256((qv_i32)b),
+                                (__m256)lo256((qv_i32)c));
+    __m256 hi = _mm256_fmadd_ps((__m256)hi256((qv_i32)a), (__m256)hi256((qv_i32)b),
+                                (__m256)hi256((qv_i32)c));
+    return (qv_f32)join256((__m256i)lo, (__m256i)hi);
+}
+
+static AI QS_TARGET qv_f32 fnmadd_avx2(qv_f32 a, qv_f32 b, qv_f32 c)
+{
+    __m256 lo = _mm256_fnmadd_ps((__m256)lo256((qv_i32)a), (__m256)lo256((qv_i32)b),
+                                 (__m256)lo256((qv_i32)c));
+    __m256 hi = _mm256_fnmadd_ps((__m256)hi256((qv_i32)a), (__m256)hi256((qv_i32)b),
+                                 (__m256)hi256((qv_i32)c));
+    return (qv_f32)join256((__m256i)lo, (__m256i)hi);
+}
+
+static AI QS_TARGET qv_i32 gather_avx2(const uint8_t *base, qv_i32 index)
+{
+    return join256(_mm256_i32gather_epi32((const int *)base, lo256(index), 1),
+                   _mm256_i32gather_epi32((const int *)base, hi256(index), 1));
+}
+
+static AI QS_TARGET qv_f32 half_avx2(qv_i32 v)
+{
+    /* packus interleaves 128-bit lanes: [0-3, 8-11 | 4-7, 12-15]; put them back in order */
+    __m256i words = _mm256_packus_epi32(_mm256_and_si256(lo256(v), _mm256_set1_epi32(0xffff)),
+                                        _mm256_and_si256(hi256(v), _mm256_set1_epi32(0xffff)));
+    words = _mm256_permute4x64_epi64(words, 0xd8);
+    return (qv_f32)join256((__m256i)_mm256_cvtph_ps(_mm256_castsi256_si128(words)),
+                           (__m256i)_mm256_cvtph_ps(_mm256_extracti128_si256(words, 1)));
+}
+
+#include "cpu_quant_simd.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Choosing the path
+ */
+typedef void (*tile_fn)(const qtile_t *);
+
+static nx__q_path_t chosen_path = (nx__q_path_t)-1;
+
+static bool cpu_has(nx__q_path_t path)
+{
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    switch (path) {
+    case NX__Q_AVX512:
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni");
+    case NX__Q_AVX2: return avx2;
+    default: return true;
+    }
+}
+
+nx__q_path_t nx__q_path(void)
+{
+    int path = __atomic_load_n(&chosen_path, __ATOMIC_RELAXED);
+    if (path < 0) { /* every thread that gets here picks the same */
+        const char *force = getenv("NEXUS_CPU_KERNELS"); /* "plain", "avx2": test those */
+        path = force && strcmp(force, "plain") == 0  ? NX__Q_PLAIN
+               : force && strcmp(force, "avx2") == 0 ? NX__Q_AVX2
+                                                     : NX__Q_AVX512;
+        while (path > NX__Q_PLAIN && !cpu_has((nx__q_path_t)path))
+            path--;
+        __atomic_store_n(&chosen_path, path, __ATOMIC_RELAXED);
+    }
+    return (nx__q_path_t)path;
+}
+
+bool nx__q_set_path(nx__q_path_t path)
+{
+    if (!cpu_has(path))
+        return false;
+    __atomic_store_n(&chosen_path, path, __ATOMIC_RELAXED);
+    return true;
+}
+
+size_t nx__q_scratch_bytes(uint32_t cols)
+{
+    /* the largest repacked tile per value is Q6_K's (5184 bytes per 256); the 32-value
+     * family's repack works on pairs of blocks, so one block more */
+    return (size_t)cols / 256 * 5184 + (size_t)(cols % 256) / 32 * 576 + 2 * 5184;
+}
+
+void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
+                       const nx__wref_t *bias, uint32_t col_first, uint32_t col_count,
+                       float *y, bool accumulate, void *scratch)
+{
+    uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
+    qtile_t t = {.a = a, .n = n, .dtype = w->dtype,
+                 .w = (const uint8_t *)w->ptr + col_first * row_bytes, .row_bytes = row_bytes,
+                 .k = w->cols, .count = col_count, .y = y + col_first, .y_stride = w->rows,
+                 .accumulate = accumulate, .scratch = scratch};
+    if (col_first + col_count < w->rows) {
+        uint32_t next = w->rows - col_first - col_count;
+        t.ahead = t.w + col_count * row_bytes;
+        t.ahead_bytes = (next < NX_Q_TILE_COLS ? next : NX_Q_TILE_COLS) * row_bytes;
+    }
+    float bias_vals[NX_Q_TILE_COLS];
+    if (bias && bias->ptr) {
+        for (uint32_t c = 0; c < col_count; c++)
+            bias_vals[c] = nx__k_weight_at(bias, col_first + c);
+        t.bias = bias_vals;
+    }
+    switch (nx__q_path()) {
+    case NX__Q_AVX512: tile_avx512(&t); break;
+    case NX__Q_AVX2: tile_avx2(&t); break;
+    default: tile_plain(&t); break;
+    }
+}

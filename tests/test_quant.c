@@ -1,0 +1,573 @@
+/* test_quant.c — ggml's block formats (quant.c) and the CPU matmul over them (cpu_quant.c):
+ * fp16 conversion; blocks worked out by hand for given floats (Q8_0, Q4_0, Q5_0) and by hand
+ * decoded (Q4_K's packed scales, Q6_K's split codes); round-trip error bounds per type; the
+ * activation formats; matmuls of every type on every kernel path the CPU has against a
+ * double-precision reference on the dequantized weights and activations (odd shapes, partial
+ * tiles, bias and accumulate), the paths bit-identical to each other, and every row's result
+ * independent of the batch it came in (n = 1..40). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cpu_kernels.h"
+#include "cpu_quant.h"
+#include "quant.h"
+
+static const nx_dtype_t weight_types[] = {NX_DT_Q8_0, NX_DT_Q4_0, NX_DT_Q5_0, NX_DT_Q4_K,
+                                          NX_DT_Q6_K};
+#define TYPE_COUNT (sizeof weight_types / sizeof *weight_types)
+
+static uint32_t rng_state = 12345;
+
+static float uniform(void) /* [-1, 1) */
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)(rng_state >> 8) / 8388608.0f - 1.0f;
+}
+
+static void fill_random(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = scale * uniform();
+}
+
+static uint16_t half_bits_of(_Float16 h)
+{
+    uint16_t b;
+    memcpy(&b, &h, sizeof b);
+    return b;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * fp16
+ */
+static void test_half_known_values(void **state)
+{
+    assert_int_equal(nx__f32_to_half(1.0f), 0x3c00);
+    assert_int_equal(nx__f32_to_half(-2.0f), 0xc000);
+    assert_int_equal(nx__f32_to_half(65504.0f), 0x7bff);
+    assert_int_equal(nx__f32_to_half(65519.0f), 0x7bff);   /* below the halfway point */
+    assert_int_equal(nx__f32_to_half(65520.0f), 0x7c00);   /* rounds to infinity */
+    assert_int_equal(nx__f32_to_half(0x1p-24f), 0x0001);   /* smallest subnormal */
+    assert_int_equal(nx__f32_to_half(0x1p-25f), 0x0000);   /* tie to even: 0 */
+    assert_int_equal(nx__f32_to_half(0x1.8p-24f), 0x0002); /* tie to even: 2 */
+    assert_int_equal(nx__f32_to_half(1.0f + 0x1p-11f), 0x3c00); /* tie to even */
+    assert_int_equal(nx__f32_to_half(1.0f + 0x1.8p-11f), 0x3c01); /* 0.75 ulp: up */
+    assert_int_equal(nx__f32_to_half(1.0f + 0x1.8p-10f), 0x3c02); /* 1.5 ulp: tie, even */
+    assert_int_equal(nx__f32_to_half(-0.0f), 0x8000);
+    assert_int_equal(nx__f32_to_half(INFINITY), 0x7c00);
+    assert_true(isnan(nx__half_to_f32(nx__f32_to_half(NAN))));
+    assert_true(nx__half_to_f32(0x0001) == 0x1p-24f);
+    assert_true(nx__half_to_f32(0x3555) == 0.333251953125f);
+    assert_true(isinf(nx__half_to_f32(0xfc00)) && nx__half_to_f32(0xfc00) < 0);
+}
+
+static void test_half_matches_compiler(void **state)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        _Float16 ref;
+        uint16_t bits = (uint16_t)h;
+        memcpy(&ref, &bits, sizeof ref);
+        float got = nx__half_to_f32((nx_half_t)h);
+        if (isnan((float)ref))
+            assert_true(isnan(got));
+        else
+            assert_true(got == (float)ref && signbit(got) == signbit((float)ref));
+    }
+    for (uint64_t u = 0; u < (1ull << 32); u += 65537) { /* spread over every exponent */
+        uint32_t bits = (uint32_t)u;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        if (!isnan(f))
+            assert_int_equal(nx__f32_to_half(f), half_bits_of((_Float16)f));
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Blocks by hand
+ */
+static void test_q8_0_block_by_hand(void **state)
+{
+    float x[32];
+    for (int j = 0; j < 32; j++)
+        x[j] = (float)(j - 16); /* amax 16: d = 16/127, codes round((j - 16) * 7.9375) */
+    nx_bq8_0_t b;
+    assert_int_equal(nx__quantize_row(NX_DT_Q8_0, x, &b, 32), NX_OK);
+    /* 16/127 = 0.12598...: exponent -3, mantissa 0.007874 * 1024 = 8.06 -> 0x3008 */
+    assert_int_equal(b.d, 0x3008);
+    assert_int_equal(b.qs[0], -127); /* -16 * 7.9375 */
+    assert_int_equal(b.qs[1], -119); /* -119.0625 */
+    assert_int_equal(b.qs[15], -8);  /* -7.9375 */
+    assert_int_equal(b.qs[16], 0);
+    assert_int_equal(b.qs[17], 8);
+    assert_int_equal(b.qs[18], 16);  /* 15.875 */
+    assert_int_equal(b.qs[31], 119);
+    float back[32];
+    nx__dequantize_row(NX_DT_Q8_0, &b, back, 32);
+    assert_true(back[0] == 0.1259765625f * -127);
+}
+
+static void test_q4_0_block_by_hand(void **state)
+{
+    float x[32];
+    for (int j = 0; j < 32; j++)
+        x[j] = (float)(j - 16); /* max -16: d = -16 / -8 = 2, code = (int)(x / 2 + 8.5) */
+    nx_bq4_0_t b;
+    assert_int_equal(nx__quantize_row(NX_DT_Q4_0, x, &b, 32), NX_OK);
+    assert_int_equal(b.d, 0x4000); /* 2.0 */
+    /* low nibble: x = j - 16 (codes 0,1,1,2,2,...,8); high: x = j (8,9,9,10,...,15, 16 -> 15) */
+    const int low[16] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8};
+    const int high[16] = {8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 15};
+    for (int j = 0; j < 16; j++) {
+        assert_int_equal(b.qs[j] & 15, low[j]);
+        assert_int_equal(b.qs[j] >> 4, high[j]);
+    }
+    float back[32];
+    nx__dequantize_row(NX_DT_Q4_0, &b, back, 32);
+    assert_true(back[0] == -16.0f && back[1] == -14.0f && back[31] == 14.0f);
+}
+
+static void test_q5_0_block_by_hand(void **state)
+{
+    float x[32];
+    for (int j = 0; j < 32; j++)
+        x[j] = (float)(j - 16); /* max -16: d = 1, code = (int)(x + 16.5) = j */
+    nx_bq5_0_t b;
+    assert_int_equal(nx__quantize_row(NX_DT_Q5_0, x, &b, 32), NX_OK);
+    assert_int_equal(b.d, 0x3c00);
+    for (int j = 0; j < 16; j++) /* codes j (low nibble) and j + 16 (high), bit 4 in qh */
+        assert_int_equal(b.qs[j], j | j << 4);
+    uint32_t qh;
+    memcpy(&qh, b.qh, sizeof qh);
+    assert_int_equal(qh, 0xffff0000u);
+    float back[32];
+    nx__dequantize_row(NX_DT_Q5_0, &b, back, 32);
+    for (int j = 0; j < 32; j++)
+        assert_true(back[j] == x[j]);
+}
+
+static void test_q4_k_scales_by_hand(void **state)
+{
+    /* sub-blocks 0-3: scale and min in the low 6 bits of bytes 0-3 and 4-7; sub-blocks 4-7:
+     * low 4 bits in bytes 8-11 (scale low nibble, min high), top 2 bits in bytes 0-7's
+     * spare bits */
+    const uint8_t sc[8] = {1, 2, 62, 63, 17, 33, 48, 5};
+    const uint8_t mn[8] = {3, 0, 9, 40, 63, 16, 31, 32};
+    uint8_t packed[12] = {
+        1 | (17 >> 4) << 6, 2 | (33 >> 4) << 6, 62 | (48 >> 4) << 6, 63 | (5 >> 4) << 6,
+        3 | (63 >> 4) << 6, 0 | (16 >> 4) << 6, 9 | (31 >> 4) << 6, 40 | (32 >> 4) << 6,
+        (17 & 15) | (63 & 15) << 4, (33 & 15) | (16 & 15) << 4, (48 & 15) | (31 & 15) << 4,
+        (5 & 15) | (32 & 15) << 4};
+    for (int s = 0; s < 8; s++) {
+        uint8_t got_sc, got_mn;
+        nx__q4k_scale_min(packed, s, &got_sc, &got_mn);
+        assert_int_equal(got_sc, sc[s]);
+        assert_int_equal(got_mn, mn[s]);
+    }
+    /* a block built by hand dequantizes to d * sc * q - dmin * mn */
+    nx_bq4_k_t b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3c00;    /* 1.0 */
+    b.dmin = 0x3800; /* 0.5 */
+    memcpy(b.scales, packed, 12);
+    for (int i = 0; i < 128; i++)
+        b.qs[i] = (uint8_t)((i % 16) | ((i * 7) % 16) << 4);
+    float out[256];
+    nx__dequantize_row(NX_DT_Q4_K, &b, out, 256);
+    for (int j = 0; j < 256; j++) {
+        int s = j / 32, byte = 32 * (s / 2) + j % 32;
+        int q = (s & 1) ? ((byte * 7) % 16) : byte % 16;
+        assert_true(out[j] == 1.0f * sc[s] * q - 0.5f * mn[s]);
+    }
+}
+
+static void test_q6_k_codes_by_hand(void **state)
+{
+    /* value j = 128h + 32q + l: low 4 bits in ql[64h + l + 32 (q odd)] (high nibble for
+     * q >= 2), top 2 bits in qh[32h + l] at bits 2q; value = d * scale[j / 16] * (code - 32) */
+    nx_bq6_k_t b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3400; /* 0.25 */
+    for (int s = 0; s < 16; s++)
+        b.scales[s] = (int8_t)(s - 8);
+    b.ql[0] = 0x5a;       /* value 0: low 0xa; value 64: low 0x5 */
+    b.qh[0] = 0x2 | 0x3 << 4; /* value 0: top 2; value 64: top 3 */
+    b.ql[32 + 3] = 0x0f;  /* value 35: low 0xf; value 99: 0 */
+    b.qh[3] = 0x1 << 2;   /* value 35: top 1 */
+    b.ql[64 + 31] = 0xf0; /* value 128 + 95 = 223: low 0xf (q = 2, high nibble) */
+    b.qh[32 + 31] = 0x3 << 4;
+    float out[256];
+    nx__dequantize_row(NX_DT_Q6_K, &b, out, 256);
+    assert_true(out[0] == 0.25f * -8 * ((0xa | 2 << 4) - 32));
+    assert_true(out[64] == 0.25f * (4 - 8) * ((0x5 | 3 << 4) - 32));
+    assert_true(out[35] == 0.25f * (2 - 8) * ((0xf | 1 << 4) - 32));
+    assert_true(out[99] == 0.25f * (6 - 8) * (0 - 32));
+    assert_true(out[223] == 0.25f * (13 - 8) * ((0xf | 3 << 4) - 32));
+    assert_true(out[1] == 0.25f * -8 * -32); /* an all-zero code */
+    /* and the quantizer puts codes where the dequantizer reads them: a ramp comes back */
+    float x[256], back[256];
+    for (int j = 0; j < 256; j++)
+        x[j] = (float)((j * 37) % 64 - 32) / 8.0f;
+    assert_int_equal(nx__quantize_row(NX_DT_Q6_K, x, &b, 256), NX_OK);
+    nx__dequantize_row(NX_DT_Q6_K, &b, back, 256);
+    for (int j = 0; j < 256; j++)
+        assert_true(fabsf(back[j] - x[j]) <= 0.6f / 8.0f);
+}
+
+static void test_sizes_and_errors(void **state)
+{
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q8_0, 64), 68);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q4_0, 1024), 576);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q5_0, 96), 66);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q4_K, 2560), 1440);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q6_K, 256), 210);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_BF16, 10), 20);
+    assert_int_equal(nx__quant_row_bytes(NX_DT_Q2_K, 256), 0);
+    float x[64] = {0};
+    uint8_t out[256];
+    assert_int_equal(nx__quantize_row(NX_DT_Q2_K, x, out, 256), NX_ENOTSUP);
+    assert_int_equal(nx__quantize_row(NX_DT_Q8_0, x, out, 48), NX_EINVAL);
+    assert_int_equal(nx__quantize_row(NX_DT_Q4_K, x, out, 64), NX_EINVAL);
+    for (size_t t = 0; t < TYPE_COUNT; t++)
+        assert_true(nx__quant_weight_ok(weight_types[t]));
+    assert_true(nx__quant_weight_ok(NX_DT_BF16));
+    assert_false(nx__quant_weight_ok(NX_DT_Q8_K)); /* activations only */
+    assert_false(nx__quant_weight_ok(NX_DT_Q3_K));
+    assert_int_equal(nx__q_family(NX_DT_Q5_0), NX__QF_32);
+    assert_int_equal(nx__q_family(NX_DT_Q6_K), NX__QF_256);
+    assert_int_equal(nx__q_family(NX_DT_F16), NX__QF_NONE);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Round trips
+ */
+static double relative_rms_error(nx_dtype_t dtype, const float *x, size_t n)
+{
+    uint8_t *q = malloc(nx__quant_row_bytes(dtype, n));
+    float *back = malloc(n * sizeof *back);
+    assert_int_equal(nx__quantize_row(dtype, x, q, n), NX_OK);
+    nx__dequantize_row(dtype, q, back, n);
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < n; i++) {
+        err += ((double)back[i] - x[i]) * ((double)back[i] - x[i]);
+        norm += (double)x[i] * x[i];
+    }
+    free(q);
+    free(back);
+    return sqrt(err / norm);
+}
+
+static void test_round_trip_error_bounds(void **state)
+{
+    enum { N = 256 * 64 };
+    float *x = malloc(N * sizeof *x);
+    for (size_t i = 0; i < N; i++) /* roughly Gaussian, as weights are */
+        x[i] = 0.02f * (uniform() + uniform() + uniform());
+    /* bounds about 1.5x what these types give on such data (bits per value: 8.5, 4.5, 5.5,
+     * 4.5, 6.56): the step is max / 2^(bits - 1), the error about step / sqrt(12) */
+    struct { nx_dtype_t dtype; double bound; } cases[] = {
+        {NX_DT_Q8_0, 0.006}, {NX_DT_Q4_0, 0.12}, {NX_DT_Q5_0, 0.06},
+        {NX_DT_Q4_K, 0.09},  {NX_DT_Q6_K, 0.025}, {NX_DT_F16, 0.0005}, {NX_DT_BF16, 0.003},
+        {NX_DT_Q8_K, 0.01},
+    };
+    double got[8];
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        got[c] = relative_rms_error(cases[c].dtype, x, N);
+        if (got[c] > cases[c].bound)
+            fail_msg("%s: relative rms error %.4f above %.4f", nx_dtype_name(cases[c].dtype),
+                     got[c], cases[c].bound);
+    }
+    assert_true(got[3] < got[1]); /* the scale search beats Q4_0 at the same bits */
+    assert_true(got[4] < got[2]);
+    assert_true(relative_rms_error(NX_DT_F32, x, N) == 0);
+    free(x);
+}
+
+static void test_zero_blocks(void **state)
+{
+    float x[256] = {0}, back[256];
+    uint8_t q[300];
+    for (size_t t = 0; t < TYPE_COUNT; t++) {
+        assert_int_equal(nx__quantize_row(weight_types[t], x, q, 256), NX_OK);
+        nx__dequantize_row(weight_types[t], q, back, 256);
+        for (int j = 0; j < 256; j++)
+            assert_true(back[j] == 0);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Activations
+ */
+static void test_activation_formats(void **state)
+{
+    float x[256];
+    for (int j = 0; j < 256; j++)
+        x[j] = (float)(j % 32 - 16);
+    void *mem = aligned_alloc(64, nx__qact_bytes(NX__QF_32, 1, 256));
+    nx__qact_t a;
+    nx__qact_bind(&a, NX__QF_32, 1, 256, mem);
+    nx__qact_quantize(&a, 0, x);
+    /* per 32: amax 16, d = 16/127, q = round(x * 127/16) (ties to even), offset = -sum */
+    assert_true(a.d[0] == 16.f / 127.f);
+    assert_int_equal(a.qs[0], -127);
+    assert_int_equal(a.qs[1], -119);
+    assert_int_equal(a.qs[17], 8);
+    int32_t sum = 0;
+    for (int j = 0; j < 32; j++)
+        sum += a.qs[j];
+    assert_int_equal(a.offset[0], -sum);
+    assert_int_equal(a.offset[3], -sum);
+    free(mem);
+
+    for (int j = 0; j < 256; j++)
+        x[j] = (float)(j - 160) / 8; /* the max magnitude is -20 at j = 0 */
+    mem = aligned_alloc(64, nx__qact_bytes(NX__QF_256, 1, 256));
+    nx__qact_bind(&a, NX__QF_256, 1, 256, mem);
+    nx__qact_quantize(&a, 0, x);
+    assert_true(a.d[0] == 1 / (-127.f / -20.f));
+    assert_int_equal(a.qs[0], -127);
+    assert_int_equal(a.qs[160], 0);
+    assert_int_equal(a.qs[255], 75); /* 11.875 * 6.35 = 75.4 */
+    for (int s = 0; s < 16; s++) {
+        int32_t sum16 = 0;
+        for (int j = 0; j < 16; j++)
+            sum16 += a.qs[16 * s + j];
+        assert_int_equal(a.offset[s], -32 * sum16);
+        if (s & 1)
+            assert_int_equal(a.sum32[s / 2], sum16 - a.offset[s - 1] / 32);
+    }
+    float back[256];
+    nx__qact_dequantize(&a, 0, back);
+    for (int j = 0; j < 256; j++)
+        assert_true(fabsf(back[j] - x[j]) <= 0.5f * 20.f / 127 * 1.0001f);
+    free(mem);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Matmuls
+ */
+typedef struct problem {
+    nx_dtype_t dtype;
+    uint32_t rows, cols, n; /* weight rows, k, batch rows */
+    uint8_t *w;
+    nx__wref_t wref;
+    float *x;
+    void *act_mem;
+    nx__qact_t act;
+    void *scratch;
+} problem_t;
+
+static void problem_make(problem_t *p, nx_dtype_t dtype, uint32_t rows, uint32_t cols,
+                         uint32_t n)
+{
+    *p = (problem_t){.dtype = dtype, .rows = rows, .cols = cols, .n = n};
+    uint64_t row_bytes = nx__quant_row_bytes(dtype, cols);
+    float *wf = malloc((size_t)rows * cols * sizeof *wf);
+    fill_random(wf, (size_t)rows * cols, 0.05f);
+    p->w = malloc(row_bytes * rows);
+    for (uint32_t r = 0; r < rows; r++)
+        assert_int_equal(nx__quantize_row(dtype, wf + (size_t)r * cols, p->w + r * row_bytes,
+                                          cols), NX_OK);
+    free(wf);
+    p->wref = (nx__wref_t){p->w, dtype, rows, cols};
+    p->x = malloc((size_t)n * cols * sizeof *p->x);
+    for (size_t i = 0; i < (size_t)n * cols; i++) /* an outlier now and then, as in real rows */
+        p->x[i] = uniform() * (i % 97 == 0 ? 8.0f : 1.0f);
+    nx__qfamily_t family = nx__q_family(dtype);
+    p->act_mem = aligned_alloc(64, nx__qact_bytes(family, n, cols));
+    nx__qact_bind(&p->act, family, n, cols, p->act_mem);
+    for (uint32_t r = 0; r < n; r++)
+        nx__qact_quantize(&p->act, r, p->x + (size_t)r * cols);
+    p->scratch = aligned_alloc(64, nx__q_scratch_bytes(cols));
+}
+
+static void problem_free(problem_t *p)
+{
+    free(p->w);
+    free(p->x);
+    free(p->act_mem);
+    free(p->scratch);
+}
+
+/* y = act[0..n) x W^T, tile by tile, on the current path. */
+static void problem_run(problem_t *p, uint32_t n, const nx__wref_t *bias, float *y,
+                        bool accumulate)
+{
+    for (uint32_t col = 0; col < p->rows; col += NX_Q_TILE_COLS) {
+        uint32_t count = p->rows - col < NX_Q_TILE_COLS ? p->rows - col : NX_Q_TILE_COLS;
+        nx__q_matmul_tile(&p->act, n, &p->wref, bias, col, count, y, accumulate, p->scratch);
+    }
+}
+
+static const nx__q_path_t all_paths[] = {NX__Q_PLAIN, NX__Q_AVX2, NX__Q_AVX512};
+static const char *const path_names[] = {"plain", "avx2", "avx512"};
+
+/* Every type x shape on every path: within float rounding of the double reference on the
+ * dequantized operands, and the same bits on every path. */
+static void test_matmul_matches_reference(void **state)
+{
+    const uint32_t shapes[][2] = {{1, 32}, {7, 64}, {16, 96}, {17, 256}, {37, 768},
+                                  {33, 1280}, {5, 2560}};
+    nx__q_path_t original = nx__q_path();
+    for (size_t t = 0; t < TYPE_COUNT; t++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            uint32_t rows = shapes[s][0], cols = shapes[s][1], n = 5;
+            if (cols % (nx__q_family(weight_types[t]) == NX__QF_256 ? 256 : 32))
+                continue;
+            problem_t p;
+            problem_make(&p, weight_types[t], rows, cols, n);
+            float *ref_y = calloc((size_t)n * rows, sizeof *ref_y);
+            float *first = NULL;
+            for (size_t path = 0; path < 3; path++) {
+                if (!nx__q_set_path(all_paths[path])) {
+                    printf("  (no %s path on this CPU)\n", path_names[path]);
+                    continue;
+                }
+                float *y = calloc((size_t)n * rows, sizeof *y);
+                problem_run(&p, n, NULL, y, false);
+                if (!first) {
+                    first = y;
+                    continue;
+                }
+                if (memcmp(first, y, (size_t)n * rows * sizeof *y) != 0)
+                    fail_msg("%s %ux%u: path %s differs from plain",
+                             nx_dtype_name(p.dtype), rows, cols, path_names[path]);
+                free(y);
+            }
+            float *wrow = malloc(cols * sizeof *wrow), *xrow = malloc(cols * sizeof *xrow);
+            uint64_t row_bytes = nx__quant_row_bytes(p.dtype, cols);
+            for (uint32_t i = 0; i < n; i++) {
+                nx__qact_dequantize(&p.act, i, xrow);
+                for (uint32_t c = 0; c < rows; c++) {
+                    nx__dequantize_row(p.dtype, p.w + c * row_bytes, wrow, cols);
+                    double dot = 0, mag = 0;
+                    for (uint32_t k = 0; k < cols; k++) {
+                        dot += (double)wrow[k] * xrow[k];
+                        mag += fabs((double)wrow[k] * xrow[k]);
+                    }
+                    double err = fabs(first[i * rows + c] - dot);
+                    /* a float chain of one fma per block: a few roundings of the partial
+                     * sums, each at most 2^-24 of the magnitudes summed so far */
+                    if (err > 4e-7 * mag + 1e-30)
+                        fail_msg("%s %ux%u row %u col %u: %.9g vs %.9g (mag %.3g)",
+                                 nx_dtype_name(p.dtype), rows, cols, i, c, first[i * rows + c],
+                                 dot, mag);
+                }
+            }
+            free(wrow);
+            free(xrow);
+            free(first);
+            free(ref_y);
+            problem_free(&p);
+        }
+    nx__q_set_path(original);
+}
+
+/* Rows give the same bits whether they come alone or in a batch of any size. */
+static void test_batch_invariance(void **state)
+{
+    nx__q_path_t original = nx__q_path();
+    for (size_t path = 0; path < 3; path++) {
+        if (!nx__q_set_path(all_paths[path]))
+            continue;
+        for (size_t t = 0; t < TYPE_COUNT; t++) {
+            uint32_t rows = 21, cols = 512, most = 40;
+            problem_t p;
+            problem_make(&p, weight_types[t], rows, cols, most);
+            float *solo = calloc((size_t)most * rows, sizeof *solo);
+            float *y = calloc((size_t)most * rows, sizeof *y);
+            for (uint32_t i = 0; i < most; i++) { /* each row alone: a batch of one */
+                nx__qact_t one = p.act;
+                uint32_t blocks = cols / (p.act.family == NX__QF_256 ? 256 : 32);
+                one.qs += (size_t)i * cols;
+                one.d += (size_t)i * blocks;
+                one.offset += (size_t)i * (p.act.family == NX__QF_256 ? cols / 16 : blocks);
+                if (one.sum32)
+                    one.sum32 += (size_t)i * (cols / 32);
+                for (uint32_t col = 0; col < rows; col += NX_Q_TILE_COLS) {
+                    uint32_t count = rows - col < NX_Q_TILE_COLS ? rows - col : NX_Q_TILE_COLS;
+                    nx__q_matmul_tile(&one, 1, &p.wref, NULL, col, count, solo + i * rows,
+                                      false, p.scratch);
+                }
+            }
+            for (uint32_t n = 1; n <= most; n++) {
+                memset(y, 0, (size_t)most * rows * sizeof *y);
+                problem_run(&p, n, NULL, y, false);
+                if (memcmp(y, solo, (size_t)n * rows * sizeof *y) != 0)
+                    fail_msg("%s on %s: a batch of %u differs from its rows alone",
+                             nx_dtype_name(p.dtype), path_names[path], n);
+            }
+            free(solo);
+            free(y);
+            problem_free(&p);
+        }
+    }
+    nx__q_set_path(original);
+}
+
+static void test_bias_and_accumulate(void **state)
+{
+    problem_t p;
+    problem_make(&p, NX_DT_Q4_K, 19, 256, 3);
+    float bias_vals[19];
+    fill_random(bias_vals, 19, 1.0f);
+    nx__wref_t bias = {bias_vals, NX_DT_F32, 19, 1};
+    float plain[3 * 19], with_bias[3 * 19], acc[3 * 19];
+    problem_run(&p, 3, NULL, plain, false);
+    problem_run(&p, 3, &bias, with_bias, false);
+    for (int i = 0; i < 3 * 19; i++)
+        acc[i] = 10.0f;
+    problem_run(&p, 3, &bias, acc, true);
+    for (int i = 0; i < 3 * 19; i++) {
+        assert_true(with_bias[i] == plain[i] + bias_vals[i % 19]);
+        assert_true(acc[i] == 10.0f + (plain[i] + bias_vals[i % 19]));
+    }
+    problem_free(&p);
+}
+
+/* The embedding lookup dequantizes a row of a quantized token_embd. */
+static void test_embedding_row(void **state)
+{
+    for (size_t t = 0; t < TYPE_COUNT; t++) {
+        float x[3 * 256], want[256], got[256];
+        fill_random(x, 3 * 256, 1.0f);
+        uint64_t row_bytes = nx__quant_row_bytes(weight_types[t], 256);
+        uint8_t *w = malloc(3 * row_bytes);
+        for (int r = 0; r < 3; r++)
+            nx__quantize_row(weight_types[t], x + 256 * r, w + r * row_bytes, 256);
+        nx__wref_t ref = {w, weight_types[t], 3, 256};
+        nx__k_weight_row(&ref, 2, got);
+        nx__dequantize_row(weight_types[t], w + 2 * row_bytes, want, 256);
+        assert_memory_equal(got, want, sizeof want);
+        free(w);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_half_known_values),
+        cmocka_unit_test(test_half_matches_compiler),
+        cmocka_unit_test(test_q8_0_block_by_hand),
+        cmocka_unit_test(test_q4_0_block_by_hand),
+        cmocka_unit_test(test_q5_0_block_by_hand),
+        cmocka_unit_test(test_q4_k_scales_by_hand),
+        cmocka_unit_test(test_q6_k_codes_by_hand),
+        cmocka_unit_test(test_sizes_and_errors),
+        cmocka_unit_test(test_round_trip_error_bounds),
+        cmocka_unit_test(test_zero_blocks),
+        cmocka_unit_test(test_activation_formats),
+        cmocka_unit_test(test_matmul_matches_reference),
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_bias_and_accumulate),
+        cmocka_unit_test(test_embedding_row),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
