@@ -165,20 +165,26 @@ static int read_u64(parser_t *p, const char *field, uint64_t *out)
     return NX_OK;
 }
 
-/* Arena memory for metadata, counted against the cap. */
-static void *meta_alloc(parser_t *p, uint64_t bytes)
+/* Arena memory for metadata (8-byte aligned arrays and tables, unaligned string bytes),
+ * counted against the cap. */
+static void *meta_alloc_aligned(parser_t *p, uint64_t bytes, size_t align)
 {
     if (bytes > NX__GGUF_MAX_META_BYTES - p->meta_bytes) {
         fail(p, NX_EFORMAT, "metadata needs more than %llu MiB of memory",
              (unsigned long long)(NX__GGUF_MAX_META_BYTES >> 20));
         return NULL;
     }
-    void *out = nx__st_arena_alloc(p->st, bytes ? (size_t)bytes : 1);
+    void *out = nx__st_arena_alloc_aligned(p->st, bytes ? (size_t)bytes : 1, align);
     if (!out)
         fail(p, NX_ENOMEM, "out of memory for %llu bytes of metadata",
              (unsigned long long)bytes);
     p->meta_bytes += bytes;
     return out;
+}
+
+static void *meta_alloc(parser_t *p, uint64_t bytes)
+{
+    return meta_alloc_aligned(p, bytes, 8);
 }
 
 /* A GGUF string (u64 length, bytes) into the arena, NUL-terminated. */
@@ -197,7 +203,7 @@ static int read_string(parser_t *p, const char *field, uint64_t max_len, nx__ggu
                     "%llu)",
                     field, (unsigned long long)len, (unsigned long long)bytes_left(p),
                     (unsigned long long)p->pos);
-    char *text = meta_alloc(p, len + 1);
+    char *text = meta_alloc_aligned(p, len + 1, 1);
     if (!text)
         return p->err->code;
     rc = copy_out(p, text, len, field);

@@ -107,18 +107,17 @@ static nx__arena_block_t *arena_block_new(size_t cap)
     return block;
 }
 
-void *nx__st_arena_alloc(nx_st_t *st, size_t bytes)
+void *nx__st_arena_alloc_aligned(nx_st_t *st, size_t bytes, size_t align)
 {
-    size_t need = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (need < bytes)
+    if (bytes > SIZE_MAX - ARENA_ALIGN)
         return NULL;
-    if (need > ARENA_OWN_BLOCK_BYTES) {
+    if (bytes > ARENA_OWN_BLOCK_BYTES) {
         /* A big table or array: its own block, linked behind the current one so that the
          * current block's free space stays in use. */
-        nx__arena_block_t *own = arena_block_new(need);
+        nx__arena_block_t *own = arena_block_new(bytes);
         if (!own)
             return NULL;
-        own->used = need;
+        own->used = bytes;
         if (st->arena) {
             own->next = st->arena->next;
             st->arena->next = own;
@@ -128,22 +127,28 @@ void *nx__st_arena_alloc(nx_st_t *st, size_t bytes)
         return own->data;
     }
     nx__arena_block_t *block = st->arena;
-    if (!block || block->cap - block->used < need) {
+    size_t at = block ? (block->used + align - 1) / align * align : 0;
+    if (!block || at > block->cap || block->cap - at < bytes) {
         block = arena_block_new(ARENA_BLOCK_BYTES);
         if (!block)
             return NULL;
         block->next = st->arena;
         st->arena = block;
+        at = 0;
     }
-    void *out = block->data + block->used;
-    block->used += need;
-    return out;
+    block->used = at + bytes;
+    return block->data + at;
+}
+
+void *nx__st_arena_alloc(nx_st_t *st, size_t bytes)
+{
+    return nx__st_arena_alloc_aligned(st, bytes, ARENA_ALIGN);
 }
 
 char *nx__st_arena_strdup(nx_st_t *st, const char *text)
 {
     size_t len = strlen(text) + 1;
-    char *copy = nx__st_arena_alloc(st, len);
+    char *copy = nx__st_arena_alloc_aligned(st, len, 1);
     if (copy)
         memcpy(copy, text, len);
     return copy;
@@ -305,7 +310,7 @@ int nx__st_check_ranges(nx_st_t *st, const char *label, bool gaps_allowed, nx_er
         return nx_err_set(err, NX_EFORMAT,
                           "%s: no tensors but %llu trailing bytes in the data section", label,
                           (unsigned long long)file->data_bytes);
-    nx_st_tensor_t *first = &st->tensors[file->tensor_first];
+    nx_st_tensor_t *first = file->tensor_count ? &st->tensors[file->tensor_first] : NULL;
     if (file->tensor_count > 1)
         qsort(first, file->tensor_count, sizeof *first, compare_range);
     const char *field = gaps_allowed ? "offset" : "data_offsets";

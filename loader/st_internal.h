@@ -91,8 +91,10 @@ struct nx_st {
 /* An empty checkpoint labelled `path`; NULL when out of memory. */
 nx_st_t *nx__st_new(const char *path);
 
-/* `bytes` from the arena, 16-byte aligned, or NULL when out of memory. */
+/* `bytes` from the arena, 16-byte aligned (or `align`, a power of two up to 16: 1 for
+ * strings), or NULL when out of memory. */
 void *nx__st_arena_alloc(nx_st_t *st, size_t bytes);
+void *nx__st_arena_alloc_aligned(nx_st_t *st, size_t bytes, size_t align);
 char *nx__st_arena_strdup(nx_st_t *st, const char *text);
 
 /* Make room for `need` elements in a growable array. */

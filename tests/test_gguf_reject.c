@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "gguf_build.h"
@@ -419,6 +420,28 @@ static void test_tensor_name_with_nul(void **state)
     expect_reject(&b, "tensor #0: name holds a NUL byte at 1", NULL);
 }
 
+/* A string array whose (pointer, length) table alone passes the 1 GiB metadata cap, in a sparse
+ * file big enough that its count passes the bytes-left check. */
+static void test_metadata_cap(void **state)
+{
+    gb_t b = {0};
+    gb_header(&b, 3, 0, 1);
+    gb_key(&b, "tokenizer.ggml.tokens", 9);
+    gb_u32(&b, 8);
+    gb_u64(&b, 1ull << 27); /* 128 Mi strings: 1 GiB of lengths, 2 GiB of table */
+    char path[128];
+    snprintf(path, sizeof path, "%s/bad.gguf", tmpdir);
+    assert_int_equal(gb_write(&b, path), 0);
+    if (truncate(path, (off_t)(b.len + (1ull << 30) + 4096)) != 0)
+        skip(); /* no sparse files here */
+    nx_err_t err = {0};
+    nx_st_t *st = nx_st_open(path, &err);
+    assert_null(st);
+    if (!strstr(err.msg, "key 'tokenizer.ggml.tokens': metadata needs more than 1024 MiB"))
+        fail_msg("got '%s'", err.msg);
+    gb_free(&b);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -457,6 +480,7 @@ int main(void)
         T(test_overlap),
         T(test_duplicate_tensor_name),
         T(test_tensor_name_with_nul),
+        T(test_metadata_cap),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
