@@ -299,7 +299,8 @@ clean:
 # see tests/fuzz_st_header.c, tests/fuzz_gguf_header.c, tests/fuzz_proto.c and
 # tests/fuzz_conf.c for how to run them.
 FUZZ_CC ?= clang
-# The checkpoint readers: nx_st_open takes both formats, so both targets link both.
+# The checkpoint readers: nx_st_open takes both formats, so both targets link both. Undefined
+# behaviour stops their runs (UBSan would otherwise report once and carry on).
 FUZZ_SRC := loader/st_read.c loader/st_common.c loader/gguf_read.c loader/dtype.c loader/err.c
 .PHONY: fuzz
 fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header $(BUILD)/fuzz/fuzz_proto \
@@ -308,12 +309,12 @@ fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header $(BUILD)/fuzz/
 $(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
+	  -fno-sanitize-recover=undefined -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
 $(BUILD)/fuzz/fuzz_gguf_header: tests/fuzz_gguf_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -Iloader -o $@ tests/fuzz_gguf_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
+	  -fno-sanitize-recover=undefined -Iloader -o $@ tests/fuzz_gguf_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
 FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
