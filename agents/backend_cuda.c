@@ -7,13 +7,15 @@
  * NEXUS_CUDA_KERNELS=simple (naive kernels, no cuBLAS, no graphs) and NEXUS_CUDA_GRAPHS=0 are
  * there to bisect.
  *
- * Data: weights are used in place in the pool (BF16/F16/F32 as stored); activations, the
+ * Data: weights are used in place in the pool (BF16/F16/F32 as stored, or ggml's blocks from a
+ * GGUF file: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, read packed by cuda_quant.cu); activations, the
  * residual stream and every accumulation are fp32. KV caches are pool regions per sequence,
  * in the CPU backend's layout [layer][k|v][kv_head][capacity][head_dim], in BF16 (half the
  * VRAM per token of context, so twice the sequences fit beside the resident models, and half
  * the attention's reads); NEXUS_CUDA_KV=f32 keeps them fp32 like the CPU's, to bisect a
  * difference from the CPU backend. All scratch (activations for NX_CUDA_ROWS_MAX rows, attention
- * partials, logits for LOGIT_CHUNK rows, cuBLAS's workspace) is one pool region taken at init,
+ * partials, logits for LOGIT_CHUNK rows, cuBLAS's workspace, the BF16 dequantization buffer of
+ * a quantized model) is one pool region taken at init,
  * so a step never allocates and out-of-memory is the pool's NX_EPOOLFULL.
  *
  * A step's rows go through in passes of at most NX_CUDA_ROWS_MAX rows (all layers per pass;
@@ -22,7 +24,9 @@
  * is the GEMV kernel (each weight streamed once, 16-byte loads; the RMSNorm before the QKV and
  * gate-up products is fused into them, NEXUS_CUDA_FUSE_NORM=0 keeps it a kernel of its own to
  * bisect and to measure the fusion against); in a larger pass they are
- * cuBLAS GEMMs (activations rounded to the weight's 16-bit type, fp32 accumulation). A pass of
+ * cuBLAS GEMMs (activations rounded to the weight's 16-bit type, fp32 accumulation; a
+ * quantized weight is first dequantized to BF16 into the scratch, the rows of a chunk at a
+ * time, except that up to 16 rows still take the quantized GEMV in two slices). A pass of
  * decode rows only (one row per sequence, each wanting its logits) replays a CUDA graph of the
  * whole forward pass, one per row count (up to MAX_GRAPHS of them; cuBLAS is captured too):
  * the per-row scalars it reads (token, position, KV cache) are copied to device memory before
@@ -57,6 +61,15 @@ _Static_assert(sizeof(nx__cu_row_t) == 24, "row scalars as the kernels read them
 #define DECODE_SPLITS 32          /* attention splits per row in decode passes */
 #define BLAS_WORKSPACE (32u << 20) /* what cuBLAS recommends on Hopper */
 #define MAX_GRAPHS 48             /* decode batch sizes with a captured graph, per engine */
+/* Quantized weights: the most elements dequantized to BF16 at a time for cuBLAS (64 MiB; a
+ * larger matrix goes through in row chunks), and the most rows a quantized matmul takes as
+ * GEMV slices of NX_CU_GEMV_MAX_ROWS rows instead of dequantizing (each slice streams the
+ * packed weight once, about 0.6 to 1.1 bytes per weight, where the dequantization writes and
+ * then reads 2 bytes per weight besides reading the packed ones: two slices are still cheaper
+ * on paper; a guess to check on a GPU, not a measurement). */
+#define DEQUANT_MAX_ELEMS (32ull << 20)
+#define QGEMV_SLICED_ROWS (2 * NX_CU_GEMV_MAX_ROWS)
+_Static_assert(LOGIT_CHUNK <= QGEMV_SLICED_ROWS, "a quantized head never needs dequantizing");
 
 typedef struct cuda_state {
     const nx_model_config_t *cfg;
@@ -83,6 +96,10 @@ typedef struct cuda_state {
     nx__cu_row_t *rows_dev;
     uint32_t *gather_dev; /* [NX_CUDA_ROWS_MAX] logit rows of the pass */
     void *blas_workspace;
+    void *wdq;            /* BF16 [dequant_elems]: a quantized weight's rows for cuBLAS, or
+                           * NULL when no weight is quantized (or simple) */
+    uint64_t dequant_elems;
+    uint32_t dequant_rows_max; /* NEXUS_CUDA_DEQUANT_ROWS (tests): rows per chunk at most; 0 */
     nx__cu_pick_t *picks_dev; /* [LOGIT_CHUNK] picks of a logits chunk */
     int32_t *penalty_dev;     /* [vocab] their penalty ids (one pick's always fit) */
     int32_t *ids_dev;         /* [LOGIT_CHUNK] the picked ids */
@@ -136,13 +153,32 @@ static int cu_fail(nx_err_t *err, const char *call, cudaError_t e)
             return rc_;                                                                       \
     } while (0)
 
+/* The kernels' code of a dtype the binder accepts (engine.c: BF16, F16, F32 and, for
+ * matrices, quant.h's block types). */
+static int32_t cu_dtype(nx_dtype_t dtype)
+{
+    switch (dtype) {
+    case NX_DT_BF16: return NX_CU_BF16;
+    case NX_DT_F16: return NX_CU_F16;
+    case NX_DT_Q8_0: return NX_CU_Q8_0;
+    case NX_DT_Q4_0: return NX_CU_Q4_0;
+    case NX_DT_Q5_0: return NX_CU_Q5_0;
+    case NX_DT_Q4_K: return NX_CU_Q4_K;
+    case NX_DT_Q6_K: return NX_CU_Q6_K;
+    default: return NX_CU_F32;
+    }
+}
+
 static nx__cu_w_t cuw(const nx__wref_t *w)
 {
     if (!w || !w->ptr)
         return (nx__cu_w_t){NULL, NX_CU_F32};
-    int32_t dt = w->dtype == NX_DT_BF16 ? NX_CU_BF16 : w->dtype == NX_DT_F16 ? NX_CU_F16
-                                                                            : NX_CU_F32;
-    return (nx__cu_w_t){w->ptr, dt};
+    return (nx__cu_w_t){w->ptr, cu_dtype(w->dtype)};
+}
+
+static bool quantized(const nx__wref_t *w)
+{
+    return w->ptr && nx__cu_is_block(cu_dtype(w->dtype));
 }
 
 static uint32_t q_dim(const nx_model_config_t *c) { return c->heads * c->head_dim; }
@@ -160,28 +196,64 @@ static int use_device(cuda_state_t *s, nx_err_t *err)
 
 /* cuBLAS, column-major: Y^T (rows x n, ld rows) = op(W) X^T where W row-major [rows][cols] is
  * column-major [cols][rows] (ld cols), taken transposed; X row-major [n][cols] is column-major
- * [cols][n] (ld cols). BF16/F16 weights need the same type for X: converted into s->xh. */
+ * [cols][n] (ld cols). Rows [row_first, row_first + rows) of the output from `a` (those rows
+ * of W, in `type`), into y's columns from row_first on (ld stays w->rows). */
+static int gemm_rows(cuda_state_t *s, const void *a, const void *b, int type, uint32_t n,
+                     const nx__wref_t *w, uint32_t row_first, uint32_t rows, float *y,
+                     bool accumulate, nx_err_t *err)
+{
+    float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+    int st = s->blas->gemm_ex(s->blas_handle, NX_CUBLAS_OP_T, NX_CUBLAS_OP_N, (int)rows,
+                              (int)n, (int)w->cols, &alpha, a, type, (int)w->cols, b, type,
+                              (int)w->cols, &beta, y + row_first, NX_CUDA_R_32F, (int)w->rows,
+                              NX_CUBLAS_COMPUTE_32F, NX_CUBLAS_GEMM_DEFAULT);
+    if (st != NX_CUBLAS_STATUS_SUCCESS)
+        return nx__cublas_fail(s->blas, err, "cublasGemmEx", st);
+    return NX_OK;
+}
+
+/* Rows of a quantized weight dequantized at a time into s->wdq. */
+static uint32_t dequant_chunk_rows(const cuda_state_t *s, const nx__wref_t *w)
+{
+    uint64_t rows = s->dequant_elems / w->cols;
+    if (s->dequant_rows_max && rows > s->dequant_rows_max)
+        rows = s->dequant_rows_max;
+    return rows > w->rows ? w->rows : (uint32_t)rows;
+}
+
+/* y (+)= x w^T by cuBLAS. BF16/F16 weights need the same type for X: converted into s->xh. A
+ * quantized weight is dequantized to BF16 into s->wdq, as many rows at a time as fit (all of
+ * a layer's matrix, unless it passes DEQUANT_MAX_ELEMS), each chunk multiplied before the
+ * next overwrites it (one stream: in order, graph-safe). */
 static int gemm(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w, float *y,
                 bool accumulate, const char *what, nx_err_t *err)
 {
     const void *b = x;
     int type = NX_CUDA_R_32F;
+    bool quant = quantized(w);
     if (w->dtype != NX_DT_F32) {
-        bool bf16 = w->dtype == NX_DT_BF16;
+        bool bf16 = w->dtype == NX_DT_BF16 || quant;
         LAUNCH(nx__cu_to_half(s->stream, x, (uint64_t)n * w->cols, bf16 ? NX_CU_BF16 : NX_CU_F16,
                               s->xh),
                "to_half");
         b = s->xh;
         type = bf16 ? NX_CUDA_R_16BF : NX_CUDA_R_16F;
     }
-    float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-    int st = s->blas->gemm_ex(s->blas_handle, NX_CUBLAS_OP_T, NX_CUBLAS_OP_N, (int)w->rows,
-                              (int)n, (int)w->cols, &alpha, w->ptr, type, (int)w->cols, b, type,
-                              (int)w->cols, &beta, y, NX_CUDA_R_32F, (int)w->rows,
-                              NX_CUBLAS_COMPUTE_32F, NX_CUBLAS_GEMM_DEFAULT);
-    if (st != NX_CUBLAS_STATUS_SUCCESS)
-        return nx__cublas_fail(s->blas, err, "cublasGemmEx", st);
-    MARK(what);
+    if (!quant) {
+        TRY(gemm_rows(s, w->ptr, b, type, n, w, 0, w->rows, y, accumulate, err));
+        MARK(what);
+        return NX_OK;
+    }
+    uint32_t chunk = dequant_chunk_rows(s, w);
+    if (!s->wdq || chunk == 0)
+        return nx_err_set(err, NX_EINVAL, "CUDA engine: %s: no dequantization buffer for a "
+                          "%s weight of %u columns", what, nx_dtype_name(w->dtype), w->cols);
+    for (uint32_t r0 = 0; r0 < w->rows; r0 += chunk) {
+        uint32_t rows = w->rows - r0 < chunk ? w->rows - r0 : chunk;
+        LAUNCH(nx__cu_dequant_bf16(s->stream, cuw(w), w->cols, r0, rows, s->wdq), "dequant");
+        TRY(gemm_rows(s, s->wdq, b, type, n, w, r0, rows, y, accumulate, err));
+        MARK(what);
+    }
     return NX_OK;
 }
 
@@ -196,8 +268,37 @@ static bool gemv_takes(const cuda_state_t *s, const nx__cu_gemv_t *g)
     return s->simple || nx__cu_gemv_fast_ok(g);
 }
 
-/* y (+)= x w^T (+ bias) by the GEMV kernel or cuBLAS; `what` names it in errors and the
- * profile ("o_proj", ...). */
+/* A quantized weight with more rows than one GEMV takes but at most QGEMV_SLICED_ROWS: the
+ * GEMV over slices of NX_CU_GEMV_MAX_ROWS rows of x and y. *done is false when a slice does
+ * not fit the kernel (then nothing was launched). */
+static int gemv_sliced(cuda_state_t *s, const nx__cu_gemv_t *g, const char *what, bool *done,
+                       nx_err_t *err)
+{
+    const nx__cu_gemv_seg_t *sg = &g->seg[0];
+    *done = false;
+    if (s->simple || g->seg_count != 1 || !nx__cu_is_block(sg->w.dtype) ||
+        g->n > QGEMV_SLICED_ROWS)
+        return NX_OK;
+    for (uint32_t r0 = 0; r0 < g->n; r0 += NX_CU_GEMV_MAX_ROWS) { /* every slice fits? */
+        nx__cu_gemv_t slice = *g;
+        slice.x = g->x + (uint64_t)r0 * g->cols;
+        slice.n = g->n - r0 < NX_CU_GEMV_MAX_ROWS ? g->n - r0 : NX_CU_GEMV_MAX_ROWS;
+        if (!nx__cu_gemv_fast_ok(&slice))
+            return NX_OK;
+    }
+    for (uint32_t r0 = 0; r0 < g->n; r0 += NX_CU_GEMV_MAX_ROWS) {
+        nx__cu_gemv_t slice = *g;
+        slice.x = g->x + (uint64_t)r0 * g->cols;
+        slice.n = g->n - r0 < NX_CU_GEMV_MAX_ROWS ? g->n - r0 : NX_CU_GEMV_MAX_ROWS;
+        slice.seg[0].y = sg->y + (uint64_t)r0 * sg->rows;
+        LAUNCH(nx__cu_gemv(s->stream, &slice, false), what);
+    }
+    *done = true;
+    return NX_OK;
+}
+
+/* y (+)= x w^T (+ bias) by the GEMV kernel (in slices for a quantized weight) or cuBLAS;
+ * `what` names it in errors and the profile ("o_proj", ...). */
 static int matmul(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t *w,
                   const nx__wref_t *bias, float *y, bool accumulate, const char *what,
                   nx_err_t *err)
@@ -208,16 +309,36 @@ static int matmul(cuda_state_t *s, const float *x, uint32_t n, const nx__wref_t 
         LAUNCH(nx__cu_gemv(s->stream, &g, s->simple), what);
         return NX_OK;
     }
+    bool done;
+    TRY(gemv_sliced(s, &g, what, &done, err));
+    if (done)
+        return NX_OK;
     TRY(gemm(s, x, n, w, y, accumulate, what, err));
     if (bias && bias->ptr)
         LAUNCH(nx__cu_add_bias(s->stream, y, n, w->rows, cuw(bias)), "add_bias");
     return NX_OK;
 }
 
+/* Whether every segment of g (not a silu pair) fits the fast kernel on its own. */
+static bool each_seg_fast_ok(const nx__cu_gemv_t *g)
+{
+    if (g->silu_pair || g->seg_count < 2)
+        return false;
+    for (uint32_t i = 0; i < g->seg_count; i++) {
+        nx__cu_gemv_t one = *g;
+        one.seg[0] = g->seg[i];
+        one.seg_count = 1;
+        if (!nx__cu_gemv_fast_ok(&one))
+            return false;
+    }
+    return true;
+}
+
 /* g (whose x is s->xn) on rmsnorm(s->x) * norm: one fused GEMV launch when the fast kernel
- * takes it with the norm, else the RMSNorm kernel into s->xn and then g when a GEMV takes it.
- * *done is false when neither GEMV takes g (s->xn then holds the normed rows for the caller's
- * matmuls). */
+ * takes it with the norm; one fused launch per segment when only their dtypes differ (a
+ * Q4_K_M layer's Q6_K v beside Q4_K q and k: each launch computes the rows' 1/rms itself);
+ * else the RMSNorm kernel into s->xn and then g when a GEMV takes it. *done is false when
+ * neither GEMV takes g (s->xn then holds the normed rows for the caller's matmuls). */
 static int norm_gemv(cuda_state_t *s, const nx__cu_gemv_t *g, const nx__wref_t *norm,
                      const char *what, bool *done, nx_err_t *err)
 {
@@ -228,6 +349,15 @@ static int norm_gemv(cuda_state_t *s, const nx__cu_gemv_t *g, const nx__wref_t *
     *done = true;
     if (s->fuse_norm && !s->simple && nx__cu_gemv_fast_ok(&fused)) {
         LAUNCH(nx__cu_gemv(s->stream, &fused, false), what);
+        return NX_OK;
+    }
+    if (s->fuse_norm && !s->simple && each_seg_fast_ok(&fused)) {
+        for (uint32_t i = 0; i < g->seg_count; i++) {
+            nx__cu_gemv_t one = fused;
+            one.seg[0] = fused.seg[i];
+            one.seg_count = 1;
+            LAUNCH(nx__cu_gemv(s->stream, &one, false), what);
+        }
         return NX_OK;
     }
     LAUNCH(nx__cu_rmsnorm(s->stream, s->x, NULL, g->n, s->cfg->hidden, cuw(norm),
@@ -587,6 +717,41 @@ static void *carve(carver_t *cv, uint64_t bytes)
     return cv->base ? cv->base + at : NULL;
 }
 
+/* Elements of the BF16 dequantization buffer: the largest matrix of a layer, whole, unless it
+ * passes DEQUANT_MAX_ELEMS (then row chunks); never less than one row of any matrix. The
+ * token embedding and the head (vocab x hidden) go through in chunks when they go through at
+ * all (the head's logit rows are at most LOGIT_CHUNK, which the GEMV slices take). */
+static uint64_t dequant_elems(const nx_model_config_t *c)
+{
+    uint64_t hidden = c->hidden, largest = (uint64_t)c->intermediate * hidden;
+    largest = (uint64_t)q_dim(c) * hidden > largest ? (uint64_t)q_dim(c) * hidden : largest;
+    largest = largest < DEQUANT_MAX_ELEMS ? largest : DEQUANT_MAX_ELEMS;
+    uint64_t widest_row = hidden > c->intermediate ? hidden : c->intermediate;
+    widest_row = q_dim(c) > widest_row ? q_dim(c) : widest_row;
+    return largest > widest_row ? largest : widest_row;
+}
+
+/* Whether the scratch holds a dequantization buffer: never with the simple kernels (no
+ * cuBLAS); for a GGUF model (the only files with block types) when any matrix is quantized,
+ * or, when only counting (no weights: nx__cuda_scratch_bytes), always for GGUF, so the count
+ * is an upper bound. */
+static bool needs_dequant(const cuda_state_t *s)
+{
+    if (s->simple || !s->cfg->gguf)
+        return false;
+    if (!s->w)
+        return true;
+    if (quantized(&s->w->embed) || quantized(&s->w->lm_head))
+        return true;
+    for (uint32_t i = 0; i < s->cfg->layers; i++) {
+        const nx__layer_weights_t *l = &s->w->layers[i];
+        if (quantized(&l->q) || quantized(&l->k) || quantized(&l->v) || quantized(&l->o) ||
+            quantized(&l->gate) || quantized(&l->up) || quantized(&l->down))
+            return true;
+    }
+    return false;
+}
+
 static void layout(cuda_state_t *s, carver_t *cv)
 {
     const nx_model_config_t *c = s->cfg;
@@ -612,6 +777,8 @@ static void layout(cuda_state_t *s, carver_t *cv)
     s->rows_dev = carve(cv, rows * sizeof(nx__cu_row_t));
     s->gather_dev = carve(cv, rows * sizeof(uint32_t));
     s->blas_workspace = s->simple ? NULL : carve(cv, BLAS_WORKSPACE);
+    s->dequant_elems = needs_dequant(s) ? dequant_elems(c) : 0;
+    s->wdq = s->dequant_elems ? carve(cv, s->dequant_elems * 2) : NULL;
     s->picks_dev = carve(cv, LOGIT_CHUNK * sizeof(nx__cu_pick_t));
     s->penalty_dev = carve(cv, (uint64_t)c->vocab * sizeof(int32_t));
     s->ids_dev = carve(cv, LOGIT_CHUNK * sizeof(int32_t));
@@ -619,7 +786,9 @@ static void layout(cuda_state_t *s, carver_t *cv)
 
 uint64_t nx__cuda_scratch_bytes(const nx_model_config_t *config)
 {
-    cuda_state_t s = {.cfg = config}; /* not simple: the cuBLAS workspace is counted */
+    /* not simple: the cuBLAS workspace is counted; no weights: a GGUF model's dequantization
+     * buffer is counted */
+    cuda_state_t s = {.cfg = config};
     carver_t count = {NULL, 0};
     layout(&s, &count);
     return count.used;
@@ -744,6 +913,8 @@ static int cuda_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_po
     s->use_graphs = !env_is("NEXUS_CUDA_GRAPHS", "0");
     s->fuse_norm = !env_is("NEXUS_CUDA_FUSE_NORM", "0");
     s->pick_exact = env_is("NEXUS_CUDA_PICK", "exact");
+    const char *rows = getenv("NEXUS_CUDA_DEQUANT_ROWS"); /* tests: chunks of few rows */
+    s->dequant_rows_max = rows ? (uint32_t)strtoul(rows, NULL, 10) : 0;
     if (env_is("NEXUS_CUDA_PROFILE", "1") && (s->prof = nx__kprof_new()))
         s->use_graphs = false; /* a mark between launches; a graph has none */
     s->shape = (nx__cu_shape_t){cfg->hidden, cfg->heads, cfg->kv_heads, cfg->head_dim,

@@ -1,5 +1,7 @@
 /* cuda_kernels.cu — the CUDA engine backend's element-wise, norm, RoPE and GEMV kernels (see
- * cuda_kernels.h; attention is in cuda_attention.cu).
+ * cuda_kernels.h; attention is in cuda_attention.cu, the quantized GEMV and dequantization in
+ * cuda_quant.cu, the device helpers both GEMVs share in cuda_device.cuh). Block types reach
+ * this file's kernels (the simple GEMV, the embedding) through load_elem, element by element.
  *
  * NOT YET RUN ON A GPU: written on a machine without one; it compiles for sm_90 and has run
  * only under the CPU emulation of tests/cuemu (make emu-test: index arithmetic, barriers and
@@ -14,52 +16,9 @@
  */
 #include "cuda_kernels.h"
 
+#include "cuda_device.cuh"
 #include "cuda_launch.h"
 #include <stdint.h>
-
-#define FULL_MASK 0xffffffffu
-
-/* ------------------------------------------------------------------------------------------
- * Element access
- */
-__device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits16)
-{
-    return __uint_as_float(bits16 << 16);
-}
-
-/* Element i of a weight of any dtype, as fp32 (the simple path and scalar epilogues). */
-__device__ __forceinline__ float load_elem(nx__cu_w_t w, uint64_t i)
-{
-    switch (w.dtype) {
-    case NX_CU_BF16: return bf16_bits_to_f32(((const uint16_t *)w.ptr)[i]);
-    case NX_CU_F16: return __half2float(((const __half *)w.ptr)[i]);
-    default: return ((const float *)w.ptr)[i];
-    }
-}
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1)
-        v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-
-/* Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
- * Every thread of the block must call it. `red` holds 32 floats. */
-__device__ float block_sum(float v, float *red)
-{
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads(); /* red may still be read by a previous call */
-    if (lane == 0)
-        red[warp] = v;
-    __syncthreads();
-    float total = 0.f;
-    for (int i = 0; i < warps; i++) /* every thread sums in the same order: same result */
-        total += red[i];
-    return total;
-}
 
 static int launched(void)
 {
@@ -246,45 +205,11 @@ extern "C" int nx__cu_qk_rope_kv(void *stream, const nx__cu_row_t *rows, uint32_
 }
 
 /* ------------------------------------------------------------------------------------------
- * GEMV. Output rows are numbered across the segments: [0, seg[0].rows) are seg 0's, and so on.
+ * GEMV (the helpers it shares with cuda_quant.cu's are in cuda_device.cuh)
  */
-__device__ __forceinline__ float silu(float g)
-{
-    return g / (1.f + expf(-g));
-}
 
-/* Store one output element: bias, then = or +=. */
-__device__ __forceinline__ void gemv_store(const nx__cu_gemv_seg_t &sg, bool accumulate,
-                                           uint32_t r, uint32_t o, float acc)
-{
-    if (sg.bias.ptr)
-        acc += load_elem(sg.bias, o);
-    float *dst = sg.y + (uint64_t)r * sg.rows + o;
-    *dst = accumulate ? *dst + acc : acc;
-}
-
-/* The fused gate-up-SiLU output: silu(gate + bias) * (up + bias) into segment 0's rows. */
-__device__ __forceinline__ void store_silu_pair(const nx__cu_gemv_t &g, uint32_t r, uint32_t o,
-                                                float gate, float up)
-{
-    if (g.seg[0].bias.ptr)
-        gate += load_elem(g.seg[0].bias, o);
-    if (g.seg[1].bias.ptr)
-        up += load_elem(g.seg[1].bias, o);
-    g.seg[0].y[(uint64_t)r * g.seg[0].rows + o] = silu(gate) * up;
-}
-
-__device__ __forceinline__ int find_seg(const nx__cu_gemv_t &g, uint32_t *o)
-{
-    int sgi = 0;
-    while (sgi + 1 < (int)g.seg_count && *o >= g.seg[sgi].rows) {
-        *o -= g.seg[sgi].rows;
-        sgi++;
-    }
-    return sgi;
-}
-
-/* Simple: one thread per (row r, output o), a plain loop over k. */
+/* Simple: one thread per (row r, output o), a plain loop over k (load_elem decodes block
+ * types element by element). */
 __global__ void gemv_simple_kernel(nx__cu_gemv_t g, uint32_t total_rows)
 {
     uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -307,46 +232,6 @@ __global__ void gemv_simple_kernel(nx__cu_gemv_t g, uint32_t total_rows)
         acc += x[k] * load_elem(g.seg[sgi].w, (uint64_t)o * g.cols + k);
     gemv_store(g.seg[sgi], g.accumulate, r, o, acc);
 }
-
-/* 16 bytes of weights as fp32: 8 BF16, 8 F16 or 4 F32. */
-template <int DT> struct vec16;
-template <> struct vec16<NX_CU_BF16> {
-    static constexpr int N = 8;
-    static __device__ __forceinline__ void unpack(uint4 v, float *f)
-    {
-        uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            f[2 * i] = __uint_as_float(w[i] << 16);            /* the lower address */
-            f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-        }
-    }
-};
-template <> struct vec16<NX_CU_F16> {
-    static constexpr int N = 8;
-    static __device__ __forceinline__ void unpack(uint4 v, float *f)
-    {
-        uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            __half2 h;
-            memcpy(&h, &w[i], sizeof h);
-            float2 p = __half22float2(h); /* .x is the lower address */
-            f[2 * i] = p.x;
-            f[2 * i + 1] = p.y;
-        }
-    }
-};
-template <> struct vec16<NX_CU_F32> {
-    static constexpr int N = 4;
-    static __device__ __forceinline__ void unpack(uint4 v, float *f)
-    {
-        f[0] = __uint_as_float(v.x);
-        f[1] = __uint_as_float(v.y);
-        f[2] = __uint_as_float(v.z);
-        f[3] = __uint_as_float(v.w);
-    }
-};
 
 /* acc[r] += w[0..N) . x_r[k0..k0+N) for the rows r < n (NB a compile-time bound). With NORM
  * each weight is first scaled by the RMSNorm weight's element at the same k (gv: its 16 bytes
@@ -413,28 +298,6 @@ __device__ __forceinline__ void gemv_row(const uint4 *w, const uint4 *norm, uint
                                (uint64_t)v * N, acc);
 }
 
-/* inv[r] = 1 / rms(x row r) for r < n, by the whole block (every thread must call it; it ends
- * with a barrier, so every thread then reads every inv[r]). Each block of the fused GEMV
- * computes the same values in the same order: rows are read from L2, hidden * 4 bytes each,
- * against the block's 8 weight rows of hidden * 2 bytes each from memory. */
-template <int NB>
-__device__ void rows_inv_rms(const nx__cu_gemv_t &g, float *inv, float *red)
-{
-    uint32_t nv4 = g.cols / 4;
-    for (int r = 0; r < NB && r < (int)g.n; r++) { /* uniform for the block */
-        const float4 *xr = (const float4 *)(g.x + (uint64_t)r * g.cols);
-        float sum_sq = 0.f;
-        for (uint32_t i = threadIdx.x; i < nv4; i += blockDim.x) {
-            float4 v = xr[i];
-            sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-        float total = block_sum(sum_sq, red);
-        if (threadIdx.x == 0)
-            inv[r] = rsqrtf(total / (float)g.cols + g.norm_eps);
-    }
-    __syncthreads();
-}
-
 /* Fast: one warp per output row (8 warps per block), every batch row at once. The warp exits
  * as a whole (its row index is warp-uniform), so the shuffles always see 32 lanes; with NORM
  * the block first computes the rows' 1/rms together (before any warp exits). */
@@ -445,7 +308,7 @@ __global__ void __launch_bounds__(256) gemv_fast_kernel(nx__cu_gemv_t g, uint32_
     __shared__ float red[32];
     if (NORM)
         rows_inv_rms<NB>(g, inv_rms, red);
-    uint32_t o = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    uint32_t o = blockIdx.x * 8 + (threadIdx.x >> 5);
     if (o >= total_rows)
         return;
     uint32_t nvec = g.cols / vec16<DT>::N;
@@ -465,28 +328,7 @@ __global__ void __launch_bounds__(256) gemv_fast_kernel(nx__cu_gemv_t g, uint32_
         gemv_row<DT, NB, NORM>((const uint4 *)g.seg[sgi].w.ptr + (uint64_t)seg_row * nvec,
                                norm, nvec, g.x, g.cols, g.n, acc);
     }
-#pragma unroll
-    for (int r = 0; r < NB; r++) {
-        acc[r] = warp_sum(acc[r]);
-        acc2[r] = warp_sum(acc2[r]);
-        if (NORM && r < (int)g.n) {
-            acc[r] *= inv_rms[r];
-            acc2[r] *= inv_rms[r];
-        }
-    }
-    if (lane != 0)
-        return;
-    if (g.silu_pair) {
-        for (int r = 0; r < NB && r < (int)g.n; r++) {
-            store_silu_pair(g, r, o, acc[r], acc2[r]);
-        }
-        return;
-    }
-    int sgi = find_seg(g, &o);
-#pragma unroll
-    for (int r = 0; r < NB; r++)
-        if (r < (int)g.n)
-            gemv_store(g.seg[sgi], g.accumulate, (uint32_t)r, o, acc[r]);
+    gemv_finish<NB, NORM>(g, o, acc, acc2, inv_rms);
 }
 
 static uint32_t gemv_total_rows(const nx__cu_gemv_t *g)
@@ -505,6 +347,8 @@ extern "C" bool nx__cu_gemv_fast_ok(const nx__cu_gemv_t *g)
         (g->silu_pair && g->seg_count != 2) || ((uintptr_t)g->x & 15))
         return false;
     int dt = g->seg[0].w.dtype;
+    if (nx__cu_is_block(dt))
+        return nx__cu_qgemv_ok(g);
     uint32_t per_vec = dt == NX_CU_F32 ? 4 : 8;
     if (g->cols % per_vec != 0 || g->cols % 4 != 0) /* x rows: float4 loads */
         return false;
@@ -553,6 +397,8 @@ extern "C" int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple)
             *g, total);
         return launched();
     }
+    if (nx__cu_is_block(g->seg[0].w.dtype))
+        return nx__cu_qgemv(st, g, total);
     switch (g->seg[0].w.dtype) {
     case NX_CU_BF16: launch_fast<NX_CU_BF16>(g, total, st); break;
     case NX_CU_F16: launch_fast<NX_CU_F16>(g, total, st); break;

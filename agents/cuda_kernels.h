@@ -8,7 +8,7 @@
  * in a CUDA graph.
  *
  * Conventions: activations are fp32, dense, row-major [n][dim]; weights are as stored in the
- * pool, row-major [rows][cols] in BF16, F16 or F32 (NX_CU_*). Each launcher that has a
+ * pool, row-major [rows][cols] in BF16, F16 or F32, or matrices in ggml's blocks (NX_CU_*). Each launcher that has a
  * "simple" flag has two versions: the simple one (one thread per output, no shared memory, no
  * shuffles) is there to be obviously correct and to bisect the fast one against
  * (NEXUS_CUDA_KERNELS=simple).
@@ -32,8 +32,36 @@
 extern "C" {
 #endif
 
-/* Weight element types (kernel-side codes; backend_cuda.c maps nx_dtype_t to these). */
-enum { NX_CU_BF16 = 0, NX_CU_F16 = 1, NX_CU_F32 = 2 };
+/* Weight element types (kernel-side codes; backend_cuda.c maps nx_dtype_t to these): plain
+ * elements, then ggml's block types (quant.h's layouts, bit for bit; matrices only: norms and
+ * biases are plain). A block type's matrix [rows][cols] is rows x cols / QK blocks, row after
+ * row; cols is a multiple of QK. cuda_blocks.cuh is the device-side table of the block types. */
+enum {
+    NX_CU_BF16 = 0,
+    NX_CU_F16 = 1,
+    NX_CU_F32 = 2,
+    NX_CU_Q8_0 = 3, /* 32 elements in 34 bytes */
+    NX_CU_Q4_0 = 4, /* 32 in 18 */
+    NX_CU_Q5_0 = 5, /* 32 in 22 */
+    NX_CU_Q4_K = 6, /* 256 in 144 */
+    NX_CU_Q6_K = 7, /* 256 in 210 */
+};
+
+/* Whether dt is one of the block types. */
+static inline bool nx__cu_is_block(int32_t dt)
+{
+    return dt >= NX_CU_Q8_0 && dt <= NX_CU_Q6_K;
+}
+/* Elements and bytes per block of a block type (1 and the element size for plain types). */
+static inline uint32_t nx__cu_block_elems(int32_t dt)
+{
+    return dt == NX_CU_Q4_K || dt == NX_CU_Q6_K ? 256 : nx__cu_is_block(dt) ? 32 : 1;
+}
+static inline uint32_t nx__cu_block_bytes(int32_t dt)
+{
+    static const uint8_t bytes[] = {2, 2, 4, 34, 18, 22, 144, 210};
+    return dt >= 0 && dt <= NX_CU_Q6_K ? bytes[dt] : 0;
+}
 
 /* A vector or matrix in the pool. */
 typedef struct nx__cu_w {
@@ -59,7 +87,7 @@ typedef struct nx__cu_shape {
                          * nx_model_config_t.rope_adjacent */
 } nx__cu_shape_t;
 
-/* x[r] = embed[rows[r].token] as fp32, r < n. */
+/* x[r] = embed[rows[r].token] as fp32, r < n (any NX_CU_* type). */
 int nx__cu_embed(void *stream, const nx__cu_row_t *rows, uint32_t n, nx__cu_w_t embed,
                  uint32_t hidden, float *x);
 
@@ -100,12 +128,28 @@ typedef struct nx__cu_gemv {
 } nx__cu_gemv_t;
 
 /* Whether the fast kernel takes g (else the caller uses simple or cuBLAS): n <= 8, every
- * segment (and the norm, if any) of one dtype, cols a multiple of a 16-byte vector, weights,
- * norm and x 16-byte aligned. */
+ * segment of one dtype. Plain dtypes: the norm (if any) of that dtype too, cols a multiple of
+ * a 16-byte vector, weights, norm and x 16-byte aligned. Block types (cuda_quant.cu): cols a
+ * multiple of the block, weights 2-byte aligned (any GGUF tensor), x 16-byte aligned, the norm
+ * (if any) plain and 16-byte aligned. */
 bool nx__cu_gemv_fast_ok(const nx__cu_gemv_t *g);
-/* simple: one thread per output element (any n). Fast: one warp per output row. A g with a
- * norm that the fast kernel does not take (or with simple) is cudaErrorInvalidValue. */
+/* simple: one thread per output element (any n; block types decoded element by element from
+ * quant.h's formulas). Fast: one warp per output row (block types: the quantized GEMV of
+ * cuda_quant.cu, fp32 activations). A g with a norm that the fast kernel does not take (or
+ * with simple) is cudaErrorInvalidValue. */
 int nx__cu_gemv(void *stream, const nx__cu_gemv_t *g, bool simple);
+
+/* The quantized GEMV (cuda_quant.cu), what nx__cu_gemv calls for a block type: whether it
+ * takes g, and its launch (g taken; total_rows: output rows over all segments, or gate's rows
+ * with silu_pair). */
+bool nx__cu_qgemv_ok(const nx__cu_gemv_t *g);
+int nx__cu_qgemv(void *stream, const nx__cu_gemv_t *g, uint32_t total_rows);
+
+/* out = rows [row_first, row_first + rows) of the block-type matrix w ([*][cols]) as BF16,
+ * row-major [rows][cols] (out 16-byte aligned): what the cuBLAS path multiplies with when the
+ * weight is quantized (cuda_quant.cu). cudaErrorInvalidValue for a plain dtype. */
+int nx__cu_dequant_bf16(void *stream, nx__cu_w_t w, uint32_t cols, uint32_t row_first,
+                        uint32_t rows, void *out);
 
 /* Per row r and head: q/k per-head RMSNorm (when q_norm/k_norm are given), rotate-half RoPE
  * (cos_t/sin_t from nx__cu_rope_table), then k and v into the row's cache slot at `layer`.
