@@ -6,9 +6,10 @@
  *
  * Build and run (clang with libFuzzer; not part of `make test`):
  *   make fuzz                                   # builds build/fuzz/fuzz_gguf_header
- *   mkdir -p var/fuzz/gguf && build/fuzz/fuzz_gguf_header var/fuzz/gguf -max_total_time=60
- * Seed the corpus with small GGUF files for deeper coverage, e.g. ones nx_gguf_save wrote
- * (tests/test_gguf.c leaves none behind; `nexusctl model synth --format gguf` if available).
+ *   mkdir -p var/fuzz/gguf && UBSAN_OPTIONS=halt_on_error=1 \
+ *     build/fuzz/fuzz_gguf_header var/fuzz/gguf -max_total_time=60
+ * Seed the corpus with small GGUF files for deeper coverage: ones tests/tools/gguf_ref.py
+ * writes (a few hundred bytes each; nx_gguf_save's are at least 4 KiB, so give -max_len=8192).
  */
 #include <stddef.h>
 #include <stdint.h>
