@@ -187,7 +187,8 @@ typedef struct qtile {
     bool accumulate;
     uint8_t *scratch;       /* repacked tile (SIMD paths) */
     const uint8_t *ahead;   /* the next tile's weights, prefetched meanwhile */
-    uint64_t ahead_bytes;
+    const uint8_t *ahead_end;
+    uint32_t ahead_step;    /* bytes of it to ask for per step (64 values) of this tile */
 } qtile_t;
 
 static AI void store_out(const qtile_t *t, uint32_t row, uint32_t c, float v)
@@ -341,7 +342,32 @@ typedef int32_t qv_i32x8 __attribute__((vector_size(32)));
 typedef int32_t qv_i32x8_u __attribute__((vector_size(32), aligned(1)));
 typedef int32_t qv_i32x4_u __attribute__((vector_size(16), aligned(1)));
 
-/* Bytes of a repacked tile (16 columns) per weight block; layouts in cpu_quant_simd.h. */
+/* A full tile's 16 weight rows for the SIMD bodies: the rows 0, 4, 8, 12 and the row stride,
+ * so that every row's address is one base plus 0, 1, 2 or 3 strides (few registers), and
+ * index[c] = c * stride for gathers. A partial tile's rows are first copied into scratch,
+ * the last one repeated. */
+typedef struct cols {
+    const uint8_t *g[4];
+    uint64_t rs, rs3; /* row stride, 3 x row stride */
+    qv_i32 index;
+} cols_t;
+
+/* Row c's bytes from `at` on (c a constant after inlining). The empty asm keeps base + at in
+ * one register, so the 16 rows are 4 registers plus the strides in the addressing mode; left
+ * alone, GCC makes each row its own induction variable and spills them. */
+static AI const uint8_t *col_at(const cols_t *cs, int c, uint64_t at)
+{
+    const uint8_t *g = cs->g[c / 4] + at;
+    __asm__("" : "+r"(g));
+    switch (c % 4) {
+    case 0: return g;
+    case 1: return g + cs->rs;
+    case 2: return g + 2 * cs->rs;
+    default: return g + cs->rs3;
+    }
+}
+
+/* Bytes of a decoded tile (16 rows) per weight block; layouts in cpu_quant_simd.h. */
 #define T32_BYTES 576  /* Q8_0, Q4_0, Q5_0: per 32 values */
 #define T4K_BYTES 4992 /* Q4_K: per 256 */
 #define T6K_BYTES 5184 /* Q6_K: per 256 */
@@ -352,6 +378,7 @@ typedef int32_t qv_i32x4_u __attribute__((vector_size(16), aligned(1)));
 #define QN(name) name##_avx512
 #define QS_ROWS 8       /* batch rows per pass: 2 accumulators each, of the 32 registers */
 #define QS_ROWS_K 6     /* Q4_K / Q6_K: 3 accumulators each */
+#define QS_FUSED_ROWS 4 /* batches this small repack in registers (decode) */
 #define QS_Q8_UNSIGNED 1
 
 static AI QS_TARGET qv_i32 dot4_avx512(qv_i32 acc, qv_i32 w, qv_i32 x)
@@ -382,13 +409,13 @@ static AI QS_TARGET qv_f32 fnmadd_avx512(qv_f32 a, qv_f32 b, qv_f32 c)
 /* lane c = the 4 bytes at base + index[c] */
 static AI QS_TARGET qv_i32 gather_avx512(const uint8_t *base, qv_i32 index)
 {
-    qv_i32 v;
-    for (int c = 0; c < 16; c++) {
-        int32_t x;
-        memcpy(&x, base + index[c], 4);
-        v[c] = x;
-    }
-    return v;
+    return (qv_i32)_mm512_i32gather_epi32((__m512i)index, (const void *)base, 1);
+}
+
+/* lane c = table[index[c] & 15] */
+static AI QS_TARGET qv_i32 lookup16_avx512(qv_i32 table, qv_i32 index)
+{
+    return (qv_i32)_mm512_permutexvar_epi32((__m512i)index, (__m512i)table);
 }
 
 /* lane c = the fp16 in the low half of lane c, as a float */
@@ -403,6 +430,7 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
 #undef QN
 #undef QS_ROWS
 #undef QS_ROWS_K
+#undef QS_FUSED_ROWS
 #undef QS_Q8_UNSIGNED
 
 /* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
@@ -412,6 +440,7 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
 #define QN(name) name##_avx2
 #define QS_ROWS 2
 #define QS_ROWS_K 2
+#define QS_FUSED_ROWS 1
 #define QS_Q8_UNSIGNED 0
 
 static AI QS_TARGET __m256i lo256(qv_i32 v)
@@ -479,6 +508,22 @@ static AI QS_TARGET qv_i32 gather_avx2(const uint8_t *base, qv_i32 index)
                    _mm256_i32gather_epi32((const int *)base, hi256(index), 1));
 }
 
+static AI QS_TARGET __m256i lookup8x2(__m256i lo, __m256i hi, __m256i index)
+{
+    __m256i from_lo = _mm256_permutevar8x32_epi32(lo, index);
+    __m256i from_hi = _mm256_permutevar8x32_epi32(hi, index);
+    __m256i high = _mm256_slli_epi32(index, 28); /* bit 3 of the index to the sign bit */
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(from_lo),
+                                                _mm256_castsi256_ps(from_hi),
+                                                _mm256_castsi256_ps(high)));
+}
+
+static AI QS_TARGET qv_i32 lookup16_avx2(qv_i32 table, qv_i32 index)
+{
+    return join256(lookup8x2(lo256(table), hi256(table), lo256(index)),
+                   lookup8x2(lo256(table), hi256(table), hi256(index)));
+}
+
 static AI QS_TARGET qv_f32 half_avx2(qv_i32 v)
 {
     /* packus interleaves 128-bit lanes: [0-3, 8-11 | 4-7, 12-15]; put them back in order */
@@ -536,11 +581,22 @@ bool nx__q_set_path(nx__q_path_t path)
     return true;
 }
 
+/* Scratch: the decoded tile (the largest per value is Q6_K's, 5184 bytes per 256 = 648 per
+ * 32; the 32-value types write an odd last block twice), then room for a partial tile's rows
+ * (Q8_0's are the longest, 34 bytes per 32 values). */
+static size_t decoded_bytes(uint32_t cols)
+{
+    return round64((size_t)cols / 32 * 648 + T32_BYTES);
+}
+
+static size_t pad_bytes(uint32_t cols)
+{
+    return round64((size_t)NX_Q_TILE_COLS * (cols / 32) * 34);
+}
+
 size_t nx__q_scratch_bytes(uint32_t cols)
 {
-    /* the largest repacked tile per value is Q6_K's (5184 bytes per 256); the 32-value
-     * family's repack works on pairs of blocks, so one block more */
-    return (size_t)cols / 256 * 5184 + (size_t)(cols % 256) / 32 * 576 + 2 * 5184;
+    return decoded_bytes(cols) + pad_bytes(cols);
 }
 
 void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
@@ -552,10 +608,11 @@ void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
                  .w = (const uint8_t *)w->ptr + col_first * row_bytes, .row_bytes = row_bytes,
                  .k = w->cols, .count = col_count, .y = y + col_first, .y_stride = w->rows,
                  .accumulate = accumulate, .scratch = scratch};
-    if (col_first + col_count < w->rows) {
+    if (col_first + col_count < w->rows) { /* a step reads 64 values of 16 rows */
         uint32_t next = w->rows - col_first - col_count;
         t.ahead = t.w + col_count * row_bytes;
-        t.ahead_bytes = (next < NX_Q_TILE_COLS ? next : NX_Q_TILE_COLS) * row_bytes;
+        t.ahead_end = t.ahead + (next < NX_Q_TILE_COLS ? next : NX_Q_TILE_COLS) * row_bytes;
+        t.ahead_step = (uint32_t)(NX_Q_TILE_COLS * nx__quant_row_bytes(w->dtype, 256) / 4);
     }
     float bias_vals[NX_Q_TILE_COLS];
     if (bias && bias->ptr) {
@@ -563,9 +620,26 @@ void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
             bias_vals[c] = nx__k_weight_at(bias, col_first + c);
         t.bias = bias_vals;
     }
-    switch (nx__q_path()) {
-    case NX__Q_AVX512: tile_avx512(&t); break;
-    case NX__Q_AVX2: tile_avx2(&t); break;
-    default: tile_plain(&t); break;
+    nx__q_path_t path = nx__q_path();
+    if (path == NX__Q_PLAIN) {
+        tile_plain(&t);
+        return;
     }
+    const uint8_t *rows = t.w;
+    if (col_count < NX_Q_TILE_COLS) { /* a partial tile: its rows padded to 16 in scratch */
+        uint8_t *pad = (uint8_t *)scratch + decoded_bytes(w->cols); /* pad_bytes of room */
+        for (uint32_t c = 0; c < NX_Q_TILE_COLS; c++)
+            memcpy(pad + c * row_bytes, t.w + (c < col_count ? c : col_count - 1) * row_bytes,
+                   row_bytes);
+        rows = pad;
+    }
+    cols_t cs = {{rows, rows + 4 * row_bytes, rows + 8 * row_bytes, rows + 12 * row_bytes},
+                 row_bytes, 3 * row_bytes, {0}};
+    for (int c = 0; c < NX_Q_TILE_COLS; c++)
+        cs.index[c] = (int32_t)(c * row_bytes);
+
+    if (path == NX__Q_AVX512)
+        tile_avx512(&t, &cs);
+    else
+        tile_avx2(&t, &cs);
 }

@@ -1,14 +1,20 @@
 /* cpu_quant_simd.h — the SIMD body of cpu_quant.c, included there once per instruction set and
  * nowhere else. Before each include cpu_quant.c defines QN(name) (the set's suffix), QS_TARGET
- * (its target attribute), QS_ROWS / QS_ROWS_K (batch rows per pass), QS_Q8_UNSIGNED and the
+ * (its target attribute), QS_ROWS / QS_ROWS_K (batch rows per pass over a repacked tile),
+ * QS_FUSED_ROWS (batches up to this size decode the tile in registers), QS_Q8_UNSIGNED and the
  * set's primitives QN(dot4) (u8 x s8, four products into each int32 lane), QN(dot4_q8) (the
- * same for Q8_0's codes as repacked), QN(dot2) (s16 pairs), QN(fmadd), QN(fnmadd),
- * QN(gather) (an int32 from each column) and QN(half) (fp16 to float).
+ * same for Q8_0's codes as decoded), QN(dot2) (s16 pairs), QN(fmadd), QN(fnmadd), QN(gather)
+ * (an int32 from each row), QN(half) (the fp16 in each lane's low half to float) and
+ * QN(lookup16) (lane c = table[index[c] & 15]).
  *
- * A tile is 16 weight rows ("columns" of the output). Repacked, each 64-byte vector holds one
- * group of 4 consecutive codes of every column (lane c = column c), so one multiply-accumulate
+ * A tile is 16 weight rows ("columns" of the output). Decoded, each 64-byte vector holds one
+ * group of 4 consecutive codes of every row (lane c = row c), so one multiply-accumulate
  * advances 16 output elements by 4 values of k against 4 activation bytes broadcast to every
- * lane. Layouts in scratch, per block of the weight (T32_BYTES etc. in cpu_quant.c):
+ * lane. The weights are decoded a step of 64 values at a time into 16 such vectors: loads of
+ * each row's bytes, a 16 x 8 int32 transpose, nibbles split. A batch of up to QS_FUSED_ROWS
+ * rows (decode) uses them at once; a larger one has the whole tile decoded into scratch first
+ * and then runs QS_ROWS rows per pass over it. Scratch layouts, per block of the weight
+ * (T32_BYTES etc. in cpu_quant.c):
  *   Q8_0/Q4_0/Q5_0, per 32 values: u8 codes [8 groups][16], float d[16]
  *   Q4_K, per 256: u8 codes [8 sub-blocks][8 groups][16], int32 scale [8][16],
  *         int16 min pairs [4][16][2] (sub-blocks 2p, 2p+1), float d[16], float dmin[16]
@@ -31,14 +37,14 @@ static AI QS_TARGET void QN(put)(uint8_t *p, qv_i32 v)
 }
 
 /* Decode reads 16 weight rows at once, a little of each at a time: too many streams for the
- * hardware prefetchers. The tile's rows are contiguous, and so are the next tile's: while
- * step `step` of `steps` of this tile is repacked, that share of the next one (t->ahead) is
- * asked for. */
-static AI QS_TARGET void QN(prefetch)(const qtile_t *t, uint32_t step, uint32_t steps)
+ * hardware prefetchers. The tile's rows are contiguous, and so are the next tile's: each step
+ * of this tile asks for as many bytes of the next one (t->ahead) as the step reads. */
+static AI QS_TARGET void QN(prefetch)(const qtile_t *t, uint32_t step)
 {
-    uint64_t lines = (t->ahead_bytes + 63) / 64;
-    for (uint64_t i = lines * step / steps; i < lines * (step + 1) / steps; i++)
-        __builtin_prefetch(t->ahead + 64 * i, 0, 2);
+    const uint8_t *p = t->ahead + (uint64_t)step * t->ahead_step;
+    const uint8_t *end = p + t->ahead_step < t->ahead_end ? p + t->ahead_step : t->ahead_end;
+    for (; p < end; p += 64)
+        __builtin_prefetch(p, 0, 2);
 }
 
 /* [32 bytes at a | 32 bytes at b] */
@@ -60,8 +66,8 @@ static AI QS_TARGET qv_i32 QN(quad16)(const uint8_t *a, const uint8_t *b, const 
     return __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
-/* out[g] lane c = int32 g of column c, for z[j] = [8 int32 of column j | of column 8 + j]:
- * a 16 x 8 transpose that never mixes the two 256-bit halves (cheap on AVX2 too). Stage one
+/* out[g] lane c = int32 g of row c's 8, for z[j] = [8 int32 of row j | of row 8 + j]: a
+ * 16 x 8 transpose that never mixes the two 256-bit halves (cheap on AVX2 too). Stage one
  * interleaves int32s, stage two int64s, stage three 128-bit lanes. */
 static AI QS_TARGET void QN(transpose)(const qv_i32 z[8], qv_i32 out[8])
 {
@@ -74,7 +80,7 @@ static AI QS_TARGET void QN(transpose)(const qv_i32 z[8], qv_i32 out[8])
                                            11, 27, 14, 30, 15, 31);
     }
 #pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) { /* columns 0-3 / 8-11 (h 0), 4-7 / 12-15 (h 1) */
+    for (int h = 0; h < 2; h++) { /* rows 0-3 / 8-11 (h 0), 4-7 / 12-15 (h 1) */
         const qv_i32 *a = u + 4 * h;
         v[4 * h + 0] = __builtin_shufflevector(a[0], a[2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24,
                                                25, 12, 13, 28, 29);
@@ -94,151 +100,164 @@ static AI QS_TARGET void QN(transpose)(const qv_i32 z[8], qv_i32 out[8])
     }
 }
 
+/* The 32 bytes at `at` of every row, transposed: out[g] lane c = row c's int32 g. */
+static AI QS_TARGET void QN(rows32)(const cols_t *cs, uint64_t at, qv_i32 out[8])
+{
+    qv_i32 z[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        z[j] = QN(pair32)(col_at(cs, j, at), col_at(cs, 8 + j, at));
+    QN(transpose)(z, out);
+}
+
+/* The 16 bytes at `at` of every row, transposed: out[e] lane c = row c's int32 e. z[j] holds
+ * rows j, j + 4, j + 8, j + 12, so the first two stages of the transpose above put them in
+ * order. */
+static AI QS_TARGET void QN(rows16)(const cols_t *cs, uint64_t at, qv_i32 out[4])
+{
+    qv_i32 z[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        z[j] = QN(quad16)(col_at(cs, j, at), col_at(cs, 4 + j, at), col_at(cs, 8 + j, at),
+                          col_at(cs, 12 + j, at));
+    qv_i32 u0 = __builtin_shufflevector(z[0], z[1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25,
+                                        12, 28, 13, 29);
+    qv_i32 u1 = __builtin_shufflevector(z[0], z[1], 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27,
+                                        14, 30, 15, 31);
+    qv_i32 u2 = __builtin_shufflevector(z[2], z[3], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25,
+                                        12, 28, 13, 29);
+    qv_i32 u3 = __builtin_shufflevector(z[2], z[3], 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27,
+                                        14, 30, 15, 31);
+    out[0] = __builtin_shufflevector(u0, u2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13,
+                                     28, 29);
+    out[1] = __builtin_shufflevector(u0, u2, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15,
+                                     30, 31);
+    out[2] = __builtin_shufflevector(u1, u3, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13,
+                                     28, 29);
+    out[3] = __builtin_shufflevector(u1, u3, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15,
+                                     30, 31);
+}
+
+/* The fp16 at `at` (high: at + 2) of every row, as floats. A Q6_K block ends with d, so it is
+ * read as the high half of the 4 bytes before: never past the block. */
+static AI QS_TARGET qv_f32 QN(half_at)(const cols_t *cs, uint64_t at, bool high)
+{
+    qv_i32 four = QN(gather)(cs->g[0] + at, cs->index);
+    return QN(half)(high ? four >> 16 : four);
+}
+
 /* ------------------------------------------------------------------------------------------
- * Repacking a tile into scratch (per block: transposes of the codes, scales gathered)
+ * Decoding a step: 64 values of every row into w[16] (u8 codes, groups of 4 per lane)
  */
-static AI QS_TARGET void QN(repack_q8_0)(const qtile_t *t, const uint8_t *const col[16],
-                                         qv_i32 index)
+
+/* Q8_0 blocks b and b2 (b2 = b for an odd last block): w[0..7] block b, w[8..15] block b2. */
+static AI QS_TARGET void QN(codes_q8_0)(const cols_t *cs, uint32_t b, uint32_t b2, qv_i32 w[16])
 {
-    uint8_t *out = t->scratch;
-    for (uint32_t b = 0; b < t->k / 32; b++, out += T32_BYTES) {
-        uint64_t at = (uint64_t)b * sizeof(nx_bq8_0_t);
-        QN(prefetch)(t, b, t->k / 32);
-        qv_i32 z[8], g[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++)
-            z[j] = QN(pair32)(col[j] + at + 2, col[8 + j] + at + 2);
-        QN(transpose)(z, g);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            QN(put)(out + 64 * i, QS_Q8_UNSIGNED ? g[i] ^ (int32_t)0x80808080 : g[i]);
-        *(qv_f32 *)(out + 512) = QN(half)(QN(gather)(t->w + at, index));
-    }
+    QN(rows32)(cs, (uint64_t)b * sizeof(nx_bq8_0_t) + 2, w);
+    QN(rows32)(cs, (uint64_t)b2 * sizeof(nx_bq8_0_t) + 2, w + 8);
+    if (QS_Q8_UNSIGNED) /* vpdpbusd wants unsigned weights: code + 128 */
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            w[i] ^= (int32_t)0x80808080;
 }
 
-/* Q4_0 and Q5_0 two blocks at a time (16 bytes of codes each); an odd last block is paired
- * with itself (scratch has room for the copy). */
-static AI QS_TARGET void QN(repack_q4_0)(const qtile_t *t, const uint8_t *const col[16],
-                                         qv_i32 index, bool q5)
+/* Q4_0 (or Q5_0, q5) blocks b and b2: their 16 code bytes transposed together, then split
+ * into low nibbles (values 0-15) and high (16-31); Q5_0 adds bit 4 from qh. */
+static AI QS_TARGET void QN(codes_q4_0)(const qtile_t *t, const cols_t *cs, uint32_t b,
+                                        uint32_t b2, bool q5, qv_i32 w[16])
 {
-    uint32_t blocks = t->k / 32, bytes = q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t);
-    uint32_t codes_at = q5 ? 6 : 2;
-    uint8_t *out = t->scratch;
-    for (uint32_t b = 0; b < blocks; b += 2, out += 2 * T32_BYTES) {
-        uint64_t at[2] = {(uint64_t)b * bytes, (uint64_t)(b + 1 < blocks ? b + 1 : b) * bytes};
-        QN(prefetch)(t, b / 2, (blocks + 1) / 2);
-        qv_i32 z[8], g[8];
+    uint64_t bytes = q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t), codes = q5 ? 6 : 2;
+    uint64_t at = b * bytes + codes, at2 = b2 * bytes + codes;
+    qv_i32 z[8], g[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++)
-            z[j] = QN(quad16)(col[j] + at[0] + codes_at, col[j] + at[1] + codes_at,
-                              col[8 + j] + at[0] + codes_at, col[8 + j] + at[1] + codes_at);
-        QN(transpose)(z, g); /* g[0..3]: block b's int32s 0..3, g[4..7]: the next block's */
+    for (int j = 0; j < 8; j++)
+        z[j] = QN(quad16)(col_at(cs, j, at), col_at(cs, j, at2), col_at(cs, 8 + j, at),
+                          col_at(cs, 8 + j, at2));
+    QN(transpose)(z, g); /* g[0..3]: block b's int32s 0..3, g[4..7]: block b2's */
+    /* 4 bits of qh -> bit 4 of each of 4 bytes: entry n has 0x10 in byte j where n has bit j */
+    const qv_i32 spread = {0x00000000, 0x00000010, 0x00001000, 0x00001010, 0x00100000,
+                           0x00100010, 0x00101000, 0x00101010, 0x10000000, 0x10000010,
+                           0x10001000, 0x10001010, 0x10100000, 0x10100010, 0x10101000,
+                           0x10101010};
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            uint8_t *o = out + h * T32_BYTES;
-            qv_i32 qh = q5 ? QN(gather)(t->w + at[h] + 2, index) : (qv_i32){0};
+    for (int h = 0; h < 2; h++) {
+        qv_i32 qh = q5 ? QN(gather)(cs->g[0] + (h ? b2 : b) * bytes + 2, cs->index) : g[0];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) { /* values 4i..4i+3: low nibbles, then high */
-                qv_i32 code = (i < 4 ? g[4 * h + i] : g[4 * h + i - 4] >> 4) & 0x0f0f0f0f;
-                if (q5) /* bits 4i..4i+3 of qh, one to bit 4 of each byte */
-                    code |= (((qh >> (4 * i)) & 15) * 0x00204081 & 0x01010101) << 4;
-                QN(put)(o + 64 * i, code);
-            }
-            *(qv_f32 *)(o + 512) = QN(half)(QN(gather)(t->w + at[h], index));
+        for (int i = 0; i < 8; i++) { /* values 4i..4i+3: low nibbles, then high */
+            qv_i32 code = (i < 4 ? g[4 * h + i] : g[4 * h + i - 4] >> 4) & 0x0f0f0f0f;
+            if (q5) /* bits 4i..4i+3 of qh (the lookup reads the low 4 bits of each lane) */
+                code |= QN(lookup16)(spread, qh >> (4 * i));
+            w[8 * h + i] = code;
         }
     }
 }
 
-static AI QS_TARGET void QN(repack_q4_k)(const qtile_t *t, const uint8_t *const col[16],
-                                         qv_i32 index)
+/* Q4_K block b, sub-blocks 2p (w[0..7], low nibbles) and 2p + 1 (w[8..15], high). */
+static AI QS_TARGET void QN(codes_q4_k)(const cols_t *cs, uint32_t b, int p, qv_i32 w[16])
 {
-    uint8_t *out = t->scratch;
-    for (uint32_t b = 0; b < t->k / 256; b++, out += T4K_BYTES) {
-        uint64_t at = (uint64_t)b * sizeof(nx_bq4_k_t);
-#pragma GCC unroll 1
-        for (int p = 0; p < 4; p++) { /* 32 bytes of codes: sub-blocks 2p (low), 2p+1 (high) */
-            QN(prefetch)(t, 4 * b + p, t->k / 64);
-            qv_i32 z[8], g[8];
+    qv_i32 g[8];
+    QN(rows32)(cs, (uint64_t)b * sizeof(nx_bq4_k_t) + 16 + 32 * p, g);
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                z[j] = QN(pair32)(col[j] + at + 16 + 32 * p, col[8 + j] + at + 16 + 32 * p);
-            QN(transpose)(z, g);
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                QN(put)(out + 64 * (16 * p + i), g[i] & 0x0f0f0f0f);
-                QN(put)(out + 64 * (16 * p + 8 + i), (g[i] >> 4) & 0x0f0f0f0f);
-            }
-        }
-        const uint8_t *blk = t->w + at;
-        qv_i32 dd = QN(gather)(blk, index), s0 = QN(gather)(blk + 4, index);
-        qv_i32 s1 = QN(gather)(blk + 8, index), s2 = QN(gather)(blk + 12, index);
-        qv_i32 mins[8];
-#pragma GCC unroll 8
-        for (int s = 0; s < 8; s++) { /* unpacked as nx__q4k_scale_min does */
-            int j = 8 * (s & 3);
-            qv_i32 sc = s < 4 ? (s0 >> j) & 63 : ((s2 >> j) & 15) | ((s0 >> (j + 6)) & 3) << 4;
-            mins[s] = s < 4 ? (s1 >> j) & 63 : ((s2 >> (j + 4)) & 15) | ((s1 >> (j + 6)) & 3) << 4;
-            QN(put)(out + 4096 + 64 * s, sc);
-        }
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; p++)
-            QN(put)(out + 4608 + 64 * p, mins[2 * p] | mins[2 * p + 1] << 16);
-        *(qv_f32 *)(out + 4864) = QN(half)(dd);
-        *(qv_f32 *)(out + 4928) = QN(half)(dd >> 16);
+    for (int i = 0; i < 8; i++) {
+        w[i] = g[i] & 0x0f0f0f0f;
+        w[8 + i] = (g[i] >> 4) & 0x0f0f0f0f;
     }
 }
 
-static AI QS_TARGET void QN(repack_q6_k)(const qtile_t *t, const uint8_t *const col[16],
-                                         qv_i32 index)
+/* Q4_K's 8 scales and mins of every row from its block header (rows16 of the block's first
+ * 16 bytes: d|dmin, then the 12 scale bytes), unpacked as nx__q4k_scale_min does: scale[s],
+ * and the mins as int16 pairs (sub-blocks 2p, 2p + 1) for vpdpwssd. */
+static AI QS_TARGET void QN(q4k_scales)(const qv_i32 h[4], qv_i32 scale[8], qv_i32 min_pair[4])
 {
-    uint8_t *out = t->scratch;
-    for (uint32_t b = 0; b < t->k / 256; b++, out += T6K_BYTES) {
-        uint64_t at = (uint64_t)b * sizeof(nx_bq6_k_t);
-#pragma GCC unroll 1
-        for (int h = 0; h < 2; h++) { /* values 128h..128h+127 */
-            qv_i32 z[8], low0[8], low1[8], high[8];
-            uint64_t ql = at + 64 * h, qh = at + 128 + 32 * h;
-            QN(prefetch)(t, 2 * b + h, t->k / 128);
+    qv_i32 mins[8];
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                z[j] = QN(pair32)(col[j] + ql, col[8 + j] + ql);
-            QN(transpose)(z, low0);
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                z[j] = QN(pair32)(col[j] + ql + 32, col[8 + j] + ql + 32);
-            QN(transpose)(z, low1);
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                z[j] = QN(pair32)(col[j] + qh, col[8 + j] + qh);
-            QN(transpose)(z, high);
-            /* value 128h + 32q + l (l = 4d + byte): low bits from ql byte l (+32 for odd q),
-             * high nibble for q >= 2; top bits 2q, 2q+1 of qh byte l */
-#pragma GCC unroll 4
-            for (int q = 0; q < 4; q++)
-#pragma GCC unroll 8
-                for (int d = 0; d < 8; d++) {
-                    qv_i32 low = (q & 1) ? low1[d] : low0[d];
-                    low = (q >= 2 ? low >> 4 : low) & 0x0f0f0f0f;
-                    qv_i32 top = (high[d] >> (2 * q)) & 0x03030303;
-                    int sub = 8 * h + 2 * q + d / 4, group = d % 4;
-                    QN(put)(out + 64 * (4 * sub + group), low | top << 4);
-                }
-        }
-        const uint8_t *blk = t->w + at;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) { /* int8 scales 4i..4i+3, sign-extended */
-            qv_u32 four = (qv_u32)QN(gather)(blk + 192 + 4 * i, index);
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++)
-                QN(put)(out + 4096 + 64 * (4 * i + j), (qv_i32)(four << (24 - 8 * j)) >> 24);
-        }
-        /* d is the last 2 bytes of the block: read the 4 ending there, not past it */
-        *(qv_f32 *)(out + 5120) = QN(half)(QN(gather)(blk + 206, index) >> 16);
+    for (int s = 0; s < 8; s++) {
+        int j = 8 * (s & 3);
+        scale[s] = s < 4 ? (h[1] >> j) & 63 : ((h[3] >> j) & 15) | ((h[1] >> (j + 6)) & 3) << 4;
+        mins[s] = s < 4 ? (h[2] >> j) & 63 : ((h[3] >> (j + 4)) & 15) | ((h[2] >> (j + 6)) & 3) << 4;
     }
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; p++)
+        min_pair[p] = mins[2 * p] | mins[2 * p + 1] << 16;
+}
+
+/* Q6_K block b, half hf (values 128 hf + ...), quarters q = qq and qq + 2 (each 32 values:
+ * two sub-blocks of 16, 4 groups each): w[0..7] quarter qq, w[8..15] quarter qq + 2. high[]
+ * holds the half's transposed qh bytes: computed when qq is 0, reused for qq 1. */
+static AI QS_TARGET void QN(codes_q6_k)(const cols_t *cs, uint32_t b, int hf, int qq,
+                                        qv_i32 high[8], qv_i32 w[16])
+{
+    uint64_t at = (uint64_t)b * sizeof(nx_bq6_k_t);
+    qv_i32 low[8];
+    if (qq == 0)
+        QN(rows32)(cs, at + 128 + 32 * hf, high);
+    QN(rows32)(cs, at + 64 * hf + 32 * qq, low); /* ql: value l low bits, l + 64 high bits */
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++) {
+        int q = qq + 2 * k;
+#pragma GCC unroll 8
+        for (int d = 0; d < 8; d++) {
+            qv_i32 bits = (k ? low[d] >> 4 : low[d]) & 0x0f0f0f0f;
+            qv_i32 top = (high[d] >> (2 * q)) & 0x03030303;
+            w[8 * k + d] = bits | top << 4;
+        }
+    }
+}
+
+/* Q6_K's 16 int8 scales of every row, sign-extended. */
+static AI QS_TARGET void QN(q6k_scales)(const cols_t *cs, uint32_t b, qv_i32 scale[16])
+{
+    qv_i32 h[4];
+    QN(rows16)(cs, (uint64_t)b * sizeof(nx_bq6_k_t) + 192, h);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            scale[4 * i + j] = (qv_i32)((qv_u32)h[i] << (24 - 8 * j)) >> 24;
 }
 
 /* ------------------------------------------------------------------------------------------
- * The kernels: `rows` batch rows (a constant after inlining) against the repacked tile
+ * Small batches (decode): each step decoded and used at once, never stored. Hot path.
  */
 static AI QS_TARGET void QN(store)(const qtile_t *t, uint32_t row, qv_f32 acc)
 {
@@ -247,14 +266,251 @@ static AI QS_TARGET void QN(store)(const qtile_t *t, uint32_t row, qv_f32 acc)
 }
 
 /* Independent integer chains per batch row: vpdpbusd's latency is several cycles, so a lone
- * row splits its sums over 4 accumulators (integers: any grouping gives the same sum). */
-#define QS_CHAINS(rows) ((rows) >= 4 ? 1 : (rows) >= 2 ? 2 : 4)
+ * row splits its sums over 2 accumulators (integers: any grouping gives the same sum). */
+#define QS_CHAINS(rows) ((rows) == 1 ? 2 : 1)
 
-/* Q8_0 (q8: its dot), Q4_0, Q5_0: per block isum = offset_mul * offset + sum of codes * x. */
+/* Q8_0 (q8), Q4_0, Q5_0 (q5): per block isum = offset_mul * offset + codes . x. */
+static AI QS_TARGET void QN(fused_32)(const qtile_t *t, const cols_t *cs, int rows,
+                                      int32_t offset_mul, bool q8, bool q5)
+{
+    const int chains = QS_CHAINS(rows);
+    const int32_t *xq[QS_FUSED_ROWS], *xo[QS_FUSED_ROWS];
+    const float *xd[QS_FUSED_ROWS];
+    qv_f32 acc[QS_FUSED_ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+        qrow_t x = qrow(t->a, r);
+        xq[r] = (const int32_t *)x.qs, xo[r] = x.offset, xd[r] = x.d;
+        acc[r] = (qv_f32){0};
+    }
+    uint32_t blocks = t->k / 32;
+    uint64_t bytes = q8 ? sizeof(nx_bq8_0_t) : q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t);
+    for (uint32_t b = 0; b < blocks; b += 2) {
+        uint32_t b2 = b + 1 < blocks ? b + 1 : b;
+        QN(prefetch)(t, b / 2);
+        qv_i32 w[16];
+        if (q8)
+            QN(codes_q8_0)(cs, b, b2, w);
+        else
+            QN(codes_q4_0)(t, cs, b, b2, q5, w);
+#pragma GCC unroll 2
+        for (uint32_t h = 0; h < 2; h++) {
+            uint32_t blk = h ? b2 : b;
+            if (h && b2 == b)
+                break;
+            qv_f32 dw = QN(half_at)(cs, blk * bytes, false);
+            qv_i32 isum[QS_FUSED_ROWS][2];
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                isum[r][0] = QN(splat)(xo[r][blk] * offset_mul), isum[r][1] = (qv_i32){0};
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+#pragma GCC unroll 4
+                for (int r = 0; r < rows; r++) {
+                    qv_i32 *sum = &isum[r][i % chains];
+                    qv_i32 x = QN(splat)(xq[r][8 * blk + i]);
+                    *sum = q8 ? QN(dot4_q8)(*sum, w[8 * h + i], x) : QN(dot4)(*sum, w[8 * h + i], x);
+                }
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                acc[r] = QN(fmadd)(__builtin_convertvector(isum[r][0] + isum[r][1], qv_f32),
+                                   dw * xd[r][blk], acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+        QN(store)(t, r, acc[r]);
+}
+
+/* Q4_K: s1 = sum over sub-blocks of scale * (codes . x), s2 = sum of min * (sum of x). */
+static AI QS_TARGET void QN(fused_4k)(const qtile_t *t, const cols_t *cs, int rows)
+{
+    const int chains = QS_CHAINS(rows);
+    const int32_t *xq[QS_FUSED_ROWS], *xs[QS_FUSED_ROWS];
+    const float *xd[QS_FUSED_ROWS];
+    qv_f32 acc[QS_FUSED_ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+        qrow_t x = qrow(t->a, r);
+        xq[r] = (const int32_t *)x.qs, xs[r] = (const int32_t *)x.sum32, xd[r] = x.d;
+        acc[r] = (qv_f32){0};
+    }
+    for (uint32_t b = 0; b < t->k / 256; b++) {
+        qv_i32 h[4], scale[8], min_pair[4], s1[QS_FUSED_ROWS], s2[QS_FUSED_ROWS];
+        QN(rows16)(cs, (uint64_t)b * sizeof(nx_bq4_k_t), h);
+        QN(q4k_scales)(h, scale, min_pair);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++)
+            s1[r] = s2[r] = (qv_i32){0};
+#pragma GCC unroll 1
+        for (int p = 0; p < 4; p++) {
+            QN(prefetch)(t, 4 * b + p);
+            qv_i32 w[16], lo[QS_FUSED_ROWS][2], hi[QS_FUSED_ROWS][2];
+            QN(codes_q4_k)(cs, b, p, w);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                lo[r][0] = lo[r][1] = hi[r][0] = hi[r][1] = (qv_i32){0};
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+#pragma GCC unroll 4
+                for (int r = 0; r < rows; r++) {
+                    const int32_t *xr = xq[r] + 64 * b + 16 * p;
+                    lo[r][i % chains] = QN(dot4)(lo[r][i % chains], w[i], QN(splat)(xr[i]));
+                    hi[r][i % chains] = QN(dot4)(hi[r][i % chains], w[8 + i], QN(splat)(xr[8 + i]));
+                }
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                s1[r] += (lo[r][0] + lo[r][1]) * scale[2 * p] +
+                         (hi[r][0] + hi[r][1]) * scale[2 * p + 1];
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                s2[r] = QN(dot2)(s2[r], min_pair[p], QN(splat)(xs[r][4 * b + p]));
+        qv_f32 d = QN(half)(h[0]), dmin = QN(half)(h[0] >> 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+            acc[r] = QN(fmadd)(__builtin_convertvector(s1[r], qv_f32), d * xd[r][b], acc[r]);
+            acc[r] = QN(fnmadd)(__builtin_convertvector(s2[r], qv_f32), dmin * xd[r][b], acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+        QN(store)(t, r, acc[r]);
+}
+
+/* Q6_K: s1 = sum over sub-blocks of scale * (codes . x - 32 * sum of x). */
+static AI QS_TARGET void QN(fused_6k)(const qtile_t *t, const cols_t *cs, int rows)
+{
+    const int32_t *xq[QS_FUSED_ROWS], *xo[QS_FUSED_ROWS];
+    const float *xd[QS_FUSED_ROWS];
+    qv_f32 acc[QS_FUSED_ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+        qrow_t x = qrow(t->a, r);
+        xq[r] = (const int32_t *)x.qs, xo[r] = x.offset, xd[r] = x.d;
+        acc[r] = (qv_f32){0};
+    }
+    for (uint32_t b = 0; b < t->k / 256; b++) {
+        qv_i32 scale[16], s1[QS_FUSED_ROWS], high[8] = {{0}}; /* filled by step 0 */
+        QN(q6k_scales)(cs, b, scale);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++)
+            s1[r] = (qv_i32){0};
+#pragma GCC unroll 1
+        for (int step = 0; step < 4; step++) {
+            int hf = step / 2, qq = step % 2;
+            QN(prefetch)(t, 4 * b + step);
+            qv_i32 w[16];
+            QN(codes_q6_k)(cs, b, hf, qq, high, w);
+#pragma GCC unroll 4
+            for (int s = 0; s < 4; s++) { /* sub-block 8 hf + 2 (qq + 2 (s / 2)) + s % 2 */
+                int sub = 8 * hf + 2 * (qq + 2 * (s / 2)) + s % 2;
+#pragma GCC unroll 4
+                for (int r = 0; r < rows; r++) {
+                    qv_i32 part = QN(splat)(xo[r][16 * b + sub]);
+#pragma GCC unroll 4
+                    for (int g = 0; g < 4; g++)
+                        part = QN(dot4)(part, w[4 * s + g],
+                                        QN(splat)(xq[r][64 * b + 4 * sub + g]));
+                    s1[r] += part * scale[sub];
+                }
+            }
+        }
+        qv_f32 d = QN(half_at)(cs, (uint64_t)b * sizeof(nx_bq6_k_t) + 206, true);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++)
+            acc[r] = QN(fmadd)(__builtin_convertvector(s1[r], qv_f32), d * xd[r][b], acc[r]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+        QN(store)(t, r, acc[r]);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Larger batches: the tile decoded into scratch once, then every row against it
+ */
+static AI QS_TARGET void QN(repack_32)(const qtile_t *t, const cols_t *cs, bool q8, bool q5)
+{
+    uint32_t blocks = t->k / 32;
+    uint64_t bytes = q8 ? sizeof(nx_bq8_0_t) : q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t);
+    for (uint32_t b = 0; b < blocks; b += 2) {
+        uint32_t b2 = b + 1 < blocks ? b + 1 : b;
+        QN(prefetch)(t, b / 2);
+        qv_i32 w[16];
+        if (q8)
+            QN(codes_q8_0)(cs, b, b2, w);
+        else
+            QN(codes_q4_0)(t, cs, b, b2, q5, w);
+#pragma GCC unroll 2
+        for (uint32_t h = 0; h < 2; h++) { /* an odd last block is written twice: room for it */
+            uint8_t *out = t->scratch + (size_t)(b + h) * T32_BYTES;
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                QN(put)(out + 64 * i, w[8 * h + i]);
+            *(qv_f32 *)(out + 512) = QN(half_at)(cs, (h ? b2 : b) * bytes, false);
+        }
+    }
+}
+
+static AI QS_TARGET void QN(repack_4k)(const qtile_t *t, const cols_t *cs)
+{
+    uint8_t *out = t->scratch;
+    for (uint32_t b = 0; b < t->k / 256; b++, out += T4K_BYTES) {
+#pragma GCC unroll 1
+        for (int p = 0; p < 4; p++) {
+            QN(prefetch)(t, 4 * b + p);
+            qv_i32 w[16];
+            QN(codes_q4_k)(cs, b, p, w);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                QN(put)(out + 64 * (16 * p + i), w[i]);
+        }
+        qv_i32 h[4], scale[8], min_pair[4];
+        QN(rows16)(cs, (uint64_t)b * sizeof(nx_bq4_k_t), h);
+        QN(q4k_scales)(h, scale, min_pair);
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; s++)
+            QN(put)(out + 4096 + 64 * s, scale[s]);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            QN(put)(out + 4608 + 64 * p, min_pair[p]);
+        *(qv_f32 *)(out + 4864) = QN(half)(h[0]);
+        *(qv_f32 *)(out + 4928) = QN(half)(h[0] >> 16);
+    }
+}
+
+static AI QS_TARGET void QN(repack_6k)(const qtile_t *t, const cols_t *cs)
+{
+    uint8_t *out = t->scratch;
+    for (uint32_t b = 0; b < t->k / 256; b++, out += T6K_BYTES) {
+        qv_i32 high[8] = {{0}}; /* filled by step 0 */
+#pragma GCC unroll 1
+        for (int step = 0; step < 4; step++) {
+            int hf = step / 2, qq = step % 2;
+            QN(prefetch)(t, 4 * b + step);
+            qv_i32 w[16];
+            QN(codes_q6_k)(cs, b, hf, qq, high, w);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) { /* w[4s + g]: sub-block as in fused_6k, group g */
+                int s = i / 4, sub = 8 * hf + 2 * (qq + 2 * (s / 2)) + s % 2;
+                QN(put)(out + 64 * (4 * sub + i % 4), w[i]);
+            }
+        }
+        qv_i32 scale[16];
+        QN(q6k_scales)(cs, b, scale);
+#pragma GCC unroll 16
+        for (int s = 0; s < 16; s++)
+            QN(put)(out + 4096 + 64 * s, scale[s]);
+        *(qv_f32 *)(out + 5120) = QN(half_at)(cs, (uint64_t)b * sizeof(nx_bq6_k_t) + 206, true);
+    }
+}
+
+/* Q8_0 (q8: its dot), Q4_0, Q5_0: per block isum = offset_mul * offset + codes . x. */
 static AI QS_TARGET void QN(rows_32)(const qtile_t *t, uint32_t r0, int rows, int32_t offset_mul,
                                      bool q8)
 {
-    const int chains = QS_CHAINS(rows);
     const int32_t *xq[QS_ROWS], *xo[QS_ROWS];
     const float *xd[QS_ROWS];
     qv_f32 acc[QS_ROWS];
@@ -266,41 +522,30 @@ static AI QS_TARGET void QN(rows_32)(const qtile_t *t, uint32_t r0, int rows, in
     }
     const uint8_t *tb = t->scratch;
     for (uint32_t b = 0; b < t->k / 32; b++, tb += T32_BYTES) { /* hot */
-        qv_i32 isum[QS_ROWS][4];
+        qv_i32 isum[QS_ROWS];
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-            for (int c = 0; c < chains; c++)
-                isum[r][c] = c == 0 ? QN(splat)(xo[r][b] * offset_mul) : (qv_i32){0};
+            isum[r] = QN(splat)(xo[r][b] * offset_mul);
 #pragma GCC unroll 8
         for (int g = 0; g < 8; g++) {
             qv_i32 w = QN(load)(tb + 64 * g);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) {
-                qv_i32 *sum = &isum[r][g % chains];
-                *sum = q8 ? QN(dot4_q8)(*sum, w, QN(splat)(xq[r][8 * b + g]))
-                          : QN(dot4)(*sum, w, QN(splat)(xq[r][8 * b + g]));
-            }
+            for (int r = 0; r < rows; r++)
+                isum[r] = q8 ? QN(dot4_q8)(isum[r], w, QN(splat)(xq[r][8 * b + g]))
+                             : QN(dot4)(isum[r], w, QN(splat)(xq[r][8 * b + g]));
         }
         qv_f32 dw = *(const qv_f32 *)(tb + 512);
 #pragma GCC unroll 8
-        for (int r = 0; r < rows; r++) {
-#pragma GCC unroll 4
-            for (int c = 1; c < chains; c++)
-                isum[r][0] += isum[r][c];
-            acc[r] = QN(fmadd)(__builtin_convertvector(isum[r][0], qv_f32), dw * xd[r][b],
-                               acc[r]);
-        }
+        for (int r = 0; r < rows; r++)
+            acc[r] = QN(fmadd)(__builtin_convertvector(isum[r], qv_f32), dw * xd[r][b], acc[r]);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < rows; r++)
         QN(store)(t, r0 + r, acc[r]);
 }
 
-/* Q4_K: s1 = sum over sub-blocks of scale * (codes . x), s2 = sum of min * (sum of x). */
 static AI QS_TARGET void QN(rows_4k)(const qtile_t *t, uint32_t r0, int rows)
 {
-    const int chains = QS_CHAINS(rows);
     const int32_t *xq[QS_ROWS_K], *xs[QS_ROWS_K];
     const float *xd[QS_ROWS_K];
     qv_f32 acc[QS_ROWS_K];
@@ -318,28 +563,21 @@ static AI QS_TARGET void QN(rows_4k)(const qtile_t *t, uint32_t r0, int rows)
             s1[r] = s2[r] = (qv_i32){0};
 #pragma GCC unroll 1
         for (int s = 0; s < 8; s++) {
-            qv_i32 part[QS_ROWS_K][4];
+            qv_i32 part[QS_ROWS_K];
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-                for (int c = 0; c < chains; c++)
-                    part[r][c] = (qv_i32){0};
+                part[r] = (qv_i32){0};
 #pragma GCC unroll 8
             for (int g = 0; g < 8; g++) {
                 qv_i32 w = QN(load)(tb + 64 * (8 * s + g));
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++)
-                    part[r][g % chains] = QN(dot4)(part[r][g % chains], w,
-                                                   QN(splat)(xq[r][64 * b + 8 * s + g]));
+                    part[r] = QN(dot4)(part[r], w, QN(splat)(xq[r][64 * b + 8 * s + g]));
             }
             qv_i32 scale = QN(load)(tb + 4096 + 64 * s);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) {
-#pragma GCC unroll 4
-                for (int c = 1; c < chains; c++)
-                    part[r][0] += part[r][c];
-                s1[r] += part[r][0] * scale;
-            }
+            for (int r = 0; r < rows; r++)
+                s1[r] += part[r] * scale;
         }
 #pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
@@ -360,10 +598,8 @@ static AI QS_TARGET void QN(rows_4k)(const qtile_t *t, uint32_t r0, int rows)
         QN(store)(t, r0 + r, acc[r]);
 }
 
-/* Q6_K: s1 = sum over sub-blocks of scale * (codes . x - 32 * sum of x). */
 static AI QS_TARGET void QN(rows_6k)(const qtile_t *t, uint32_t r0, int rows)
 {
-    const int chains = QS_CHAINS(rows) > 2 ? 2 : QS_CHAINS(rows); /* 4 products a sub-block */
     const int32_t *xq[QS_ROWS_K], *xo[QS_ROWS_K];
     const float *xd[QS_ROWS_K];
     qv_f32 acc[QS_ROWS_K];
@@ -381,27 +617,21 @@ static AI QS_TARGET void QN(rows_6k)(const qtile_t *t, uint32_t r0, int rows)
             s1[r] = (qv_i32){0};
 #pragma GCC unroll 2
         for (int s = 0; s < 16; s++) {
-            qv_i32 part[QS_ROWS_K][2];
+            qv_i32 part[QS_ROWS_K];
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++)
-#pragma GCC unroll 2
-                for (int c = 0; c < chains; c++)
-                    part[r][c] = c == 0 ? QN(splat)(xo[r][16 * b + s]) : (qv_i32){0};
+                part[r] = QN(splat)(xo[r][16 * b + s]);
 #pragma GCC unroll 4
             for (int g = 0; g < 4; g++) {
                 qv_i32 w = QN(load)(tb + 64 * (4 * s + g));
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++)
-                    part[r][g % chains] = QN(dot4)(part[r][g % chains], w,
-                                                   QN(splat)(xq[r][64 * b + 4 * s + g]));
+                    part[r] = QN(dot4)(part[r], w, QN(splat)(xq[r][64 * b + 4 * s + g]));
             }
             qv_i32 scale = QN(load)(tb + 4096 + 64 * s);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) {
-                if (chains > 1)
-                    part[r][0] += part[r][1];
-                s1[r] += part[r][0] * scale;
-            }
+            for (int r = 0; r < rows; r++)
+                s1[r] += part[r] * scale;
         }
         qv_f32 d = *(const qv_f32 *)(tb + 5120);
 #pragma GCC unroll 8
@@ -413,8 +643,8 @@ static AI QS_TARGET void QN(rows_6k)(const qtile_t *t, uint32_t r0, int rows)
         QN(store)(t, r0 + r, acc[r]);
 }
 
-/* Every batch row against the repacked tile, `most` rows per pass; the last pass takes what
- * is left (each case a constant, so every shape keeps its accumulators in registers). */
+/* `call` for every group of rows: `most` rows at a time, then what is left; each case passes a
+ * constant `rows`, so every shape keeps its accumulators in registers. */
 #define QS_ALL_ROWS(most, call)                                                                \
     do {                                                                                       \
         uint32_t r0 = 0;                                                                       \
@@ -434,40 +664,64 @@ static AI QS_TARGET void QN(rows_6k)(const qtile_t *t, uint32_t r0, int rows)
         }                                                                                      \
     } while (0)
 
-static QS_TARGET void QN(tile)(const qtile_t *t)
+/* `call` with a constant `rows` = t->n, for t->n <= QS_FUSED_ROWS (at most 4). */
+#define QS_FEW_ROWS(call)                                                                      \
+    do {                                                                                       \
+        switch (t->n) {                                                                        \
+        case 4: { enum { rows = QS_FUSED_ROWS >= 4 ? 4 : 1 }; call; } break;                   \
+        case 3: { enum { rows = QS_FUSED_ROWS >= 3 ? 3 : 1 }; call; } break;                   \
+        case 2: { enum { rows = QS_FUSED_ROWS >= 2 ? 2 : 1 }; call; } break;                   \
+        default: { enum { rows = 1 }; call; } break;                                           \
+        }                                                                                      \
+    } while (0)
+
+static QS_TARGET void QN(tile)(const qtile_t *t, const cols_t *cs)
 {
-    const uint8_t *col[16];
-    qv_i32 index;
-    for (uint32_t c = 0; c < 16; c++) { /* columns past the weight repeat its last one */
-        uint32_t real = c < t->count ? c : t->count - 1;
-        col[c] = t->w + real * t->row_bytes;
-        index[c] = (int32_t)(real * t->row_bytes);
-    }
+    bool few = t->n <= QS_FUSED_ROWS;
     switch (t->dtype) {
     case NX_DT_Q8_0:
-        QN(repack_q8_0)(t, col, index);
+        if (few) {
+            QS_FEW_ROWS(QN(fused_32)(t, cs, rows, QS_Q8_UNSIGNED ? 128 : 0, true, false));
+            break;
+        }
+        QN(repack_32)(t, cs, true, false);
         QS_ALL_ROWS(QS_ROWS, QN(rows_32)(t, r0, rows, QS_Q8_UNSIGNED ? 128 : 0, true));
         break;
     case NX_DT_Q4_0:
-    case NX_DT_Q5_0: {
-        bool q5 = t->dtype == NX_DT_Q5_0;
-        if (q5)
-            QN(repack_q4_0)(t, col, index, true);
-        else
-            QN(repack_q4_0)(t, col, index, false);
-        QS_ALL_ROWS(QS_ROWS, QN(rows_32)(t, r0, rows, q5 ? 16 : 8, false));
+        if (few) {
+            QS_FEW_ROWS(QN(fused_32)(t, cs, rows, 8, false, false));
+            break;
+        }
+        QN(repack_32)(t, cs, false, false);
+        QS_ALL_ROWS(QS_ROWS, QN(rows_32)(t, r0, rows, 8, false));
         break;
-    }
+    case NX_DT_Q5_0:
+        if (few) {
+            QS_FEW_ROWS(QN(fused_32)(t, cs, rows, 16, false, true));
+            break;
+        }
+        QN(repack_32)(t, cs, false, true);
+        QS_ALL_ROWS(QS_ROWS, QN(rows_32)(t, r0, rows, 16, false));
+        break;
     case NX_DT_Q4_K:
-        QN(repack_q4_k)(t, col, index);
+        if (few) {
+            QS_FEW_ROWS(QN(fused_4k)(t, cs, rows));
+            break;
+        }
+        QN(repack_4k)(t, cs);
         QS_ALL_ROWS(QS_ROWS_K, QN(rows_4k)(t, r0, rows));
         break;
     default:
-        QN(repack_q6_k)(t, col, index);
+        if (few) {
+            QS_FEW_ROWS(QN(fused_6k)(t, cs, rows));
+            break;
+        }
+        QN(repack_6k)(t, cs);
         QS_ALL_ROWS(QS_ROWS_K, QN(rows_6k)(t, r0, rows));
         break;
     }
 }
 
 #undef QS_ALL_ROWS
+#undef QS_FEW_ROWS
 #undef QS_CHAINS
