@@ -10,10 +10,16 @@ beside the roofline and beside transformers' generate on the same model, in the 
     around each call, median of 3; the 1-token generate (prefill) is timed too and subtracted,
     so both sides count decode steps only.
 
+  * quantized GGUF files (--quantized LABEL=FILE, decode-LABEL.json): the roofline of the
+    bytes they read per step, from the file's own tensor table (every tensor, less the
+    embedding table when the file has a separate output head); no transformers run (it does
+    not read GGUF here). Reported beside the same preset's bf16 figure, with no target yet.
+
 Targets: batch-1 decode >= 70% of the roofline for 4b and 8b; >= 5x transformers' tokens/s.
 
-  python3 bench/gpu_decode.py --decode-dir D --model 0.6b=DIR --model 4b=DIR [--deadline-s N]
-      [--no-torch] [--json FILE] [--summary FILE]
+  python3 bench/gpu_decode.py --decode-dir D --model 0.6b=DIR --model 4b=DIR
+      [--quantized 4b-q4_k_m=FILE.gguf] [--deadline-s N] [--no-torch] [--json FILE]
+      [--summary FILE]
 
 --deadline-s bounds the whole run: a transformers measurement that would not fit is skipped
 with a "skipped (time)" line. --no-torch (or no torch) prints our figures alone.
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import sys
 import time
 
@@ -57,6 +64,67 @@ def measure_bandwidth(torch):
     del src, dst
     torch.cuda.empty_cache()
     return bytes_moved / statistics.median(times)
+
+
+# ggml type id -> (elements, bytes) per block, for the types a GGUF of ours may hold
+GGML_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24),
+               8: (32, 34), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
+               14: (256, 210), 30: (1, 2)}
+GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_tensor_bytes(path):
+    """{tensor name: payload bytes} from a GGUF file's header (v2 and v3)."""
+    with open(path, "rb") as f:
+        def read(fmt):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
+
+        def string():
+            (n,) = read("Q")
+            return f.read(n)
+
+        def skip(vtype):
+            if vtype == 8:
+                string()
+            elif vtype == 9:
+                etype, count = read("IQ")
+                if etype == 8:
+                    for _ in range(count):
+                        string()
+                else:
+                    f.seek(GGUF_SCALAR[etype] * count, os.SEEK_CUR)
+            else:
+                f.seek(GGUF_SCALAR[vtype], os.SEEK_CUR)
+
+        magic, version = read("4sI")
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{path}: not a GGUF v2/v3 file")
+        n_tensors, n_kv = read("QQ")
+        for _ in range(n_kv):
+            string()
+            skip(read("I")[0])
+        sizes = {}
+        for _ in range(n_tensors):
+            name = string().decode()
+            (ndim,) = read("I")
+            dims = read("Q" * ndim)
+            ttype, _offset = read("IQ")
+            elems, block = GGML_BLOCKS[ttype]
+            count = 1
+            for d in dims:
+                count *= d
+            sizes[name] = count // elems * block
+        return sizes
+
+
+def gguf_bytes_per_step(path):
+    """Bytes a decode step reads: every tensor, less the embedding table when the head is its
+    own tensor (then only the prompt's rows of the table are gathered)."""
+    sizes = gguf_tensor_bytes(path)
+    total = sum(sizes.values())
+    if "output.weight" in sizes:
+        total -= sizes.get("token_embd.weight", 0)
+    return total
 
 
 def load_hf(torch, path):
@@ -139,6 +207,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--decode-dir", required=True, help="folder with decode-PRESET.json")
     ap.add_argument("--model", action="append", default=[], help="PRESET=MODEL_DIR")
+    ap.add_argument("--quantized", action="append", default=[],
+                    help="LABEL=FILE.gguf (decode-LABEL.json; LABEL starts with the preset)")
     ap.add_argument("--prompt", type=int, default=16, help="the decode bench's --decode-prompt")
     ap.add_argument("--tokens", type=int, default=64, help="the decode bench's --tokens")
     ap.add_argument("--repeat", type=int, default=3)
@@ -216,6 +286,9 @@ def main():
             verdicts.append(f"transformers {hf_note}")
         lines.append(f"decode {preset}: " + "; ".join(verdicts))
 
+    for label, path in (q.split("=", 1) for q in args.quantized):
+        failed = quantized_rows(args, label, path, bandwidth, rows, lines) or failed
+
     print_table(rows, bandwidth)
     for line in lines:
         log(line)
@@ -227,6 +300,54 @@ def main():
         with open(args.summary, "a") as f:
             f.write(table_text(rows, bandwidth) + "".join(s + "\n" for s in lines))
     return 1 if failed else 0
+
+
+def decode_b1(decode_dir, label):
+    """Batch-1 greedy tokens/s of decode-LABEL.json, or None."""
+    try:
+        with open(os.path.join(decode_dir, f"decode-{label}.json")) as f:
+            figures = json.load(f)["figures"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((r["tokens_per_s"] for r in figures
+                 if r["phase"] == "decode" and r["batch"] == 1), None)
+
+
+def quantized_rows(args, label, path, bandwidth, rows, lines):
+    """Rows and a verdict line for a quantized file's decode bench; True when it failed."""
+    try:
+        with open(os.path.join(args.decode_dir, f"decode-{label}.json")) as f:
+            ours = json.load(f)
+    except (OSError, ValueError) as e:
+        lines.append(f"decode {label}: FAIL (no decode bench result: {e})")
+        return True
+    try:
+        wbytes = gguf_bytes_per_step(path)
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        wbytes = ours["weight_bytes_per_step"]
+        log(f"decode {label}: {path}'s tensor table not read ({e}); bytes per step from the "
+            "decode bench")
+    verdicts = []
+    if ours.get("backend") != "cuda":
+        verdicts.append(f"FAIL (the decode bench ran on backend '{ours.get('backend')}', not "
+                        "cuda)")
+    for row in ours["figures"]:
+        if row["phase"] != "decode":
+            continue
+        b, tok_s = row["batch"], row["tokens_per_s"]
+        roof = b * bandwidth / wbytes if bandwidth else None
+        rows.append({"model": label, "batch": b, "ours_tok_s": tok_s, "roofline_tok_s": roof,
+                     "hf_tok_s": None, "weight_bytes_per_step": wbytes})
+        if b == 1:
+            verdicts.append(f"b1 {tok_s:.1f} tok/s, " +
+                            (f"{100 * tok_s / roof:.0f}% of the roofline of its "
+                             f"{wbytes / 1e9:.2f} GB per step" if roof else
+                             "roofline not measured"))
+            dense = decode_b1(args.decode_dir, label.split("-")[0])
+            if dense:
+                verdicts.append(f"{tok_s / dense:.2f}x the bf16 file's b1 ({dense:.1f} tok/s)")
+    lines.append(f"decode {label}: " + "; ".join(verdicts))
+    return any("FAIL" in v for v in verdicts)
 
 
 def unfused_b1(decode_dir, preset):
@@ -246,12 +367,12 @@ def table_text(rows, bandwidth):
     text = (f"\ndecode tokens/s (roofline: batch x bandwidth {bw} / weight bytes per step; "
             f"targets: b1 >= {ROOFLINE_TARGET:.0%} of roofline for 4b/8b, >= {HF_TARGET:g}x "
             "transformers)\n")
-    text += f"{'model':<6} {'batch':>5} {'ours':>9} {'roofline':>9} {'%roof':>6} " \
+    text += f"{'model':<11} {'batch':>5} {'ours':>9} {'roofline':>9} {'%roof':>6} " \
             f"{'transf.':>9} {'x tf':>6}\n"
     for r in rows:
         pct = f"{100 * r['ours_tok_s'] / r['roofline_tok_s']:.0f}%" if r["roofline_tok_s"] else "-"
         x = f"{r['ours_tok_s'] / r['hf_tok_s']:.1f}x" if r["hf_tok_s"] else "-"
-        text += (f"{r['model']:<6} {r['batch']:>5} {f(r['ours_tok_s']):>9} "
+        text += (f"{r['model']:<11} {r['batch']:>5} {f(r['ours_tok_s']):>9} "
                  f"{f(r['roofline_tok_s']):>9} {pct:>6} {f(r['hf_tok_s']):>9} {x:>6}\n")
     return text
 

@@ -19,7 +19,8 @@
 #
 # Sections: 0. environment (GPU, bundle, cuBLAS on LD_LIBRARY_PATH, torch), 1. loader,
 # 2. correctness (logits and greedy tokens against transformers), 3. decode (tokens/s against
-# the roofline and transformers' generate), 4. swap (time to first token from disk, host tier
+# the roofline and transformers' generate; Q4_K_M and Q8_0 GGUF files of 0.6b and 4b against
+# the roofline of their quantized bytes), 4. swap (time to first token from disk, host tier
 # and resident through nexusd), 5. sanitizers (compute-sanitizer memcheck and racecheck on the
 # CUDA tests). Each is a function section_N_name writing under $SUITE_OUT/N-name/ and appending
 # its lines to $SUMMARY. Time: each section gets a share of what is left when it starts
@@ -78,7 +79,9 @@ FAILED_SECTIONS=()
 SECTION_ROWS=()
 HAVE_TORCH=0
 SECTION_END=0 # $SECONDS at which the running section's share ends (0: no section running)
-declare -A SECTION_SHARE=([1]=40 [2]=10 [3]=25 [4]=15 [5]=10)
+# (3 took 5 points from 1, 4 and 5 when it gained the quantized runs: a guess until a GPU run
+# says how long each section takes)
+declare -A SECTION_SHARE=([1]=38 [2]=10 [3]=30 [4]=13 [5]=9)
 declare -A SECTION_NAME=([1]=loader [2]=correctness [3]=decode [4]=swap [5]=sanitizers)
 declare -A SECTION_MIN_S=([1]=30 [2]=30 [3]=30 [4]=30 [5]=20) # below this: skipped (time)
 
@@ -378,7 +381,26 @@ section_2_correctness() {
 }
 
 # --- 3. decode -------------------------------------------------------------------------------
-# build/bench/decode --device cuda on each preset (its JSON names the backend), then gpu_decode.py: the roofline from a D2D copy and
+# The GGUF file of a preset's checkpoint quantized with MIX (q4_k_m, q8_0), made now when
+# missing: `nexusctl model quantize` of the bf16 checkpoint (model_dir), not `model synth
+# --dtype MIX`, which synthesizes in F32 first (16 GB beside the file for 4b on a 64 GiB disk
+# that already holds the bf16 checkpoints) and would not reuse them. The weights differ from
+# synth's by the bf16 rounding, which a speed measurement does not see.
+# quantized_file PRESET MIX LOG_DIR -> prints the file; fails when it cannot be made in time.
+quantized_file() {
+    local preset=$1 mix=$2 log_dir=$3 model
+    local file=$NEXUS_GPU_DIR/qwen3-$preset-$mix.gguf
+    if ! "$NEXUSCTL" model inspect "$file" --summary >/dev/null 2>&1; then
+        model=$(model_dir "$preset" "$log_dir") || return 1
+        step "quantize $preset to $mix" "$log_dir/quantize-$preset-$mix.log" \
+            "$NEXUSCTL" model quantize "$model" "$file" --type "$mix" >&2 || return 1
+        tail -1 "$log_dir/quantize-$preset-$mix.log" | sed 's/^/   /' >&2
+    fi
+    echo "$file"
+}
+
+# build/bench/decode --device cuda on each preset (its JSON names the backend), then its
+# quantized files (0.6b and 4b), then gpu_decode.py: the roofline from a D2D copy and
 # transformers' generate on the same models, one table.
 section_3_decode() {
     heading "3. decode"
@@ -394,6 +416,25 @@ section_3_decode() {
             failures=$((failures + 1))
         fi
         args+=(--model "$preset=$model")
+    done
+    # Quantized weights (the GPU's quantized GEMV at batches 1 and 8, dequantization to BF16
+    # and cuBLAS at 32): Q4_K_M and Q8_0 GGUF files of 0.6b and 4b (tiny in the dry run);
+    # gpu_decode.py puts them against the roofline of the bytes they read per step.
+    local mix qfile
+    for preset in $SUITE_MODELS; do
+        case $preset in 0.6b | 4b | tiny) ;; *) continue ;; esac
+        for mix in q4_k_m q8_0; do
+            qfile=$(quantized_file "$preset" "$mix" "$dir") || { failures=$((failures + 1)); continue; }
+            if step "decode bench $preset $mix" "$dir/decode-$preset-$mix.log" \
+                "$DECODE_BENCH" "$qfile" --prompt 128 --decode-prompt 16 \
+                --tokens "$SUITE_DECODE_TOKENS" --batches 1,8,32 --device cuda \
+                --json "$dir/decode-$preset-$mix.json"; then
+                cat "$dir/decode-$preset-$mix.log"
+            else
+                failures=$((failures + 1))
+            fi
+            args+=(--quantized "$preset-$mix=$qfile")
+        done
     done
     # The fused RMSNorm (in the QKV and gate-up GEMVs) against the norm as its own kernel
     # (NEXUS_CUDA_FUSE_NORM=0), batch 1, on 0.6b (where a launch saved counts most) and 4b:
@@ -417,6 +458,22 @@ section_3_decode() {
             --tokens 32 --batches 1 --device cuda; then
             note "decode $big b1, GPU time by launch (graphs off; the 10 largest and the total):"
             grep '^nexus profile:' "$dir/decode-$big-profile.log" | sed -n '2,12p;$p' |
+                sed 's/^nexus profile: /  /' | tee -a "$SUMMARY"
+        else
+            failures=$((failures + 1))
+        fi
+    fi
+    # The same for the largest Q4_K_M file: how the quantized GEMVs' time compares.
+    local qbig=""
+    for preset in $SUITE_MODELS; do
+        case $preset in 0.6b | 4b | tiny) qbig=$preset ;; esac
+    done
+    if [ -n "$qbig" ] && qfile=$(quantized_file "$qbig" q4_k_m "$dir"); then
+        if step "decode bench $qbig q4_k_m, profiled" "$dir/decode-$qbig-q4_k_m-profile.log" \
+            env NEXUS_CUDA_PROFILE=1 "$DECODE_BENCH" "$qfile" --prompt 16 --decode-prompt 16 \
+            --tokens 32 --batches 1 --device cuda; then
+            note "decode $qbig q4_k_m b1, GPU time by launch (graphs off; the 10 largest and the total):"
+            grep '^nexus profile:' "$dir/decode-$qbig-q4_k_m-profile.log" | sed -n '2,12p;$p' |
                 sed 's/^nexus profile: /  /' | tee -a "$SUMMARY"
         else
             failures=$((failures + 1))
