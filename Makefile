@@ -2,9 +2,11 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + every test (cmocka unit tests, the Python tests, then the CUDA
-#                code on the CPU emulation of tests/cuemu: make emu-test)
-#   make bench   run the benchmarks (bench/RESULTS.md records their figures)
+#   make test    deps + build + llama-ref + every test (cmocka unit tests, the Python tests
+#                (with the comparison against llama.cpp), then the CUDA code on the CPU
+#                emulation of tests/cuemu: make emu-test)
+#   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
+#                only ours beside llama.cpp on GGUF files
 #   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
 #
 # CUDA is optional: with nvcc (on PATH or in $(CUDA_HOME)/bin) the CUDA backend is built and the
@@ -99,7 +101,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench run clean gpu-bundle asan emu-test gpu-suite-emu
+.PHONY: all deps test unit pytest bench bench-quant run clean gpu-bundle asan emu-test gpu-suite-emu
 .DEFAULT_GOAL := all
 
 all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -205,6 +207,8 @@ llama-ref:
 # --- tests ---------------------------------------------------------------------------------
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory llama-ref || \
+	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
 	@$(MAKE) --no-print-directory unit pytest
 	@$(MAKE) --no-print-directory emu-test
 
@@ -270,6 +274,13 @@ bench: all
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_decode.sh
 	BUILD=$(BUILD) bench/run_daemon.sh
+	@$(MAKE) --no-print-directory bench-quant
+
+# Ours beside llama.cpp on the same GGUF files (qwen3 0.6b and 4b shapes; F16, BF16, Q8_0,
+# Q4_0, Q4_K_M; ~35 GB of files in $(BENCH_DIR)/gguf, made once): bench/run_quant.sh's table.
+bench-quant: all llama-ref
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
 
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).

@@ -589,6 +589,121 @@ static void tokenizer_keys(kv_list_t *l, const gguf_tok_t *g, uint32_t vocab)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * A GGUF file as the source (requantize, or dequantize to F32/F16/BF16): its tensors keep
+ * their names and order, their roles come from the names, its keys are copied
+ */
+static tensor_role_t gguf_role(const char *name, uint32_t *layer)
+{
+    unsigned l;
+    *layer = sscanf(name, "blk.%u.", &l) == 1 ? l : 0;
+    if (strcmp(name, "token_embd.weight") == 0)
+        return ROLE_EMBED;
+    if (strcmp(name, "output.weight") == 0)
+        return ROLE_OUTPUT;
+    if (strstr(name, ".attn_v.weight"))
+        return ROLE_ATTN_V;
+    return strstr(name, ".ffn_down.weight") ? ROLE_FFN_DOWN : ROLE_MATRIX;
+}
+
+static int plan_gguf(qctx_t *q)
+{
+    bool tied = nx_st_find(q->st, "output.weight") == NULL;
+    for (size_t i = 0; i < nx_st_tensor_count(q->st); i++) {
+        const nx_st_tensor_t *t = nx_st_tensor_at(q->st, i);
+        bool plain = t->dtype == NX_DT_F32 || t->dtype == NX_DT_F16 || t->dtype == NX_DT_BF16;
+        if (t->ndim < 1 || t->ndim > 2 || !(plain || nx__quant_weight_ok(t->dtype)))
+            return nx_err_set(q->err, NX_ENOTSUP, "'%s': tensor '%s' (%s, %u dims) cannot be "
+                              "read: quantize reads F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K and "
+                              "Q6_K matrices and vectors", q->opts->in_dir, t->name,
+                              nx_dtype_name(t->dtype), t->ndim);
+        uint32_t layer = 0;
+        tensor_role_t role = t->ndim == 1 ? ROLE_VECTOR : gguf_role(t->name, &layer);
+        nx_dtype_t dtype = pick_dtype(q->opts->mix, role, tied, layer, q->cfg.layers,
+                                      t->shape[t->ndim - 1]);
+        int rc = add_tensor(q, t->name, t, dtype, 0);
+        if (rc != NX_OK)
+            return rc;
+    }
+    return NX_OK;
+}
+
+#define MAX_STRING_ARRAYS 16 /* tokens, merges, ...: a model has two or three */
+
+/* Keys this writer sets itself, not copied from the source. */
+static bool key_is_ours(const char *key)
+{
+    return strcmp(key, "general.alignment") == 0 || strcmp(key, "general.file_type") == 0 ||
+           strcmp(key, "general.quantization_version") == 0 || strncmp(key, "nexus.", 6) == 0;
+}
+
+static int copy_kv(qctx_t *q, kv_list_t *l, const nx_gguf_kv_t *kv, const char ***strings)
+{
+    const char *key = nx_gguf_kv_key(kv);
+    nx_gguf_type_t type = nx_gguf_kv_type(kv), elem = nx_gguf_kv_elem_type(kv);
+    nx_gguf_kv_spec_t *out = kv_add(l, key, type);
+    out->elem_type = elem;
+    if (type == NX_GGUF_ARRAY) {
+        uint64_t n = nx_gguf_kv_count(kv);
+        out->count = n;
+        if (elem != NX_GGUF_STRING) {
+            out->array = nx_gguf_kv_array_data(kv);
+            return NX_OK;
+        }
+        const char **list = malloc((n ? n : 1) * sizeof *list);
+        if (!list)
+            return nx_err_set(q->err, NX_ENOMEM, "quantize: out of memory for '%s'", key);
+        *strings = list;
+        for (uint64_t i = 0; i < n; i++)
+            list[i] = nx_gguf_get_str(kv, i, NULL);
+        out->array = list;
+        return NX_OK;
+    }
+    bool ok = true;
+    switch (type) {
+    case NX_GGUF_I8: case NX_GGUF_I16: case NX_GGUF_I32: case NX_GGUF_I64:
+        ok = nx_gguf_get_i64(kv, 0, &out->value.i);
+        break;
+    case NX_GGUF_F32: case NX_GGUF_F64:
+        ok = nx_gguf_get_f64(kv, 0, &out->value.f);
+        break;
+    case NX_GGUF_BOOL:
+        ok = nx_gguf_get_bool(kv, 0, &out->value.b);
+        break;
+    case NX_GGUF_STRING:
+        ok = (out->value.str = nx_gguf_get_str(kv, 0, NULL)) != NULL;
+        break;
+    default:
+        ok = nx_gguf_get_u64(kv, 0, &out->value.u);
+    }
+    return ok ? NX_OK : nx_err_set(q->err, NX_EFORMAT, "'%s': key '%s' cannot be read",
+                                   q->opts->in_dir, key);
+}
+
+/* Every key of the source but the writer's own, general.file_type for the new mix. The string
+ * arrays' pointer lists go to strings[] (freed by the caller). */
+static int copy_kvs(qctx_t *q, kv_list_t *l, const char ***strings, size_t *string_count)
+{
+    kv_u32(l, "general.file_type", file_type(q->opts->mix));
+    if (q->opts->mix >= NX_QMIX_Q8_0)
+        kv_u32(l, "general.quantization_version", 2);
+    for (size_t i = 0; i < nx_st_gguf_kv_count(q->st); i++) {
+        const nx_gguf_kv_t *kv = nx_st_gguf_kv_at(q->st, i);
+        if (key_is_ours(nx_gguf_kv_key(kv)))
+            continue;
+        if (*string_count == MAX_STRING_ARRAYS)
+            return nx_err_set(q->err, NX_ENOTSUP, "'%s': more than %d string arrays in the "
+                              "metadata", q->opts->in_dir, MAX_STRING_ARRAYS);
+        const char **list = NULL;
+        int rc = copy_kv(q, l, kv, &list);
+        if (list)
+            strings[(*string_count)++] = list;
+        if (rc != NX_OK)
+            return rc;
+    }
+    return l->failed ? nx_err_set(q->err, NX_ENOMEM, "quantize: out of memory") : NX_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
  * The whole conversion
  */
 static int open_inputs(qctx_t *q)
@@ -597,9 +712,6 @@ static int open_inputs(qctx_t *q)
     int rc = nx_config_load(o->in_dir, &q->cfg, q->err);
     if (rc != NX_OK)
         return rc;
-    if (q->cfg.gguf)
-        return nx_err_set(q->err, NX_EINVAL, "'%s' is a GGUF file already; quantize reads a "
-                          "safetensors model directory", o->in_dir);
     if (!(q->st = nx_st_open(o->in_dir, q->err)))
         return q->err->code;
     size_t files = nx_st_file_count(q->st);
@@ -695,21 +807,32 @@ int nx_quantize_model(const nx_quantize_opts_t *opts, nx_quantize_report_t *repo
     gguf_tok_t tok = {0};
     kv_list_t kvs = {0};
     char name_buf[1024], keys[4096];
+    const char **strings[MAX_STRING_ARRAYS] = {0}; /* a GGUF source's string arrays */
+    size_t string_count = 0;
     int rc = open_inputs(&q);
-    if (rc == NX_OK)
+    if (rc == NX_OK && q.cfg.gguf) {
+        rc = plan_gguf(&q);
+        if (rc == NX_OK)
+            rc = make_workspace(&q);
+        if (rc == NX_OK)
+            rc = copy_kvs(&q, &kvs, strings, &string_count);
+    } else if (rc == NX_OK) {
         rc = plan_tensors(&q);
-    if (rc == NX_OK)
-        rc = plan_rope_freqs(&q);
-    if (rc == NX_OK)
-        rc = read_tokenizer(&q, &tok);
-    if (rc == NX_OK)
-        rc = make_workspace(&q);
-    if (rc == NX_OK) {
-        model_keys(&q, &kvs, base_name(opts->in_dir, name_buf, sizeof name_buf), keys,
-                   sizeof keys);
-        tokenizer_keys(&kvs, &tok, q.cfg.vocab);
-        if (kvs.failed)
-            rc = nx_err_set(err, NX_ENOMEM, "quantize: out of memory");
+        if (rc == NX_OK)
+            rc = plan_rope_freqs(&q);
+        if (rc == NX_OK)
+            rc = read_tokenizer(&q, &tok);
+        if (rc == NX_OK)
+            rc = make_workspace(&q);
+        if (rc == NX_OK) {
+            model_keys(&q, &kvs,
+                       opts->name ? opts->name
+                                  : base_name(opts->in_dir, name_buf, sizeof name_buf),
+                       keys, sizeof keys);
+            tokenizer_keys(&kvs, &tok, q.cfg.vocab);
+            if (kvs.failed)
+                rc = nx_err_set(err, NX_ENOMEM, "quantize: out of memory");
+        }
     }
     if (rc == NX_OK) {
         nx_st_save_opts_t save = {.fill = fill, .fill_user = &q};
@@ -719,6 +842,8 @@ int nx_quantize_model(const nx_quantize_opts_t *opts, nx_quantize_report_t *repo
     if (rc == NX_OK && report)
         report_out(&q, opts->out_path, t0, report);
     free(kvs.items);
+    for (size_t i = 0; i < string_count; i++)
+        free(strings[i]);
     free_tokenizer(&tok);
     close_all(&q);
     return rc;

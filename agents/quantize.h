@@ -31,10 +31,12 @@ const char *nx_qmix_name(nx_qmix_t mix);                /* "q4_k_m"; "?" out of 
 bool nx_qmix_parse(const char *name, nx_qmix_t *mix_out); /* case-insensitive */
 
 typedef struct nx_quantize_opts {
-    const char *in_dir;   /* a model directory (config.json, tokenizer.json, safetensors) */
+    const char *in_dir;   /* a model directory (config.json, tokenizer.json, safetensors),
+                           * or a GGUF file */
     const char *out_path; /* the .gguf to write (atomically: nothing there on failure) */
     nx_qmix_t mix;
     uint32_t threads;     /* quantizing threads; 0 = one per core */
+    const char *name;     /* general.name; NULL: the input directory's name */
 } nx_quantize_opts_t;
 
 typedef struct nx_quantize_report {
@@ -45,7 +47,9 @@ typedef struct nx_quantize_report {
     double seconds;
 } nx_quantize_report_t;
 
-/* Write opts->out_path from opts->in_dir. NX_EINVAL for bad options; NX_ENOTSUP naming what
+/* Write opts->out_path from opts->in_dir. in_dir may also be a GGUF file (F32, F16, BF16 or a
+ * block type the engine computes with): its tensors are requantized (or dequantized) to the
+ * mix with the same rules, names, order and keys kept (general.file_type updated). NX_EINVAL for bad options; NX_ENOTSUP naming what
  * llama.cpp could not be given (a tokenizer whose pre-tokenizer it does not know by name, an
  * architecture other than llama/qwen2/qwen3); the reader's errors for a bad model directory;
  * NX_EIO naming the path. report may be NULL. */

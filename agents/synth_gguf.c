@@ -32,7 +32,14 @@ int nx_synth_gguf(const nx_synth_opts_t *opts, int mix, const char *out_path,
     o.shards = 1;
     int rc = nx_synth_model(&o, report, err);
     if (rc == NX_OK) {
-        nx_quantize_opts_t q = {.in_dir = tmp, .out_path = out_path, .mix = (nx_qmix_t)mix};
+        char name[256];
+        const char *slash = strrchr(out_path, '/');
+        snprintf(name, sizeof name, "%s", slash ? slash + 1 : out_path);
+        char *dot = strrchr(name, '.');
+        if (dot && strcmp(dot, ".gguf") == 0)
+            *dot = '\0';
+        nx_quantize_opts_t q = {.in_dir = tmp, .out_path = out_path, .mix = (nx_qmix_t)mix,
+                                .name = name};
         rc = nx_quantize_model(&q, NULL, err);
         nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     }

@@ -8,7 +8,7 @@
 #include "quantize.h"
 
 static const char help_text[] =
-    "usage: nexusctl model quantize IN_DIR OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32\n"
+    "usage: nexusctl model quantize IN_DIR|IN.gguf OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32\n"
     "                               [--threads N] [--json]\n"
     "\n"
     "Write a Hugging Face model directory (config.json, tokenizer.json, safetensors weights)\n"
@@ -16,6 +16,8 @@ static const char help_text[] =
     "chooses them: q4_k_m puts Q6_K on the output head and on attn_v / ffn_down in some layers,\n"
     "q4_0 puts Q6_K on the output head; rows that are not whole blocks fall back to Q5_0, Q8_0\n"
     "or F16 as llama.cpp's do. Norms and biases stay F32. The file is written atomically.\n"
+    "IN.gguf (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K) is requantized or dequantized\n"
+    "the same way, its tensor names, order and metadata kept.\n"
     "\n"
     "  --type T      the mix (required)\n"
     "  --threads N   quantizing threads (default: one per core)\n"

@@ -3,8 +3,8 @@ llama-quantize would choose for each mix (Q6_K heads, Q4_K_M's "more bits" layer
 for rows that are not whole blocks), an F32 GGUF giving the safetensors model's logits
 (llama's q/k permutation and adjacent-pair RoPE included), the GGUF tokenizer encoding the
 reference corpus exactly like the real Qwen3 and Llama 3 tokenizer.json it was written from,
-synth --out FILE.gguf, `nexusctl run` on every mix, and the errors (bad type, a GGUF as input,
-an unknown pre-tokenizer, a missing directory)."""
+synth --out FILE.gguf, `nexusctl run` on every mix, a GGUF file as the input (requantized,
+dequantized), and the errors (bad type, an unknown pre-tokenizer, a missing directory)."""
 import gzip
 import json
 import os
@@ -192,10 +192,6 @@ def test_errors(sources, root):
     r = ctl("model", "quantize", os.path.join(root, "nope"), os.path.join(root, "x.gguf"),
             "--type", "q8_0")
     assert r.returncode == 1 and "nope" in r.stderr
-    gguf = os.path.join(root, "in.gguf")
-    quantize(src, gguf, "q8_0")
-    r = ctl("model", "quantize", gguf, os.path.join(root, "y.gguf"), "--type", "q4_0")
-    assert r.returncode == 1 and "GGUF file already" in r.stderr
     # a pre-tokenizer llama.cpp has no name for
     odd = os.path.join(root, "odd-pretok")
     shutil.copytree(src, odd)
@@ -208,3 +204,28 @@ def test_errors(sources, root):
     r = ctl("model", "quantize", odd, out, "--type", "q8_0")
     assert r.returncode == 1 and "pre-tokenizer" in r.stderr
     assert not os.path.exists(out)
+
+
+def test_gguf_input_requantize_and_dequantize(sources, root):
+    """A GGUF file as the input: requantized with the same rules (names, order and keys kept,
+    general.file_type updated), or dequantized to F32, whose logits then equal the quantized
+    file's to the activation quantization's error."""
+    src = os.path.join(root, "llama-small-q8.gguf")
+    quantize(sources[("llama", "small")], src, "q8_0")
+    re = os.path.join(root, "llama-small-requant.gguf")
+    quantize(src, re, "q4_k_m")
+    types = dtypes(re)
+    assert list(types) == list(dtypes(src))                  # same tensors, same order
+    assert types["output.weight"] == "Q6_K" and types["blk.1.attn_v.weight"] == "Q6_K"
+    assert types["blk.0.attn_q.weight"] == "Q4_K" and types["rope_freqs.weight"] == "F32"
+    info = json.loads(ok("model", "inspect", re, "--json", "--summary"))
+    keys = {k["key"]: k.get("value") for k in info["gguf"]["metadata"]}
+    assert keys["general.file_type"] == 15 and keys["general.architecture"] == "llama"
+    assert keys["tokenizer.ggml.pre"] == "llama-bpe"
+    dq = os.path.join(root, "llama-small-dq.gguf")
+    quantize(src, dq, "f32")
+    assert set(dtypes(dq).values()) == {"F32"}
+    a, _ = logits(src, os.path.join(root, "q8.bin"))
+    b, _ = logits(dq, os.path.join(root, "dq.bin"))
+    rel = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    assert 0 < rel < 5e-2, rel   # only the activations' 8-bit rounding separates them
