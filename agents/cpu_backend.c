@@ -234,9 +234,14 @@ typedef struct mm_ctx {
     const nx__qact_t *qact[8]; /* each job's quantized input, NULL for fp32 weights */
 } mm_ctx_t;
 
-/* Tiles per task: a thread then reads a stretch of consecutive weight rows, and the quantized
- * kernels prefetch each next tile of it while working on the current one. */
-#define TILES_PER_TASK 4
+/* Tiles per task. A task is a stretch of consecutive weight rows, which the quantized
+ * kernels stream (each next tile prefetched while one is worked on; a task's first tile starts
+ * cold): small batches, memory bound, take long stretches; large ones, compute bound, shorter
+ * ones so that the threads finish together. */
+static uint32_t tiles_per_task(uint32_t n)
+{
+    return n <= 8 ? 16 : 4;
+}
 
 static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
 {
@@ -245,17 +250,18 @@ static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
     while (task < ctx->first_task[j])
         j--;
     const mm_job_t *job = &ctx->jobs[j];
-    uint32_t tile_cols = NX_K_TILE_COLS * TILES_PER_TASK;
-    uint32_t first = (task - ctx->first_task[j]) * tile_cols;
-    uint32_t end = job->w->rows - first < tile_cols ? job->w->rows : first + tile_cols;
+    uint32_t span = NX_K_TILE_COLS * tiles_per_task(job->n);
+    uint32_t first = (task - ctx->first_task[j]) * span;
+    uint32_t end = job->w->rows - first < span ? job->w->rows : first + span;
+    if (ctx->qact[j]) {
+        nx__q_matmul(ctx->qact[j], job->n, job->w, job->bias, first, end - first, job->y,
+                     job->accumulate, ctx->s->worker_scratch[worker]);
+        return;
+    }
     for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
         uint32_t cols = end - col < NX_K_TILE_COLS ? end - col : NX_K_TILE_COLS;
-        if (ctx->qact[j])
-            nx__q_matmul_tile(ctx->qact[j], job->n, job->w, job->bias, col, cols, job->y,
-                              job->accumulate, ctx->s->worker_scratch[worker]);
-        else
-            nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y,
-                              job->accumulate, ctx->s->worker_scratch[worker]);
+        nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y,
+                          job->accumulate, ctx->s->worker_scratch[worker]);
     }
 }
 
@@ -294,12 +300,13 @@ static const nx__qact_t *quantized_input(cpu_state_t *s, const mm_job_t *job)
 static void run_matmuls(cpu_state_t *s, const mm_job_t *jobs, uint32_t count)
 {
     mm_ctx_t ctx = {s, jobs, count, {0}, {0}};
-    uint32_t tasks = 0, tile_cols = NX_K_TILE_COLS * TILES_PER_TASK;
+    uint32_t tasks = 0;
     s->qact_src[0] = s->qact_src[1] = NULL; /* inputs change between calls */
     for (uint32_t j = 0; j < count; j++) {
+        uint32_t span = NX_K_TILE_COLS * tiles_per_task(jobs[j].n);
         ctx.first_task[j] = tasks;
         ctx.qact[j] = quantized_input(s, &jobs[j]);
-        tasks += (jobs[j].w->rows + tile_cols - 1) / tile_cols;
+        tasks += (jobs[j].w->rows + span - 1) / span;
     }
     nx__tpool_run(s->tp, tasks, mm_task, &ctx);
 }

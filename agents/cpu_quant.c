@@ -599,21 +599,21 @@ size_t nx__q_scratch_bytes(uint32_t cols)
     return decoded_bytes(cols) + pad_bytes(cols);
 }
 
-void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
-                       const nx__wref_t *bias, uint32_t col_first, uint32_t col_count,
-                       float *y, bool accumulate, void *scratch)
+/* One tile: columns [col_first, col_first + col_count), col_count <= NX_Q_TILE_COLS; `ahead`
+ * is the next tile of the range (prefetched meanwhile) or NULL. */
+static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
+                        const nx__wref_t *bias, uint32_t col_first, uint32_t col_count,
+                        float *y, bool accumulate, void *scratch, const uint8_t *ahead,
+                        const uint8_t *ahead_end)
 {
     uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
     qtile_t t = {.a = a, .n = n, .dtype = w->dtype,
                  .w = (const uint8_t *)w->ptr + col_first * row_bytes, .row_bytes = row_bytes,
                  .k = w->cols, .count = col_count, .y = y + col_first, .y_stride = w->rows,
-                 .accumulate = accumulate, .scratch = scratch};
-    if (col_first + col_count < w->rows) { /* a step reads 64 values of 16 rows */
-        uint32_t next = w->rows - col_first - col_count;
-        t.ahead = t.w + col_count * row_bytes;
-        t.ahead_end = t.ahead + (next < NX_Q_TILE_COLS ? next : NX_Q_TILE_COLS) * row_bytes;
-        t.ahead_step = (uint32_t)(NX_Q_TILE_COLS * nx__quant_row_bytes(w->dtype, 256) / 4);
-    }
+                 .accumulate = accumulate, .scratch = scratch, .ahead = ahead,
+                 .ahead_end = ahead_end,
+                 /* a step reads 64 values of 16 rows: as many bytes of the next tile */
+                 .ahead_step = (uint32_t)(NX_Q_TILE_COLS * nx__quant_row_bytes(w->dtype, 256) / 4)};
     float bias_vals[NX_Q_TILE_COLS];
     if (bias && bias->ptr) {
         for (uint32_t c = 0; c < col_count; c++)
@@ -637,9 +637,31 @@ void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
                  row_bytes, 3 * row_bytes, {0}};
     for (int c = 0; c < NX_Q_TILE_COLS; c++)
         cs.index[c] = (int32_t)(c * row_bytes);
-
     if (path == NX__Q_AVX512)
         tile_avx512(&t, &cs);
     else
         tile_avx2(&t, &cs);
+}
+
+void nx__q_matmul(const nx__qact_t *a, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,
+                  uint32_t col_first, uint32_t col_count, float *y, bool accumulate,
+                  void *scratch)
+{
+    uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
+    const uint8_t *base = w->ptr;
+    uint32_t end = col_first + col_count;
+    /* nobody prefetched the range's first tile: ask for all of it now */
+    uint32_t first_count = col_count < NX_Q_TILE_COLS ? col_count : NX_Q_TILE_COLS;
+    for (uint64_t i = 0; i < first_count * row_bytes; i += 64)
+        __builtin_prefetch(base + col_first * row_bytes + i, 0, 1);
+    for (uint32_t col = col_first; col < end; col += NX_Q_TILE_COLS) {
+        /* the next tile of the weight, in this range or not: with several threads it is
+         * often another's, which then finds it nearer than memory */
+        uint32_t count = end - col < NX_Q_TILE_COLS ? end - col : NX_Q_TILE_COLS;
+        uint32_t next = col + count, next_count = w->rows - next < NX_Q_TILE_COLS
+                                                      ? w->rows - next : NX_Q_TILE_COLS;
+        const uint8_t *ahead = next < w->rows ? base + next * row_bytes : NULL;
+        matmul_tile(a, n, w, bias, col, count, y, accumulate, scratch, ahead,
+                    ahead ? ahead + next_count * row_bytes : NULL);
+    }
 }

@@ -55,17 +55,20 @@ void nx__qact_quantize(nx__qact_t *a, uint32_t row, const float *x);
 /* The values row `row` of a stands for (scale times int8), for tests. */
 void nx__qact_dequantize(const nx__qact_t *a, uint32_t row, float *out);
 
-/* Bytes of scratch a tile of a weight with cols columns needs (per worker). */
+/* Bytes of scratch nx__q_matmul needs for a weight with cols columns (per worker). */
 size_t nx__q_scratch_bytes(uint32_t cols);
 
 /* y[i][c] (=|+=) sum_k x[i][k] * W[c][k] (+ bias[c]) for rows i < n and columns
- * c in [col_first, col_first + col_count), col_count <= NX_Q_TILE_COLS, where x is the rows
- * of a (quantized for w's family, a->cols == w->cols) and W the block weight w. y is
- * [n][w->rows]; scratch holds nx__q_scratch_bytes(w->cols) bytes, 64-byte aligned. Each
- * output element depends only on (its x row, c): batching never changes a result. Hot path. */
-void nx__q_matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
-                       const nx__wref_t *bias, uint32_t col_first, uint32_t col_count,
-                       float *y, bool accumulate, void *scratch);
+ * c in [col_first, col_first + col_count), where x is the rows of a (quantized for w's
+ * family, a->cols == w->cols) and W the block weight w. y is [n][w->rows]; scratch holds
+ * nx__q_scratch_bytes(w->cols) bytes, 64-byte aligned. Works through the columns a tile of
+ * NX_Q_TILE_COLS weight rows at a time, prefetching each next tile of the range while it
+ * works on one: a longer range streams memory better (a thread's share of a decode step).
+ * Each output element depends only on (its x row, c): batching never changes a result, nor
+ * does how the columns are split between calls. Hot path. */
+void nx__q_matmul(const nx__qact_t *a, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,
+                  uint32_t col_first, uint32_t col_count, float *y, bool accumulate,
+                  void *scratch);
 
 /* The kernel paths. The first use picks the widest the CPU has (NEXUS_CPU_KERNELS=plain or
  * =avx2 forces a narrower one, as for the fp32 kernels); all give the same bits. */

@@ -41,10 +41,13 @@ static AI QS_TARGET void QN(put)(uint8_t *p, qv_i32 v)
  * of this tile asks for as many bytes of the next one (t->ahead) as the step reads. */
 static AI QS_TARGET void QN(prefetch)(const qtile_t *t, uint32_t step)
 {
+    if (!t->ahead) /* the range's last tile */
+        return;
     const uint8_t *p = t->ahead + (uint64_t)step * t->ahead_step;
     const uint8_t *end = p + t->ahead_step < t->ahead_end ? p + t->ahead_step : t->ahead_end;
     for (; p < end; p += 64)
-        __builtin_prefetch(p, 0, 2);
+        __builtin_prefetch(p, 0, 1); /* prefetcht2: to L2 (spread, so as not to
+                                      * exhaust L1's miss buffers) */
 }
 
 /* [32 bytes at a | 32 bytes at b] */

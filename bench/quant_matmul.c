@@ -1,6 +1,6 @@
 /* quant_matmul.c — the CPU matmul over quantized weights (cpu_quant.h) beside the BF16 kernel
  * (cpu_kernels.h) on Qwen3-0.6B and 4B layer shapes, on the engine's thread pool, tasks cut as
- * the CPU backend cuts them (4 tiles of 16 consecutive weight rows). A pass is one matmul:
+ * the CPU backend cuts them (16 or 4 tiles of 16 consecutive weight rows). A pass is one matmul:
  * quantizing the input rows (as the backend does once per input) and every tile.
  *
  *   build/bench/quant_matmul [--threads 2] [--rounds 5] [--batches 1,8,128] [--shapes all|0.6b|4b]
@@ -25,7 +25,6 @@
 #include "quant.h"
 #include "threadpool.h"
 
-#define TILES_PER_TASK 4 /* as cpu_backend.c */
 #define MAX_TYPES 8
 #define MAX_BATCHES 4
 
@@ -58,19 +57,25 @@ static void quantize_task(void *ctx, uint32_t row, uint32_t worker)
     nx__qact_quantize(j->qact, row, j->x + (uint64_t)row * j->w.cols);
 }
 
+/* Tiles per task, as cpu_backend.c cuts them. */
+static uint32_t tiles_per_task(uint32_t n)
+{
+    return n <= 8 ? 16 : 4;
+}
+
 static void tile_task(void *ctx, uint32_t task, uint32_t worker)
 {
     job_t *j = ctx;
-    uint32_t span = NX_K_TILE_COLS * TILES_PER_TASK, first = task * span;
+    uint32_t span = NX_K_TILE_COLS * tiles_per_task(j->n), first = task * span;
     uint32_t end = j->w.rows - first < span ? j->w.rows : first + span;
+    if (j->qact) {
+        nx__q_matmul(j->qact, j->n, &j->w, NULL, first, end - first, j->y, false,
+                     j->scratch[worker]);
+        return;
+    }
     for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
         uint32_t cols = end - col < NX_K_TILE_COLS ? end - col : NX_K_TILE_COLS;
-        if (j->qact)
-            nx__q_matmul_tile(j->qact, j->n, &j->w, NULL, col, cols, j->y, false,
-                              j->scratch[worker]);
-        else
-            nx__k_matmul_tile(j->x, j->n, &j->w, NULL, col, cols, j->y, false,
-                              j->scratch[worker]);
+        nx__k_matmul_tile(j->x, j->n, &j->w, NULL, col, cols, j->y, false, j->scratch[worker]);
     }
 }
 
@@ -83,7 +88,7 @@ static void run_job(nx__tpool_t *tp, job_t *j)
         else
             nx__tpool_run(tp, j->n, quantize_task, j);
     }
-    uint32_t span = NX_K_TILE_COLS * TILES_PER_TASK;
+    uint32_t span = NX_K_TILE_COLS * tiles_per_task(j->n);
     nx__tpool_run(tp, (j->w.rows + span - 1) / span, tile_task, j);
 }
 
