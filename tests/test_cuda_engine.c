@@ -47,6 +47,7 @@
 
 #include "gpu_tests.h"
 
+#include "cuda_kernels.h"
 #include "nx_engine.h"
 #include "quant.h"
 #include "quantize.h"
@@ -516,6 +517,186 @@ static void test_kv_pool_full(void **state)
     assert_int_equal(err.code, NX_EPOOLFULL);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The quantized kernels on their own, where the engine cases cannot reach: rows longer than
+ * one staged run of blocks (the small preset's rows fit in one), so the GEMV goes through
+ * several runs with the next one's loads in flight and a partial last run; weights at 2-byte
+ * offsets that GGUF's 32-byte alignment never gives; the dequantization of a row range.
+ *
+ * The kernels' launchers exist only in builds with CUDA (the CUDA backend pulls them into the
+ * link); weak references leave them NULL in a build without, which then skips (as it has no
+ * GPU anyway).
+ */
+#pragma weak nx__cu_gemv
+#pragma weak nx__cu_gemv_fast_ok
+#pragma weak nx__cu_dequant_bf16
+
+#define QK_ROWS 19    /* output rows: two blocks of 8 warps and a partial one */
+#define QK_COLS 2304  /* 9 blocks of 256, 72 of 32: two or three runs of every type */
+#define QK_N 8
+
+static float frand(uint32_t *x)
+{
+    *x = *x * 1664525u + 1013904223u;
+    return (float)((*x >> 8) & 0xffff) / 32768.f - 1.f;
+}
+
+static float bf16_value(uint16_t bits)
+{
+    uint32_t wide = (uint32_t)bits << 16;
+    float f;
+    memcpy(&f, &wide, sizeof f);
+    return f;
+}
+
+/* y_ref[r][o] = (x_r (* norm * 1/rms)) . w_o in double. */
+static void qk_reference(const float *w, const float *x, const float *norm, uint32_t n,
+                         double *y)
+{
+    for (uint32_t r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * QK_COLS;
+        double inv = 1, sum_sq = 0;
+        for (uint32_t k = 0; k < QK_COLS; k++)
+            sum_sq += (double)xr[k] * xr[k];
+        if (norm)
+            inv = 1 / sqrt(sum_sq / QK_COLS + 1e-6);
+        for (uint32_t o = 0; o < QK_ROWS; o++) {
+            double acc = 0;
+            for (uint32_t k = 0; k < QK_COLS; k++)
+                acc += (double)xr[k] * (norm ? norm[k] : 1.f) * w[(size_t)o * QK_COLS + k];
+            y[r * QK_ROWS + o] = acc * inv;
+        }
+    }
+}
+
+static double qk_error(const float *got, const double *ref, uint32_t count)
+{
+    double diff = 0, big = 1e-30;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        diff = fmax(diff, fabs(got[i] - ref[i]));
+        big = fmax(big, fabs(ref[i]));
+    }
+    return diff / big;
+}
+
+typedef struct qk_bufs { /* device pointers in one region */
+    uint8_t *w;
+    float *x, *y, *norm;
+    uint16_t *dq;
+} qk_bufs_t;
+
+/* The GEMV of one dtype at n rows, fast (with or without the fused norm) and simple. */
+static void qk_gemv(nx_pool_t *pool, const qk_bufs_t *d, int32_t cu, const char *name,
+                    uint32_t n, bool with_norm, const float *w, const float *x,
+                    const float *norm, double *worst)
+{
+    nx_err_t err = {0};
+    nx__cu_gemv_t g = {.seg = {{{d->w, cu}, QK_ROWS, {NULL, NX_CU_F32}, d->y}}, .seg_count = 1,
+                       .cols = QK_COLS, .x = d->x, .n = n};
+    if (with_norm)
+        g.norm = (nx__cu_w_t){d->norm, NX_CU_F32}, g.norm_eps = 1e-6f;
+    double ref[QK_N * QK_ROWS];
+    float got[QK_N * QK_ROWS];
+    qk_reference(w, x, with_norm ? norm : NULL, n, ref);
+    for (int simple = 0; simple < (with_norm ? 1 : 2); simple++) {
+        assert_true(simple || nx__cu_gemv_fast_ok(&g));
+        assert_int_equal(nx__cu_gemv(NULL, &g, simple), 0);
+        if (nx_pool_copy_to_host(pool, got, d->y, n * QK_ROWS * sizeof *got, &err) != NX_OK)
+            fail_msg("%s GEMV (n %u%s%s): %s", name, n, with_norm ? ", norm" : "",
+                     simple ? ", simple" : "", err.msg);
+        double e = qk_error(got, ref, n * QK_ROWS);
+        *worst = fmax(*worst, e);
+        if (!(e <= 1e-5))
+            fail_msg("%s GEMV (n %u%s%s): %.3g of the largest output from the reference",
+                     name, n, with_norm ? ", norm" : "", simple ? ", simple" : "", e);
+    }
+}
+
+/* Rows [5, 16) dequantized to BF16: each within half a BF16 step of the reference value. */
+static void qk_dequant(nx_pool_t *pool, const qk_bufs_t *d, int32_t cu, const char *name,
+                       const float *w)
+{
+    nx_err_t err = {0};
+    enum { FIRST = 5, COUNT = 11 };
+    uint16_t *got = malloc((size_t)COUNT * QK_COLS * sizeof *got);
+    assert_non_null(got);
+    assert_int_equal(nx__cu_dequant_bf16(NULL, (nx__cu_w_t){d->w, cu}, QK_COLS, FIRST, COUNT,
+                                         d->dq), 0);
+    if (nx_pool_copy_to_host(pool, got, d->dq, (size_t)COUNT * QK_COLS * sizeof *got, &err))
+        fail_msg("%s dequantization: %s", name, err.msg);
+    for (size_t i = 0; i < (size_t)COUNT * QK_COLS; i++) {
+        float want = w[(size_t)FIRST * QK_COLS + i], have = bf16_value(got[i]);
+        if (!(fabsf(have - want) <= fabsf(want) * 0x1p-8f))
+            fail_msg("%s dequantization: element %zu is %g, expected %g", name, i, have, want);
+    }
+    free(got);
+}
+
+static void test_quant_kernels(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    if (!nx__cu_gemv || !nx__cu_gemv_fast_ok || !nx__cu_dequant_bf16)
+        skip();
+    static const struct { nx_dtype_t dtype; int32_t cu; } types[] = {
+        {NX_DT_Q8_0, NX_CU_Q8_0}, {NX_DT_Q4_0, NX_CU_Q4_0}, {NX_DT_Q5_0, NX_CU_Q5_0},
+        {NX_DT_Q4_K, NX_CU_Q4_K}, {NX_DT_Q6_K, NX_CU_Q6_K}};
+    nx_err_t err = {0};
+    nx_pool_t *pool = nx_pool_new(&(nx_pool_opts_t){.device = NX_DEVICE_CUDA,
+                                                    .bytes = 64ull << 20}, &err);
+    if (!pool)
+        fail_msg("CUDA pool: %s", err.msg);
+    nx_region_t *region = nx_pool_alloc(pool, 1u << 20, "quant kernels", &err);
+    assert_non_null(region);
+    uint8_t *base = nx_region_ptr(region);
+    qk_bufs_t d = {.x = (float *)(base + (256u << 10)), .y = (float *)(base + (512u << 10)),
+                   .norm = (float *)(base + (544u << 10)), .dq = (uint16_t *)(base + (640u << 10))};
+    size_t elems = (size_t)QK_ROWS * QK_COLS;
+    float *src = malloc(elems * sizeof *src), *w = malloc(elems * sizeof *w);
+    float *x = malloc((size_t)QK_N * QK_COLS * sizeof *x), *norm = malloc(QK_COLS * sizeof *norm);
+    uint8_t *packed = malloc(elems * 2);
+    assert_true(src && w && x && norm && packed);
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < elems; i++)
+        src[i] = frand(&seed) * (1 + (float)(i % 7)); /* blocks of different scales */
+    for (size_t i = 0; i < (size_t)QK_N * QK_COLS; i++)
+        x[i] = frand(&seed);
+    for (size_t i = 0; i < QK_COLS; i++)
+        norm[i] = 1 + 0.5f * frand(&seed);
+    assert_int_equal(nx_pool_copy_from_host(pool, d.x, x, (size_t)QK_N * QK_COLS * sizeof *x,
+                                            &err), NX_OK);
+    assert_int_equal(nx_pool_copy_from_host(pool, d.norm, norm, QK_COLS * sizeof *norm, &err),
+                     NX_OK);
+    double worst = 0;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const char *name = nx_dtype_name(types[t].dtype);
+        uint64_t row_bytes = nx__quant_row_bytes(types[t].dtype, QK_COLS);
+        for (uint32_t r = 0; r < QK_ROWS; r++) {
+            assert_int_equal(nx__quantize_row(types[t].dtype, src + (size_t)r * QK_COLS,
+                                              packed + r * row_bytes, QK_COLS), NX_OK);
+            nx__dequantize_row(types[t].dtype, packed + r * row_bytes, w + (size_t)r * QK_COLS,
+                               QK_COLS);
+        }
+        d.w = base + 32 + 2 * t; /* 32, 34, ... 40: every type at a different 16-byte lead */
+        assert_int_equal(nx_pool_copy_from_host(pool, d.w, packed, QK_ROWS * row_bytes, &err),
+                         NX_OK);
+        for (uint32_t n = 1; n <= QK_N; n += 3 + (n == 4)) /* 1, 4, 8 */
+            for (int with_norm = 0; with_norm < 2; with_norm++)
+                qk_gemv(pool, &d, types[t].cu, name, n, with_norm, w, x, norm, &worst);
+        qk_dequant(pool, &d, types[t].cu, name, w);
+    }
+    print_message("quantized GEMVs: largest difference %.3g of the largest output\n", worst);
+    free(src);
+    free(w);
+    free(x);
+    free(norm);
+    free(packed);
+    nx_pool_free(pool, &region);
+    nx_pool_destroy(&pool);
+}
+
 /* Quantized cases: (a) against the same weights in F32 with the quantized GEMV or the simple
  * kernels (fp32 activations, fp32 KV): only the summation order differs. (b) against the CPU
  * on the same file, which rounds every activation to an int8 step of its block's max / 127:
@@ -606,6 +787,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cuda_pool_fails_cleanly_without_gpu),
+        cmocka_unit_test(test_quant_kernels),
         CASE(test_generation, 0), CASE(test_generation, 1), CASE(test_generation, 2),
         CASE(test_generation, 3), CASE(test_generation, 4), CASE(test_generation, 5),
         CASE(test_generation, 6), CASE(test_generation, 7), CASE(test_generation, 8),
