@@ -386,17 +386,7 @@ static void attn_task(void *ctx_v, uint32_t task, uint32_t worker)
         uint32_t len = seq->pos_first + r + 1; /* causal: positions 0..pos */
         const float *q = s->q + row * q_dim(c) + (uint64_t)head * hd;
         float *out = s->att + row * q_dim(c) + (uint64_t)head * hd;
-        float max = -INFINITY;
-        for (uint32_t t = 0; t < len; t++) {
-            scores[t] = nx__k_dot(q, keys + (uint64_t)t * hd, hd) * scale;
-            max = scores[t] > max ? scores[t] : max;
-        }
-        float sum = 0;
-        for (uint32_t t = 0; t < len; t++)
-            sum += scores[t] = expf(scores[t] - max);
-        memset(out, 0, hd * sizeof(float));
-        for (uint32_t t = 0; t < len; t++)
-            nx__k_axpy(out, scores[t] / sum, values + (uint64_t)t * hd, hd);
+        nx__k_attend(q, keys, values, len, hd, scale, scores, out);
     }
 }
 

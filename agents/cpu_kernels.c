@@ -290,24 +290,119 @@ DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4)
 DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma"))), 2)
 DEFINE_TILE(tile_plain, , 1)
 
+/* ------------------------------------------------------------------------------------------
+ * Attention for one query row over one head's cache (see nx__k_attend)
+ */
+
+/* scores[t] = scale * (q . keys[t]) for t < len, `block` keys at a time (a multiple of 4, a
+ * constant after inlining): each dot lane-wise over head_dim in LANES-float chunks, reduced by
+ * hsum16's tree (hsum16_x4), then the head_dim % LANES tail in sequence. Every key gets the
+ * same arithmetic whatever block it falls in (a short last block repeats the last key), so a
+ * score depends only on q and its key. */
+static AI void attn_scores(const float *q, const float *keys, uint32_t len, uint32_t hd,
+                           float scale, float *scores, int block)
+{
+    uint32_t whole = hd - hd % LANES;
+    for (uint32_t t0 = 0; t0 < len; t0 += (uint32_t)block) {
+        v16f acc[16];
+        const float *k[16];
+#pragma GCC unroll 16
+        for (int b = 0; b < block; b++) {
+            k[b] = keys + (uint64_t)(t0 + b < len ? t0 + b : len - 1) * hd;
+            acc[b] = (v16f){0};
+        }
+        for (uint32_t d = 0; d < whole; d += LANES) { /* hot */
+            v16f qv = load_f32(q + d);
+#pragma GCC unroll 16
+            for (int b = 0; b < block; b++)
+                acc[b] += qv * load_f32(k[b] + d);
+        }
+#pragma GCC unroll 4
+        for (int b = 0; b < block; b += 4) {
+            v4f sums = hsum16_x4(acc[b], acc[b + 1], acc[b + 2], acc[b + 3]);
+            for (int j = 0; j < 4 && t0 + b + j < len; j++) {
+                float v = sums[j];
+                for (uint32_t d = whole; d < hd; d++)
+                    v += q[d] * k[b + j][d];
+                scores[t0 + b + j] = v * scale;
+            }
+        }
+    }
+}
+
+/* The softmax of the scores, then out = sum_t p_t * values[t], each output element summed
+ * over t in order. */
+static AI void attn_body(const float *q, const float *keys, const float *values, uint32_t len,
+                         uint32_t hd, float scale, float *scores, float *out, int block)
+{
+    attn_scores(q, keys, len, hd, scale, scores, block);
+    float max = -INFINITY, sum = 0;
+    for (uint32_t t = 0; t < len; t++)
+        max = scores[t] > max ? scores[t] : max;
+    for (uint32_t t = 0; t < len; t++)
+        sum += scores[t] = expf(scores[t] - max);
+    for (uint32_t t = 0; t < len; t++)
+        scores[t] /= sum;
+    uint32_t whole = hd - hd % LANES;
+    for (uint32_t d = 0; d < whole; d += LANES) {
+        v16f o = {0};
+        for (uint32_t t = 0; t < len; t++) /* hot */
+            o += scores[t] * load_f32(values + (uint64_t)t * hd + d);
+        *(v16f_u *)(out + d) = o;
+    }
+    for (uint32_t d = whole; d < hd; d++) {
+        float o = 0;
+        for (uint32_t t = 0; t < len; t++)
+            o += scores[t] * values[(uint64_t)t * hd + d];
+        out[d] = o;
+    }
+}
+
+typedef void (*attend_fn)(const float *, const float *, const float *, uint32_t, uint32_t,
+                          float, float *, float *);
+
+#define DEFINE_ATTEND(name, attrs, block)                                                      \
+    attrs static void name(const float *q, const float *keys, const float *values,             \
+                           uint32_t len, uint32_t hd, float scale, float *scores, float *out)  \
+    {                                                                                          \
+        attn_body(q, keys, values, len, hd, scale, scores, out, block);                        \
+    }
+
+/* AVX-512: 16 keys' accumulators in registers; AVX2 (two registers per 16 floats): 4 */
+DEFINE_ATTEND(attend_avx512, __attribute__((target("avx512f,fma"))), 16)
+DEFINE_ATTEND(attend_avx2, __attribute__((target("avx2,fma"))), 4)
+DEFINE_ATTEND(attend_plain, , 4)
+
 typedef void (*tile_fn)(tile_args_t *, const nx__wref_t *, uint32_t, float *);
 
-static tile_fn pick_tile(void)
+/* The widest path the CPU has (0 plain, 1 AVX2, 2 AVX-512), or narrower when forced. */
+static int pick_path(void)
 {
-    static tile_fn chosen;
-    tile_fn fn = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
-    if (!fn) { /* every thread that gets here picks the same function */
+    static int chosen = -1;
+    int path = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (path < 0) { /* every thread that gets here picks the same */
         const char *force = getenv("NEXUS_CPU_KERNELS"); /* "plain", "avx2": test those */
         bool plain = force && strcmp(force, "plain") == 0;
         bool avx2_only = force && strcmp(force, "avx2") == 0;
         __builtin_cpu_init();
         bool avx2 = !plain && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        fn = avx2 && !avx2_only && __builtin_cpu_supports("avx512f") ? tile_avx512
-             : avx2                                                  ? tile_avx2
-                                                                     : tile_plain;
-        __atomic_store_n(&chosen, fn, __ATOMIC_RELAXED);
+        path = avx2 && !avx2_only && __builtin_cpu_supports("avx512f") ? 2 : avx2 ? 1 : 0;
+        __atomic_store_n(&chosen, path, __ATOMIC_RELAXED);
     }
-    return fn;
+    return path;
+}
+
+static tile_fn pick_tile(void)
+{
+    static const tile_fn fns[] = {tile_plain, tile_avx2, tile_avx512};
+    return fns[pick_path()];
+}
+
+void nx__k_attend(const float *q, const float *keys, const float *values, uint32_t len,
+                  uint32_t head_dim, float scale, float *scores, float *out)
+{
+    static const attend_fn fns[] = {attend_plain, attend_avx2, attend_avx512};
+    fns[pick_path()](q, keys, values, len, head_dim, scale, scores, out);
 }
 
 void nx__k_matmul_tile(const float *x, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,

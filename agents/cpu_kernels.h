@@ -37,6 +37,14 @@ void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t, 
 /* g[i] = silu(g[i]) * u[i] */
 void nx__k_silu_mul(float *g, const float *u, uint32_t n);
 
+/* One query row's attention over one head's cache: out[0..head_dim) = sum_t p_t * values[t]
+ * with p = softmax(scale * q . keys[t]) over t < len; keys and values are [len][head_dim],
+ * scores holds len floats of scratch. Each score depends only on q and its key, each output
+ * element sums over t in order: the result does not depend on what else is in the batch.
+ * Hot path (prefill). */
+void nx__k_attend(const float *q, const float *keys, const float *values, uint32_t len,
+                  uint32_t head_dim, float scale, float *scores, float *out);
+
 /* Dot product of two fp32 vectors. */
 float nx__k_dot(const float *a, const float *b, uint32_t n);
 /* y += a * x */
