@@ -8,10 +8,10 @@
  * in a CUDA graph.
  *
  * Conventions: activations are fp32, dense, row-major [n][dim]; weights are as stored in the
- * pool, row-major [rows][cols] in BF16, F16 or F32, or matrices in ggml's blocks (NX_CU_*). Each launcher that has a
- * "simple" flag has two versions: the simple one (one thread per output, no shared memory, no
- * shuffles) is there to be obviously correct and to bisect the fast one against
- * (NEXUS_CUDA_KERNELS=simple).
+ * pool, row-major [rows][cols] in BF16, F16 or F32, or matrices in ggml's blocks (NX_CU_*).
+ * Each launcher that has a "simple" flag has two versions: the simple one (one thread per
+ * output, no shared memory, no shuffles) is there to be obviously correct and to bisect the
+ * fast one against (NEXUS_CUDA_KERNELS=simple).
  *
  * The step's per-row scalars (token, position, KV cache) live in device memory (nx__cu_row_t),
  * written before each pass, so one captured graph replays unchanged for every decode step.

@@ -424,7 +424,10 @@ section_3_decode() {
     for preset in $SUITE_MODELS; do
         case $preset in 0.6b | 4b | tiny) ;; *) continue ;; esac
         for mix in q4_k_m q8_0; do
-            qfile=$(quantized_file "$preset" "$mix" "$dir") || { failures=$((failures + 1)); continue; }
+            if ! qfile=$(quantized_file "$preset" "$mix" "$dir"); then
+                failures=$((failures + 1))
+                continue
+            fi
             if step "decode bench $preset $mix" "$dir/decode-$preset-$mix.log" \
                 "$DECODE_BENCH" "$qfile" --prompt 128 --decode-prompt 16 \
                 --tokens "$SUITE_DECODE_TOKENS" --batches 1,8,32 --device cuda \
@@ -472,7 +475,8 @@ section_3_decode() {
         if step "decode bench $qbig q4_k_m, profiled" "$dir/decode-$qbig-q4_k_m-profile.log" \
             env NEXUS_CUDA_PROFILE=1 "$DECODE_BENCH" "$qfile" --prompt 16 --decode-prompt 16 \
             --tokens 32 --batches 1 --device cuda; then
-            note "decode $qbig q4_k_m b1, GPU time by launch (graphs off; the 10 largest and the total):"
+            note "decode $qbig q4_k_m b1, GPU time by launch (graphs off; the 10 largest and" \
+                "the total):"
             grep '^nexus profile:' "$dir/decode-$qbig-q4_k_m-profile.log" | sed -n '2,12p;$p' |
                 sed 's/^nexus profile: /  /' | tee -a "$SUMMARY"
         else

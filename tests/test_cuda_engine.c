@@ -410,8 +410,8 @@ static void compare_generation(params_t *p, uint32_t prompt_len, uint32_t decode
         int32_t ta = argmax(last_a, vocab, &margin_a), tb = argmax(last_b, vocab, &margin_b);
         if (ta != tb) {
             if (margin_a < 2 * p->tol) {
-                print_message("decode step %u: tokens %d (reference) and %d (CUDA) differ on a near "
-                              "tie (margin %.3g); stopping the comparison there\n",
+                print_message("decode step %u: tokens %d (reference) and %d (CUDA) differ on a "
+                              "near tie (margin %.3g); stopping the comparison there\n",
                               step, ta, tb, margin_a);
                 break;
             }
@@ -697,6 +697,26 @@ static void test_quant_kernels(void **state)
     nx_pool_destroy(&pool);
 }
 
+/* nx_engine_scratch_bytes counts a GGUF model's BF16 dequantization buffer (the largest
+ * matrix of a layer, two bytes an element), which safetensors models never need. */
+static void test_scratch_counts_dequant(void **state)
+{
+    (void)state;
+    nx_model_config_t c = {.hidden = 2560, .intermediate = 9728, .layers = 36, .heads = 32,
+                           .kv_heads = 8, .head_dim = 128, .vocab = 151936};
+    uint64_t dense = nx_engine_scratch_bytes(&c, NX_DEVICE_CUDA);
+    if (dense == 0)
+        skip(); /* a build without CUDA */
+    c.gguf = true;
+    uint64_t gguf = nx_engine_scratch_bytes(&c, NX_DEVICE_CUDA);
+    assert_true(gguf >= dense + 2ull * 9728 * 2560);
+    c.intermediate = 12288 * 4; /* past the 64 MiB cap: row chunks, the buffer stays capped */
+    c.gguf = false;
+    dense = nx_engine_scratch_bytes(&c, NX_DEVICE_CUDA);
+    c.gguf = true;
+    assert_true(nx_engine_scratch_bytes(&c, NX_DEVICE_CUDA) - dense <= (64ull << 20) + 256);
+}
+
 /* Quantized cases: (a) against the same weights in F32 with the quantized GEMV or the simple
  * kernels (fp32 activations, fp32 KV): only the summation order differs. (b) against the CPU
  * on the same file, which rounds every activation to an int8 step of its block's max / 127:
@@ -788,6 +808,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cuda_pool_fails_cleanly_without_gpu),
         cmocka_unit_test(test_quant_kernels),
+        cmocka_unit_test(test_scratch_counts_dequant),
         CASE(test_generation, 0), CASE(test_generation, 1), CASE(test_generation, 2),
         CASE(test_generation, 3), CASE(test_generation, 4), CASE(test_generation, 5),
         CASE(test_generation, 6), CASE(test_generation, 7), CASE(test_generation, 8),
