@@ -35,6 +35,7 @@ typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef uint16_t v16h_u __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
 
 /* 64-byte vectors pass through static always-inline helpers only, never across a call, so
  * the ABI note GCC gives for them on the non-AVX-512 paths does not apply. */
@@ -373,6 +374,68 @@ DEFINE_ATTEND(attend_avx512, __attribute__((target("avx512f,fma"))), 16)
 DEFINE_ATTEND(attend_avx2, __attribute__((target("avx2,fma"))), 4)
 DEFINE_ATTEND(attend_plain, , 4)
 
+/* ------------------------------------------------------------------------------------------
+ * SiLU
+ */
+
+/* e^x within a few ulp, for the SiLU (libm's expf, a call per element, was the SiLU's whole
+ * cost): 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (two-part ln 2, so r is nearly
+ * exact), |r| <= ln 2 / 2, e^r by its Taylor polynomial to r^7 (truncation below 1e-8).
+ * x is clamped to [-87, 88] so 2^n stays a normal float; the SiLU needs no more range. */
+static AI float exp_scalar(float x)
+{
+    float v = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    float n = (v * 1.44269504f + 12582912.f) - 12582912.f; /* round to nearest */
+    float r = (v - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
+              r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* exp_scalar on 16 lanes, the same operations. */
+static AI v16f exp_v16(v16f x)
+{
+    v16f lo = (v16f){0} - 87.0f, hi = (v16f){0} + 88.0f;
+    v16i below = (v16i)(x < lo), above = (v16i)(x > hi); /* lanes all ones where true */
+    v16f v = (v16f)((below & (v16i)lo) | (above & (v16i)hi) | (~(below | above) & (v16i)x));
+    v16f n = (v * 1.44269504f + 12582912.f) - 12582912.f;
+    v16f r = (v - n * 0.693359375f) - n * -2.12194440e-4f;
+    v16f p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
+             r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
+    v16u bits = (v16u)(__builtin_convertvector(n, v16i) + 127) << 23;
+    return p * (v16f)bits;
+}
+
+/* g = silu(g) * u = g / (1 + e^-g) * u, element by element (no result depends on another). */
+static AI void silu_body(float *g, const float *u, uint32_t n)
+{
+    uint32_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        v16f gv = load_f32(g + i);
+        *(v16f_u *)(g + i) = gv / (1.0f + exp_v16(-gv)) * load_f32(u + i);
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + exp_scalar(-g[i])) * u[i];
+}
+
+typedef void (*silu_fn)(float *, const float *, uint32_t);
+__attribute__((target("avx512f,fma"))) static void silu_avx512(float *g, const float *u,
+                                                               uint32_t n)
+{
+    silu_body(g, u, n);
+}
+__attribute__((target("avx2,fma"))) static void silu_avx2(float *g, const float *u, uint32_t n)
+{
+    silu_body(g, u, n);
+}
+static void silu_plain(float *g, const float *u, uint32_t n)
+{
+    silu_body(g, u, n);
+}
+
 typedef void (*tile_fn)(tile_args_t *, const nx__wref_t *, uint32_t, float *);
 
 /* The widest path the CPU has (0 plain, 1 AVX2, 2 AVX-512), or narrower when forced. */
@@ -423,12 +486,32 @@ void nx__k_matmul_tile(const float *x, uint32_t n, const nx__wref_t *w, const nx
 void nx__k_rmsnorm(const float *x, uint32_t dim, const nx__wref_t *weight, float eps,
                    float *out)
 {
-    double sum_sq = 0;
-    for (uint32_t i = 0; i < dim; i++)
+    /* 8 partial sums (i mod 8) added in a fixed order, the same for every row: an eighth
+     * of the dependency chain of one running sum */
+    double part[8] = {0};
+    uint32_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int j = 0; j < 8; j++)
+            part[j] += (double)x[i + j] * x[i + j];
+    double sum_sq = ((part[0] + part[1]) + (part[2] + part[3])) +
+                    ((part[4] + part[5]) + (part[6] + part[7]));
+    for (; i < dim; i++)
         sum_sq += (double)x[i] * x[i];
     float inv = (float)(1.0 / sqrt(sum_sq / dim + (double)eps));
-    for (uint32_t i = 0; i < dim; i++)
-        out[i] = x[i] * inv * nx__k_weight_at(weight, i);
+    switch (weight->dtype) { /* one loop per dtype: no switch per element */
+    case NX_DT_BF16:
+        for (i = 0; i < dim; i++)
+            out[i] = x[i] * inv * bf16_to_f32(((const uint16_t *)weight->ptr)[i]);
+        break;
+    case NX_DT_F16:
+        for (i = 0; i < dim; i++)
+            out[i] = x[i] * inv * (float)((const _Float16 *)weight->ptr)[i];
+        break;
+    default:
+        for (i = 0; i < dim; i++)
+            out[i] = x[i] * inv * ((const float *)weight->ptr)[i];
+        break;
+    }
 }
 
 void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t, bool adjacent)
@@ -444,8 +527,8 @@ void nx__k_rope(float *v, uint32_t dim, const float *cos_t, const float *sin_t, 
 
 void nx__k_silu_mul(float *g, const float *u, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    static const silu_fn fns[] = {silu_plain, silu_avx2, silu_avx512};
+    fns[pick_path()](g, u, n);
 }
 
 float nx__k_dot(const float *a, const float *b, uint32_t n)

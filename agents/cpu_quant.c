@@ -149,16 +149,76 @@ static void quantize_row_256(const float *x, uint32_t cols, int8_t *qs, float *d
     }
 }
 
+/* The same two quantizers with AVX-512: the same products rounded to nearest even
+ * (vcvtps2dq under the default rounding mode), the same maxima and integer sums, so the same
+ * bytes; only faster. */
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+AVX512_TARGET static void quantize_row_32_avx512(const float *x, uint32_t cols, int8_t *qs,
+                                                 float *d, int32_t *offset)
+{
+    for (uint32_t b = 0; b < cols / 32; b++, x += 32, qs += 32) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        __m512 id = _mm512_set1_ps(amax > 0 ? 127.f / amax : 0.f);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtepi32_epi8(q1));
+        d[b] = amax / 127.f;
+        offset[b] = -_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+}
+
+AVX512_TARGET static void quantize_row_256_avx512(const float *x, uint32_t cols, int8_t *qs,
+                                                  float *d, int32_t *offset16, int16_t *sum32)
+{
+    for (uint32_t b = 0; b < cols / 256; b++, x += 256, qs += 256) {
+        __m512 amax_v = _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++)
+            amax_v = _mm512_max_ps(amax_v, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * i)));
+        float amax = _mm512_reduce_max_ps(amax_v), max = 0;
+        for (int i = 0; i < 16 && amax > 0; i++) { /* the first element of that magnitude */
+            __mmask16 at = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * i)),
+                                              _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (at) {
+                max = x[16 * i + __builtin_ctz(at)];
+                break;
+            }
+        }
+        float iscale = amax > 0 ? -127.f / max : 0.f;
+        for (int i = 0; i < 16; i++) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * i),
+                                                         _mm512_set1_ps(iscale)));
+            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(qs + 16 * i), _mm512_cvtepi32_epi8(q));
+            int32_t sum = _mm512_reduce_add_epi32(q);
+            offset16[16 * b + i] = -32 * sum;
+            if (i & 1)
+                sum32[8 * b + i / 2] = (int16_t)(sum - offset16[16 * b + i - 1] / 32);
+        }
+        d[b] = amax > 0 ? 1 / iscale : 0.f;
+    }
+}
+
 void nx__qact_quantize(nx__qact_t *a, uint32_t row, const float *x)
 {
     uint32_t blocks = a->cols / family_block(a->family);
     int8_t *qs = a->qs + (size_t)row * a->cols;
     float *d = a->d + (size_t)row * blocks;
-    if (a->family == NX__QF_256)
-        quantize_row_256(x, a->cols, qs, d, a->offset + (size_t)row * (a->cols / 16),
-                         a->sum32 + (size_t)row * (a->cols / 32));
-    else
+    bool avx512 = nx__q_path() == NX__Q_AVX512;
+    if (a->family == NX__QF_256) {
+        int32_t *offset16 = a->offset + (size_t)row * (a->cols / 16);
+        int16_t *sum32 = a->sum32 + (size_t)row * (a->cols / 32);
+        if (avx512)
+            quantize_row_256_avx512(x, a->cols, qs, d, offset16, sum32);
+        else
+            quantize_row_256(x, a->cols, qs, d, offset16, sum32);
+    } else if (avx512) {
+        quantize_row_32_avx512(x, a->cols, qs, d, a->offset + (size_t)row * blocks);
+    } else {
         quantize_row_32(x, a->cols, qs, d, a->offset + (size_t)row * blocks);
+    }
 }
 
 void nx__qact_dequantize(const nx__qact_t *a, uint32_t row, float *out)

@@ -350,6 +350,44 @@ static void test_activation_formats(void **state)
     free(mem);
 }
 
+/* Every path quantizes activations to the same bytes (the kernels' equality rests on it). */
+static void test_activation_paths_agree(void **state)
+{
+    enum { ROWS = 6, COLS = 1024 };
+    float *x = malloc(ROWS * COLS * sizeof *x);
+    fill_random(x, ROWS * COLS, 3.0f);
+    x[5] = -9.0f, x[300] = 9.0f;          /* a tie in magnitude: the first one decides */
+    for (int j = 512; j < 768; j++)       /* an all-zero 256-block */
+        x[COLS + j] = 0;
+    for (int j = 0; j < 64; j++)          /* exact halves: rounding to even must agree */
+        x[2 * COLS + j] = (float)(j - 32) * 0.5f;
+    nx__q_path_t original = nx__q_path();
+    for (int f = 0; f < 2; f++) {
+        nx__qfamily_t family = f ? NX__QF_256 : NX__QF_32;
+        size_t bytes = nx__qact_bytes(family, ROWS, COLS);
+        void *want = aligned_alloc(64, bytes), *got = aligned_alloc(64, bytes);
+        memset(want, 0, bytes);
+        memset(got, 0, bytes);
+        nx__qact_t a;
+        nx__q_set_path(NX__Q_PLAIN);
+        nx__qact_bind(&a, family, ROWS, COLS, want);
+        for (int r = 0; r < ROWS; r++)
+            nx__qact_quantize(&a, r, x + r * COLS);
+        for (size_t path = 1; path < 3; path++) {
+            if (!nx__q_set_path(path == 1 ? NX__Q_AVX2 : NX__Q_AVX512))
+                continue;
+            nx__qact_bind(&a, family, ROWS, COLS, got);
+            for (int r = 0; r < ROWS; r++)
+                nx__qact_quantize(&a, r, x + r * COLS);
+            assert_memory_equal(want, got, bytes);
+        }
+        free(want);
+        free(got);
+    }
+    nx__q_set_path(original);
+    free(x);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Matmuls
  */
@@ -564,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_error_bounds),
         cmocka_unit_test(test_zero_blocks),
         cmocka_unit_test(test_activation_formats),
+        cmocka_unit_test(test_activation_paths_agree),
         cmocka_unit_test(test_matmul_matches_reference),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bias_and_accumulate),
