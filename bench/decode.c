@@ -172,8 +172,14 @@ typedef struct bench_ctx {
 static uint64_t weights_read_per_step(const nx_model_t *model)
 {
     uint64_t bytes = nx_model_bytes(model);
+    /* Hugging Face's names or llama.cpp's (GGUF) */
     const nx_model_tensor_t *embed = nx_model_find(model, "model.embed_tokens.weight");
-    if (embed && nx_model_find(model, "lm_head.weight"))
+    const nx_model_tensor_t *head = nx_model_find(model, "lm_head.weight");
+    if (!embed) {
+        embed = nx_model_find(model, "token_embd.weight");
+        head = nx_model_find(model, "output.weight");
+    }
+    if (embed && head)
         bytes -= embed->bytes; /* only the prompt's rows of it are gathered */
     return bytes;
 }
