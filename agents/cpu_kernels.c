@@ -12,10 +12,11 @@
  * size computed it. Only the path (below) changes the rounding, and it is chosen once per
  * process.
  *
- * Weights: with few batch rows (decode), BF16 weights are widened in registers as they are
- * streamed (no conversion buffer); with more, a tile is converted once into the caller's
- * scratch (BF16 by a 16-bit shift, F16 through _Float16) and reused by every row; F32 is read
- * in place. Both give the same floats.
+ * Weights: with few batch rows (decode), BF16 and F16 weights are widened in registers as
+ * they are streamed (no conversion buffer), and the next tile is prefetched meanwhile; with
+ * more, a tile is converted once into the caller's scratch and reused by every row; F32 is
+ * read in place. BF16 widens by a 16-bit shift, F16 by integer moves and one exact multiply
+ * (below); both ways give the same floats.
  *
  * The same bodies are compiled three times, plain, AVX2+FMA and AVX-512F, chosen once at run
  * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them).
@@ -45,7 +46,7 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 #define LANES 16      /* k elements per accumulator vector, the same on every path */
 #define COLS 4        /* weight rows per register block (hsum16_x4 reduces four) */
 #define ROW_BLOCK 32  /* batch rows per pass over a tile (keeps x rows in L2) */
-#define FUSED_ROWS 8  /* batches of fewer rows read BF16 weights straight from the pool */
+#define FUSED_ROWS 8  /* batches of fewer rows read BF16/F16 weights straight from the pool */
 
 static inline float bf16_to_f32(uint16_t bits)
 {
@@ -55,11 +56,27 @@ static inline float bf16_to_f32(uint16_t bits)
     return f;
 }
 
+/* IEEE half to float, exactly, with integer moves and one multiply (no F16C needed, so every
+ * path has it): the exponent and mantissa bits shifted into a float's place read as the value
+ * times 2^-112 (subnormal halves included), and 2^112 puts it right. Exponent 31 (infinity,
+ * NaN) would land on 2^16: its float exponent is set to all ones instead. */
+static AI float f16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
+    float mag;
+    memcpy(&mag, &bits, sizeof mag);
+    mag *= 0x1p112f;
+    memcpy(&bits, &mag, sizeof bits);
+    bits |= (uint32_t)(h & 0x8000) << 16 | ((h & 0x7c00) == 0x7c00 ? 0x7f800000u : 0);
+    memcpy(&mag, &bits, sizeof mag);
+    return mag;
+}
+
 float nx__k_weight_at(const nx__wref_t *w, uint64_t index)
 {
     switch (w->dtype) {
     case NX_DT_BF16: return bf16_to_f32(((const uint16_t *)w->ptr)[index]);
-    case NX_DT_F16: return (float)((const _Float16 *)w->ptr)[index];
+    case NX_DT_F16: return f16_to_f32(((const uint16_t *)w->ptr)[index]);
     default: return ((const float *)w->ptr)[index];
     }
 }
@@ -71,9 +88,9 @@ static void convert_span(const nx__wref_t *w, uint64_t first, uint32_t count, fl
         for (uint32_t i = 0; i < count; i++)
             out[i] = bf16_to_f32(src[i]);
     } else if (w->dtype == NX_DT_F16) {
-        const _Float16 *src = (const _Float16 *)w->ptr + first;
+        const uint16_t *src = (const uint16_t *)w->ptr + first;
         for (uint32_t i = 0; i < count; i++)
-            out[i] = (float)src[i];
+            out[i] = f16_to_f32(src[i]);
     } else {
         memcpy(out, (const float *)w->ptr + first, count * sizeof *out);
     }
@@ -98,6 +115,32 @@ static AI v16f load_bf16(const uint16_t *p)
 {
     v16u wide = __builtin_convertvector(*(const v16h_u *)p, v16u) << 16;
     return (v16f)wide;
+}
+
+static AI v16f load_f16(const uint16_t *p)
+{
+    v16u h = __builtin_convertvector(*(const v16h_u *)p, v16u);
+    v16f mag = (v16f)((h & 0x7fff) << 13) * 0x1p112f;
+    v16u special = (v16u)((h & 0x7c00) == 0x7c00) & 0x7f800000; /* lanes of all ones */
+    return (v16f)((v16u)mag | (h & 0x8000) << 16 | special);
+}
+
+/* How weight rows are read by the kernels: fp32 (F32 in place, or a converted tile in
+ * scratch), or BF16 / F16 widened as they are loaded. A constant after inlining. */
+enum { W_F32, W_BF16, W_F16 };
+
+static AI v16f load_w(int kind, const void *p, uint32_t i)
+{
+    return kind == W_BF16  ? load_bf16((const uint16_t *)p + i)
+           : kind == W_F16 ? load_f16((const uint16_t *)p + i)
+                           : load_f32((const float *)p + i);
+}
+
+static AI float weight_elem(int kind, const void *p, uint32_t i)
+{
+    return kind == W_BF16  ? bf16_to_f32(((const uint16_t *)p)[i])
+           : kind == W_F16 ? f16_to_f32(((const uint16_t *)p)[i])
+                           : ((const float *)p)[i];
 }
 
 /* The fixed reduction order every output element goes through. */
@@ -130,11 +173,18 @@ static AI v4f hsum16_x4(v16f v0, v16f v1, v16f v2, v16f v3)
     return __builtin_shufflevector(t, t, 0, 2, 4, 6) + __builtin_shufflevector(t, t, 1, 3, 5, 7);
 }
 
+/* The next tile's weights, asked for while a streaming tile is worked on: `step` bytes per
+ * LANES values of k (what that step reads of this tile), from *at up to end. */
+typedef struct ahead {
+    const char *at, *end;
+    uint32_t step;
+} ahead_t;
+
 /* out[r * cols + c] = x[r] . w[c] over k elements, for r < rows, c < cols. rows and cols are
- * constants after inlining, so the accumulators live in registers. w rows are fp32, or BF16
- * when bf16 (widened as loaded). Hot path. */
+ * constants after inlining, so the accumulators live in registers. w rows are read as `kind`
+ * says. Hot path. */
 static AI void block_dot(const float *const *x, int rows, const void *const *w, int cols,
-                         bool bf16, uint32_t k, float *out)
+                         int kind, uint32_t k, float *out, ahead_t *ahead)
 {
     v16f acc[4][COLS];
 #pragma GCC unroll 4
@@ -144,10 +194,15 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
             acc[r][c] = (v16f){0};
     uint32_t i = 0;
     for (; i + LANES <= k; i += LANES) {
+        if (ahead->at < ahead->end) { /* prefetcht2, spread over the steps */
+            for (uint32_t b = 0; b < ahead->step; b += 64)
+                __builtin_prefetch(ahead->at + b, 0, 1);
+            ahead->at += ahead->step;
+        }
         v16f wv[COLS];
 #pragma GCC unroll 4
         for (int c = 0; c < cols; c++)
-            wv[c] = bf16 ? load_bf16((const uint16_t *)w[c] + i) : load_f32((const float *)w[c] + i);
+            wv[c] = load_w(kind, w[c], i);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             v16f xv = load_f32(x[r] + i);
@@ -171,8 +226,7 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
         for (int c = 0; c < cols; c++) {
             float s = sums[c];
             for (uint32_t j = i; j < k; j++)
-                s += x[r][j] * (bf16 ? bf16_to_f32(((const uint16_t *)w[c])[j])
-                                     : ((const float *)w[c])[j]);
+                s += x[r][j] * weight_elem(kind, w[c], j);
             out[r * cols + c] = s;
         }
     }
@@ -181,8 +235,9 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
 typedef struct tile_args {
     const float *x;        /* [n][k] */
     uint32_t n, k;
-    const void *wrows[NX_K_TILE_COLS]; /* weight rows of the tile: fp32, or BF16 when bf16 */
-    bool bf16;
+    const void *wrows[NX_K_TILE_COLS]; /* weight rows of the tile, read as kind says */
+    int kind;
+    ahead_t ahead;         /* the next tile (streaming tiles only; else at == end) */
     uint32_t cols;
     const float *bias;     /* [cols] or NULL */
     float *y;              /* points at column col_first of row 0 */
@@ -199,45 +254,44 @@ static AI void store(const tile_args_t *a, uint32_t i, uint32_t c, float v)
 }
 
 /* Rows [i, i + rows) against columns [c, c + cols): one register block. */
-static AI void block(const tile_args_t *a, uint32_t i, int rows, uint32_t c, int cols,
-                     bool bf16)
+static AI void block(tile_args_t *a, uint32_t i, int rows, uint32_t c, int cols, int kind)
 {
     const float *xr[4];
     float out[4 * COLS];
     for (int r = 0; r < rows; r++)
         xr[r] = a->x + (uint64_t)(i + r) * a->k;
-    block_dot(xr, rows, a->wrows + c, cols, bf16, a->k, out);
+    block_dot(xr, rows, a->wrows + c, cols, kind, a->k, out, &a->ahead);
     for (int r = 0; r < rows; r++)
         for (int cc = 0; cc < cols; cc++)
             store(a, i + r, c + cc, out[r * cols + cc]);
 }
 
 /* Rows [i, i + rows) against the whole tile, rows <= rows_max <= 4. */
-static AI void row_group(const tile_args_t *a, uint32_t i, int rows, bool bf16)
+static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind)
 {
     uint32_t c = 0;
     for (; c + COLS <= a->cols; c += COLS)
         switch (rows) {
-        case 4: block(a, i, 4, c, COLS, bf16); break;
-        case 3: block(a, i, 3, c, COLS, bf16); break;
-        case 2: block(a, i, 2, c, COLS, bf16); break;
-        default: block(a, i, 1, c, COLS, bf16); break;
+        case 4: block(a, i, 4, c, COLS, kind); break;
+        case 3: block(a, i, 3, c, COLS, kind); break;
+        case 2: block(a, i, 2, c, COLS, kind); break;
+        default: block(a, i, 1, c, COLS, kind); break;
         }
     for (; c < a->cols; c++)
         for (int r = 0; r < rows; r++)
-            block(a, i + r, 1, c, 1, bf16);
+            block(a, i + r, 1, c, 1, kind);
 }
 
 /* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
-static AI void tile_body(const tile_args_t *a, int rows_max, bool bf16)
+static AI void tile_body(tile_args_t *a, int rows_max, int kind)
 {
     for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
         uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n;
         uint32_t i = r0;
         for (; i + rows_max <= r1; i += rows_max)
-            row_group(a, i, rows_max, bf16);
+            row_group(a, i, rows_max, kind);
         if (i < r1)
-            row_group(a, i, (int)(r1 - i), bf16);
+            row_group(a, i, (int)(r1 - i), kind);
     }
 }
 
@@ -245,32 +299,35 @@ static AI void tile_body(const tile_args_t *a, int rows_max, bool bf16)
 static AI void convert_rows(const nx__wref_t *w, uint64_t first, uint32_t count, float *out)
 {
     uint64_t n = (uint64_t)count * w->cols, i = 0;
-    if (w->dtype == NX_DT_BF16) {
-        const uint16_t *src = (const uint16_t *)w->ptr + first * w->cols;
-        for (; i + LANES <= n; i += LANES)
-            *(v16f_u *)(out + i) = load_bf16(src + i);
-        for (; i < n; i++)
-            out[i] = bf16_to_f32(src[i]);
-    } else {
-        const _Float16 *src = (const _Float16 *)w->ptr + first * w->cols;
-        for (; i < n; i++)
-            out[i] = (float)src[i];
-    }
+    int kind = w->dtype == NX_DT_BF16 ? W_BF16 : W_F16;
+    const uint16_t *src = (const uint16_t *)w->ptr + first * w->cols;
+    for (; i + LANES <= n; i += LANES)
+        *(v16f_u *)(out + i) = kind == W_BF16 ? load_bf16(src + i) : load_f16(src + i);
+    for (; i < n; i++)
+        out[i] = weight_elem(kind, src, (uint32_t)i);
 }
 
-/* Points a->wrows at the tile's rows: in place (F32, or BF16 for a small batch), or converted
- * into scratch. */
+/* Points a->wrows at the tile's rows: in place (F32, or BF16/F16 for a small batch, with the
+ * next tile prefetched as they stream), or converted into scratch. */
 static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, float *scratch)
 {
-    a->bf16 = w->dtype == NX_DT_BF16 && a->n < FUSED_ROWS;
-    bool in_place = w->dtype == NX_DT_F32 || a->bf16;
-    if (!in_place)
+    bool stream = w->dtype == NX_DT_F32 || a->n < FUSED_ROWS;
+    a->kind = !stream || w->dtype == NX_DT_F32 ? W_F32 : w->dtype == NX_DT_BF16 ? W_BF16 : W_F16;
+    if (!stream)
         convert_rows(w, col_first, a->cols, scratch);
     size_t elem = w->dtype == NX_DT_F32 ? 4 : 2;
     for (uint32_t c = 0; c < a->cols; c++) {
         uint64_t row = (uint64_t)(col_first + c);
-        a->wrows[c] = in_place ? (const char *)w->ptr + row * w->cols * elem
-                               : (const void *)(scratch + (uint64_t)c * w->cols);
+        a->wrows[c] = stream ? (const char *)w->ptr + row * w->cols * elem
+                             : (const void *)(scratch + (uint64_t)c * w->cols);
+    }
+    uint64_t next = col_first + a->cols, rows = next < w->rows ? w->rows - next : 0;
+    a->ahead.at = a->ahead.end = NULL;
+    if (stream && rows) {
+        a->ahead.at = (const char *)w->ptr + next * w->cols * elem;
+        a->ahead.end = a->ahead.at + (rows < NX_K_TILE_COLS ? rows : NX_K_TILE_COLS) *
+                                         w->cols * elem;
+        a->ahead.step = (uint32_t)(COLS * LANES * elem); /* a block_dot step of 4 rows */
     }
 }
 
@@ -279,10 +336,12 @@ static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, 
                            float *scratch)                                                     \
     {                                                                                          \
         prepare(a, w, col_first, scratch);                                                     \
-        if (a->bf16)                                                                           \
-            tile_body(a, rows_max, true);                                                      \
+        if (a->kind == W_BF16)                                                                 \
+            tile_body(a, rows_max, W_BF16);                                                    \
+        else if (a->kind == W_F16)                                                             \
+            tile_body(a, rows_max, W_F16);                                                     \
         else                                                                                   \
-            tile_body(a, rows_max, false);                                                     \
+            tile_body(a, rows_max, W_F32);                                                     \
     }
 
 /* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */

@@ -90,6 +90,34 @@ static void test_half_matches_compiler(void **state)
     }
 }
 
+/* The fp32 kernels widen F16 weights with integer moves and a multiply (cpu_kernels.c): the
+ * same floats as IEEE conversion for every half but NaNs, through both the element read and
+ * the streaming kernel. */
+static void test_f16_weights_widen_exactly(void **state)
+{
+    static uint16_t halves[65536];
+    for (uint32_t h = 0; h < 65536; h++)
+        halves[h] = (uint16_t)h;
+    nx__wref_t w = {halves, NX_DT_F16, 4096, 16};
+    for (uint32_t h = 0; h < 65536; h++) {
+        float want = nx__half_to_f32((nx_half_t)h), got = nx__k_weight_at(&w, h);
+        if (isnan(want))
+            continue;
+        assert_true(got == want && signbit(got) == signbit(want));
+    }
+    /* one-hot rows through the matmul: y = x . w picks the weight out */
+    float x[16] = {0}, y[4096];
+    x[3] = 1.0f;
+    float scratch[NX_K_TILE_COLS * 16];
+    for (uint32_t col = 0; col < 4096; col += NX_K_TILE_COLS)
+        nx__k_matmul_tile(x, 1, &w, NULL, col, NX_K_TILE_COLS, y, false, scratch);
+    for (uint32_t r = 0; r < 4096; r++) {
+        float want = nx__half_to_f32(halves[16 * r + 3]);
+        if (!isnan(want) && !isinf(want))
+            assert_true(y[r] == want);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * Blocks by hand
  */
@@ -593,6 +621,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_half_known_values),
         cmocka_unit_test(test_half_matches_compiler),
+        cmocka_unit_test(test_f16_weights_widen_exactly),
         cmocka_unit_test(test_q8_0_block_by_hand),
         cmocka_unit_test(test_q4_0_block_by_hand),
         cmocka_unit_test(test_q5_0_block_by_hand),
