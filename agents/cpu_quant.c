@@ -246,9 +246,10 @@ typedef struct qtile {
     uint32_t y_stride;
     bool accumulate;
     uint8_t *scratch;       /* repacked tile (SIMD paths) */
-    const uint8_t *ahead;   /* the next tile's weights, prefetched meanwhile */
-    const uint8_t *ahead_end;
-    uint32_t ahead_step;    /* bytes of it to ask for per step (64 values) of this tile */
+    uint32_t steps;         /* steps of 64 values of k (the kernels' unit of work) */
+    uint32_t row_step;      /* bytes of a row a step reads */
+    const uint8_t *ahead;   /* the weight's next tile (prefetched meanwhile), or NULL */
+    uint32_t ahead_rows;
 } qtile_t;
 
 static AI void store_out(const qtile_t *t, uint32_t row, uint32_t c, float v)
@@ -440,6 +441,7 @@ static AI const uint8_t *col_at(const cols_t *cs, int c, uint64_t at)
 #define QS_ROWS_K 6     /* Q4_K / Q6_K: 3 accumulators each */
 #define QS_FUSED_ROWS 4 /* batches this small repack in registers (decode) */
 #define QS_Q8_UNSIGNED 1
+#define QS_Q4K_HIGH16 1 /* Q4_K's high nibbles used as 16 x code (vpdpbusd: no saturation) */
 
 static AI QS_TARGET qv_i32 dot4_avx512(qv_i32 acc, qv_i32 w, qv_i32 x)
 {
@@ -492,6 +494,7 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
 #undef QS_ROWS_K
 #undef QS_FUSED_ROWS
 #undef QS_Q8_UNSIGNED
+#undef QS_Q4K_HIGH16
 
 /* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
  * as no pair of products passes 32767 (codes <= 63, or |Q8_0 code| <= 128 through the sign
@@ -502,6 +505,7 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
 #define QS_ROWS_K 2
 #define QS_FUSED_ROWS 1
 #define QS_Q8_UNSIGNED 0
+#define QS_Q4K_HIGH16 0 /* vpmaddubsw would saturate 2 x 240 x 127 */
 
 static AI QS_TARGET __m256i lo256(qv_i32 v)
 {
@@ -659,21 +663,23 @@ size_t nx__q_scratch_bytes(uint32_t cols)
     return decoded_bytes(cols) + pad_bytes(cols);
 }
 
-/* One tile: columns [col_first, col_first + col_count), col_count <= NX_Q_TILE_COLS; `ahead`
- * is the next tile of the range (prefetched meanwhile) or NULL. */
+/* One tile: columns [col_first, col_first + col_count), col_count <= NX_Q_TILE_COLS. */
 static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
                         const nx__wref_t *bias, uint32_t col_first, uint32_t col_count,
-                        float *y, bool accumulate, void *scratch, const uint8_t *ahead,
-                        const uint8_t *ahead_end)
+                        float *y, bool accumulate, void *scratch)
 {
     uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
+    uint32_t next = col_first + col_count;
     qtile_t t = {.a = a, .n = n, .dtype = w->dtype,
                  .w = (const uint8_t *)w->ptr + col_first * row_bytes, .row_bytes = row_bytes,
                  .k = w->cols, .count = col_count, .y = y + col_first, .y_stride = w->rows,
-                 .accumulate = accumulate, .scratch = scratch, .ahead = ahead,
-                 .ahead_end = ahead_end,
-                 /* a step reads 64 values of 16 rows: as many bytes of the next tile */
-                 .ahead_step = (uint32_t)(NX_Q_TILE_COLS * nx__quant_row_bytes(w->dtype, 256) / 4)};
+                 .accumulate = accumulate, .scratch = scratch,
+                 .steps = nx__q_family(w->dtype) == NX__QF_256 ? w->cols / 64
+                                                                : (w->cols / 32 + 1) / 2,
+                 .row_step = (uint32_t)(nx__quant_row_bytes(w->dtype, 256) / 4),
+                 .ahead = next < w->rows ? (const uint8_t *)w->ptr + next * row_bytes : NULL,
+                 .ahead_rows = w->rows - next < NX_Q_TILE_COLS ? w->rows - next
+                                                                : NX_Q_TILE_COLS};
     float bias_vals[NX_Q_TILE_COLS];
     if (bias && bias->ptr) {
         for (uint32_t c = 0; c < col_count; c++)
@@ -708,20 +714,16 @@ void nx__q_matmul(const nx__qact_t *a, uint32_t n, const nx__wref_t *w, const nx
                   void *scratch)
 {
     uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
-    const uint8_t *base = w->ptr;
+    const uint8_t *first = (const uint8_t *)w->ptr + col_first * row_bytes;
     uint32_t end = col_first + col_count;
-    /* nobody prefetched the range's first tile: ask for all of it now */
+    /* each tile prefetches the next tile of the weight (in this range or not: with several
+     * threads it is often another's, which then finds it nearer than memory); nobody
+     * prefetched the range's first tile, so it is asked for whole now */
     uint32_t first_count = col_count < NX_Q_TILE_COLS ? col_count : NX_Q_TILE_COLS;
     for (uint64_t i = 0; i < first_count * row_bytes; i += 64)
-        __builtin_prefetch(base + col_first * row_bytes + i, 0, 1);
+        __builtin_prefetch(first + i, 0, 1);
     for (uint32_t col = col_first; col < end; col += NX_Q_TILE_COLS) {
-        /* the next tile of the weight, in this range or not: with several threads it is
-         * often another's, which then finds it nearer than memory */
         uint32_t count = end - col < NX_Q_TILE_COLS ? end - col : NX_Q_TILE_COLS;
-        uint32_t next = col + count, next_count = w->rows - next < NX_Q_TILE_COLS
-                                                      ? w->rows - next : NX_Q_TILE_COLS;
-        const uint8_t *ahead = next < w->rows ? base + next * row_bytes : NULL;
-        matmul_tile(a, n, w, bias, col, count, y, accumulate, scratch, ahead,
-                    ahead ? ahead + next_count * row_bytes : NULL);
+        matmul_tile(a, n, w, bias, col, count, y, accumulate, scratch);
     }
 }

@@ -36,18 +36,26 @@ static AI QS_TARGET void QN(put)(uint8_t *p, qv_i32 v)
     *(qv_i32 *)p = v;
 }
 
-/* Decode reads 16 weight rows at once, a little of each at a time: too many streams for the
- * hardware prefetchers. The tile's rows are contiguous, and so are the next tile's: each step
- * of this tile asks for as many bytes of the next one (t->ahead) as the step reads. */
+/* Decode reads 16 weight rows side by side, a step's few dozen bytes of each at a time: too
+ * many streams for the hardware prefetchers. So each step asks for the bytes of every row that
+ * the step QS_LEAD steps later will read, in this tile or, past its end, in the weight's next
+ * tile: in the order the kernel consumes them (asking for the next tile front to back instead
+ * leaves its last rows late: Q6_K 13-14 GB/s against 16.5, one core from memory). */
+#define QS_LEAD 16
+
 static AI QS_TARGET void QN(prefetch)(const qtile_t *t, uint32_t step)
 {
-    if (!t->ahead) /* the range's last tile */
-        return;
-    const uint8_t *p = t->ahead + (uint64_t)step * t->ahead_step;
-    const uint8_t *end = p + t->ahead_step < t->ahead_end ? p + t->ahead_step : t->ahead_end;
-    for (; p < end; p += 64)
-        __builtin_prefetch(p, 0, 1); /* prefetcht2: to L2 (spread, so as not to
-                                      * exhaust L1's miss buffers) */
+    uint32_t target = step + QS_LEAD, rows = t->count;
+    const uint8_t *base = t->w;
+    if (target >= t->steps) {
+        base = t->ahead, rows = t->ahead_rows;
+        target -= t->steps;
+        if (!base || target >= t->steps)
+            return;
+    }
+    uint64_t at = (uint64_t)target * t->row_step;
+    for (uint32_t c = 0; c < rows; c++)
+        __builtin_prefetch(base + c * t->row_bytes + at, 0, 1); /* prefetcht2: to L2 */
 }
 
 /* [32 bytes at a | 32 bytes at b] */
@@ -195,7 +203,10 @@ static AI QS_TARGET void QN(codes_q4_0)(const qtile_t *t, const cols_t *cs, uint
     }
 }
 
-/* Q4_K block b, sub-blocks 2p (w[0..7], low nibbles) and 2p + 1 (w[8..15], high). */
+/* Q4_K block b, sub-blocks 2p (w[0..7], low nibbles) and 2p + 1 (w[8..15], high). With
+ * QS_Q4K_HIGH16 the high nibbles stay in place, codes times 16 (no shift; vpdpbusd takes up
+ * to 255 unsaturated), and q4k_scales multiplies the even sub-blocks' scales by 16 to match:
+ * the super-block's sum comes out 16 times too large, exactly, and is shifted back. */
 static AI QS_TARGET void QN(codes_q4_k)(const cols_t *cs, uint32_t b, int p, qv_i32 w[16])
 {
     qv_i32 g[8];
@@ -203,8 +214,15 @@ static AI QS_TARGET void QN(codes_q4_k)(const cols_t *cs, uint32_t b, int p, qv_
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         w[i] = g[i] & 0x0f0f0f0f;
-        w[8 + i] = (g[i] >> 4) & 0x0f0f0f0f;
+        w[8 + i] = QS_Q4K_HIGH16 ? g[i] & (int32_t)0xf0f0f0f0 : (g[i] >> 4) & 0x0f0f0f0f;
     }
+}
+
+/* s1 as the kernels accumulate it (16 times the sum with QS_Q4K_HIGH16; |16 s1| < 2^29)
+ * back to the super-block's sum: an exact shift. */
+static AI QS_TARGET qv_i32 QN(q4k_sum)(qv_i32 s1)
+{
+    return QS_Q4K_HIGH16 ? s1 >> 4 : s1;
 }
 
 /* Q4_K's 8 scales and mins of every row from its block header (rows16 of the block's first
@@ -217,6 +235,8 @@ static AI QS_TARGET void QN(q4k_scales)(const qv_i32 h[4], qv_i32 scale[8], qv_i
     for (int s = 0; s < 8; s++) {
         int j = 8 * (s & 3);
         scale[s] = s < 4 ? (h[1] >> j) & 63 : ((h[3] >> j) & 15) | ((h[1] >> (j + 6)) & 3) << 4;
+        if (QS_Q4K_HIGH16 && s % 2 == 0) /* the low nibbles' sub-block: see codes_q4_k */
+            scale[s] <<= 4;
         mins[s] = s < 4 ? (h[2] >> j) & 63 : ((h[3] >> (j + 4)) & 15) | ((h[2] >> (j + 6)) & 3) << 4;
     }
 #pragma GCC unroll 4
@@ -240,9 +260,10 @@ static AI QS_TARGET void QN(codes_q6_k)(const cols_t *cs, uint32_t b, int hf, in
         int q = qq + 2 * k;
 #pragma GCC unroll 8
         for (int d = 0; d < 8; d++) {
-            qv_i32 bits = (k ? low[d] >> 4 : low[d]) & 0x0f0f0f0f;
-            qv_i32 top = (high[d] >> (2 * q)) & 0x03030303;
-            w[8 * k + d] = bits | top << 4;
+            /* bits 2q, 2q + 1 of each qh byte moved to bits 4, 5: one shift (none for q 2)
+             * and a mask, then (low & 0x0f) | top is one vpternlogd */
+            qv_i32 top = q == 2 ? high[d] : q < 2 ? high[d] << (4 - 2 * q) : high[d] >> 2;
+            w[8 * k + d] = ((k ? low[d] >> 4 : low[d]) & 0x0f0f0f0f) | (top & 0x30303030);
         }
     }
 }
@@ -374,7 +395,8 @@ static AI QS_TARGET void QN(fused_4k)(const qtile_t *t, const cols_t *cs, int ro
         qv_f32 d = QN(half)(h[0]), dmin = QN(half)(h[0] >> 16);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
-            acc[r] = QN(fmadd)(__builtin_convertvector(s1[r], qv_f32), d * xd[r][b], acc[r]);
+            acc[r] = QN(fmadd)(__builtin_convertvector(QN(q4k_sum)(s1[r]), qv_f32),
+                               d * xd[r][b], acc[r]);
             acc[r] = QN(fnmadd)(__builtin_convertvector(s2[r], qv_f32), dmin * xd[r][b], acc[r]);
         }
     }
@@ -592,7 +614,8 @@ static AI QS_TARGET void QN(rows_4k)(const qtile_t *t, uint32_t r0, int rows)
         qv_f32 d = *(const qv_f32 *)(tb + 4864), dmin = *(const qv_f32 *)(tb + 4928);
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++) {
-            acc[r] = QN(fmadd)(__builtin_convertvector(s1[r], qv_f32), d * xd[r][b], acc[r]);
+            acc[r] = QN(fmadd)(__builtin_convertvector(QN(q4k_sum)(s1[r]), qv_f32),
+                               d * xd[r][b], acc[r]);
             acc[r] = QN(fnmadd)(__builtin_convertvector(s2[r], qv_f32), dmin * xd[r][b], acc[r]);
         }
     }
@@ -728,3 +751,4 @@ static QS_TARGET void QN(tile)(const qtile_t *t, const cols_t *cs)
 #undef QS_ALL_ROWS
 #undef QS_FEW_ROWS
 #undef QS_CHAINS
+#undef QS_LEAD
