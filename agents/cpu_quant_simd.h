@@ -43,19 +43,18 @@ static AI QS_TARGET void QN(put)(uint8_t *p, qv_i32 v)
  * leaves its last rows late: Q6_K 13-14 GB/s against 16.5, one core from memory). */
 #define QS_LEAD 16
 
-static AI QS_TARGET void QN(prefetch)(const qtile_t *t, uint32_t step)
+static AI QS_TARGET void QN(prefetch)(const qtile_t *t, const cols_t *cs, uint32_t step)
 {
-    uint32_t target = step + QS_LEAD, rows = t->count;
-    const uint8_t *base = t->w;
-    if (target >= t->steps) {
-        base = t->ahead, rows = t->ahead_rows;
-        target -= t->steps;
-        if (!base || target >= t->steps)
-            return;
-    }
+    uint32_t target = step + QS_LEAD;
     uint64_t at = (uint64_t)target * t->row_step;
-    for (uint32_t c = 0; c < rows; c++)
-        __builtin_prefetch(base + c * t->row_bytes + at, 0, 1); /* prefetcht2: to L2 */
+    if (target >= t->steps) { /* the next tile's rows follow this one's 16 */
+        if (!t->ahead || t->count < NX_Q_TILE_COLS || target - t->steps >= t->steps)
+            return;
+        at = NX_Q_TILE_COLS * t->row_bytes + (uint64_t)(target - t->steps) * t->row_step;
+    }
+#pragma GCC unroll 16
+    for (int c = 0; c < NX_Q_TILE_COLS; c++) /* prefetcht2: to L2 (never faults past the end) */
+        __builtin_prefetch(col_at(cs, c, at), 0, 1);
 }
 
 /* [32 bytes at a | 32 bytes at b] */
@@ -311,7 +310,7 @@ static AI QS_TARGET void QN(fused_32)(const qtile_t *t, const cols_t *cs, int ro
     uint64_t bytes = q8 ? sizeof(nx_bq8_0_t) : q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t);
     for (uint32_t b = 0; b < blocks; b += 2) {
         uint32_t b2 = b + 1 < blocks ? b + 1 : b;
-        QN(prefetch)(t, b / 2);
+        QN(prefetch)(t, cs, b / 2);
         qv_i32 w[16];
         if (q8)
             QN(codes_q8_0)(cs, b, b2, w);
@@ -368,7 +367,7 @@ static AI QS_TARGET void QN(fused_4k)(const qtile_t *t, const cols_t *cs, int ro
             s1[r] = s2[r] = (qv_i32){0};
 #pragma GCC unroll 1
         for (int p = 0; p < 4; p++) {
-            QN(prefetch)(t, 4 * b + p);
+            QN(prefetch)(t, cs, 4 * b + p);
             qv_i32 w[16], lo[QS_FUSED_ROWS][2], hi[QS_FUSED_ROWS][2];
             QN(codes_q4_k)(cs, b, p, w);
 #pragma GCC unroll 4
@@ -426,7 +425,7 @@ static AI QS_TARGET void QN(fused_6k)(const qtile_t *t, const cols_t *cs, int ro
 #pragma GCC unroll 1
         for (int step = 0; step < 4; step++) {
             int hf = step / 2, qq = step % 2;
-            QN(prefetch)(t, 4 * b + step);
+            QN(prefetch)(t, cs, 4 * b + step);
             qv_i32 w[16];
             QN(codes_q6_k)(cs, b, hf, qq, high, w);
 #pragma GCC unroll 4
@@ -462,7 +461,7 @@ static AI QS_TARGET void QN(repack_32)(const qtile_t *t, const cols_t *cs, bool 
     uint64_t bytes = q8 ? sizeof(nx_bq8_0_t) : q5 ? sizeof(nx_bq5_0_t) : sizeof(nx_bq4_0_t);
     for (uint32_t b = 0; b < blocks; b += 2) {
         uint32_t b2 = b + 1 < blocks ? b + 1 : b;
-        QN(prefetch)(t, b / 2);
+        QN(prefetch)(t, cs, b / 2);
         qv_i32 w[16];
         if (q8)
             QN(codes_q8_0)(cs, b, b2, w);
@@ -485,7 +484,7 @@ static AI QS_TARGET void QN(repack_4k)(const qtile_t *t, const cols_t *cs)
     for (uint32_t b = 0; b < t->k / 256; b++, out += T4K_BYTES) {
 #pragma GCC unroll 1
         for (int p = 0; p < 4; p++) {
-            QN(prefetch)(t, 4 * b + p);
+            QN(prefetch)(t, cs, 4 * b + p);
             qv_i32 w[16];
             QN(codes_q4_k)(cs, b, p, w);
 #pragma GCC unroll 16
@@ -514,7 +513,7 @@ static AI QS_TARGET void QN(repack_6k)(const qtile_t *t, const cols_t *cs)
 #pragma GCC unroll 1
         for (int step = 0; step < 4; step++) {
             int hf = step / 2, qq = step % 2;
-            QN(prefetch)(t, 4 * b + step);
+            QN(prefetch)(t, cs, 4 * b + step);
             qv_i32 w[16];
             QN(codes_q6_k)(cs, b, hf, qq, high, w);
 #pragma GCC unroll 16
