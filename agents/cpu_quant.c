@@ -101,7 +101,9 @@ static inline int32_t nearest_int(float v)
     return (bits & 0x7fffff) - 0x400000;
 }
 
-/* NX__QF_32: per 32 values d = amax / 127, q = round(x * 127 / amax). */
+/* NX__QF_32: per 32 values d = amax / 127 rounded to fp16, q = round(x * 127 / amax): ggml's
+ * Q8_0 activation blocks exactly (its x86 quantize_row_q8_0), so that the integer sums and
+ * scales are llama.cpp's (tests/test_llamacpp.py holds us to its results). */
 static void quantize_row_32(const float *x, uint32_t cols, int8_t *qs, float *d, int32_t *offset)
 {
     for (uint32_t b = 0; b < cols / 32; b++, x += 32, qs += 32) {
@@ -115,7 +117,7 @@ static void quantize_row_32(const float *x, uint32_t cols, int8_t *qs, float *d,
             qs[j] = (int8_t)q;
             sum += q;
         }
-        d[b] = amax / 127.f;
+        d[b] = nx__half_to_f32(nx__f32_to_half(amax / 127.f));
         offset[b] = -sum;
     }
 }
@@ -165,7 +167,7 @@ AVX512_TARGET static void quantize_row_32_avx512(const float *x, uint32_t cols, 
         __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
         _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtepi32_epi8(q1));
-        d[b] = amax / 127.f;
+        d[b] = nx__half_to_f32(nx__f32_to_half(amax / 127.f));
         offset[b] = -_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
     }
 }

@@ -3,9 +3,11 @@
  * A matmul with a quantized weight first quantizes its activation rows, once per input (q, k
  * and v share theirs), into an nx__qact_t: int8 values with a float scale per block and the
  * block sums the integer dot products need. Two activation formats, one per weight family:
- *   NX__QF_32  (Q8_0, Q4_0, Q5_0 weights): a scale per 32 values, d = amax / 127
- *   NX__QF_256 (Q4_K, Q6_K weights):       a scale per 256 values, d = max / -127 (as Q8_K),
- *                                          with the sums of every 16 and every 32 values
+ *   NX__QF_32  (Q8_0, Q4_0, Q5_0 weights): a scale per 32 values, d = amax / 127 in fp16
+ *                                          (ggml's Q8_0 activation blocks)
+ *   NX__QF_256 (Q4_K, Q6_K weights):       a scale per 256 values, d = max / -127 (ggml's
+ *                                          Q8_K), with the sums of every 16 and every 32 values
+ * The int8 values and scales are ggml's, so the integer sums are llama.cpp's too.
  * Then every output element is, whatever the path, tile or batch size:
  *   acc = 0; for each weight block in order: acc = fma(float(isum), d_w * d_x, acc)
  * where isum is the block's exact integer dot product (for Q4_K and Q6_K, the super-block's

@@ -342,8 +342,9 @@ static void test_activation_formats(void **state)
     nx__qact_t a;
     nx__qact_bind(&a, NX__QF_32, 1, 256, mem);
     nx__qact_quantize(&a, 0, x);
-    /* per 32: amax 16, d = 16/127, q = round(x * 127/16) (ties to even), offset = -sum */
-    assert_true(a.d[0] == 16.f / 127.f);
+    /* per 32: amax 16, d = 16/127 in fp16 (0x3008), q = round(x * 127/16) (ties to even),
+     * offset = -sum */
+    assert_true(a.d[0] == nx__half_to_f32(0x3008));
     assert_int_equal(a.qs[0], -127);
     assert_int_equal(a.qs[1], -119);
     assert_int_equal(a.qs[17], 8);
