@@ -5,20 +5,28 @@
  * integer dot product (cpu_quant.h), so the three paths below give the same bits:
  *
  *   plain  — per output element, from the blocks as stored (the reference the others match)
- *   AVX2   — }  a tile of 16 weight rows is repacked into the caller's scratch so that one
- *   AVX-512 — } vector holds 4 consecutive codes of each of 16 rows (codes made unsigned,
- *              scales widened), then every batch row runs against it, several rows per pass:
- *              per 4 values of k one multiply-accumulate instruction (vpdpbusd) updates 16
- *              output elements, its activation bytes broadcast from memory. One repack serves
- *              the whole batch, so batch-8 decode and prefill read each weight once per step.
+ *   AVX2   — }  a tile of 16 weight rows is decoded so that one vector holds 4 consecutive
+ *   AVX-512 — } codes of each of 16 rows (codes made unsigned, scales widened); per 4 values
+ *              of k one multiply-accumulate instruction (vpdpbusd) then updates 16 output
+ *              elements against 4 activation bytes broadcast from memory. A batch of up to
+ *              4 rows (decode) uses each step of 64 decoded values at once, in registers; a
+ *              larger one has the tile decoded into scratch and runs against it 6-8 rows per
+ *              pass. Either way each weight is read from memory once per step, whatever the
+ *              batch (batch-8 decode, prefill).
  *
  * Unsigned codes times signed activations is what vpdpbusd computes; the codes' offsets
  * (8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 128 for Q8_0 made unsigned) come back as offset x
  * the activations' block sum, which the activation format carries (nx__qact_t.offset).
  *
+ * Decode is memory bound: nx__q_matmul streams a range of tiles, each step prefetching the
+ * bytes a later step will read (cpu_quant_simd.h); bench/quant_matmul.c measures it against
+ * the machine's streaming read bandwidth.
+ *
  * The SIMD bodies live in cpu_quant_simd.h, compiled here once per instruction set with that
- * set's few primitives (the multiply-accumulate, gathers, fma); the path is chosen once at run
- * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one).
+ * set's few primitives (the multiply-accumulate, fma, a gather, a table lookup); the path is
+ * chosen once at run time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one). AVX-VNNI
+ * (VEX vpdpbusd, on CPUs with AVX2 but not AVX-512) would be a third instantiation; it is not
+ * built: no machine or emulator at hand runs it to test.
  */
 #include "cpu_quant.h"
 
