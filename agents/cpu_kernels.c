@@ -23,6 +23,7 @@
  */
 #include "cpu_kernels.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,14 +126,32 @@ static AI v16f load_f16(const uint16_t *p)
     return (v16f)((v16u)mag | (h & 0x8000) << 16 | special);
 }
 
+/* F16C's vcvtph2ps does the same in one instruction, on the paths that have it. Each tile
+ * instantiation gets its loader as a constant function pointer (DEFINE_TILE), so no
+ * instantiation names another's instructions. */
+typedef v16f (*f16_loader_t)(const uint16_t *);
+
+static AI __attribute__((target("avx512f"))) v16f load_f16_avx512(const uint16_t *p)
+{
+    return (v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+static AI __attribute__((target("avx2,f16c"))) v16f load_f16_f16c(const uint16_t *p)
+{
+    v8f lo = (v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    v8f hi = (v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
 /* How weight rows are read by the kernels: fp32 (F32 in place, or a converted tile in
- * scratch), or BF16 / F16 widened as they are loaded. A constant after inlining. */
+ * scratch), or BF16 / F16 widened as they are loaded (F16 by `f16`). A constant after
+ * inlining. */
 enum { W_F32, W_BF16, W_F16 };
 
-static AI v16f load_w(int kind, const void *p, uint32_t i)
+static AI v16f load_w(int kind, f16_loader_t f16, const void *p, uint32_t i)
 {
     return kind == W_BF16  ? load_bf16((const uint16_t *)p + i)
-           : kind == W_F16 ? load_f16((const uint16_t *)p + i)
+           : kind == W_F16 ? f16((const uint16_t *)p + i)
                            : load_f32((const float *)p + i);
 }
 
@@ -184,7 +203,7 @@ typedef struct ahead {
  * constants after inlining, so the accumulators live in registers. w rows are read as `kind`
  * says. Hot path. */
 static AI void block_dot(const float *const *x, int rows, const void *const *w, int cols,
-                         int kind, uint32_t k, float *out, ahead_t *ahead)
+                         int kind, f16_loader_t f16, uint32_t k, float *out, ahead_t *ahead)
 {
     v16f acc[4][COLS];
 #pragma GCC unroll 4
@@ -202,7 +221,7 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
         v16f wv[COLS];
 #pragma GCC unroll 4
         for (int c = 0; c < cols; c++)
-            wv[c] = load_w(kind, w[c], i);
+            wv[c] = load_w(kind, f16, w[c], i);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             v16f xv = load_f32(x[r] + i);
@@ -254,67 +273,70 @@ static AI void store(const tile_args_t *a, uint32_t i, uint32_t c, float v)
 }
 
 /* Rows [i, i + rows) against columns [c, c + cols): one register block. */
-static AI void block(tile_args_t *a, uint32_t i, int rows, uint32_t c, int cols, int kind)
+static AI void block(tile_args_t *a, uint32_t i, int rows, uint32_t c, int cols, int kind,
+                     f16_loader_t f16)
 {
     const float *xr[4];
     float out[4 * COLS];
     for (int r = 0; r < rows; r++)
         xr[r] = a->x + (uint64_t)(i + r) * a->k;
-    block_dot(xr, rows, a->wrows + c, cols, kind, a->k, out, &a->ahead);
+    block_dot(xr, rows, a->wrows + c, cols, kind, f16, a->k, out, &a->ahead);
     for (int r = 0; r < rows; r++)
         for (int cc = 0; cc < cols; cc++)
             store(a, i + r, c + cc, out[r * cols + cc]);
 }
 
 /* Rows [i, i + rows) against the whole tile, rows <= rows_max <= 4. */
-static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind)
+static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind, f16_loader_t f16)
 {
     uint32_t c = 0;
     for (; c + COLS <= a->cols; c += COLS)
         switch (rows) {
-        case 4: block(a, i, 4, c, COLS, kind); break;
-        case 3: block(a, i, 3, c, COLS, kind); break;
-        case 2: block(a, i, 2, c, COLS, kind); break;
-        default: block(a, i, 1, c, COLS, kind); break;
+        case 4: block(a, i, 4, c, COLS, kind, f16); break;
+        case 3: block(a, i, 3, c, COLS, kind, f16); break;
+        case 2: block(a, i, 2, c, COLS, kind, f16); break;
+        default: block(a, i, 1, c, COLS, kind, f16); break;
         }
     for (; c < a->cols; c++)
         for (int r = 0; r < rows; r++)
-            block(a, i + r, 1, c, 1, kind);
+            block(a, i + r, 1, c, 1, kind, f16);
 }
 
 /* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
-static AI void tile_body(tile_args_t *a, int rows_max, int kind)
+static AI void tile_body(tile_args_t *a, int rows_max, int kind, f16_loader_t f16)
 {
     for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
         uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n;
         uint32_t i = r0;
         for (; i + rows_max <= r1; i += rows_max)
-            row_group(a, i, rows_max, kind);
+            row_group(a, i, rows_max, kind, f16);
         if (i < r1)
-            row_group(a, i, (int)(r1 - i), kind);
+            row_group(a, i, (int)(r1 - i), kind, f16);
     }
 }
 
 /* Weight rows [first, first + count) of w widened into out (fp32). */
-static AI void convert_rows(const nx__wref_t *w, uint64_t first, uint32_t count, float *out)
+static AI void convert_rows(const nx__wref_t *w, uint64_t first, uint32_t count, float *out,
+                         f16_loader_t f16)
 {
     uint64_t n = (uint64_t)count * w->cols, i = 0;
     int kind = w->dtype == NX_DT_BF16 ? W_BF16 : W_F16;
     const uint16_t *src = (const uint16_t *)w->ptr + first * w->cols;
     for (; i + LANES <= n; i += LANES)
-        *(v16f_u *)(out + i) = kind == W_BF16 ? load_bf16(src + i) : load_f16(src + i);
+        *(v16f_u *)(out + i) = kind == W_BF16 ? load_bf16(src + i) : f16(src + i);
     for (; i < n; i++)
         out[i] = weight_elem(kind, src, (uint32_t)i);
 }
 
 /* Points a->wrows at the tile's rows: in place (F32, or BF16/F16 for a small batch, with the
  * next tile prefetched as they stream), or converted into scratch. */
-static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, float *scratch)
+static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, float *scratch,
+                       f16_loader_t f16)
 {
     bool stream = w->dtype == NX_DT_F32 || a->n < FUSED_ROWS;
     a->kind = !stream || w->dtype == NX_DT_F32 ? W_F32 : w->dtype == NX_DT_BF16 ? W_BF16 : W_F16;
     if (!stream)
-        convert_rows(w, col_first, a->cols, scratch);
+        convert_rows(w, col_first, a->cols, scratch, f16);
     size_t elem = w->dtype == NX_DT_F32 ? 4 : 2;
     for (uint32_t c = 0; c < a->cols; c++) {
         uint64_t row = (uint64_t)(col_first + c);
@@ -331,24 +353,24 @@ static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, 
     }
 }
 
-#define DEFINE_TILE(name, attrs, rows_max)                                                     \
+#define DEFINE_TILE(name, attrs, rows_max, f16)                                                \
     attrs static void name(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,            \
                            float *scratch)                                                     \
     {                                                                                          \
-        prepare(a, w, col_first, scratch);                                                     \
+        prepare(a, w, col_first, scratch, f16);                                                \
         if (a->kind == W_BF16)                                                                 \
-            tile_body(a, rows_max, W_BF16);                                                    \
+            tile_body(a, rows_max, W_BF16, f16);                                               \
         else if (a->kind == W_F16)                                                             \
-            tile_body(a, rows_max, W_F16);                                                     \
+            tile_body(a, rows_max, W_F16, f16);                                                \
         else                                                                                   \
-            tile_body(a, rows_max, W_F32);                                                     \
+            tile_body(a, rows_max, W_F32, f16);                                                \
     }
 
 /* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */
-DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4)
+DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512)
 /* AVX2: a 16-float accumulator is two registers of 16, so 2 x 4 */
-DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma"))), 2)
-DEFINE_TILE(tile_plain, , 1)
+DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma,f16c"))), 2, load_f16_f16c)
+DEFINE_TILE(tile_plain, , 1, load_f16)
 
 /* ------------------------------------------------------------------------------------------
  * Attention for one query row over one head's cache (see nx__k_attend)
