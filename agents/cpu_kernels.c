@@ -47,7 +47,7 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 #define LANES 16      /* k elements per accumulator vector, the same on every path */
 #define COLS 4        /* weight rows per register block (hsum16_x4 reduces four) */
 #define ROW_BLOCK 32  /* batch rows per pass over a tile (keeps x rows in L2) */
-#define FUSED_ROWS 8  /* batches of fewer rows read BF16/F16 weights straight from the pool */
+#define FUSED_ROWS 16 /* batches of fewer rows read BF16/F16 weights straight from the pool */
 
 static inline float bf16_to_f32(uint16_t bits)
 {
