@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "bandwidth.h"
 #include "ctl.h"
 #include "nx_engine.h"
 
@@ -41,66 +42,6 @@ typedef struct bench_args {
     const char *json_path;
     nx_device_kind_t device; /* --device; auto by default */
 } bench_args_t;
-
-/* ---- memory bandwidth ---------------------------------------------------------------------- */
-
-typedef struct read_job {
-    const uint64_t *words;
-    size_t count;
-    uint64_t sum; /* keeps the reads from being optimised away */
-} read_job_t;
-
-static void *read_words(void *arg)
-{
-    read_job_t *job = arg;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i + 4 <= job->count; i += 4) { /* hot: a plain streaming read */
-        s0 += job->words[i];
-        s1 += job->words[i + 1];
-        s2 += job->words[i + 2];
-        s3 += job->words[i + 3];
-    }
-    job->sum = s0 ^ s1 ^ s2 ^ s3;
-    return NULL;
-}
-
-/* Bytes of the bandwidth buffer: 1 GiB, or 4 x the last-level cache when that is larger. */
-static size_t bandwidth_buffer_bytes(void)
-{
-    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    size_t bytes = 1ull << 30;
-    if (l3 > 0 && 4 * (size_t)l3 > bytes)
-        bytes = 4 * (size_t)l3;
-    return bytes;
-}
-
-/* Best of 5 multi-threaded reads of `bytes`, in bytes per second. */
-static double measure_read_bandwidth(uint32_t threads, size_t bytes)
-{
-    uint64_t *buf = malloc(bytes);
-    if (!buf)
-        return 0;
-    memset(buf, 1, bytes); /* fault every page in before timing */
-    read_job_t jobs[256];
-    pthread_t tids[256];
-    size_t per = bytes / sizeof *buf / threads;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        uint64_t t0 = nx_now_ns();
-        for (uint32_t t = 0; t < threads; t++) {
-            jobs[t] = (read_job_t){buf + t * per, per, 0};
-            pthread_create(&tids[t], NULL, read_words, &jobs[t]);
-        }
-        for (uint32_t t = 0; t < threads; t++)
-            pthread_join(tids[t], NULL);
-        double seconds = (double)(nx_now_ns() - t0) / 1e9;
-        double rate = (double)(per * threads * sizeof *buf) / seconds;
-        if (rate > best)
-            best = rate;
-    }
-    free(buf);
-    return best;
-}
 
 /* ---- arguments ----------------------------------------------------------------------------- */
 
@@ -407,8 +348,8 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         a.threads = cores > 0 ? (uint32_t)(cores > 256 ? 256 : cores) : 1;
     }
-    size_t bw_bytes = bandwidth_buffer_bytes();
-    double bandwidth = measure_read_bandwidth(a.threads, bw_bytes);
+    size_t bw_bytes = nx_bench_bandwidth_bytes();
+    double bandwidth = nx_bench_read_bandwidth(a.threads, bw_bytes);
     nx_err_t err = {0};
     bench_ctx_t c = {0};
     figure_t figs[MAX_BATCHES + 2];

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bandwidth.h"
 #include "cpu_kernels.h"
 #include "cpu_quant.h"
 #include "quant.h"
@@ -148,55 +149,6 @@ static void weights_free(weights_t *w)
     w->copies = NULL;
 }
 
-/* ---- memory bandwidth ---------------------------------------------------------------------- */
-
-typedef struct read_job {
-    const uint64_t *words;
-    size_t count;
-    uint64_t sum;
-} read_job_t;
-
-static void *read_words(void *arg)
-{
-    read_job_t *job = arg;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i + 4 <= job->count; i += 4) { /* a plain streaming read */
-        s0 += job->words[i];
-        s1 += job->words[i + 1];
-        s2 += job->words[i + 2];
-        s3 += job->words[i + 3];
-    }
-    job->sum = s0 ^ s1 ^ s2 ^ s3;
-    return NULL;
-}
-
-/* Best of 5 reads of 1 GiB split over `threads` threads, bytes per second. */
-static double read_bandwidth(uint32_t threads)
-{
-    size_t bytes = 1ull << 30;
-    uint64_t *buf = malloc(bytes);
-    if (!buf)
-        return 0;
-    memset(buf, 1, bytes);
-    read_job_t jobs[64];
-    pthread_t tids[64];
-    size_t per = bytes / sizeof *buf / threads;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        uint64_t t0 = nx_now_ns();
-        for (uint32_t t = 0; t < threads; t++) {
-            jobs[t] = (read_job_t){buf + t * per, per, 0};
-            pthread_create(&tids[t], NULL, read_words, &jobs[t]);
-        }
-        for (uint32_t t = 0; t < threads; t++)
-            pthread_join(tids[t], NULL);
-        double rate = (double)(per * threads * sizeof *buf) / ((nx_now_ns() - t0) / 1e9);
-        best = rate > best ? rate : best;
-    }
-    free(buf);
-    return best;
-}
-
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b)
@@ -291,7 +243,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "quant_matmul: %s\n", err.msg);
         return 1;
     }
-    double bandwidth = read_bandwidth(a.threads);
+    double bandwidth = nx_bench_read_bandwidth(a.threads, 1ull << 30);
     const char *paths[] = {"plain", "avx2", "avx512 (vnni)"};
     printf("quant_matmul: %u threads, quantized kernels %s, rounds %u, L3 %llu MiB; "
            "streaming read %.1f GB/s\n", a.threads, paths[nx__q_path()], a.rounds,

@@ -267,10 +267,10 @@ def wait_for(predicate, timeout=30, interval=0.05):
 
 
 @contextlib.contextmanager
-def running(agents, conf=None):
+def running(agents, conf=None, models=None):
     """A started Daemon for a `with` block or a fixture: stopped cleanly (exit 0 asserted, its
-    log shown otherwise) and its home removed at the end."""
-    d = Daemon(agents, conf=conf)
+    log shown otherwise) and its home removed at the end. models: as for Daemon."""
+    d = Daemon(agents, conf=conf, models=models)
     try:
         d.start()
         yield d

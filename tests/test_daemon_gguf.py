@@ -40,14 +40,9 @@ def daemon(models):
     agents = [du.agent("qa", "q3.gguf"), du.agent("la", "ll.gguf"), du.agent("bad", "bad.gguf")]
     # a pool that holds one of the two models (2 MiB each, in 1 MiB chunks) and its sequence
     # at a time: tasks swap them
-    d = du.Daemon(agents, models=models, conf={"pool": "4MiB", "host_cache": "16MiB",
-                                               "context": 256, "max_batch": 2})
-    try:
-        d.start()
+    with du.running(agents, models=models, conf={"pool": "4MiB", "host_cache": "16MiB",
+                                                 "context": 256, "max_batch": 2}) as d:
         yield d
-        assert d.stop() == 0, d.read_log()
-    finally:
-        d.close()
 
 
 def run_text(model, text):
