@@ -709,6 +709,10 @@ static int copy_kvs(qctx_t *q, kv_list_t *l, const char ***strings, size_t *stri
 static int open_inputs(qctx_t *q)
 {
     const nx_quantize_opts_t *o = q->opts;
+    struct stat sb;
+    if (stat(o->in_dir, &sb) != 0)
+        return nx_err_set(q->err, NX_ENOTFOUND, "'%s': %s (quantize reads a model directory "
+                          "or a GGUF file)", o->in_dir, strerror(errno));
     int rc = nx_config_load(o->in_dir, &q->cfg, q->err);
     if (rc != NX_OK)
         return rc;

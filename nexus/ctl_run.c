@@ -276,7 +276,7 @@ static int open_model(const run_args_t *a, run_ctx_t *c, nx_err_t *err)
 {
     struct stat sb;
     if (stat(a->model_dir, &sb) != 0)
-        return nx_err_set(err, NX_ENOTFOUND, "model directory '%s': %s", a->model_dir,
+        return nx_err_set(err, NX_ENOTFOUND, "model '%s': %s", a->model_dir,
                           strerror(errno));
     if (!S_ISDIR(sb.st_mode) && !nx_path_is_gguf(a->model_dir))
         return nx_err_set(err, NX_EINVAL, "'%s' is neither a model directory nor a GGUF file",
