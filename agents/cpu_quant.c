@@ -506,6 +506,164 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
 #undef QS_Q8_UNSIGNED
 #undef QS_Q4K_HIGH16
 
+/* ------------------------------------------------------------------------------------------
+ * Q4_0 at batch 1 on AVX-512 (+ GFNI): per weight row, no transpose of the weights. Hot path
+ * (decode).
+ *
+ * The tile kernels above decode 16 rows' codes into "row per lane" vectors; for Q4_0 that is a
+ * 16 x 8 int32 transpose per 64 values and a 16-lane vpgatherdd of the rows' fp16 scales per
+ * block (the gathers alone were a third of its time). At batch 1 that kernel could not keep up
+ * with memory: bench/quant_matmul --hot 1 (one core, weights in L2) 18-19 GB/s, where two
+ * cores share 32-55 GB/s. Here each row is read as stored, 4 blocks (72 bytes, 128 values) a
+ * step: two loads, one vpermw that drops the fp16 scales from between the blocks' codes, the
+ * nibbles split (an and; a GFNI affine for the high ones: on Zen 4 shifts share the two
+ * shuffle pipes that bound this kernel), two vpdpbusd against the activations' low and high
+ * halves (a vshufi64x2 each, once for the 16 rows): a vector of 4 partial dwords per block.
+ * Only the sums are transposed to "row per lane": 4 rows' vectors reduced by packs and
+ * vpmaddwd (q4r_sum4), then 128-bit lanes exchanged over the 16 rows. The scales come out of
+ * the same loads: a masked two-table vpermw per pair of rows drops their 8 halves into place,
+ * two more put them in block order. The block sums are exact integers (plus 8 x the block's
+ * -sum(x): Q4_0's codes are nibble - 8), and every row then runs the one fma per block in block
+ * order: the contract of cpu_quant.h, the same bits as the other paths. 33 GB/s a core hot.
+ */
+#define Q4R_TARGET                                                                              \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,gfni")))
+#define Q4R_BLOCK_BYTES 18 /* sizeof(nx_bq4_0_t): fp16 d, 16 code bytes */
+#define Q4R_LEAD 8         /* steps of 4 blocks between a prefetch and its use */
+
+/* The 4 int32 lanes of every 128-bit lane of a, b, c, d summed: lane j of the result holds
+ * a's, b's, c's and d's sums for 128-bit lane j, in that order. Each lane of the inputs is a
+ * sum of 8 products of a code (0-15) and an activation (|x| <= 127), so |lane| <= 15240 and
+ * every pair of them fits int16: packed to words (vpackssdw, no saturation) and summed in
+ * pairs by vpmaddwd, twice; fewer shuffles than a tree of unpacks. */
+static AI Q4R_TARGET __m512i q4r_sum4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m512i ab = _mm512_madd_epi16(_mm512_packs_epi32(a, b), ones);
+    __m512i cd = _mm512_madd_epi16(_mm512_packs_epi32(c, d), ones);
+    return _mm512_madd_epi16(_mm512_packs_epi32(ab, cd), ones);
+}
+
+/* Prefetch (to L2) the bytes of every row that step + Q4R_LEAD will read, in this tile or,
+ * past its end, in the weight's next tile: 72 bytes a row, so two lines may be touched. */
+static AI Q4R_TARGET void q4r_prefetch(const qtile_t *t, const cols_t *cs, uint32_t step,
+                                       uint32_t steps)
+{
+    uint32_t target = step + Q4R_LEAD;
+    uint64_t at = (uint64_t)target * 4 * Q4R_BLOCK_BYTES;
+    if (target >= steps) {
+        if (!t->ahead || t->count < NX_Q_TILE_COLS || target - steps >= steps)
+            return;
+        at = NX_Q_TILE_COLS * t->row_bytes + (uint64_t)(target - steps) * 4 * Q4R_BLOCK_BYTES;
+    }
+#pragma GCC unroll 16
+    for (int c = 0; c < NX_Q_TILE_COLS; c++) {
+        __builtin_prefetch(col_at(cs, c, at), 0, 1);
+        __builtin_prefetch(col_at(cs, c, at + 4 * Q4R_BLOCK_BYTES - 1), 0, 1);
+    }
+}
+
+/* One step: blocks b0 .. b0 + nblk - 1 (nblk 4, or 1-3 at the end of a row: masked loads, the
+ * missing blocks' lanes then zero and unused) of the 16 rows, into acc. */
+static AI Q4R_TARGET __m512 q4r_step(const cols_t *cs, const qrow_t *x, uint32_t b0, int nblk,
+                                     __m512 acc)
+{
+    /* word i of the 16-bit vpermw tables: A = the 64 bytes at the step's start, B = the 64
+     * at +8, so that word 32 + i is the span's word i + 4 */
+    const __m512i code_index = _mm512_set_epi16(
+        63, 62, 61, 60, 31, 30, 29, 28, 26, 25, 24, 23, 22, 21, 20, 19, /* blocks 3, 2 */
+        17, 16, 15, 14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1);        /* blocks 1, 0 */
+    /* the scales: lane 4r + j of halves[h] = block j's d of row 8h + r (word 9j of A), two
+     * rows at a time (tables A of an even row and of the next) */
+    const __m512i scale_index = _mm512_set_epi16(59, 50, 41, 32, 27, 18, 9, 0, 59, 50, 41, 32,
+                                                 27, 18, 9, 0, 59, 50, 41, 32, 27, 18, 9, 0, 59,
+                                                 50, 41, 32, 27, 18, 9, 0);
+    /* then lane 16 p + c of by_block[q] = block 2q + p's d of row c */
+    const __m512i block01 = _mm512_set_epi16(61, 57, 53, 49, 45, 41, 37, 33, 29, 25, 21, 17,
+                                             13, 9, 5, 1, 60, 56, 52, 48, 44, 40, 36, 32, 28,
+                                             24, 20, 16, 12, 8, 4, 0);
+    const __m512i block23 = _mm512_add_epi16(block01, _mm512_set1_epi16(2));
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    /* GF(2) affine bit matrix: output bit i (row 7 - i of the matrix) = input bit i + 4 */
+    const __m512i high_nibble = _mm512_set1_epi64(0x1020408000000000ll);
+    bool full = nblk == 4;
+    __mmask64 a_mask = full ? ~0ull : (1ull << (Q4R_BLOCK_BYTES * nblk)) - 1;
+    __mmask64 b_mask = full ? ~0ull : (1ull << (Q4R_BLOCK_BYTES * nblk - 8)) - 1;
+    __mmask64 x_mask = full ? ~0ull : nblk >= 2 ? ~0ull : (1ull << 32) - 1;
+    __mmask64 x2_mask = full ? ~0ull : nblk == 3 ? (1ull << 32) - 1 : 0;
+    /* the activations' 16-value halves: [lo of block 0 | 1 | 2 | 3], [hi ...] */
+    __m512i xa = _mm512_maskz_loadu_epi8(x_mask, x->qs + 32 * b0);
+    __m512i xb = _mm512_maskz_loadu_epi8(x2_mask, x->qs + 32 * b0 + 64);
+    __m512i x_lo = _mm512_shuffle_i64x2(xa, xb, _MM_SHUFFLE(2, 0, 2, 0));
+    __m512i x_hi = _mm512_shuffle_i64x2(xa, xb, _MM_SHUFFLE(3, 1, 3, 1));
+    __m512i halves[2] = {scale_index, scale_index}, group[4];
+    uint64_t at = (uint64_t)b0 * Q4R_BLOCK_BYTES;
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        __m512i sums[4], even_a = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            int c = 4 * g + i;
+            const uint8_t *row = col_at(cs, c, at);
+            __m512i a = _mm512_maskz_loadu_epi8(a_mask, row);
+            __m512i b = _mm512_maskz_loadu_epi8(b_mask, row + 8);
+            __m512i codes = _mm512_permutex2var_epi16(a, code_index, b);
+            __m512i lo = _mm512_and_si512(codes, low4);
+            __m512i hi = _mm512_gf2p8affine_epi64_epi8(codes, high_nibble, 0);
+            sums[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, x_lo),
+                                          hi, x_hi);
+            if (c % 2 == 0)
+                even_a = a;
+            else
+                halves[c / 8] = _mm512_mask2_permutex2var_epi16(
+                    even_a, halves[c / 8], (__mmask32)(0xffu << 4 * (c % 8 - 1)), a);
+        }
+        group[g] = q4r_sum4(sums[0], sums[1], sums[2], sums[3]);
+    }
+    /* group[g] 128-bit lane j: block j of rows 4g..4g+3; isum[j]: block j of the 16 rows */
+    __m512i t0 = _mm512_shuffle_i64x2(group[0], group[1], _MM_SHUFFLE(1, 0, 1, 0));
+    __m512i t1 = _mm512_shuffle_i64x2(group[0], group[1], _MM_SHUFFLE(3, 2, 3, 2));
+    __m512i t2 = _mm512_shuffle_i64x2(group[2], group[3], _MM_SHUFFLE(1, 0, 1, 0));
+    __m512i t3 = _mm512_shuffle_i64x2(group[2], group[3], _MM_SHUFFLE(3, 2, 3, 2));
+    __m512i isum[4] = {_mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(3, 1, 3, 1)),
+                       _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(3, 1, 3, 1))};
+    __m512i by_block[2] = {_mm512_permutex2var_epi16(halves[0], block01, halves[1]),
+                           _mm512_permutex2var_epi16(halves[0], block23, halves[1])};
+    __m512 dw[4] = {_mm512_cvtph_ps(_mm512_castsi512_si256(by_block[0])),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64(by_block[0], 1)),
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(by_block[1])),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64(by_block[1], 1))};
+    /* Q4_0's codes are nibble - 8: each block's sum is 8 x -sum(x) more */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        isum[j] = _mm512_add_epi32(isum[j], _mm512_set1_epi32(8 * x->offset[b0 + j]));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        if (j < nblk)
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]),
+                                  _mm512_mul_ps(dw[j], _mm512_set1_ps(x->d[b0 + j])), acc);
+    return acc;
+}
+
+static Q4R_TARGET void q4_0_rows_avx512(const qtile_t *t, const cols_t *cs)
+{
+    qrow_t x = qrow(t->a, 0);
+    uint32_t blocks = t->k / 32, full_steps = blocks / 4, steps = (blocks + 3) / 4;
+    __m512 acc = _mm512_setzero_ps();
+    for (uint32_t step = 0; step < full_steps; step++) { /* hot */
+        q4r_prefetch(t, cs, step, steps);
+        acc = q4r_step(cs, &x, 4 * step, 4, acc);
+    }
+    if (blocks % 4)
+        acc = q4r_step(cs, &x, 4 * full_steps, (int)(blocks % 4), acc);
+    float out[NX_Q_TILE_COLS];
+    _mm512_storeu_ps(out, acc);
+    for (uint32_t c = 0; c < t->count; c++)
+        store_out(t, 0, c, out[c]);
+}
+
 /* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
  * as no pair of products passes 32767 (codes <= 63, or |Q8_0 code| <= 128 through the sign
  * trick, times |x| <= 127). Q8_0 stays signed: |w| times x with w's sign. */
@@ -632,6 +790,20 @@ static bool cpu_has(nx__q_path_t path)
     }
 }
 
+/* GFNI (Ice Lake and later, Zen 4): q4_0_rows_avx512 splits nibbles with it; AVX-512 CPUs
+ * without it (Skylake-SP, Cascade Lake) keep the tile kernel for Q4_0 at batch 1. */
+static bool cpu_has_gfni(void)
+{
+    static int has = -1;
+    int known = __atomic_load_n(&has, __ATOMIC_RELAXED);
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("gfni") ? 1 : 0;
+        __atomic_store_n(&has, known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+
 nx__q_path_t nx__q_path(void)
 {
     int path = __atomic_load_n(&chosen_path, __ATOMIC_RELAXED);
@@ -713,7 +885,9 @@ static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
                  row_bytes, 3 * row_bytes, {0}};
     for (int c = 0; c < NX_Q_TILE_COLS; c++)
         cs.index[c] = (int32_t)(c * row_bytes);
-    if (path == NX__Q_AVX512)
+    if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q4_0 && cpu_has_gfni())
+        q4_0_rows_avx512(&t, &cs);
+    else if (path == NX__Q_AVX512)
         tile_avx512(&t, &cs);
     else
         tile_avx2(&t, &cs);

@@ -4,7 +4,7 @@
  * quantizing the input rows (as the backend does once per input) and every tile.
  *
  *   build/bench/quant_matmul [--threads 2] [--rounds 5] [--batches 1,8,128] [--shapes all|0.6b|4b]
- *                            [--types bf16,f16,q8_0,q4_0,q5_0,q4_k,q6_k]
+ *                            [--types bf16,f16,q8_0,q4_0,q5_0,q4_k,q6_k] [--hot 1]
  *
  * Weights are read from memory, not the caches, as in a forward pass: each kernel cycles
  * through copies of its matrix that together exceed 4 x L3. Batch 1 reports GB/s of weight
@@ -13,6 +13,12 @@
  * figure carries its speed relative to BF16 on the same shape and batch (above 1: faster).
  * The kernels take turns round by round (bf16, q8_0, ..., then again), and each figure is the
  * median of --rounds passes, so that a busy shared machine disturbs them alike.
+ *
+ * --hot 1 measures the kernels' compute ceiling instead: each shape cut to HOT_ROWS weight rows
+ * per thread (one task each), one copy, every task run HOT_REPEAT times over its rows, which
+ * then come from the core's L2 (or L3 for the widest rows): the GB/s a kernel could stream if
+ * memory were free. Decode keeps up with memory only when this is well above the read
+ * bandwidth per core.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +34,8 @@
 
 #define MAX_TYPES 8
 #define MAX_BATCHES 4
+#define HOT_ROWS 256   /* --hot: weight rows per thread (one task of 16 tiles) */
+#define HOT_REPEAT 64  /* --hot: passes over them per timed matmul */
 
 typedef struct shape {
     const char *name;
@@ -50,6 +58,7 @@ typedef struct job {
     float *y;           /* [n][rows] */
     nx__qact_t *qact;   /* NULL for fp32 kernels */
     void **scratch;     /* per worker */
+    uint32_t repeat;    /* passes of every task over its rows (1; HOT_REPEAT with --hot) */
 } job_t;
 
 static void quantize_task(void *ctx, uint32_t row, uint32_t worker)
@@ -69,14 +78,17 @@ static void tile_task(void *ctx, uint32_t task, uint32_t worker)
     job_t *j = ctx;
     uint32_t span = NX_K_TILE_COLS * tiles_per_task(j->n), first = task * span;
     uint32_t end = j->w.rows - first < span ? j->w.rows : first + span;
-    if (j->qact) {
-        nx__q_matmul(j->qact, j->n, &j->w, NULL, first, end - first, j->y, false,
-                     j->scratch[worker]);
-        return;
-    }
-    for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
-        uint32_t cols = end - col < NX_K_TILE_COLS ? end - col : NX_K_TILE_COLS;
-        nx__k_matmul_tile(j->x, j->n, &j->w, NULL, col, cols, j->y, false, j->scratch[worker]);
+    for (uint32_t pass = 0; pass < j->repeat; pass++) {
+        if (j->qact) {
+            nx__q_matmul(j->qact, j->n, &j->w, NULL, first, end - first, j->y, false,
+                         j->scratch[worker]);
+            continue;
+        }
+        for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
+            uint32_t cols = end - col < NX_K_TILE_COLS ? end - col : NX_K_TILE_COLS;
+            nx__k_matmul_tile(j->x, j->n, &j->w, NULL, col, cols, j->y, false,
+                              j->scratch[worker]);
+        }
     }
 }
 
@@ -111,7 +123,8 @@ static uint64_t cache_bytes(void)
 
 /* rows x cols of dtype from a few hundred quantized random rows repeated (quantizing all of
  * lm_head with Q4_K's search would take longer than the benchmark). */
-static bool weights_make(weights_t *w, nx_dtype_t dtype, uint32_t rows, uint32_t cols)
+static bool weights_make(weights_t *w, nx_dtype_t dtype, uint32_t rows, uint32_t cols,
+                         bool hot)
 {
     enum { DISTINCT = 64 };
     uint64_t row_bytes = nx__quant_row_bytes(dtype, cols);
@@ -127,7 +140,7 @@ static bool weights_make(weights_t *w, nx_dtype_t dtype, uint32_t rows, uint32_t
     }
     for (uint32_t r = 0; r < DISTINCT; r++)
         nx__quantize_row(dtype, src + (size_t)r * cols, rows_q + r * row_bytes, cols);
-    uint64_t want = 4 * cache_bytes();
+    uint64_t want = hot ? 1 : 4 * cache_bytes();
     w->count = (uint32_t)((want + w->bytes - 1) / w->bytes);
     w->copies = calloc(w->count, sizeof *w->copies);
     bool ok = w->copies != NULL;
@@ -164,12 +177,14 @@ typedef struct args {
     nx_dtype_t types[MAX_TYPES]; /* types[0] is BF16, the baseline */
     int type_count;
     const char *shapes; /* "all", "0.6b", "4b" */
+    bool hot;           /* --hot 1: from the caches (see the file comment) */
 } args_t;
 
 static int usage(void)
 {
     fprintf(stderr, "usage: quant_matmul [--threads 2] [--rounds 5] [--batches 1,8,128] "
-                    "[--shapes all|0.6b|4b] [--types bf16,f16,q8_0,q4_0,q5_0,q4_k,q6_k]\n");
+                    "[--shapes all|0.6b|4b] [--types bf16,f16,q8_0,q4_0,q5_0,q4_k,q6_k] "
+                    "[--hot 1]\n");
     return 2;
 }
 
@@ -188,6 +203,8 @@ static bool parse_args(int argc, char **argv, args_t *a)
             a->rounds = (uint32_t)atoi(val);
         else if (strcmp(argv[i], "--shapes") == 0)
             a->shapes = val;
+        else if (strcmp(argv[i], "--hot") == 0)
+            a->hot = atoi(val) != 0;
         else if (strcmp(argv[i], "--types") == 0)
             types = val;
         else if (strcmp(argv[i], "--batches") == 0) {
@@ -218,9 +235,10 @@ static bool parse_args(int argc, char **argv, args_t *a)
 /* Seconds of one pass of kernel `t` (its next weight copy) on batch n. */
 static double time_pass(nx__tpool_t *tp, weights_t *w, const shape_t *s, uint32_t n,
                         const float *x, float *y, nx__qact_t *qact, void *qact_mem,
-                        void **scratch)
+                        void **scratch, uint32_t repeat)
 {
-    job_t j = {x, n, {w->copies[w->next], w->dtype, s->rows, s->cols}, y, NULL, scratch};
+    job_t j = {x, n, {w->copies[w->next], w->dtype, s->rows, s->cols}, y, NULL, scratch,
+               repeat};
     w->next = (w->next + 1) % w->count;
     nx__qfamily_t family = nx__q_family(w->dtype);
     if (family != NX__QF_NONE) {
@@ -274,13 +292,17 @@ int main(int argc, char **argv)
         printf(" %17s", nx_dtype_name(a.types[t]));
     printf("\n");
     for (size_t si = 0; si < sizeof all_shapes / sizeof *all_shapes; si++) {
-        const shape_t *s = &all_shapes[si];
+        shape_t cut = all_shapes[si];
+        const shape_t *s = &cut;
         if (strcmp(a.shapes, "all") != 0 && strncmp(s->name, a.shapes, strlen(a.shapes)) != 0)
             continue;
+        uint32_t repeat = a.hot ? HOT_REPEAT : 1;
+        if (a.hot && cut.rows > HOT_ROWS * a.threads)
+            cut.rows = HOT_ROWS * a.threads;
         weights_t w[MAX_TYPES];
         bool ok = true;
         for (int t = 0; t < a.type_count; t++)
-            ok = ok && weights_make(&w[t], a.types[t], s->rows, s->cols);
+            ok = ok && weights_make(&w[t], a.types[t], s->rows, s->cols, a.hot);
         if (!ok) {
             fprintf(stderr, "quant_matmul: out of memory for %s\n", s->name);
             return 1;
@@ -291,15 +313,16 @@ int main(int argc, char **argv)
                 continue;
             double times[MAX_TYPES][100];
             for (int t = 0; t < a.type_count; t++) /* warm-up: page in, pick paths */
-                time_pass(tp, &w[t], s, n, x, y, &qact, qact_mem, scratch);
+                time_pass(tp, &w[t], s, n, x, y, &qact, qact_mem, scratch, repeat);
             for (uint32_t r = 0; r < a.rounds; r++)
                 for (int t = 0; t < a.type_count; t++)
-                    times[t][r] = time_pass(tp, &w[t], s, n, x, y, &qact, qact_mem, scratch);
+                    times[t][r] = time_pass(tp, &w[t], s, n, x, y, &qact, qact_mem, scratch,
+                                            repeat);
             printf("%-14s %5u", s->name, n);
             double base = 0;
             for (int t = 0; t < a.type_count; t++) {
                 qsort(times[t], a.rounds, sizeof(double), cmp_double);
-                double sec = times[t][a.rounds / 2];
+                double sec = times[t][a.rounds / 2] / repeat;
                 base = t == 0 ? sec : base;
                 char cell[40];
                 if (n == 1)
