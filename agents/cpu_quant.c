@@ -635,15 +635,15 @@ static AI Q4R_TARGET __m512 q4r_step(const cols_t *cs, const qrow_t *x, uint32_t
                     _mm512_cvtph_ps(_mm512_extracti64x4_epi64(by_block[0], 1)),
                     _mm512_cvtph_ps(_mm512_castsi512_si256(by_block[1])),
                     _mm512_cvtph_ps(_mm512_extracti64x4_epi64(by_block[1], 1))};
-    /* Q4_0's codes are nibble - 8: each block's sum is 8 x -sum(x) more */
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++)
-        isum[j] = _mm512_add_epi32(isum[j], _mm512_set1_epi32(8 * x->offset[b0 + j]));
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++)
-        if (j < nblk)
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]),
-                                  _mm512_mul_ps(dw[j], _mm512_set1_ps(x->d[b0 + j])), acc);
+    for (int j = 0; j < 4; j++) {
+        if (j >= nblk) /* past the end of the row: not read */
+            break;
+        /* Q4_0's codes are nibble - 8: each block's sum is 8 x -sum(x) more */
+        __m512i block_sum = _mm512_add_epi32(isum[j], _mm512_set1_epi32(8 * x->offset[b0 + j]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block_sum),
+                              _mm512_mul_ps(dw[j], _mm512_set1_ps(x->d[b0 + j])), acc);
+    }
     return acc;
 }
 
