@@ -5,7 +5,12 @@ sequence for both runs), through a real nexusd started once with --policy cost a
 --policy lru. Prints per policy: time to first token p50/p99 (client side, send -> first
 token), loads (swaps in) and the bytes they moved, and the wall time.
 
-  NEXUS_BUILD=build /usr/bin/python3 bench/swap.py [--tasks 1000] [--window 4]
+With --quant TYPE every model is first written as one GGUF file by `nexusctl model quantize
+--type TYPE` (q8_0, q4_0, q4_k_m, ...) and the agents name those files: the daemon's status
+then counts the quantized bytes, and the pool is scaled by the same ratio as the weights
+(quantized bytes / BF16 bytes) so it still holds about a third of them.
+
+  NEXUS_BUILD=build /usr/bin/python3 bench/swap.py [--tasks 1000] [--window 4] [--quant TYPE]
 """
 import argparse
 import json
@@ -95,6 +100,30 @@ def make_models(root):
     return models
 
 
+def dir_bytes(path, chunk=2 << 20):
+    """A model's weight file bytes rounded up to the pool's chunks (the CPU backend's 2 MiB),
+    as residency holds them."""
+    if os.path.isfile(path):
+        n = os.path.getsize(path)
+    else:
+        n = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
+                if f.endswith(".safetensors"))
+    return -(-n // chunk) * chunk
+
+
+def quantize_models(models, qtype):
+    """Each model folder to one GGUF file of type qtype; returns the new map (the agents name
+    the files, '<name>.gguf', in the models folder)."""
+    out = {}
+    for name, path in models.items():
+        gguf = path + "." + qtype + ".gguf"
+        r = subprocess.run([du.NEXUSCTL, "model", "quantize", path, gguf, "--type", qtype],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"quantize {path}: {r.stderr}"
+        out[name + ".gguf"] = gguf
+    return out
+
+
 def task_sequence(n_tasks, n_agents, seed=7, s=1.1):
     rng = random.Random(seed)
     ranks = list(range(n_agents))
@@ -108,8 +137,8 @@ def pct(values, p):
     return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
 
 
-def run_policy(policy, models, agents, sequence, window):
-    d = du.Daemon(agents, models=models, conf={"pool": "48MiB", "host_cache": "32MiB",
+def run_policy(policy, models, agents, sequence, window, pool_mib):
+    d = du.Daemon(agents, models=models, conf={"pool": f"{pool_mib}MiB", "host_cache": "32MiB",
                                                "context": 256, "max_batch": 4})
     try:
         d.start(extra_args=("--policy", policy))
@@ -153,10 +182,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--quant", metavar="TYPE",
+                    help="quantize every model to one GGUF file of this type first")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="nx-bench-swap-")
     try:
         models = make_models(root)
+        pool_mib = 48
+        if args.quant:
+            bf16 = sum(dir_bytes(p) for p in models.values())
+            models = quantize_models(models, args.quant)
+            quant = sum(dir_bytes(p) for p in models.values())
+            pool_mib = max(8, round(48 * quant / bf16))
+            print(f"swap: models quantized to {args.quant} GGUF: {quant / 1e6:.1f} MB of files "
+                  f"for {bf16 / 1e6:.1f} MB of BF16 safetensors (each rounded to 2 MiB chunks) ({quant / bf16:.2f}x), "
+                  f"pool {pool_mib} MiB instead of 48")
         names = sorted(models)
         agents = [du.agent(f"a{i:03d}", names[i % len(names)],
                            generation={"max_tokens": 4}, limits={"queue": 1000})
@@ -165,7 +205,8 @@ def main():
         print(f"swap: {len(agents)} agents on {len(models)} models "
               f"(12 tiny, 5 medium 256x4, 3 large 512x6), {args.tasks} Zipf(1.1) tasks, "
               f"{args.window} in flight, max_tokens 4")
-        results = [run_policy(p, models, agents, sequence, args.window) for p in ("cost", "lru")]
+        results = [run_policy(p, models, agents, sequence, args.window, pool_mib)
+                   for p in ("cost", "lru")]
         r0 = results[0]
         print(f"pool {r0['pool_mb']:.0f} MB for {r0['weights_mb']:.0f} MB of weights "
               f"(chunk-rounded), host cache 33.6 MB")
