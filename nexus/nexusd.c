@@ -10,6 +10,7 @@
  * message says what and where), 2 a usage error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +68,23 @@ static int parse_args(int argc, char **argv, args_t *a)
 /* ------------------------------------------------------------------------------------------
  * Start-up steps
  */
+/* An agent file's text for the agents table. It was read as a regular file moments ago;
+ * should it have been swapped for a FIFO since, O_NONBLOCK and the fstat keep this from
+ * waiting forever (the text is then stored empty). */
 static char *read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
         return NULL;
+    }
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
     char *buf = NULL;
     size_t len = 0, cap = 0, n;
     char chunk[8192];
