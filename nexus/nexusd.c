@@ -129,14 +129,24 @@ static int check_security(const nx_nexus_conf_t *conf, nx_err_t *err)
     return NX_OK;
 }
 
-/* Every task a crash left accepted or running is marked failed with the reason: its client
+/* Every task a crash left accepted or running is marked failed with the reason (the end kept
+ * aside in nexus.db-ends when the disk was full, else "interrupted by a restart"): its client
  * is gone (nobody would receive a result), and a half-run pipeline stage is not replayed
  * behind the user's back. The rows stay listed by `tasks` with that reason. */
 static int recover_unfinished(nx_store_t *store, nx_err_t *err)
 {
+    /* First the ends the last run could not store (a full disk): their reason is the real
+     * one, so they are stored before the rest is marked interrupted. */
+    nx_store_ends_t *ends = nx_store_ends_open(nx_store_path(store), err);
+    if (!ends)
+        return err->code;
+    int rc = nx_store_ends_flush(ends, store, err);
+    nx_store_ends_close(&ends);
+    if (rc != NX_OK)
+        return rc;
     nx_task_row_t *rows = NULL;
     size_t count = 0;
-    int rc = nx_store_tasks_unfinished(store, &rows, &count, err);
+    rc = nx_store_tasks_unfinished(store, &rows, &count, err);
     if (rc != NX_OK || count == 0)
         goto out;
     if ((rc = nx_store_begin(store, err)) != NX_OK)
