@@ -37,6 +37,12 @@ void nx__report_to_mailbox(void *user, nx_report_t *report);
 /* Free any router mailbox item (report or store request). */
 void nx__mailbox_item_free(void *item);
 
+/* `nexusd --check` beyond the files (daemon_check.c): the home can be written, the pool fits
+ * this machine's device, every agent's model opens (headers, config and tokenizer; no
+ * weights). NX_OK with a one-line summary ("2 agents; pool 64.0 MiB of cpu memory, ...") in
+ * summary, or the first problem in err naming the config file, the field or agent, and why. */
+int nx__daemon_check(const nx_nexus_conf_t *conf, char *summary, size_t cap, nx_err_t *err);
+
 /* ------------------------------------------------------------------------------------------
  * The store thread (storeth.c)
  */

@@ -6,6 +6,10 @@
  *
  *   nexusd [--config FILE] [--policy cost|lru] [--check]
  *
+ * --check reads the configuration as start-up does, then also opens every agent's model
+ * (headers, config and tokenizer; no weights), sizes the pool against this machine and tries
+ * the home for writing (daemon_check.c); it leaves nothing behind.
+ *
  * Exit codes: 0 clean stop (or --check passed), 1 the configuration or start-up failed (the
  * message says what and where), 2 a usage error.
  */
@@ -401,9 +405,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (args.check) {
+        char summary[256];
         int rc = check_security(d.conf, &err);
         if (rc == NX_OK)
-            printf("%s: OK (%zu agents)\n", args.config, d.conf->agent_count);
+            rc = nx__daemon_check(d.conf, summary, sizeof summary, &err);
+        if (rc == NX_OK)
+            printf("%s: OK (%s)\n", args.config, summary);
         else
             fprintf(stderr, "nexusd: %s\n", err.msg);
         nx_nexus_conf_free(&d.conf);

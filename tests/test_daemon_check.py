@@ -4,7 +4,12 @@ run as real processes with a timeout, so a hang is a failure rather than a stuck
 - a FIFO (or any non-regular file) named like an agent file is refused at once, naming the
   file and saying it is not a regular file, by --check and by start-up;
 - an agent file of 100,000 nested flow lists is refused at once (nesting is capped before
-  libyaml builds a document), naming FILE:LINE:COL.
+  libyaml builds a document), naming FILE:LINE:COL;
+- --check opens every agent's model (headers and config, no weights): a model folder whose
+  checkpoint is broken is reported by name;
+- --check sizes the pool against this machine: more bytes than the machine has is an error
+  naming both figures;
+- --check refuses a home that cannot be written (a file, or a folder under a file).
 """
 import os
 import subprocess
@@ -49,3 +54,62 @@ def test_deeply_nested_agent_file_is_refused_promptly():
     finally:
         d.close()
 
+
+def test_check_opens_the_models():
+    d = du.Daemon([du.agent("echo", "tq"), du.agent("broken", "bad")],
+                  models={**du.tiny_models()})
+    try:
+        bad = os.path.join(d.home, "models", "bad")
+        os.makedirs(bad)
+        with open(os.path.join(bad, "model.safetensors"), "wb") as f:
+            f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 1, r.stdout
+        assert "agent 'broken'" in r.stderr and "model.safetensors" in r.stderr, r.stderr
+        os.remove(os.path.join(d.home, "agents", "broken.yaml"))
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    finally:
+        d.close()
+
+
+def test_check_sizes_the_pool_against_this_machine():
+    d = du.Daemon([du.agent("echo", "tq")], conf={"pool": "900TiB"})
+    try:
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 1, r.stdout
+        assert "pool" in r.stderr and str(900 << 40) in r.stderr, r.stderr
+        assert d.config in r.stderr, r.stderr
+    finally:
+        d.close()
+    d = du.Daemon([du.agent("echo", "tq")], conf={"pool": "80%"})
+    try:
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0, r.stderr  # a fraction of what is free always fits
+        assert "pool" in r.stdout, r.stdout  # and the verdict says what it comes to
+    finally:
+        d.close()
+
+
+def test_check_refuses_a_home_that_cannot_be_written():
+    d = du.Daemon([du.agent("echo", "tq")])
+    try:
+        a_file = os.path.join(d.home, "a-file")
+        with open(a_file, "w") as f:
+            f.write("not a folder\n")
+        for home in (a_file, os.path.join(a_file, "var")):
+            with open(d.config) as f:
+                text = f.read().replace(f'home: "{d.home}"', f'home: "{home}"')
+            with open(d.config, "w") as f:
+                f.write(text)
+            r, _ = run_nexusd("--config", d.config, "--check")
+            assert r.returncode == 1, r.stdout
+            assert "home" in r.stderr and home in r.stderr, r.stderr
+            with open(d.config) as f:
+                text = f.read().replace(f'home: "{home}"', f'home: "{d.home}"')
+            with open(d.config, "w") as f:
+                f.write(text)
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.close()
