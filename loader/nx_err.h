@@ -27,7 +27,8 @@
     X(EBUSY, -11, "busy")                                  \
     X(ECANCELED, -12, "canceled")                          \
     X(ESTATE, -13, "invalid state")                        \
-    X(EMISMATCH, -14, "contents differ")
+    X(EMISMATCH, -14, "contents differ")                   \
+    X(ENOSPC, -15, "no space left to store it")
 
 enum {
     NX_OK = 0,

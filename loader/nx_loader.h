@@ -330,6 +330,17 @@ typedef struct nx_region nx_region_t;
 nx_pool_t *nx_pool_new(const nx_pool_opts_t *opts, nx_err_t *err);
 /* All regions must have been freed. */
 void nx_pool_destroy(nx_pool_t **self_p);
+/* What nx_pool_new would reserve with these options on this machine, without reserving it:
+ * the device opened (AUTO resolved as nx_pool_new resolves it) and its memory read. NX_ENOMEM
+ * naming both figures when the pool is more than the device's free memory (CPU: MemAvailable);
+ * a missing device as nx_pool_new says it. For `nexusd --check`. */
+typedef struct nx_pool_plan {
+    nx_device_kind_t device; /* the backend that would be used (never AUTO) */
+    uint64_t bytes;          /* the pool's size: opts->bytes, or fraction of free_bytes */
+    uint64_t free_bytes;     /* the device's free memory now (CPU: MemAvailable) */
+    uint64_t total_bytes;    /* the device's memory (CPU: MemTotal) */
+} nx_pool_plan_t;
+int nx_pool_plan(const nx_pool_opts_t *opts, nx_pool_plan_t *out, nx_err_t *err);
 
 /* The backend actually in use (never AUTO). */
 nx_device_kind_t nx_pool_device(const nx_pool_t *self);

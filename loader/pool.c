@@ -250,6 +250,36 @@ out_free_pool:
     return NULL;
 }
 
+int nx_pool_plan(const nx_pool_opts_t *opts, nx_pool_plan_t *out, nx_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!opts)
+        return nx_err_set(err, NX_EINVAL, "pool options: none given");
+    int rc = validate_opts(opts, err);
+    if (rc != NX_OK)
+        return rc;
+    nx_dev_t *dev = open_device(opts, err);
+    if (!dev)
+        return err && err->code ? err->code : NX_EDEVICE;
+    out->device = dev->kind;
+    rc = dev->ops->mem_info(dev, &out->free_bytes, &out->total_bytes, err);
+    const char *name = dev->ops->name;
+    nx__dev_close(&dev);
+    if (rc != NX_OK)
+        return rc;
+    out->bytes = opts->bytes ? opts->bytes : (uint64_t)((double)out->free_bytes * opts->fraction);
+    if (out->bytes > out->free_bytes) {
+        char want[32], free_text[32], total_text[32];
+        return nx_err_set(err, NX_ENOMEM,
+                          "pool of %" PRIu64 " bytes (%s) is more than the %" PRIu64
+                          " bytes (%s) free of %s on this machine's %s device",
+                          out->bytes, fmt_bytes(out->bytes, want, sizeof want), out->free_bytes,
+                          fmt_bytes(out->free_bytes, free_text, sizeof free_text),
+                          fmt_bytes(out->total_bytes, total_text, sizeof total_text), name);
+    }
+    return NX_OK;
+}
+
 static void region_release(nx_pool_t *pool, nx_region_t *region);
 
 void nx_pool_destroy(nx_pool_t **self_p)

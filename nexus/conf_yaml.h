@@ -17,6 +17,7 @@
 #include "nx_err.h"
 
 #define NX__CONF_MAX_FILE_BYTES (4u << 20) /* a config is text; anything bigger is a mistake */
+#define NX__CONF_MAX_DEPTH 64 /* lists and mappings inside each other, the top mapping included */
 
 typedef struct nx__yfile {
     char *path;         /* as given, for messages */
@@ -28,8 +29,10 @@ typedef struct nx__yfile {
 } nx__yfile_t;
 
 /* Read and parse `path` (one document). A syntax error is NX_EFORMAT with libyaml's problem
- * text at FILE:LINE:COL; a missing file NX_ENOTFOUND; an empty file NX_EFORMAT. On success the
- * root is a mapping. Call nx__yfile_close in every case. */
+ * text at FILE:LINE:COL, and so is nesting deeper than NX__CONF_MAX_DEPTH (found before any
+ * document is built); a missing file NX_ENOTFOUND; a FIFO, folder or device NX_EIO "not a
+ * regular file" (never opened in a way that could block); an empty file NX_EFORMAT. On success
+ * the root is a mapping. Call nx__yfile_close in every case. */
 int nx__yfile_open(nx__yfile_t *f, const char *path, nx_err_t *err);
 void nx__yfile_close(nx__yfile_t *f);
 yaml_node_t *nx__yfile_root(nx__yfile_t *f);

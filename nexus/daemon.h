@@ -37,6 +37,12 @@ void nx__report_to_mailbox(void *user, nx_report_t *report);
 /* Free any router mailbox item (report or store request). */
 void nx__mailbox_item_free(void *item);
 
+/* `nexusd --check` beyond the files (daemon_check.c): the home can be written, the pool fits
+ * this machine's device, every agent's model opens (headers, config and tokenizer; no
+ * weights). NX_OK with a one-line summary ("2 agents; pool 64.0 MiB of cpu memory, ...") in
+ * summary, or the first problem in err naming the config file, the field or agent, and why. */
+int nx__daemon_check(const nx_nexus_conf_t *conf, char *summary, size_t cap, nx_err_t *err);
+
 /* ------------------------------------------------------------------------------------------
  * The store thread (storeth.c)
  */
@@ -98,6 +104,9 @@ typedef struct nx__storeth nx__storeth_t;
 nx__storeth_t *nx__storeth_start(nx_store_t **store_p, nx_mailbox_t *acks, nx_err_t *err);
 /* Queue a request (takes ownership). */
 void nx__storeth_submit(nx__storeth_t *self, nx__store_req_t *req);
+/* The wire error code for a store request that failed with rc: "storage_full" when the disk
+ * holding the database is full (NX_ENOSPC), else "internal". */
+const char *nx__store_wire_code(int rc);
 /* Process what is queued, stop the thread and close the database. */
 void nx__storeth_stop(nx__storeth_t **self_p);
 

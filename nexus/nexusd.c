@@ -6,10 +6,15 @@
  *
  *   nexusd [--config FILE] [--policy cost|lru] [--check]
  *
+ * --check reads the configuration as start-up does, then also opens every agent's model
+ * (headers, config and tokenizer; no weights), sizes the pool against this machine and tries
+ * the home for writing (daemon_check.c); it leaves nothing behind.
+ *
  * Exit codes: 0 clean stop (or --check passed), 1 the configuration or start-up failed (the
  * message says what and where), 2 a usage error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +72,23 @@ static int parse_args(int argc, char **argv, args_t *a)
 /* ------------------------------------------------------------------------------------------
  * Start-up steps
  */
+/* An agent file's text for the agents table. It was read as a regular file moments ago;
+ * should it have been swapped for a FIFO since, O_NONBLOCK and the fstat keep this from
+ * waiting forever (the text is then stored empty). */
 static char *read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
         return NULL;
+    }
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
     char *buf = NULL;
     size_t len = 0, cap = 0, n;
     char chunk[8192];
@@ -116,14 +133,24 @@ static int check_security(const nx_nexus_conf_t *conf, nx_err_t *err)
     return NX_OK;
 }
 
-/* Every task a crash left accepted or running is marked failed with the reason: its client
+/* Every task a crash left accepted or running is marked failed with the reason (the end kept
+ * aside in nexus.db-ends when the disk was full, else "interrupted by a restart"): its client
  * is gone (nobody would receive a result), and a half-run pipeline stage is not replayed
  * behind the user's back. The rows stay listed by `tasks` with that reason. */
 static int recover_unfinished(nx_store_t *store, nx_err_t *err)
 {
+    /* First the ends the last run could not store (a full disk): their reason is the real
+     * one, so they are stored before the rest is marked interrupted. */
+    nx_store_ends_t *ends = nx_store_ends_open(nx_store_path(store), err);
+    if (!ends)
+        return err->code;
+    int rc = nx_store_ends_flush(ends, store, err);
+    nx_store_ends_close(&ends);
+    if (rc != NX_OK)
+        return rc;
     nx_task_row_t *rows = NULL;
     size_t count = 0;
-    int rc = nx_store_tasks_unfinished(store, &rows, &count, err);
+    rc = nx_store_tasks_unfinished(store, &rows, &count, err);
     if (rc != NX_OK || count == 0)
         goto out;
     if ((rc = nx_store_begin(store, err)) != NX_OK)
@@ -378,9 +405,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (args.check) {
+        char summary[256];
         int rc = check_security(d.conf, &err);
         if (rc == NX_OK)
-            printf("%s: OK (%zu agents)\n", args.config, d.conf->agent_count);
+            rc = nx__daemon_check(d.conf, summary, sizeof summary, &err);
+        if (rc == NX_OK)
+            printf("%s: OK (%s)\n", args.config, summary);
         else
             fprintf(stderr, "nexusd: %s\n", err.msg);
         nx_nexus_conf_free(&d.conf);

@@ -4,8 +4,8 @@
  *
  * Codes and their return values: too_large NX_EINVAL, bad_msgpack NX_EFORMAT, unknown_op
  * NX_ENOTSUP, bad_request NX_EINVAL. Rules beyond the spec's table, chosen so that no frame is
- * ambiguous: an optional field given as nil counts as absent; a field the op reads may not be
- * given twice; names (agent, model, session, route entries) may not be empty; every string is
+ * ambiguous: an optional field given as nil counts as absent; a field the op reads (and `id`)
+ * may not be given twice; names (agent, model, session, route entries) may not be empty; every string is
  * valid UTF-8 without NUL bytes.
  */
 #include <math.h>
@@ -344,12 +344,17 @@ static int parse_fields(ctx_t *c, const msgpack_object *m, nx_request_t *r)
     }
 }
 
-/* Keep the "id" value's msgpack bytes (re-packed from the object) to echo verbatim. */
+/* Keep the "id" value's msgpack bytes (re-packed from the object) to echo verbatim. An id
+ * given twice is a bad_request like any other key given twice; the first one is still kept,
+ * so the error reply carries an id the client sent. */
 static int take_id(ctx_t *c, const msgpack_object *m, nx_request_t *r)
 {
     const msgpack_object *v = nx__proto_get(m, "id");
     if (!v)
         return NX_OK;
+    uint32_t ids = 0;
+    for (uint32_t i = 0; i < m->via.map.size; i++)
+        ids += nx__proto_str_eq(&m->via.map.ptr[i].key, "id");
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
@@ -360,7 +365,7 @@ static int take_id(ctx_t *c, const msgpack_object *m, nx_request_t *r)
     }
     r->id_len = buf.size;
     r->id = (unsigned char *)msgpack_sbuffer_release(&buf);
-    return NX_OK;
+    return ids > 1 ? BAD_REQUEST(c, "field 'id' is given twice") : NX_OK;
 }
 
 static int parse_op(ctx_t *c, const msgpack_object *m, nx_request_t *r)

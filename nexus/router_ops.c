@@ -281,7 +281,7 @@ void nx__query_stored(nx__router_t *self, nx__store_req_t *sreq)
 {
     nx__client_t *client = sreq->ctx;
     if (sreq->rc != NX_OK) {
-        nx__reply_error(self, client, "internal", sreq->err.msg, 0);
+        nx__reply_error(self, client, nx__store_wire_code(sreq->rc), sreq->err.msg, 0);
     } else if (sreq->type == NX__SQ_HISTORY && !sreq->session_found) {
         char message[256];
         snprintf(message, sizeof message, "session '%.128s' does not exist", sreq->filter);

@@ -351,13 +351,16 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
 static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_t *sreq)
 {
     nx_report_t *rep = job->finished;
-    const char *status = nx_task_status_name(rep->status);
+    /* An end that could not be stored is not the end the client is told: it fails (and the
+     * store thread keeps that end aside for listings and for the database). */
+    const char *status = nx_task_status_name(sreq->rc != NX_OK ? NX_TASK_FAILED : rep->status);
     nx__event_task(self, job->stage_id, job->agent->name, status);
     if (sreq->rc != NX_OK) {
         char message[1200];
         snprintf(message, sizeof message, "the task's end could not be stored: %s",
                  sreq->err.msg);
-        nx__reply_error(self, &job->client, "internal", message, job->root_id);
+        nx__reply_error(self, &job->client, nx__store_wire_code(sreq->rc), message,
+                        job->root_id);
     } else if (rep->status != NX_TASK_DONE) {
         nx__reply_error(self, &job->client, rep->error_code ? rep->error_code : "internal",
                         rep->message ? rep->message : "the task failed", job->root_id);
@@ -399,7 +402,7 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             snprintf(message, sizeof message, "the task could not be stored: %s",
                      sreq->err.msg);
             self->queued[nx__agent_index(self, job->agent)]--;
-            nx__reply_error(self, &job->client, "internal", message, 0);
+            nx__reply_error(self, &job->client, nx__store_wire_code(sreq->rc), message, 0);
             self->job_count--;
             nx__job_free(job);
             goto out;

@@ -9,6 +9,7 @@
  */
 #include "store_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,15 @@ int nx__store_sqlerr(sqlite3 *db, const char *path, int rc, const char *purpose,
     case SQLITE_NOMEM:
         code = NX_ENOMEM;
         break;
+    case SQLITE_FULL:
+        code = NX_ENOSPC;
+        hint = " (the disk holding the database is full)";
+        break;
+    case SQLITE_IOERR: /* a write or sync refused for want of space says so in errno */
+        code = db && sqlite3_system_errno(db) == ENOSPC ? NX_ENOSPC : NX_EIO;
+        if (code == NX_ENOSPC)
+            hint = " (the disk holding the database is full)";
+        break;
     default:
         code = NX_EIO;
     }
@@ -185,6 +195,16 @@ int nx__store_atomic_end(nx_store_t *self, int rc, nx_err_t *err)
         run_simple(self, NX__ST_RELEASE, NULL);
     }
     return rc;
+}
+
+int nx_store_unit_begin(nx_store_t *self, nx_err_t *err)
+{
+    return nx__store_atomic_begin(self, err);
+}
+
+int nx_store_unit_end(nx_store_t *self, int rc, nx_err_t *err)
+{
+    return nx__store_atomic_end(self, rc, err);
 }
 
 /* --- open and close ---------------------------------------------------------------------- */
@@ -288,6 +308,11 @@ void nx_store_close(nx_store_t **self_p)
 int nx_store_schema_version(nx_store_t *self)
 {
     return self->version;
+}
+
+const char *nx_store_path(const nx_store_t *self)
+{
+    return self->path;
 }
 
 /* --- group commit ------------------------------------------------------------------------ */

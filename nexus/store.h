@@ -28,6 +28,12 @@ int nx_store_begin(nx_store_t *self, nx_err_t *err);
 int nx_store_commit(nx_store_t *self, nx_err_t *err);
 int nx_store_rollback(nx_store_t *self);
 
+/* Make the calls between these two one unit, inside a group transaction or not: end(rc)
+ * keeps their writes when rc is NX_OK and undoes them (only theirs) otherwise; it returns rc,
+ * or the error of keeping them. Units nest. */
+int nx_store_unit_begin(nx_store_t *self, nx_err_t *err);
+int nx_store_unit_end(nx_store_t *self, int rc, nx_err_t *err);
+
 /* Agents and models: upserts at start-up (definition text and its hash). */
 int nx_store_put_agent(nx_store_t *self, const char *name, const char *definition,
                        const char *hash, const char *model, nx_err_t *err);
@@ -87,6 +93,37 @@ int nx_store_tasks_unfinished(nx_store_t *self, nx_task_row_t **rows_out, size_t
                               nx_err_t *err);
 void nx_task_rows_free(nx_task_row_t *rows, size_t count);
 void nx_task_row_clear(nx_task_row_t *row);
+
+/* Task ends the database could not take (store_ends.c): kept in "<db_path>-ends", a small
+ * file of slots whose space is reserved at open, so a full disk can still record them; stored
+ * into the database by nx_store_ends_flush once it takes writes again (the store thread
+ * retries; nexusd's start-up flushes what a previous run left before marking unfinished tasks
+ * "interrupted by a restart"). Not thread-safe: the store's thread owns it. */
+typedef struct nx_store_end {
+    int64_t task_id;   /* 0: an empty slot */
+    char code[24];     /* the wire error code the client got, e.g. "storage_full" */
+    char message[224]; /* what the task row's error will say */
+} nx_store_end_t;
+typedef struct nx_store_ends nx_store_ends_t;
+
+/* Open (creating) the record beside the database at db_path and read what it holds; with
+ * db_path NULL, a record in memory only. A failure to reserve its space is logged, not
+ * returned. Caller owns the result. */
+nx_store_ends_t *nx_store_ends_open(const char *db_path, nx_err_t *err);
+void nx_store_ends_close(nx_store_ends_t **self_p);
+/* Remember that task_id ended failed with code and message (cut to fit its slot). NX_ENOSPC
+ * when every slot is taken, or an I/O error writing the file (it is then kept in memory). */
+int nx_store_ends_add(nx_store_ends_t *self, int64_t task_id, const char *code,
+                      const char *message, nx_err_t *err);
+/* The remembered end of task_id, or NULL. Valid until the next add or flush. */
+const nx_store_end_t *nx_store_ends_find(const nx_store_ends_t *self, int64_t task_id);
+size_t nx_store_ends_count(const nx_store_ends_t *self);
+/* Store every remembered end (status failed) in one transaction of its own, then forget them;
+ * a task already final or gone is skipped. On an error nothing is forgotten. Must not be
+ * called inside a group transaction. */
+int nx_store_ends_flush(nx_store_ends_t *self, nx_store_t *store, nx_err_t *err);
+/* The database's path as given to nx_store_open. */
+const char *nx_store_path(const nx_store_t *self);
 
 /* Session messages: append one; read the last `max_turns` turns (a turn = a user message and
  * the assistant reply after it; 0 = all), oldest first. */

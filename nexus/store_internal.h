@@ -63,7 +63,8 @@ int nx__store_step_done(nx_store_t *self, sqlite3_stmt *st, int id, nx_err_t *er
 void nx__store_done(sqlite3_stmt *st);
 /* Map an SQLite result code to an NX code and fill err with "store 'path': purpose: errmsg".
  * NOTADB/CORRUPT -> NX_EFORMAT, CONSTRAINT/MISMATCH/RANGE/TOOBIG -> NX_EINVAL,
- * NOMEM -> NX_ENOMEM, everything else NX_EIO. */
+ * NOMEM -> NX_ENOMEM, FULL (and an I/O error whose errno is ENOSPC) -> NX_ENOSPC, everything
+ * else NX_EIO. */
 int nx__store_sqlerr(sqlite3 *db, const char *path, int rc, const char *purpose, nx_err_t *err);
 /* Wall-clock now as unix seconds with sub-second precision. */
 double nx__store_now(void);

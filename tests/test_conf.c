@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "conf.h"
@@ -329,6 +330,74 @@ static void test_missing_agents_folder(void **state)
     assert_contains(err.msg, "missing.yaml");
 }
 
+/* ---- files that must not be read as they are ------------------------------------------------- */
+
+/* A FIFO named like an agent file: opening it for reading would wait for a writer forever. The
+ * alarm turns such a hang into a failure of this test instead of a stuck suite. */
+static void test_non_regular_agent_file(void **state)
+{
+    fixture_t *fx = *state;
+    write_nexus(fx, "");
+    mkdirs(at(fx, "models/m"));
+    agent_file(fx, "a.yaml", "a", "m", NULL);
+    assert_int_equal(mkfifo(at(fx, "agents/pipe.yaml"), 0600), 0);
+    alarm(10);
+    const char *msg = load_fails(fx, NX_EIO);
+    alarm(0);
+    assert_contains(msg, at(fx, "agents/pipe.yaml"));
+    assert_contains(msg, "not a regular file (a FIFO)");
+
+    remove(at(fx, "agents/pipe.yaml"));
+    mkdirs(at(fx, "agents/dir.yaml"));
+    msg = load_fails(fx, NX_EIO);
+    assert_contains(msg, "agents/dir.yaml: not a regular file (a folder)");
+    remove(at(fx, "agents/dir.yaml"));
+
+    /* a link to a regular file is read like the file */
+    write_file(fx, "elsewhere/b.yaml", "name: b\nmodel: ../models/m\n");
+    assert_int_equal(symlink(at(fx, "elsewhere/b.yaml"), at(fx, "agents/b.yaml")), 0);
+    nx_nexus_conf_t *conf = load_ok(fx);
+    assert_int_equal(conf->agent_count, 2);
+    nx_nexus_conf_free(&conf);
+    /* and a link to a FIFO is refused like the FIFO */
+    remove(at(fx, "agents/b.yaml"));
+    assert_int_equal(mkfifo(at(fx, "elsewhere/pipe"), 0600), 0);
+    assert_int_equal(symlink(at(fx, "elsewhere/pipe"), at(fx, "agents/b.yaml")), 0);
+    alarm(10);
+    msg = load_fails(fx, NX_EIO);
+    alarm(0);
+    assert_contains(msg, "agents/b.yaml: not a regular file (a FIFO)");
+}
+
+/* Nesting is capped while libyaml parses events, before it builds a document. */
+static void test_nesting_is_capped(void **state)
+{
+    fixture_t *fx = *state;
+    char deep[2 * 70 + 1];
+    for (int levels = 63; levels <= 64; levels++) { /* + the top mapping: 64 and 65 */
+        memset(deep, '[', (size_t)levels);
+        memset(deep + levels, ']', (size_t)levels);
+        deep[2 * levels] = '\0';
+        write_file(fx, "agents/a.yaml", "name: a\nmodel: m\nstop_list: %s\n", deep);
+        nx_err_t err = {0};
+        nx_agent_conf_t *agent = NULL;
+        assert_int_equal(nx_agent_conf_load(at(fx, "agents/a.yaml"), &agent, &err), NX_EFORMAT);
+        if (levels == 63) /* deep, but within the cap: the field is what is wrong */
+            assert_contains(err.msg, "field 'stop_list': unknown field");
+        else
+            assert_contains(err.msg, "agents/a.yaml:3:75: nested more than 64 levels deep");
+    }
+    /* the same cap for nexus.yaml, in block style too */
+    char text[64 * 66 + 64] = "";
+    size_t used = 0;
+    for (int i = 0; i < 65; i++)
+        used += (size_t)snprintf(text + used, sizeof text - used, "%*sk%d:\n", i, "", i);
+    snprintf(text + used, sizeof text - used, "%*sv\n", 65, "");
+    write_file(fx, "nexus.yaml", "%s", text);
+    const char *msg = load_fails(fx, NX_EFORMAT);
+    assert_contains(msg, "nexus.yaml:65:65: nested more than 64 levels deep");
+}
+
 /* ---- nexus.yaml -------------------------------------------------------------------------------- */
 
 static void test_defaults_resolve_next_to_the_file(void **state)
@@ -479,6 +548,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_model_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_agent_file_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_agents_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_non_regular_agent_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nesting_is_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defaults_resolve_next_to_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_curve_required_off_loopback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_keys_and_encoding, setup, teardown),

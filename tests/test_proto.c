@@ -302,6 +302,32 @@ static void test_non_string_key_keeps_id(void **state)
     msgpack_sbuffer_destroy(&f.buf);
 }
 
+/* Two ids: which one should the reply echo? Refused like any key given twice; the reply
+ * still echoes the first, so the client can match it. */
+static void test_duplicate_id_is_refused(void **state)
+{
+    frame_t f;
+    frame_init(&f);
+    msgpack_pack_map(&f.pk, 3);
+    pack_str(&f, "id");
+    msgpack_pack_int(&f.pk, 7);
+    pack_str(&f, "op");
+    pack_str(&f, "ping");
+    pack_str(&f, "id");
+    msgpack_pack_int(&f.pk, 8);
+    expect_bad(f.buf.data, f.buf.size, 1024, "bad_request", "field 'id' is given twice");
+
+    nx_request_t req;
+    const char *code;
+    nx_err_t err = {0};
+    assert_int_equal(nx_proto_parse(f.buf.data, f.buf.size, 1024, &req, &code, &err),
+                     NX_EINVAL);
+    assert_int_equal(req.id_len, 1);
+    assert_int_equal(req.id[0], 7);
+    nx_request_clear(&req);
+    msgpack_sbuffer_destroy(&f.buf);
+}
+
 static void test_bad_ops(void **state)
 {
     nx_writer_t *w = nx_writer_new();
@@ -737,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_other_ops_parse),
         cmocka_unit_test(test_bad_envelopes),
         cmocka_unit_test(test_non_string_key_keeps_id),
+        cmocka_unit_test(test_duplicate_id_is_refused),
         cmocka_unit_test(test_bad_ops),
         cmocka_unit_test(test_bad_task_fields),
         cmocka_unit_test(test_bad_other_fields),

@@ -35,8 +35,8 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     char file[160];
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", "-ends"};
+    for (size_t i = 0; i < 5; i++) {
         snprintf(file, sizeof file, "%s%s", f->path, suffixes[i]);
         unlink(file);
     }
@@ -693,6 +693,94 @@ static void test_not_a_database(void **state)
     assert_int_equal(err.code, NX_EINVAL);
 }
 
+/* A full database is NX_ENOSPC naming the cause, not a bug's NX_EIO. SQLite's own size cap
+ * (max_page_count on the store's real connection) makes SQLite answer SQLITE_FULL exactly as
+ * a full disk does. Writes work again once there is room, and nothing committed is lost. */
+static void test_full_database(void **state)
+{
+    fixture_t *f = *state;
+    nx_store_t *s = open_ok(f->path);
+    int64_t kept = insert(s, "alpha", "kept", NULL);
+    int64_t pages = query_int(s->db, "PRAGMA page_count");
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+    assert_int_equal(sqlite3_exec(s->db, sql, NULL, NULL, NULL), SQLITE_OK);
+
+    static char big[64 * 1024];
+    memset(big, 'x', sizeof big - 1);
+    nx_task_new_t task = {.agent = "alpha", .input = big};
+    nx_err_t err = {0};
+    int64_t id = 0;
+    assert_int_equal(nx_store_task_insert(s, &task, &id, &err), NX_ENOSPC);
+    assert_non_null(strstr(err.msg, "full"));
+    assert_non_null(strstr(err.msg, f->path));
+    /* inside a group transaction too, and the group can be rolled back and begun again */
+    OK(nx_store_begin(s, E));
+    assert_int_equal(nx_store_task_finish(s, kept, NX_TASK_DONE, big, NULL, NULL, NULL, 0, 0,
+                                          &err),
+                     NX_ENOSPC);
+    nx_store_rollback(s);
+
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages * 1000);
+    assert_int_equal(sqlite3_exec(s->db, sql, NULL, NULL, NULL), SQLITE_OK);
+    OK(nx_store_task_insert(s, &task, &id, E)); /* room again */
+    nx_task_row_t row;
+    OK(nx_store_task_get(s, kept, &row, E));
+    assert_string_equal(row.input, "kept");
+    assert_int_equal(row.status, NX_TASK_ACCEPTED);
+    nx_task_row_clear(&row);
+    nx_store_close(&s);
+}
+
+/* Task ends kept aside in <db>-ends: they survive a reopen, are stored by a flush (a task
+ * already final is left as it is) and are gone from the file afterwards. */
+static void test_task_ends_kept_aside(void **state)
+{
+    fixture_t *f = *state;
+    nx_store_t *s = open_ok(f->path);
+    int64_t lost = insert(s, "alpha", "its end was not stored", NULL);
+    int64_t done = insert(s, "alpha", "finished", NULL);
+    OK(nx_store_task_finish(s, done, NX_TASK_DONE, "out", NULL, NULL, NULL, 1, 1, E));
+
+    nx_err_t err = {0};
+    nx_store_ends_t *ends = nx_store_ends_open(f->path, &err);
+    assert_non_null(ends);
+    assert_int_equal(nx_store_ends_count(ends), 0);
+    OK(nx_store_ends_add(ends, lost, "storage_full", "the disk was full", E));
+    OK(nx_store_ends_add(ends, done, "storage_full", "late word on a finished task", E));
+    OK(nx_store_ends_add(ends, lost, "storage_full", "the disk holding it was full", E));
+    assert_int_equal(nx_store_ends_count(ends), 2); /* one slot per task */
+    nx_store_ends_close(&ends);
+    assert_null(ends);
+
+    ends = nx_store_ends_open(f->path, &err); /* as the next start finds it */
+    assert_non_null(ends);
+    assert_int_equal(nx_store_ends_count(ends), 2);
+    const nx_store_end_t *end = nx_store_ends_find(ends, lost);
+    assert_non_null(end);
+    assert_string_equal(end->message, "the disk holding it was full");
+    assert_null(nx_store_ends_find(ends, 12345));
+    OK(nx_store_ends_flush(ends, s, E));
+    assert_int_equal(nx_store_ends_count(ends), 0);
+    nx_store_ends_close(&ends);
+
+    nx_task_row_t row;
+    OK(nx_store_task_get(s, lost, &row, E));
+    assert_int_equal(row.status, NX_TASK_FAILED);
+    assert_string_equal(row.error_code, "storage_full");
+    assert_string_equal(row.error, "the disk holding it was full");
+    nx_task_row_clear(&row);
+    OK(nx_store_task_get(s, done, &row, E));
+    assert_int_equal(row.status, NX_TASK_DONE);
+    assert_string_equal(row.output, "out");
+    nx_task_row_clear(&row);
+
+    ends = nx_store_ends_open(f->path, &err);
+    assert_int_equal(nx_store_ends_count(ends), 0); /* the file forgot them too */
+    nx_store_ends_close(&ends);
+    nx_store_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,6 +795,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_framework_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_task_ends_kept_aside, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

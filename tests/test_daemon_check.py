@@ -1,0 +1,115 @@
+"""test_daemon_check.py — `nexusd --check` and start-up on hostile or broken configurations,
+run as real processes with a timeout, so a hang is a failure rather than a stuck suite:
+
+- a FIFO (or any non-regular file) named like an agent file is refused at once, naming the
+  file and saying it is not a regular file, by --check and by start-up;
+- an agent file of 100,000 nested flow lists is refused at once (nesting is capped before
+  libyaml builds a document), naming FILE:LINE:COL;
+- --check opens every agent's model (headers and config, no weights): a model folder whose
+  checkpoint is broken is reported by name;
+- --check sizes the pool against this machine: more bytes than the machine has is an error
+  naming both figures;
+- --check refuses a home that cannot be written (a file, or a folder under a file).
+"""
+import os
+import subprocess
+import time
+
+import daemon_util as du
+
+PROMPT_S = 10  # "at once": far below the 18 s the nested file took, and no hang
+
+
+def run_nexusd(*args, timeout=PROMPT_S):
+    t0 = time.monotonic()
+    r = subprocess.run([du.NEXUSD, *args], capture_output=True, text=True, timeout=timeout)
+    return r, time.monotonic() - t0
+
+
+def test_fifo_in_the_agents_folder_is_refused_promptly():
+    d = du.Daemon([du.agent("echo", "tq")])
+    try:
+        fifo = os.path.join(d.home, "agents", "pipe.yaml")
+        os.mkfifo(fifo)
+        for args in (("--check",), ()):  # --check, then start-up
+            r, _ = run_nexusd("--config", d.config, *args)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert fifo in r.stderr and "not a regular file" in r.stderr, r.stderr
+            assert "FIFO" in r.stderr, r.stderr
+    finally:
+        d.close()
+
+
+def test_deeply_nested_agent_file_is_refused_promptly():
+    d = du.Daemon([du.agent("echo", "tq")])
+    try:
+        path = os.path.join(d.home, "agents", "deep.yaml")
+        levels = 100_000
+        with open(path, "w") as f:
+            f.write("name: deep\nmodel: tq\ndescription: " + "[" * levels + "]" * levels + "\n")
+        r, seconds = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 1, r.stdout
+        assert f"{path}:3:" in r.stderr and "nested more than 64 levels" in r.stderr, r.stderr
+        assert seconds < 5, seconds
+    finally:
+        d.close()
+
+
+def test_check_opens_the_models():
+    d = du.Daemon([du.agent("echo", "tq"), du.agent("broken", "bad")],
+                  models={**du.tiny_models()})
+    try:
+        bad = os.path.join(d.home, "models", "bad")
+        os.makedirs(bad)
+        with open(os.path.join(bad, "model.safetensors"), "wb") as f:
+            f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 1, r.stdout
+        assert "agent 'broken'" in r.stderr and "model.safetensors" in r.stderr, r.stderr
+        os.remove(os.path.join(d.home, "agents", "broken.yaml"))
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    finally:
+        d.close()
+
+
+def test_check_sizes_the_pool_against_this_machine():
+    d = du.Daemon([du.agent("echo", "tq")], conf={"pool": "900TiB"})
+    try:
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 1, r.stdout
+        assert "pool" in r.stderr and str(900 << 40) in r.stderr, r.stderr
+        assert d.config in r.stderr, r.stderr
+    finally:
+        d.close()
+    d = du.Daemon([du.agent("echo", "tq")], conf={"pool": "80%"})
+    try:
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0, r.stderr  # a fraction of what is free always fits
+        assert "pool" in r.stdout, r.stdout  # and the verdict says what it comes to
+    finally:
+        d.close()
+
+
+def test_check_refuses_a_home_that_cannot_be_written():
+    d = du.Daemon([du.agent("echo", "tq")])
+    try:
+        a_file = os.path.join(d.home, "a-file")
+        with open(a_file, "w") as f:
+            f.write("not a folder\n")
+        for home in (a_file, os.path.join(a_file, "var")):
+            with open(d.config) as f:
+                text = f.read().replace(f'home: "{d.home}"', f'home: "{home}"')
+            with open(d.config, "w") as f:
+                f.write(text)
+            r, _ = run_nexusd("--config", d.config, "--check")
+            assert r.returncode == 1, r.stdout
+            assert "home" in r.stderr and home in r.stderr, r.stderr
+            with open(d.config) as f:
+                text = f.read().replace(f'home: "{home}"', f'home: "{d.home}"')
+            with open(d.config, "w") as f:
+                f.write(text)
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.close()
