@@ -64,6 +64,7 @@ typedef struct nx_report {
     const char *error_code;  /* static protocol code, or NULL */
     char *message;           /* owned, or NULL */
     uint32_t prompt_tokens, completion_tokens;
+    uint32_t turns_dropped;  /* FINISHED: older session turns left out so the prompt fit */
     nx_task_timings_t timings;
     char model[128];
     char state[16];          /* disk|host|loading|resident|evicting */

@@ -33,6 +33,7 @@ typedef struct nx__job {
     size_t agent_index;
     int32_t *prompt;          /* the rendered, tokenized prompt */
     size_t prompt_len;
+    uint32_t turns_dropped;   /* older session turns left out of the prompt to fit */
     int32_t stop_ids[32];
     size_t stop_id_count;
     nx_seq_t *seq;            /* while running */

@@ -329,6 +329,7 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     sreq->timings = rep->timings;
     sreq->prompt_tokens = rep->prompt_tokens;
     sreq->completion_tokens = rep->completion_tokens;
+    sreq->turns_dropped = rep->turns_dropped;
     const nx_agent_conf_t *next =
         rep->status == NX_TASK_DONE && self->exec ? next_agent(self, job) : NULL;
     job->next = next;
@@ -372,6 +373,7 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         nx_writer_uint(w, "prompt_tokens", rep->prompt_tokens);
         nx_writer_uint(w, "completion_tokens", rep->completion_tokens);
         nx_writer_map_close(w);
+        nx_writer_uint(w, "turns_dropped", rep->turns_dropped);
         nx_writer_map_open(w, "timings");
         nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
         nx_writer_real(w, "swap_ms", rep->timings.swap_ms);
