@@ -521,6 +521,8 @@ void nx__task_report(nx__router_t *self, nx_report_t *rep)
 void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req)
 {
     nx__job_t *job = nx__job_find_root(self, req->task);
+    if (job && !nx__client_same_owner(&job->client, client))
+        job = NULL; /* someone else's task: answered as an unknown id, so ids tell nothing */
     if (!job) {
         char message[128];
         snprintf(message, sizeof message, "task %lld is not queued or running",
