@@ -110,6 +110,8 @@ typedef struct nx_model_status {
     uint32_t loads;
     double last_swap_ms;  /* the last load's ms, -1 when none */
     uint32_t queue, running;
+    char error[1200];     /* why it cannot serve tasks: its files did not open at start, or its
+                             last load failed (until a load succeeds); "" when fine */
 } nx_model_status_t;
 
 typedef struct nx_exec_status {
@@ -118,6 +120,12 @@ typedef struct nx_exec_status {
     nx_model_status_t *models; /* model_count, malloc'ed: free with nx_exec_status_clear */
     size_t model_count;
 } nx_exec_status_t;
+
+/* Whether agent's model is known to be broken (nx_model_status_t.error): then its tasks are
+ * refused at once rather than accepted to fail. Copies the reason into why (cap bytes).
+ * Callable from any thread (the status lock). */
+bool nx_exec_model_broken(nx_exec_t *self, const nx_agent_conf_t *agent, char *why,
+                          size_t cap);
 
 /* A consistent snapshot, callable from any thread (it takes the executor's status lock). */
 int nx_exec_status(nx_exec_t *self, nx_exec_status_t *out, nx_err_t *err);

@@ -75,6 +75,7 @@ static void write_model(nx__router_t *self, const nx_model_status_t *m)
     nx_writer_real(w, "last_swap_ms", m->last_swap_ms);
     nx_writer_uint(w, "queue", m->queue);
     nx_writer_uint(w, "running", m->running);
+    nx_writer_str(w, "error", m->error[0] ? m->error : NULL);
     nx_writer_map_close(w);
 }
 
