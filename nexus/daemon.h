@@ -80,6 +80,7 @@ typedef struct nx__store_req {
     char *output, *error_code, *error;
     nx_task_timings_t timings;
     uint32_t prompt_tokens, completion_tokens;
+    uint32_t turns_dropped;   /* FINISH: session turns left out of the prompt */
     char *msg_session, *msg_user, *msg_assistant, *msg_agent; /* FINISH: session turn, or NULL */
     int64_t msg_task;
 

@@ -82,6 +82,7 @@ static void publish_status(nx_exec_t *exec)
         s->last_swap_ms = m->last_swap_ms;
         s->queue = m->queued;
         s->running = m->running_count;
+        snprintf(s->error, sizeof s->error, "%s", m->error[0] ? m->error : m->load_error);
         exec->status_last_used_ns[i] = m->last_used_ns;
     }
     pthread_mutex_unlock(&exec->status_lock);
@@ -336,6 +337,26 @@ int nx_exec_status(nx_exec_t *self, nx_exec_status_t *out, nx_err_t *err)
     pthread_mutex_unlock(&self->status_lock);
     out->model_count = self->model_count;
     return NX_OK;
+}
+
+bool nx_exec_model_broken(nx_exec_t *self, const nx_agent_conf_t *agent, char *why,
+                          size_t cap)
+{
+    /* the queues and their models are fixed at start: only the status copy needs the lock */
+    const nx__model_t *model = NULL;
+    for (size_t i = 0; i < self->queue_count && !model; i++)
+        if (self->queues[i].agent == agent ||
+            strcmp(self->queues[i].agent->name, agent->name) == 0)
+            model = self->queues[i].model;
+    if (!model)
+        return false;
+    pthread_mutex_lock(&self->status_lock);
+    const char *error = self->status_models[model - self->models].error;
+    bool broken = error[0] != '\0';
+    if (broken && cap)
+        snprintf(why, cap, "%s", error);
+    pthread_mutex_unlock(&self->status_lock);
+    return broken;
 }
 
 void nx_exec_status_clear(nx_exec_status_t *status)

@@ -64,6 +64,7 @@ typedef struct nx_report {
     const char *error_code;  /* static protocol code, or NULL */
     char *message;           /* owned, or NULL */
     uint32_t prompt_tokens, completion_tokens;
+    uint32_t turns_dropped;  /* FINISHED: older session turns left out so the prompt fit */
     nx_task_timings_t timings;
     char model[128];
     char state[16];          /* disk|host|loading|resident|evicting */
@@ -109,6 +110,8 @@ typedef struct nx_model_status {
     uint32_t loads;
     double last_swap_ms;  /* the last load's ms, -1 when none */
     uint32_t queue, running;
+    char error[1200];     /* why it cannot serve tasks: its files did not open at start, or its
+                             last load failed (until a load succeeds); "" when fine */
 } nx_model_status_t;
 
 typedef struct nx_exec_status {
@@ -117,6 +120,12 @@ typedef struct nx_exec_status {
     nx_model_status_t *models; /* model_count, malloc'ed: free with nx_exec_status_clear */
     size_t model_count;
 } nx_exec_status_t;
+
+/* Whether agent's model is known to be broken (nx_model_status_t.error): then its tasks are
+ * refused at once rather than accepted to fail. Copies the reason into why (cap bytes).
+ * Callable from any thread (the status lock). */
+bool nx_exec_model_broken(nx_exec_t *self, const nx_agent_conf_t *agent, char *why,
+                          size_t cap);
 
 /* A consistent snapshot, callable from any thread (it takes the executor's status lock). */
 int nx_exec_status(nx_exec_t *self, nx_exec_status_t *out, nx_err_t *err);

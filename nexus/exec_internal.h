@@ -33,6 +33,7 @@ typedef struct nx__job {
     size_t agent_index;
     int32_t *prompt;          /* the rendered, tokenized prompt */
     size_t prompt_len;
+    uint32_t turns_dropped;   /* older session turns left out of the prompt to fit */
     int32_t stop_ids[32];
     size_t stop_id_count;
     nx_seq_t *seq;            /* while running */
@@ -59,6 +60,7 @@ struct nx__model {
     nx_tokenizer_t *tok;     /* loaded at start, kept while the executor lives */
     nx_chat_kind_t chat_kind; /* what auto means for this model */
     char error[1200];        /* why it could not be read at start; "" when fine */
+    char load_error[1200];   /* why its last load failed; "" once a load succeeds */
     nx_model_t *weights;     /* while resident */
     nx_engine_t *engine;
     bool pinned;             /* sticky pin (from the config, or pin/unpin commands) */

@@ -205,13 +205,21 @@ static int param_number(ctx_t *c, const msgpack_object *v, const char *key, floa
     return NX_OK;
 }
 
-static int param_uint(ctx_t *c, const msgpack_object *v, const char *key, uint64_t max,
-                      uint64_t *out)
+/* An integer in min..max; the message states that range exactly and what came instead. */
+static int param_uint(ctx_t *c, const msgpack_object *v, const char *key, uint64_t min,
+                      uint64_t max, uint64_t *out)
 {
-    if (!int_in(v, 0, max, out, NULL))
-        return BAD_REQUEST(c, "field 'params.%s': expected an integer in 0..%llu, got %s", key,
-                           (unsigned long long)max, nx__proto_type_name(v));
-    return NX_OK;
+    if (int_in(v, (int64_t)min, max, out, NULL))
+        return NX_OK;
+    char got[32];
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        snprintf(got, sizeof got, "%llu", (unsigned long long)v->via.u64);
+    else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        snprintf(got, sizeof got, "%lld", (long long)v->via.i64);
+    else
+        snprintf(got, sizeof got, "%s", nx__proto_type_name(v));
+    return BAD_REQUEST(c, "field 'params.%s': expected an integer in %llu..%llu, got %s", key,
+                       (unsigned long long)min, (unsigned long long)max, got);
 }
 
 /* One "params" entry (key already checked to be a string). */
@@ -228,13 +236,13 @@ static int param_one(ctx_t *c, const msgpack_object_kv *kv, nx_params_t *p)
     if (v->type == MSGPACK_OBJECT_NIL)
         return NX_OK; /* nil: use the agent's setting */
     if (nx__proto_str_eq(&kv->key, "max_tokens")) {
-        if (!(rc = param_uint(c, v, key, UINT32_MAX, &u)))
+        if (!(rc = param_uint(c, v, key, 1, NX_PARAMS_MAX_TOKENS, &u)))
             p->max_tokens = (uint32_t)u, p->has_max_tokens = true;
     } else if (nx__proto_str_eq(&kv->key, "top_k")) {
-        if (!(rc = param_uint(c, v, key, UINT32_MAX, &u)))
+        if (!(rc = param_uint(c, v, key, 0, UINT32_MAX, &u)))
             p->top_k = (uint32_t)u, p->has_top_k = true;
     } else if (nx__proto_str_eq(&kv->key, "seed")) {
-        if (!(rc = param_uint(c, v, key, UINT64_MAX, &u)))
+        if (!(rc = param_uint(c, v, key, 0, UINT64_MAX, &u)))
             p->seed = u, p->has_seed = true;
     } else if (nx__proto_str_eq(&kv->key, "temperature")) {
         if (!(rc = param_number(c, v, key, &p->temperature)))

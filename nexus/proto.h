@@ -32,6 +32,10 @@ typedef enum nx_op {
 
 const char *nx_op_name(nx_op_t op); /* "task", ... */
 
+/* The largest params.max_tokens a request may ask for: the same bound as an agent file's
+ * generation.max_tokens (schemas/agent.schema.json). The smallest is 1. */
+#define NX_PARAMS_MAX_TOKENS 1048576u
+
 /* Generation overrides from a task's "params"; a field applies only when its flag is set. */
 typedef struct nx_params {
     bool has_max_tokens, has_temperature, has_top_p, has_top_k, has_min_p,

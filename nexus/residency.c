@@ -469,9 +469,14 @@ void nx__res_on_loaded(nx_exec_t *exec, nx__msg_t *msg)
         char text[1100];
         snprintf(text, sizeof text, "model '%s' could not be loaded: %.900s", m->name, msg->error);
         nx_log(NX_LOG_ERROR, "%s", text);
+        /* Known broken from now on: new tasks are refused at once (the router asks
+         * nx_exec_model_broken) instead of each paying for a load that fails the same way;
+         * a load or pin command tries again. */
+        snprintf(m->load_error, sizeof m->load_error, "%s (a `load` of it tries again)", text);
         give_up(exec, m, text);
         return;
     }
+    m->load_error[0] = '\0';
     m->weights = msg->weights;
     m->engine = msg->engine;
     msg->weights = NULL;

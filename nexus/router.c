@@ -20,8 +20,41 @@ void nx__client_clear(nx__client_t *client)
 {
     zmsg_destroy(&client->envelope);
     free(client->id);
+    free(client->owner);
     client->id = NULL;
     client->id_len = 0;
+    client->owner = NULL;
+}
+
+/* Who sent `payload`: with CURVE, its public key as zauth vouched for it (the "User-Id" ZAP
+ * gave the connection), which stays the same when the client reconnects; without it, the
+ * routing identity of the connection. A client cannot pose as another connection: the ROUTER
+ * ignores a peer announcing an identity that is connected (no ZMQ_ROUTER_HANDOVER), and the
+ * ones it makes up are never shown to anyone. Caller owns the result (NULL: out of memory). */
+static char *owner_of(zframe_t *payload, zmsg_t *envelope)
+{
+    const char *key = zframe_meta(payload, "User-Id");
+    if (key && key[0]) {
+        char *out = malloc(strlen(key) + 5);
+        if (out)
+            sprintf(out, "key:%s", key);
+        return out;
+    }
+    zframe_t *identity = zmsg_first(envelope);
+    size_t len = identity ? zframe_size(identity) : 0;
+    const unsigned char *bytes = identity ? zframe_data(identity) : NULL;
+    char *out = malloc(len * 2 + 6);
+    if (!out)
+        return NULL;
+    strcpy(out, "peer:");
+    for (size_t i = 0; i < len; i++)
+        sprintf(out + 5 + 2 * i, "%02x", bytes[i]);
+    return out;
+}
+
+bool nx__client_same_owner(const nx__client_t *a, const nx__client_t *b)
+{
+    return a->owner && b->owner && strcmp(a->owner, b->owner) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -259,6 +292,8 @@ static void handle_message(nx__router_t *self, zmsg_t *msg)
     client.id_len = req.id_len;
     req.id = NULL;
     req.id_len = 0;
+    if (req.op == NX_OP_TASK || req.op == NX_OP_CANCEL)
+        client.owner = owner_of(payload, client.envelope);
     if (self->stopping && req.op != NX_OP_PING)
         nx__reply_error(self, &client, "shutting_down", "the daemon is stopping", 0);
     else

@@ -8,14 +8,19 @@
 #include "proto.h"
 
 /* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
- * "id" bytes. envelope NULL: nobody to answer. */
+ * "id" bytes. envelope NULL: nobody to answer. owner says who sent it, for the ops that care
+ * (task, cancel): only a task's owner may cancel it. */
 typedef struct nx__client {
     zmsg_t *envelope;
     unsigned char *id;
     size_t id_len;
+    char *owner; /* "key:" + the CURVE public key (Z85) when CURVE is on, else "peer:" + the
+                    ROUTER's routing identity in hex; NULL for other ops (or out of memory) */
 } nx__client_t;
 
 void nx__client_clear(nx__client_t *client);
+/* Whether two requests came from the same client (both owners known and equal). */
+bool nx__client_same_owner(const nx__client_t *a, const nx__client_t *b);
 
 /* One task request as it moves through its stages (one stage = one task row). */
 typedef struct nx__job {

@@ -75,6 +75,7 @@ static void write_model(nx__router_t *self, const nx_model_status_t *m)
     nx_writer_real(w, "last_swap_ms", m->last_swap_ms);
     nx_writer_uint(w, "queue", m->queue);
     nx_writer_uint(w, "running", m->running);
+    nx_writer_str(w, "error", m->error[0] ? m->error : NULL);
     nx_writer_map_close(w);
 }
 
@@ -250,6 +251,7 @@ static void write_tasks(nx_writer_t *w, const nx__store_req_t *sreq)
         nx_writer_uint(w, "prompt_tokens", r->prompt_tokens);
         nx_writer_uint(w, "completion_tokens", r->completion_tokens);
         nx_writer_map_close(w);
+        nx_writer_uint(w, "turns_dropped", r->turns_dropped);
         nx_writer_str(w, "error", r->error);
         nx_writer_str(w, "error_code", r->error_code);
         nx_writer_str(w, "input", r->input);

@@ -145,6 +145,25 @@ static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_
     return ins->agent && ins->input ? NX_OK : NX_ENOMEM;
 }
 
+/* The first stage the request would run (the agent, then its route, or its `next` chain)
+ * whose model is known to be broken, with the reason in why; NULL when none is. */
+static const nx_agent_conf_t *broken_stage(nx__router_t *self, const nx_agent_conf_t *agent,
+                                           const nx_request_t *req, char *why, size_t cap)
+{
+    if (!self->exec)
+        return NULL;
+    const nx_agent_conf_t *stage = agent;
+    for (size_t i = 0; stage && i < NX__MAX_STAGES; i++) {
+        if (nx_exec_model_broken(self->exec, stage, why, cap))
+            return stage;
+        if (req->route_count)
+            stage = i < req->route_count ? nx_nexus_conf_agent(self->conf, req->route[i]) : NULL;
+        else
+            stage = stage->next ? nx_nexus_conf_agent(self->conf, stage->next) : NULL;
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------
  * The request
  */
@@ -164,6 +183,14 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
             nx__reply_error(self, client, "unknown_agent", message, 0);
             return;
         }
+    }
+    char why[1200];
+    const nx_agent_conf_t *broken = broken_stage(self, agent, req, why, sizeof why);
+    if (broken) { /* it could only fail: say so now rather than accept it */
+        char text[1300];
+        snprintf(text, sizeof text, "agent '%.64s': %s", broken->name, why);
+        nx__reply_error(self, client, "model_error", text, 0);
+        return;
     }
     size_t ai = nx__agent_index(self, agent);
     if (self->queued[ai] + self->running[ai] >= agent->queue_limit) {
@@ -329,6 +356,7 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     sreq->timings = rep->timings;
     sreq->prompt_tokens = rep->prompt_tokens;
     sreq->completion_tokens = rep->completion_tokens;
+    sreq->turns_dropped = rep->turns_dropped;
     const nx_agent_conf_t *next =
         rep->status == NX_TASK_DONE && self->exec ? next_agent(self, job) : NULL;
     job->next = next;
@@ -375,6 +403,7 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         nx_writer_uint(w, "prompt_tokens", rep->prompt_tokens);
         nx_writer_uint(w, "completion_tokens", rep->completion_tokens);
         nx_writer_map_close(w);
+        nx_writer_uint(w, "turns_dropped", rep->turns_dropped);
         nx_writer_map_open(w, "timings");
         nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
         nx_writer_real(w, "swap_ms", rep->timings.swap_ms);
@@ -522,6 +551,8 @@ void nx__task_report(nx__router_t *self, nx_report_t *rep)
 void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req)
 {
     nx__job_t *job = nx__job_find_root(self, req->task);
+    if (job && !nx__client_same_owner(&job->client, client))
+        job = NULL; /* someone else's task: answered as an unknown id, so ids tell nothing */
     if (!job) {
         char message[128];
         snprintf(message, sizeof message, "task %lld is not queued or running",

@@ -45,6 +45,7 @@ static void finish(nx_exec_t *exec, nx__job_t *job, nx_task_status_t status,
             r->text = strdup(job->gen ? nx_gen_text(job->gen) : "");
         r->prompt_tokens = (uint32_t)job->prompt_len;
         r->completion_tokens = job->gen ? (uint32_t)nx_gen_count(job->gen) : 0;
+        r->turns_dropped = job->turns_dropped;
         uint64_t accepted = job->task->accepted_ns;
         double waiting = job->wait_since_ns ? ms_between(job->wait_since_ns, now) : 0;
         r->timings = (nx_task_timings_t){
@@ -87,31 +88,85 @@ static int emit_token(void *user, const char *text, size_t len)
     return 0;
 }
 
-/* The agent's chat rendering of system prompt, history and input, tokenized; stop ids. */
-static int build_prompt(nx__job_t *job, nx_err_t *err)
+/* Render the system prompt, the history from message `first` on and the input with the agent's
+ * chat template, and tokenize it into job->prompt (replacing what was there). */
+static int render_prompt(nx__job_t *job, nx_chat_kind_t kind, size_t first, nx_err_t *err)
 {
-    const nx_agent_conf_t *agent = job->task->agent;
-    nx__model_t *m = job->model;
-    size_t n = 0, cap = job->task->history_count + 2;
-    nx_chat_msg_t *msgs = calloc(cap, sizeof *msgs);
+    const nx_exec_task_t *task = job->task;
+    size_t n = 0;
+    nx_chat_msg_t *msgs = calloc(task->history_count + 2, sizeof *msgs);
     if (!msgs)
         return nx_err_set(err, NX_ENOMEM, "out of memory rendering the prompt");
-    if (agent->system_prompt)
-        msgs[n++] = (nx_chat_msg_t){"system", agent->system_prompt};
-    for (size_t i = 0; i < job->task->history_count; i++)
-        msgs[n++] = job->task->history[i];
-    msgs[n++] = (nx_chat_msg_t){"user", job->task->input ? job->task->input : ""};
-    nx_chat_kind_t kind = agent->chat_template == NX_CHAT_AUTO ? m->chat_kind
-                                                               : agent->chat_template;
-    nx_chat_opts_t opts = {.kind = kind, .thinking = agent->thinking,
+    if (task->agent->system_prompt)
+        msgs[n++] = (nx_chat_msg_t){"system", task->agent->system_prompt};
+    for (size_t i = first; i < task->history_count; i++)
+        msgs[n++] = task->history[i];
+    msgs[n++] = (nx_chat_msg_t){"user", task->input ? task->input : ""};
+    nx_chat_opts_t opts = {.kind = kind, .thinking = task->agent->thinking,
                            .add_generation_prompt = true};
     char *text = NULL;
-    int rc = nx_chat_render(m->tok, &opts, msgs, n, &text, err);
+    free(job->prompt);
+    job->prompt = NULL;
+    job->prompt_len = 0;
+    int rc = nx_chat_render(job->model->tok, &opts, msgs, n, &text, err);
     if (rc == NX_OK)
-        rc = nx_tokenizer_encode(m->tok, text, strlen(text), &job->prompt, &job->prompt_len,
-                                 err);
+        rc = nx_tokenizer_encode(job->model->tok, text, strlen(text), &job->prompt,
+                                 &job->prompt_len, err);
     free(text);
     free(msgs);
+    return rc;
+}
+
+/* The session's turns must not brick it: keep the system prompt, the input and as many of the
+ * NEWEST turns as fit in the context less max_tokens, dropping whole turns (a user message
+ * and the replies after it) oldest first. Token counts are not additive across a template's
+ * joins, so the cut is found by rendering: all turns first (the common case, one render),
+ * else a binary search over how many to drop, ending on a render that was measured. When the
+ * input without any turn does not fit either, the prompt is that (nx__sched_submit then checks
+ * it against the whole context: context_full). Sets job->turns_dropped. */
+static int fit_history(nx__job_t *job, nx_chat_kind_t kind, size_t budget, nx_err_t *err)
+{
+    const nx_exec_task_t *task = job->task;
+    int rc = render_prompt(job, kind, 0, err);
+    if (rc != NX_OK || job->prompt_len <= budget || task->history_count == 0)
+        return rc;
+    /* starts[t]: the message where turn t begins (a user message; message 0 in any case) */
+    size_t *starts = calloc(task->history_count + 1, sizeof *starts);
+    if (!starts)
+        return nx_err_set(err, NX_ENOMEM, "out of memory fitting the session's turns");
+    size_t turns = 0;
+    for (size_t i = 0; i < task->history_count; i++)
+        if (i == 0 || (task->history[i].role && strcmp(task->history[i].role, "user") == 0))
+            starts[turns++] = i;
+    starts[turns] = task->history_count; /* dropping every turn */
+    size_t lo = 1, hi = turns, rendered = 0; /* dropping hi turns is the fallback: it may fit */
+    while (rc == NX_OK && lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        rc = render_prompt(job, kind, starts[mid], err);
+        rendered = mid;
+        if (job->prompt_len <= budget)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (rc == NX_OK && rendered != hi)
+        rc = render_prompt(job, kind, starts[hi], err);
+    job->turns_dropped = (uint32_t)hi;
+    free(starts);
+    return rc;
+}
+
+/* The agent's chat rendering of system prompt, the session turns that fit and the input,
+ * tokenized; stop ids. */
+static int build_prompt(nx__job_t *job, size_t context, nx_err_t *err)
+{
+    nx__model_t *m = job->model;
+    const nx_agent_conf_t *agent = job->task->agent;
+    nx_chat_kind_t kind = agent->chat_template == NX_CHAT_AUTO ? m->chat_kind
+                                                               : agent->chat_template;
+    uint32_t max_tokens = job->task->sampling.max_tokens;
+    size_t budget = context > max_tokens ? context - max_tokens : 0;
+    int rc = fit_history(job, kind, budget, err);
     if (rc != NX_OK)
         return rc;
     int32_t found[40];
@@ -162,14 +217,15 @@ void nx__sched_submit(nx_exec_t *exec, nx_exec_task_t *task)
     job->agent_index = index;
     if (!q->model->tok)
         return finish_early(exec, job, "model_error", q->model->error);
-    if (build_prompt(job, &err) != NX_OK)
+    if (build_prompt(job, exec->conf->context, &err) != NX_OK)
         return finish_early(exec, job, "internal", err.msg);
     if (job->prompt_len == 0)
         return finish_early(exec, job, "bad_request", "the prompt is empty");
     if (job->prompt_len > exec->conf->context) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the prompt has %zu tokens, more than the context of %u",
-                 job->prompt_len, exec->conf->context);
+        snprintf(msg, sizeof msg, "the prompt has %zu tokens%s, more than the context of %u",
+                 job->prompt_len, job->turns_dropped ? " without any session turn" : "",
+                 exec->conf->context);
         return finish_early(exec, job, "context_full", msg);
     }
     if (q->tail)

@@ -61,6 +61,8 @@ static const struct {
          " completion_tokens = ?11, finished_at = ?12"
          " WHERE id = ?1 AND status IN ('accepted', 'running')",
          "finishing a task"},
+    [NX__ST_TASK_TURNS_DROPPED] = {"UPDATE tasks SET turns_dropped = ?2 WHERE id = ?1",
+                                   "recording the session turns left out of a task's prompt"},
     [NX__ST_TASK_STATUS] = {"SELECT status FROM tasks WHERE id = ?1", "reading a task's status"},
     [NX__ST_TASK_GET] = {NX__TASK_SELECT " WHERE id = ?1", "reading a task"},
     [NX__ST_TASKS_ALL] = {NX__TASK_SELECT " ORDER BY id DESC LIMIT ?1", "listing tasks"},

@@ -72,6 +72,9 @@ int nx_store_task_finish(nx_store_t *self, int64_t id, nx_task_status_t status,
                          const char *output, const char *error_code, const char *error,
                          const nx_task_timings_t *timings, uint32_t prompt_tokens,
                          uint32_t completion_tokens, nx_err_t *err);
+/* Record how many older session turns were left out of the task's prompt so that it fit the
+ * context (schemas/protocol.md: turns_dropped). NX_ENOTFOUND when there is no such task. */
+int nx_store_task_turns_dropped(nx_store_t *self, int64_t id, uint32_t turns, nx_err_t *err);
 
 typedef struct nx_task_row {
     int64_t id;
@@ -82,6 +85,7 @@ typedef struct nx_task_row {
     nx_task_timings_t timings;
     uint32_t prompt_tokens, completion_tokens;
     double created_at, started_at, finished_at; /* unix seconds */
+    uint32_t turns_dropped; /* older session turns left out of the prompt (0: none) */
 } nx_task_row_t;
 
 /* Newest first; agent may be NULL (all). *rows_out malloc'ed; free with nx_task_rows_free. */

@@ -25,6 +25,7 @@ enum nx__stmt_id {
     NX__ST_TASK_INSERT,
     NX__ST_TASK_RUNNING,
     NX__ST_TASK_FINISH,
+    NX__ST_TASK_TURNS_DROPPED,
     NX__ST_TASK_STATUS,
     NX__ST_TASK_GET,
     NX__ST_TASKS_ALL,
@@ -41,7 +42,7 @@ enum nx__stmt_id {
 #define NX__TASK_SELECT                                                                         \
     "SELECT id, agent, input, output, session, error_code, error, params_json, route_json,"    \
     " client_id, parent, status, queue_ms, swap_ms, ttft_ms, total_ms, prompt_tokens,"         \
-    " completion_tokens, created_at, started_at, finished_at FROM tasks"
+    " completion_tokens, created_at, started_at, finished_at, turns_dropped FROM tasks"
 
 struct nx_store {
     sqlite3 *db;

@@ -64,8 +64,14 @@ static const char schema_v1[] =
     "  reason TEXT,"
     "  at REAL NOT NULL);";
 
+/* A session task's prompt keeps the newest turns that fit the context: how many older turns
+ * were left out of it. Rows from before version 2 read 0. */
+static const char schema_v2[] =
+    "ALTER TABLE tasks ADD COLUMN turns_dropped INTEGER NOT NULL DEFAULT 0;";
+
 const nx__migration_t nx__store_migrations[] = {
     {1, "create the tables", schema_v1},
+    {2, "add tasks.turns_dropped", schema_v2},
 };
 const size_t nx__store_migration_count = sizeof nx__store_migrations / sizeof nx__store_migrations[0];
 

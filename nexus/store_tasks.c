@@ -137,6 +137,23 @@ int nx_store_task_finish(nx_store_t *self, int64_t id, nx_task_status_t status,
     return sqlite3_changes(self->db) ? NX_OK : why_unchanged(self, id, "finishing", err);
 }
 
+int nx_store_task_turns_dropped(nx_store_t *self, int64_t id, uint32_t turns, nx_err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc = nx__store_stmt(self, NX__ST_TASK_TURNS_DROPPED, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, turns);
+    rc = nx__store_step_done(self, st, NX__ST_TASK_TURNS_DROPPED, err);
+    if (rc)
+        return rc;
+    return sqlite3_changes(self->db)
+               ? NX_OK
+               : nx_err_set(err, NX_ENOTFOUND, "store '%s': recording the turns left out of "
+                            "task %lld: no such task", self->path, (long long)id);
+}
+
 /* --- reading tasks ----------------------------------------------------------------------- */
 
 void nx_task_row_clear(nx_task_row_t *row)
@@ -188,6 +205,7 @@ static int read_task(nx_store_t *self, sqlite3_stmt *st, nx_task_row_t *row, nx_
     row->created_at = sqlite3_column_double(st, 18);
     row->started_at = sqlite3_column_double(st, 19);
     row->finished_at = sqlite3_column_double(st, 20);
+    row->turns_dropped = (uint32_t)sqlite3_column_int64(st, 21);
     int rc = NX_OK;
     if (!ok)
         rc = nx_err_set(err, NX_ENOMEM, "store '%s': out of memory reading task %lld",

@@ -105,6 +105,8 @@ static int do_finish(nx_store_t *store, nx__store_req_t *req, nx_err_t *err)
         rc = nx_store_task_finish(store, req->task_id, req->status, req->output,
                                   req->error_code, req->error, &req->timings,
                                   req->prompt_tokens, req->completion_tokens, err);
+    if (rc == NX_OK && req->turns_dropped)
+        rc = nx_store_task_turns_dropped(store, req->task_id, req->turns_dropped, err);
     if (rc == NX_OK && req->msg_session && req->msg_user)
         rc = nx_store_message_add(store, req->msg_session, "user", req->msg_user,
                                   req->msg_agent, req->msg_task, err);

@@ -276,8 +276,10 @@ def test_send_prints_the_output_and_a_newline(daemon):
 
 
 def test_send_streams_pieces_before_the_result(daemon):
-    """The first bytes reach stdout while the task is still running; a cancel then ends the
-    stream with a newline and `nexusctl: canceled: ...`, exit 1."""
+    """The first bytes reach stdout while the task is still running; another client's cancel
+    of it is refused (only the client that sent a task may cancel it: not_found), so the
+    stream goes on to its end: the whole output and a newline, exit 0. (A cancel by the owner
+    ending the stream: test_curve_with_keygen_keys.)"""
     proc = subprocess.Popen([NEXUSCTL, "send", "narrow", "go on", "--endpoint", daemon.endpoint],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -287,17 +289,17 @@ def test_send_streams_pieces_before_the_result(daemon):
         row = last_task(daemon, "narrow")
         assert row["status"] == "running", row  # output arrived before the task ended
         with daemon.client() as c:
-            assert c.call({"op": "cancel", "task": row["task"]})["op"] == "canceled"
+            r = c.call({"op": "cancel", "task": row["task"]})
+            assert r["op"] == "error" and r["code"] == "not_found", r
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1
+    assert proc.returncode == 0, err
     out = (first + rest).decode()
-    assert len(out) > 1 and out.endswith("\n")
-    assert err.decode().startswith("nexusctl: canceled: "), err
-    assert last_task(daemon, "narrow")["status"] == "canceled"
+    row = ctl_json(daemon, "tasks", "--agent", "narrow", "--limit", "1")["tasks"][0]
+    assert row["status"] == "done" and out == row["output"] + "\n", row
 
 
 def interrupt_running_send(daemon):
@@ -596,14 +598,17 @@ def test_ping_human_and_json(daemon):
 
 def test_curve_with_keygen_keys(tmp):
     """A daemon with curve.secret_key and curve.clients on loopback serves nexusctl holding an
-    allowed key (options or environment); a stranger's key and no key get exit 2."""
+    allowed key (options or environment); a stranger's key and no key get exit 2; the same key
+    on another connection may cancel nexusctl's task (the key owns it)."""
     keys, mine, clients = (os.path.join(tmp, n) for n in ("keys", "mine", "clients"))
     for path in (keys, mine, clients):
         os.makedirs(path)
     for folder, name in ((keys, "server"), (mine, "app"), (mine, "stranger")):
         assert run("keygen", folder, "--name", name).returncode == 0
     shutil.copy(os.path.join(mine, "app.key"), clients)  # the public certificate only
-    d = du.Daemon([du.agent("echo", "tq")], home=os.path.join(tmp, "home"), conf={
+    agents = [du.agent("echo", "tq"), du.agent("narrow", "tq", generation={"max_tokens": 3000})]
+    d = du.Daemon(agents, home=os.path.join(tmp, "home"), conf={
+        "context": 4096,
         "listen": f"tcp://127.0.0.1:{free_port()}", "events": f"tcp://127.0.0.1:{free_port()}",
         "curve": {"secret_key": os.path.join(keys, "server.key_secret"), "clients": clients}})
     server_key = os.path.join(keys, "server.key")
@@ -643,6 +648,34 @@ def test_curve_with_keygen_keys(tmp):
                            f"{hint if with_key else ''})\n")
         assert d.proc.poll() is None  # and it still serves the allowed key
         assert as_("app", "ping").returncode == 0
+
+        # the owner of a task is its key: a client holding app's key on another connection
+        # cancels app's streaming send, which ends with a newline and `nexusctl: canceled:`
+        proc = subprocess.Popen([NEXUSCTL, "send", "narrow", "go on", "--endpoint", d.endpoint,
+                                 "--key", os.path.join(mine, "app.key_secret"),
+                                 "--server-key", server_key],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert select.select([proc.stdout], [], [], 30)[0], "nothing streamed in 30 s"
+            first = os.read(proc.stdout.fileno(), 1)
+            app = read_cert(os.path.join(mine, "app.key_secret"))
+            server = read_cert(server_key)
+            with du.Client(d.endpoint, curve=(app["public-key"].encode(),
+                                              app["secret-key"].encode(),
+                                              server["public-key"].encode())) as c:
+                rows = c.call({"op": "tasks", "agent": "narrow", "limit": 1})["tasks"]
+                assert rows[0]["status"] == "running", rows
+                r = c.call({"op": "cancel", "task": rows[0]["task"]})
+                assert r["op"] == "canceled", r
+            rest, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1
+        out = (first + rest).decode()
+        assert len(out) > 1 and out.endswith("\n")
+        assert err.decode().startswith("nexusctl: canceled: "), err
         assert d.stop() == 0, d.read_log()
     finally:
         d.close()

@@ -540,6 +540,59 @@ static void test_params_apply_validates(void **state)
     assert_int_equal(s.max_tokens, max_tokens); /* untouched without its flag */
 }
 
+/* params.max_tokens: the range the error states is exactly the range that parses (0 and one
+ * past the top are refused at parse time with that range, not later by another check). */
+static int parse_max_tokens(int64_t value, nx_err_t *err)
+{
+    nx_writer_t *w = nx_writer_new();
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", "a");
+    nx_writer_str(w, "input", "hi");
+    nx_writer_map_open(w, "params");
+    nx_writer_int(w, "max_tokens", value);
+    nx_writer_map_close(w);
+    nx_request_t req;
+    const char *code = NULL;
+    int rc = parse_writer(w, &req, &code, err);
+    if (rc == NX_OK) {
+        assert_true(req.params.has_max_tokens);
+        assert_int_equal(req.params.max_tokens, value);
+    } else {
+        assert_string_equal(code, "bad_request");
+    }
+    nx_request_clear(&req);
+    nx_writer_destroy(&w);
+    return rc;
+}
+
+#define MAX_TOKENS_TOP 1048576 /* schemas/protocol.md, as generation.max_tokens in an agent */
+
+static void test_max_tokens_range_is_what_is_accepted(void **state)
+{
+    nx_err_t err = {0};
+    char range[64];
+    snprintf(range, sizeof range, "expected an integer in 1..%d", MAX_TOKENS_TOP);
+    const int64_t refused[] = {0, -1, MAX_TOKENS_TOP + 1, (int64_t)UINT32_MAX};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        err = (nx_err_t){0};
+        if (parse_max_tokens(refused[i], &err) == NX_OK)
+            fail_msg("max_tokens %lld parsed; the range should be 1..%d", (long long)refused[i],
+                     MAX_TOKENS_TOP);
+        if (!strstr(err.msg, "field 'params.max_tokens'") || !strstr(err.msg, range))
+            fail_msg("max_tokens %lld: message '%s' does not state %s", (long long)refused[i],
+                     err.msg, range);
+    }
+    err = (nx_err_t){0};
+    parse_max_tokens(0, &err);
+    assert_non_null(strstr(err.msg, "got 0")); /* the value, not just its type */
+    assert_int_equal(parse_max_tokens(1, &err), NX_OK);
+    assert_int_equal(parse_max_tokens(MAX_TOKENS_TOP, &err), NX_OK);
+    /* what parses also applies */
+    nx_params_t p = {.has_max_tokens = true, .max_tokens = 1};
+    nx_sampling_t s = nx_sampling_default();
+    assert_int_equal(nx_params_apply(&p, &s, &err), NX_OK);
+}
+
 /* ---- ids and the writer ------------------------------------------------------------------- */
 
 typedef void (*pack_id_fn)(msgpack_packer *pk);
@@ -768,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_bad_task_fields),
         cmocka_unit_test(test_bad_other_fields),
         cmocka_unit_test(test_params_apply_validates),
+        cmocka_unit_test(test_max_tokens_range_is_what_is_accepted),
         cmocka_unit_test(test_id_echo_round_trip),
         cmocka_unit_test(test_writer_round_trip),
         cmocka_unit_test(test_writer_error),

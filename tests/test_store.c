@@ -1,8 +1,9 @@
 /* test_store.c — the daemon's SQLite store on real files: pragmas, every task call and its
  * state rules, listing and filters, session turns, agents/models upserts and residency
  * counters, group commit against a second connection, reopening, migrations (a hand-made
- * version-1 file, a version-2 step through the framework, a failing step, a newer file
- * refused) and files that are not databases. */
+ * version-1 file brought to the current version, tasks.turns_dropped of version 2, one more
+ * step through the framework, a failing step, a newer file refused) and files that are not
+ * databases. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -183,7 +184,16 @@ static void test_task_lifecycle(void **state)
     assert_int_equal(row.prompt_tokens, 12);
     assert_int_equal(row.completion_tokens, 34);
     assert_true(row.started_at >= row.created_at && row.finished_at >= row.started_at);
+    assert_int_equal(row.turns_dropped, 0); /* none recorded: none left out */
     nx_task_row_clear(&row);
+    /* the session turns left out of a prompt, recorded beside its end */
+    OK(nx_store_task_turns_dropped(s, a1, 7, E));
+    OK(nx_store_task_get(s, a1, &row, E));
+    assert_int_equal(row.turns_dropped, 7);
+    assert_string_equal(row.output, "the answer"); /* nothing else changed */
+    nx_task_row_clear(&row);
+    assert_int_equal(nx_store_task_turns_dropped(s, 999, 1, &err), NX_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "999"));
     OK(nx_store_task_get(s, b1, &row, E));
     assert_int_equal(row.status, NX_TASK_CANCELED);
     assert_string_equal(row.error_code, "canceled");
@@ -573,6 +583,11 @@ static void test_migrate_handmade_v1(void **state)
     OK(nx_store_task_get(s, 1, &row, E));
     assert_string_equal(row.output, "old output");
     assert_true(row.created_at == 1700000000.5 && row.finished_at == 1700000001.25);
+    assert_int_equal(row.turns_dropped, 0); /* version 2's column, 0 for rows from before it */
+    nx_task_row_clear(&row);
+    OK(nx_store_task_turns_dropped(s, 1, 3, E));
+    OK(nx_store_task_get(s, 1, &row, E));
+    assert_int_equal(row.turns_dropped, 3);
     nx_task_row_clear(&row);
     nx_task_row_t *rows;
     size_t n;
@@ -601,46 +616,55 @@ static void test_migrate_handmade_v1(void **state)
     unlink(empty);
 }
 
-/* The framework with a version 2 appended, as the next schema change will do it. */
-static void test_migration_framework_v2(void **state)
+/* The framework with one more version appended after this build's last (N), as the next
+ * schema change will do it: a failing step leaves nothing behind, a good one applies over
+ * the real steps from a version-1 file, and this build then refuses the newer file. */
+static void test_migration_framework_next(void **state)
 {
     fixture_t *f = *state;
     make_v1_file(f->path);
-    nx__migration_t broken[2] = {nx__store_migrations[0],
-                                 {2, "add two columns, badly",
-                                  "ALTER TABLE tasks ADD COLUMN half INTEGER; THIS IS NOT SQL;"}};
+    size_t n = nx__store_migration_count;
+    int next_version = (int)n + 1;
+    nx__migration_t list[16];
+    assert_true(n + 1 <= sizeof list / sizeof list[0]);
+    memcpy(list, nx__store_migrations, n * sizeof *list);
+    list[n] = (nx__migration_t){next_version, "add two columns, badly",
+                                "ALTER TABLE tasks ADD COLUMN half INTEGER; THIS IS NOT SQL;"};
     sqlite3 *raw = raw_open(f->path);
     int version = -1;
     nx_err_t err = {0};
-    assert_int_equal(nx__store_migrate(raw, f->path, broken, 2, &version, &err), NX_EIO);
-    assert_non_null(strstr(err.msg, "migrating to schema version 2"));
-    /* the failed step left nothing behind */
-    assert_int_equal(query_int(raw, "PRAGMA user_version"), 1);
+    char text[96];
+    assert_int_equal(nx__store_migrate(raw, f->path, list, n + 1, &version, &err), NX_EIO);
+    snprintf(text, sizeof text, "migrating to schema version %d", next_version);
+    assert_non_null(strstr(err.msg, text));
+    /* the failed step left nothing behind; the real steps before it were applied */
+    assert_int_equal(query_int(raw, "PRAGMA user_version"), (int)n);
     assert_int_equal(query_int(raw, "SELECT count(*) FROM pragma_table_info('tasks') WHERE "
                                     "name = 'half'"),
                      0);
 
-    nx__migration_t next[2] = {nx__store_migrations[0],
-                               {2, "add tasks.priority",
+    list[n] = (nx__migration_t){next_version, "add tasks.priority",
                                 "ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 3;"
-                                "CREATE INDEX tasks_priority ON tasks(priority);"}};
-    OK(nx__store_migrate(raw, f->path, next, 2, &version, E));
-    assert_int_equal(version, 2);
-    assert_int_equal(query_int(raw, "PRAGMA user_version"), 2);
+                                "CREATE INDEX tasks_priority ON tasks(priority);"};
+    OK(nx__store_migrate(raw, f->path, list, n + 1, &version, E));
+    assert_int_equal(version, next_version);
+    assert_int_equal(query_int(raw, "PRAGMA user_version"), next_version);
     assert_int_equal(query_int(raw, "SELECT sum(priority) FROM tasks"), 6); /* old rows: default */
     assert_int_equal(query_int(raw, "SELECT count(*) FROM tasks WHERE output = 'old output'"), 1);
-    OK(nx__store_migrate(raw, f->path, next, 2, &version, E)); /* idempotent */
-    assert_int_equal(version, 2);
-    nx__migration_t gap[2] = {nx__store_migrations[0], {3, "gap", "SELECT 1;"}};
-    assert_int_equal(nx__store_migrate(raw, f->path, gap, 2, &version, NULL), NX_EINVAL);
+    OK(nx__store_migrate(raw, f->path, list, n + 1, &version, E)); /* idempotent */
+    assert_int_equal(version, next_version);
+    list[n].version = next_version + 1; /* a gap */
+    assert_int_equal(nx__store_migrate(raw, f->path, list, n + 1, &version, NULL), NX_EINVAL);
     sqlite3_close(raw);
 
-    /* this build knows only version 1: the version-2 file is refused, naming both */
+    /* this build knows only version n: the newer file is refused, naming both */
     nx_store_t *s = nx_store_open(f->path, &err);
     assert_null(s);
     assert_int_equal(err.code, NX_ENOTSUP);
-    assert_non_null(strstr(err.msg, "schema version 2"));
-    assert_non_null(strstr(err.msg, "the 1 this build knows"));
+    snprintf(text, sizeof text, "schema version %d", next_version);
+    assert_non_null(strstr(err.msg, text));
+    snprintf(text, sizeof text, "the %zu this build knows", n);
+    assert_non_null(strstr(err.msg, text));
     assert_non_null(strstr(err.msg, f->path));
 }
 
@@ -654,7 +678,9 @@ static void test_newer_version_refused(void **state)
     assert_null(nx_store_open(f->path, &err));
     assert_int_equal(err.code, NX_ENOTSUP);
     assert_non_null(strstr(err.msg, "7"));
-    assert_non_null(strstr(err.msg, "the 1 this build knows"));
+    char known[64];
+    snprintf(known, sizeof known, "the %zu this build knows", nx__store_migration_count);
+    assert_non_null(strstr(err.msg, known));
     raw = raw_open(f->path); /* untouched: still version 7, still a rollback journal */
     assert_int_equal(query_int(raw, "PRAGMA user_version"), 7);
     sqlite3_stmt *st;
@@ -792,7 +818,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_handmade_v1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migration_framework_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_framework_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_database, setup, teardown),
