@@ -23,7 +23,7 @@ static const char *const nexus_keys[] = {"home",       "listen",     "events",
                                          "agents",     "models",     "device",
                                          "pool",       "host_cache", "max_message_bytes",
                                          "max_batch",  "context",    "curve",
-                                         NULL};
+                                         "send_hwm",   NULL};
 static const char *const curve_keys[] = {"secret_key", "clients", NULL};
 
 /* One agent while loading: its settings and where its cross-checked fields were written. */
@@ -161,6 +161,9 @@ static int parse_numbers(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, 
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_message_bytes")) &&
         (rc = nx__yget_size(f, n, "max_message_bytes", 1024, 1ull << 30, &u, NULL, err)) == NX_OK)
         c->max_message_bytes = (uint32_t)u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "send_hwm")) &&
+        (rc = nx__yget_u64(f, n, "send_hwm", 1, 10000000, &u, err)) == NX_OK)
+        c->send_hwm = (uint32_t)u;
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_batch")) &&
         (rc = nx__yget_u64(f, n, "max_batch", 1, 1024, &u, err)) == NX_OK)
         c->max_batch = (uint32_t)u;
@@ -176,6 +179,7 @@ static int parse_nexus(nx__yfile_t *f, nx_nexus_conf_t *c, nx_err_t *err)
     c->device = NX_DEVICE_AUTO;
     c->pool_fraction = 0.8;
     c->max_message_bytes = 1u << 20;
+    c->send_hwm = 100000;
     c->max_batch = 16;
     c->context = 2048;
     int rc = nx__ymap_check(f, root, "", nexus_keys, NULL, err);

@@ -246,7 +246,7 @@ static int open_sockets(const nx_nexus_conf_t *conf, zsock_t **router_out, zsock
                                                INT32_MAX
                                            ? INT32_MAX
                                            : conf->max_message_bytes * 8 + 65536));
-    zsock_set_sndhwm(router, 100000); /* streamed tokens to a slow reader queue, up to here */
+    zsock_set_sndhwm(router, (int)conf->send_hwm); /* replies to one client queue up to here */
     zsock_set_linger(router, 200);
     if ((rc = setup_curve(conf, router, pub, auth_out, err)) != NX_OK)
         goto out_fail;
