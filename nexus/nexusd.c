@@ -247,6 +247,9 @@ static int open_sockets(const nx_nexus_conf_t *conf, zsock_t **router_out, zsock
                                            ? INT32_MAX
                                            : conf->max_message_bytes * 8 + 65536));
     zsock_set_sndhwm(router, (int)conf->send_hwm); /* replies to one client queue up to here */
+    /* ...and past it ZeroMQ says so (EAGAIN), as it does for a client that is gone
+     * (EHOSTUNREACH), instead of dropping the reply: router_out.c holds or drops it. */
+    zsock_set_router_mandatory(router, 1);
     zsock_set_linger(router, 200);
     if ((rc = setup_curve(conf, router, pub, auth_out, err)) != NX_OK)
         goto out_fail;

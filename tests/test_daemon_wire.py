@@ -1,0 +1,99 @@
+"""test_daemon_wire.py — the wire under pressure, against a real nexusd (tests/daemon_util.py):
+
+- a client that reads nothing while its streamed tasks run, its queue in ZeroMQ filled (a small
+  send_hwm, a small RCVHWM and socket buffer on its side), then reads everything: every request
+  has its `accepted` and its `result`, in order, and its tokens (merged or not) make the output;
+- a client that leaves with replies owed: its tasks run to their end and are stored; the
+  daemon drops only what was owed to it and serves on.
+"""
+import collections
+
+import msgpack
+import zmq
+
+import daemon_util as du
+
+STREAMS = 150  # streamed tasks sent at once by the slow reader
+# The id is echoed in every reply, token messages included: a 2 KB id makes each token ~2 KB,
+# so the replies outgrow what loopback TCP buffers (a few MB) as well as ZeroMQ's queues.
+ID_PAD = 2000
+SLOW = [du.agent("story", "tq", generation={"max_tokens": 48}, limits={"queue": 1000})]
+SLOW_CONF = {"send_hwm": 8}
+
+
+def slow_reader(endpoint):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.rcvhwm = 4
+    s.rcvbuf = 4096
+    s.connect(endpoint)
+    return s
+
+
+def send_streams(sock, tag):
+    ids = [f"{tag}{i:04d}-" + "x" * ID_PAD for i in range(STREAMS)]
+    for rid in ids:
+        sock.send(msgpack.packb({"op": "task", "agent": "story", "input": f"tell story {rid[:8]}",
+                                 "stream": True, "id": rid}))
+    return ids
+
+
+def router_status(client):
+    return client.call({"op": "status"})["router"]
+
+
+def test_a_slow_reader_gets_every_reply():
+    with du.running(SLOW, conf=SLOW_CONF) as d:
+        sock = slow_reader(d.endpoint)
+        try:
+            ids = send_streams(sock, "s")
+            most_held = 0
+            with d.client() as watcher:
+                def all_ended():
+                    nonlocal most_held
+                    router = router_status(watcher)
+                    most_held = max(most_held, router.get("replies_held", 0))
+                    return router["tasks_in_flight"] == 0
+                du.wait_for(all_ended, timeout=180, interval=0.2)
+            # every task has ended while the client read nothing; now it reads all
+            replies = collections.defaultdict(list)
+            finals = 0
+            while finals < len(ids) and sock.poll(10000):
+                r = msgpack.unpackb(sock.recv(), raw=False)
+                replies[r["id"]].append(r)
+                finals += r["op"] in ("result", "error")
+            missing = [rid[:5] for rid in ids if not replies[rid] or
+                       replies[rid][-1]["op"] not in ("result", "error")]
+            assert not missing, f"{len(missing)} of {len(ids)} requests got no final reply"
+            for rid in ids:
+                ops = [r["op"] for r in replies[rid]]
+                assert ops[0] == "accepted" and ops[-1] == "result", ops
+                assert set(ops[1:-1]) <= {"token"}, ops
+                task = replies[rid][0]["task"]
+                assert all(r["task"] == task for r in replies[rid])
+                text = "".join(r["text"] for r in replies[rid][1:-1])
+                assert text == replies[rid][-1]["output"], rid[:5]
+            # the daemon held replies, and held few: one merged token entry per stream at a
+            # time, besides each task's accepted and result
+            assert 0 < most_held <= 3 * len(ids), most_held
+        finally:
+            sock.close(0)
+
+
+def test_a_client_that_leaves_loses_only_its_replies():
+    with du.running(SLOW, conf=SLOW_CONF) as d:
+        sock = slow_reader(d.endpoint)
+        send_streams(sock, "g")
+        with d.client() as watcher:
+            du.wait_for(lambda: router_status(watcher)["replies_held"] > 0, timeout=120)
+            sock.close(0)  # gone with replies owed
+            du.wait_for(lambda: router_status(watcher)["tasks_in_flight"] == 0, timeout=180)
+            du.wait_for(lambda: router_status(watcher)["replies_held"] == 0, timeout=30)
+            assert router_status(watcher)["replies_dropped"] > 0
+            # its tasks ran to their end and are stored as usual
+            rows = watcher.call({"op": "tasks", "agent": "story", "limit": 1000})["tasks"]
+            assert len(rows) == STREAMS
+            assert {r["status"] for r in rows} == {"done"}, [r["error"] for r in rows]
+            _, tokens, result = watcher.task("story", "still serving", stream=True)
+            assert result["op"] == "result" and "".join(t["text"] for t in tokens) == \
+                result["output"]
