@@ -4,11 +4,17 @@
   send_hwm, a small RCVHWM and socket buffer on its side), then reads everything: every request
   has its `accepted` and its `result`, in order, and its tokens (merged or not) make the output;
 - a client that leaves with replies owed: its tasks run to their end and are stored; the
-  daemon drops only what was owed to it and serves on.
+  daemon drops only what was owed to it and serves on;
+- requests far over max_message_bytes (9 MB, 40 MB) are answered `too_large` and the same
+  client goes on; past max_message_hard_bytes the connection is closed unanswered, ZeroMQ
+  reconnects the client and it goes on (schemas/protocol.md: Message size);
+- max_message_hard_bytes below max_message_bytes is a configuration error naming the key.
 """
 import collections
+import subprocess
 
 import msgpack
+import pytest
 import zmq
 
 import daemon_util as du
@@ -97,3 +103,54 @@ def test_a_client_that_leaves_loses_only_its_replies():
             _, tokens, result = watcher.task("story", "still serving", stream=True)
             assert result["op"] == "result" and "".join(t["text"] for t in tokens) == \
                 result["output"]
+
+
+@pytest.fixture(scope="module")
+def default_limit():
+    """max_message_bytes at its default (1 MiB), max_message_hard_bytes at its own (64 MiB)."""
+    with du.running([du.agent("echo", "tq")], conf={"max_message_bytes": "1MiB"}) as d:
+        yield d
+
+
+@pytest.mark.parametrize("megabytes", [9, 40])
+def test_large_requests_are_answered_too_large(default_limit, megabytes):
+    with default_limit.client() as c:
+        frame = msgpack.packb({"op": "task", "agent": "echo", "id": megabytes,
+                               "input": "x" * (megabytes * 1000 * 1000)})
+        c.send_raw(frame)
+        r = c.recv(60)
+        assert r["op"] == "error" and r["code"] == "too_large", r
+        assert str(len(frame)) in r["message"] and "max_message_bytes" in r["message"]
+        # the same client, on the same connection, goes on
+        assert c.call({"op": "ping"})["op"] == "pong"
+        _, _, result = c.task("echo", "still here")
+        assert result["op"] == "result", result
+
+
+def test_past_the_hard_cap_the_connection_is_closed_unanswered():
+    conf = {"max_message_bytes": "64KiB", "max_message_hard_bytes": "1MiB"}
+    with du.running([du.agent("echo", "tq")], conf=conf) as d:
+        with d.client() as c, d.client() as other:
+            c.send_raw(msgpack.packb({"op": "ping", "id": "huge", "pad": "x" * (2 << 20)}))
+            with pytest.raises(TimeoutError):
+                c.recv(3)  # no answer: ZeroMQ closed the connection on the size prefix
+            # ZeroMQ reconnects the same socket by itself; the next request is answered
+            assert c.call({"op": "ping", "id": "after"}, timeout=10)["op"] == "pong"
+            # just under the hard cap is still answered too_large
+            c.send_raw(msgpack.packb({"op": "ping", "id": "big", "pad": "x" * (900 << 10)}))
+            r = c.recv(10)
+            assert r["op"] == "error" and r["code"] == "too_large", r
+            assert other.call({"op": "ping"})["op"] == "pong"
+
+
+def test_hard_cap_below_the_limit_is_a_config_error():
+    d = du.Daemon([du.agent("echo", "tq")],
+                  conf={"max_message_bytes": "2MiB", "max_message_hard_bytes": "1MiB"})
+    try:
+        r = subprocess.run([du.NEXUSD, "--config", d.config, "--check"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        out = r.stdout + r.stderr
+        assert "field 'max_message_hard_bytes': expected at least max_message_bytes" in out, out
+    finally:
+        d.close()
