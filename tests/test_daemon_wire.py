@@ -48,6 +48,12 @@ def router_status(client):
     return client.call({"op": "status"})["router"]
 
 
+def stored(client, status=None):
+    """The slow reader's tasks in the store (with `status`, only those)."""
+    rows = client.call({"op": "tasks", "agent": "story", "limit": 1000})["tasks"]
+    return [r for r in rows if status is None or r["status"] == status]
+
+
 def test_a_slow_reader_gets_every_reply():
     with du.running(SLOW, conf=SLOW_CONF) as d:
         sock = slow_reader(d.endpoint)
@@ -55,11 +61,12 @@ def test_a_slow_reader_gets_every_reply():
             ids = send_streams(sock, "s")
             most_held = 0
             with d.client() as watcher:
-                def all_ended():
+                def all_ended():  # stored done and answered (or dropped, before the fix)
                     nonlocal most_held
                     router = router_status(watcher)
                     most_held = max(most_held, router.get("replies_held", 0))
-                    return router["tasks_in_flight"] == 0
+                    return (router["tasks_in_flight"] == 0 and
+                            len(stored(watcher, "done")) == len(ids))
                 du.wait_for(all_ended, timeout=180, interval=0.2)
             # every task has ended while the client read nothing; now it reads all
             replies = collections.defaultdict(list)
@@ -91,13 +98,14 @@ def test_a_client_that_leaves_loses_only_its_replies():
         sock = slow_reader(d.endpoint)
         send_streams(sock, "g")
         with d.client() as watcher:
-            du.wait_for(lambda: router_status(watcher)["replies_held"] > 0, timeout=120)
+            du.wait_for(lambda: len(stored(watcher)) == STREAMS and
+                        router_status(watcher)["replies_held"] > 0, timeout=120)
             sock.close(0)  # gone with replies owed
             du.wait_for(lambda: router_status(watcher)["tasks_in_flight"] == 0, timeout=180)
             du.wait_for(lambda: router_status(watcher)["replies_held"] == 0, timeout=30)
             assert router_status(watcher)["replies_dropped"] > 0
             # its tasks ran to their end and are stored as usual
-            rows = watcher.call({"op": "tasks", "agent": "story", "limit": 1000})["tasks"]
+            rows = stored(watcher)
             assert len(rows) == STREAMS
             assert {r["status"] for r in rows} == {"done"}, [r["error"] for r in rows]
             _, tokens, result = watcher.task("story", "still serving", stream=True)
