@@ -2,7 +2,8 @@
  * reports and store acks) and the stop signal. It owns the sockets; it never waits on a load,
  * an fsync or inference: those run on the executor's and the store's threads, which answer
  * through the mailbox. This file holds the loop, envelopes, replies, events and the job table;
- * router_task.c a task's life, router_ops.c the other ops.
+ * router_task.c a task's life, router_ops.c the other ops, router_out.c the sending of replies
+ * (never blocking on a client that reads slowly, never losing its replies).
  */
 #include <poll.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /* router_int.h — the router thread's own state, shared by router.c (the loop, envelopes,
- * replies, events), router_task.c (a task's life: accept, stages, reports, results) and
- * router_ops.c (the other ops). Everything here is touched by the router thread only. */
+ * replies, events), router_task.c (a task's life: accept, stages, reports, results),
+ * router_ops.c (the other ops) and router_out.c (replies out, held for slow readers).
+ * Everything here is touched by the router thread only. */
 #ifndef NX_ROUTER_INT_H
 #define NX_ROUTER_INT_H
 
@@ -67,7 +68,7 @@ struct nx__router {
     uint64_t next_command_id;
     nx__peer_t *held;            /* clients whose replies wait in router_out.c */
     size_t replies_held;         /* replies waiting there, all clients together */
-    uint64_t replies_dropped;    /* replies never sent: their client was gone */
+    uint64_t replies_dropped;    /* replies never sent: client gone (or no memory) */
     int retry_ms;                /* the wait before the next try at held clients */
 };
 
