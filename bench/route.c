@@ -5,6 +5,10 @@
  * (accepted, result), one scheduler step of a tiny model, the replies.
  *
  *   build/bench/route --endpoint tcp://127.0.0.1:PORT --agent NAME [--count N] [--window W]
+ *   build/bench/route --endpoint tcp://127.0.0.1:PORT --ping [--count N] [--window W]
+ *
+ * --ping sends `ping` instead of tasks: the router's own path (receive, parse, reply) with no
+ * store and no executor, so a change there shows without the fsyncs' noise.
  *
  * bench/run_daemon.sh starts the daemon and runs this.
  */
@@ -19,6 +23,7 @@
 typedef struct opts {
     const char *endpoint, *agent;
     int count, window;
+    bool ping; /* ping requests instead of tasks */
 } opts_t;
 
 static int cmp_double(const void *a, const void *b)
@@ -41,7 +46,9 @@ static void build(nx_writer_t *w, const opts_t *o, int seq)
     for (int i = 0; i < 8; i++)
         id[1 + i] = (unsigned char)((uint64_t)seq >> (56 - 8 * i));
     nx_writer_reset(w);
-    nx_writer_reply(w, "task", id, sizeof id);
+    nx_writer_reply(w, o->ping ? "ping" : "task", id, sizeof id);
+    if (o->ping)
+        return;
     nx_writer_str(w, "agent", o->agent);
     nx_writer_str(w, "input", "hi");
 }
@@ -111,7 +118,7 @@ static double run(zsock_t *dealer, const opts_t *o, int count, int window, doubl
             fprintf(stderr, "route: task %lld answered error\n", (long long)id);
             goto out;
         }
-        if (!raw && strcmp(op, "result") != 0)
+        if (!raw && strcmp(op, "result") != 0 && strcmp(op, "pong") != 0)
             continue; /* accepted */
         lat[done++] = (double)(nx_now_ns() - sent[id]) / 1e6;
     }
@@ -150,26 +157,34 @@ static void report(const char *name, double *lat, int n, double wall)
 static int parse(int argc, char **argv, opts_t *o)
 {
     *o = (opts_t){.count = 2000, .window = 32};
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--endpoint") == 0)
-            o->endpoint = argv[i + 1];
-        else if (strcmp(argv[i], "--agent") == 0)
-            o->agent = argv[i + 1];
-        else if (strcmp(argv[i], "--count") == 0)
-            o->count = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--window") == 0)
-            o->window = atoi(argv[i + 1]);
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        if (strcmp(flag, "--ping") == 0) {
+            o->ping = true;
+            continue;
+        }
+        if (++i == argc)
+            return -1; /* every other option has a value */
+        if (strcmp(flag, "--endpoint") == 0)
+            o->endpoint = argv[i];
+        else if (strcmp(flag, "--agent") == 0)
+            o->agent = argv[i];
+        else if (strcmp(flag, "--count") == 0)
+            o->count = atoi(argv[i]);
+        else if (strcmp(flag, "--window") == 0)
+            o->window = atoi(argv[i]);
         else
             return -1;
     }
-    return o->endpoint && o->agent && o->count > 0 && o->window > 0 ? 0 : -1;
+    return o->endpoint && (o->agent || o->ping) && o->count > 0 && o->window > 0 ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     opts_t o;
     if (parse(argc, argv, &o) != 0) {
-        fprintf(stderr, "usage: route --endpoint E --agent NAME [--count N] [--window W]\n");
+        fprintf(stderr, "usage: route --endpoint E (--agent NAME | --ping) [--count N] "
+                "[--window W]\n");
         return 2;
     }
     zsys_handler_set(NULL);

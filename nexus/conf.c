@@ -23,6 +23,7 @@ static const char *const nexus_keys[] = {"home",       "listen",     "events",
                                          "agents",     "models",     "device",
                                          "pool",       "host_cache", "max_message_bytes",
                                          "max_batch",  "context",    "curve",
+                                         "send_hwm",   "max_message_hard_bytes",
                                          NULL};
 static const char *const curve_keys[] = {"secret_key", "clients", NULL};
 
@@ -161,6 +162,20 @@ static int parse_numbers(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, 
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_message_bytes")) &&
         (rc = nx__yget_size(f, n, "max_message_bytes", 1024, 1ull << 30, &u, NULL, err)) == NX_OK)
         c->max_message_bytes = (uint32_t)u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_message_hard_bytes"))) {
+        rc = nx__yget_size(f, n, "max_message_hard_bytes", 1024, 1ull << 32,
+                           &c->max_message_hard_bytes, NULL, err);
+        if (rc == NX_OK && c->max_message_hard_bytes < c->max_message_bytes)
+            rc = nx__yerr(f, n, "max_message_hard_bytes", err,
+                          "expected at least max_message_bytes (%u bytes), got %llu bytes",
+                          c->max_message_bytes,
+                          (unsigned long long)c->max_message_hard_bytes);
+    } else if (rc == NX_OK && c->max_message_hard_bytes < c->max_message_bytes) {
+        c->max_message_hard_bytes = c->max_message_bytes; /* the default yields to it */
+    }
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "send_hwm")) &&
+        (rc = nx__yget_u64(f, n, "send_hwm", 1, 10000000, &u, err)) == NX_OK)
+        c->send_hwm = (uint32_t)u;
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "max_batch")) &&
         (rc = nx__yget_u64(f, n, "max_batch", 1, 1024, &u, err)) == NX_OK)
         c->max_batch = (uint32_t)u;
@@ -176,6 +191,8 @@ static int parse_nexus(nx__yfile_t *f, nx_nexus_conf_t *c, nx_err_t *err)
     c->device = NX_DEVICE_AUTO;
     c->pool_fraction = 0.8;
     c->max_message_bytes = 1u << 20;
+    c->max_message_hard_bytes = 64ull << 20;
+    c->send_hwm = 100000;
     c->max_batch = 16;
     c->context = 2048;
     int rc = nx__ymap_check(f, root, "", nexus_keys, NULL, err);

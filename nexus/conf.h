@@ -47,6 +47,9 @@ typedef struct nx_nexus_conf {
     double pool_fraction;  /* pool: "80%" -> 0.8; default 0.8 */
     uint64_t host_cache_bytes; /* host_cache; default 0 (off) */
     uint32_t max_message_bytes; /* default 1 MiB */
+    uint64_t max_message_hard_bytes; /* larger frames are not read: the connection closes;
+                                        default 64 MiB (max_message_bytes if larger) */
+    uint32_t send_hwm;     /* replies ZeroMQ queues per client (ZMQ_SNDHWM), default 100000 */
     uint32_t max_batch;    /* sequences per model per step, default 16 */
     uint32_t context;      /* KV tokens per sequence, default 2048 */
     char *curve_secret_key; /* curve.secret_key: certificate file, or NULL */

@@ -267,13 +267,15 @@ static int open_sockets(const nx_nexus_conf_t *conf, zsock_t **router_out, zsock
         rc = nx_err_set(err, NX_ENOMEM, "cannot create the ZeroMQ sockets");
         goto out_fail;
     }
-    /* Frames a little over the limit are read and answered too_large; far larger ones (an
-     * attack, not a mistake) make ZeroMQ drop that connection instead of buffering them. */
-    zsock_set_maxmsgsize(router, (int)((uint64_t)conf->max_message_bytes * 8 + 65536 >
-                                               INT32_MAX
-                                           ? INT32_MAX
-                                           : conf->max_message_bytes * 8 + 65536));
-    zsock_set_sndhwm(router, 100000); /* streamed tokens to a slow reader queue, up to here */
+    /* Frames over max_message_bytes are read and answered too_large, up to
+     * max_message_hard_bytes; larger ones (nobody's mistake) make ZeroMQ close that connection
+     * on their size prefix instead of buffering them (schemas/protocol.md: Message size). */
+    int64_t hard_bytes = (int64_t)conf->max_message_hard_bytes;
+    zmq_setsockopt(zsock_resolve(router), ZMQ_MAXMSGSIZE, &hard_bytes, sizeof hard_bytes);
+    zsock_set_sndhwm(router, (int)conf->send_hwm); /* replies to one client queue up to here */
+    /* ...and past it ZeroMQ says so (EAGAIN), as it does for a client that is gone
+     * (EHOSTUNREACH), instead of dropping the reply: router_out.c holds or drops it. */
+    zsock_set_router_mandatory(router, 1);
     zsock_set_linger(router, 200);
     if ((rc = setup_curve(conf, router, pub, auth_out, err)) != NX_OK)
         goto out_fail;

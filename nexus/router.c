@@ -2,7 +2,8 @@
  * reports and store acks) and the stop signal. It owns the sockets; it never waits on a load,
  * an fsync or inference: those run on the executor's and the store's threads, which answer
  * through the mailbox. This file holds the loop, envelopes, replies, events and the job table;
- * router_task.c a task's life, router_ops.c the other ops.
+ * router_task.c a task's life, router_ops.c the other ops, router_out.c the sending of replies
+ * (never blocking on a client that reads slowly, never losing its replies).
  */
 #include <poll.h>
 #include <stdlib.h>
@@ -66,11 +67,12 @@ void nx__reply(nx__router_t *self, const nx__client_t *client)
         return; /* a recovered task: nobody is waiting */
     size_t len;
     const void *data = nx_writer_data(self->w, &len);
-    zmsg_t *msg = zmsg_dup(client->envelope);
-    if (!msg || zmsg_addmem(msg, data, len) != 0 || zmsg_send(&msg, self->router) != 0) {
-        nx_log(NX_LOG_WARN, "router: a reply could not be sent (client gone or out of memory)");
-        zmsg_destroy(&msg);
+    if (!data) {
+        nx_log(NX_LOG_ERROR, "router: out of memory packing a reply; it is lost");
+        self->replies_dropped++;
+        return;
     }
+    nx__out_send(self, client, data, len);
 }
 
 void nx__reply_error(nx__router_t *self, const nx__client_t *client, const char *code,
@@ -374,7 +376,8 @@ void nx__router_run(nx__router_t *self)
         {.fd = self->stop_fd, .events = ZMQ_POLLIN},
     };
     while (!self->stopping) {
-        if (zmq_poll(items, 3, -1) < 0) {
+        int timeout_ms = nx__out_flush(self); /* -1 (none) unless a client is held */
+        if (zmq_poll(items, 3, timeout_ms) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             nx_log(NX_LOG_ERROR, "router: zmq_poll failed: %s", zmq_strerror(zmq_errno()));
@@ -411,7 +414,14 @@ void nx__router_drain(nx__router_t *self, int timeout_ms)
            nx_now_ns() < deadline) {
         if (nx_mailbox_wait(self->mailbox, 50))
             drain_mailbox(self, SIZE_MAX);
+        nx__out_flush(self); /* results of the last tasks to clients still reading */
     }
+    /* Clients still held get a second more to read; what they leave is dropped (logged). */
+    uint64_t held_deadline = nx_now_ns() + 1000000000ull;
+    int wait_ms;
+    while ((wait_ms = nx__out_flush(self)) >= 0 && nx_now_ns() < held_deadline &&
+           nx_now_ns() < deadline)
+        poll(NULL, 0, wait_ms);
     if (self->store_waiting > 0)
         nx_log(NX_LOG_WARN, "nexusd: %zu store requests still waiting at shutdown",
                self->store_waiting);
@@ -459,6 +469,7 @@ void nx__router_destroy(nx__router_t **self_p)
             nx__job_free(job);
         }
     }
+    nx__out_drop_all(self);
     while (self->cmds) {
         nx__cmd_t *cmd = self->cmds;
         self->cmds = cmd->next;

@@ -1,6 +1,7 @@
 /* router_int.h — the router thread's own state, shared by router.c (the loop, envelopes,
- * replies, events), router_task.c (a task's life: accept, stages, reports, results) and
- * router_ops.c (the other ops). Everything here is touched by the router thread only. */
+ * replies, events), router_task.c (a task's life: accept, stages, reports, results),
+ * router_ops.c (the other ops) and router_out.c (replies out, held for slow readers).
+ * Everything here is touched by the router thread only. */
 #ifndef NX_ROUTER_INT_H
 #define NX_ROUTER_INT_H
 
@@ -22,6 +23,9 @@ void nx__client_clear(nx__client_t *client);
 /* Whether two requests came from the same client (both owners known and equal). */
 bool nx__client_same_owner(const nx__client_t *a, const nx__client_t *b);
 
+typedef struct nx__held nx__held_t; /* a reply waiting for a client that reads slowly */
+typedef struct nx__peer nx__peer_t; /* such a client (router_out.c) */
+
 /* One task request as it moves through its stages (one stage = one task row). */
 typedef struct nx__job {
     struct nx__job *hnext;         /* chain in the router's table (by stage_id); a job is in
@@ -39,6 +43,7 @@ typedef struct nx__job {
     nx_report_t *finished;         /* the stage's FINISHED report while it is being stored */
     const nx_agent_conf_t *next;   /* the stage being inserted with that FINISH, or NULL */
     uint64_t accepted_ns;
+    nx__held_t *held_tokens;       /* its tokens merged while its client is held, or NULL */
 } nx__job_t;
 
 /* A load/evict/pin/unpin waiting for its COMMAND report. */
@@ -66,6 +71,10 @@ struct nx__router {
     size_t store_waiting;        /* requests sent to the store that will be acked */
     nx__cmd_t *cmds;
     uint64_t next_command_id;
+    nx__peer_t *held;            /* clients whose replies wait in router_out.c */
+    size_t replies_held;         /* replies waiting there, all clients together */
+    uint64_t replies_dropped;    /* replies never sent: client gone (or no memory) */
+    int retry_ms;                /* the wait before the next try at held clients */
 };
 
 /* router.c */
@@ -81,6 +90,15 @@ nx__job_t *nx__job_take(nx__router_t *self, int64_t stage_id); /* removes it */
 nx__job_t *nx__job_find(nx__router_t *self, int64_t stage_id);
 nx__job_t *nx__job_find_root(nx__router_t *self, int64_t id);   /* by root or stage id */
 char *nx__strdup0(const char *s); /* NULL-safe strdup */
+
+/* router_out.c: every reply goes out through these (never blocking, never lost while the
+ * client is there; see the file's header) */
+void nx__out_send(nx__router_t *self, const nx__client_t *client, const void *frame,
+                  size_t len); /* copies the frame when it has to wait */
+void nx__out_token(nx__router_t *self, nx__job_t *job, const char *text); /* a stream's piece */
+int nx__out_flush(nx__router_t *self); /* retry held clients; the poll timeout (-1: none) */
+void nx__out_forget_job(nx__job_t *job); /* before freeing a job */
+void nx__out_drop_all(nx__router_t *self); /* at shutdown */
 
 /* router_task.c */
 void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req);

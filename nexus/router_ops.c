@@ -113,6 +113,8 @@ void nx__op_status(nx__router_t *self, nx__client_t *client, nx_op_t op)
         nx_writer_map_open(w, "router");
         nx_writer_uint(w, "tasks_in_flight", self->job_count);
         nx_writer_uint(w, "store_waiting", self->store_waiting);
+        nx_writer_uint(w, "replies_held", self->replies_held);
+        nx_writer_uint(w, "replies_dropped", self->replies_dropped);
         nx_writer_map_close(w);
     }
     nx__reply(self, client);

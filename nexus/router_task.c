@@ -43,6 +43,7 @@ void nx__job_free(nx__job_t *job)
 {
     if (!job)
         return;
+    nx__out_forget_job(job);
     nx__client_clear(&job->client);
     strv_free(job->route, job->route_count);
     strv_free(job->params.stop, job->params.stop_count);
@@ -496,11 +497,7 @@ static void on_token(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
 {
     if (!job->stream || !rep->text || next_agent(self, job))
         return;
-    nx_writer_reset(self->w);
-    nx_writer_reply(self->w, "token", job->client.id, job->client.id_len);
-    nx_writer_int(self->w, "task", job->root_id);
-    nx_writer_str(self->w, "text", rep->text);
-    nx__reply(self, &job->client);
+    nx__out_token(self, job, rep->text);
 }
 
 static void on_model(nx__router_t *self, const nx_report_t *rep)

@@ -53,13 +53,16 @@ static json_t *nexus_json(const nx_nexus_conf_t *c)
                         ? json_pack("{s:s, s:s}", "secret_key", c->curve_secret_key, "clients",
                                     c->curve_clients)
                         : json_null();
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:f, s:I, s:I, s:I, s:I, s:o, s:o}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:f, s:I, s:I, s:I, s:I, s:I, "
+                     "s:I, s:o, s:o}",
                      "source_path", c->source_path, "home", c->home, "listen", c->listen, "events",
                      c->events, "agents_dir", c->agents_dir, "models_dir", c->models_dir, "device",
                      nx_device_name(c->device), "pool_bytes", (json_int_t)c->pool_bytes,
                      "pool_fraction", c->pool_fraction, "host_cache_bytes",
                      (json_int_t)c->host_cache_bytes, "max_message_bytes",
-                     (json_int_t)c->max_message_bytes, "max_batch", (json_int_t)c->max_batch,
+                     (json_int_t)c->max_message_bytes, "max_message_hard_bytes",
+                     (json_int_t)c->max_message_hard_bytes, "send_hwm", (json_int_t)c->send_hwm,
+                     "max_batch", (json_int_t)c->max_batch,
                      "context", (json_int_t)c->context, "curve", curve, "agents", agents);
 }
 
