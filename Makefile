@@ -101,7 +101,8 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench bench-quant run clean gpu-bundle asan emu-test gpu-suite-emu
+.PHONY: all deps test unit pytest bench bench-quant run clean gpu-bundle asan tsan emu-test \
+	gpu-suite-emu
 .DEFAULT_GOAL := all
 
 all: $(NEXUSCTL) $(NEXUSD) $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -211,6 +212,8 @@ test: deps
 	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
 	@$(MAKE) --no-print-directory unit pytest
 	@$(MAKE) --no-print-directory emu-test
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory tsan
 
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
@@ -232,6 +235,29 @@ asan:
 	@if ls $(ASAN_BUILD)/reports/* >/dev/null 2>&1; then \
 	  echo "sanitizer reports:"; cat $(ASAN_BUILD)/reports/*; exit 1; \
 	else echo "asan: no sanitizer reports"; fi
+
+# The threaded code again, built with ThreadSanitizer (CPU build, -O1; part of `make test`,
+# about 2 min on two cores): the cmocka programs whose code runs threads (the executor, the
+# pool, the loader's reader threads, the engine's thread pool) and every Python test that
+# starts nexusd (router, store thread, executor and loader threads together). Any report fails
+# the run (TSan also makes the program exit 66); tests/tsan.supp lists the false positives
+# (libzmq's lock-free pipes, invisible to TSan) and why.
+TSAN_BUILD ?= build-tsan
+TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
+	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
+TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
+	test_engine test_cpu_quant_forward)
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py
+tsan:
+	@$(TSAN_MAKE) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT)
+	@rm -rf $(TSAN_BUILD)/reports && mkdir -p $(TSAN_BUILD)/reports
+	@export TSAN_OPTIONS="log_path=$(abspath $(TSAN_BUILD))/reports/tsan \
+	  suppressions=$(abspath tests/tsan.supp)"; \
+	BUILD=$(TSAN_BUILD) tests/run_unit.sh $(TSAN_UNIT) && \
+	  NEXUS_BUILD=$(abspath $(TSAN_BUILD)) $(PYTHON) -m pytest -q $(TSAN_PYTEST); rc=$$?; \
+	if ls $(TSAN_BUILD)/reports/* >/dev/null 2>&1; then \
+	  echo "tsan reports:"; cat $(TSAN_BUILD)/reports/*; exit 1; fi; \
+	if [ $$rc != 0 ]; then exit $$rc; fi; echo "tsan: no reports"
 
 # The CUDA backend, its kernels and the CUDA device loader run under tests/cuemu, a CPU
 # emulation of CUDA (built into $(EMU_BUILD); needs CUDA's headers, not a GPU or its driver):
