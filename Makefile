@@ -229,7 +229,7 @@ pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 	NEXUS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 # The suite again, built with AddressSanitizer and UBSan, leak checks included (CPU build,
-# -O1; part of `make test`: about 2.5 min of tests on two cores once built): every cmocka
+# -O1; part of `make test`: about 4 min on two cores, 2 of them tests): every cmocka
 # program and every Python test but tests/test_llamacpp.py, whose 100 s are spent in llama.cpp
 # (node, not instrumented); our side of it, tool_logits on GGUF files of every mix, runs here
 # in tests/test_quantize.py and tests/test_forward.py. Any report fails the run.
@@ -248,7 +248,7 @@ asan:
 	else echo "asan: no sanitizer reports"; fi
 
 # The threaded code again, built with ThreadSanitizer (CPU build, -O1; part of `make test`,
-# about 2 min on two cores): the cmocka programs whose code runs threads (the executor, the
+# about 1.5 min on two cores): the cmocka programs whose code runs threads (the executor, the
 # pool, the loader's reader threads, the engine's thread pool) and every Python test that
 # starts nexusd (router, store thread, executor and loader threads together). Any report fails
 # the run (TSan also makes the program exit 66); tests/tsan.supp lists the false positives
