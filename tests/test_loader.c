@@ -1,7 +1,8 @@
 /* test_loader.c — the load pipeline and the host cache tier on the CPU backend, end to end on
  * real files: aligned and unaligned data sections, O_DIRECT and buffered reads, the tmpfs
- * fallback, shards, pool exhaustion, the fragmentation case, concurrent loads, host-tier hits,
- * stale images, LRU eviction, and --check catching a corrupted byte. */
+ * fallback, shards, pool exhaustion (alone and under concurrent loads), the fragmentation case,
+ * concurrent loads, host-tier hits, stale images, LRU eviction, and --check catching a
+ * corrupted byte. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -342,6 +343,78 @@ static void test_concurrent_loads(void **state)
     nx_pool_destroy(&pool);
 }
 
+typedef struct crowd_arg {
+    nx_loader_t *ld;
+    nx_pool_t *pool;
+    const char *path;
+    int loaded, refused; /* loads that fit, loads refused with pool_full */
+    char failure[1100];  /* empty when every load either succeeded or was refused cleanly */
+} crowd_arg_t;
+
+/* Load, check and unload, 6 times; a refusal must be NX_EPOOLFULL naming the file. */
+static void *crowd_main(void *p)
+{
+    crowd_arg_t *a = p;
+    for (int round = 0; round < 6 && !a->failure[0]; round++) {
+        nx_err_t err = {0};
+        nx_model_t *m = nx_loader_load(a->ld, a->path, NULL, NULL, &err);
+        if (!m) {
+            if (err.code == NX_EPOOLFULL && strstr(err.msg, a->path))
+                a->refused++;
+            else
+                snprintf(a->failure, sizeof a->failure, "load %s: code %d: %s", a->path,
+                         err.code, err.msg);
+            continue;
+        }
+        if (nx_model_check(a->pool, m, &err) != NX_OK)
+            snprintf(a->failure, sizeof a->failure, "check %s: %s", a->path, err.msg);
+        a->loaded++;
+        nx_loader_unload(a->ld, &m, false);
+    }
+    return NULL;
+}
+
+/* Four threads load four ~4 MiB models into a pool that holds two at a time: every load
+ * either succeeds intact or is refused with pool_full naming its file, and once all are
+ * unloaded the pool's accounting is back to zero (ASan and TSan see the same run). */
+static void test_pool_exhaustion_concurrent(void **state)
+{
+    enum { CROWD = 4 };
+    char paths[CROWD][512];
+    for (int i = 0; i < CROWD; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "crowd%d.safetensors", i);
+        path_in(paths[i], sizeof paths[i], name);
+        write_model(paths[i], 40u + (uint32_t)i, 1, 1000); /* ~3.9 MiB -> 2 chunks of 2 MiB */
+    }
+    nx_pool_t *pool = cpu_pool(10 * MiB); /* 5 chunks: two models at a time */
+    nx_loader_opts_t o = {.threads = 2, .chunk_bytes = 256 * 1024};
+    nx_loader_t *ld = nx_loader_new(pool, &o, NULL);
+    crowd_arg_t args[CROWD];
+    pthread_t t[CROWD];
+    for (int i = 0; i < CROWD; i++) {
+        args[i] = (crowd_arg_t){.ld = ld, .pool = pool, .path = paths[i]};
+        assert_int_equal(pthread_create(&t[i], NULL, crowd_main, &args[i]), 0);
+    }
+    int loaded = 0, refused = 0;
+    for (int i = 0; i < CROWD; i++) {
+        pthread_join(t[i], NULL);
+        if (args[i].failure[0])
+            fail_msg("%s", args[i].failure);
+        loaded += args[i].loaded;
+        refused += args[i].refused;
+    }
+    print_message("crowd: %d loads fitted, %d refused with pool_full\n", loaded, refused);
+    assert_true(loaded > 0);
+    nx_pool_stats_t ps;
+    nx_pool_stats(pool, &ps);
+    assert_int_equal(ps.used_bytes, 0);
+    assert_int_equal(ps.region_count, 0);
+    assert_int_equal(ps.free_bytes, 10 * MiB);
+    nx_loader_destroy(&ld);
+    nx_pool_destroy(&pool);
+}
+
 static void test_host_cache(void **state)
 {
     char p1[512], p2[512], p3[512];
@@ -460,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_pool_exhaustion),
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_concurrent_loads),
+        cmocka_unit_test(test_pool_exhaustion_concurrent),
         cmocka_unit_test(test_host_cache),
         cmocka_unit_test(test_check_catches_corruption),
         cmocka_unit_test(test_bad_inputs),
