@@ -314,9 +314,10 @@ clean:
 # Every parser of outside input has a libFuzzer target (tests/fuzz_*.c, each says how to run
 # it) and a small committed seed corpus (tests/fuzz/corpus/<target>/); tests/fuzz/README.md
 # records the long runs. `make fuzz` builds them into $(BUILD)/fuzz; `make fuzz-smoke` runs
-# each for FUZZ_SMOKE_S seconds on a copy of its seeds (part of `make test` where clang has
-# libFuzzer, so the harnesses never rot). The parser's own sources are compiled instrumented;
-# what they call elsewhere comes from the ordinary libraries. Undefined behaviour stops a run.
+# each for FUZZ_SMOKE_S seconds on a copy of its seeds, two at a time (part of `make test`
+# where clang has libFuzzer, so the harnesses never rot). The parser's own sources are compiled
+# instrumented; what they call elsewhere comes from the ordinary libraries. Undefined behaviour
+# stops a run.
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus
@@ -369,4 +370,4 @@ fuzz-smoke-if-clang:
 	@if echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' | \
 	    $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory fuzz-smoke; \
-	else echo "fuzz-smoke: skipped: $(FUZZ_CC) with libFuzzer (-fsanitize=fuzzer) is not installed"; fi
+	else echo "fuzz-smoke: skipped: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer; make deps installs clang and libclang-rt-14-dev)"; fi
