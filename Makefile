@@ -5,7 +5,8 @@
 #   make test    deps + build + llama-ref + every test (cmocka unit tests, the Python tests
 #                (with the comparison against llama.cpp), then the CUDA code on the CPU
 #                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
-#                (make asan) and the threaded tests under TSan (make tsan)
+#                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
+#                target for 20 s (make fuzz-smoke)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
 #                only ours beside llama.cpp on GGUF files
 #   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
@@ -158,10 +159,13 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS)
 
 # --- setup ---------------------------------------------------------------------------------
+# clang and its compiler-rt (libFuzzer; only recommended by clang, so named) build the fuzz
+# targets that `make test` runs briefly (make fuzz-smoke).
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
 	libutf8proc-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
-	python3-jsonschema python3-yaml
+	python3-jsonschema python3-yaml \
+	clang libclang-rt-14-dev
 
 deps:
 	@missing=$$(for p in $(DEBS); do \
@@ -220,6 +224,7 @@ test: deps
 	@$(MAKE) --no-print-directory emu-test
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory fuzz-smoke-if-clang
 
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
@@ -342,38 +347,64 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# --- fuzzing (clang + libFuzzer; not part of `make test`) ---------------------------------
-# make fuzz builds $(BUILD)/fuzz/fuzz_st_header, fuzz_gguf_header, fuzz_proto and fuzz_conf;
-# see tests/fuzz_st_header.c, tests/fuzz_gguf_header.c, tests/fuzz_proto.c and
-# tests/fuzz_conf.c for how to run them.
+# --- fuzzing (clang + libFuzzer) ----------------------------------------------------------
+# Every parser of outside input has a libFuzzer target (tests/fuzz_*.c, each says how to run
+# it) and a small committed seed corpus (tests/fuzz/corpus/<target>/); tests/fuzz/README.md
+# records the long runs. `make fuzz` builds them into $(BUILD)/fuzz; `make fuzz-smoke` runs
+# each for FUZZ_SMOKE_S seconds on a copy of its seeds, two at a time (part of `make test`
+# where clang has libFuzzer, so the harnesses never rot). The parser's own sources are compiled
+# instrumented; what they call elsewhere comes from the ordinary libraries. Undefined behaviour
+# stops a run.
 FUZZ_CC ?= clang
-# The checkpoint readers: nx_st_open takes both formats, so both targets link both. Undefined
-# behaviour stops their runs (UBSan would otherwise report once and carry on).
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus
+FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_conf fuzz_nexus_conf \
+	fuzz_tokenizer fuzz_chat_template fuzz_model_config
+FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
+FUZZ_SMOKE_S ?= 20
+.PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
+fuzz: $(FUZZ_BIN)
+
+# The checkpoint readers: nx_st_open takes both formats, so both targets link both.
 FUZZ_SRC := loader/st_read.c loader/st_common.c loader/gguf_read.c loader/dtype.c loader/err.c
-.PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header $(BUILD)/fuzz/fuzz_proto \
-	$(BUILD)/fuzz/fuzz_conf
-
-$(BUILD)/fuzz/fuzz_st_header: tests/fuzz_st_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
+$(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_SRC) \
+	loader/st_internal.h loader/nx_loader.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -Iloader -o $@ tests/fuzz_st_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
-
-$(BUILD)/fuzz/fuzz_gguf_header: tests/fuzz_gguf_header.c $(FUZZ_SRC) loader/st_internal.h loader/nx_loader.h
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -Iloader -o $@ tests/fuzz_gguf_header.c $(FUZZ_SRC) -ljansson -lxxhash -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
 FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -Iloader -Iagents -Inexus -o $@ tests/fuzz_proto.c $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
 
+# Agent files (fuzz_conf) and nexus.yaml with its agents folder (fuzz_nexus_conf).
 FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c agents/sampler.c loader/err.c
-# The YAML reader is instrumented; what it calls elsewhere (device and template names) comes
-# from the ordinary libraries.
-$(BUILD)/fuzz/fuzz_conf: tests/fuzz_conf.c $(FUZZ_CONF_SRC) nexus/conf.h nexus/conf_yaml.h $(ALL_LIBS)
+$(BUILD)/fuzz/fuzz_conf $(BUILD)/fuzz/fuzz_nexus_conf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_CONF_SRC) \
+	nexus/conf.h nexus/conf_yaml.h $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -Iloader -Iagents -Inexus -o $@ tests/fuzz_conf.c $(FUZZ_CONF_SRC) $(LINK_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CONF_SRC) $(LINK_LIBS)
+
+# The tokenizer (encode and decode) and chat rendering.
+FUZZ_TOK_SRC := agents/tokenizer.c agents/tok_bpe.c agents/tok_config.c agents/tok_encode.c \
+	agents/detok.c agents/chat.c
+$(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_chat_template: $(BUILD)/fuzz/%: tests/%.c \
+	$(FUZZ_TOK_SRC) agents/tok_internal.h agents/nx_engine.h $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_TOK_SRC) $(LINK_LIBS) -lz
+
+# A model's config.json, or a GGUF file's metadata.
+FUZZ_CONFIG_SRC := agents/config.c agents/config_gguf.c
+$(BUILD)/fuzz/fuzz_model_config: tests/fuzz_model_config.c $(FUZZ_CONFIG_SRC) agents/nx_engine.h \
+	$(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CONFIG_SRC) $(LINK_LIBS)
+
+fuzz-smoke: $(FUZZ_BIN)
+	@BUILD=$(BUILD) FUZZ_SMOKE_S=$(FUZZ_SMOKE_S) tests/fuzz/smoke.sh $(FUZZ_TARGETS)
+
+# For `make test`: the smoke where $(FUZZ_CC) links libFuzzer, else one line saying why not.
+fuzz-smoke-if-clang:
+	@if echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' | \
+	    $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory fuzz-smoke; \
+	else echo "fuzz-smoke: skipped: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer; make deps installs clang and libclang-rt-14-dev)"; fi

@@ -135,20 +135,20 @@ int nx_chat_render(const nx_tokenizer_t *tok, const nx_chat_opts_t *opts,
                               "'<', '>' or a newline", i, msgs[i].role);
     }
     nx_chat_kind_t kind = opts->kind == NX_CHAT_AUTO ? nx_chat_detect(tok) : opts->kind;
+    if (kind != NX_CHAT_CHATML && kind != NX_CHAT_LLAMA3 && kind != NX_CHAT_RAW)
+        return nx_err_set(err, NX_EINVAL, "chat template kind %d is unknown", (int)kind);
     sbuf_t b = {0};
     put(&b, "", 0);
     if (kind == NX_CHAT_CHATML) {
         render_chatml(tok, opts, msgs, count, &b);
     } else if (kind == NX_CHAT_LLAMA3) {
         render_llama3(msgs, count, opts->add_generation_prompt, &b);
-    } else if (kind == NX_CHAT_RAW) {
+    } else {
         for (size_t i = 0; i < count; i++) {
             if (i)
                 puts_(&b, "\n\n");
             puts_(&b, msgs[i].content);
         }
-    } else {
-        return nx_err_set(err, NX_EINVAL, "chat template kind %d is unknown", (int)kind);
     }
     if (b.failed) {
         free(b.data);

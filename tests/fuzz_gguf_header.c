@@ -4,7 +4,7 @@
  * section, each key found by name and every element of its value converted every way. It must
  * never crash, leak or read out of bounds; rejections are fine.
  *
- * Build and run (clang with libFuzzer; not part of `make test`):
+ * Build and run (clang with libFuzzer; `make fuzz-smoke` runs it briefly):
  *   make fuzz                                   # builds build/fuzz/fuzz_gguf_header
  *   mkdir -p var/fuzz/gguf && UBSAN_OPTIONS=halt_on_error=1 \
  *     build/fuzz/fuzz_gguf_header var/fuzz/gguf -max_total_time=60

@@ -3,7 +3,7 @@
  * every exposed tensor is looked up again by name. It must never crash, leak or read out of
  * bounds; rejections are fine.
  *
- * Build and run (clang with libFuzzer; not part of `make test`):
+ * Build and run (clang with libFuzzer; `make fuzz-smoke` runs it briefly):
  *   make fuzz                                   # builds build/fuzz/fuzz_st_header
  *   mkdir -p var/fuzz/st && build/fuzz/fuzz_st_header var/fuzz/st -max_total_time=60
  * Seed the corpus with real files for deeper coverage, e.g.

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <malloc.h>
 
 #include "nx_engine.h"
 
@@ -208,6 +209,25 @@ static void test_chat_options(void **state)
     nx_tokenizer_destroy(&llama);
 }
 
+/* An unknown template kind is refused without leaking the prompt buffer it had begun (found
+ * by tests/fuzz_chat_template.c; LeakSanitizer there, glibc's count of bytes in use here). */
+static void test_chat_unknown_kind_frees(void **state)
+{
+    nx_tokenizer_t *qwen = load(QWEN2_DIR);
+    nx_chat_msg_t msg = {"user", "hi"};
+    nx_chat_opts_t opts = {.kind = (nx_chat_kind_t)4, .thinking = -1};
+    char *text = NULL;
+    nx_err_t err = {0};
+    size_t in_use = mallinfo2().uordblks;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(nx_chat_render(qwen, &opts, &msg, 1, &text, &err), NX_EINVAL);
+        assert_null(text);
+    }
+    assert_int_equal(mallinfo2().uordblks, in_use);
+    assert_non_null(strstr(err.msg, "kind 4 is unknown"));
+    nx_tokenizer_destroy(&qwen);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_special_tokens),
         cmocka_unit_test(test_encode_edges_and_errors),
         cmocka_unit_test(test_chat_options),
+        cmocka_unit_test(test_chat_unknown_kind_frees),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
