@@ -277,3 +277,22 @@ def running(agents, conf=None, models=None):
         assert d.stop() == 0, d.read_log()
     finally:
         d.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(size, prefix="nx-tmpfs-"):
+    """A fresh tmpfs of `size` (bytes, or a mount size such as "4m") mounted on a temporary
+    folder, unmounted and removed after; pytest skips the test, saying why, where mounting is
+    not allowed (it needs root in a container)."""
+    import pytest
+    path = tempfile.mkdtemp(prefix=prefix)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        os.rmdir(path)
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], capture_output=True)
+        os.rmdir(path)

@@ -28,17 +28,8 @@ SHORT = du.agent("short", "tq")
 
 @pytest.fixture
 def tmpfs():
-    path = tempfile.mkdtemp(prefix="nx-full-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        os.rmdir(path)
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with du.small_tmpfs("4m", prefix="nx-full-") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", path], capture_output=True)
-        os.rmdir(path)
 
 
 def fill(path):

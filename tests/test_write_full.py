@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-BUILD = os.environ.get("NEXUS_BUILD", os.path.join(os.path.dirname(__file__), "..", "build"))
-NEXUSCTL = os.path.join(BUILD, "nexusctl")
+import daemon_util as du
+
+NEXUSCTL = du.NEXUSCTL
 # Room for a header and a little data, far less than the smallest model written here (the
 # tiny preset in F32 is several hundred KiB).
 TMPFS_BYTES = 96 * 1024
@@ -27,17 +28,8 @@ def ctl(*args):
 
 @pytest.fixture
 def full_dir():
-    path = tempfile.mkdtemp(prefix="nx-write-full-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", path],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        os.rmdir(path)
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with du.small_tmpfs(TMPFS_BYTES, prefix="nx-write-full-") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", path], capture_output=True)
-        os.rmdir(path)
 
 
 @pytest.fixture(scope="module")
