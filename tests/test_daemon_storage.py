@@ -14,8 +14,6 @@ refused the test is skipped, and says so."""
 import errno
 import os
 import sqlite3
-import subprocess
-import tempfile
 import time
 
 import pytest
