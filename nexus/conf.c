@@ -385,7 +385,7 @@ static int load_agents(nx_nexus_conf_t *c, nx_err_t *err)
 
 /* ---- public ------------------------------------------------------------------------------------ */
 
-int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
+static int conf_read(const char *path, bool with_agents, nx_nexus_conf_t **out, nx_err_t *err)
 {
     *out = NULL;
     nx_nexus_conf_t *c = calloc(1, sizeof *c);
@@ -398,7 +398,7 @@ int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
     if (rc == NX_OK)
         rc = parse_nexus(&f, c, err);
     nx__yfile_close(&f);
-    if (rc == NX_OK)
+    if (rc == NX_OK && with_agents)
         rc = load_agents(c, err);
     if (rc != NX_OK) {
         nx_nexus_conf_free(&c);
@@ -406,6 +406,16 @@ int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
     }
     *out = c;
     return NX_OK;
+}
+
+int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
+{
+    return conf_read(path, true, out, err);
+}
+
+int nx_nexus_conf_read(const char *path, nx_nexus_conf_t **out, nx_err_t *err)
+{
+    return conf_read(path, false, out, err);
 }
 
 void nx_nexus_conf_free(nx_nexus_conf_t **conf_p)

@@ -66,6 +66,10 @@ typedef struct nx_nexus_conf {
 int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err);
 void nx_nexus_conf_free(nx_nexus_conf_t **conf_p);
 
+/* nexus.yaml alone, as nx_nexus_conf_load reads it but without the agents folder (agent_count
+ * 0): what nexusctl needs to find the models folder even while an agent file is broken. */
+int nx_nexus_conf_read(const char *path, nx_nexus_conf_t **out, nx_err_t *err);
+
 /* Validate one agent file on its own (no cross-agent checks, no model directory check):
  * what `nexusd --check-agent FILE` runs. Caller owns *out (nx_agent_conf_free). */
 int nx_agent_conf_load(const char *path, nx_agent_conf_t **out, nx_err_t *err);
