@@ -97,7 +97,7 @@ LINK_DEPS := $(ALL_LIBS) $(CUEMU_LIB)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TOOL_SRC := $(wildcard tests/tool_*.c)
-TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
+TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRC)) $(BUILD)/tests/libnx_fault_ioerr.so
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
@@ -153,6 +153,12 @@ $(BUILD)/tests/test_%: tests/test_%.c $(LINK_DEPS)
 $(BUILD)/tests/tool_%: tests/tool_%.c $(LINK_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LINK_LIBS)
+
+# An LD_PRELOAD library (not instrumented, whatever the build) that makes chosen files' writes
+# and syncs fail with EIO on demand: tests/test_daemon_ioerr.py.
+$(BUILD)/tests/libnx_fault_ioerr.so: tests/fault_ioerr.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
 $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 	@mkdir -p $(dir $@)
@@ -265,7 +271,8 @@ TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader te
 	test_engine test_cpu_quant_forward)
 TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py
 tsan:
-	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT)
+	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
+	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
 	@rm -rf $(TSAN_BUILD)/reports && mkdir -p $(TSAN_BUILD)/reports
 	@export TSAN_OPTIONS="log_path=$(abspath $(TSAN_BUILD))/reports/tsan \
 	  suppressions=$(abspath tests/tsan.supp)"; \

@@ -28,7 +28,8 @@
     X(ECANCELED, -12, "canceled")                          \
     X(ESTATE, -13, "invalid state")                        \
     X(EMISMATCH, -14, "contents differ")                   \
-    X(ENOSPC, -15, "no space left to store it")
+    X(ENOSPC, -15, "no space left to store it")            \
+    X(EDISK, -16, "the disk failed a read, write or sync")
 
 enum {
     NX_OK = 0,

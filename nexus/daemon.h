@@ -106,7 +106,8 @@ nx__storeth_t *nx__storeth_start(nx_store_t **store_p, nx_mailbox_t *acks, nx_er
 /* Queue a request (takes ownership). */
 void nx__storeth_submit(nx__storeth_t *self, nx__store_req_t *req);
 /* The wire error code for a store request that failed with rc: "storage_full" when the disk
- * holding the database is full (NX_ENOSPC), else "internal". */
+ * holding the database is full (NX_ENOSPC), "storage_error" when the disk failed or the file
+ * cannot be written (NX_EDISK, NX_EFORMAT from nx__store_sqlerr), else "internal" (a bug). */
 const char *nx__store_wire_code(int rc);
 /* Process what is queued, stop the thread and close the database. */
 void nx__storeth_stop(nx__storeth_t **self_p);

@@ -130,11 +130,14 @@ int nx__store_sqlerr(sqlite3 *db, const char *path, int rc, const char *purpose,
         hint = " (the disk holding the database is full)";
         break;
     case SQLITE_IOERR: /* a write or sync refused for want of space says so in errno */
-        code = db && sqlite3_system_errno(db) == ENOSPC ? NX_ENOSPC : NX_EIO;
-        if (code == NX_ENOSPC)
-            hint = " (the disk holding the database is full)";
+        code = db && sqlite3_system_errno(db) == ENOSPC ? NX_ENOSPC : NX_EDISK;
+        hint = code == NX_ENOSPC ? " (the disk holding the database is full)"
+                                 : " (the disk holding the database failed a read, write or sync)";
         break;
-    default:
+    case SQLITE_READONLY: /* the file or its volume turned read-only under us */
+        code = NX_EDISK;
+        break;
+    default: /* SQLITE_ERROR, SQLITE_MISUSE and the like: most likely our SQL or our use of it */
         code = NX_EIO;
     }
     const char *text = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);

@@ -277,7 +277,15 @@ static void *thread_main(void *arg)
 
 const char *nx__store_wire_code(int rc)
 {
-    return rc == NX_ENOSPC ? "storage_full" : "internal";
+    switch (rc) {
+    case NX_ENOSPC:
+        return "storage_full";
+    case NX_EDISK: /* the disk failed or the file turned read-only (nx__store_sqlerr) */
+    case NX_EFORMAT: /* the file was damaged under us */
+        return "storage_error";
+    default:
+        return "internal";
+    }
 }
 
 nx__storeth_t *nx__storeth_start(nx_store_t **store_p, nx_mailbox_t *acks, nx_err_t *err)
