@@ -12,12 +12,14 @@
 
 #include "nx_engine.h"
 #include "nx_loader.h"
+#include "modelstore.h"
 
 typedef struct nx_agent_conf {
     char *name;          /* unique; [A-Za-z0-9_.-]{1,64} */
     char *description;   /* may be "" */
-    char *model;         /* a model directory name (under models) or a path */
-    char *model_path;    /* resolved absolute directory */
+    char *model;         /* as written: a name under models, Org/Name[@REV], or a path */
+    char *model_path;    /* resolved absolute folder or .gguf file (nx_ms_resolve) */
+    nx_ms_source_t model_source; /* where model_path was found */
     char *system_prompt; /* may be NULL */
     nx_chat_kind_t chat_template; /* auto by default */
     int thinking;        /* -1 default, 0 off, 1 on (generation.thinking) */

@@ -59,6 +59,7 @@ static void write_model(nx__router_t *self, const nx_model_status_t *m)
     nx_writer_map_open(w, NULL);
     nx_writer_str(w, "name", m->name);
     nx_writer_str(w, "path", m->path);
+    nx_writer_str(w, "source", m->source);
     nx_writer_str(w, "state", m->state);
     nx_writer_uint(w, "bytes", m->bytes);
     nx_writer_array_open(w, "agents");
