@@ -279,7 +279,7 @@ int nx_ms_snapshot_model(const char *snapshot_dir, char **path_out, nx_err_t *er
         return nx_err_set(err, NX_EFORMAT,
                           "snapshot '%s' is not a whole model: %s link%s to a blob that is "
                           "missing (a pull that did not finish, or a blob deleted by hand)",
-                          snapshot_dir, names, scan.dangling_count > 1 ? "s" : "");
+                          snapshot_dir, names, scan.dangling_count > 1 ? "" : "s");
     }
     if (scan.config) {
         *path_out = strdup(snapshot_dir);
