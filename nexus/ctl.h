@@ -21,6 +21,8 @@ int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
 int nx_ctl_model_quantize(int argc, char **argv); /* ctl_quantize.c */
 int nx_ctl_run(int argc, char **argv);           /* ctl_run.c */
 int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
+int nx_ctl_model_list(int argc, char **argv);    /* ctl_store.c */
+int nx_ctl_rm(int argc, char **argv);            /* ctl_store.c */
 
 /* --models DIR and --config FILE (ctl_model_arg.c): which models folder a name is looked up in. */
 typedef struct nx_ctl_store_opts {

@@ -220,6 +220,11 @@ typedef struct snapshot_scan {
     size_t dangling_count;
 } snapshot_scan_t;
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 static int scan_snapshot(const char *dir, snapshot_scan_t *scan, nx_err_t *err)
 {
     memset(scan, 0, sizeof *scan);
@@ -251,6 +256,10 @@ static int scan_snapshot(const char *dir, snapshot_scan_t *scan, nx_err_t *err)
         }
     }
     closedir(d);
+    qsort(scan->gguf, scan->gguf_count < 8 ? scan->gguf_count : 8, sizeof scan->gguf[0],
+          cmp_name);
+    qsort(scan->dangling, scan->dangling_count < 4 ? scan->dangling_count : 4,
+          sizeof scan->dangling[0], cmp_name);
     return NX_OK;
 }
 
@@ -299,6 +308,9 @@ int nx_ms_snapshot_model(const char *snapshot_dir, char **path_out, nx_err_t *er
     return *path_out ? NX_OK : nx_err_set(err, NX_ENOMEM, "snapshot '%s': no memory", snapshot_dir);
 }
 
+static int pick_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *commit,
+                         size_t cap, nx_err_t *err);
+
 static bool is_hex(const char *s)
 {
     for (; *s; s++)
@@ -323,8 +335,12 @@ static bool read_ref(const char *repo_dir, const char *rev, char *commit, size_t
     return n > 0 && !strchr(commit, '/') && strcmp(commit, ".") && strcmp(commit, "..");
 }
 
-/* The snapshot `rev` names in repo_dir: into commit. NX_ENOTFOUND when the repo has no such
- * revision (the caller looks elsewhere), NX_EFORMAT when it is ambiguous or broken. */
+int nx_ms_find_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *commit,
+                        size_t cap, nx_err_t *err)
+{
+    return pick_snapshot(repo_dir, name, commit, cap, err);
+}
+
 static int pick_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *commit,
                          size_t cap, nx_err_t *err)
 {
@@ -354,8 +370,8 @@ static int pick_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *c
         if (e->d_name[0] == '.' || strlen(e->d_name) >= cap)
             continue;
         char snap[4600];
-        snprintf(snap, sizeof snap, "%s/%s", snapshots, e->d_name);
-        if (stat(snap, &st) != 0 || !S_ISDIR(st.st_mode))
+        if ((size_t)snprintf(snap, sizeof snap, "%s/%s", snapshots, e->d_name) >= sizeof snap ||
+            stat(snap, &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         if (by_commit) {
             if (strncmp(e->d_name, name->rev, strlen(name->rev)) != 0)

@@ -97,6 +97,12 @@ int nx_ms_resolve(const char *name, const char *models_dir, const char *base_dir
                   nx_ms_model_t *out, nx_err_t *err);
 void nx_ms_model_clear(nx_ms_model_t *model);
 
+/* The snapshot folder name (commit) that name->rev picks in repo_dir, by nx_ms_resolve's rules,
+ * whether or not it holds a whole model. NX_ENOTFOUND when there is none, NX_EFORMAT when a
+ * commit prefix is ambiguous or a ref names a missing snapshot. */
+int nx_ms_find_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *commit,
+                        size_t cap, nx_err_t *err);
+
 /* The model in one snapshot folder (the rule of nx_ms_resolve). Caller owns *path_out. */
 int nx_ms_snapshot_model(const char *snapshot_dir, char **path_out, nx_err_t *err);
 
