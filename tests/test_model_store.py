@@ -236,3 +236,125 @@ def test_paths_and_folder_names_as_before(synth, env, tmp_path):
     os.symlink(synth["folder"], tmp_path / "sub" / "dir")
     r = run(env, "sub/dir", "--models", str(models), cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
+
+
+# ---- nexusctl model list -------------------------------------------------------------------
+
+
+def test_model_list(synth, env, tmp_path):
+    models = tmp_path / "models"
+    two_revisions(synth, models)
+    os.symlink(synth["folder"], models / "plain")
+    os.symlink(synth["gguf"], models / "plain.gguf")
+    os.makedirs(models / "notes")  # no config.json: not a model
+    put_snapshot(models, "Org/Two", C1, {"a.gguf": synth["gguf"], "b.gguf": synth["gguf"]})
+    hub = tmp_path / "hub"
+    put_snapshot(hub, "Cache/Tiny", C3, {"t.gguf": synth["gguf"]}, refs=["main"])
+    put_snapshot(hub, "Org/Tiny", C1, folder_files(synth["folder"]), refs=["main"])  # shadowed
+    e = {**env, "HF_HUB_CACHE": str(hub)}
+    r = ctl(e, "model", "list", "--models", str(models), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["models_dir"] == str(models)
+    assert out["hf_cache"] == [str(hub), env["HOME"] + "/.cache/huggingface/hub"]
+    rows = {m["name"]: m for m in out["models"]}
+    assert list(rows) == ["Org/Tiny", "Org/Tiny@v2", "plain", "plain.gguf", "Cache/Tiny"]
+    folder_bytes = sum(os.path.getsize(p) for p in folder_files(synth["folder"]).values())
+    gguf_bytes = os.path.getsize(synth["gguf"])
+    repo = os.path.join(models, "models--Org--Tiny")
+    assert rows["Org/Tiny"] == {"name": "Org/Tiny", "bytes": folder_bytes, "source": "pulled",
+                                "revs": ["main"], "commit": C1,
+                                "path": os.path.join(repo, "snapshots", C1)}
+    assert rows["Org/Tiny@v2"]["path"] == os.path.join(repo, "snapshots", C2, "tiny-q8_0.gguf")
+    assert rows["Org/Tiny@v2"]["bytes"] == gguf_bytes and rows["Org/Tiny@v2"]["revs"] == ["v2"]
+    assert rows["plain"]["source"] == rows["plain.gguf"]["source"] == "folder"
+    assert rows["plain"]["bytes"] == folder_bytes and rows["plain"]["commit"] is None
+    assert rows["Cache/Tiny"]["source"] == "hf-cache" and rows["Cache/Tiny"]["commit"] == C3
+    # the snapshot no name can pick is said on stderr, not listed
+    assert "skipped Org/Two@%s" % C1 in r.stderr and "holds 2 .gguf files" in r.stderr
+    r = ctl(e, "model", "list", "--models", str(models))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SIZE", "SOURCE", "REV", "COMMIT", "PATH"]
+    assert lines[1].split()[:6] == ["Org/Tiny", "%.1f" % (folder_bytes / 1e3), "kB", "pulled",
+                                    "main", C1[:12]]
+    assert lines[5].split()[0] == "Cache/Tiny" and "hf-cache" in lines[5].split()
+    # blobs that two snapshots share count once in each
+    put_snapshot(models, "Org/Dup", C1, {"a.gguf": synth["gguf"], "b.bin": synth["gguf"]})
+    r = ctl(e, "model", "list", "--models", str(models), "--json")
+    dup = {m["name"]: m for m in json.loads(r.stdout)["models"]}["Org/Dup"]
+    assert dup["bytes"] == gguf_bytes, dup
+
+
+# ---- nexusctl rm ---------------------------------------------------------------------------
+
+
+def config_with_agent(tmp_path, models, model):
+    """A nexus.yaml whose one agent names `model`."""
+    cfg = tmp_path / "cfg"
+    os.makedirs(cfg / "agents", exist_ok=True)
+    (cfg / "nexus.yaml").write_text(f"home: var\nmodels: {models}\nagents: agents\n")
+    (cfg / "agents" / "a.yaml").write_text(f"name: a\nmodel: {model}\n")
+    return str(cfg / "nexus.yaml")
+
+
+def test_rm_a_revision_keeps_shared_blobs(synth, env, tmp_path):
+    models = tmp_path / "models"
+    two_revisions(synth, models)
+    # C3 shares every blob of C1 and adds none
+    put_snapshot(models, "Org/Tiny", C3, folder_files(synth["folder"]), refs=["v3"])
+    before = blobs(models, "Org/Tiny")
+    config = config_with_agent(tmp_path, models, "Org/Tiny@v2")
+    r = ctl(env, "rm", "Org/Tiny@v2", "--config", config)
+    assert r.returncode == 1
+    assert "model 'Org/Tiny@v2' is used by a (%s)" % (tmp_path / "cfg" / "agents" / "a.yaml") \
+        in r.stderr and "--force" in r.stderr, r.stderr
+    r = ctl(env, "rm", "Org/Tiny@v2", "--models", str(models))  # no config: nothing known
+    assert r.returncode == 1
+    assert "cannot tell whether an agent uses 'Org/Tiny@v2'" in r.stderr, r.stderr
+    r = ctl(env, "rm", "Org/Tiny@v2", "--config", config, "--force", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    gguf_blob = hashlib.sha256(open(synth["gguf"], "rb").read()).hexdigest()
+    assert out["commit"] == C2 and out["bytes_freed"] == os.path.getsize(synth["gguf"])
+    assert blobs(models, "Org/Tiny") == sorted(set(before) - {gguf_blob})
+    repo = models / "models--Org--Tiny"
+    assert sorted(os.listdir(repo / "snapshots")) == [C1, C3]
+    assert sorted(os.listdir(repo / "refs")) == ["main", "v3"]
+    # removing C1 by its ref frees nothing: C3 links to the same blobs
+    config = config_with_agent(tmp_path, models, "Org/Tiny@v3")
+    r = ctl(env, "rm", "Org/Tiny@main", "--config", config, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bytes_freed"] == 0
+    assert blobs(models, "Org/Tiny") == sorted(set(before) - {gguf_blob})
+    r = run(env, "Org/Tiny", "--models", str(models))  # C3 is the one left: still a model
+    assert r.returncode == 0, r.stderr
+    # the last snapshot takes the repo with it
+    r = ctl(env, "rm", "Org/Tiny@" + C3[:7], "--models", str(models), "--force")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(models) == []
+
+
+def test_rm_refusals_and_whole_repo(synth, env, tmp_path):
+    models = tmp_path / "models"
+    two_revisions(synth, models)
+    os.symlink(synth["folder"], models / "plain")
+    hub = tmp_path / "hub"
+    put_snapshot(hub, "Cache/Tiny", C3, {"t.gguf": synth["gguf"]}, refs=["main"])
+    e = {**env, "HF_HUB_CACHE": str(hub)}
+    config = config_with_agent(tmp_path, models, "plain")
+    r = ctl(e, "rm", "Cache/Tiny", "--config", config)
+    assert r.returncode == 1
+    assert "model 'Cache/Tiny' is in the Hugging Face cache (%s/models--Cache--Tiny), which is " \
+        "yours" % hub in r.stderr, r.stderr
+    r = ctl(e, "rm", "plain", "--config", config)
+    assert r.returncode == 1
+    assert "'plain' is a model you put in the models folder (%s/plain), not a pulled one: " \
+        "delete it by hand" % models in r.stderr, r.stderr
+    r = ctl(e, "rm", "Org/Absent", "--config", config)
+    assert r.returncode == 1 and "model 'Org/Absent' is not in the store %s" % models in r.stderr
+    r = ctl(e, "rm", "Org/Tiny", "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("removed Org/Tiny (")
+    assert sorted(os.listdir(models)) == ["plain"]  # no hidden leftovers either
+    assert os.path.isdir(hub / "models--Cache--Tiny")
