@@ -358,3 +358,57 @@ def test_rm_refusals_and_whole_repo(synth, env, tmp_path):
     assert r.stdout.startswith("removed Org/Tiny (")
     assert sorted(os.listdir(models)) == ["plain"]  # no hidden leftovers either
     assert os.path.isdir(hub / "models--Cache--Tiny")
+
+
+# ---- nexusd ------------------------------------------------------------------------------------
+
+
+def test_nexusd_serves_hub_names(synth, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    two_revisions(synth, store)
+    hub = tmp_path / "hub"
+    put_snapshot(hub, "Cache/Tiny", C3, {"t.gguf": synth["gguf"]}, refs=["main"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    agents = [du.agent("hub", "Org/Tiny"), du.agent("hub_main", "Org/Tiny@main"),
+              du.agent("hub_v2", "Org/Tiny@v2"), du.agent("cached", "Cache/Tiny"),
+              du.agent("plain", "plain")]
+    models = {"models--Org--Tiny": str(store / "models--Org--Tiny"), "plain": synth["folder"]}
+    with du.running(agents, models=models) as d:
+        with d.client() as c:
+            for name in ("hub", "hub_v2", "cached"):
+                _, _, r = c.task(name, "Hi")
+                assert r["op"] == "result", (name, r)
+            st = c.call({"op": "models"})
+        by_name = {m["name"]: m for m in st["models"]}
+        # Org/Tiny and Org/Tiny@main are one snapshot: one model, named as first written
+        assert sorted(by_name) == ["Cache/Tiny", "Org/Tiny", "Org/Tiny@v2", "plain"], by_name
+        assert sorted(by_name["Org/Tiny"]["agents"]) == ["hub", "hub_main"]
+        assert by_name["Org/Tiny"]["source"] == "pulled"
+        assert by_name["Org/Tiny"]["path"].endswith("/models--Org--Tiny/snapshots/" + C1)
+        assert by_name["Org/Tiny@v2"]["path"].endswith(C2 + "/tiny-q8_0.gguf")
+        assert by_name["Cache/Tiny"]["source"] == "hf-cache"
+        assert by_name["Cache/Tiny"]["path"].startswith(str(hub))
+        assert by_name["plain"]["source"] == "folder"
+        r = d.ctl("agents", "--json")
+        assert r.returncode == 0, r.stderr
+        agents_out = {a["name"]: a for a in json.loads(r.stdout)["agents"]}
+        assert agents_out["hub_main"]["model"] == "Org/Tiny@main"  # as written
+        r = d.ctl("load", "Org/Tiny@v2")
+        assert r.returncode == 0, r.stderr
+
+
+def test_nexusd_check_says_pull(synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    d = du.Daemon([du.agent("miss", "Org/Missing@v1")], models={"plain": synth["folder"]})
+    try:
+        models = os.path.join(d.home, "models")
+        for args in (("--check",), ()):
+            r = subprocess.run([du.NEXUSD, "--config", d.config, *args], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 1, r.stdout + r.stderr
+            agent_file = os.path.join(d.home, "agents", "miss.yaml")
+            assert f"{agent_file}:2:8: field 'model': model 'Org/Missing@v1' not found in " \
+                f"{models} or the Hugging Face cache ({tmp_path / 'hub'}" in r.stderr, r.stderr
+            assert "run `nexusctl pull Org/Missing@v1`" in r.stderr, r.stderr
+    finally:
+        d.close()
