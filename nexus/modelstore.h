@@ -25,7 +25,7 @@
 
 #include "nx_loader.h"
 
-#define NX_MS_REPO_MAX 192 /* "Org/Name": each part at most 96 bytes */
+#define NX_MS_REPO_MAX 193 /* "Org/Name": each part at most 96 bytes, and the slash */
 #define NX_MS_REV_MAX 128
 
 /* A hub name split into its parts. */
