@@ -64,7 +64,9 @@ typedef struct nx_nexus_conf {
  * the file are relative to the file's folder. Errors: NX_EFORMAT with "FILE:LINE:COL: field
  * 'x.y': expected ..., got ..." (unknown keys are errors too, so typos are caught); an agent
  * whose model directory does not exist or whose `next` names no agent is an error naming the
- * agent's file. Caller owns *out (nx_nexus_conf_free). */
+ * agent's file, and so is a hub name (Org/Name[@REV]) found neither in the models folder nor
+ * in the Hugging Face cache (with the `nexusctl pull` to run). Caller owns *out
+ * (nx_nexus_conf_free). */
 int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err);
 void nx_nexus_conf_free(nx_nexus_conf_t **conf_p);
 

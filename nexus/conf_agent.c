@@ -3,7 +3,9 @@
  *
  *   name: drafter                 # [A-Za-z0-9_.-]{1,64}, required
  *   description: "..."            # default ""
- *   model: demo-qwen3             # a folder or a .gguf file under `models`, or a path (has a /)
+ *   model: demo-qwen3             # a folder or a .gguf file under `models`; Org/Name[@REV] (the
+ *                                 # store, then the Hugging Face cache; modelstore.h); or a path
+ *                                 # (./x ../x /x, or a '/' name that is no hub name)
  *   system_prompt: "..."          # optional
  *   chat_template: auto           # auto | chatml | llama3 | raw
  *   generation: {max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed,
