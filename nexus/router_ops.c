@@ -141,7 +141,11 @@ static bool model_known(nx__router_t *self, const char *name)
     if (nx_exec_status(self->exec, &st, &err) != NX_OK)
         return false;
     for (size_t i = 0; i < st.model_count && !found; i++)
-        found = strcmp(st.models[i].name, name) == 0;
+        found = strcmp(st.models[i].name, name) == 0 || strcmp(st.models[i].path, name) == 0;
+    /* an agent's `model:` as written (Org/Name@main where the model is called Org/Name):
+     * the executor finds it the same way (nx__res_find) */
+    for (size_t i = 0; i < self->conf->agent_count && !found; i++)
+        found = strcmp(self->conf->agents[i].model, name) == 0;
     nx_exec_status_clear(&st);
     return found;
 }

@@ -393,8 +393,10 @@ def test_nexusd_serves_hub_names(synth, tmp_path, monkeypatch):
         assert r.returncode == 0, r.stderr
         agents_out = {a["name"]: a for a in json.loads(r.stdout)["agents"]}
         assert agents_out["hub_main"]["model"] == "Org/Tiny@main"  # as written
-        r = d.ctl("load", "Org/Tiny@v2")
-        assert r.returncode == 0, r.stderr
+        for name in ("Org/Tiny@v2", "Org/Tiny@main"):  # a model's name, or an agent's spelling
+            r = d.ctl("load", name, "--json")
+            assert r.returncode == 0, (name, r.stderr)
+        assert json.loads(r.stdout)["model"] == "Org/Tiny", r.stdout
 
 
 def test_nexusd_check_says_pull(synth, tmp_path, monkeypatch):
