@@ -375,7 +375,11 @@ int nx_ctl_model_list(int argc, char **argv)
         free(models_dir);
         return NX_CTL_EXIT_FAIL;
     }
-    if (models_dir)
+    struct stat st;
+    if (models_dir && stat(models_dir, &st) != 0)
+        fprintf(stderr, "nexusctl model list: the models folder %s does not exist\n",
+                models_dir);
+    else if (models_dir)
         list_models_dir(models_dir, &rows);
     for (size_t i = 0; i < root_count; i++)
         list_hf_root(roots[i], models_dir, &rows);

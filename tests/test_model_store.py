@@ -414,3 +414,33 @@ def test_nexusd_check_says_pull(synth, tmp_path, monkeypatch):
             assert "run `nexusctl pull Org/Missing@v1`" in r.stderr, r.stderr
     finally:
         d.close()
+
+
+def test_offline_commands_take_names(synth, env, tmp_path):
+    models = tmp_path / "models"
+    two_revisions(synth, models)
+    m = ["--models", str(models)]
+    r = ctl(env, "model", "inspect", "Org/Tiny", "--json", "--summary", *m)
+    assert r.returncode == 0, r.stderr
+    r = ctl(env, "model", "verify", "Org/Tiny", "--json", *m)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path"] == os.path.join(models, "models--Org--Tiny",
+                                                        "snapshots", C1)
+    r = ctl(env, "model", "load", "Org/Tiny@v2", "--device", "cpu", "--json", *m)
+    assert r.returncode == 0, r.stderr
+    direct = ctl(env, "tokenize", synth["folder"], "Hello there")
+    r = ctl(env, "tokenize", "Org/Tiny", "Hello there", *m)
+    assert r.returncode == 0 and r.stdout == direct.stdout, r.stderr
+    out = tmp_path / "q.gguf"
+    r = ctl(env, "model", "quantize", "Org/Tiny", str(out), "--type", "q8_0", *m)
+    assert r.returncode == 0 and out.exists(), r.stderr
+    # --config FILE: its models folder
+    config = config_with_agent(tmp_path, models, "Org/Tiny")
+    r = ctl(env, "model", "verify", "Org/Tiny@v2", "--config", config)
+    assert r.returncode == 0 and r.stdout.startswith(
+        "OK %s/models--Org--Tiny/snapshots/%s/tiny-q8_0.gguf:" % (models, C2)), r.stderr
+    r = run(env, "Org/Tiny@v2", "--config", config)
+    assert r.returncode == 0, r.stderr
+    r = ctl(env, "model", "list", "--models", str(tmp_path / "absent"))
+    assert r.returncode == 0
+    assert "the models folder %s does not exist" % (tmp_path / "absent") in r.stderr
