@@ -385,9 +385,9 @@ $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nex
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
 
 # Agent files (fuzz_conf) and nexus.yaml with its agents folder (fuzz_nexus_conf).
-FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c agents/sampler.c loader/err.c
+FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c nexus/modelstore.c agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_conf $(BUILD)/fuzz/fuzz_nexus_conf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_CONF_SRC) \
-	nexus/conf.h nexus/conf_yaml.h $(ALL_LIBS)
+	nexus/conf.h nexus/conf_yaml.h nexus/modelstore.h $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CONF_SRC) $(LINK_LIBS)
 

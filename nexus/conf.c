@@ -1,6 +1,7 @@
 /* conf.c — nexus.yaml (schemas/nexus.schema.json states the same rules), the agents folder it
  * names, and the rules that span files: unique agent names, `next` naming an agent and no
- * pipeline looping back on itself, every model folder present, CURVE when not on loopback.
+ * pipeline looping back on itself, every model folder present (hub names Org/Name[@REV] are
+ * resolved as each agent file is read: conf_agent.c), CURVE when not on loopback.
  *
  * Every relative path, and every default path (home ./var, agents ./agents, models
  * <home>/models), resolves against the folder of nexus.yaml; the struct holds absolute paths.

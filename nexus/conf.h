@@ -12,12 +12,14 @@
 
 #include "nx_engine.h"
 #include "nx_loader.h"
+#include "modelstore.h"
 
 typedef struct nx_agent_conf {
     char *name;          /* unique; [A-Za-z0-9_.-]{1,64} */
     char *description;   /* may be "" */
-    char *model;         /* a model directory name (under models) or a path */
-    char *model_path;    /* resolved absolute directory */
+    char *model;         /* as written: a name under models, Org/Name[@REV], or a path */
+    char *model_path;    /* resolved absolute folder or .gguf file (nx_ms_resolve) */
+    nx_ms_source_t model_source; /* where model_path was found */
     char *system_prompt; /* may be NULL */
     nx_chat_kind_t chat_template; /* auto by default */
     int thinking;        /* -1 default, 0 off, 1 on (generation.thinking) */
@@ -62,7 +64,9 @@ typedef struct nx_nexus_conf {
  * the file are relative to the file's folder. Errors: NX_EFORMAT with "FILE:LINE:COL: field
  * 'x.y': expected ..., got ..." (unknown keys are errors too, so typos are caught); an agent
  * whose model directory does not exist or whose `next` names no agent is an error naming the
- * agent's file. Caller owns *out (nx_nexus_conf_free). */
+ * agent's file, and so is a hub name (Org/Name[@REV]) found neither in the models folder nor
+ * in the Hugging Face cache (with the `nexusctl pull` to run). Caller owns *out
+ * (nx_nexus_conf_free). */
 int nx_nexus_conf_load(const char *path, nx_nexus_conf_t **out, nx_err_t *err);
 void nx_nexus_conf_free(nx_nexus_conf_t **conf_p);
 

@@ -3,7 +3,9 @@
  *
  *   name: drafter                 # [A-Za-z0-9_.-]{1,64}, required
  *   description: "..."            # default ""
- *   model: demo-qwen3             # a folder or a .gguf file under `models`, or a path (has a /)
+ *   model: demo-qwen3             # a folder or a .gguf file under `models`; Org/Name[@REV] (the
+ *                                 # store, then the Hugging Face cache; modelstore.h); or a path
+ *                                 # (./x ../x /x, or a '/' name that is no hub name)
  *   system_prompt: "..."          # optional
  *   chat_template: auto           # auto | chatml | llama3 | raw
  *   generation: {max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed,
@@ -201,22 +203,38 @@ static int parse_limits(nx__yfile_t *f, yaml_node_t *l, nx_agent_conf_t *a, nx_e
 
 static bool model_is_path(const char *model)
 {
-    return strchr(model, '/') || strcmp(model, ".") == 0 || strcmp(model, "..") == 0;
+    return model[0] == '/' || strncmp(model, "./", 2) == 0 || strncmp(model, "../", 3) == 0 ||
+           strcmp(model, ".") == 0 || strcmp(model, "..") == 0 ||
+           (strchr(model, '/') && !nx_ms_parse_name(model, NULL));
 }
 
+/* With a models folder, the name is resolved (modelstore.h): a hub name found nowhere is an
+ * error here, naming this file and line, with the `nexusctl pull` that fetches it. On its own
+ * (models_dir NULL) only a path can be resolved; a bare or hub name needs the store. */
 static int parse_model(nx__yfile_t *f, yaml_node_t *n, const char *models_dir,
                        nx_agent_conf_t *a, nx_err_t *err)
 {
     int rc = nx__yget_string(f, n, "model", false, &a->model, err);
     if (rc != NX_OK)
         return rc;
-    if (model_is_path(a->model))
-        a->model_path = nx__conf_abspath(f->dir, a->model);
-    else if (models_dir)
-        a->model_path = nx__conf_abspath(models_dir, a->model);
-    else
-        return NX_OK; /* a bare name checked on its own: no models folder to resolve it in */
-    return a->model_path ? NX_OK : nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    if (!models_dir && !model_is_path(a->model))
+        return NX_OK;
+    nx_ms_model_t m;
+    nx_err_t e = {0};
+    rc = nx_ms_resolve(a->model, models_dir, f->dir, &m, &e);
+    if (rc == NX_ENOMEM)
+        return nx_err_set(err, rc, "%s: no memory", f->path);
+    if (rc != NX_OK) {
+        nx__yerr(f, n, "model", err, "%s", e.msg);
+        if (err)
+            err->code = rc; /* NX_ENOTFOUND for a missing model, as for a missing folder */
+        return rc;
+    }
+    a->model_path = m.path; /* moves it */
+    a->model_source = m.source;
+    m.path = NULL;
+    nx_ms_model_clear(&m);
+    return NX_OK;
 }
 
 static void set_defaults(nx_agent_conf_t *a)

@@ -163,20 +163,28 @@ static int print_json(const nx_st_t *st, bool summary)
 int nx_ctl_model_inspect(int argc, char **argv)
 {
     inspect_args_t args = {0};
-    if (!parse_args(argc, argv, true, &args))
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    if (nx_ctl_store_opts_take("model inspect", &argc, argv, &store) != NX_CTL_EXIT_OK ||
+        !parse_args(argc, argv, true, &args))
         return NX_CTL_EXIT_USAGE;
+    int rc = nx_ctl_resolve_model("model inspect", &store, args.path, &model_path);
+    if (rc != NX_CTL_EXIT_OK)
+        return rc;
+    args.path = model_path;
     nx_err_t err = {0};
     nx_st_t *st = nx_st_open(args.path, &err);
     if (!st) {
         fprintf(stderr, "nexusctl: inspect failed: %s\n", err.msg);
+        free(model_path);
         return NX_CTL_EXIT_FAIL;
     }
-    int rc = NX_CTL_EXIT_OK;
     if (args.json)
         rc = print_json(st, args.summary);
     else
         print_text(st, args.summary);
     nx_st_destroy(&st);
+    free(model_path);
     return rc;
 }
 
@@ -193,11 +201,28 @@ static void print_failure_json(const char *path, const nx_err_t *err)
     json_decref(root);
 }
 
+static int verify(const inspect_args_t *a);
+
 int nx_ctl_model_verify(int argc, char **argv)
 {
     inspect_args_t args = {0};
-    if (!parse_args(argc, argv, false, &args))
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    if (nx_ctl_store_opts_take("model verify", &argc, argv, &store) != NX_CTL_EXIT_OK ||
+        !parse_args(argc, argv, false, &args))
         return NX_CTL_EXIT_USAGE;
+    int code = nx_ctl_resolve_model("model verify", &store, args.path, &model_path);
+    if (code != NX_CTL_EXIT_OK)
+        return code;
+    args.path = model_path;
+    code = verify(&args);
+    free(model_path);
+    return code;
+}
+
+static int verify(const inspect_args_t *a)
+{
+    inspect_args_t args = *a;
     nx_err_t err = {0};
     size_t checked = 0;
     nx_st_t *st = nx_st_open(args.path, &err);

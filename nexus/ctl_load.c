@@ -150,9 +150,16 @@ static void print_json(const load_args_t *a, nx_pool_t *pool, const nx_model_t *
 int nx_ctl_model_load(int argc, char **argv)
 {
     load_args_t a = {.device = NX_DEVICE_AUTO};
-    int rc = parse_args(argc, argv, &a);
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    int rc = nx_ctl_store_opts_take("model load", &argc, argv, &store);
+    if (rc == NX_CTL_EXIT_OK)
+        rc = parse_args(argc, argv, &a);
+    if (rc == NX_CTL_EXIT_OK)
+        rc = nx_ctl_resolve_model("model load", &store, a.path, &model_path);
     if (rc != NX_CTL_EXIT_OK)
         return rc;
+    a.path = model_path;
 
     nx_err_t err = {0};
     nx_pool_t *pool = NULL;
@@ -208,5 +215,6 @@ out:
         nx_loader_unload(loader, &model, false);
     nx_loader_destroy(&loader);
     nx_pool_destroy(&pool);
+    free(model_path);
     return exit_code;
 }

@@ -2,6 +2,7 @@
  * one GGUF file (agents/quantize.h), with a one-line summary or --json. Usage errors exit 2
  * with a one-line explanation, failures exit 1. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
@@ -9,7 +10,7 @@
 
 static const char help_text[] =
     "usage: nexusctl model quantize IN_DIR|IN.gguf OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32\n"
-    "                               [--threads N] [--json]\n"
+    "                               [--threads N] [--json] [--models DIR | --config FILE]\n"
     "\n"
     "Write a Hugging Face model directory (config.json, tokenizer.json, safetensors weights)\n"
     "as one GGUF file that llama.cpp loads and runs, tensor types chosen as llama-quantize\n"
@@ -17,7 +18,8 @@ static const char help_text[] =
     "q4_0 puts Q6_K on the output head; rows that are not whole blocks fall back to Q5_0, Q8_0\n"
     "or F16 as llama.cpp's do. Norms and biases stay F32. The file is written atomically.\n"
     "IN.gguf (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K) is requantized or dequantized\n"
-    "the same way, its tensor names, order and metadata kept.\n"
+    "the same way, its tensor names, order and metadata kept. IN may also be a name in the\n"
+    "models folder or a hub name Org/Name[@REV] (README: Model names and the store).\n"
     "\n"
     "  --type T      the mix (required)\n"
     "  --threads N   quantizing threads (default: one per core)\n"
@@ -117,17 +119,28 @@ int nx_ctl_model_quantize(int argc, char **argv)
 {
     args_t args = {0};
     nx_quantize_opts_t opts;
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    if (nx_ctl_store_opts_take("model quantize", &argc, argv, &store) != NX_CTL_EXIT_OK)
+        return NX_CTL_EXIT_USAGE;
     int code = collect(argc, argv, &args);
     if (code < 0)
         code = to_opts(&args, &opts);
     if (code >= 0)
         return code;
+    code = nx_ctl_resolve_model("model quantize", &store, args.in, &model_path);
+    if (code != NX_CTL_EXIT_OK)
+        return code;
+    opts.in_dir = model_path;
     nx_quantize_report_t report;
     nx_err_t err = {0};
+    code = NX_CTL_EXIT_OK;
     if (nx_quantize_model(&opts, &report, &err) != NX_OK) {
         fprintf(stderr, "nexusctl model quantize: %s\n", err.msg);
-        return NX_CTL_EXIT_FAIL;
+        code = NX_CTL_EXIT_FAIL;
+    } else {
+        print_report(&opts, &report, args.json);
     }
-    print_report(&opts, &report, args.json);
-    return NX_CTL_EXIT_OK;
+    free(model_path);
+    return code;
 }

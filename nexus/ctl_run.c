@@ -39,11 +39,13 @@ typedef struct run_args {
 } run_args_t;
 
 static const char run_usage[] =
-    "usage: nexusctl run MODEL_DIR \"prompt\" [--chat] [--template auto|chatml|llama3|raw]\n"
+    "usage: nexusctl run MODEL \"prompt\" [--chat] [--template auto|chatml|llama3|raw]\n"
     "         [--system TEXT] [--no-think]\n"
     "         [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "         [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
-    "         [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]\n";
+    "         [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]\n"
+    "         [--models DIR | --config FILE]\n"
+    "  MODEL: a model folder or .gguf file, a name in the models folder, or Org/Name[@REV]\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
@@ -411,11 +413,18 @@ static void print_json(const nx_gen_result_t *r, const run_figures_t *f)
 int nx_ctl_run(int argc, char **argv)
 {
     run_args_t a = {.device = NX_DEVICE_AUTO, .sampling = nx_sampling_default()};
-    int rc = parse_args(argc, argv, &a);
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    int rc = nx_ctl_store_opts_take("run", &argc, argv, &store);
+    if (rc == NX_CTL_EXIT_OK)
+        rc = parse_args(argc, argv, &a);
+    if (rc == NX_CTL_EXIT_OK)
+        rc = nx_ctl_resolve_model("run", &store, a.model_dir, &model_path);
     if (rc != NX_CTL_EXIT_OK) {
         free(a.ids);
         return rc;
     }
+    a.model_dir = model_path;
     nx_err_t err = {0};
     run_ctx_t c = {0};
     int32_t *ids = NULL;
@@ -458,5 +467,6 @@ out:
     free(ids);
     free(a.ids);
     close_model(&c);
+    free(model_path);
     return exit_code;
 }

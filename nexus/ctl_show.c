@@ -171,13 +171,13 @@ static const msgpack_object *f_array(const msgpack_object *o, const char *key)
 
 static void print_models(const msgpack_object *reply)
 {
-    table_t t = {.cols = 10};
+    table_t t = {.cols = 11};
     table_row(&t, "MODEL", "STATE", "SIZE", "LAST USED", "LOADS", "LAST SWAP", "QUEUE",
-              "RUNNING", "PIN", "AGENTS");
+              "RUNNING", "PIN", "AGENTS", "SOURCE");
     const msgpack_object *models = f_array(reply, "models");
     for (uint32_t i = 0; models && i < models->via.array.size; i++) {
         const msgpack_object *m = &models->via.array.ptr[i];
-        cell_t name, state, size, used, loads, swap, queue, running, pin, agents;
+        cell_t name, state, size, used, loads, swap, queue, running, pin, agents, source;
         double swap_ms;
         f_num(m, "last_swap_ms", "%.0f ms", swap);
         if (nx_client_number(nx_client_field(m, "last_swap_ms"), &swap_ms) && swap_ms < 0)
@@ -186,7 +186,7 @@ static void print_models(const msgpack_object *reply)
                   f_bytes(m, "bytes", size), f_ago(m, "last_used_ms_ago", used),
                   f_num(m, "loads", "%.0f", loads), swap, f_num(m, "queue", "%.0f", queue),
                   f_num(m, "running", "%.0f", running), f_bool(m, "pinned", pin),
-                  f_list(m, "agents", agents));
+                  f_list(m, "agents", agents), f_text(m, "source", source));
     }
     table_print(&t);
 }

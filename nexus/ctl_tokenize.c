@@ -81,9 +81,16 @@ static int render(const nx_tokenizer_t *tok, const tokenize_args_t *a, char **pr
 int nx_ctl_tokenize(int argc, char **argv)
 {
     tokenize_args_t a = {0};
-    int code = parse_args(argc, argv, &a);
+    nx_ctl_store_opts_t store = {0};
+    char *model_path = NULL;
+    int code = nx_ctl_store_opts_take("tokenize", &argc, argv, &store);
+    if (code == NX_CTL_EXIT_OK)
+        code = parse_args(argc, argv, &a);
+    if (code == NX_CTL_EXIT_OK)
+        code = nx_ctl_resolve_model("tokenize", &store, a.model_dir, &model_path);
     if (code != NX_CTL_EXIT_OK)
         return code;
+    a.model_dir = model_path;
     nx_err_t err = {0};
     char *prompt = NULL;
     int32_t *ids = NULL;
@@ -109,5 +116,6 @@ out:
     free(ids);
     free(prompt);
     nx_tokenizer_destroy(&tok);
+    free(model_path);
     return code;
 }

@@ -74,6 +74,7 @@ static void publish_status(nx_exec_t *exec)
         nx_model_status_t *s = &exec->status_models[i];
         snprintf(s->name, sizeof s->name, "%s", m->name);
         snprintf(s->path, sizeof s->path, "%s", m->path);
+        snprintf(s->source, sizeof s->source, "%s", m->source);
         snprintf(s->state, sizeof s->state, "%s", nx__mstate_name(m->state));
         s->bytes = m->weight_bytes;
         s->pinned = m->pinned;

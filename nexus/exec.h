@@ -100,8 +100,9 @@ void nx_exec_cancel(nx_exec_t *self, int64_t task_id);
 void nx_exec_command(nx_exec_t *self, nx_op_t op, const char *model, uint64_t command_id);
 
 typedef struct nx_model_status {
-    char name[128];       /* model directory name */
+    char name[128];       /* model folder or file name; Org/Name[@REV] for a hub model */
     char path[512];
+    char source[16];      /* folder | path | pulled | hf-cache */
     char state[16];
     uint64_t bytes;
     bool pinned;

@@ -50,8 +50,10 @@ typedef struct nx__pending_cmd {
 } nx__pending_cmd_t;
 
 struct nx__model {
-    char name[128];          /* directory name */
-    char path[512];          /* absolute directory */
+    char name[128];          /* the folder's or file's name; for a hub model the agent's
+                                `model:` as written (Org/Name[@REV]) */
+    char path[512];          /* absolute folder or .gguf file */
+    char source[16];         /* where it came from: nx_ms_source_name */
     nx__mstate_t state;
     uint64_t weight_bytes;   /* pool bytes of its weights, chunk-rounded; 0 when unreadable */
     uint64_t engine_bytes;   /* pool bytes its engine takes besides (CUDA scratch), rounded */

@@ -21,10 +21,11 @@
 #define NX_MODELSTORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "nx_loader.h"
 
-#define NX_MS_REPO_MAX 192 /* "Org/Name": each part at most 96 bytes */
+#define NX_MS_REPO_MAX 193 /* "Org/Name": each part at most 96 bytes, and the slash */
 #define NX_MS_REV_MAX 128
 
 /* A hub name split into its parts. */
@@ -49,5 +50,60 @@ char *nx_ms_repo_dir(const char *root, const char *repo);
  * Caller owns *out. */
 int nx_ms_models_dir(const char *models_flag, const char *config_flag, char **out,
                      nx_err_t *err);
+
+/* Where a resolved model came from. */
+typedef enum nx_ms_source {
+    NX_MS_FOLDER,   /* a bare name: a folder or .gguf file in the models folder */
+    NX_MS_PATH,     /* a path, as written */
+    NX_MS_PULLED,   /* a hub name found in the store (the models folder) */
+    NX_MS_HF_CACHE, /* a hub name found in the user's Hugging Face cache */
+} nx_ms_source_t;
+
+/* A name resolved to files. */
+typedef struct nx_ms_model {
+    char *path;            /* absolute: a folder (config.json) or a .gguf file; owned */
+    char *repo_dir;        /* the models--Org--Name folder (pulled, hf-cache), else NULL; owned */
+    nx_ms_source_t source;
+    char commit[NX_MS_REV_MAX + 1]; /* the snapshot folder's name (pulled, hf-cache), else "" */
+} nx_ms_model_t;
+
+/* "folder", "path", "pulled", "hf-cache". */
+const char *nx_ms_source_name(nx_ms_source_t source);
+
+/* The Hugging Face cache folders a hub name is looked up in, in order, each once: $HF_HUB_CACHE,
+ * $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, $HOME/.cache/huggingface/hub (those whose
+ * variables are set; existing or not). Caller frees each string and the array; NX_ENOMEM. */
+int nx_ms_hf_roots(char ***roots_out, size_t *count_out);
+void nx_ms_free_roots(char **roots, size_t count);
+
+/* `name` (an agent's `model:`, a nexusctl argument) to files:
+ *   a bare name (no '/')      <models_dir>/name, source folder (its existence is not checked)
+ *   ./x ../x /x, or a '/'     base_dir/x, source path (not checked either)
+ *     name that is no hub name
+ *   Org/Name[@REV]            the store (models_dir) first, then each nx_ms_hf_roots folder:
+ *                             refs/REV names the commit, or REV is a commit (a hex prefix of
+ *                             at least 7 digits matching one snapshot); without REV refs/main,
+ *                             else the newest snapshot. A repo found but with no such revision
+ *                             goes on to the next folder. In the snapshot: config.json -> the
+ *                             folder, else its one .gguf file. When found nowhere but
+ *                             base_dir/Org/Name exists, that path (what the name meant before
+ *                             hub names). Otherwise NX_ENOTFOUND saying which folders were
+ *                             looked in and to run `nexusctl pull NAME`.
+ * A snapshot that is no model (dangling links to missing blobs, several .gguf files, neither
+ * config.json nor .gguf) is NX_EFORMAT naming the snapshot. models_dir and base_dir may be NULL
+ * (no models folder: bare names fail; no base: relative paths are taken as given). Caller
+ * clears *out (nx_ms_model_clear) on success; it is zeroed on error. */
+int nx_ms_resolve(const char *name, const char *models_dir, const char *base_dir,
+                  nx_ms_model_t *out, nx_err_t *err);
+void nx_ms_model_clear(nx_ms_model_t *model);
+
+/* The snapshot folder name (commit) that name->rev picks in repo_dir, by nx_ms_resolve's rules,
+ * whether or not it holds a whole model. NX_ENOTFOUND when there is none, NX_EFORMAT when a
+ * commit prefix is ambiguous or a ref names a missing snapshot. */
+int nx_ms_find_snapshot(const char *repo_dir, const nx_ms_name_t *name, char *commit,
+                        size_t cap, nx_err_t *err);
+
+/* The model in one snapshot folder (the rule of nx_ms_resolve). Caller owns *path_out. */
+int nx_ms_snapshot_model(const char *snapshot_dir, char **path_out, nx_err_t *err);
 
 #endif

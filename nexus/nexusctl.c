@@ -13,25 +13,26 @@ typedef struct command {
 } command_t;
 
 static const command_t commands[] = {
-    {"model inspect", nx_ctl_model_inspect, "PATH [--json] [--summary]"},
-    {"model verify", nx_ctl_model_verify, "PATH [--json]"},
+    {"model list", nx_ctl_model_list, "[--models DIR | --config FILE] [--json]"},
+    {"model inspect", nx_ctl_model_inspect, "MODEL [--json] [--summary]"},
+    {"model verify", nx_ctl_model_verify, "MODEL [--json]"},
     {"model load", nx_ctl_model_load,
-     "PATH [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
+     "MODEL [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
      "              [--read auto|direct|buffered] [--pool-mib N]"},
     {"model synth", nx_ctl_model_synth,
      "--arch qwen3|qwen2|llama --preset tiny|small|0.6b|4b|8b --out DIR|FILE.gguf\n"
      "              [--seed N] [--dtype bf16|f16|f32|q8_0|q4_0|q4_k_m] [--shards N]\n"
      "              [--tokenizer DIR]"},
     {"model quantize", nx_ctl_model_quantize,
-     "IN_DIR OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32 [--threads N] [--json]"},
+     "MODEL OUT.gguf --type q8_0|q4_0|q4_k_m|f16|bf16|f32 [--threads N] [--json]"},
     {"run", nx_ctl_run,
-     "MODEL_DIR|FILE.gguf \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
+     "MODEL \"prompt\" [--chat] [--template auto|chatml|llama3|raw] [--system TEXT]\n"
      "              [--no-think] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
      "              [--min-p P] [--repetition-penalty R] [--seed N] [--stop TEXT]...\n"
      "              [--device auto|cpu|cuda] [--threads N] [--context N] [--json]\n"
      "              [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize,
-     "MODEL_DIR|FILE.gguf TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
+     "MODEL TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
     /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
      * [--timeout SECONDS] (or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY) */
     {"status", nx_ctl_status, "[--watch [--count N]] [--json]"},
@@ -45,6 +46,7 @@ static const command_t commands[] = {
     {"tasks", nx_ctl_tasks, "[--agent A] [--limit N] [--json]"},
     {"history", nx_ctl_history, "SESSION [--json]"},
     {"ping", nx_ctl_ping, "[--json]"},
+    {"rm", nx_ctl_rm, "MODEL [--force] [--models DIR | --config FILE] [--json]   (a pulled model)"},
     {"keygen", nx_ctl_keygen, "DIR [--name NAME]   (writes DIR/NAME.key and DIR/NAME.key_secret)"},
 };
 
@@ -53,6 +55,9 @@ static void usage(FILE *out)
     fprintf(out, "usage: nexusctl COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %s %s\n", commands[i].words, commands[i].synopsis);
+    fprintf(out, "\nMODEL: a model folder or .gguf file, a name in the models folder, or "
+                 "Org/Name[@REV]; the\noffline commands take [--models DIR | --config FILE] "
+                 "to say which models folder\n(or NEXUS_MODELS; default: configs/nexus.yaml's)\n");
     fprintf(out, "\ndaemon commands also take [--endpoint E] [--key FILE --server-key FILE] "
                  "[--timeout SECONDS]\n(or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY; "
                  "default endpoint " NX_CLIENT_DEFAULT_ENDPOINT ")\n");

@@ -64,19 +64,26 @@ static uint64_t resident_bytes(const nx__model_t *m)
     return m->weight_bytes + m->engine_bytes;
 }
 
-static nx__model_t *model_for(nx_exec_t *exec, const char *path)
+/* Agents share a model when their models resolve to the same path (Org/Name and
+ * Org/Name@main alike). A hub model is named by the first agent's `model:` (a snapshot
+ * folder's own name is a commit hash); any other by its folder or file name. */
+static nx__model_t *model_for(nx_exec_t *exec, const nx_agent_conf_t *agent)
 {
+    const char *path = agent->model_path ? agent->model_path : agent->model;
     for (size_t i = 0; i < exec->model_count; i++)
         if (strcmp(exec->models[i].path, path) == 0)
             return &exec->models[i];
     nx__model_t *m = &exec->models[exec->model_count++];
     snprintf(m->path, sizeof m->path, "%s", path);
+    snprintf(m->source, sizeof m->source, "%s", nx_ms_source_name(agent->model_source));
     char copy[512];
     snprintf(copy, sizeof copy, "%s", path);
     size_t len = strlen(copy);
     while (len > 1 && copy[len - 1] == '/')
         copy[--len] = '\0';
-    snprintf(m->name, sizeof m->name, "%s", basename(copy));
+    bool hub = agent->model_path && (agent->model_source == NX_MS_PULLED ||
+                                     agent->model_source == NX_MS_HF_CACHE);
+    snprintf(m->name, sizeof m->name, "%s", hub ? agent->model : basename(copy));
     m->last_swap_ms = -1;
     m->idle_since_ns = nx_now_ns();
     m->keep_alive_s = UINT32_MAX; /* lowered below: the max of its agents, 0 = forever */
@@ -107,8 +114,7 @@ int nx__res_init(nx_exec_t *exec, nx_err_t *err)
                           conf->agent_count);
     for (size_t i = 0; i < conf->agent_count; i++) {
         const nx_agent_conf_t *agent = &conf->agents[i];
-        const char *path = agent->model_path ? agent->model_path : agent->model;
-        nx__model_t *m = model_for(exec, path);
+        nx__model_t *m = model_for(exec, agent);
         if (m->agent_refs == 0)
             read_model(exec, m);
         bind_agent(m, agent);

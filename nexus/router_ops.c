@@ -59,6 +59,7 @@ static void write_model(nx__router_t *self, const nx_model_status_t *m)
     nx_writer_map_open(w, NULL);
     nx_writer_str(w, "name", m->name);
     nx_writer_str(w, "path", m->path);
+    nx_writer_str(w, "source", m->source);
     nx_writer_str(w, "state", m->state);
     nx_writer_uint(w, "bytes", m->bytes);
     nx_writer_array_open(w, "agents");
@@ -140,7 +141,11 @@ static bool model_known(nx__router_t *self, const char *name)
     if (nx_exec_status(self->exec, &st, &err) != NX_OK)
         return false;
     for (size_t i = 0; i < st.model_count && !found; i++)
-        found = strcmp(st.models[i].name, name) == 0;
+        found = strcmp(st.models[i].name, name) == 0 || strcmp(st.models[i].path, name) == 0;
+    /* an agent's `model:` as written (Org/Name@main where the model is called Org/Name):
+     * the executor finds it the same way (nx__res_find) */
+    for (size_t i = 0; i < self->conf->agent_count && !found; i++)
+        found = strcmp(self->conf->agents[i].model, name) == 0;
     nx_exec_status_clear(&st);
     return found;
 }

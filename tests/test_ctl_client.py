@@ -410,7 +410,7 @@ def test_status_table_and_json(daemon):
     assert lines[1].startswith("host cache  ")
     header, rows = table(r.stdout.split("\n\n", 1)[1])
     assert header.split() == ["MODEL", "STATE", "SIZE", "LAST", "USED", "LOADS", "LAST", "SWAP",
-                              "QUEUE", "RUNNING", "PIN", "AGENTS"]
+                              "QUEUE", "RUNNING", "PIN", "AGENTS", "SOURCE"]
     assert set(rows) == set(models)
     for name, m in models.items():
         assert column(header, rows[name], "STATE") == m["state"]  # aligned under its header
@@ -501,6 +501,8 @@ def test_models_human_and_json(daemon):
     for name, m in models.items():
         assert column(header, rows[name], "STATE") == m["state"]
         assert column(header, rows[name], "LOADS") == str(m["loads"])
+        assert m["source"] == "folder"  # names in the models folder (test_model_store: others)
+        assert column(header, rows[name], "SOURCE") == "folder"
 
 
 def test_tasks_agent_and_limit(daemon):
