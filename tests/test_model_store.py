@@ -309,7 +309,8 @@ def test_rm_a_revision_keeps_shared_blobs(synth, env, tmp_path):
     assert r.returncode == 1
     assert "model 'Org/Tiny@v2' is used by a (%s)" % (tmp_path / "cfg" / "agents" / "a.yaml") \
         in r.stderr and "--force" in r.stderr, r.stderr
-    r = ctl(env, "rm", "Org/Tiny@v2", "--models", str(models))  # no config: nothing known
+    # no config (and none in the folder it runs from): nothing is known about the agents
+    r = ctl(env, "rm", "Org/Tiny@v2", "--models", str(models), cwd=str(tmp_path))
     assert r.returncode == 1
     assert "cannot tell whether an agent uses 'Org/Tiny@v2'" in r.stderr, r.stderr
     r = ctl(env, "rm", "Org/Tiny@v2", "--config", config, "--force", "--json")
