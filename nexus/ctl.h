@@ -19,6 +19,7 @@ int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
 int nx_ctl_model_quantize(int argc, char **argv); /* ctl_quantize.c */
 int nx_ctl_run(int argc, char **argv);           /* ctl_run.c */
 int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
+int nx_ctl_pull(int argc, char **argv);          /* ctl_pull.c */
 
 /* cli.c: a whole decimal number in [min, max] (no sign, nothing after it); false otherwise. */
 bool nx_cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
