@@ -249,7 +249,7 @@ int nx_ctl_pull(int argc, char **argv)
              parsed.rev_given && strcmp(parsed.rev, "main") != 0 ? "@" : "",
              parsed.rev_given && strcmp(parsed.rev, "main") != 0 ? parsed.rev : "");
     if (view.json) {
-        json_line(json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "event", "done",
+        json_line(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "event", "done",
                             "repo", parsed.repo, "revision", parsed.rev, "commit", res.commit,
                             "path", res.path, "model", model_name, "files", (json_int_t)res.files,
                             "bytes", (json_int_t)res.bytes_total, "bytes_fetched",
