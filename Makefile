@@ -8,7 +8,8 @@
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
 #                target for 20 s (make fuzz-smoke)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
-#                only ours beside llama.cpp on GGUF files
+#                only ours beside llama.cpp on GGUF files; make bench-pull: nexusctl pull
+#                beside curl
 #   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
 #
 # CUDA is optional: with nvcc (on PATH or in $(CUDA_HOME)/bin) the CUDA backend is built and the
@@ -323,6 +324,12 @@ bench: all
 bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
+
+# `nexusctl pull` beside curl on one ~1.2 GB model served by tests/hub_server.py on loopback
+# (bench/pull.py: the model is made once in $(BENCH_DIR)/pull; cold target, hot source).
+.PHONY: bench-pull
+bench-pull: $(NEXUSCTL)
+	$(PYTHON) bench/pull.py --build $(BUILD) --dir $(BENCH_DIR)/pull
 
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).
