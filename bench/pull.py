@@ -109,7 +109,8 @@ def main():
                     assert done["event"] == "done" and done["bytes_fetched"] == total, done
                 got = sum(os.path.getsize(os.path.join(root, n))
                           for root, _, ns in os.walk(out) for n in ns
-                          if not os.path.islink(os.path.join(root, n)))
+                          if not os.path.islink(os.path.join(root, n))
+                          and os.path.basename(root) != "refs")
                 assert got == total, (kind, got, total)
                 rates[kind].append(total / dt / 1e6)
                 print("rep %d %-8s %7.2f s  %7.1f MB/s" % (rep + 1, kind, dt, total / dt / 1e6),

@@ -9,9 +9,12 @@
  * checksum then fails is fetched once more from scratch, since only the checksum can tell
  * whether bytes written before a crash reached the disk.
  *
- * Hashing: a thread follows each file's contiguous completed prefix, reading it back with
- * pread (from the page cache, just written) into sha256 (LFS files) or the git blob sha1, so
- * a file's checksum is ready moments after its last byte instead of after a full re-read.
+ * Hashing and storing: a thread follows each file's contiguous completed prefix, reading it
+ * back with pread (from the page cache, just written) into sha256 (LFS files) or the git blob
+ * sha1, so a file's checksum is ready moments after its last byte instead of after a full
+ * re-read. It also starts the writeback of what it hashed (sync_file_range), and does the
+ * fsync and rename of a verified file itself: an fsync can wait for the disk for a second, and
+ * the thread that drives the transfers must not.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,11 +54,13 @@ typedef struct fetch_file {
     uint64_t fetched;       /* received by this run */
     uint64_t first_ns, state_saved_ns;
     bool state_dirty, finished, restarted;
-    /* hashing: `ready` written by the fetch loop, the rest by the hasher until hash_state */
+    /* hashing: `ready` written by the fetch loop; the rest (fd included) belongs to the hasher
+     * while hash_state is HS_RUNNING, to the fetch loop otherwise */
     _Atomic uint64_t ready; /* contiguous bytes complete from offset 0 */
-    _Atomic int hash_state; /* 0 running, 1 digest ready, 2 read error (errno in hash_errno) */
+    _Atomic int hash_state; /* HS_* */
     uint64_t hashed;
     int hash_errno;
+    nx_err_t store_err; /* HS_STORE_FAILED */
     EVP_MD_CTX *md;
     char digest_hex[65];
 } fetch_file_t;
@@ -76,7 +81,16 @@ typedef struct xfer {
     char errbuf[CURL_ERROR_SIZE];
 } xfer_t;
 
+enum {
+    HS_RUNNING = 0,      /* bytes still to hash */
+    HS_STORED = 1,       /* checksum matched, blobs/<id> in place (fd closed) */
+    HS_READ_ERROR = 2,   /* pread failed: hash_errno */
+    HS_MISMATCH = 3,     /* digest_hex differs from the id */
+    HS_STORE_FAILED = 4, /* fsync or rename failed: store_err (fd closed) */
+};
+
 typedef struct hasher {
+    nx__pull_ctx_t *ctx;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -102,24 +116,32 @@ static int hash_start(fetch_file_t *ff)
     return NX_OK;
 }
 
-static void hash_finish(fetch_file_t *ff)
+/* The digest is complete: store the file when it matches, else leave it to the fetch loop. */
+static void hash_finish(nx__pull_ctx_t *ctx, fetch_file_t *ff)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     EVP_DigestFinal_ex(ff->md, md, &n);
     for (unsigned i = 0; i < n; i++)
         snprintf(ff->digest_hex + 2 * i, 3, "%02x", md[i]);
-    atomic_store(&ff->hash_state, 1);
+    if (strcmp(ff->digest_hex, ff->f->id) != 0) {
+        atomic_store(&ff->hash_state, HS_MISMATCH);
+        return;
+    }
+    int fd = ff->fd;
+    ff->fd = -1;
+    int rc = nx__pull_store_blob(ctx, ff->f, fd, &ff->store_err);
+    atomic_store(&ff->hash_state, rc == NX_OK ? HS_STORED : HS_STORE_FAILED);
 }
 
 /* Hash what is ready of one file, at most one block; true when it did something. */
-static bool hash_step(fetch_file_t *ff, unsigned char *buf)
+static bool hash_step(nx__pull_ctx_t *ctx, fetch_file_t *ff, unsigned char *buf)
 {
-    if (atomic_load(&ff->hash_state) != 0 || ff->fd < 0)
+    if (atomic_load(&ff->hash_state) != HS_RUNNING || ff->fd < 0)
         return false;
     uint64_t ready = atomic_load(&ff->ready);
     if (ff->hashed == ff->f->size) {
-        hash_finish(ff);
+        hash_finish(ctx, ff);
         return true;
     }
     if (ready <= ff->hashed)
@@ -129,13 +151,15 @@ static bool hash_step(fetch_file_t *ff, unsigned char *buf)
     ssize_t got = pread(ff->fd, buf, n, (off_t)ff->hashed);
     if (got <= 0) {
         ff->hash_errno = got < 0 ? errno : EIO;
-        atomic_store(&ff->hash_state, 2);
+        atomic_store(&ff->hash_state, HS_READ_ERROR);
         return true;
     }
     EVP_DigestUpdate(ff->md, buf, (size_t)got);
+    /* start writing it to disk now, so the fsync before the rename has little left to do */
+    sync_file_range(ff->fd, (off_t)ff->hashed, got, SYNC_FILE_RANGE_WRITE);
     ff->hashed += (uint64_t)got;
     if (ff->hashed == ff->f->size)
-        hash_finish(ff);
+        hash_finish(ctx, ff);
     return true;
 }
 
@@ -148,7 +172,7 @@ static void *hasher_main(void *arg)
         bool did = false;
         pthread_mutex_unlock(&h->lock);
         for (size_t i = 0; i < h->count && buf; i++)
-            did |= hash_step(&h->files[i], buf);
+            did |= hash_step(h->ctx, &h->files[i], buf);
         pthread_mutex_lock(&h->lock);
         if (!did && !h->stop) {
             struct timespec ts;
@@ -346,15 +370,21 @@ static bool file_bytes_complete(const fetch_file_t *ff)
     return true;
 }
 
-/* The digest is ready: store the blob, or fail (or restart once after a resume). */
+/* The hasher is done with the file: report it stored, or fail (or restart once after a
+ * resume). */
 static int file_finish(nx__pull_ctx_t *ctx, fetch_file_t *ff, nx_err_t *err)
 {
     const char *algo = ff->f->lfs ? "sha256" : "git blob sha1";
-    if (atomic_load(&ff->hash_state) == 2)
+    int state = atomic_load(&ff->hash_state);
+    if (state == HS_READ_ERROR)
         return nx_err_set(err, NX_EIO, "%s: file '%s': reading %s back to check its %s: %s",
                           ctx->opts->repo, ff->f->name, ff->part_path, algo,
                           strerror(ff->hash_errno));
-    if (strcmp(ff->digest_hex, ff->f->id) != 0) {
+    if (state == HS_STORE_FAILED) {
+        *err = ff->store_err;
+        return err->code;
+    }
+    if (state == HS_MISMATCH) {
         if (ff->resumed_bytes > 0 && !ff->restarted) {
             /* bytes from an earlier run may not have reached the disk: fetch it all again */
             ff->restarted = true;
@@ -370,11 +400,7 @@ static int file_finish(nx__pull_ctx_t *ctx, fetch_file_t *ff, nx_err_t *err)
                           "bytes received give %s (the download was deleted)",
                           ctx->opts->repo, ff->f->name, algo, ff->f->id, ff->digest_hex);
     }
-    int fd = ff->fd;
-    ff->fd = -1;
-    int rc = nx__pull_store_blob(ctx, ff->f, fd, err);
-    if (rc != NX_OK)
-        return rc;
+    ff->f->present = true;
     ff->finished = true;
     unlink(ff->state_path);
     nx_pull_event_t ev = {.kind = NX_PULL_EV_FILE, .file = ff->f->name,
@@ -724,6 +750,7 @@ int nx__pull_fetch_all(nx__pull_ctx_t *ctx, nx_err_t *err)
         rc = nx_err_set(err, NX_ENOMEM, "no memory for transfers");
         goto out;
     }
+    l.hasher.ctx = ctx;
     l.hasher.files = l.files;
     l.hasher.count = l.count;
     pthread_mutex_init(&l.hasher.lock, NULL);

@@ -69,8 +69,8 @@ int nx__pull_fetch_all(nx__pull_ctx_t *ctx, nx_err_t *err);
 
 /* "<repo_dir>/blobs/<id><suffix>". Caller frees. */
 char *nx__pull_blob_path(const nx__pull_ctx_t *ctx, const nx__pull_file_t *f, const char *suffix);
-/* fsync fd, rename the verified .incomplete to blobs/<id>, fsync the folder, drop the state
- * file. Takes fd (closes it). */
+/* fsync fd, rename the verified .incomplete to blobs/<id>, fsync the folder. Takes fd (closes
+ * it). Runs on the hashing thread: reads ctx's settings only. */
 int nx__pull_store_blob(nx__pull_ctx_t *ctx, nx__pull_file_t *f, int fd, nx_err_t *err);
 /* fsync a folder. */
 int nx__pull_fsync_dir(const char *dir);

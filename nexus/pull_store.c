@@ -88,7 +88,6 @@ int nx__pull_store_blob(nx__pull_ctx_t *ctx, nx__pull_file_t *f, int fd, nx_err_
     }
     if (nx__pull_fsync_dir(blobs) != NX_OK)
         rc = store_error(ctx, f->name, "syncing", blobs, errno, err);
-    f->present = rc == NX_OK;
 out:
     free(part);
     free(final);
