@@ -74,7 +74,7 @@ typedef struct xfer {
     uint64_t range_start;
     long status;
     double retry_after;
-    bool bad_range, overrun;
+    bool bad_range, overrun, whole_seen;
     int write_errno;
     char body[512];
     size_t body_len;
@@ -370,6 +370,14 @@ static bool file_bytes_complete(const fetch_file_t *ff)
     return true;
 }
 
+static bool file_active(const fetch_file_t *ff)
+{
+    for (uint32_t i = 0; i < ff->chunk_count; i++)
+        if (ff->chunks[i].active)
+            return true;
+    return false;
+}
+
 /* The hasher is done with the file: report it stored, or fail (or restart once after a
  * resume). */
 static int file_finish(nx__pull_ctx_t *ctx, fetch_file_t *ff, nx_err_t *err)
@@ -438,8 +446,13 @@ static size_t on_xfer_data(char *data, size_t size, size_t n, void *user)
     size_t len = size * n;
     if (!x->status)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    bool whole = x->status == 200 && x->c->start == 0 && x->c->done == 0 &&
-                 x->c->len == x->ff->f->size;
+    /* a 200 for a one-chunk file is the whole file: a server that ignores Range on a resume
+     * sends it from the start again, so it is written from the start again */
+    bool whole = x->status == 200 && x->c->start == 0 && x->c->len == x->ff->f->size;
+    if (whole && !x->whole_seen) {
+        x->whole_seen = true;
+        x->c->done = 0;
+    }
     if (x->status != 206 && !whole) {
         if (x->status >= 200 && x->status < 300) {
             x->bad_range = true; /* a 200 for a part: the server ignored Range */
@@ -640,7 +653,9 @@ static int sweep(loop_t *l, bool *all_done, nx_err_t *err)
             continue;
         *all_done = false;
         update_ready(ff);
-        if (file_bytes_complete(ff) && atomic_load(&ff->hash_state) != 0) {
+        /* no transfer of it may still hold a chunk: a restart frees them */
+        if (file_bytes_complete(ff) && !file_active(ff) &&
+            atomic_load(&ff->hash_state) != HS_RUNNING) {
             int rc = file_finish(l->ctx, ff, err);
             if (rc != NX_OK)
                 return rc;

@@ -16,9 +16,10 @@ What it serves, the way the hub does:
 Faults, per file name (hub.fault(name, **kw), or faults={name: {...}}):
   cut=N, times=k       the first k GETs of its bytes send N body bytes and close the connection
   status=S, times=k    the first k requests (HEAD or GET) answer S (retry_after=SECONDS adds a
-                       Retry-After header)
+                       Retry-After header; get_only=True: GETs only, so HEAD probes pass)
   corrupt=True         bytes served with one byte changed (headers and API stay right)
   rate=BYTES_PER_S     the bytes trickle at this rate
+  no_range=True        Range is ignored: always 200 with the whole file
 hub.stats: per file, "requests" and "body_bytes" (bytes of the file sent); hub.auth_seen: the
 paths requested with an Authorization header.
 
@@ -109,9 +110,11 @@ class Repo:
 
 
 class Hub:
-    def __init__(self, repo, token=None, faults=None, cdn=False, host="127.0.0.1", port=0):
+    def __init__(self, repo, token=None, faults=None, cdn=False, host="127.0.0.1", port=0,
+                 public_api=False):
         self.repo = repo
         self.token = token
+        self.public_api = public_api  # gated the hub's way: the listing is public, files not
         self.faults = {k: dict(v) for k, v in (faults or {}).items()}
         self.stats = {}
         self.auth_seen = []
@@ -153,7 +156,7 @@ class Hub:
             f = self.faults.get(name)
             if not f or kind not in f:
                 return None
-            if kind == "cut" and not is_get:
+            if (kind == "cut" or f.get("get_only")) and not is_get:
                 return None
             if "times" in f:
                 if f["times"] <= 0:
@@ -238,7 +241,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if parts[3:5] != org_name:
             return self._json(404, {"error": "Repository not found"},
                               [("X-Error-Code", "RepoNotFound")])
-        if not self._authorized():
+        if not self._authorized() and not self.hub.public_api:
             return self._json(401, {"error": "Access to model %s is restricted. You must have "
                                     "access to it and be authenticated to access it. Please "
                                     "log in." % self.hub.repo.name},
@@ -293,7 +296,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
         size = e["size"]
         start, end = 0, size - 1
-        rng = self.headers.get("Range")
+        with self.hub.lock:
+            f = dict(self.hub.faults.get(name, {}))
+        rng = None if f.get("no_range") else self.headers.get("Range")
         status = 200
         if rng and rng.startswith("bytes=") and size > 0:
             a, _, b = rng[6:].partition("-")
@@ -320,8 +325,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not is_get or length == 0:
             return
         cut = self.hub._take_fault(name, "cut", True)
-        with self.hub.lock:
-            f = dict(self.hub.faults.get(name, {}))
         limit = min(length, cut["cut"]) if cut else length
         self.wfile.flush()
         sent = self._send_range(e["path"], start, limit, f.get("corrupt"), f.get("rate"))
@@ -363,9 +366,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def start_hub(repo_dir, repo="Org/Name", token=None, faults=None, branches=("main",),
-              cdn=False, port=0):
+              cdn=False, port=0, public_api=False):
     """Serve repo_dir as hub repository `repo`; returns the Hub (hub.url, hub.stop())."""
-    return Hub(Repo(repo_dir, repo, branches), token=token, faults=faults, cdn=cdn, port=port)
+    return Hub(Repo(repo_dir, repo, branches), token=token, faults=faults, cdn=cdn, port=port,
+               public_api=public_api)
 
 
 def main():

@@ -286,6 +286,18 @@ def test_resume_after_kill(hub, models, source):
     assert_same(source["st"], done_event(r)["path"], [SHARD1])
 
 
+def test_resume_from_a_server_that_ignores_range(hub, models, source):
+    size = os.path.getsize(os.path.join(source["st"], SHARD1))
+    hub.fault(SHARD1, cut=32768, times=100)
+    assert pull(hub, models, "Org/Name").returncode == 1
+    hub.fault(SHARD1, no_range=True)  # 200 and the whole file for the resume's Range request
+    r = pull(hub, models, "Org/Name", json_out=True)
+    assert r.returncode == 0, r.stderr
+    fetched = [e for e in events(r) if e["event"] == "file" and e["file"] == SHARD1][0]["fetched"]
+    assert fetched == size
+    assert_same(source["st"], done_event(r)["path"], [SHARD1])
+
+
 def test_untrusted_state_restarts_the_file(hub, models, source):
     size = os.path.getsize(os.path.join(source["st"], SHARD1))
     hub.fault(SHARD1, cut=32768, times=100)
@@ -329,6 +341,24 @@ def test_5xx_until_attempts_run_out(hub, models):
     assert not os.path.exists(os.path.join(repo_dir(models), "refs", "main"))
 
 
+def test_transfer_retries_429_then_5xx_exhausted(hub, models, source):
+    # the HEAD probes pass; the ranged GETs on the multi handle answer 429 once, then succeed
+    hub.fault(SHARD1, status=429, retry_after=1, times=1, get_only=True)
+    r = pull(hub, models, "Org/Name", json_out=True)
+    assert r.returncode == 0, r.stderr
+    retries = [e for e in events(r) if e["event"] == "retry"]
+    assert [(e["file"], e["http_status"], e["retry_in_s"]) for e in retries] == [(SHARD1, 429, 1)]
+    assert_same(source["st"], done_event(r)["path"], [SHARD1])
+    hub.fault(SHARD2, status=502, times=100, get_only=True)
+    r = pull(hub, os.path.join(models, "again"), "Org/Name")
+    assert r.returncode == 1
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg == ("nexusctl pull: Org/Name: file '%s': HTTP 502 (gave up after 3 attempts; 0 "
+                   "of %d bytes are kept for a resume)"
+                   % (SHARD2, os.path.getsize(os.path.join(source["st"], SHARD2))))
+    assert snapshot_entries(os.path.join(models, "again")) == []
+
+
 def test_404_repo_revision_and_file(hub, models):
     r = pull(hub, models, "Org/Missing")
     assert r.returncode == 1
@@ -359,6 +389,21 @@ def test_gated_repo_token_and_no_leak_to_other_host(source, models):
         assert r.returncode == 0, r.stderr
         assert_same(source["st"], snapshot_of(r)[0], DEFAULT_FILES)
         assert h.auth_seen and not [p for p in h.auth_seen if p.startswith("/blobs/")]
+    finally:
+        h.stop()
+
+
+def test_gated_files_with_public_listing(source, models):
+    # the hub's own way: the repository's listing is public, its files need the token
+    h = start_hub(source["st"], "Org/Gated", token="hf_sekrit", public_api=True)
+    try:
+        r = pull(h, models, "Org/Gated")
+        assert r.returncode == 1
+        assert "Org/Gated: file 'config.json': access denied (HTTP 401" in r.stderr
+        assert "set HF_TOKEN" in r.stderr
+        assert snapshot_entries(models, "Org/Gated") == []
+        r = pull(h, models, "Org/Gated", token="hf_sekrit")
+        assert r.returncode == 0, r.stderr
     finally:
         h.stop()
 
