@@ -128,6 +128,7 @@ typedef struct hub_reply {
     size_t body_len;
     char linked_etag[72], etag[72], repo_commit[48];
     int64_t linked_size; /* -1: absent */
+    int64_t content_length; /* -1: absent */
     double retry_after;  /* -1: absent */
     char *location;      /* the redirect's absolute URL (curl resolves relative ones) */
     char curl_error[CURL_ERROR_SIZE];
@@ -204,6 +205,7 @@ static void hub_request(const nx__pull_ctx_t *ctx, const char *url, bool auth, b
 {
     memset(r, 0, sizeof *r);
     r->linked_size = -1;
+    r->content_length = -1;
     r->retry_after = -1;
     CURL *easy = curl_easy_init();
     if (!easy) {
@@ -226,6 +228,9 @@ static void hub_request(const nx__pull_ctx_t *ctx, const char *url, bool auth, b
         curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &loc);
         if (loc)
             r->location = strdup(loc);
+        curl_off_t cl = -1;
+        curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        r->content_length = cl;
     } else if (!r->curl_error[0])
         snprintf(r->curl_error, sizeof r->curl_error, "%s", curl_easy_strerror(r->code));
     curl_easy_cleanup(easy);
@@ -521,6 +526,7 @@ int nx__pull_probe(nx__pull_ctx_t *ctx, nx__pull_file_t *f, nx_err_t *err)
     }
     snprintf(url, cap, "%s/%s/resolve/%s/%s", ctx->endpoint, repo, ctx->commit, file);
     char linked_etag[72] = "";
+    int64_t linked_size = -1, final_size = -1;
     for (int hop = 0;; hop++) {
         hub_reply_t r;
         bool auth = same_origin(url, ctx->endpoint);
@@ -529,6 +535,8 @@ int nx__pull_probe(nx__pull_ctx_t *ctx, nx__pull_file_t *f, nx_err_t *err)
             goto out;
         if (r.linked_etag[0] && !linked_etag[0])
             memcpy(linked_etag, r.linked_etag, sizeof linked_etag);
+        if (r.linked_size >= 0 && linked_size < 0)
+            linked_size = r.linked_size;
         if (r.status >= 300 && r.status < 400 && r.location && hop < HUB_HOPS_MAX) {
             free(url);
             url = r.location;
@@ -545,6 +553,7 @@ int nx__pull_probe(nx__pull_ctx_t *ctx, nx__pull_file_t *f, nx_err_t *err)
             goto out;
         }
         f->url_auth = auth;
+        final_size = r.content_length;
         reply_free(&r);
         break;
     }
@@ -552,6 +561,13 @@ int nx__pull_probe(nx__pull_ctx_t *ctx, nx__pull_file_t *f, nx_err_t *err)
         rc = nx_err_set(err, NX_EDIGEST, "%s: file '%s': the hub's X-Linked-Etag (sha256 %s) "
                         "differs from its API (sha256 %s)", repo_name, f->name, linked_etag,
                         f->id);
+        goto out;
+    }
+    int64_t said = linked_size >= 0 ? linked_size : final_size;
+    if (said >= 0 && (uint64_t)said != f->size) {
+        rc = nx_err_set(err, NX_EFORMAT, "%s: file '%s': the hub serves %lld bytes, its API "
+                        "says %llu", repo_name, f->name, (long long)said,
+                        (unsigned long long)f->size);
         goto out;
     }
     f->url = url;
