@@ -366,10 +366,14 @@ static bool parse_sibling(const nx__pull_ctx_t *ctx, json_t *s, nx__pull_file_t 
         return false;
     }
     f->name = strdup(name);
+    if (!f->name) {
+        nx_err_set(err, NX_ENOMEM, "no memory");
+        return false;
+    }
     f->size = (uint64_t)json_integer_value(size);
     f->lfs = sha256 != NULL;
     snprintf(f->id, sizeof f->id, "%s", sha256 ? sha256 : blob);
-    return f->name != NULL;
+    return true;
 }
 
 static bool selected(const nx_pull_opts_t *o, const char *name, bool gguf_repo)
@@ -445,6 +449,35 @@ static int select_files(nx__pull_ctx_t *ctx, json_t *siblings, nx_err_t *err)
     return NX_OK;
 }
 
+void nx__pull_files_free(nx__pull_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->file_count; i++) {
+        free(ctx->files[i].name);
+        free(ctx->files[i].url);
+    }
+    free(ctx->files);
+    ctx->files = NULL;
+    ctx->file_count = 0;
+}
+
+int nx__pull_parse_listing(nx__pull_ctx_t *ctx, const char *body, size_t len, nx_err_t *err)
+{
+    json_t *j = json_loadb(body, len, 0, NULL);
+    const char *sha = json_string_value(json_object_get(j, "sha"));
+    json_t *siblings = json_object_get(j, "siblings");
+    int rc;
+    if (!is_hex(sha, 40) || !json_is_array(siblings))
+        rc = nx_err_set(err, NX_EFORMAT, "%s: the hub's answer for revision '%s' has no commit "
+                        "sha and file list: is %s a Hugging Face compatible hub?",
+                        ctx->opts->repo, ctx->opts->revision, ctx->endpoint);
+    else {
+        memcpy(ctx->commit, sha, 41);
+        rc = select_files(ctx, siblings, err);
+    }
+    json_decref(j);
+    return rc;
+}
+
 int nx__pull_list(nx__pull_ctx_t *ctx, nx_err_t *err)
 {
     const nx_pull_opts_t *o = ctx->opts;
@@ -454,7 +487,6 @@ int nx__pull_list(nx__pull_ctx_t *ctx, nx_err_t *err)
     char *url = malloc(cap);
     int rc = NX_OK;
     hub_reply_t r = {0};
-    json_t *j = NULL;
     if (!rev || !repo || !url) {
         rc = nx_err_set(err, NX_ENOMEM, "no memory");
         goto out;
@@ -467,20 +499,8 @@ int nx__pull_list(nx__pull_ctx_t *ctx, nx_err_t *err)
         rc = nx__pull_http_error(ctx, NULL, r.status, r.body, err);
         goto out;
     }
-    json_error_t jerr;
-    j = r.body ? json_loads(r.body, 0, &jerr) : NULL;
-    const char *sha = json_string_value(json_object_get(j, "sha"));
-    json_t *siblings = json_object_get(j, "siblings");
-    if (!is_hex(sha, 40) || !json_is_array(siblings)) {
-        rc = nx_err_set(err, NX_EFORMAT, "%s: the hub's answer for revision '%s' (%s) has no "
-                        "commit sha and file list: is %s a Hugging Face compatible hub?",
-                        o->repo, o->revision, url, ctx->endpoint);
-        goto out;
-    }
-    memcpy(ctx->commit, sha, 41);
-    rc = select_files(ctx, siblings, err);
+    rc = nx__pull_parse_listing(ctx, r.body ? r.body : "", r.body_len, err);
 out:
-    json_decref(j);
     reply_free(&r);
     free(url);
     free(repo);

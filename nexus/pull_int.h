@@ -41,6 +41,11 @@ typedef struct nx__pull_ctx {
 
 /* GET the revision's API record, fill ctx->commit and the selection (ctx->files). */
 int nx__pull_list(nx__pull_ctx_t *ctx, nx_err_t *err);
+/* The parsing half of nx__pull_list: body[0..len) is the API's JSON (outside input; fuzzed by
+ * tests/fuzz_pull_listing.c). Every selected name is a safe relative path, every id hex. */
+int nx__pull_parse_listing(nx__pull_ctx_t *ctx, const char *body, size_t len, nx_err_t *err);
+/* Free ctx->files (names, URLs) and empty the selection. */
+void nx__pull_files_free(nx__pull_ctx_t *ctx);
 /* Follow the hub's redirects for one file (HEAD requests, retried), set f->url, f->url_auth,
  * and check the size and checksum headers against the API's. */
 int nx__pull_probe(nx__pull_ctx_t *ctx, nx__pull_file_t *f, nx_err_t *err);

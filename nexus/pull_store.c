@@ -202,11 +202,7 @@ static char *result_path(const nx__pull_ctx_t *ctx, const char *snap)
 
 static void ctx_free(nx__pull_ctx_t *ctx)
 {
-    for (size_t i = 0; i < ctx->file_count; i++) {
-        free(ctx->files[i].name);
-        free(ctx->files[i].url);
-    }
-    free(ctx->files);
+    nx__pull_files_free(ctx);
     free(ctx->repo_dir);
 }
 
