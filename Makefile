@@ -256,7 +256,8 @@ asan:
 # The threaded code again, built with ThreadSanitizer (CPU build, -O1; part of `make test`,
 # about 1.5 min on two cores): the cmocka programs whose code runs threads (the executor, the
 # pool, the loader's reader threads, the engine's thread pool) and every Python test that
-# starts nexusd (router, store thread, executor and loader threads together). Any report fails
+# starts nexusd (router, store thread, executor and loader threads together), and
+# tests/test_pull.py (nexusctl pull's hashing thread beside its transfer loop). Any report fails
 # the run (TSan also makes the program exit 66); tests/tsan.supp lists the false positives
 # (libzmq's lock-free pipes, invisible to TSan) and why.
 TSAN_BUILD ?= build-tsan
@@ -264,7 +265,7 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
-TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_pull.py
 tsan:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT)
 	@rm -rf $(TSAN_BUILD)/reports && mkdir -p $(TSAN_BUILD)/reports
