@@ -2,6 +2,7 @@
  * compatible hub into the models folder (pull.h does the work) and show progress: an updating
  * line on a terminal, one plain line per file otherwise, JSON lines with --json. stdout ends
  * with the snapshot path to give `nexusctl run` and the name to put in an agent's `model:`. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,15 @@ static void show_event(void *arg, const nx_pull_event_t *ev)
     fflush(stderr);
 }
 
+static volatile sig_atomic_t interrupted;
+static volatile int cancel_flag;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+    cancel_flag = 1;
+}
+
 static unsigned env_uint(const char *name, unsigned dflt, unsigned max)
 {
     uint64_t v;
@@ -230,7 +240,13 @@ int nx_ctl_pull(int argc, char **argv)
         .backoff_ms = env_uint("NEXUS_PULL_BACKOFF_MS", 1000, 600000),
         .on_event = show_event,
         .ctx = &view,
+        .cancel = &cancel_flag,
     };
+    /* Ctrl-C or a TERM: stop cleanly, so the state files hold every byte that arrived */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     nx_pull_result_t res;
     rc = nx_pull_run(&opts, &res, &err);
     clear_line(&view);
@@ -242,6 +258,8 @@ int nx_ctl_pull(int argc, char **argv)
         fprintf(stderr, "nexusctl pull: %s\n", err.msg);
         free(models_dir);
         /* a GGUF repository without --file: the command line lacks a choice */
+        if (interrupted)
+            return 128 + interrupted; /* as the shell reports a death by that signal */
         return rc == NX_EINVAL ? NX_CTL_EXIT_USAGE : NX_CTL_EXIT_FAIL;
     }
     char model_name[NX_MS_REPO_MAX + NX_MS_REV_MAX + 2];

@@ -63,6 +63,9 @@ typedef struct nx_pull_opts {
     unsigned backoff_ms;         /* first retry delay, doubled each time (0: 1000) */
     nx_pull_event_fn on_event;   /* may be NULL */
     void *ctx;
+    const volatile int *cancel;  /* when it turns nonzero (a signal handler), the pull stops
+                                  * within ~20 ms, keeps what arrived for a resume and returns
+                                  * NX_ECANCELED; may be NULL */
 } nx_pull_opts_t;
 
 typedef struct nx_pull_result {

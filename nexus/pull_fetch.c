@@ -534,6 +534,8 @@ static void xfer_free(CURLM *multi, xfer_t *x)
 static int xfer_done(nx__pull_ctx_t *ctx, xfer_t *x, CURLcode code, nx_err_t *err)
 {
     const char *repo = ctx->opts->repo, *file = x->ff->f->name;
+    if (code == CURLE_ABORTED_BY_CALLBACK && ctx->opts->cancel && *ctx->opts->cancel)
+        return NX_OK; /* the loop stops next; what arrived is kept */
     if (!x->status)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->write_errno) {
@@ -700,6 +702,18 @@ static int run_loop(loop_t *l, nx_err_t *err)
         rc = sweep(l, &all_done, err);
         if (rc != NX_OK || all_done)
             return rc;
+        if (l->ctx->opts->cancel && *l->ctx->opts->cancel) {
+            uint64_t kept = 0, total = 0;
+            for (size_t i = 0; i < l->count; i++)
+                if (!l->files[i].finished) {
+                    kept += file_done_bytes(&l->files[i]);
+                    total += l->files[i].f->size;
+                }
+            return nx_err_set(err, NX_ECANCELED, "%s: interrupted; %llu of the %llu bytes of "
+                              "the unfinished files are kept: the same command resumes",
+                              l->ctx->opts->repo, (unsigned long long)kept,
+                              (unsigned long long)total);
+        }
         progress(l, false);
         int timeout_ms = (int)(wait_ns / 1000000);
         curl_multi_poll(l->multi, NULL, 0, timeout_ms < 1 ? 1 : (timeout_ms > 20 ? 20 : timeout_ms),

@@ -34,8 +34,25 @@ void nx__pull_emit(const nx__pull_ctx_t *ctx, nx_pull_event_t *ev)
     ctx->opts->on_event(ctx->opts->ctx, ev);
 }
 
+static bool canceled(const nx__pull_ctx_t *ctx)
+{
+    return ctx->opts->cancel && *ctx->opts->cancel;
+}
+
+/* libcurl's progress callback: a nonzero return aborts the transfer on cancel. */
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    return canceled(user) ? 1 : 0;
+}
+
 void nx__pull_easy_setup(const nx__pull_ctx_t *ctx, CURL *easy, const char *url, bool auth)
 {
+    if (ctx->opts->cancel) {
+        curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(easy, CURLOPT_XFERINFODATA, (void *)ctx);
+        curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+    }
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, NX_PULL_UA);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -236,11 +253,16 @@ static void hub_request(const nx__pull_ctx_t *ctx, const char *url, bool auth, b
     curl_easy_cleanup(easy);
 }
 
-static void sleep_s(double s)
+/* Sleep s seconds, in 50 ms steps so a cancel is seen. */
+static void sleep_s(const nx__pull_ctx_t *ctx, double s)
 {
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
+    uint64_t end = nx_now_ns() + (uint64_t)(s * 1e9);
+    while (!canceled(ctx) && nx_now_ns() < end) {
+        uint64_t left = end - nx_now_ns();
+        uint64_t step = left > 50000000 ? 50000000 : left;
+        struct timespec ts = {0, (long)step};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* hub_request with the retry policy; on return r holds the last reply. NX_OK when a reply
@@ -251,6 +273,8 @@ static int hub_request_retried(const nx__pull_ctx_t *ctx, const char *file, cons
     unsigned attempts = ctx->opts->attempts ? ctx->opts->attempts : 5;
     for (unsigned attempt = 1;; attempt++) {
         hub_request(ctx, url, auth, head, r);
+        if (canceled(ctx))
+            return nx_err_set(err, NX_ECANCELED, "%s: interrupted", ctx->opts->repo);
         bool transient = r->code != CURLE_OK || nx__pull_status_retryable(r->status);
         if (!transient)
             return NX_OK;
@@ -270,7 +294,7 @@ static int hub_request_retried(const nx__pull_ctx_t *ctx, const char *file, cons
                               .http_status = (int)r->status, .reason = reason};
         nx__pull_emit(ctx, &ev);
         reply_free(r);
-        sleep_s(delay);
+        sleep_s(ctx, delay);
     }
 }
 

@@ -298,6 +298,33 @@ def test_resume_from_a_server_that_ignores_range(hub, models, source):
     assert_same(source["st"], done_event(r)["path"], [SHARD1])
 
 
+def test_interrupt_keeps_what_arrived(hub, models, source):
+    size = os.path.getsize(os.path.join(source["st"], SHARD1))
+    hub.fault(SHARD1, rate=100_000)
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    env.pop("HF_TOKEN", None)
+    p = subprocess.Popen([du.NEXUSCTL, "pull", "Org/Name", "--models", models, "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    blob = os.path.join(repo_dir(models), "blobs", sha256(os.path.join(source["st"], SHARD1)))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not os.path.exists(blob + ".incomplete"):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130, err
+    assert "Org/Name: interrupted;" in err and "the same command resumes" in err
+    error = [json.loads(x) for x in out.splitlines()][-1]
+    assert error["event"] == "error" and error["code"] == "ECANCELED"
+    assert snapshot_entries(models) == [] and not os.path.exists(blob)
+    hub.clear_faults()
+    r = pull(hub, models, "Org/Name", json_out=True)
+    assert r.returncode == 0, r.stderr
+    fetched = [e for e in events(r) if e["event"] == "file" and e["file"] == SHARD1][0]["fetched"]
+    assert 0 < fetched <= size - 20_000  # at least 0.2 s worth was kept at the interrupt
+    assert_same(source["st"], done_event(r)["path"], [SHARD1])
+
+
 def test_untrusted_state_restarts_the_file(hub, models, source):
     size = os.path.getsize(os.path.join(source["st"], SHARD1))
     hub.fault(SHARD1, cut=32768, times=100)
