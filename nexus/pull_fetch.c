@@ -637,8 +637,8 @@ static void progress(loop_t *l, bool force)
     for (size_t i = 0; i < l->ctx->file_count; i++)
         if (l->ctx->files[i].present)
             ev.bytes_done += l->ctx->files[i].size;
-    for (size_t i = 0; i < l->count; i++)
-        ev.bytes_done += l->files[i].finished ? l->files[i].f->size : file_done_bytes(&l->files[i]);
+    for (size_t i = 0; i < l->count; i++) /* finished ones are present, counted above */
+        ev.bytes_done += l->files[i].finished ? 0 : file_done_bytes(&l->files[i]);
     for (size_t i = 0; i < l->ctx->file_count; i++)
         ev.bytes_total += l->ctx->files[i].size;
     nx__pull_emit(l->ctx, &ev);

@@ -226,10 +226,15 @@ def test_run_on_the_pulled_snapshot(hub, models):
 def test_slow_transfer_completes(hub, models, source):
     hub.fault(SHARD1, rate=400_000)
     t0 = time.monotonic()
-    r = pull(hub, models, "Org/Name")
+    r = pull(hub, models, "Org/Name", json_out=True)
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 > 0.3  # it did go slowly
-    assert_same(source["st"], snapshot_of(r)[0], [SHARD1])
+    assert_same(source["st"], done_event(r)["path"], [SHARD1])
+    progress = [e for e in events(r) if e["event"] == "progress"]
+    total = done_event(r)["bytes"]
+    assert progress and all(e["bytes_total"] == total for e in progress)
+    done = [e["bytes_done"] for e in progress]
+    assert done == sorted(done) and done[-1] == total
 
 
 def test_parallel_ranges_small_chunks(hub, models, source):
