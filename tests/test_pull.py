@@ -37,6 +37,7 @@ def source():
     os.makedirs(os.path.join(st, "extra"))
     with open(os.path.join(st, "extra", "notes.txt"), "w") as f:
         f.write("notes in a folder\n")
+    open(os.path.join(st, "empty.txt"), "w").close()
     gguf = os.path.join(root, "gguf")
     os.makedirs(gguf)
     for mix in ("f16", "q8_0"):
@@ -176,11 +177,16 @@ def test_revision_by_branch_and_by_commit(hub, models):
 
 
 def test_include_adds_files_in_folders(hub, models, source):
-    r = pull(hub, models, "Org/Name", "--include", "*.md", "--include", "extra/*")
+    r = pull(hub, models, "Org/Name", "--include", "*.md", "--include", "extra/*",
+             "--file", "empty.txt")
     assert r.returncode == 0, r.stderr
     snap, _ = snapshot_of(r)
-    assert set(snapshot_entries(models)) == {os.path.join(hub.repo.commit, n) for n in
-                                              DEFAULT_FILES | {"README.md", "extra/notes.txt"}}
+    assert set(snapshot_entries(models)) == {
+        os.path.join(hub.repo.commit, n)
+        for n in DEFAULT_FILES | {"README.md", "extra/notes.txt", "empty.txt"}}
+    assert os.readlink(os.path.join(snap, "empty.txt")) == "../../blobs/" + git_sha1(
+        os.path.join(source["st"], "empty.txt"))
+    assert os.path.getsize(os.path.join(snap, "empty.txt")) == 0
     link = os.path.join(snap, "extra", "notes.txt")
     assert os.readlink(link) == "../../../blobs/" + git_sha1(
         os.path.join(source["st"], "extra", "notes.txt"))
