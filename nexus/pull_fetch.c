@@ -54,6 +54,8 @@ typedef struct fetch_file {
     uint64_t fetched;       /* received by this run */
     uint64_t first_ns, state_saved_ns;
     bool state_dirty, finished, restarted;
+    bool reprobe;   /* its CDN URL was refused: ask the hub for a fresh one before going on */
+    bool reprobed;  /* that happened once already this run */
     /* hashing: `ready` written by the fetch loop; the rest (fd included) belongs to the hasher
      * while hash_state is HS_RUNNING, to the fetch loop otherwise */
     _Atomic uint64_t ready; /* contiguous bytes complete from offset 0 */
@@ -552,6 +554,12 @@ static int xfer_done(nx__pull_ctx_t *ctx, xfer_t *x, CURLcode code, nx_err_t *er
         return NX_OK;
     bool transient = code != CURLE_OK || nx__pull_status_retryable(x->status) ||
                      (x->status == 206 || x->status == 200);
+    /* a signed CDN URL that expired mid-pull: the hub gives a fresh one (once per file) */
+    if (!transient && !x->ff->f->url_auth && !x->ff->reprobed &&
+        (x->status == 401 || x->status == 403 || x->status == 404 || x->status == 410)) {
+        x->ff->reprobe = true;
+        return NX_OK;
+    }
     if (!transient)
         return nx__pull_http_error(ctx, file, x->status, x->body, err);
     char reason[CURL_ERROR_SIZE + 64];
@@ -600,7 +608,7 @@ static uint64_t fill(loop_t *l, int *rc, nx_err_t *err)
         fetch_file_t *ff = &l->files[i];
         for (uint32_t k = 0; k < ff->chunk_count && l->running < jobs; k++) {
             chunk_t *c = &ff->chunks[k];
-            if (c->active || c->done == c->len || ff->finished)
+            if (c->active || c->done == c->len || ff->finished || ff->reprobe)
                 continue;
             if (c->not_before_ns > now) {
                 wait = c->not_before_ns - now < wait ? c->not_before_ns - now : wait;
@@ -698,6 +706,19 @@ static int run_loop(loop_t *l, nx_err_t *err)
             if (xrc != NX_OK)
                 return xrc;
         }
+        for (size_t i = 0; i < l->count && rc == NX_OK; i++) {
+            fetch_file_t *ff = &l->files[i];
+            if (!ff->reprobe || file_active(ff))
+                continue;
+            /* blocking, but rare: one HEAD chain to the hub for this file */
+            free(ff->f->url);
+            ff->f->url = NULL;
+            ff->reprobe = false;
+            ff->reprobed = true;
+            rc = nx__pull_probe(l->ctx, ff->f, err);
+        }
+        if (rc != NX_OK)
+            return rc;
         bool all_done;
         rc = sweep(l, &all_done, err);
         if (rc != NX_OK || all_done)

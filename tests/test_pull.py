@@ -431,6 +431,23 @@ def test_gated_repo_token_and_no_leak_to_other_host(source, models):
         h.stop()
 
 
+def test_expired_cdn_url_is_asked_again(source, models):
+    # the blob server (another host: the hub's CDN) refuses the first GET, as it refuses a
+    # signed URL that expired; pull asks the hub for the file's URL again, once
+    h = start_hub(source["st"], "Org/Name", cdn=True)
+    try:
+        h.fault(SHARD1, status=403, times=1, get_only=True)
+        r = pull(h, models, "Org/Name")
+        assert r.returncode == 0, r.stderr
+        assert_same(source["st"], snapshot_of(r)[0], [SHARD1])
+        h.fault(SHARD2, status=403, times=2, get_only=True)  # refused again: an error
+        r = pull(h, os.path.join(models, "again"), "Org/Name")
+        assert r.returncode == 1
+        assert "Org/Name: file '%s': access denied (HTTP 403" % SHARD2 in r.stderr
+    finally:
+        h.stop()
+
+
 def test_gated_files_with_public_listing(source, models):
     # the hub's own way: the repository's listing is public, its files need the token
     h = start_hub(source["st"], "Org/Gated", token="hf_sekrit", public_api=True)
