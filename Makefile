@@ -8,7 +8,8 @@
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
 #                target for 20 s (make fuzz-smoke)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
-#                only ours beside llama.cpp on GGUF files
+#                only ours beside llama.cpp on GGUF files; make bench-pull: nexusctl pull
+#                beside curl
 #   make run     synthesize the tiny demo models if missing, run nexusd in the foreground
 #
 # CUDA is optional: with nvcc (on PATH or in $(CUDA_HOME)/bin) the CUDA backend is built and the
@@ -25,7 +26,7 @@ CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus
 LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
-	-lpthread -lm -ldl -lrt
+	-lcurl -lcrypto -lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -169,7 +170,7 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 # targets that `make test` runs briefly (make fuzz-smoke).
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
-	libutf8proc-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
+	libutf8proc-dev libcurl4-openssl-dev libssl-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
 	python3-jsonschema python3-yaml \
 	clang libclang-rt-14-dev
 
@@ -261,7 +262,8 @@ asan:
 # The threaded code again, built with ThreadSanitizer (CPU build, -O1; part of `make test`,
 # about 1.5 min on two cores): the cmocka programs whose code runs threads (the executor, the
 # pool, the loader's reader threads, the engine's thread pool) and every Python test that
-# starts nexusd (router, store thread, executor and loader threads together). Any report fails
+# starts nexusd (router, store thread, executor and loader threads together), and
+# tests/test_pull.py (nexusctl pull's hashing thread beside its transfer loop). Any report fails
 # the run (TSan also makes the program exit 66); tests/tsan.supp lists the false positives
 # (libzmq's lock-free pipes, invisible to TSan) and why.
 TSAN_BUILD ?= build-tsan
@@ -269,7 +271,7 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
-TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_pull.py
 tsan:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
 	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
@@ -331,6 +333,12 @@ bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
 
+# `nexusctl pull` beside curl on one ~1.2 GB model served by tests/hub_server.py on loopback
+# (bench/pull.py: the model is made once in $(BENCH_DIR)/pull; cold target, hot source).
+.PHONY: bench-pull
+bench-pull: $(NEXUSCTL)
+	$(PYTHON) bench/pull.py --build $(BUILD) --dir $(BENCH_DIR)/pull
+
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).
 run: deps
@@ -366,7 +374,7 @@ FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_conf fuzz_nexus_conf \
-	fuzz_tokenizer fuzz_chat_template fuzz_model_config
+	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -415,3 +423,10 @@ fuzz-smoke-if-clang:
 	    $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory fuzz-smoke; \
 	else echo "fuzz-smoke: skipped: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer; make deps installs clang and libclang-rt-14-dev)"; fi
+
+# What `nexusctl pull` reads from a hub's API: the revision record and the selection made from it.
+FUZZ_PULL_SRC := nexus/pull_hub.c loader/err.c
+$(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexus/pull_int.h \
+	nexus/pull.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PULL_SRC) -ljansson -lcurl -lpthread

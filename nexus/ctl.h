@@ -21,6 +21,7 @@ int nx_ctl_model_synth(int argc, char **argv);   /* ctl_synth.c */
 int nx_ctl_model_quantize(int argc, char **argv); /* ctl_quantize.c */
 int nx_ctl_run(int argc, char **argv);           /* ctl_run.c */
 int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
+int nx_ctl_pull(int argc, char **argv);          /* ctl_pull.c */
 int nx_ctl_model_list(int argc, char **argv);    /* ctl_store.c */
 int nx_ctl_rm(int argc, char **argv);            /* ctl_store.c */
 

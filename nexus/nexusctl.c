@@ -33,6 +33,8 @@ static const command_t commands[] = {
      "              [--prompt-ids 1,2,3]"},
     {"tokenize", nx_ctl_tokenize,
      "MODEL TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
+    {"pull", nx_ctl_pull,
+     "REPO[@REV] [--include GLOB]... [--file NAME] [--models DIR|--config FILE] [--json] [--jobs N]"},
     /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
      * [--timeout SECONDS] (or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY) */
     {"status", nx_ctl_status, "[--watch [--count N]] [--json]"},

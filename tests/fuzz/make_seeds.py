@@ -210,6 +210,35 @@ def chat_seeds():
     put(t, "empty", chat(1, 2, 0, False, [("user", "")]))
 
 
+def pull_listing_seeds():
+    t = "fuzz_pull_listing"
+    sha = "4b915c1235e71a9794f8d0d1eee9e3f99c275a59"
+    blob = "e4b0cc0e8d43cde717d584f09516b6a172d21176"
+    lfs = {"sha256": "4b4131742299cb477f3410035ae30bd2ff2d0ed83006c2e59a38377e9a867f1a",
+           "size": 160128, "pointerSize": 134}
+
+    def listing(siblings, commit=sha):
+        return json.dumps({"id": "Org/Name", "sha": commit, "siblings": siblings}).encode()
+
+    st = [{"rfilename": "config.json", "size": 711, "blobId": blob},
+          {"rfilename": "tokenizer.json", "size": 31349, "blobId": blob},
+          {"rfilename": "README.md", "size": 20, "blobId": blob},
+          {"rfilename": "sub/notes.txt", "size": 3, "blobId": blob},
+          {"rfilename": "model.safetensors", "size": 160128, "blobId": blob, "lfs": lfs}]
+    put(t, "safetensors", b"\x00" + listing(st))
+    put(t, "safetensors_include", b"\x02" + listing(st))
+    gguf = [{"rfilename": "m-q4.gguf", "size": 160128, "blobId": blob, "lfs": lfs},
+            {"rfilename": "m-q8.gguf", "size": 160128, "blobId": blob, "lfs": lfs},
+            {"rfilename": "README.md", "size": 20, "blobId": blob}]
+    put(t, "gguf_file", b"\x01" + listing(gguf))
+    put(t, "gguf_no_file", b"\x00" + listing(gguf))
+    put(t, "traversal", b"\x02" + listing([{"rfilename": "../config.json", "size": 1,
+                                              "blobId": blob},
+                                             {"rfilename": "sub/../x.md", "size": 1,
+                                              "blobId": blob}]))
+    put(t, "no_sha", b"\x00" + listing(st, commit="main"))
+
+
 def main():
     # rewrites its own files; inputs that `-merge=1` added beside them are kept
     st_seeds()
@@ -219,6 +248,7 @@ def main():
     conf_seeds()
     tokenizer_seeds()
     chat_seeds()
+    pull_listing_seeds()
     for target in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, target))
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in files)
