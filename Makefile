@@ -24,7 +24,7 @@ PYTHON ?= /usr/bin/python3
 OPT ?= -O2
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
-	-Iloader -Iagents -Inexus
+	-Iloader -Iagents -Inexus -Inexus/hub
 LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
 	-lcurl -lcrypto -lpthread -lm -ldl -lrt
 
@@ -41,7 +41,7 @@ NOCUDA_C := $(wildcard loader/*_nocuda.c agents/*_nocuda.c)
 LOADER_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard loader/*.c))
 AGENTS_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard agents/*.c))
 NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
-NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c))
+NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c nexus/hub/*.c))
 CU_SRC := $(wildcard loader/*.cu agents/*.cu)
 
 ifeq ($(CUEMU),1)
@@ -372,7 +372,7 @@ clean:
 # stops a run.
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus
+	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_conf fuzz_nexus_conf \
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
@@ -393,9 +393,9 @@ $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nex
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
 
 # Agent files (fuzz_conf) and nexus.yaml with its agents folder (fuzz_nexus_conf).
-FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c nexus/modelstore.c agents/sampler.c loader/err.c
+FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c nexus/hub/modelstore.c agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_conf $(BUILD)/fuzz/fuzz_nexus_conf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_CONF_SRC) \
-	nexus/conf.h nexus/conf_yaml.h nexus/modelstore.h $(ALL_LIBS)
+	nexus/conf.h nexus/conf_yaml.h nexus/hub/modelstore.h $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CONF_SRC) $(LINK_LIBS)
 
@@ -425,8 +425,8 @@ fuzz-smoke-if-clang:
 	else echo "fuzz-smoke: skipped: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer; make deps installs clang and libclang-rt-14-dev)"; fi
 
 # What `nexusctl pull` reads from a hub's API: the revision record and the selection made from it.
-FUZZ_PULL_SRC := nexus/pull_hub.c loader/err.c
-$(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexus/pull_int.h \
-	nexus/pull.h
+FUZZ_PULL_SRC := nexus/hub/pull_hub.c loader/err.c
+$(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexus/hub/pull_int.h \
+	nexus/hub/pull.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PULL_SRC) -ljansson -lcurl -lpthread

@@ -1,4 +1,4 @@
-/* test_modelstore.c — nexus/modelstore.c without files: which texts are hub names and how they
+/* test_modelstore.c — nexus/hub/modelstore.c without files: which texts are hub names and how they
  * split (nx_ms_parse_name), the repo folder name, the Hugging Face cache folders the
  * environment gives, and the name forms nx_ms_resolve tells apart before it looks anything up.
  * Lookups in real stores are tests/test_model_store.py's. */

@@ -229,6 +229,40 @@ def test_run_on_the_pulled_snapshot(hub, models):
     assert len(json.loads(run.stdout)["ids"]) == 4
 
 
+def test_pulled_model_by_name_serves_an_agent(hub):
+    """The issue's end to end: `nexusctl pull Org/Name` into a daemon's models folder, then
+    `nexusctl run Org/Name` and an agent whose `model:` is `Org/Name` (and `Org/Name@v1.0`)
+    answering a task over ZeroMQ, the daemon saying the model was pulled."""
+    d = du.Daemon([du.agent("hubbed", "Org/Name", generation={"max_tokens": 4}),
+                   du.agent("pinned_rev", "Org/Name@v1.0", generation={"max_tokens": 4})],
+                  models={})
+    try:
+        models = os.path.join(d.home, "models")
+        env = {k: v for k, v in os.environ.items() if k not in ("NEXUS_MODELS", "HF_TOKEN")}
+        env.update({"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": os.path.join(d.home, "no-cache")})
+        for name in ("Org/Name", "Org/Name@v1.0"):
+            r = subprocess.run([du.NEXUSCTL, "pull", name, "--config", d.config],
+                               capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert f"model: {name}" in r.stdout, r.stdout
+        assert os.path.isdir(os.path.join(models, "models--Org--Name", "snapshots"))
+        run = subprocess.run([du.NEXUSCTL, "run", "Org/Name", "Hi", "--max-tokens", "4",
+                              "--json", "--config", d.config], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert len(json.loads(run.stdout)["ids"]) == 4
+        d.start()
+        with d.client() as c:
+            for agent in ("hubbed", "pinned_rev"):
+                _, _, final = c.task(agent, "Hello")
+                assert final["op"] == "result", final
+            models_reply = c.call({"op": "models"})["models"]
+        assert [m["source"] for m in models_reply] == ["pulled"], models_reply
+        assert d.stop() == 0, d.read_log()
+    finally:
+        d.close()
+
+
 def test_slow_transfer_completes(hub, models, source):
     hub.fault(SHARD1, rate=400_000)
     t0 = time.monotonic()
