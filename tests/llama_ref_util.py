@@ -7,6 +7,7 @@ into numpy arrays.
     lr.require()                                    # pytest.skip with the reason when absent
     logits, meta = lr.logits(gguf, [1, 2, 3])       # float32 [vocab], last position, raw
     ids, gaps, rows, meta = lr.greedy(gguf, [1, 2, 3], 16)
+    [(ids, gaps, rows, meta), ...] = lr.greedy_many([(gguf, [1, 2, 3], 16), ...])  # one node
     ok, why = lr.greedy_agrees(our_ids, ids, gaps)  # a divergence on a near-tie is excused
     lr.tokenize(gguf, "Hello")  /  lr.tokenize(gguf, ["a", "b"])  /  lr.info(gguf)
 
@@ -114,6 +115,27 @@ def greedy(model, ids, n, threads=2, kv="f32", flash_attn="off", with_logits=Fal
         rows = np.fromfile(out, dtype="<f4").reshape(int(n), -1) if with_logits else None
     gaps = np.array([np.nan if g is None else g for g in meta["gaps"]], dtype=np.float64)
     return list(meta["ids"]), gaps, rows, meta
+
+
+def greedy_many(jobs, threads=2, kv="f32", flash_attn="off"):
+    """greedy() for each (model, ids, n) of `jobs` in one node process (starting node and
+    llama.cpp's libraries is most of a small model's time); every step's logits are kept.
+    A list of (ids list, gaps, float32 [n, vocab] rows, meta), in the jobs' order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = [{"model": os.fspath(m), "tokens": [int(i) for i in ids], "n": int(n),
+                 "out": os.path.join(tmp, f"{k}.f32")} for k, (m, ids, n) in enumerate(jobs)]
+        path = os.path.join(tmp, "jobs.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        answer = run("greedy-batch", path, *_options(threads, kv, flash_attn))
+        out = []
+        for job, meta in zip(spec, answer["results"]):
+            rows = np.fromfile(job["out"], dtype="<f4").reshape(job["n"], -1)
+            gaps = np.array([np.nan if g is None else g for g in meta["gaps"]], dtype=np.float64)
+            out.append((list(meta["ids"]), gaps, rows, meta))
+    if len(out) != len(jobs):
+        raise RuntimeError(f"llama_ref answered {len(out)} of {len(jobs)} greedy jobs")
+    return out
 
 
 def tokenize(model, text, special=False):

@@ -79,6 +79,28 @@ def sources(root):
     return out
 
 
+def case_name(arch, preset, mix):
+    return f"{arch}-{preset}-{mix}"
+
+
+@pytest.fixture(scope="module")
+def references(sources, root):
+    """Every case's file (quantized by us) and llama.cpp's greedy run on each prompt, all in
+    one node process: {name: [(ids, gaps, rows, meta) per prompt]}."""
+    jobs, names = [], []
+    for arch, preset, mix in CASES:
+        name = case_name(arch, preset, mix)
+        gguf = os.path.join(root, name + ".gguf")
+        ctl("model", "quantize", sources[(arch, preset)], gguf, "--type", mix)
+        for prompt in PROMPTS:
+            jobs.append((gguf, prompt, GREEDY))
+            names.append(name)
+    out = {}
+    for name, answer in zip(names, lr.greedy_many(jobs)):
+        out.setdefault(name, []).append(answer)
+    return out
+
+
 def ours(model, prompt, out):
     r = subprocess.run([TOOL_LOGITS, model, "--ids", ",".join(map(str, prompt)),
                         "--greedy", str(GREEDY), "--out", out, "--threads", "2"],
@@ -94,16 +116,15 @@ def rel(a, b, scale):
 
 
 @pytest.mark.parametrize("arch,preset,mix", CASES)
-def test_same_logits_and_greedy_as_llama_cpp(sources, root, arch, preset, mix):
-    name = f"{arch}-{preset}-{mix}"
-    gguf = os.path.join(root, name + ".gguf")
-    ctl("model", "quantize", sources[(arch, preset)], gguf, "--type", mix)
+def test_same_logits_and_greedy_as_llama_cpp(references, root, arch, preset, mix):
+    name = case_name(arch, preset, mix)
+    gguf = os.path.join(root, name + ".gguf")  # written by the references fixture
     # the same weights, dequantized to F32: what both engines would compute without rounding
     exact_gguf = os.path.join(root, name + "-f32.gguf")
     ctl("model", "quantize", gguf, exact_gguf, "--type", "f32")
     errors = []
     for k, prompt in enumerate(PROMPTS):
-        ref_ids, gaps, ref_rows, _ = lr.greedy(gguf, prompt, GREEDY, with_logits=True)
+        ref_ids, gaps, ref_rows, _ = references[name][k]
         ref = np.asarray(ref_rows[0], dtype=np.float32)
         our_logits, our_ids = ours(gguf, prompt, os.path.join(root, f"{name}-{k}.bin"))
         exact, _ = ours(exact_gguf, prompt, os.path.join(root, f"{name}-{k}-f32.bin"))

@@ -5,6 +5,7 @@
 //
 //   node tests/tools/llama_ref.mjs logits   MODEL.gguf --tokens 1,2,3 [--out FILE] [common]
 //   node tests/tools/llama_ref.mjs greedy   MODEL.gguf --tokens 1,2,3 --n 16 [--out FILE] [common]
+//   node tests/tools/llama_ref.mjs greedy-batch JOBS.json [common]   (many greedy runs, one process)
 //   node tests/tools/llama_ref.mjs tokenize MODEL.gguf (--text "..." | --text-file F | --texts-json F)
 //                                                      [--special]
 //   node tests/tools/llama_ref.mjs info     MODEL.gguf
@@ -257,20 +258,15 @@ async function cmdLogits(argv) {
     await model.dispose();
 }
 
-async function cmdGreedy(argv) {
-    const args = parseArgs(argv, { ...commonSpec, tokens: "string", n: "int", out: "string" });
-    const [file] = args._;
-    if (!file)
-        fail("greedy: MODEL.gguf is required");
-    const ids = parseIds(args.tokens);
-    const n = args.n ?? 16;
-    const { llama, about } = await openLlama({ verbose: args.verbose });
+// n greedy steps after `ids` on an open llama: the JSON record `greedy` prints, and with `out`
+// every step's logits written there (n rows x vocab float32).
+async function greedyRun(llama, about, file, ids, n, out, args) {
     const model = await loadModel(llama, file);
     const ctx = await makeContext(model, contextOptions(args, ids.length + n));
     const seq = ctx.getSequence();
-    // With --out every step returns the whole vocabulary's logits; without it only the top 2
+    // With out every step returns the whole vocabulary's logits; without it only the top 2
     // (the addon sorts the candidates; no vocabulary-sized Map crosses into JS).
-    const want = { token: true, ...(args.out ? { logits: true } : { logits: { filter: { tokens: [], includeTop: 2 } } }) };
+    const want = { token: true, ...(out ? { logits: true } : { logits: { filter: { tokens: [], includeTop: 2 } } }) };
     const steps = [], rows = [];
     let feed = ids, vocab = null;
     for (let step = 0; step < n; step++) {
@@ -280,7 +276,7 @@ async function cmdGreedy(argv) {
         if (!next?.logits)
             fail(`greedy: llama.cpp returned no logits at step ${step}`);
         let top2;
-        if (args.out) {
+        if (out) {
             vocab = next.logits.size;
             const row = logitsArray(next.logits, vocab);
             rows.push(row);
@@ -294,17 +290,57 @@ async function cmdGreedy(argv) {
                      gap: top2.length > 1 ? top2[0][1] - top2[1][1] : null });
         feed = [next.token];
     }
-    if (args.out)
-        writeRows(args.out, rows);
-    const out = {
-        command: "greedy", model: path.resolve(file), prompt_tokens: ids.length, n,
-        ids: steps.map((s) => s.id), gaps: steps.map((s) => s.gap), steps,
-        vocab, out: args.out ? path.resolve(args.out) : null,
-        format: args.out ? "float32 little-endian, n rows x vocab" : null, ...settings(args), llama: about,
-    };
-    process.stdout.write(JSON.stringify(out) + "\n");
+    if (out)
+        writeRows(out, rows);
     await ctx.dispose();
     await model.dispose();
+    return {
+        command: "greedy", model: path.resolve(file), prompt_tokens: ids.length, n,
+        ids: steps.map((s) => s.id), gaps: steps.map((s) => s.gap), steps,
+        vocab, out: out ? path.resolve(out) : null,
+        format: out ? "float32 little-endian, n rows x vocab" : null, ...settings(args), llama: about,
+    };
+}
+
+async function cmdGreedy(argv) {
+    const args = parseArgs(argv, { ...commonSpec, tokens: "string", n: "int", out: "string" });
+    const [file] = args._;
+    if (!file)
+        fail("greedy: MODEL.gguf is required");
+    const ids = parseIds(args.tokens);
+    const { llama, about } = await openLlama({ verbose: args.verbose });
+    const out = await greedyRun(llama, about, file, ids, args.n ?? 16, args.out, args);
+    process.stdout.write(JSON.stringify(out) + "\n");
+}
+
+// greedy-batch JOBS.json: [{"model": F, "tokens": [ids], "n": 16, "out": F or null}, ...], all
+// in one process (starting node and llama.cpp's libraries is most of a small model's time);
+// prints {"command": "greedy-batch", "results": [what greedy prints, per job]}.
+async function cmdGreedyBatch(argv) {
+    const args = parseArgs(argv, commonSpec);
+    const [file] = args._;
+    if (!file)
+        fail("greedy-batch: JOBS.json is required");
+    let jobs;
+    try {
+        jobs = JSON.parse(fs.readFileSync(file, "utf8"));
+    } catch (e) {
+        fail(`greedy-batch: ${file}: ${e.message}`);
+    }
+    if (!Array.isArray(jobs) || jobs.length === 0)
+        fail(`greedy-batch: ${file}: expected a non-empty JSON array of jobs`);
+    const { llama, about } = await openLlama({ verbose: args.verbose });
+    const results = [];
+    for (const [i, job] of jobs.entries()) {
+        if (typeof job?.model !== "string" || !Array.isArray(job.tokens) || job.tokens.length === 0)
+            fail(`greedy-batch: job ${i}: wants "model" (a path) and "tokens" (a non-empty id list)`);
+        results.push(await greedyRun(llama, about, job.model, parseIds(job.tokens.join(",")),
+                                     job.n ?? 16, job.out ?? null, args));
+    }
+    // the answer passes 64 KiB: wait until the pipe has taken it all (main exits right after)
+    const text = JSON.stringify({ command: "greedy-batch", llama: about,
+                                  results: results.map(({ steps, llama, ...rest }) => rest) }) + "\n";
+    await new Promise((resolve) => process.stdout.write(text, resolve));
 }
 
 async function cmdTokenize(argv) {
@@ -378,12 +414,13 @@ async function cmdInfo(argv) {
     await model.dispose();
 }
 
-const commands = { logits: cmdLogits, greedy: cmdGreedy, tokenize: cmdTokenize, info: cmdInfo };
+const commands = { logits: cmdLogits, greedy: cmdGreedy, "greedy-batch": cmdGreedyBatch,
+                   tokenize: cmdTokenize, info: cmdInfo };
 
 async function main() {
     const [cmd, ...rest] = process.argv.slice(2);
     if (!commands[cmd]) {
-        process.stderr.write("usage: llama_ref.mjs logits|greedy|tokenize|info MODEL.gguf [options] " +
+        process.stderr.write("usage: llama_ref.mjs logits|greedy|greedy-batch|tokenize|info MODEL.gguf [options] " +
                              "(see the comment at the top of tests/tools/llama_ref.mjs)\n");
         process.exit(2);
     }
