@@ -49,6 +49,11 @@ void nx__job_free(nx__job_t *job)
     strv_free(job->params.stop, job->params.stop_count);
     free(job->session);
     free(job->first_input);
+    for (size_t i = 0; i < job->history_count; i++) {
+        free(job->history[i].role);
+        free(job->history[i].content);
+    }
+    free(job->history);
     nx_report_free(job->finished);
     free(job);
 }
@@ -143,6 +148,9 @@ static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_
     ins->history_turns = agent->memory_session && job->session ? agent->memory_turns : 0;
     if (agent->memory_session && job->session && ins->history_turns == 0)
         ins->history_turns = 1000000; /* memory_turns 0: every turn */
+    if (parent == 0 && job->history_count)
+        ins->history_turns = 0; /* the request brought its conversation: the session's is
+                                   not read (protocol.md: task, history) */
     return ins->agent && ins->input ? NX_OK : NX_ENOMEM;
 }
 
@@ -225,6 +233,10 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         job->route = strv_dup(req->route, req->route_count);
         job->route_count = job->route ? req->route_count : 0;
     }
+    job->history = req->history; /* moved: the request no longer owns them */
+    job->history_count = req->history_count;
+    req->history = NULL;
+    req->history_count = 0;
     job->client = *client; /* the job answers this client from now on */
     memset(client, 0, sizeof *client);
     if (fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
@@ -300,6 +312,14 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
             sreq->history[i].role = sreq->history[i].content = NULL;
         }
         t->history_count = sreq->history_count;
+    } else if (job->stage_index == 0 && job->history_count &&
+               (t->history = calloc(job->history_count, sizeof *t->history))) {
+        for (size_t i = 0; i < job->history_count; i++) { /* the request's turns move over */
+            t->history[i].role = job->history[i].role;
+            t->history[i].content = job->history[i].content;
+            job->history[i].role = job->history[i].content = NULL;
+        }
+        t->history_count = job->history_count;
     }
     t->stream = job->stream && !next; /* only the last stage streams */
     t->accepted_ns = job->stage_index == 0 ? job->accepted_ns : nx_now_ns();
@@ -448,6 +468,10 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
         goto out;
     }
     /* FINISH of a stage */
+    nx_report_t *end = job->finished;
+    nx_metrics_task_end(&self->metrics, nx__agent_index(self, job->agent),
+                        sreq->rc != NX_OK ? NX_TASK_FAILED : end->status, end->prompt_tokens,
+                        end->completion_tokens, &end->timings);
     if (job->next && sreq->rc == NX_OK) {
         nx_report_t *rep = job->finished;
         job->finished = NULL;
@@ -512,6 +536,8 @@ static void on_model(nx__router_t *self, const nx_report_t *rep)
         sreq->ms = rep->ms;
         nx__store_send(self, sreq);
     }
+    nx_metrics_model_event(&self->metrics, rep->model, rep->state, rep->bytes, rep->ms,
+                           nx_now_ns());
     nx__event_model(self, rep);
 }
 
