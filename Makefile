@@ -24,7 +24,7 @@ OPT ?= -O2
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus
-LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
+LIBS := -lczmq -lzmq -lmicrohttpd -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
 	-lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
@@ -40,7 +40,7 @@ NOCUDA_C := $(wildcard loader/*_nocuda.c agents/*_nocuda.c)
 LOADER_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard loader/*.c))
 AGENTS_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard agents/*.c))
 NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
-NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c))
+NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c nexus/http/*.c))
 CU_SRC := $(wildcard loader/*.cu agents/*.cu)
 
 ifeq ($(CUEMU),1)
@@ -170,7 +170,7 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
 	libutf8proc-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
-	python3-jsonschema python3-yaml \
+	python3-jsonschema python3-yaml libmicrohttpd-dev python3-prometheus-client \
 	clang libclang-rt-14-dev
 
 deps:

@@ -1,0 +1,570 @@
+/* http_openai.c — OpenAI's chat/completions and completions requests as `task` requests, and
+ * the router's replies as OpenAI's responses (whole, or streamed as server-sent events).
+ *
+ * The mapping (README: OpenAI-compatible HTTP):
+ *   model -> agent (its system prompt, generation defaults, memory and pipeline apply);
+ *   messages -> the last message (it must be the user's) is the task's input, the user and
+ *     assistant messages before it its `history` (protocol.md), so a client that resends the
+ *     conversation gets a multi-turn prompt; system and developer messages are left out: the
+ *     agent's system prompt is the one that applies (an agent is a persona, not a model);
+ *   prompt (completions) -> input; user -> session; max_tokens (or max_completion_tokens),
+ *     temperature, top_p, seed, stop, and the common extensions top_k, min_p,
+ *     repetition_penalty -> params (the router validates them as for any client);
+ *   stream -> stream, stream_options.include_usage -> a last chunk with the usage.
+ * Other OpenAI fields (logprobs, tools, penalties...) are ignored, except n other than 1,
+ * which cannot be honoured and is refused.
+ *
+ * finish_reason is "length" when the completion used every token it was allowed (the request's
+ * max_tokens, or the agent's), else "stop".
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http_int.h"
+#include "nx_err.h"
+
+/* What the response needs to know about the request. */
+typedef struct oa_req {
+    nx__api_t api;
+    char *model;             /* as the client named it (the agent) */
+    bool stream, include_usage;
+    uint64_t max_tokens;     /* the limit that applies: the request's or the agent's */
+} oa_req_t;
+
+/* ------------------------------------------------------------------------------------------
+ * The request
+ */
+#define BAD(...) (snprintf(why, cap, __VA_ARGS__), false)
+
+/* A message's content: a string, or a list of {"type": "text", "text": ...} parts joined.
+ * NULL (with why) otherwise. Caller frees. */
+static char *content_text(json_t *content, size_t index, char *why, size_t cap)
+{
+    if (json_is_string(content))
+        return strdup(json_string_value(content));
+    if (!json_is_array(content)) {
+        snprintf(why, cap, "messages[%zu].content: expected a string or a list of text parts",
+                 index);
+        return NULL;
+    }
+    size_t len = 0, i;
+    json_t *part;
+    json_array_foreach(content, i, part) {
+        json_t *text = json_object_get(part, "text");
+        if (!json_is_string(json_object_get(part, "type")) ||
+            strcmp(json_string_value(json_object_get(part, "type")), "text") != 0 ||
+            !json_is_string(text)) {
+            snprintf(why, cap, "messages[%zu].content[%zu]: only text parts are supported",
+                     index, i);
+            return NULL;
+        }
+        len += json_string_length(text);
+    }
+    char *out = malloc(len + 1), *p = out;
+    if (!out) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    json_array_foreach(content, i, part) {
+        json_t *text = json_object_get(part, "text");
+        memcpy(p, json_string_value(text), json_string_length(text));
+        p += json_string_length(text);
+    }
+    *p = 0;
+    return out;
+}
+
+/* messages -> "input" and "history" in w. */
+static bool write_messages(json_t *messages, nx_writer_t *w, char *why, size_t cap)
+{
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return BAD("messages: expected a non-empty list of {role, content}");
+    size_t n = json_array_size(messages), last = n, turns = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!json_is_object(m) || !role)
+            return BAD("messages[%zu]: expected an object with a string role", i);
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
+            continue; /* the agent's system prompt applies */
+        if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
+            return BAD("messages[%zu].role: '%.32s' is not supported (user, assistant, system)",
+                       i, role);
+        last = i;
+        turns++;
+    }
+    if (last == n || strcmp(json_string_value(json_object_get(json_array_get(messages, last),
+                                                              "role")), "user") != 0)
+        return BAD("messages: the last message (system messages aside) must be the user's");
+    char *input = content_text(json_object_get(json_array_get(messages, last), "content"), last,
+                               why, cap);
+    if (!input)
+        return false;
+    nx_writer_str(w, "input", input);
+    free(input);
+    if (turns < 2)
+        return true;
+    nx_writer_array_open(w, "history");
+    for (size_t i = 0; i < last; i++) {
+        json_t *m = json_array_get(messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
+            continue;
+        char *text = content_text(json_object_get(m, "content"), i, why, cap);
+        if (!text) {
+            nx_writer_array_close(w);
+            return false;
+        }
+        nx_writer_map_open(w, NULL);
+        nx_writer_str(w, "role", role);
+        nx_writer_str(w, "content", text);
+        nx_writer_map_close(w);
+        free(text);
+    }
+    nx_writer_array_close(w);
+    return true;
+}
+
+static bool write_prompt(json_t *prompt, nx_writer_t *w, char *why, size_t cap)
+{
+    if (json_is_array(prompt) && json_array_size(prompt) == 1)
+        prompt = json_array_get(prompt, 0);
+    if (!json_is_string(prompt))
+        return BAD("prompt: expected a string (or a list of one string)");
+    nx_writer_str(w, "input", json_string_value(prompt));
+    return true;
+}
+
+/* The generation fields -> "params". */
+static bool write_params(json_t *root, nx_writer_t *w, oa_req_t *oa, char *why, size_t cap)
+{
+    static const char *const numbers[] = {"temperature", "top_p", "min_p",
+                                          "repetition_penalty"};
+    nx_writer_map_open(w, "params");
+    bool ok = true;
+    json_t *v = json_object_get(root, "max_completion_tokens");
+    if (!v || json_is_null(v))
+        v = json_object_get(root, "max_tokens");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1)
+            ok = BAD("max_tokens: expected a positive integer");
+        else {
+            oa->max_tokens = (uint64_t)json_integer_value(v);
+            nx_writer_uint(w, "max_tokens", oa->max_tokens);
+        }
+    }
+    for (size_t i = 0; ok && i < sizeof numbers / sizeof numbers[0]; i++) {
+        v = json_object_get(root, numbers[i]);
+        if (v && !json_is_null(v) && !json_is_number(v))
+            ok = BAD("%s: expected a number", numbers[i]);
+        else if (v && !json_is_null(v))
+            nx_writer_real(w, numbers[i], json_number_value(v));
+    }
+    const char *const ints[] = {"seed", "top_k"};
+    for (size_t i = 0; ok && i < 2; i++) {
+        v = json_object_get(root, ints[i]);
+        if (v && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 0))
+            ok = BAD("%s: expected a non-negative integer", ints[i]);
+        else if (v && !json_is_null(v))
+            nx_writer_uint(w, ints[i], (uint64_t)json_integer_value(v));
+    }
+    v = json_object_get(root, "stop");
+    if (ok && json_is_string(v)) {
+        nx_writer_array_open(w, "stop");
+        nx_writer_str(w, NULL, json_string_value(v));
+        nx_writer_array_close(w);
+    } else if (ok && json_is_array(v)) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(v, i, s) if (!json_is_string(s)) ok = BAD("stop[%zu]: expected a "
+                                                                     "string", i);
+        if (ok && json_array_size(v)) {
+            nx_writer_array_open(w, "stop");
+            json_array_foreach(v, i, s) nx_writer_str(w, NULL, json_string_value(s));
+            nx_writer_array_close(w);
+        }
+    } else if (ok && v && !json_is_null(v)) {
+        ok = BAD("stop: expected a string or a list of strings");
+    }
+    nx_writer_map_close(w);
+    return ok;
+}
+
+/* The body -> a task request in w, and what the answer needs in oa. False with why: 400. */
+static bool translate(nx_http_t *http, json_t *root, nx_writer_t *w, oa_req_t *oa, char *why,
+                      size_t cap)
+{
+    if (!json_is_object(root))
+        return BAD("the body must be a JSON object");
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_string(model) || json_string_length(model) == 0)
+        return BAD("model: expected the name of an agent (GET /v1/models lists them)");
+    json_t *v = json_object_get(root, "n");
+    if (v && !json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) == 1))
+        return BAD("n: only 1 choice per request is supported");
+    v = json_object_get(root, "stream");
+    if (v && !json_is_null(v) && !json_is_boolean(v))
+        return BAD("stream: expected a boolean");
+    oa->stream = json_is_true(v);
+    oa->include_usage =
+        json_is_true(json_object_get(json_object_get(root, "stream_options"), "include_usage"));
+    v = json_object_get(root, "user");
+    if (v && !json_is_null(v) && (!json_is_string(v) || json_string_length(v) == 0))
+        return BAD("user: expected a non-empty string (it names the session)");
+    if (!(oa->model = strdup(json_string_value(model))))
+        return BAD("out of memory");
+    const nx_agent_conf_t *agent = nx_nexus_conf_agent(http->conf, oa->model);
+    oa->max_tokens = agent ? agent->generation.max_tokens : 0;
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", oa->model);
+    nx_writer_bool(w, "stream", oa->stream);
+    if (v && json_is_string(v))
+        nx_writer_str(w, "session", json_string_value(v));
+    bool ok = oa->api == NX__API_CHAT ? write_messages(json_object_get(root, "messages"), w, why, cap)
+                                      : write_prompt(json_object_get(root, "prompt"), w, why, cap);
+    return ok && write_params(root, w, oa, why, cap);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The answer
+ */
+static json_t *usage_json(const msgpack_object *usage)
+{
+    int64_t in = nx__mp_int(nx__mp_get(usage, "prompt_tokens"));
+    int64_t out = nx__mp_int(nx__mp_get(usage, "completion_tokens"));
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)in, "completion_tokens",
+                     (json_int_t)out, "total_tokens", (json_int_t)(in + out));
+}
+
+static const char *finish_reason(const oa_req_t *oa, const msgpack_object *usage)
+{
+    int64_t out = nx__mp_int(nx__mp_get(usage, "completion_tokens"));
+    return oa->max_tokens && (uint64_t)out >= oa->max_tokens ? "length" : "stop";
+}
+
+static void response_id(const oa_req_t *oa, int64_t task, char *id, size_t cap)
+{
+    snprintf(id, cap, "%s-%lld", oa->api == NX__API_CHAT ? "chatcmpl" : "cmpl", (long long)task);
+}
+
+/* The `result` reply -> chat.completion or text_completion. */
+static json_t *whole_response(const oa_req_t *oa, const nx__link_t *link, int64_t task,
+                              int64_t created)
+{
+    char id[48];
+    response_id(oa, task, id, sizeof id);
+    const msgpack_object *usage = nx__link_get(link, "usage");
+    char *output = nx__mp_strdup(nx__link_get(link, "output"));
+    json_t *choice =
+        oa->api == NX__API_CHAT
+            ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role", "assistant",
+                        "content", output ? output : "", "finish_reason",
+                        finish_reason(oa, usage))
+            : json_pack("{s:i, s:s, s:n, s:s}", "index", 0, "text", output ? output : "",
+                        "logprobs", "finish_reason", finish_reason(oa, usage));
+    free(output);
+    return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
+                     oa->api == NX__API_CHAT ? "chat.completion" : "text_completion", "created",
+                     (json_int_t)created, "model", oa->model, "choices", choice, "usage",
+                     usage_json(usage));
+}
+
+/* A streamed response in progress: the link, and the bytes of SSE events not yet taken. */
+typedef struct stream {
+    nx_http_t *http;
+    struct MHD_Connection *conn;
+    nx__link_t link;
+    oa_req_t oa;
+    int64_t task, created;
+    bool sent_role, done;
+    char *out;
+    size_t out_len, out_pos;
+} stream_t;
+
+/* Append "data: <json>\n\n" (takes ownership of event; NULL: out of memory, ends the stream). */
+static void emit(stream_t *s, json_t *event)
+{
+    char *text = event ? json_dumps(event, JSON_COMPACT) : NULL;
+    json_decref(event);
+    size_t len = text ? strlen(text) + 8 : 0;
+    char *grown = text ? realloc(s->out, s->out_len + len + 1) : NULL;
+    if (!grown) {
+        free(text);
+        s->done = true;
+        return;
+    }
+    s->out = grown;
+    s->out_len += (size_t)sprintf(s->out + s->out_len, "data: %s\n\n", text);
+    free(text);
+}
+
+static void emit_raw(stream_t *s, const char *text)
+{
+    char *grown = realloc(s->out, s->out_len + strlen(text) + 1);
+    if (!grown) {
+        s->done = true;
+        return;
+    }
+    s->out = grown;
+    memcpy(s->out + s->out_len, text, strlen(text) + 1);
+    s->out_len += strlen(text);
+}
+
+/* One chunk: a piece of text (or NULL), the role on the first, finish_reason on the last. */
+static json_t *chunk(const stream_t *s, const char *text, const char *finish, bool role)
+{
+    char id[48];
+    response_id(&s->oa, s->task, id, sizeof id);
+    json_t *choice;
+    if (s->oa.api == NX__API_CHAT) {
+        json_t *delta = json_object();
+        if (role)
+            json_object_set_new(delta, "role", json_string("assistant"));
+        if (text)
+            json_object_set_new(delta, "content", json_string(text));
+        choice = json_pack("{s:i, s:o, s:o}", "index", 0, "delta", delta, "finish_reason",
+                           finish ? json_string(finish) : json_null());
+    } else {
+        choice = json_pack("{s:i, s:s, s:n, s:o}", "index", 0, "text", text ? text : "",
+                           "logprobs", "finish_reason",
+                           finish ? json_string(finish) : json_null());
+    }
+    return json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", id, "object",
+                     s->oa.api == NX__API_CHAT ? "chat.completion.chunk" : "text_completion",
+                     "created", (json_int_t)s->created, "model", s->oa.model, "choices",
+                     choice);
+}
+
+static void emit_error(stream_t *s, const char *code, const char *message)
+{
+    unsigned status = nx__http_status_for(code);
+    emit(s, json_pack("{s:{s:s, s:s, s:s, s:n}}", "error", "message", message, "type",
+                      status >= 500 ? "server_error" : "invalid_request_error", "code", code,
+                      "param"));
+    s->done = true;
+}
+
+/* The next reply from the router -> events. Returns false when the client is gone. */
+static bool next_events(stream_t *s)
+{
+    nx__wait_t got = nx__link_wait(&s->link, -1);
+    if (got == NX__WAIT_GONE)
+        return false;
+    if (got == NX__WAIT_STOPPING) {
+        emit_error(s, "shutting_down", "the daemon is stopping");
+    } else if (got != NX__WAIT_OK) {
+        emit_error(s, "internal", "the router's reply could not be read (http_openai.c)");
+    } else if (nx__link_op_is(&s->link, "token")) {
+        char *text = nx__mp_strdup(nx__link_get(&s->link, "text"));
+        if (text && text[0])
+            emit(s, chunk(s, text, NULL, false));
+        free(text);
+    } else if (nx__link_op_is(&s->link, "result")) {
+        const msgpack_object *usage = nx__link_get(&s->link, "usage");
+        emit(s, chunk(s, NULL, finish_reason(&s->oa, usage), false));
+        if (s->oa.include_usage) {
+            char id[48];
+            response_id(&s->oa, s->task, id, sizeof id);
+            emit(s, json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", id, "object",
+                              s->oa.api == NX__API_CHAT ? "chat.completion.chunk"
+                                                        : "text_completion",
+                              "created", (json_int_t)s->created, "model", s->oa.model,
+                              "choices", "usage", usage_json(usage)));
+        }
+        emit_raw(s, "data: [DONE]\n\n");
+        s->done = true;
+    } else if (nx__link_op_is(&s->link, "error")) {
+        char *code = nx__mp_strdup(nx__link_get(&s->link, "code"));
+        char *message = nx__mp_strdup(nx__link_get(&s->link, "message"));
+        emit_error(s, code ? code : "internal", message ? message : "the task failed");
+        free(code);
+        free(message);
+    }
+    return true;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_t *s = cls;
+    for (;;) {
+        if (s->out_pos < s->out_len) {
+            size_t n = s->out_len - s->out_pos < max ? s->out_len - s->out_pos : max;
+            memcpy(buf, s->out + s->out_pos, n);
+            s->out_pos += n;
+            return (ssize_t)n;
+        }
+        s->out_len = s->out_pos = 0;
+        if (s->done) {
+            nx__http_idle_restore(s->http, s->conn);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (!s->sent_role) {
+            s->sent_role = true;
+            emit(s, chunk(s, s->oa.api == NX__API_CHAT ? "" : NULL, NULL, true));
+            continue;
+        }
+        if (!next_events(s)) {
+            nx__link_cancel(&s->link, s->task); /* the client hung up: its task is canceled */
+            s->done = true;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+}
+
+static void stream_free(void *cls)
+{
+    stream_t *s = cls;
+    if (!s->done) /* libmicrohttpd gave up on the client (a failed write) */
+        nx__link_cancel(&s->link, s->task);
+    nx__link_close(&s->link);
+    free(s->oa.model);
+    free(s->out);
+    free(s);
+}
+
+static enum MHD_Result start_stream(nx_http_t *http, struct MHD_Connection *c, nx__link_t *link,
+                                    oa_req_t *oa, int64_t task)
+{
+    stream_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return MHD_NO;
+    s->http = http;
+    s->conn = c;
+    s->link = *link; /* the stream owns the link and the request from here on */
+    s->oa = *oa;
+    s->task = task;
+    s->created = (int64_t)time(NULL);
+    memset(link, 0, sizeof *link);
+    oa->model = NULL;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+    if (!resp) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static int client_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info ? info->connect_fd : -1;
+}
+
+/* Wait for the task's end (the router sends no tokens: stream was false). */
+static enum MHD_Result finish_whole(nx_http_t *http, struct MHD_Connection *c, nx__link_t *link,
+                                    const oa_req_t *oa, int64_t task)
+{
+    int64_t created = (int64_t)time(NULL);
+    for (;;) {
+        nx__wait_t got = nx__link_wait(link, -1);
+        if (got == NX__WAIT_GONE) {
+            nx__link_cancel(link, task);
+            return MHD_NO; /* nobody to answer: close */
+        }
+        nx__http_idle_restore(http, c);
+        if (got == NX__WAIT_STOPPING)
+            return nx__http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                                  "the daemon is stopping");
+        if (got != NX__WAIT_OK)
+            return nx__http_error(c, 500, "internal", "the router's reply could not be read");
+        if (nx__link_op_is(link, "result"))
+            return nx__http_json(c, MHD_HTTP_OK, whole_response(oa, link, task, created));
+        if (nx__link_op_is(link, "error"))
+            return nx__http_proto_error(c, link);
+        nx__http_idle_suspend(c);
+    }
+}
+
+enum MHD_Result nx__openai_create(nx_http_t *http, struct MHD_Connection *c, nx__api_t api,
+                                  const char *body, size_t len)
+{
+    char why[256] = "";
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(why, sizeof why, "the body is not JSON: %s (line %d, column %d)", jerr.text,
+                 jerr.line, jerr.column);
+        return nx__http_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", why);
+    }
+    oa_req_t oa = {.api = api};
+    nx_writer_t *w = nx_writer_new();
+    nx__link_t link = {0};
+    enum MHD_Result ret;
+    if (!w) {
+        ret = MHD_NO;
+        goto out;
+    }
+    if (!translate(http, root, w, &oa, why, sizeof why)) {
+        ret = nx__http_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", why);
+        goto out;
+    }
+    if (nx__link_open(&link, http, client_fd(c)) != NX_OK || nx__link_send(&link, w) != NX_OK) {
+        ret = nx__http_error(c, 500, "internal", "cannot reach the router (http_openai.c)");
+        goto out;
+    }
+    nx__http_idle_suspend(c); /* a queue or a model's load can outlast http.idle_timeout */
+    nx__wait_t got = nx__link_wait(&link, -1);
+    if (got == NX__WAIT_OK && nx__link_op_is(&link, "accepted")) {
+        int64_t task = nx__mp_int(nx__link_get(&link, "task"));
+        ret = oa.stream ? start_stream(http, c, &link, &oa, task)
+                        : finish_whole(http, c, &link, &oa, task);
+        goto out;
+    }
+    nx__http_idle_restore(http, c);
+    if (got == NX__WAIT_GONE)
+        ret = MHD_NO; /* not accepted yet: if it is, the router runs it to its end, stored */
+    else if (got == NX__WAIT_STOPPING)
+        ret = nx__http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                             "the daemon is stopping");
+    else if (got == NX__WAIT_OK && nx__link_op_is(&link, "error"))
+        ret = nx__http_proto_error(c, &link);
+    else
+        ret = nx__http_error(c, 500, "internal", "unexpected reply from the router");
+out:
+    nx__link_close(&link);
+    nx_writer_destroy(&w);
+    free(oa.model);
+    json_decref(root);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * GET /v1/models
+ */
+enum MHD_Result nx__openai_models(nx_http_t *http, struct MHD_Connection *c)
+{
+    nx__link_t link;
+    if (nx__link_open(&link, http, -1) != NX_OK ||
+        nx__link_call(&link, "agents", 5000) != NX__WAIT_OK || !nx__link_op_is(&link, "agents")) {
+        nx__link_close(&link);
+        return nx__http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                              "the router did not answer");
+    }
+    json_t *data = json_array();
+    const msgpack_object *agents = nx__link_get(&link, "agents");
+    for (uint32_t i = 0; agents && agents->type == MSGPACK_OBJECT_ARRAY &&
+                         i < agents->via.array.size; i++) {
+        const msgpack_object *a = &agents->via.array.ptr[i];
+        char *name = nx__mp_strdup(nx__mp_get(a, "name"));
+        char *description = nx__mp_strdup(nx__mp_get(a, "description"));
+        char *model = nx__mp_strdup(nx__mp_get(a, "model"));
+        if (name)
+            json_array_append_new(
+                data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "id", name, "object", "model",
+                                "created", (json_int_t)http->started_s, "owned_by", "nexus",
+                                "description", description ? description : "", "model",
+                                model ? model : ""));
+        free(name);
+        free(description);
+        free(model);
+    }
+    nx__link_close(&link);
+    return nx__http_json(c, MHD_HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
