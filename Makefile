@@ -2,7 +2,7 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + llama-ref + every test (cmocka unit tests, the Python tests
+#   make test    deps + build + llama-ref + openai-client + every test (cmocka unit tests, the Python tests
 #                (with the comparison against llama.cpp), then the CUDA code on the CPU
 #                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
@@ -216,6 +216,28 @@ llama-ref:
 	echo "llama-ref: node-llama-cpp $(NODE_LLAMA_CPP_VERSION) (llama.cpp, linux-x64 CPU) in" \
 	  "$(LLAMA_REF_DIR): $$(du -sh $(LLAMA_REF_DIR) | cut -f1), $$(( $$(date +%s) - start )) s"
 
+# The official OpenAI client for node (pinned), the real client tests/test_http.py drives
+# nexusd's HTTP front with (tests/tools/openai_client.mjs), installed into $(OPENAI_DIR)
+# (ignored) the way llama-ref is: a temporary folder moved into place, then a stamp. Without
+# node >= 20 and npm it says why in one line and exits 0; the tests that need it then skip.
+OPENAI_DIR ?= .tools/openai
+OPENAI_NPM_VERSION := 4.95.0
+OPENAI_STAMP := $(OPENAI_DIR)/.installed-$(OPENAI_NPM_VERSION)
+.PHONY: openai-client
+openai-client:
+	@if [ -f $(OPENAI_STAMP) ]; then exit 0; fi; \
+	if ! command -v node >/dev/null 2>&1; then echo "openai-client: skipped: node is not installed"; exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "openai-client: skipped: npm is not installed"; exit 0; fi; \
+	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
+	  echo "openai-client: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
+	tmp=$(OPENAI_DIR).tmp; rm -rf $$tmp && mkdir -p $$tmp && \
+	echo '{"name": "nexus-openai-client", "private": true}' > $$tmp/package.json && \
+	(cd $$tmp && npm install --no-audit --no-fund --loglevel=error --save-exact \
+	  openai@$(OPENAI_NPM_VERSION)) && \
+	test -f $$tmp/node_modules/openai/package.json && \
+	rm -rf $(OPENAI_DIR) && mv $$tmp $(OPENAI_DIR) && touch $(OPENAI_STAMP) && \
+	echo "openai-client: openai $(OPENAI_NPM_VERSION) in $(OPENAI_DIR)"
+
 # --- tests ---------------------------------------------------------------------------------
 # `make test` builds four trees (build, build-emu, build-asan, build-tsan): each build step
 # uses every core unless make was given -j itself (CI runs a plain `make test` on 2 cores),
@@ -226,6 +248,8 @@ test: deps
 	@$(MAKE) --no-print-directory $(BUILD_JOBS) all
 	@$(MAKE) --no-print-directory llama-ref || \
 	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
+	@$(MAKE) --no-print-directory openai-client || \
+	  echo "openai-client: the install failed; tests/test_http.py's client tests will say they are skipped"
 	@$(MAKE) --no-print-directory unit pytest
 	@$(MAKE) --no-print-directory emu-test
 	@$(MAKE) --no-print-directory asan

@@ -25,6 +25,7 @@ struct nx_http {
     uint16_t port;
     atomic_bool refusing;      /* quiesced: new requests get 503 */
     atomic_bool stopping;      /* destroying: waiting requests give up with 503 */
+    atomic_int active;         /* requests begun and not yet completed (answer sent) */
     int64_t started_s;         /* time() at start: the "created" of /v1/models entries */
 };
 
@@ -75,10 +76,6 @@ enum MHD_Result nx__http_error(struct MHD_Connection *c, unsigned status, const 
 unsigned nx__http_status_for(const char *code);
 /* The error reply the link holds, answered with its status (busy: Retry-After too). */
 enum MHD_Result nx__http_proto_error(struct MHD_Connection *c, const nx__link_t *link);
-/* Before blocking on the router for longer than http.idle_timeout: the connection must not
- * be closed as idle meanwhile; nx__http_idle_restore puts the timeout back afterwards. */
-void nx__http_idle_suspend(struct MHD_Connection *c);
-void nx__http_idle_restore(nx_http_t *http, struct MHD_Connection *c);
 
 /* ---- http_openai.c ------------------------------------------------------------------------ */
 typedef enum nx__api { NX__API_CHAT, NX__API_COMPLETIONS } nx__api_t;

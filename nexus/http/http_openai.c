@@ -272,8 +272,6 @@ static json_t *whole_response(const oa_req_t *oa, const nx__link_t *link, int64_
 
 /* A streamed response in progress: the link, and the bytes of SSE events not yet taken. */
 typedef struct stream {
-    nx_http_t *http;
-    struct MHD_Connection *conn;
     nx__link_t link;
     oa_req_t oa;
     int64_t task, created;
@@ -395,10 +393,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return (ssize_t)n;
         }
         s->out_len = s->out_pos = 0;
-        if (s->done) {
-            nx__http_idle_restore(s->http, s->conn);
+        if (s->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        }
         if (!s->sent_role) {
             s->sent_role = true;
             emit(s, chunk(s, s->oa.api == NX__API_CHAT ? "" : NULL, NULL, true));
@@ -429,8 +425,6 @@ static enum MHD_Result start_stream(nx_http_t *http, struct MHD_Connection *c, n
     stream_t *s = calloc(1, sizeof *s);
     if (!s)
         return MHD_NO;
-    s->http = http;
-    s->conn = c;
     s->link = *link; /* the stream owns the link and the request from here on */
     s->oa = *oa;
     s->task = task;
@@ -468,7 +462,6 @@ static enum MHD_Result finish_whole(nx_http_t *http, struct MHD_Connection *c, n
             nx__link_cancel(link, task);
             return MHD_NO; /* nobody to answer: close */
         }
-        nx__http_idle_restore(http, c);
         if (got == NX__WAIT_STOPPING)
             return nx__http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
                                   "the daemon is stopping");
@@ -478,7 +471,6 @@ static enum MHD_Result finish_whole(nx_http_t *http, struct MHD_Connection *c, n
             return nx__http_json(c, MHD_HTTP_OK, whole_response(oa, link, task, created));
         if (nx__link_op_is(link, "error"))
             return nx__http_proto_error(c, link);
-        nx__http_idle_suspend(c);
     }
 }
 
@@ -509,7 +501,6 @@ enum MHD_Result nx__openai_create(nx_http_t *http, struct MHD_Connection *c, nx_
         ret = nx__http_error(c, 500, "internal", "cannot reach the router (http_openai.c)");
         goto out;
     }
-    nx__http_idle_suspend(c); /* a queue or a model's load can outlast http.idle_timeout */
     nx__wait_t got = nx__link_wait(&link, -1);
     if (got == NX__WAIT_OK && nx__link_op_is(&link, "accepted")) {
         int64_t task = nx__mp_int(nx__link_get(&link, "task"));
@@ -517,7 +508,6 @@ enum MHD_Result nx__openai_create(nx_http_t *http, struct MHD_Connection *c, nx_
                         : finish_whole(http, c, &link, &oa, task);
         goto out;
     }
-    nx__http_idle_restore(http, c);
     if (got == NX__WAIT_GONE)
         ret = MHD_NO; /* not accepted yet: if it is, the router runs it to its end, stored */
     else if (got == NX__WAIT_STOPPING)

@@ -9,6 +9,7 @@
  * clients: headers or body trickled byte by byte); at most http.max_connections at once. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -130,18 +131,6 @@ enum MHD_Result nx__http_proto_error(struct MHD_Connection *c, const nx__link_t 
     free(code);
     free(message);
     return ret;
-}
-
-void nx__http_idle_suspend(struct MHD_Connection *c)
-{
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned int)0);
-}
-
-void nx__http_idle_restore(nx_http_t *http, struct MHD_Connection *c)
-{
-    /* from 0 to a timeout: libmicrohttpd counts the idle time from now */
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
-                              (unsigned int)http->conf->http_idle_timeout_s);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -267,6 +256,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!(r = calloc(1, sizeof *r)))
             return MHD_NO;
         *con_cls = r;
+        atomic_fetch_add(&http->active, 1);
         return check_first(http, c, r, url, method);
     }
     if (*upload_size) {
@@ -302,10 +292,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    nx_http_t *http = cls;
     req_t *r = *con_cls;
     if (r) {
         free(r->body);
         free(r);
+        atomic_fetch_sub(&http->active, 1);
     }
     *con_cls = NULL;
 }
@@ -344,7 +336,7 @@ nx_http_t *nx_http_new(const nx_nexus_conf_t *conf, const char *router_endpoint,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)conf->http_idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_MEMORY_BYTES,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conf->http_max_connections,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, self, MHD_OPTION_END);
     if (!self->mhd) {
         nx_err_set(err, NX_EIO, "%s: http.listen '%s:%u': cannot listen there (in use, or not "
                    "an address of this machine)", conf->source_path, conf->http_host,
@@ -375,7 +367,11 @@ void nx_http_destroy(nx_http_t **self_p)
         return;
     nx_http_t *self = *self_p;
     atomic_store(&self->refusing, true);
-    atomic_store(&self->stopping, true);
+    atomic_store(&self->stopping, true); /* requests still waiting answer 503 within 100 ms */
+    /* Let the answers already queued (the router's last results, those 503s) be written
+     * before libmicrohttpd closes the connections: up to 2 s. */
+    for (int i = 0; i < 200 && atomic_load(&self->active) > 0; i++)
+        poll(NULL, 0, 10);
     MHD_stop_daemon(self->mhd); /* joins every connection's thread */
     free(self->endpoint);
     free(self);
