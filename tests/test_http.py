@@ -451,3 +451,35 @@ def test_full_disk_answers_507():
             assert daemon.stop() == 0, daemon.read_log()
         finally:
             daemon.close()
+
+
+def test_http_works_with_curve_on():
+    """With CURVE on the ROUTER (its ZeroMQ clients must hold listed keys), the HTTP front's
+    inproc connection needs no key: inproc has no security handshake; HTTP has its own keys."""
+    import zmq.auth
+    home = tempfile.mkdtemp(prefix="nx-http-curve-")
+    keys, clients = os.path.join(home, "keys"), os.path.join(home, "clients")
+    os.makedirs(keys)
+    os.makedirs(clients)
+    zmq.auth.create_certificates(keys, "server")
+    port = du.free_port()
+    daemon = du.Daemon([du.agent("a", "tq")], home=home, conf={
+        "curve": {"secret_key": os.path.join(keys, "server.key_secret"), "clients": clients},
+        "http": {"listen": f"127.0.0.1:{port}"}})
+    daemon.base, daemon.http_port = f"http://127.0.0.1:{port}", port
+    try:
+        daemon.start_no_ping()
+        du.wait_for(lambda: _health_or_none(daemon), timeout=30)
+        status, _, body = http(daemon, "POST", "/v1/chat/completions",
+                               {"model": "a", "messages": [{"role": "user", "content": "hi"}]})
+        assert status == 200 and body["usage"]["completion_tokens"] == 8, body
+        assert daemon.stop() == 0, daemon.read_log()
+    finally:
+        daemon.close()
+
+
+def _health_or_none(d):
+    try:
+        return health_ok(d)
+    except (urllib.error.URLError, ConnectionError):
+        return None
