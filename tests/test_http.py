@@ -317,11 +317,11 @@ def test_malformed_http_is_answered_or_closed_and_serving_goes_on(d):
     # no key: 401, except /health
     status, headers, reply = http(d, "GET", "/v1/models", key=None)
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer", reply
-    # headers past 64 KiB: refused (431) or closed, never served
+    # headers past 64 KiB: refused, never served
     out = raw_exchange(d, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (100 << 10) +
                        b"\r\n\r\n")
-    assert out == b"" or out.split(b" ")[1] in (b"413", b"431"), out[:200]
-    # garbage instead of a request line
+    assert out.startswith(b"HTTP/1.1 431 "), out[:200]
+    # garbage instead of a request line: answered 400 or closed (at the idle timeout)
     out = raw_exchange(d, b"\x00\x01garbage\r\n\r\n")
     assert out == b"" or out.startswith(b"HTTP/1.1 400"), out[:200]
     # a chunked body whose chunk size is not a number
