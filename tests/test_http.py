@@ -5,7 +5,8 @@ daemon (tiny synthesized models, loopback):
   installs it, pinned; its tests skip, saying why, where node or the package is missing):
   a completion, a streamed completion, a text completion, the models list, a multi-turn
   conversation, an error per HTTP status (400, 401, 404, 413, 429 with Retry-After, 500,
-  503), and a client that disconnects mid-stream, whose task ends canceled;
+  503), and a client that disconnects mid-stream, whose task ends canceled (and one that hangs
+  up while waiting for a whole answer, over a raw socket);
 - `curl -N` reading the server-sent events as they come;
 - GET /metrics parsed by prometheus_client's strict text-format parser and checked against
   the store (the `tasks` and `status` ops over ZeroMQ);
@@ -239,6 +240,27 @@ def test_openai_client_disconnect_cancels_the_task(d):
     row = du.wait_for(lambda: (lambda x: x if x["status"] != "running" else None)(task_row(d, task)),
                       timeout=10)
     # 3500 tokens take seconds here; it ended at once, canceled, not done
+    assert row["status"] == "canceled" and row["error_code"] == "canceled", row
+    assert row["usage"]["completion_tokens"] < 3500, row
+
+
+def test_disconnect_while_waiting_for_a_whole_answer_cancels(d):
+    """Without stream: a client that hangs up before the answer has its task cancelled too."""
+    with d.client() as c:
+        before = {r["task"] for r in c.call({"op": "tasks", "agent": "long", "limit": 1000})["tasks"]}
+    body = json.dumps({"model": "long", "messages": [{"role": "user", "content": "wait"}]}).encode()
+    s = socket.create_connection(("127.0.0.1", d.http_port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+              KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    with d.client() as c:
+        def running_new():
+            rows = c.call({"op": "tasks", "agent": "long", "limit": 1000})["tasks"]
+            return [r for r in rows if r["task"] not in before and r["status"] == "running"]
+        [row] = du.wait_for(running_new, timeout=10)
+    s.close()  # hang up mid-task
+    row = du.wait_for(lambda: (lambda x: x if x["status"] != "running" else None)(
+        task_row(d, row["task"])), timeout=10)
     assert row["status"] == "canceled" and row["error_code"] == "canceled", row
     assert row["usage"]["completion_tokens"] < 3500, row
 
