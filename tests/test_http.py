@@ -305,8 +305,12 @@ def test_long_wait_outlives_the_idle_timeout(d):
     """A request that waits longer than http.idle_timeout (here behind other tasks: the daemon
     runs one sequence at a time, max_batch 1) is answered, not closed as idle."""
     with d.client() as c:
-        ahead = [c.send({"op": "task", "agent": "long", "input": "first",
-                         "params": {"max_tokens": 2000}})]
+        def queue_ahead():  # three tasks of 3500 tokens: over 1.5 s even on a fast machine
+            for _ in range(3):
+                c.send({"op": "task", "agent": "long", "input": "first"})
+            for _ in range(3):  # queued before the HTTP request
+                du.wait_for(lambda: c.recv(10)["op"] == "accepted")
+        queue_ahead()
         t0 = time.monotonic()
         status, _, body = http(d, "POST", "/v1/chat/completions",
                                {"model": "long", "max_tokens": 8,
@@ -315,8 +319,15 @@ def test_long_wait_outlives_the_idle_timeout(d):
         assert status == 200, body
         assert body["usage"]["completion_tokens"] == 8
         assert waited > 1.5 * IDLE_S, waited  # longer than a connection may stay idle
-        for rid in ahead:
-            c.send({"op": "tasks"})  # drain: nothing to check, the tasks ran to their end
+        # the same for a stream: its first event, then a silence while the task waits
+        queue_ahead()
+        t0 = time.monotonic()
+        status, _, text = http(d, "POST", "/v1/chat/completions",
+                               {"model": "long", "max_tokens": 8, "stream": True,
+                                "messages": [{"role": "user", "content": "go"}]})
+        waited = time.monotonic() - t0
+        assert status == 200 and text.endswith("data: [DONE]\n\n"), text[-300:]
+        assert waited > 1.5 * IDLE_S, waited
         du.wait_for(lambda: c.call({"op": "status"})["router"]["tasks_in_flight"] == 0)
 
 
@@ -371,6 +382,23 @@ def test_slow_clients_are_closed_while_others_are_served(d):
         slow_headers.close()
         slow_body.close()
     assert health_ok(d)
+    # a stream lifts the timeout while it runs (tokens may be seconds apart); once it has
+    # ended, the kept-alive connection is idle and closes like any other
+    body = json.dumps({"model": "a", "stream": True,
+                       "messages": [{"role": "user", "content": "x"}]}).encode()
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=IDLE_S + 5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                  KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        got = b""
+        while not got.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the stream
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert b"data: [DONE]" in got
+        t0 = time.monotonic()
+        assert s.recv(1024) == b""
+        assert time.monotonic() - t0 < IDLE_S + 4
 
 
 # ------------------------------------------------------------------------------------------

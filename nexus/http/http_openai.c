@@ -272,6 +272,8 @@ static json_t *whole_response(const oa_req_t *oa, const nx__link_t *link, int64_
 
 /* A streamed response in progress: the link, and the bytes of SSE events not yet taken. */
 typedef struct stream {
+    nx_http_t *http;
+    struct MHD_Connection *conn;
     nx__link_t link;
     oa_req_t oa;
     int64_t task, created;
@@ -393,8 +395,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return (ssize_t)n;
         }
         s->out_len = s->out_pos = 0;
-        if (s->done)
+        if (s->done) { /* idle again between requests: the timeout applies again */
+            MHD_set_connection_option(s->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                      (unsigned int)s->http->conf->http_idle_timeout_s);
             return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         if (!s->sent_role) {
             s->sent_role = true;
             emit(s, chunk(s, s->oa.api == NX__API_CHAT ? "" : NULL, NULL, true));
@@ -425,6 +430,8 @@ static enum MHD_Result start_stream(nx_http_t *http, struct MHD_Connection *c, n
     stream_t *s = calloc(1, sizeof *s);
     if (!s)
         return MHD_NO;
+    s->http = http;
+    s->conn = c;
     s->link = *link; /* the stream owns the link and the request from here on */
     s->oa = *oa;
     s->task = task;
@@ -439,6 +446,10 @@ static enum MHD_Result start_stream(nx_http_t *http, struct MHD_Connection *c, n
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    /* libmicrohttpd counts a stream waiting in stream_read for its next token as idle and
+     * would cut it after http.idle_timeout (a queue, a model's load): no timeout while it
+     * streams; a client that hangs up is noticed by the link instead (http_link.c). */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned int)0);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
