@@ -425,6 +425,7 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         nx_writer_uint(w, "completion_tokens", rep->completion_tokens);
         nx_writer_map_close(w);
         nx_writer_uint(w, "turns_dropped", rep->turns_dropped);
+        nx_writer_str(w, "stop_reason", rep->stop_reason);
         nx_writer_map_open(w, "timings");
         nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
         nx_writer_real(w, "swap_ms", rep->timings.swap_ms);

@@ -159,13 +159,15 @@ def health_ok(d):
 def test_openai_client_completion_stream_and_models(d):
     need_openai()
     want = zmq_output(d, "a", "hello")
+    assert want["stop_reason"] == "length" and want["usage"]["completion_tokens"] == 8
     msgs = [{"role": "system", "content": "ignored: the agent's applies"},
             {"role": "user", "content": "hello"}]
-    models, chat, stream, comp = node(d, [
+    models, chat, stream, comp, stopped = node(d, [
         {"do": "models"},
         {"do": "chat", "model": "a", "messages": msgs},
         {"do": "stream", "model": "a", "messages": msgs, "stream_options": {"include_usage": True}},
         {"do": "completion", "model": "a", "prompt": "hello", "max_tokens": 3},
+        {"do": "chat", "model": "a", "messages": msgs, "stop": [want["output"][:1]]},
     ])
     assert sorted(models["ids"]) == sorted(a["name"] for a in AGENTS)
     assert chat["object"] == "chat.completion" and chat["model"] == "a"
@@ -183,6 +185,9 @@ def test_openai_client_completion_stream_and_models(d):
     assert stream["usage"]["completion_tokens"] == 8
     assert comp["object"] == "text_completion" and comp["finish_reason"] == "length"
     assert comp["usage"]["completion_tokens"] == 3 and len(comp["text"]) > 0
+    # a stop string ends it early: "stop", the stop string itself left out
+    assert stopped["finish_reason"] == "stop" and stopped["content"] == "", stopped
+    assert stopped["usage"]["completion_tokens"] < 8
 
 
 def test_openai_client_multi_turn_and_overrides(d):

@@ -14,8 +14,8 @@
  * Other OpenAI fields (logprobs, tools, penalties...) are ignored, except n other than 1,
  * which cannot be honoured and is refused.
  *
- * finish_reason is "length" when the completion used every token it was allowed (the request's
- * max_tokens, or the agent's), else "stop".
+ * finish_reason is "length" when generation stopped at max_tokens (or a full context), "stop"
+ * at an end-of-turn token or a stop string: the result's stop_reason (protocol.md).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +29,6 @@ typedef struct oa_req {
     nx__api_t api;
     char *model;             /* as the client named it (the agent) */
     bool stream, include_usage;
-    uint64_t max_tokens;     /* the limit that applies: the request's or the agent's */
 } oa_req_t;
 
 /* ------------------------------------------------------------------------------------------
@@ -150,8 +149,7 @@ static bool write_params(json_t *root, nx_writer_t *w, oa_req_t *oa, char *why, 
         if (!json_is_integer(v) || json_integer_value(v) < 1)
             ok = BAD("max_tokens: expected a positive integer");
         else {
-            oa->max_tokens = (uint64_t)json_integer_value(v);
-            nx_writer_uint(w, "max_tokens", oa->max_tokens);
+            nx_writer_uint(w, "max_tokens", (uint64_t)json_integer_value(v));
         }
     }
     for (size_t i = 0; ok && i < sizeof numbers / sizeof numbers[0]; i++) {
@@ -214,8 +212,6 @@ static bool translate(nx_http_t *http, json_t *root, nx_writer_t *w, oa_req_t *o
         return BAD("user: expected a non-empty string (it names the session)");
     if (!(oa->model = strdup(json_string_value(model))))
         return BAD("out of memory");
-    const nx_agent_conf_t *agent = nx_nexus_conf_agent(http->conf, oa->model);
-    oa->max_tokens = agent ? agent->generation.max_tokens : 0;
     nx_writer_reply(w, "task", NULL, 0);
     nx_writer_str(w, "agent", oa->model);
     nx_writer_bool(w, "stream", oa->stream);
@@ -237,10 +233,15 @@ static json_t *usage_json(const msgpack_object *usage)
                      (json_int_t)out, "total_tokens", (json_int_t)(in + out));
 }
 
-static const char *finish_reason(const oa_req_t *oa, const msgpack_object *usage)
+/* From the result's stop_reason: "length" (max_tokens, or the context full) stays "length";
+ * an end-of-turn token or a stop string is "stop". */
+static const char *finish_reason(const nx__link_t *link)
 {
-    int64_t out = nx__mp_int(nx__mp_get(usage, "completion_tokens"));
-    return oa->max_tokens && (uint64_t)out >= oa->max_tokens ? "length" : "stop";
+    const msgpack_object *why = nx__link_get(link, "stop_reason");
+    return why && why->type == MSGPACK_OBJECT_STR && why->via.str.size == 6 &&
+                   memcmp(why->via.str.ptr, "length", 6) == 0
+               ? "length"
+               : "stop";
 }
 
 static void response_id(const oa_req_t *oa, int64_t task, char *id, size_t cap)
@@ -260,9 +261,9 @@ static json_t *whole_response(const oa_req_t *oa, const nx__link_t *link, int64_
         oa->api == NX__API_CHAT
             ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role", "assistant",
                         "content", output ? output : "", "finish_reason",
-                        finish_reason(oa, usage))
+                        finish_reason(link))
             : json_pack("{s:i, s:s, s:n, s:s}", "index", 0, "text", output ? output : "",
-                        "logprobs", "finish_reason", finish_reason(oa, usage));
+                        "logprobs", "finish_reason", finish_reason(link));
     free(output);
     return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
                      oa->api == NX__API_CHAT ? "chat.completion" : "text_completion", "created",
@@ -362,7 +363,7 @@ static bool next_events(stream_t *s)
         free(text);
     } else if (nx__link_op_is(&s->link, "result")) {
         const msgpack_object *usage = nx__link_get(&s->link, "usage");
-        emit(s, chunk(s, NULL, finish_reason(&s->oa, usage), false));
+        emit(s, chunk(s, NULL, finish_reason(&s->link), false));
         if (s->oa.include_usage) {
             char id[48];
             response_id(&s->oa, s->task, id, sizeof id);
