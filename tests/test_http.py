@@ -306,34 +306,50 @@ def test_user_names_the_session(d):
     assert [m["content"] for m in h["messages"] if m["role"] == "user"] == ["one", "two"]
 
 
+def pause_daemon(d, seconds):
+    """SIGSTOP the whole daemon, then SIGCONT: every thread, libmicrohttpd's included, sees
+    `seconds` pass with nothing sent or read, longer than http.idle_timeout."""
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+
+
 def test_long_wait_outlives_the_idle_timeout(d):
-    """A request that waits longer than http.idle_timeout (here behind other tasks: the daemon
-    runs one sequence at a time, max_batch 1) is answered, not closed as idle."""
+    """A request waiting on its task longer than http.idle_timeout (a queue, a model's load;
+    here the daemon paused) is answered, not closed as idle: a whole answer, then a stream
+    paused between two events."""
+    import threading
+    got = {}
+
+    def whole():
+        got["whole"] = http(d, "POST", "/v1/chat/completions",
+                            {"model": "long", "max_tokens": 1000,
+                             "messages": [{"role": "user", "content": "go"}]}, timeout=120)
+    t = threading.Thread(target=whole)
+    t.start()
     with d.client() as c:
-        def queue_ahead():  # three tasks of 3500 tokens: over 1.5 s even on a fast machine
-            for _ in range(3):
-                c.send({"op": "task", "agent": "long", "input": "first"})
-            for _ in range(3):  # queued before the HTTP request
-                du.wait_for(lambda: c.recv(10)["op"] == "accepted")
-        queue_ahead()
-        t0 = time.monotonic()
-        status, _, body = http(d, "POST", "/v1/chat/completions",
-                               {"model": "long", "max_tokens": 8,
-                                "messages": [{"role": "user", "content": "go"}]})
-        waited = time.monotonic() - t0
-        assert status == 200, body
-        assert body["usage"]["completion_tokens"] == 8
-        assert waited > 1.5 * IDLE_S, waited  # longer than a connection may stay idle
-        # the same for a stream: its first event, then a silence while the task waits
-        queue_ahead()
-        t0 = time.monotonic()
-        status, _, text = http(d, "POST", "/v1/chat/completions",
-                               {"model": "long", "max_tokens": 8, "stream": True,
-                                "messages": [{"role": "user", "content": "go"}]})
-        waited = time.monotonic() - t0
-        assert status == 200 and text.endswith("data: [DONE]\n\n"), text[-300:]
-        assert waited > 1.5 * IDLE_S, waited
-        du.wait_for(lambda: c.call({"op": "status"})["router"]["tasks_in_flight"] == 0)
+        du.wait_for(lambda: c.call({"op": "status"})["router"]["tasks_in_flight"] == 1)
+    pause_daemon(d, 2.5 * IDLE_S)
+    t.join(120)
+    status, _, body = got["whole"]
+    assert status == 200 and body["usage"]["completion_tokens"] == 1000, body
+
+    body = json.dumps({"model": "long", "max_tokens": 1000, "stream": True,
+                       "messages": [{"role": "user", "content": "go"}]}).encode()
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=60) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                  KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        events = s.recv(65536)
+        assert events.startswith(b"HTTP/1.1 200"), events
+        pause_daemon(d, 2.5 * IDLE_S)  # mid-stream
+        while not events.endswith(b"\r\n0\r\n\r\n"):  # the stream's last chunk
+            chunk = s.recv(65536)
+            assert chunk, events[-300:]  # closed as idle: the stream was cut
+            events += chunk
+        assert b"data: [DONE]" in events
 
 
 def test_malformed_http_is_answered_or_closed_and_serving_goes_on(d):
