@@ -293,7 +293,7 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
-TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_http.py
 tsan:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
 	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
