@@ -8,6 +8,11 @@ const double nx_metrics_bounds_s[NX_METRICS_BUCKETS] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 };
 
+const char *const nx_metrics_refusal_codes[NX_METRICS_REFUSALS] = {
+    "bad_request", "unknown_agent", "model_error",   "busy",
+    "storage_full", "storage_error", "shutting_down", "internal",
+};
+
 static const char *const hist_names[NX_HIST__COUNT] = {
     [NX_HIST_QUEUE] = "queue", [NX_HIST_SWAP] = "swap", [NX_HIST_TTFT] = "ttft",
     [NX_HIST_TOTAL] = "total",
@@ -63,6 +68,13 @@ void nx_metrics_task_end(nx_metrics_t *m, size_t agent_index, nx_task_status_t s
     nx_metrics_observe(&m->hist[NX_HIST_SWAP], timings->swap_ms / 1000.0);
     nx_metrics_observe(&m->hist[NX_HIST_TTFT], timings->ttft_ms / 1000.0);
     nx_metrics_observe(&m->hist[NX_HIST_TOTAL], timings->total_ms / 1000.0);
+}
+
+void nx_metrics_refused(nx_metrics_t *m, const char *code)
+{
+    for (size_t i = 0; code && i < NX_METRICS_REFUSALS; i++)
+        if (strcmp(nx_metrics_refusal_codes[i], code) == 0)
+            m->refused[i]++;
 }
 
 static nx_model_metrics_t *model_slot(nx_metrics_t *m, const char *name)
@@ -158,6 +170,10 @@ void nx_metrics_write(const nx_metrics_t *m, const char *const *agent_names, nx_
         nx_writer_map_close(w);
     }
     nx_writer_array_close(w);
+    nx_writer_map_open(w, "refused");
+    for (size_t i = 0; i < NX_METRICS_REFUSALS; i++)
+        nx_writer_uint(w, nx_metrics_refusal_codes[i], m->refused[i]);
+    nx_writer_map_close(w);
     nx_writer_array_open(w, "models");
     for (size_t i = 0; i < m->model_count; i++) {
         const nx_model_metrics_t *mm = &m->models[i];

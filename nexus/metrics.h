@@ -47,8 +47,13 @@ typedef struct nx_model_metrics {
     bool loading;                     /* a "loading" event was seen, no end yet */
 } nx_model_metrics_t;
 
+/* The error codes a task request can be refused with before `accepted` (protocol.md). */
+#define NX_METRICS_REFUSALS 8
+extern const char *const nx_metrics_refusal_codes[NX_METRICS_REFUSALS];
+
 typedef struct nx_metrics {
     nx_agent_metrics_t *agents; /* agent_count, in conf->agents order */
+    uint64_t refused[NX_METRICS_REFUSALS]; /* task requests refused, by code (same order) */
     size_t agent_count;
     nx_histogram_t hist[NX_HIST__COUNT]; /* over tasks' stages that ended done */
     nx_model_metrics_t *models;
@@ -64,6 +69,8 @@ void nx_metrics_observe(nx_histogram_t *h, double seconds);
 void nx_metrics_task_end(nx_metrics_t *m, size_t agent_index, nx_task_status_t status,
                          uint32_t prompt_tokens, uint32_t completion_tokens,
                          const nx_task_timings_t *timings);
+/* A task request refused with `code` before it was accepted (codes not in the list: ignored). */
+void nx_metrics_refused(nx_metrics_t *m, const char *code);
 /* A residency event: the model's new state ("loading", "resident", "evicting", "host",
  * "disk"), its bytes and the ms the load or eviction took. now_ns: nx_now_ns(). */
 void nx_metrics_model_event(nx_metrics_t *m, const char *model, const char *state,

@@ -285,6 +285,8 @@ static void handle_message(nx__router_t *self, zmsg_t *msg)
         goto out;
     }
     if (nx_proto_parse(zframe_data(payload), len, max, &req, &code, &err) != NX_OK) {
+        if (req.op == NX_OP_TASK) /* the op was read, a field was wrong */
+            nx_metrics_refused(&self->metrics, code ? code : "bad_request");
         if (req.id) { /* the error echoes the id when the frame had one */
             client.id = req.id;
             client.id_len = req.id_len;
@@ -299,10 +301,13 @@ static void handle_message(nx__router_t *self, zmsg_t *msg)
     req.id_len = 0;
     if (req.op == NX_OP_TASK || req.op == NX_OP_CANCEL)
         client.owner = owner_of(payload, client.envelope);
-    if (self->stopping && req.op != NX_OP_PING)
+    if (self->stopping && req.op != NX_OP_PING) {
+        if (req.op == NX_OP_TASK)
+            nx_metrics_refused(&self->metrics, "shutting_down");
         nx__reply_error(self, &client, "shutting_down", "the daemon is stopping", 0);
-    else
+    } else {
         dispatch(self, &client, &req);
+    }
 out:
     nx_request_clear(&req);
     zframe_destroy(&payload);

@@ -176,20 +176,28 @@ static const nx_agent_conf_t *broken_stage(nx__router_t *self, const nx_agent_co
 /* ------------------------------------------------------------------------------------------
  * The request
  */
+/* A task request answered with an error instead of `accepted`: counted for /metrics. */
+static void refuse(nx__router_t *self, const nx__client_t *client, const char *code,
+                   const char *message)
+{
+    nx_metrics_refused(&self->metrics, code);
+    nx__reply_error(self, client, code, message, 0);
+}
+
 void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
 {
     char message[256];
     const nx_agent_conf_t *agent = nx_nexus_conf_agent(self->conf, req->agent);
     if (!agent) {
         snprintf(message, sizeof message, "agent '%.64s' is not configured", req->agent);
-        nx__reply_error(self, client, "unknown_agent", message, 0);
+        refuse(self, client, "unknown_agent", message);
         return;
     }
     for (size_t i = 0; i < req->route_count; i++) {
         if (!nx_nexus_conf_agent(self->conf, req->route[i])) {
             snprintf(message, sizeof message, "route[%zu] '%.64s' names no agent", i,
                      req->route[i]);
-            nx__reply_error(self, client, "unknown_agent", message, 0);
+            refuse(self, client, "unknown_agent", message);
             return;
         }
     }
@@ -198,7 +206,7 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     if (broken) { /* it could only fail: say so now rather than accept it */
         char text[1300];
         snprintf(text, sizeof text, "agent '%.64s': %s", broken->name, why);
-        nx__reply_error(self, client, "model_error", text, 0);
+        refuse(self, client, "model_error", text);
         return;
     }
     size_t ai = nx__agent_index(self, agent);
@@ -206,13 +214,13 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         snprintf(message, sizeof message,
                  "agent '%s' has %u tasks queued or running (limits.queue is %u)", agent->name,
                  self->queued[ai] + self->running[ai], agent->queue_limit);
-        nx__reply_error(self, client, "busy", message, 0);
+        refuse(self, client, "busy", message);
         return;
     }
     nx_sampling_t sampling = agent->generation;
     nx_err_t err = {0};
     if (nx_params_apply(&req->params, &sampling, &err) != NX_OK) {
-        nx__reply_error(self, client, "bad_request", err.msg, 0);
+        refuse(self, client, "bad_request", err.msg);
         return;
     }
     nx__job_t *job = calloc(1, sizeof *job);
@@ -247,8 +255,8 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     nx__store_send(self, sreq);
     return;
 out_nomem:
-    nx__reply_error(self, job ? &job->client : client, "internal",
-                    "out of memory accepting a task (router_task.c)", 0);
+    refuse(self, job ? &job->client : client, "internal",
+           "out of memory accepting a task (router_task.c)");
     nx__store_req_free(sreq);
     nx__job_free(job);
 }
@@ -453,7 +461,7 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             snprintf(message, sizeof message, "the task could not be stored: %s",
                      sreq->err.msg);
             self->queued[nx__agent_index(self, job->agent)]--;
-            nx__reply_error(self, &job->client, nx__store_wire_code(sreq->rc), message, 0);
+            refuse(self, &job->client, nx__store_wire_code(sreq->rc), message);
             self->job_count--;
             nx__job_free(job);
             goto out;

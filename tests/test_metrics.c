@@ -43,6 +43,16 @@ static void test_task_ends(void **state)
     assert_int_equal(m.hist[NX_HIST_TOTAL].count, 1);
     assert_int_equal(m.hist[NX_HIST_TOTAL].counts[9], 1);  /* 3 s: (2.5, 5] */
     assert_int_equal(m.hist[NX_HIST_TTFT].counts[3], 1);   /* 0.04 s: (0.025, 0.05] */
+    nx_metrics_refused(&m, "busy");
+    nx_metrics_refused(&m, "busy");
+    nx_metrics_refused(&m, "no_such_code"); /* not a refusal code: ignored */
+    nx_metrics_refused(&m, NULL);
+    assert_string_equal(nx_metrics_refusal_codes[3], "busy");
+    assert_int_equal(m.refused[3], 2);
+    uint64_t total = 0;
+    for (size_t i = 0; i < NX_METRICS_REFUSALS; i++)
+        total += m.refused[i];
+    assert_int_equal(total, 2);
     nx_metrics_clear(&m);
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -16,6 +17,9 @@
 #include "conf.h"
 #include "http.h"
 #include "proto.h"
+
+#define NX__HTTP_ROUTES 6       /* no route (404), /health, /metrics, /v1/models, chat, completions */
+#define NX__HTTP_STATUSES 13    /* the statuses the front answers with, the last "other" */
 
 struct nx_http {
     const nx_nexus_conf_t *conf;
@@ -27,6 +31,8 @@ struct nx_http {
     atomic_bool stopping;      /* destroying: waiting requests give up with 503 */
     atomic_int active;         /* requests begun and not yet completed (answer sent) */
     int64_t started_s;         /* time() at start: the "created" of /v1/models entries */
+    atomic_uint_fast64_t requests[NX__HTTP_ROUTES][NX__HTTP_STATUSES]; /* answered, by route
+                                                                          and status */
 };
 
 /* ---- http_link.c: one request's conversation with the router ------------------------------ */
@@ -77,6 +83,9 @@ unsigned nx__http_status_for(const char *code);
 /* The error reply the link holds, answered with its status (busy: Retry-After too). */
 enum MHD_Result nx__http_proto_error(struct MHD_Connection *c, const nx__link_t *link);
 
+/* nexus_http_requests_total{path,code} in Prometheus text. */
+void nx__http_write_requests(nx_http_t *http, FILE *f);
+
 /* ---- http_openai.c ------------------------------------------------------------------------ */
 typedef enum nx__api { NX__API_CHAT, NX__API_COMPLETIONS } nx__api_t;
 /* POST /v1/chat/completions and /v1/completions with the whole body read. */
@@ -88,7 +97,9 @@ enum MHD_Result nx__openai_models(nx_http_t *http, struct MHD_Connection *c);
 /* ---- http_metrics.c ----------------------------------------------------------------------- */
 /* GET /metrics. */
 enum MHD_Result nx__metrics_get(nx_http_t *http, struct MHD_Connection *c);
-/* Prometheus text from a `status` and a `metrics` reply (both msgpack maps). Caller frees. */
-char *nx__metrics_render(const msgpack_object *status, const msgpack_object *metrics);
+/* Prometheus text from a `status` and a `metrics` reply (both msgpack maps), and the front's
+ * own request counts when http is not NULL. Caller frees. */
+char *nx__metrics_render(const msgpack_object *status, const msgpack_object *metrics,
+                         nx_http_t *http);
 
 #endif

@@ -101,6 +101,13 @@ static void task_families(FILE *f, const msgpack_object *metrics, const msgpack_
              "Prompt tokens read (tokens in), by agent.", "agent", "prompt_tokens", 1);
     per_item(f, agents, "nexus_completion_tokens_total", "counter",
              "Tokens generated (tokens out), by agent.", "agent", "completion_tokens", 1);
+    const msgpack_object *refused = nx__mp_get(metrics, "refused");
+    family(f, "nexus_task_refusals_total", "counter",
+           "Task requests answered with an error instead of accepted, by code.");
+    for (uint32_t i = 0; refused && refused->type == MSGPACK_OBJECT_MAP &&
+                         i < refused->via.map.size; i++)
+        sample(f, "nexus_task_refusals_total", "code", &refused->via.map.ptr[i].key, NULL,
+               NULL, nx__mp_real(&refused->via.map.ptr[i].val));
     const msgpack_object *live = array_of(status, "agents");
     per_item(f, live, "nexus_agent_queued_tasks", "gauge", "Tasks waiting, by agent.", "agent",
              "queue", 1);
@@ -158,7 +165,8 @@ static void gauge(FILE *f, const char *name, const char *help, const msgpack_obj
     fprintf(f, "%s %.17g\n", name, nx__mp_real(nx__mp_get(map, key)));
 }
 
-char *nx__metrics_render(const msgpack_object *status, const msgpack_object *metrics)
+char *nx__metrics_render(const msgpack_object *status, const msgpack_object *metrics,
+                         nx_http_t *http)
 {
     char *text = NULL;
     size_t len = 0;
@@ -181,6 +189,8 @@ char *nx__metrics_render(const msgpack_object *status, const msgpack_object *met
     family(f, "nexus_replies_dropped_total", "counter", "Replies never sent (client gone).");
     fprintf(f, "nexus_replies_dropped_total %.17g\n",
             nx__mp_real(nx__mp_get(router, "replies_dropped")));
+    if (http)
+        nx__http_write_requests(http, f);
     if (fclose(f) != 0) {
         free(text);
         return NULL;
@@ -197,7 +207,7 @@ enum MHD_Result nx__metrics_get(nx_http_t *http, struct MHD_Connection *c)
         nx__link_op_is(&status, "status") &&
         nx__link_call(&metrics, "metrics", 5000) == NX__WAIT_OK &&
         nx__link_op_is(&metrics, "metrics"))
-        text = nx__metrics_render(&status.reply.data, &metrics.reply.data);
+        text = nx__metrics_render(&status.reply.data, &metrics.reply.data, http);
     nx__link_close(&status);
     nx__link_close(&metrics);
     if (!text)

@@ -44,6 +44,32 @@ static const struct {
     {"/v1/completions", ROUTE_COMPLETIONS, true},
 };
 
+static const unsigned statuses[NX__HTTP_STATUSES] = {200, 400, 401, 404, 405, 413, 429,
+                                                      500, 503, 504, 507, 431, 0 /* other */};
+
+void nx__http_write_requests(nx_http_t *http, FILE *f)
+{
+    fputs("# HELP nexus_http_requests_total HTTP requests answered, by path and status.\n"
+          "# TYPE nexus_http_requests_total counter\n", f);
+    for (size_t r = 0; r < NX__HTTP_ROUTES; r++) {
+        const char *path = "other";
+        for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+            if ((size_t)routes[i].route == r)
+                path = routes[i].path;
+        for (size_t k = 0; k < NX__HTTP_STATUSES; k++) {
+            uint64_t n = atomic_load(&http->requests[r][k]);
+            if (n == 0)
+                continue; /* the families stay small: only what happened */
+            if (statuses[k])
+                fprintf(f, "nexus_http_requests_total{path=\"%s\",code=\"%u\"} %llu\n", path,
+                        statuses[k], (unsigned long long)n);
+            else
+                fprintf(f, "nexus_http_requests_total{path=\"%s\",code=\"other\"} %llu\n",
+                        path, (unsigned long long)n);
+        }
+    }
+}
+
 /* One request being read: its route and body so far. */
 typedef struct req {
     route_t route;
@@ -170,6 +196,7 @@ static enum MHD_Result check_first(nx_http_t *http, struct MHD_Connection *c, re
     r->answered = true; /* unless every check passes */
     if (i == n)
         return nx__http_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such path");
+    r->route = routes[i].route; /* counted under its path whatever the answer */
     if (routes[i].post ? !is_post : !is_get) {
         char message[96];
         snprintf(message, sizeof message, "%s takes %s", routes[i].path,
@@ -205,7 +232,6 @@ static enum MHD_Result check_first(nx_http_t *http, struct MHD_Connection *c, re
                  length, http->conf->max_message_bytes);
         return nx__http_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", message);
     }
-    r->route = routes[i].route;
     r->answered = false;
     return MHD_YES;
 }
@@ -295,6 +321,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     nx_http_t *http = cls;
     req_t *r = *con_cls;
     if (r) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        unsigned status = info ? info->http_status : 0;
+        size_t k = 0;
+        while (k + 1 < NX__HTTP_STATUSES && statuses[k] != status)
+            k++;
+        if (status) /* 0: nothing was answered (the client left first) */
+            atomic_fetch_add(&http->requests[r->route][k], 1);
         free(r->body);
         free(r);
         atomic_fetch_sub(&http->active, 1);
