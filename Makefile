@@ -389,7 +389,7 @@ clean:
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus
-FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_conf fuzz_nexus_conf \
+FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
@@ -407,6 +407,14 @@ FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/s
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+
+# The HTTP front's OpenAI request translation, checked against the protocol's parser.
+FUZZ_OPENAI_SRC := nexus/http/http_translate.c $(FUZZ_PROTO_SRC)
+$(BUILD)/fuzz/fuzz_openai: tests/fuzz_openai.c $(FUZZ_OPENAI_SRC) nexus/http/http_translate.h \
+	nexus/proto.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Inexus/http -o $@ $< $(FUZZ_OPENAI_SRC) -ljansson -lmsgpackc -lm \
+	  -lpthread
 
 # Agent files (fuzz_conf) and nexus.yaml with its agents folder (fuzz_nexus_conf).
 FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c agents/sampler.c loader/err.c

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "http_translate.h"
 #include "proto.h"
 
 #define NX__HTTP_ROUTES 6       /* no route (404), /health, /metrics, /v1/models, chat, completions */
@@ -87,7 +88,6 @@ enum MHD_Result nx__http_proto_error(struct MHD_Connection *c, const nx__link_t 
 void nx__http_write_requests(nx_http_t *http, FILE *f);
 
 /* ---- http_openai.c ------------------------------------------------------------------------ */
-typedef enum nx__api { NX__API_CHAT, NX__API_COMPLETIONS } nx__api_t;
 /* POST /v1/chat/completions and /v1/completions with the whole body read. */
 enum MHD_Result nx__openai_create(nx_http_t *http, struct MHD_Connection *c, nx__api_t api,
                                   const char *body, size_t len);
