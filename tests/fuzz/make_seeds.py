@@ -200,6 +200,13 @@ curve:
 """)
     put(t, "sizes.yaml", "pool: 2.5 GB\nhost_cache: 0\nmax_message_bytes: 1MiB\n")
     put(t, "bad_key.yaml", "pool: 1GiB\npoool: 2\n")
+    put(t, "http.yaml", """pool: 1GiB
+http:
+  listen: "[::]:8080"
+  api_keys: [sk-nexus-fuzz-0123456789, sk-nexus-fuzz-abcdefghij]
+  idle_timeout: 1m
+  max_connections: 8
+""")
 
 
 def tokenizer_seeds():
