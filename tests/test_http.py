@@ -585,3 +585,21 @@ def _health_or_none(d):
         return health_ok(d)
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+def test_ipv6_loopback_and_a_free_port():
+    """http.listen [::1]:PORT serves on IPv6; port 0 takes a free one and logs it."""
+    port = du.free_port()
+    for listen in (f"[::1]:{port}", "127.0.0.1:0"):
+        daemon = du.Daemon([du.agent("a", "tq")], conf={"http": {"listen": listen}})
+        try:
+            daemon.start()
+            [line] = [l for l in daemon.read_log().splitlines() if "OpenAI-compatible HTTP on" in l]
+            base = line.split(" on ", 1)[1].rsplit("/v1", 1)[0]
+            assert base.startswith("http://[::1]:" if listen.startswith("[") else "http://127.0.0.1:")
+            assert int(base.rsplit(":", 1)[1]) > 0
+            with urllib.request.urlopen(base + "/health", timeout=10) as resp:
+                assert json.loads(resp.read()) == {"status": "ok"}
+            assert daemon.stop() == 0, daemon.read_log()
+        finally:
+            daemon.close()
