@@ -2,7 +2,7 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + llama-ref + every test (cmocka unit tests, the Python tests
+#   make test    deps + build + llama-ref + openai-client + every test (cmocka unit tests, the Python tests
 #                (with the comparison against llama.cpp), then the CUDA code on the CPU
 #                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
@@ -25,8 +25,8 @@ OPT ?= -O2
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus -Inexus/hub
-LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
-	-lcurl -lcrypto -lpthread -lm -ldl -lrt
+LIBS := -lczmq -lzmq -lmicrohttpd -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 \
+	-lutf8proc -lcurl -lcrypto -lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -41,7 +41,7 @@ NOCUDA_C := $(wildcard loader/*_nocuda.c agents/*_nocuda.c)
 LOADER_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard loader/*.c))
 AGENTS_ALL := $(filter-out $(CUDA_ONLY_C) $(NOCUDA_C),$(wildcard agents/*.c))
 NEXUS_MAINS := nexus/nexusctl.c $(wildcard nexus/nexusd.c)
-NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c nexus/hub/*.c))
+NEXUS_SRC := $(filter-out $(NEXUS_MAINS),$(wildcard nexus/*.c nexus/hub/*.c nexus/http/*.c))
 CU_SRC := $(wildcard loader/*.cu agents/*.cu)
 
 ifeq ($(CUEMU),1)
@@ -170,8 +170,9 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 # targets that `make test` runs briefly (make fuzz-smoke).
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
-	libutf8proc-dev libcurl4-openssl-dev libssl-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
-	python3-jsonschema python3-yaml \
+	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev python3 python3-numpy \
+	python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-yaml \
+	python3-prometheus-client \
 	clang libclang-rt-14-dev
 
 deps:
@@ -217,6 +218,28 @@ llama-ref:
 	echo "llama-ref: node-llama-cpp $(NODE_LLAMA_CPP_VERSION) (llama.cpp, linux-x64 CPU) in" \
 	  "$(LLAMA_REF_DIR): $$(du -sh $(LLAMA_REF_DIR) | cut -f1), $$(( $$(date +%s) - start )) s"
 
+# The official OpenAI client for node (pinned), the real client tests/test_http.py drives
+# nexusd's HTTP front with (tests/tools/openai_client.mjs), installed into $(OPENAI_DIR)
+# (ignored) the way llama-ref is: a temporary folder moved into place, then a stamp. Without
+# node >= 20 and npm it says why in one line and exits 0; the tests that need it then skip.
+OPENAI_DIR ?= .tools/openai
+OPENAI_NPM_VERSION := 4.95.0
+OPENAI_STAMP := $(OPENAI_DIR)/.installed-$(OPENAI_NPM_VERSION)
+.PHONY: openai-client
+openai-client:
+	@if [ -f $(OPENAI_STAMP) ]; then exit 0; fi; \
+	if ! command -v node >/dev/null 2>&1; then echo "openai-client: skipped: node is not installed"; exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "openai-client: skipped: npm is not installed"; exit 0; fi; \
+	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
+	  echo "openai-client: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
+	tmp=$(OPENAI_DIR).tmp; rm -rf $$tmp && mkdir -p $$tmp && \
+	echo '{"name": "nexus-openai-client", "private": true}' > $$tmp/package.json && \
+	(cd $$tmp && npm install --no-audit --no-fund --loglevel=error --save-exact \
+	  openai@$(OPENAI_NPM_VERSION)) && \
+	test -f $$tmp/node_modules/openai/package.json && \
+	rm -rf $(OPENAI_DIR) && mv $$tmp $(OPENAI_DIR) && touch $(OPENAI_STAMP) && \
+	echo "openai-client: openai $(OPENAI_NPM_VERSION) in $(OPENAI_DIR)"
+
 # --- tests ---------------------------------------------------------------------------------
 # `make test` builds four trees (build, build-emu, build-asan, build-tsan): each build step
 # uses every core unless make was given -j itself (CI runs a plain `make test` on 2 cores),
@@ -227,6 +250,8 @@ test: deps
 	@$(MAKE) --no-print-directory $(BUILD_JOBS) all
 	@$(MAKE) --no-print-directory llama-ref || \
 	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
+	@$(MAKE) --no-print-directory openai-client || \
+	  echo "openai-client: the install failed; tests/test_http.py's client tests will say they are skipped"
 	@$(MAKE) --no-print-directory unit pytest
 	@$(MAKE) --no-print-directory emu-test
 	@$(MAKE) --no-print-directory asan
@@ -271,7 +296,8 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
-TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_pull.py
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_pull.py \
+	tests/test_http.py
 tsan:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
 	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
@@ -373,7 +399,7 @@ clean:
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
-FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_conf fuzz_nexus_conf \
+FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
@@ -391,6 +417,14 @@ FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/s
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+
+# The HTTP front's OpenAI request translation, checked against the protocol's parser.
+FUZZ_OPENAI_SRC := nexus/http/http_translate.c $(FUZZ_PROTO_SRC)
+$(BUILD)/fuzz/fuzz_openai: tests/fuzz_openai.c $(FUZZ_OPENAI_SRC) nexus/http/http_translate.h \
+	nexus/proto.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Inexus/http -o $@ $< $(FUZZ_OPENAI_SRC) -ljansson -lmsgpackc -lm \
+	  -lpthread
 
 # Agent files (fuzz_conf) and nexus.yaml with its agents folder (fuzz_nexus_conf).
 FUZZ_CONF_SRC := nexus/conf.c nexus/conf_agent.c nexus/conf_yaml.c nexus/hub/modelstore.c agents/sampler.c loader/err.c

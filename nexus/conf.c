@@ -6,6 +6,7 @@
  * Every relative path, and every default path (home ./var, agents ./agents, models
  * <home>/models), resolves against the folder of nexus.yaml; the struct holds absolute paths.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -25,8 +26,14 @@ static const char *const nexus_keys[] = {"home",       "listen",     "events",
                                          "pool",       "host_cache", "max_message_bytes",
                                          "max_batch",  "context",    "curve",
                                          "send_hwm",   "max_message_hard_bytes",
-                                         NULL};
+                                         "http",       NULL};
 static const char *const curve_keys[] = {"secret_key", "clients", NULL};
+static const char *const http_keys[] = {"listen", "api_keys", "idle_timeout", "max_connections",
+                                        NULL};
+#define DEFAULT_HTTP_HOST "127.0.0.1"
+#define DEFAULT_HTTP_PORT 8080
+#define MAX_API_KEYS 64
+#define MIN_API_KEY_CHARS 16
 
 /* One agent while loading: its settings and where its cross-checked fields were written. */
 typedef struct loaded_agent {
@@ -127,6 +134,118 @@ static int parse_curve(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, nx
     return rc;
 }
 
+bool nx_http_host_is_loopback(const char *host)
+{
+    if (!host)
+        return false;
+    if (strcmp(host, "::1") == 0)
+        return true;
+    char endpoint[96];
+    if (snprintf(endpoint, sizeof endpoint, "tcp://%s:0", host) >= (int)sizeof endpoint)
+        return false;
+    return nx_endpoint_is_loopback(endpoint);
+}
+
+/* http.listen: "HOST:PORT" with HOST an IPv4 literal, localhost or [IPv6]; the port 0..65535
+ * (0: any free port). The host is kept without brackets. */
+static int parse_http_listen(nx__yfile_t *f, yaml_node_t *n, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    static const char *const expected =
+        "HOST:PORT (an IPv4 address, localhost or [IPv6], and a port 0..65535)";
+    char *text = NULL;
+    int rc = nx__yget_string(f, n, "http.listen", false, &text, err);
+    if (rc != NX_OK)
+        return rc;
+    char *colon = strrchr(text, ':');
+    char *host = text, *end = NULL;
+    unsigned long port = 0;
+    bool ok = colon && colon > text && colon[1];
+    if (ok) {
+        errno = 0;
+        port = strtoul(colon + 1, &end, 10);
+        ok = errno == 0 && *end == 0 && port <= 65535 && colon[1] >= '0' && colon[1] <= '9';
+        *colon = 0;
+    }
+    if (ok && host[0] == '[') { /* [IPv6] */
+        size_t len = strlen(host);
+        ok = len > 2 && host[len - 1] == ']';
+        host[len - 1] = 0;
+        host++;
+        unsigned char addr[16];
+        ok = ok && inet_pton(AF_INET6, host, addr) == 1;
+    } else if (ok) {
+        unsigned char addr[4];
+        ok = strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, addr) == 1;
+    }
+    if (ok && !(c->http_host = strdup(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host)))
+        rc = nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    else if (!ok)
+        rc = nx__yexpect(f, n, "http.listen", expected, err);
+    c->http_port = (uint16_t)port;
+    free(text);
+    return rc;
+}
+
+static int parse_api_keys(nx__yfile_t *f, yaml_node_t *n, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    const char *field = "http.api_keys";
+    if (n->type != YAML_SEQUENCE_NODE)
+        return nx__yexpect(f, n, field, "a list of strings", err);
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count > MAX_API_KEYS)
+        return nx__yerr(f, n, field, err, "expected at most %d keys, got %zu", MAX_API_KEYS,
+                        count);
+    if (!(c->http_api_keys = calloc(count + 1, sizeof *c->http_api_keys)))
+        return nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yaml_document_get_node(&f->doc, n->data.sequence.items.start[i]);
+        char item_field[64];
+        snprintf(item_field, sizeof item_field, "%s[%zu]", field, i);
+        int rc = nx__yget_string(f, item, item_field, false, &c->http_api_keys[i], err);
+        if (rc != NX_OK)
+            return rc;
+        c->http_api_key_count = i + 1;
+        size_t len = strlen(c->http_api_keys[i]);
+        if (len < MIN_API_KEY_CHARS)
+            return nx__yerr(f, item, item_field, err, "expected a key of at least %d "
+                            "characters, got %zu", MIN_API_KEY_CHARS, len);
+    }
+    return NX_OK;
+}
+
+/* http: present means on. Off loopback it needs api_keys (README: OpenAI-compatible HTTP). */
+static int parse_http(nx__yfile_t *f, yaml_node_t *root, nx_nexus_conf_t *c, nx_err_t *err)
+{
+    yaml_node_t *http = nx__ymap_get(f, root, "http"), *n;
+    if (!http)
+        return NX_OK;
+    c->http_enabled = true;
+    c->http_port = DEFAULT_HTTP_PORT;
+    c->http_idle_timeout_s = 30;
+    c->http_max_connections = 64;
+    int rc = nx__ymap_check(f, http, "http", http_keys, NULL, err);
+    uint64_t u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, http, "listen")))
+        rc = parse_http_listen(f, n, c, err);
+    else if (rc == NX_OK && !(c->http_host = strdup(DEFAULT_HTTP_HOST)))
+        rc = nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    if (rc == NX_OK && (n = nx__ymap_get(f, http, "api_keys")))
+        rc = parse_api_keys(f, n, c, err);
+    if (rc == NX_OK && (n = nx__ymap_get(f, http, "idle_timeout")) &&
+        (rc = nx__yget_duration(f, n, "http.idle_timeout", 1, 3600, &u, err)) == NX_OK)
+        c->http_idle_timeout_s = (uint32_t)u;
+    if (rc == NX_OK && (n = nx__ymap_get(f, http, "max_connections")) &&
+        (rc = nx__yget_u64(f, n, "http.max_connections", 1, 10000, &u, err)) == NX_OK)
+        c->http_max_connections = (uint32_t)u;
+    if (rc == NX_OK && !nx_http_host_is_loopback(c->http_host) && c->http_api_key_count == 0) {
+        n = nx__ymap_get(f, http, "listen");
+        rc = nx__yerr(f, n ? n : http, "http.listen", err,
+                      "'%s' is not a loopback address, so http.api_keys is required",
+                      c->http_host);
+    }
+    return rc;
+}
+
 /* Binding anywhere but loopback needs CURVE keys (README: Security). */
 static int check_exposure(nx__yfile_t *f, yaml_node_t *root, const nx_nexus_conf_t *c,
                           nx_err_t *err)
@@ -219,6 +338,8 @@ static int parse_nexus(nx__yfile_t *f, nx_nexus_conf_t *c, nx_err_t *err)
         rc = parse_curve(f, root, c, err);
     if (rc == NX_OK)
         rc = check_exposure(f, root, c, err);
+    if (rc == NX_OK)
+        rc = parse_http(f, root, c, err);
     return rc;
 }
 
@@ -435,6 +556,10 @@ void nx_nexus_conf_free(nx_nexus_conf_t **conf_p)
     free(c->models_dir);
     free(c->curve_secret_key);
     free(c->curve_clients);
+    free(c->http_host);
+    for (size_t i = 0; c->http_api_keys && c->http_api_keys[i]; i++)
+        free(c->http_api_keys[i]);
+    free(c->http_api_keys);
     free(c);
     *conf_p = NULL;
 }

@@ -56,6 +56,14 @@ typedef struct nx_nexus_conf {
     uint32_t context;      /* KV tokens per sequence, default 2048 */
     char *curve_secret_key; /* curve.secret_key: certificate file, or NULL */
     char *curve_clients;    /* curve.clients: folder of allowed public certificates */
+    /* http: the OpenAI-compatible HTTP front (nexus/http/), off unless the key is present */
+    bool http_enabled;
+    char *http_host;        /* http.listen's host (an IP literal or localhost), default 127.0.0.1 */
+    uint16_t http_port;     /* http.listen's port, default 8080; 0: a free port (logged) */
+    char **http_api_keys;   /* http.api_keys: http_api_key_count bearer tokens, or NULL (none) */
+    size_t http_api_key_count;
+    uint32_t http_idle_timeout_s;   /* http.idle_timeout: an idle connection closes (30 s) */
+    uint32_t http_max_connections;  /* http.max_connections, default 64 */
     nx_agent_conf_t *agents; /* agent_count of them, sorted by name */
     size_t agent_count;
 } nx_nexus_conf_t;
@@ -78,6 +86,10 @@ int nx_nexus_conf_read(const char *path, nx_nexus_conf_t **out, nx_err_t *err);
  * what `nexusd --check-agent FILE` runs. Caller owns *out (nx_agent_conf_free). */
 int nx_agent_conf_load(const char *path, nx_agent_conf_t **out, nx_err_t *err);
 void nx_agent_conf_free(nx_agent_conf_t **agent_p);
+
+/* Whether an HTTP host (http.listen's host part) is a loopback address: 127.0.0.0/8, ::1 or
+ * localhost. Anything else needs http.api_keys. */
+bool nx_http_host_is_loopback(const char *host);
 
 /* The agent named `name`, or NULL. */
 const nx_agent_conf_t *nx_nexus_conf_agent(const nx_nexus_conf_t *conf, const char *name);

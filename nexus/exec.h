@@ -65,6 +65,8 @@ typedef struct nx_report {
     char *message;           /* owned, or NULL */
     uint32_t prompt_tokens, completion_tokens;
     uint32_t turns_dropped;  /* FINISHED: older session turns left out so the prompt fit */
+    const char *stop_reason; /* FINISHED done: why generation stopped (nx_gen_stop_reason:
+                                "eos", "stop", "length"; static), or NULL */
     nx_task_timings_t timings;
     char model[128];
     char state[16];          /* disk|host|loading|resident|evicting */

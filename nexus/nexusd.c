@@ -24,6 +24,10 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "http/http.h"
+
+/* The HTTP front's way into the router: a second endpoint of its ROUTER socket. */
+#define HTTP_ROUTER_ENDPOINT "inproc://nexusd-http"
 
 typedef struct args {
     const char *config;
@@ -284,6 +288,11 @@ static int open_sockets(const nx_nexus_conf_t *conf, zsock_t **router_out, zsock
                         conf->listen, zmq_strerror(zmq_errno()));
         goto out_fail;
     }
+    if (conf->http_enabled && zsock_bind(router, "%s", HTTP_ROUTER_ENDPOINT) < 0) {
+        rc = nx_err_set(err, NX_EIO, "cannot bind the HTTP front's endpoint %s: %s",
+                        HTTP_ROUTER_ENDPOINT, zmq_strerror(zmq_errno()));
+        goto out_fail;
+    }
     if (zsock_bind(pub, "%s", conf->events) < 0) {
         rc = nx_err_set(err, NX_EIO, "%s: events '%s': cannot bind: %s", conf->source_path,
                         conf->events, zmq_strerror(zmq_errno()));
@@ -339,6 +348,7 @@ typedef struct daemon_state {
     zactor_t *auth;
     nx__storeth_t *storeth;
     nx__router_t *rt;
+    nx_http_t *http;
     int stop_fd;
 } daemon_state_t;
 
@@ -370,6 +380,8 @@ static int start(daemon_state_t *d, const args_t *args, nx_err_t *err)
     if (!(d->rt = nx__router_new(&ro, err)))
         return err->code;
     d->router = d->pub = NULL; /* the router owns them now */
+    if (d->conf->http_enabled && !(d->http = nx_http_new(d->conf, HTTP_ROUTER_ENDPOINT, err)))
+        return err->code ? err->code : NX_EIO;
     return NX_OK;
 }
 
@@ -378,9 +390,11 @@ static void stop(daemon_state_t *d)
     if (d->rt) {
         nx__router_detach_exec(d->rt);
         nx_exec_destroy(&d->exec); /* queued and running tasks report shutting_down */
-        nx__router_drain(d->rt, 5000);
+        nx__router_drain(d->rt, 5000); /* HTTP requests waiting get their answers too */
+        nx_http_destroy(&d->http);      /* before the router's socket goes */
         nx__router_destroy(&d->rt);
     }
+    nx_http_destroy(&d->http);
     nx_exec_destroy(&d->exec);
     zsock_destroy(&d->router);
     zsock_destroy(&d->pub);
@@ -433,9 +447,14 @@ int main(int argc, char **argv)
     }
     printf("nexusd %s: serving %zu agents on %s (events on %s); stop with Ctrl-C\n",
            NX_DAEMON_VERSION, d.conf->agent_count, d.conf->listen, d.conf->events);
+    if (d.http)
+        printf("nexusd: OpenAI-compatible HTTP on http://%s%s%s:%u/v1\n",
+               strchr(d.conf->http_host, ':') ? "[" : "", d.conf->http_host,
+               strchr(d.conf->http_host, ':') ? "]" : "", nx_http_port(d.http));
     fflush(stdout);
     serving = 1;
     nx__router_run(d.rt);
+    nx_http_quiesce(d.http); /* new HTTP requests: 503 from now on */
     stop(&d);
     zsys_shutdown();
     nx_log(NX_LOG_INFO, "nexusd: stopped");

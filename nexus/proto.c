@@ -19,6 +19,7 @@
 
 #define ROUTE_MAX 16 /* pipeline stages after `agent` */
 #define STOP_MAX 16  /* stop strings in params */
+#define HISTORY_MAX 4096 /* earlier turns a task may bring */
 #define LIMIT_MAX 1000
 #define LIMIT_DEFAULT 20
 
@@ -27,6 +28,7 @@ static const char *const op_names[NX_OP__COUNT] = {
     [NX_OP_STATUS] = "status", [NX_OP_AGENTS] = "agents", [NX_OP_MODELS] = "models",
     [NX_OP_LOAD] = "load",     [NX_OP_EVICT] = "evict",   [NX_OP_PIN] = "pin",
     [NX_OP_UNPIN] = "unpin",   [NX_OP_TASKS] = "tasks",   [NX_OP_HISTORY] = "history",
+    [NX_OP_METRICS] = "metrics",
 };
 
 const char *nx_op_name(nx_op_t op)
@@ -295,6 +297,48 @@ static int parse_params(ctx_t *c, const msgpack_object *m, nx_params_t *p)
     return NX_OK;
 }
 
+/* "history": a list of {"role": "user"|"assistant", "content": str}, oldest first. */
+static int parse_history(ctx_t *c, const msgpack_object *o, nx_request_t *r)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return BAD_REQUEST(c, "field 'history': expected a list of {role, content} maps, got %s",
+                           nx__proto_type_name(o));
+    if (o->via.array.size > HISTORY_MAX)
+        return BAD_REQUEST(c, "field 'history': %u turns, at most %d allowed",
+                           o->via.array.size, HISTORY_MAX);
+    if (o->via.array.size == 0)
+        return NX_OK;
+    if (!(r->history = calloc(o->via.array.size, sizeof *r->history)))
+        return fail(c, "internal", NX_ENOMEM, "out of memory reading field 'history'");
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *turn = &o->via.array.ptr[i], *v;
+        char field[64];
+        int rc;
+        if (turn->type != MSGPACK_OBJECT_MAP)
+            return BAD_REQUEST(c, "field 'history[%u]': expected a map, got %s", i,
+                               nx__proto_type_name(turn));
+        nx_turn_t *t = &r->history[r->history_count++]; /* counted now: clear frees it */
+        snprintf(field, sizeof field, "history[%u].role", i);
+        if ((rc = lookup(c, turn, "role", field, &v)))
+            return rc;
+        if (!v)
+            return BAD_REQUEST(c, "field '%s' is required: \"user\" or \"assistant\"", field);
+        if ((rc = take_text(c, v, field, true, &t->role)))
+            return rc;
+        if (strcmp(t->role, "user") != 0 && strcmp(t->role, "assistant") != 0)
+            return BAD_REQUEST(c, "field '%s': expected \"user\" or \"assistant\", got "
+                               "\"%.32s\"", field, t->role);
+        snprintf(field, sizeof field, "history[%u].content", i);
+        if ((rc = lookup(c, turn, "content", field, &v)))
+            return rc;
+        if (!v)
+            return BAD_REQUEST(c, "field '%s' is required: a string", field);
+        if ((rc = take_text(c, v, field, false, &t->content)))
+            return rc;
+    }
+    return NX_OK;
+}
+
 static int parse_task(ctx_t *c, const msgpack_object *m, nx_request_t *r)
 {
     int rc;
@@ -311,6 +355,10 @@ static int parse_task(ctx_t *c, const msgpack_object *m, nx_request_t *r)
     if ((rc = lookup(c, m, "route", "route", &v)))
         return rc;
     if (v && (rc = take_text_list(c, v, "route", ROUTE_MAX, true, &r->route, &r->route_count)))
+        return rc;
+    if ((rc = lookup(c, m, "history", "history", &v)))
+        return rc;
+    if (v && (rc = parse_history(c, v, r)))
         return rc;
     return parse_params(c, m, &r->params);
 }
@@ -396,7 +444,7 @@ static int parse_op(ctx_t *c, const msgpack_object *m, nx_request_t *r)
     uint32_t n = v->via.str.size;
     bool printable = utf8_bad_offset((const unsigned char *)v->via.str.ptr, n) == n;
     return fail(c, "unknown_op", NX_ENOTSUP, "unknown op '%.*s' (known: ping, task, cancel, "
-                "status, agents, models, load, evict, pin, unpin, tasks, history)",
+                "status, agents, models, load, evict, pin, unpin, tasks, history, metrics)",
                 printable ? (int)(n < 64 ? n : 64) : 1, printable ? v->via.str.ptr : "?");
 }
 
@@ -448,6 +496,11 @@ void nx_request_clear(nx_request_t *req)
     /* a list being filled when parsing failed holds count taken entries, the rest NULL */
     free_list(req->route, req->route_count + 1);
     free_list(req->params.stop, req->params.stop_count + 1);
+    for (size_t i = 0; i < req->history_count; i++) {
+        free(req->history[i].role);
+        free(req->history[i].content);
+    }
+    free(req->history);
     memset(req, 0, sizeof *req);
     req->limit = LIMIT_DEFAULT;
 }

@@ -27,6 +27,7 @@ typedef enum nx_op {
     NX_OP_UNPIN,
     NX_OP_TASKS,
     NX_OP_HISTORY,
+    NX_OP_METRICS,
     NX_OP__COUNT
 } nx_op_t;
 
@@ -48,6 +49,11 @@ typedef struct nx_params {
     size_t stop_count;
 } nx_params_t;
 
+/* One earlier turn a task brings itself ("history"): role "user" or "assistant". */
+typedef struct nx_turn {
+    char *role, *content;
+} nx_turn_t;
+
 typedef struct nx_request {
     nx_op_t op;
     unsigned char *id;    /* the "id" value's msgpack bytes, echoed verbatim; NULL if absent */
@@ -57,6 +63,8 @@ typedef struct nx_request {
     char **route;         /* route_count agent names */
     size_t route_count;
     nx_params_t params;
+    nx_turn_t *history;   /* task: history_count earlier turns, oldest first, or NULL */
+    size_t history_count;
     int64_t task;         /* cancel */
     uint32_t limit;       /* tasks; 20 when absent */
 } nx_request_t;

@@ -229,6 +229,9 @@ static void dispatch(nx__router_t *self, nx__client_t *client, nx_request_t *req
     case NX_OP_HISTORY:
         nx__op_history(self, client, req);
         break;
+    case NX_OP_METRICS:
+        nx__op_metrics(self, client);
+        break;
     default:
         nx__reply_error(self, client, "unknown_op", "op is not supported", 0);
         break;
@@ -282,6 +285,8 @@ static void handle_message(nx__router_t *self, zmsg_t *msg)
         goto out;
     }
     if (nx_proto_parse(zframe_data(payload), len, max, &req, &code, &err) != NX_OK) {
+        if (req.op == NX_OP_TASK) /* the op was read, a field was wrong */
+            nx_metrics_refused(&self->metrics, code ? code : "bad_request");
         if (req.id) { /* the error echoes the id when the frame had one */
             client.id = req.id;
             client.id_len = req.id_len;
@@ -296,10 +301,13 @@ static void handle_message(nx__router_t *self, zmsg_t *msg)
     req.id_len = 0;
     if (req.op == NX_OP_TASK || req.op == NX_OP_CANCEL)
         client.owner = owner_of(payload, client.envelope);
-    if (self->stopping && req.op != NX_OP_PING)
+    if (self->stopping && req.op != NX_OP_PING) {
+        if (req.op == NX_OP_TASK)
+            nx_metrics_refused(&self->metrics, "shutting_down");
         nx__reply_error(self, &client, "shutting_down", "the daemon is stopping", 0);
-    else
+    } else {
         dispatch(self, &client, &req);
+    }
 out:
     nx_request_clear(&req);
     zframe_destroy(&payload);
@@ -441,13 +449,15 @@ nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err)
     size_t n = opts->conf->agent_count ? opts->conf->agent_count : 1;
     self->queued = calloc(n, sizeof *self->queued);
     self->running = calloc(n, sizeof *self->running);
-    if (!self->w || !self->queued || !self->running)
+    if (!self->w || !self->queued || !self->running ||
+        nx_metrics_init(&self->metrics, opts->conf->agent_count) != NX_OK)
         goto out_free;
     self->router = opts->router;
     self->pub = opts->pub;
     self->next_command_id = 1;
     return self;
 out_free:
+    nx_metrics_clear(&self->metrics);
     nx_writer_destroy(&self->w);
     free(self->queued);
     free(self->running);
@@ -479,6 +489,7 @@ void nx__router_destroy(nx__router_t **self_p)
     zsock_destroy(&self->router);
     zsock_destroy(&self->pub);
     nx_writer_destroy(&self->w);
+    nx_metrics_clear(&self->metrics);
     free(self->queued);
     free(self->running);
     free(self);

@@ -6,6 +6,7 @@
 #define NX_ROUTER_INT_H
 
 #include "daemon.h"
+#include "metrics.h"
 #include "proto.h"
 
 /* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
@@ -40,6 +41,9 @@ typedef struct nx__job {
     bool stream, started, cancel_requested, in_store;
     char *session, *first_input;
     nx_params_t params;            /* deep copy of the request's overrides */
+    nx_turn_t *history;            /* the request's own earlier turns (history_count), for the
+                                      first stage only (moved to the executor there), or NULL */
+    size_t history_count;
     nx_report_t *finished;         /* the stage's FINISHED report while it is being stored */
     const nx_agent_conf_t *next;   /* the stage being inserted with that FINISH, or NULL */
     uint64_t accepted_ns;
@@ -75,6 +79,7 @@ struct nx__router {
     size_t replies_held;         /* replies waiting there, all clients together */
     uint64_t replies_dropped;    /* replies never sent: client gone (or no memory) */
     int retry_ms;                /* the wait before the next try at held clients */
+    nx_metrics_t metrics;        /* counters for the `metrics` op (GET /metrics) */
 };
 
 /* router.c */
@@ -114,6 +119,7 @@ void nx__op_agents(nx__router_t *self, nx__client_t *client);
 void nx__op_command(nx__router_t *self, nx__client_t *client, nx_request_t *req);
 void nx__op_tasks(nx__router_t *self, nx__client_t *client, nx_request_t *req);
 void nx__op_history(nx__router_t *self, nx__client_t *client, nx_request_t *req);
+void nx__op_metrics(nx__router_t *self, nx__client_t *client);
 void nx__command_report(nx__router_t *self, nx_report_t *report); /* takes ownership */
 void nx__query_stored(nx__router_t *self, nx__store_req_t *req);  /* TASKS/HISTORY acks */
 

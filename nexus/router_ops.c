@@ -130,6 +130,24 @@ void nx__op_agents(nx__router_t *self, nx__client_t *client)
     nx__reply(self, client);
 }
 
+/* Counters and latency histograms since the start (metrics.h); GET /metrics renders them. */
+void nx__op_metrics(nx__router_t *self, nx__client_t *client)
+{
+    const char *names[self->conf->agent_count + 1];
+    for (size_t i = 0; i < self->conf->agent_count; i++)
+        names[i] = self->conf->agents[i].name;
+    nx_writer_t *w = self->w;
+    nx_writer_reset(w);
+    nx_writer_reply(w, "metrics", client->id, client->id_len);
+    nx_metrics_write(&self->metrics, names, w, nx_now_ns());
+    nx_writer_map_open(w, "router");
+    nx_writer_uint(w, "jobs", self->job_count);
+    nx_writer_uint(w, "replies_held", self->replies_held);
+    nx_writer_uint(w, "replies_dropped", self->replies_dropped);
+    nx_writer_map_close(w);
+    nx__reply(self, client);
+}
+
 /* ------------------------------------------------------------------------------------------
  * load / evict / pin / unpin
  */

@@ -49,6 +49,11 @@ void nx__job_free(nx__job_t *job)
     strv_free(job->params.stop, job->params.stop_count);
     free(job->session);
     free(job->first_input);
+    for (size_t i = 0; i < job->history_count; i++) {
+        free(job->history[i].role);
+        free(job->history[i].content);
+    }
+    free(job->history);
     nx_report_free(job->finished);
     free(job);
 }
@@ -143,6 +148,9 @@ static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_
     ins->history_turns = agent->memory_session && job->session ? agent->memory_turns : 0;
     if (agent->memory_session && job->session && ins->history_turns == 0)
         ins->history_turns = 1000000; /* memory_turns 0: every turn */
+    if (parent == 0 && job->history_count)
+        ins->history_turns = 0; /* the request brought its conversation: the session's is
+                                   not read (protocol.md: task, history) */
     return ins->agent && ins->input ? NX_OK : NX_ENOMEM;
 }
 
@@ -168,20 +176,28 @@ static const nx_agent_conf_t *broken_stage(nx__router_t *self, const nx_agent_co
 /* ------------------------------------------------------------------------------------------
  * The request
  */
+/* A task request answered with an error instead of `accepted`: counted for /metrics. */
+static void refuse(nx__router_t *self, const nx__client_t *client, const char *code,
+                   const char *message)
+{
+    nx_metrics_refused(&self->metrics, code);
+    nx__reply_error(self, client, code, message, 0);
+}
+
 void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
 {
     char message[256];
     const nx_agent_conf_t *agent = nx_nexus_conf_agent(self->conf, req->agent);
     if (!agent) {
         snprintf(message, sizeof message, "agent '%.64s' is not configured", req->agent);
-        nx__reply_error(self, client, "unknown_agent", message, 0);
+        refuse(self, client, "unknown_agent", message);
         return;
     }
     for (size_t i = 0; i < req->route_count; i++) {
         if (!nx_nexus_conf_agent(self->conf, req->route[i])) {
             snprintf(message, sizeof message, "route[%zu] '%.64s' names no agent", i,
                      req->route[i]);
-            nx__reply_error(self, client, "unknown_agent", message, 0);
+            refuse(self, client, "unknown_agent", message);
             return;
         }
     }
@@ -190,7 +206,7 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     if (broken) { /* it could only fail: say so now rather than accept it */
         char text[1300];
         snprintf(text, sizeof text, "agent '%.64s': %s", broken->name, why);
-        nx__reply_error(self, client, "model_error", text, 0);
+        refuse(self, client, "model_error", text);
         return;
     }
     size_t ai = nx__agent_index(self, agent);
@@ -198,13 +214,13 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         snprintf(message, sizeof message,
                  "agent '%s' has %u tasks queued or running (limits.queue is %u)", agent->name,
                  self->queued[ai] + self->running[ai], agent->queue_limit);
-        nx__reply_error(self, client, "busy", message, 0);
+        refuse(self, client, "busy", message);
         return;
     }
     nx_sampling_t sampling = agent->generation;
     nx_err_t err = {0};
     if (nx_params_apply(&req->params, &sampling, &err) != NX_OK) {
-        nx__reply_error(self, client, "bad_request", err.msg, 0);
+        refuse(self, client, "bad_request", err.msg);
         return;
     }
     nx__job_t *job = calloc(1, sizeof *job);
@@ -225,6 +241,10 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         job->route = strv_dup(req->route, req->route_count);
         job->route_count = job->route ? req->route_count : 0;
     }
+    job->history = req->history; /* moved: the request no longer owns them */
+    job->history_count = req->history_count;
+    req->history = NULL;
+    req->history_count = 0;
     job->client = *client; /* the job answers this client from now on */
     memset(client, 0, sizeof *client);
     if (fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
@@ -235,8 +255,8 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     nx__store_send(self, sreq);
     return;
 out_nomem:
-    nx__reply_error(self, job ? &job->client : client, "internal",
-                    "out of memory accepting a task (router_task.c)", 0);
+    refuse(self, job ? &job->client : client, "internal",
+           "out of memory accepting a task (router_task.c)");
     nx__store_req_free(sreq);
     nx__job_free(job);
 }
@@ -300,6 +320,14 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
             sreq->history[i].role = sreq->history[i].content = NULL;
         }
         t->history_count = sreq->history_count;
+    } else if (job->stage_index == 0 && job->history_count &&
+               (t->history = calloc(job->history_count, sizeof *t->history))) {
+        for (size_t i = 0; i < job->history_count; i++) { /* the request's turns move over */
+            t->history[i].role = job->history[i].role;
+            t->history[i].content = job->history[i].content;
+            job->history[i].role = job->history[i].content = NULL;
+        }
+        t->history_count = job->history_count;
     }
     t->stream = job->stream && !next; /* only the last stage streams */
     t->accepted_ns = job->stage_index == 0 ? job->accepted_ns : nx_now_ns();
@@ -405,6 +433,7 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         nx_writer_uint(w, "completion_tokens", rep->completion_tokens);
         nx_writer_map_close(w);
         nx_writer_uint(w, "turns_dropped", rep->turns_dropped);
+        nx_writer_str(w, "stop_reason", rep->stop_reason);
         nx_writer_map_open(w, "timings");
         nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
         nx_writer_real(w, "swap_ms", rep->timings.swap_ms);
@@ -432,7 +461,7 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             snprintf(message, sizeof message, "the task could not be stored: %s",
                      sreq->err.msg);
             self->queued[nx__agent_index(self, job->agent)]--;
-            nx__reply_error(self, &job->client, nx__store_wire_code(sreq->rc), message, 0);
+            refuse(self, &job->client, nx__store_wire_code(sreq->rc), message);
             self->job_count--;
             nx__job_free(job);
             goto out;
@@ -448,6 +477,10 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
         goto out;
     }
     /* FINISH of a stage */
+    nx_report_t *end = job->finished;
+    nx_metrics_task_end(&self->metrics, nx__agent_index(self, job->agent),
+                        sreq->rc != NX_OK ? NX_TASK_FAILED : end->status, end->prompt_tokens,
+                        end->completion_tokens, &end->timings);
     if (job->next && sreq->rc == NX_OK) {
         nx_report_t *rep = job->finished;
         job->finished = NULL;
@@ -512,6 +545,8 @@ static void on_model(nx__router_t *self, const nx_report_t *rep)
         sreq->ms = rep->ms;
         nx__store_send(self, sreq);
     }
+    nx_metrics_model_event(&self->metrics, rep->model, rep->state, rep->bytes, rep->ms,
+                           nx_now_ns());
     nx__event_model(self, rep);
 }
 

@@ -41,8 +41,10 @@ static void finish(nx_exec_t *exec, nx__job_t *job, nx_task_status_t status,
         r->status = status;
         r->error_code = error_code;
         r->message = message ? strdup(message) : NULL;
-        if (status == NX_TASK_DONE)
+        if (status == NX_TASK_DONE) {
             r->text = strdup(job->gen ? nx_gen_text(job->gen) : "");
+            r->stop_reason = job->gen ? nx_gen_stop_reason(job->gen) : NULL;
+        }
         r->prompt_tokens = (uint32_t)job->prompt_len;
         r->completion_tokens = job->gen ? (uint32_t)nx_gen_count(job->gen) : 0;
         r->turns_dropped = job->turns_dropped;

@@ -2,7 +2,7 @@
  * frame for nx_proto_parse. It must never crash, leak or read out of bounds, and never ask for
  * memory out of proportion to the frame; rejections are fine but must carry a stable code and
  * a message. An accepted request is echoed through the writer (its id and every field of
- * every op: agent, input, session, model, stream, route, task, limit, params with its stop
+ * every op: agent, input, history, session, model, stream, route, task, limit, params with its stop
  * strings) and the reply must read back as one map; its params must apply (or be refused)
  * without harm. The seed corpus (tests/fuzz/corpus/fuzz_proto) holds one request of each op
  * with all its fields, so the fuzzer starts past the op names.
@@ -58,6 +58,14 @@ static void echo(const nx_request_t *req)
         nx_writer_str(w, NULL, req->route[i]);
     nx_writer_array_close(w);
     nx_writer_str(w, "input", req->input);
+    nx_writer_array_open(w, "history");
+    for (size_t i = 0; i < req->history_count; i++) {
+        nx_writer_map_open(w, NULL);
+        nx_writer_str(w, "role", req->history[i].role);
+        nx_writer_str(w, "content", req->history[i].content);
+        nx_writer_map_close(w);
+    }
+    nx_writer_array_close(w);
     nx_writer_str(w, "session", req->session);
     nx_writer_str(w, "model", req->model);
     nx_writer_bool(w, "stream", req->stream);

@@ -157,3 +157,12 @@ def test_shipped_configs_match_the_schemas():
         assert schema_errors("agent", path) == []
         r = tool("agent", path)
         assert r.returncode == 0, r.stderr
+
+
+def test_http_values_and_default_off():
+    http = json.loads(tool("nexus", os.path.join(FIXTURES, "good", "nexus", "http.yaml")).stdout)
+    assert http["http"] == {"host": "0.0.0.0", "port": 8080,
+                            "api_keys": ["sk-nexus-test-key-0123456789"],
+                            "idle_timeout_s": 10, "max_connections": 8}
+    defaults = json.loads(tool("nexus", os.path.join(FIXTURES, "good", "nexus", "defaults.yaml")).stdout)
+    assert defaults["http"] is None  # off unless the key is there

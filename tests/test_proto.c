@@ -483,6 +483,65 @@ static void test_bad_task_fields(void **state)
     nx_writer_destroy(&w);
 }
 
+static void add_history_map(nx_writer_t *w) { nx_writer_map_open(w, "history"); nx_writer_map_close(w); }
+static void add_history_system(nx_writer_t *w)
+{
+    nx_writer_array_open(w, "history");
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", "system");
+    nx_writer_str(w, "content", "be nice");
+    nx_writer_map_close(w);
+    nx_writer_array_close(w);
+}
+static void add_history_no_content(nx_writer_t *w)
+{
+    nx_writer_array_open(w, "history");
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", "user");
+    nx_writer_map_close(w);
+    nx_writer_array_close(w);
+}
+static void add_history_str_entry(nx_writer_t *w)
+{
+    nx_writer_array_open(w, "history");
+    nx_writer_str(w, NULL, "hello");
+    nx_writer_array_close(w);
+}
+
+/* A task's own earlier turns ("history"): user and assistant maps, in order. */
+static void test_task_history(void **state)
+{
+    nx_writer_t *w = nx_writer_new();
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", "a");
+    nx_writer_str(w, "input", "and now?");
+    nx_writer_array_open(w, "history");
+    const char *turns[][2] = {{"user", "first"}, {"assistant", ""}, {"user", "second"}};
+    for (size_t i = 0; i < 3; i++) {
+        nx_writer_map_open(w, NULL);
+        nx_writer_str(w, "role", turns[i][0]);
+        nx_writer_str(w, "content", turns[i][1]);
+        nx_writer_map_close(w);
+    }
+    nx_writer_array_close(w);
+    nx_request_t req;
+    const char *code = NULL;
+    nx_err_t err = {0};
+    assert_int_equal(parse_writer(w, &req, &code, &err), NX_OK);
+    assert_int_equal(req.history_count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(req.history[i].role, turns[i][0]);
+        assert_string_equal(req.history[i].content, turns[i][1]);
+    }
+    nx_request_clear(&req);
+    nx_writer_destroy(&w);
+    expect_bad_task(add_history_map, true, "field 'history': expected a list");
+    expect_bad_task(add_history_system, true,
+                    "field 'history[0].role': expected \"user\" or \"assistant\", got \"system\"");
+    expect_bad_task(add_history_no_content, true, "field 'history[0].content' is required");
+    expect_bad_task(add_history_str_entry, true, "field 'history[0]': expected a map, got str");
+}
+
 static void test_bad_other_fields(void **state)
 {
     nx_writer_t *w = nx_writer_new();
@@ -819,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_id_is_refused),
         cmocka_unit_test(test_bad_ops),
         cmocka_unit_test(test_bad_task_fields),
+        cmocka_unit_test(test_task_history),
         cmocka_unit_test(test_bad_other_fields),
         cmocka_unit_test(test_params_apply_validates),
         cmocka_unit_test(test_max_tokens_range_is_what_is_accepted),

@@ -53,8 +53,18 @@ static json_t *nexus_json(const nx_nexus_conf_t *c)
                         ? json_pack("{s:s, s:s}", "secret_key", c->curve_secret_key, "clients",
                                     c->curve_clients)
                         : json_null();
+    json_t *http = json_null();
+    if (c->http_enabled) {
+        json_t *keys = json_array();
+        for (size_t i = 0; i < c->http_api_key_count; i++)
+            json_array_append_new(keys, json_string(c->http_api_keys[i]));
+        http = json_pack("{s:s, s:I, s:o, s:I, s:I}", "host", c->http_host, "port",
+                         (json_int_t)c->http_port, "api_keys", keys, "idle_timeout_s",
+                         (json_int_t)c->http_idle_timeout_s, "max_connections",
+                         (json_int_t)c->http_max_connections);
+    }
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:f, s:I, s:I, s:I, s:I, s:I, "
-                     "s:I, s:o, s:o}",
+                     "s:I, s:o, s:o, s:o}",
                      "source_path", c->source_path, "home", c->home, "listen", c->listen, "events",
                      c->events, "agents_dir", c->agents_dir, "models_dir", c->models_dir, "device",
                      nx_device_name(c->device), "pool_bytes", (json_int_t)c->pool_bytes,
@@ -63,7 +73,8 @@ static json_t *nexus_json(const nx_nexus_conf_t *c)
                      (json_int_t)c->max_message_bytes, "max_message_hard_bytes",
                      (json_int_t)c->max_message_hard_bytes, "send_hwm", (json_int_t)c->send_hwm,
                      "max_batch", (json_int_t)c->max_batch,
-                     "context", (json_int_t)c->context, "curve", curve, "agents", agents);
+                     "context", (json_int_t)c->context, "curve", curve, "http", http,
+                     "agents", agents);
 }
 
 int main(int argc, char **argv)

@@ -143,7 +143,29 @@ def proto_seeds():
         put(t, op, req(op=op, id=2, model="demo-qwen3"))
     put(t, "tasks", req(op="tasks", id=3, agent="writer", limit=1000))
     put(t, "history", req(op="history", id=4, session="s1"))
+    put(t, "metrics", req(op="metrics", id=5))
+    put(t, "task_history", req(op="task", id=6, agent="a", input="and now?",
+                               history=[{"role": "user", "content": "first"},
+                                        {"role": "assistant", "content": "answer"}]))
     put(t, "dup_id", b"\x83\xa2op\xa4ping\xa2id\x01\xa2id\x02")
+
+
+def openai_seeds():
+    """fuzz_openai: one byte choosing the endpoint (even: chat, odd: completions), then JSON."""
+    t = "fuzz_openai"
+    chat = {"model": "assistant", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"},
+                         {"role": "user", "content": [{"type": "text", "text": "and"},
+                                                      {"type": "text", "text": " now?"}]}],
+            "max_tokens": 16, "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": ["\n", "END"],
+            "user": "u1", "n": 1, "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1}
+    put(t, "chat", b"\x00" + json.dumps(chat).encode())
+    put(t, "chat_min", b"\x00" + json.dumps({"model": "a", "messages": [
+        {"role": "user", "content": ""}]}).encode())
+    put(t, "completion", b"\x01" + json.dumps({"model": "a", "prompt": ["x"], "stop": "\n",
+                                                "max_completion_tokens": 3}).encode())
+    put(t, "not_object", b"\x00[1, 2]")
 
 
 def conf_seeds():
@@ -178,6 +200,13 @@ curve:
 """)
     put(t, "sizes.yaml", "pool: 2.5 GB\nhost_cache: 0\nmax_message_bytes: 1MiB\n")
     put(t, "bad_key.yaml", "pool: 1GiB\npoool: 2\n")
+    put(t, "http.yaml", """pool: 1GiB
+http:
+  listen: "[::]:8080"
+  api_keys: [sk-nexus-fuzz-0123456789, sk-nexus-fuzz-abcdefghij]
+  idle_timeout: 1m
+  max_connections: 8
+""")
 
 
 def tokenizer_seeds():
@@ -245,6 +274,7 @@ def main():
     gguf_seeds()
     model_config_seeds()
     proto_seeds()
+    openai_seeds()
     conf_seeds()
     tokenizer_seeds()
     chat_seeds()
