@@ -104,7 +104,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench bench-quant run clean gpu-bundle asan tsan emu-test \
+.PHONY: all deps test unit pytest bench bench-quant bench-loader-user run clean gpu-bundle asan tsan emu-test \
 	gpu-suite-emu
 .DEFAULT_GOAL := all
 
@@ -338,6 +338,13 @@ bench-quant: all llama-ref
 .PHONY: bench-pull
 bench-pull: $(NEXUSCTL)
 	$(PYTHON) bench/pull.py --build $(BUILD) --dir $(BENCH_DIR)/pull
+
+# `make bench-loader-user`: the loader as a user times it (bench/load_user.py): the whole
+# `nexusctl model load` process beside 16 O_DIRECT dd readers and cat, cold and warm; nexusd's
+# start-up with a 16 GiB pool; a task's first token with its model on disk, host tier, resident.
+bench-loader-user: $(NEXUSCTL) $(NEXUSD)
+	NEXUS_BUILD=$(BUILD) $(PYTHON) bench/load_user.py --bench-dir $(BENCH_DIR) --foreign \
+	  --json $(BENCH_DIR)/load_user.json
 
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).
