@@ -199,7 +199,7 @@ def run_file_ways(args, model, files, results):
 
 def run_startup(args, results):
     import daemon_util as du
-    d = du.Daemon([], conf={"pool": args.start_pool, "host_cache": "0", "device": "cpu"},
+    d = du.Daemon([], conf={"pool": args.start_pool, "host_cache": 0, "device": "cpu"},
                   models={})
     try:
         for _ in range(args.repeat):
@@ -235,7 +235,7 @@ def run_swap(args, model, files, results):
     size = sum(os.path.getsize(p) for p in files)
     pool = f"{(size * 2) // MIB + 512}MiB"
     agents = [du.agent("u", "m", generation={"max_tokens": 1, "temperature": 0})]
-    for tier, host_cache in (("disk", "0"), ("host", f"{size // MIB + 256}MiB")):
+    for tier, host_cache in (("disk", 0), ("host", f"{size // MIB + 256}MiB")):
         with du.running(agents, conf={"pool": pool, "host_cache": host_cache, "device": "cpu",
                                       "context": 256, "max_batch": 1},
                         models={"m": model}) as d:
@@ -311,6 +311,7 @@ def main():
     ap.add_argument("--start-pool", default="16GiB")
     ap.add_argument("--skip-daemon", action="store_true")
     ap.add_argument("--skip-files", action="store_true")
+    ap.add_argument("--skip-swap", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
     model = args.model or synth("0.6b", os.path.join(args.bench_dir, "qwen3-0.6b-bf16"))
@@ -324,7 +325,8 @@ def main():
         run_file_ways(args, model, files, results)
     if not args.skip_daemon:
         run_startup(args, results)
-        run_swap(args, model, files, results)
+        if not args.skip_swap:
+            run_swap(args, model, files, results)
     report(args, model, files, results)
 
 

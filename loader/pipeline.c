@@ -438,6 +438,36 @@ static int run_readers(load_ctx_t *ctx, uint32_t *threads_out, nx_err_t *err)
     return NX_OK;
 }
 
+/* Zero what no file byte covers: between one file's data and the next file's base, and from the
+ * last one to the region's end (the host cache image: from its end). Only these bytes: the
+ * rest is overwritten by the load, so it is never cleared first. Runs after the readers (an
+ * O_DIRECT read of a file's last page may write past its end on the way) on one slot's stream,
+ * asynchronously on CUDA; the slot's release waits for it (at most a chunk and a page per
+ * file). */
+static int clear_uncovered(load_ctx_t *ctx, uint64_t region_bytes, nx_err_t *err)
+{
+    nx_dev_t *dev = ctx->loader->dev;
+    slot_t *slot = slot_acquire(ctx->loader);
+    int rc = NX_OK;
+    uint64_t covered_end = ctx->image ? ctx->image->bytes : 0;
+    for (size_t i = 0; !ctx->image && i <= ctx->file_count && rc == NX_OK; i++) {
+        uint64_t next = i < ctx->file_count ? ctx->files[i].region_base : region_bytes;
+        if (next > covered_end)
+            rc = dev->ops->zero(dev, ctx->region + covered_end, next - covered_end, slot->stream,
+                                err);
+        if (i < ctx->file_count)
+            covered_end = ctx->files[i].region_base + ctx->files[i].file->data_bytes;
+    }
+    if (ctx->image && rc == NX_OK && region_bytes > covered_end)
+        rc = dev->ops->zero(dev, ctx->region + covered_end, region_bytes - covered_end,
+                            slot->stream, err);
+    nx_err_t sync_err = {0};
+    int sync_rc = slot_release(ctx->loader, slot, &sync_err);
+    if (rc == NX_OK && sync_rc != NX_OK)
+        *err = sync_err;
+    return rc != NX_OK ? rc : sync_rc;
+}
+
 /* Residency of a file's pages in the page cache, from `from` to the end (NULL on failure). */
 static unsigned char *residency(int fd, uint64_t file_bytes, uint64_t from)
 {
@@ -590,6 +620,8 @@ nx_model_t *nx_loader_load(nx_loader_t *self, const char *path, const char *owne
     }
     uint32_t threads = 0;
     int rc = run_readers(&ctx, &threads, err);
+    if (rc == NX_OK)
+        rc = clear_uncovered(&ctx, nx_region_bytes(region), err);
     if (ctx.image)
         nx__hostcache_release(self->cache, ctx.image);
     if (rc != NX_OK) {

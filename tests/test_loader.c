@@ -246,6 +246,38 @@ static void test_sharded(void **state)
     nx_pool_destroy(&pool);
 }
 
+/* Bytes no file covers (between two shards, after the last one up to the region's end) read
+ * as zero, even where the pool's memory held something else before. */
+static void test_uncovered_bytes_are_zero(void **state)
+{
+    char dir[512];
+    path_in(dir, sizeof dir, "sharded");
+    test_sharded(state); /* writes the two-shard checkpoint (again: idempotent) */
+    nx_pool_t *pool = cpu_pool(8 * MiB);
+    nx_err_t err = {0};
+    nx_region_t *old = nx_pool_alloc(pool, 8 * MiB, "old", &err);
+    assert_non_null(old);
+    memset(nx_region_ptr(old), 0xAB, nx_region_bytes(old));
+    nx_pool_free(pool, &old);
+    nx_loader_t *ld = nx_loader_new(pool, NULL, NULL);
+    nx_model_t *m = load_ok(ld, dir, NULL);
+    check_ok(pool, m);
+    const nx_region_t *r = nx_model_region(m);
+    const uint8_t *base = nx_region_ptr(r);
+    const nx_model_tensor_t *ta = nx_model_find(m, "a"), *tb = nx_model_find(m, "b");
+    const uint8_t *a_end = (const uint8_t *)ta->ptr + ta->bytes;
+    const uint8_t *b_end = (const uint8_t *)tb->ptr + tb->bytes;
+    for (const uint8_t *p = a_end; p < (const uint8_t *)tb->ptr; p++)
+        if (*p)
+            fail_msg("byte %td between the shards is %d", p - base, *p);
+    for (const uint8_t *p = b_end; p < base + nx_region_bytes(r); p++)
+        if (*p)
+            fail_msg("byte %td after the last shard is %d", p - base, *p);
+    nx_loader_unload(ld, &m, false);
+    nx_loader_destroy(&ld);
+    nx_pool_destroy(&pool);
+}
+
 static void test_pool_exhaustion(void **state)
 {
     char path[512];
@@ -530,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_unaligned_data_section),
         cmocka_unit_test(test_tmpfs_fallback),
         cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_uncovered_bytes_are_zero),
         cmocka_unit_test(test_pool_exhaustion),
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_concurrent_loads),
