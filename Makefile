@@ -26,7 +26,7 @@ CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus -Inexus/hub
 LIBS := -lczmq -lzmq -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 -lutf8proc \
-	-lcurl -lcrypto -lpthread -lm -ldl -lrt
+	-lcurl -lcrypto -luring -lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -170,7 +170,7 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 # targets that `make test` runs briefly (make fuzz-smoke).
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
-	libutf8proc-dev libcurl4-openssl-dev libssl-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
+	libutf8proc-dev libcurl4-openssl-dev libssl-dev liburing-dev python3 python3-numpy python3-zmq python3-msgpack python3-pytest \
 	python3-jsonschema python3-yaml \
 	clang libclang-rt-14-dev
 
