@@ -34,10 +34,13 @@
 #define DEFAULT_THREADS 4u
 #define DEFAULT_CHUNK_BYTES (16ull << 20)
 #define DEFAULT_BUFS_PER_SLOT 2u
-/* With io_uring: fewer threads (one per core here is enough to fault pages in while the
- * reads are in flight), each with DEFAULT_QUEUE_DEPTH reads in flight. */
+/* With io_uring: one thread per core of the 2-core VM faults pages in while the reads are in
+ * flight, each with DEFAULT_QUEUE_DEPTH reads in flight. bench/RESULTS.md, "queue depth x
+ * block": 2 x 2 x 16 MiB was the best of 12 shapes for a cold whole-process load there, though
+ * within the run-to-run spread of 2 x 1..8 x 8..32 MiB (the load was CPU-bound, not short of
+ * requests in flight); re-measure on NVMe with --queue-depth. */
 #define DEFAULT_URING_THREADS 2u
-#define DEFAULT_QUEUE_DEPTH 4u
+#define DEFAULT_QUEUE_DEPTH 2u
 #define MAX_QUEUE_DEPTH 64u
 
 typedef struct slot {
