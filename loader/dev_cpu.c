@@ -5,8 +5,11 @@
  * is never bigger than the RAM that was free for it) and records its shape. A region is a
  * fresh private anonymous mapping of its chunks' bytes, checked against MemAvailable again
  * when it is made and faulted in by whoever writes it first (the load pipeline's readers, in
- * parallel, as the reads land); freeing it gives the pages back. Fresh anonymous pages read
- * as zero, so a region needs no clearing.
+ * parallel, as the reads land). The largest freed region's memory is kept, already faulted in,
+ * and the next region is moved into it (mremap): a swap in the daemon (evict one model, load
+ * another) then pays no faults, which cost about 0.45 s per GB of first touch on the VM of
+ * bench/RESULTS.md. A region's memory is therefore not zero, as on CUDA, where chunks are
+ * reused: the loader clears what no file byte covers.
  *
  * Why not one memfd reserved and prefaulted at start-up, the CPU twin of cuMemCreate that this
  * backend used to be: on the 2-core VM of bench/RESULTS.md, reserving (fallocate) and
@@ -22,6 +25,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,9 @@ typedef struct cpu_dev {
     uint64_t chunk_bytes; /* size of one chunk; 0 before phys_create */
     uint32_t chunk_count;
     uint64_t page_bytes;  /* the granularity */
+    pthread_mutex_t lock; /* guards the spare */
+    void *spare;          /* a freed region's mapping, kept for the next region; or NULL */
+    size_t spare_bytes;   /* its length (its chunks are free in the pool's accounting) */
 } cpu_dev_t;
 
 static cpu_dev_t *impl_of(nx_dev_t *dev)
@@ -42,6 +49,10 @@ static cpu_dev_t *impl_of(nx_dev_t *dev)
 static void cpu_phys_release(nx_dev_t *dev)
 {
     cpu_dev_t *cpu = impl_of(dev);
+    if (cpu->spare)
+        munmap(cpu->spare, cpu->spare_bytes);
+    cpu->spare = NULL;
+    cpu->spare_bytes = 0;
     cpu->chunk_bytes = 0;
     cpu->chunk_count = 0;
 }
@@ -49,6 +60,7 @@ static void cpu_phys_release(nx_dev_t *dev)
 static void cpu_close(nx_dev_t *dev)
 {
     cpu_phys_release(dev);
+    pthread_mutex_destroy(&impl_of(dev)->lock);
     free(dev->impl);
     dev->impl = NULL;
 }
@@ -137,17 +149,53 @@ static void cpu_prepare(nx_dev_t *dev, void *ptr, size_t bytes)
         madvise((void *)start, end - start, MADV_POPULATE_WRITE);
 }
 
+/* The spare mapping resized to `range` bytes, or NULL when there is none (or mremap refused:
+ * then it is dropped). Its pages stay faulted in; growing it faults in only the new part. */
+static void *take_spare(nx_dev_t *dev, size_t range, nx_err_t *err, int *rc)
+{
+    cpu_dev_t *cpu = impl_of(dev);
+    pthread_mutex_lock(&cpu->lock);
+    void *spare = cpu->spare;
+    size_t spare_bytes = cpu->spare_bytes;
+    cpu->spare = NULL;
+    cpu->spare_bytes = 0;
+    pthread_mutex_unlock(&cpu->lock);
+    *rc = NX_OK;
+    if (!spare || spare_bytes == range)
+        return spare;
+    if (range > spare_bytes) {
+        *rc = check_available(dev, range - spare_bytes, "region", err);
+        if (*rc != NX_OK) {
+            munmap(spare, spare_bytes);
+            return NULL;
+        }
+    }
+    void *moved = mremap(spare, spare_bytes, range, MREMAP_MAYMOVE);
+    if (moved != MAP_FAILED)
+        return moved;
+    munmap(spare, spare_bytes);
+    return NULL;
+}
+
 static int cpu_map(nx_dev_t *dev, const uint32_t *chunks, uint32_t count, void **va_out,
                    nx_err_t *err)
 {
     cpu_dev_t *cpu = impl_of(dev);
     size_t range = (size_t)cpu->chunk_bytes * count;
-    int rc = check_available(dev, range, "region", err);
+    int rc;
+    void *base = take_spare(dev, range, err, &rc);
+    if (rc != NX_OK)
+        return rc;
+    if (base) {
+        *va_out = base;
+        return NX_OK;
+    }
+    rc = check_available(dev, range, "region", err);
     if (rc != NX_OK)
         return rc;
     /* No MAP_POPULATE: faulting 1.2 GB in on this one thread would cost ~0.5 s here before the
      * first read; the readers do it part by part (prepare, or the O_DIRECT read itself). */
-    void *base = mmap(NULL, range, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    base = mmap(NULL, range, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED)
         return nx_err_set(err, NX_ENOMEM, "cpu backend: mapping a region of %zu bytes failed: %s",
                           range, strerror(errno));
@@ -155,10 +203,26 @@ static int cpu_map(nx_dev_t *dev, const uint32_t *chunks, uint32_t count, void *
     return NX_OK;
 }
 
+/* The freed region becomes the spare when it is larger than the one kept (one spare at most:
+ * its chunks are free in the pool, so live regions plus the spare never exceed the pool). */
 static void cpu_unmap(nx_dev_t *dev, void *va, uint32_t count)
 {
+    if (!va)
+        return;
+    cpu_dev_t *cpu = impl_of(dev);
+    size_t bytes = (size_t)cpu->chunk_bytes * count;
+    pthread_mutex_lock(&cpu->lock);
+    if (bytes > cpu->spare_bytes) {
+        void *old = cpu->spare;
+        size_t old_bytes = cpu->spare_bytes;
+        cpu->spare = va;
+        cpu->spare_bytes = bytes;
+        va = old;
+        bytes = old_bytes;
+    }
+    pthread_mutex_unlock(&cpu->lock);
     if (va)
-        munmap(va, (size_t)impl_of(dev)->chunk_bytes * count);
+        munmap(va, bytes);
 }
 
 static size_t round_to_page(nx_dev_t *dev, size_t bytes)
@@ -283,6 +347,7 @@ nx_dev_t *nx__dev_cpu_open(nx_err_t *err)
         return NULL;
     }
     long page = sysconf(_SC_PAGESIZE);
+    pthread_mutex_init(&cpu->lock, NULL);
     cpu->page_bytes = page > 0 ? (uint64_t)page : 4096u;
     dev->ops = &cpu_ops;
     dev->kind = NX_DEVICE_CPU;
