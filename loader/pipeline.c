@@ -8,8 +8,9 @@
  * buffer is reused only after its event completed, so reads and copies overlap.
  *
  * Where the pool is host memory (CPU backend) staging is skipped when it can be: buffered
- * reads land directly in the region, and so do O_DIRECT reads when the data section starts on
- * a 4 KiB boundary (then region and file offsets are equally aligned).
+ * reads land directly in the region, and so do O_DIRECT reads, because there the layout puts
+ * each data section at its file's offset within a 4 KiB page (nx__model_layout), so region and
+ * file offsets are equally aligned even for Hugging Face files, whose data starts anywhere.
  *
  * Staging slots (stream + buffers + events) belong to the loader and are allocated once, in
  * nx_loader_new: no timed load allocates pinned memory. Concurrent loads share the slots.
@@ -410,6 +411,13 @@ static int copy_out(load_ctx_t *ctx, slot_t *s, uint32_t j, char *dst, const cha
     return rc;
 }
 
+/* Region and file offsets of f are equally aligned (nx__model_layout mirrors the data
+ * section's page offset on host memory): an O_DIRECT window can land in the region itself. */
+static bool lands_aligned(const file_job_t *f)
+{
+    return f->region_base % DIRECT_ALIGN == f->file->data_offset % DIRECT_ALIGN;
+}
+
 static int load_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_t *err)
 {
     file_job_t *f = file_of_chunk(ctx, chunk);
@@ -429,9 +437,9 @@ static int load_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_t *
 
     if (ctx->host_visible && !direct)
         return read_exact(f->fd, dst, use_len, use_start, file->path, err);
-    if (ctx->host_visible && file->data_offset % DIRECT_ALIGN == 0)
-        return read_direct(ctx, f, dst, win_start, align_up(win_end - win_start, DIRECT_ALIGN),
-                           err);
+    if (ctx->host_visible && lands_aligned(f)) /* the window's head (header bytes) too */
+        return read_direct(ctx, f, dst - (use_start - win_start), win_start,
+                           align_up(win_end - win_start, DIRECT_ALIGN), err);
 
     if (!*slot)
         *slot = slot_acquire(ctx->loader);
@@ -520,7 +528,7 @@ static bool uring_plan(load_ctx_t *ctx, slot_t *s, uint32_t j, uint64_t chunk, u
     nx_dev_t *dev = ctx->loader->dev;
     if (ctx->host_visible)
         dev->ops->prepare(dev, q->dst, q->use_len);
-    q->staged = !ctx->host_visible || (q->direct && file->data_offset % DIRECT_ALIGN != 0);
+    q->staged = !ctx->host_visible || (q->direct && !lands_aligned(f));
     if (q->staged && s->pending[j]) {
         if (dev->ops->event_sync(dev, s->event[j], err) != NX_OK)
             return false;
@@ -809,7 +817,7 @@ nx_model_t *nx_loader_load(nx_loader_t *self, const char *path, const char *owne
     for (size_t i = 0; i < ctx.file_count; i++)
         ctx.files[i].fd = ctx.files[i].fd_direct = -1;
     uint64_t layout_bytes;
-    nx__model_layout(st, file_base, &layout_bytes);
+    nx__model_layout(st, ctx.host_visible, file_base, &layout_bytes);
     nx__hostcache_key(path, key, sizeof key);
     if (nx__hostcache_identity(st, identity, sizeof identity, err) != NX_OK)
         goto out;
