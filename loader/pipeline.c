@@ -2,8 +2,10 @@
  *
  * Each file's data section is cut into chunks on 4 KiB-aligned file offsets. Reader threads
  * take chunks in file order from one shared counter (so the disk sees near-sequential large
- * reads), read each with O_DIRECT when its pages are not in the page cache (mincore) and
- * buffered when they are, into one of their slot's pinned staging buffers, then issue one
+ * reads), each keeping queue_depth reads in flight on its io_uring (one pread at a time where
+ * io_uring is refused: reader_main). A chunk is read with O_DIRECT when its pages are not in
+ * the page cache (mincore) and buffered when they are, into one of the slot's pinned staging
+ * buffers, then issue one
  * asynchronous host-to-device copy per chunk on the slot's stream and record an event; a
  * buffer is reused only after its event completed, so reads and copies overlap.
  *
@@ -31,7 +33,8 @@
 #include "uring.h"
 
 #define DIRECT_ALIGN 4096ull
-/* Defaults measured with bench/loader (bench/RESULTS.md, "Loader defaults"). */
+/* Defaults measured with bench/loader and bench/load_user.py (bench/RESULTS.md, "Loader
+ * defaults" and "queue depth x block size"); the first three apply to the pread threads. */
 #define DEFAULT_THREADS 4u
 #define DEFAULT_CHUNK_BYTES (16ull << 20)
 #define DEFAULT_BUFS_PER_SLOT 2u
