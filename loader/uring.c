@@ -61,9 +61,12 @@ void nx__ring_read(nx__ring_t *r, int fd, void *dst, uint32_t len, uint64_t off,
 int nx__ring_wait(nx__ring_t *r, uint64_t *tags, int32_t *results, uint32_t cap, nx_err_t *err)
 {
     int rc;
+    /* -EAGAIN/-EBUSY: the kernel is short of request memory or the completion queue is full
+     * for a moment; waiting again is right, and giving up would leave reads in flight into
+     * memory the pool may hand out again. */
     do
         rc = io_uring_submit_and_wait(&r->ring, 1);
-    while (rc == -EINTR);
+    while (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY);
     if (rc < 0)
         return nx_err_set(err, NX_EIO, "io_uring_submit_and_wait failed: %s", strerror(-rc));
     struct io_uring_cqe *cqe;
