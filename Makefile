@@ -26,7 +26,7 @@ CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g $(OPT) -fPIC -pthread \
 	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Iloader -Iagents -Inexus -Inexus/hub
 LIBS := -lczmq -lzmq -lmicrohttpd -lmsgpackc -lsqlite3 -lyaml -ljansson -lxxhash -lpcre2-8 \
-	-lutf8proc -lcurl -lcrypto -lpthread -lm -ldl -lrt
+	-lutf8proc -lcurl -lcrypto -luring -lpthread -lm -ldl -lrt
 
 ifeq ($(CUDA),0)
 NVCC :=
@@ -104,7 +104,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench bench-quant run clean gpu-bundle asan tsan emu-test \
+.PHONY: all deps test unit pytest bench bench-quant bench-loader-user run clean gpu-bundle asan tsan emu-test \
 	gpu-suite-emu
 .DEFAULT_GOAL := all
 
@@ -170,8 +170,8 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 # targets that `make test` runs briefly (make fuzz-smoke).
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
-	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev python3 python3-numpy \
-	python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-yaml \
+	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev liburing-dev python3 \
+	python3-numpy python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-yaml \
 	python3-prometheus-client \
 	clang libclang-rt-14-dev
 
@@ -364,6 +364,13 @@ bench-quant: all llama-ref
 .PHONY: bench-pull
 bench-pull: $(NEXUSCTL)
 	$(PYTHON) bench/pull.py --build $(BUILD) --dir $(BENCH_DIR)/pull
+
+# `make bench-loader-user`: the loader as a user times it (bench/load_user.py): the whole
+# `nexusctl model load` process beside 16 O_DIRECT dd readers and cat, cold and warm; nexusd's
+# start-up with a 16 GiB pool; a task's first token with its model on disk, host tier, resident.
+bench-loader-user: $(NEXUSCTL) $(NEXUSD)
+	NEXUS_BUILD=$(BUILD) $(PYTHON) bench/load_user.py --bench-dir $(BENCH_DIR) --foreign \
+	  --json $(BENCH_DIR)/load_user.json
 
 # `make run`: the daemon with the embedded default configuration (configs/nexus.yaml) on two
 # tiny demo models, synthesized once into var/models, in the foreground (Ctrl-C stops it).

@@ -1,17 +1,31 @@
 /* dev_cpu.c — the CPU backend: the pool's memory is ordinary host memory, so every code path
  * runs (and is tested) on machines without a GPU.
  *
- * Physical memory is one memfd, sized and really reserved with fallocate at start-up, so the
- * pool never over-commits: a pool that was created has its pages. A region is a PROT_NONE
- * anonymous reservation with runs of the memfd's chunks mapped over it (MAP_SHARED|MAP_FIXED),
- * which is the CPU twin of cuMemAddressReserve + cuMemMap. Streams and events are trivial:
- * every copy has completed when it returns.
+ * Nothing is touched at start-up: creating a pool checks that MemAvailable covers it (a pool
+ * is never bigger than the RAM that was free for it) and records its shape. A region is a
+ * fresh private anonymous mapping of its chunks' bytes, checked against MemAvailable again
+ * when it is made and faulted in by whoever writes it first (the load pipeline's readers, in
+ * parallel, as the reads land). The largest freed region's memory is kept, already faulted in,
+ * and the next region is moved into it (mremap): a swap in the daemon (evict one model, load
+ * another) then pays no faults, which cost about 0.45 s per GB of first touch on the VM of
+ * bench/RESULTS.md. A region's memory is therefore not zero, as on CUDA, where chunks are
+ * reused: the loader clears what no file byte covers.
+ *
+ * Why not one memfd reserved and prefaulted at start-up, the CPU twin of cuMemCreate that this
+ * backend used to be: on the 2-core VM of bench/RESULTS.md, reserving (fallocate) and
+ * prefaulting a 1.2 GB pool cost 0.43 + 0.62 s before the first read and closing it 0.32 s
+ * after the last, more than the load itself; and faulting shmem pages in lazily costs twice
+ * what anonymous pages do (1.0-1.1 s against 0.5-0.57 s per 1.2 GB, freeing 0.33-0.39 s
+ * against 0.08 s; bench/RESULTS.md, "Loader as a user times it"). The chunks stay, as the
+ * pool's unit of accounting, so the pool behaves as on CUDA: a region that fits in the free
+ * total is always granted, and contiguity is never an issue (each region is its own mapping).
+ * Streams and events are trivial: every copy has completed when it returns.
  */
 #include "device.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +33,12 @@
 #include <unistd.h>
 
 typedef struct cpu_dev {
-    int memfd;            /* the physical chunks; -1 before phys_create */
-    uint64_t chunk_bytes; /* size of one chunk */
+    uint64_t chunk_bytes; /* size of one chunk; 0 before phys_create */
     uint32_t chunk_count;
     uint64_t page_bytes;  /* the granularity */
+    pthread_mutex_t lock; /* guards the spare */
+    void *spare;          /* a freed region's mapping, kept for the next region; or NULL */
+    size_t spare_bytes;   /* its length (its chunks are free in the pool's accounting) */
 } cpu_dev_t;
 
 static cpu_dev_t *impl_of(nx_dev_t *dev)
@@ -33,15 +49,18 @@ static cpu_dev_t *impl_of(nx_dev_t *dev)
 static void cpu_phys_release(nx_dev_t *dev)
 {
     cpu_dev_t *cpu = impl_of(dev);
-    if (cpu->memfd >= 0)
-        close(cpu->memfd);
-    cpu->memfd = -1;
+    if (cpu->spare)
+        munmap(cpu->spare, cpu->spare_bytes);
+    cpu->spare = NULL;
+    cpu->spare_bytes = 0;
+    cpu->chunk_bytes = 0;
     cpu->chunk_count = 0;
 }
 
 static void cpu_close(nx_dev_t *dev)
 {
     cpu_phys_release(dev);
+    pthread_mutex_destroy(&impl_of(dev)->lock);
     free(dev->impl);
     dev->impl = NULL;
 }
@@ -88,110 +107,122 @@ static uint64_t cpu_granularity(nx_dev_t *dev)
     return impl_of(dev)->page_bytes;
 }
 
-/* fallocate on shmem allocates pages but leaves them to be zeroed at their first fault; do
- * that now, at start-up, so the first load into a region pays only for its page tables.
- * Best effort: on failure the faults simply happen later. */
-static void prefault(int fd, uint64_t total)
+/* Fails with NX_ENOMEM, naming `what`, when MemAvailable is less than `bytes`: anonymous memory
+ * is not reserved by mapping it, so this check is what keeps a pool or a region from pushing
+ * the machine into swap or the OOM killer instead of failing. */
+static int check_available(nx_dev_t *dev, uint64_t bytes, const char *what, nx_err_t *err)
 {
-    void *map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED)
-        return;
-    if (madvise(map, total, MADV_POPULATE_WRITE) != 0) {
-        long page = sysconf(_SC_PAGESIZE);
-        for (uint64_t off = 0; off < total; off += (uint64_t)page)
-            ((volatile char *)map)[off] = 0;
-    }
-    munmap(map, total);
+    uint64_t avail = 0, mem_total = 0;
+    int rc = cpu_mem_info(dev, &avail, &mem_total, err);
+    if (rc != NX_OK)
+        return rc;
+    if (bytes > avail)
+        return nx_err_set(err, NX_ENOMEM,
+                          "cpu backend: %s of %" PRIu64 " bytes is more than the %" PRIu64
+                          " bytes of available RAM (MemAvailable)",
+                          what, bytes, avail);
+    return NX_OK;
 }
 
 static int cpu_phys_create(nx_dev_t *dev, uint64_t chunk_bytes, uint32_t count, nx_err_t *err)
 {
     cpu_dev_t *cpu = impl_of(dev);
-    uint64_t total = chunk_bytes * count;
-    uint64_t avail = 0, mem_total = 0;
-    int rc = cpu_mem_info(dev, &avail, &mem_total, err);
+    int rc = check_available(dev, chunk_bytes * count, "pool", err);
     if (rc != NX_OK)
         return rc;
-    /* fallocate on a memfd does not check this itself: it would push the machine into swap or
-     * the OOM killer instead of failing. */
-    if (total > avail)
-        return nx_err_set(err, NX_ENOMEM,
-                          "cpu backend: pool of %" PRIu64 " bytes is more than the %" PRIu64
-                          " bytes of available RAM (MemAvailable)",
-                          total, avail);
-    int fd = memfd_create("nexus-pool", MFD_CLOEXEC);
-    if (fd < 0)
-        return nx_err_set(err, NX_ENOMEM, "cpu backend: memfd_create failed: %s",
-                          strerror(errno));
-    if (ftruncate(fd, (off_t)total) != 0) {
-        rc = nx_err_set(err, NX_ENOMEM, "cpu backend: ftruncate of the pool memfd to %" PRIu64
-                        " bytes failed: %s", total, strerror(errno));
-        goto out_close;
-    }
-    int e = posix_fallocate(fd, 0, (off_t)total);
-    if (e != 0) {
-        rc = nx_err_set(err, NX_ENOMEM, "cpu backend: reserving %" PRIu64
-                        " bytes of RAM for the pool (fallocate) failed: %s", total, strerror(e));
-        goto out_close;
-    }
-    prefault(fd, total);
-    cpu->memfd = fd;
     cpu->chunk_bytes = chunk_bytes;
     cpu->chunk_count = count;
     return NX_OK;
-
-out_close:
-    close(fd);
-    return rc;
 }
 
+/* The writer builds the page tables of the part it is about to fill, in its own thread, which
+ * also allocates and zeroes the pages there (in parallel across readers, overlapped with
+ * other readers' I/O): one batched populate instead of a fault per 4 KiB page. POPULATE_WRITE,
+ * not _READ: a read populate of anonymous memory maps the shared zero page, and the write
+ * that follows faults every page again. Best effort: refused, the faults happen later. */
 static void cpu_prepare(nx_dev_t *dev, void *ptr, size_t bytes)
 {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t page = (uintptr_t)impl_of(dev)->page_bytes;
     uintptr_t start = (uintptr_t)ptr / page * page;
     uintptr_t end = ((uintptr_t)ptr + bytes + page - 1) / page * page;
     if (end > start)
-        madvise((void *)start, end - start, MADV_POPULATE_READ); /* faults later if refused */
+        madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+}
+
+/* The spare mapping resized to `range` bytes, or NULL when there is none (or mremap refused:
+ * then it is dropped). Its pages stay faulted in; growing it faults in only the new part. */
+static void *take_spare(nx_dev_t *dev, size_t range, nx_err_t *err, int *rc)
+{
+    cpu_dev_t *cpu = impl_of(dev);
+    pthread_mutex_lock(&cpu->lock);
+    void *spare = cpu->spare;
+    size_t spare_bytes = cpu->spare_bytes;
+    cpu->spare = NULL;
+    cpu->spare_bytes = 0;
+    pthread_mutex_unlock(&cpu->lock);
+    *rc = NX_OK;
+    if (!spare || spare_bytes == range)
+        return spare;
+    if (range > spare_bytes) {
+        *rc = check_available(dev, range - spare_bytes, "region", err);
+        if (*rc != NX_OK) {
+            munmap(spare, spare_bytes);
+            return NULL;
+        }
+    }
+    void *moved = mremap(spare, spare_bytes, range, MREMAP_MAYMOVE);
+    if (moved != MAP_FAILED)
+        return moved;
+    munmap(spare, spare_bytes);
+    return NULL;
 }
 
 static int cpu_map(nx_dev_t *dev, const uint32_t *chunks, uint32_t count, void **va_out,
                    nx_err_t *err)
 {
     cpu_dev_t *cpu = impl_of(dev);
-    size_t chunk = cpu->chunk_bytes;
-    size_t range = chunk * count;
-    char *base = mmap(NULL, range, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED)
-        return nx_err_set(err, NX_ENOMEM, "cpu backend: reserving %zu bytes of address space "
-                          "failed: %s", range, strerror(errno));
-    /* One mmap per run of consecutive chunk indices. The page tables are not built here
-     * (MAP_POPULATE would do it on this one thread: 35 ms for 1.2 GB on the 2-core VM, a
-     * quarter of a warm load); writers call prepare() on the part they are about to fill,
-     * in parallel, which keeps the benefit (one batched populate instead of a fault per
-     * 4 KiB page: 31 ms vs 83 ms for map + first memcpy of 256 MiB) without the serial cost. */
-    for (uint32_t i = 0; i < count;) {
-        uint32_t run = 1;
-        while (i + run < count && chunks[i + run] == chunks[i] + run)
-            run++;
-        void *at = mmap(base + (size_t)i * chunk, (size_t)run * chunk, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED, cpu->memfd,
-                        (off_t)chunks[i] * (off_t)chunk);
-        if (at == MAP_FAILED) {
-            int e = errno;
-            munmap(base, range);
-            return nx_err_set(err, NX_ENOMEM, "cpu backend: mapping chunks %" PRIu32 "..%" PRIu32
-                              " failed: %s", chunks[i], chunks[i] + run - 1, strerror(e));
-        }
-        i += run;
+    size_t range = (size_t)cpu->chunk_bytes * count;
+    int rc;
+    void *base = take_spare(dev, range, err, &rc);
+    if (rc != NX_OK)
+        return rc;
+    if (base) {
+        *va_out = base;
+        return NX_OK;
     }
+    rc = check_available(dev, range, "region", err);
+    if (rc != NX_OK)
+        return rc;
+    /* No MAP_POPULATE: faulting 1.2 GB in on this one thread would cost ~0.5 s here before the
+     * first read; the readers do it part by part (prepare, or the O_DIRECT read itself). */
+    base = mmap(NULL, range, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return nx_err_set(err, NX_ENOMEM, "cpu backend: mapping a region of %zu bytes failed: %s",
+                          range, strerror(errno));
     *va_out = base;
     return NX_OK;
 }
 
+/* The freed region becomes the spare when it is larger than the one kept (one spare at most:
+ * its chunks are free in the pool, so live regions plus the spare never exceed the pool). */
 static void cpu_unmap(nx_dev_t *dev, void *va, uint32_t count)
 {
+    if (!va)
+        return;
+    cpu_dev_t *cpu = impl_of(dev);
+    size_t bytes = (size_t)cpu->chunk_bytes * count;
+    pthread_mutex_lock(&cpu->lock);
+    if (bytes > cpu->spare_bytes) {
+        void *old = cpu->spare;
+        size_t old_bytes = cpu->spare_bytes;
+        cpu->spare = va;
+        cpu->spare_bytes = bytes;
+        va = old;
+        bytes = old_bytes;
+    }
+    pthread_mutex_unlock(&cpu->lock);
     if (va)
-        munmap(va, (size_t)impl_of(dev)->chunk_bytes * count);
+        munmap(va, bytes);
 }
 
 static size_t round_to_page(nx_dev_t *dev, size_t bytes)
@@ -206,8 +237,12 @@ static void *cpu_host_alloc(nx_dev_t *dev, size_t bytes, nx_err_t *err)
         nx_err_set(err, NX_EINVAL, "cpu backend: host allocation of 0 bytes");
         return NULL;
     }
+    /* Not populated: host memory on CPU is not pinned, so there is nothing to gain from
+     * touching it at start-up, and the host cache (256 MiB by default) and the staging ring
+     * (used only for unaligned data sections on CPU) would cost their full size before the
+     * first load (64 MiB of staging: 25-60 ms of a 1 s nexusctl model load here). */
     void *p = mmap(NULL, round_to_page(dev, bytes), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         nx_err_set(err, NX_ENOMEM, "cpu backend: host allocation of %zu bytes failed: %s", bytes,
                    strerror(errno));
@@ -267,6 +302,12 @@ static int cpu_copy(nx_dev_t *dev, void *dst, const void *src, size_t bytes, voi
     return NX_OK;
 }
 
+static int cpu_zero(nx_dev_t *dev, void *dst, size_t bytes, void *stream, nx_err_t *err)
+{
+    memset(dst, 0, bytes);
+    return NX_OK;
+}
+
 static const nx_dev_ops_t cpu_ops = {
     .name = "cpu",
     .host_visible = true,
@@ -292,6 +333,7 @@ static const nx_dev_ops_t cpu_ops = {
     .event_sync = cpu_event_sync,
     .copy_h2d = cpu_copy,
     .copy_d2h = cpu_copy,
+    .zero = cpu_zero,
 };
 
 nx_dev_t *nx__dev_cpu_open(nx_err_t *err)
@@ -305,7 +347,7 @@ nx_dev_t *nx__dev_cpu_open(nx_err_t *err)
         return NULL;
     }
     long page = sysconf(_SC_PAGESIZE);
-    cpu->memfd = -1;
+    pthread_mutex_init(&cpu->lock, NULL);
     cpu->page_bytes = page > 0 ? (uint64_t)page : 4096u;
     dev->ops = &cpu_ops;
     dev->kind = NX_DEVICE_CPU;

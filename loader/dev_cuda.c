@@ -399,6 +399,21 @@ static int cuda_copy_d2h(nx_dev_t *dev, void *dst, const void *src, size_t bytes
     return copy(dev, dst, src, bytes, stream, cudaMemcpyDeviceToHost, err);
 }
 
+/* stream NULL: synchronous (cudaMemset); else queued on the stream. */
+static int cuda_zero(nx_dev_t *dev, void *dst, size_t bytes, void *stream, nx_err_t *err)
+{
+    int rc = use_device(dev, err);
+    if (rc != NX_OK)
+        return rc;
+    cudaError_t e;
+    if (stream) {
+        e = cudaMemsetAsync(dst, 0, bytes, (cudaStream_t)stream);
+        return e == cudaSuccess ? NX_OK : rt_fail(err, "cudaMemsetAsync", e);
+    }
+    e = cudaMemset(dst, 0, bytes);
+    return e == cudaSuccess ? NX_OK : rt_fail(err, "cudaMemset", e);
+}
+
 static void cuda_close(nx_dev_t *dev)
 {
     cuda_phys_release(dev);
@@ -432,6 +447,7 @@ static const nx_dev_ops_t cuda_ops = {
     .event_sync = cuda_event_sync,
     .copy_h2d = cuda_copy_h2d,
     .copy_d2h = cuda_copy_d2h,
+    .zero = cuda_zero,
 };
 
 /* ---------------------------------------------------------------------------------------

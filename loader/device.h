@@ -4,8 +4,9 @@
  *
  * The model is CUDA's virtual memory management: physical memory is a fixed set of equal
  * chunks created once; a region is a fresh contiguous virtual range with chunks mapped into
- * it. On CPU the chunks are pages of one memfd, mapped with mmap(MAP_FIXED) into a reserved
- * PROT_NONE range, which gives exactly the same guarantee: no fragmentation failures.
+ * it. On CPU the chunks are units of accounting only: a region is a fresh anonymous mapping,
+ * faulted in by its writers (dev_cpu.c says why), which gives the same guarantee: no
+ * fragmentation failures.
  */
 #ifndef NX_DEVICE_H
 #define NX_DEVICE_H
@@ -35,8 +36,8 @@ typedef struct nx_dev_ops {
                nx_err_t *err);
     void (*unmap)(nx_dev_t *dev, void *va, uint32_t count);
     /* Pool memory [ptr, ptr+bytes) is about to be written by the host (host_visible backends):
-     * build its page tables now, in the thread that will write it, rather than one fault per
-     * page. A no-op where the pool is not host memory. Best effort: never fails a load. */
+     * fault it in now, in the thread that will write it, rather than one fault per page. A
+     * no-op where the pool is not host memory. Best effort: never fails a load. */
     void (*prepare)(nx_dev_t *dev, void *ptr, size_t bytes);
 
     /* Host memory for staging and the host cache: pinned on CUDA, page-aligned on both.
@@ -59,6 +60,9 @@ typedef struct nx_dev_ops {
                     nx_err_t *err);
     int (*copy_d2h)(nx_dev_t *dev, void *dst, const void *src, size_t bytes, void *stream,
                     nx_err_t *err);
+    /* Zero pool memory [dst, dst+bytes): asynchronous on CUDA (ordered on `stream`), memset on
+     * CPU. The loader clears only what no file byte covers (gaps between files, the tail). */
+    int (*zero)(nx_dev_t *dev, void *dst, size_t bytes, void *stream, nx_err_t *err);
 } nx_dev_ops_t;
 
 struct nx_dev {

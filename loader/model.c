@@ -29,12 +29,14 @@ static uint64_t align_up(uint64_t v, uint64_t a)
     return (v + a - 1) / a * a;
 }
 
-void nx__model_layout(const nx_st_t *st, uint64_t *file_base_out, uint64_t *total_out)
+void nx__model_layout(const nx_st_t *st, bool mirror_page_offset, uint64_t *file_base_out,
+                      uint64_t *total_out)
 {
     uint64_t at = 0;
     for (size_t i = 0; i < nx_st_file_count(st); i++) {
-        file_base_out[i] = at;
-        at = align_up(at + nx_st_file_at(st, i)->data_bytes, LAYOUT_ALIGN);
+        const nx_st_file_t *f = nx_st_file_at(st, i);
+        file_base_out[i] = at + (mirror_page_offset ? f->data_offset % LAYOUT_ALIGN : 0);
+        at = align_up(file_base_out[i] + f->data_bytes, LAYOUT_ALIGN);
     }
     *total_out = at ? at : LAYOUT_ALIGN;
 }

@@ -1,7 +1,8 @@
 /* model.h — internal: how the loader builds model handles (model.c).
  *
  * A model's region mirrors its files' data sections: file i's data section starts at
- * file_base[i] in the region (4 KiB aligned), so tensor t lives at
+ * file_base[i] in the region (4 KiB aligned, or at the data section's own offset within its
+ * 4 KiB page where the pool is host memory: see nx__model_layout), so tensor t lives at
  * region + file_base[t.file_index] + t.begin.
  */
 #ifndef NX_MODEL_INTERNAL_H
@@ -10,8 +11,13 @@
 #include "nx_loader.h"
 
 /* Region offsets for every file of st (file_base_out has nx_st_file_count entries) and the
- * region bytes they need in all (at least 4 KiB). */
-void nx__model_layout(const nx_st_t *st, uint64_t *file_base_out, uint64_t *total_out);
+ * region bytes they need in all (at least 4 KiB). With mirror_page_offset, each file's data
+ * section starts at the same offset within a 4 KiB page as in its file (Hugging Face files
+ * start theirs on an 8-byte boundary), so that O_DIRECT reads land in the region directly
+ * instead of through a staging buffer and a copy. Only for host memory: CPU kernels load
+ * unaligned, while GPU kernels' vector loads need the 4 KiB-aligned base. */
+void nx__model_layout(const nx_st_t *st, bool mirror_page_offset, uint64_t *file_base_out,
+                      uint64_t *total_out);
 
 /* A handle over a filled region. Takes ownership of st and region (both freed by
  * nx__model_free / given back by nx__model_take_region). file_base is copied.

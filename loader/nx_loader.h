@@ -423,7 +423,8 @@ typedef enum nx_read_mode {
 typedef struct nx_loader_opts {
     uint32_t threads;          /* reader threads; 0 = default (measured: see README) */
     uint64_t chunk_bytes;      /* bytes per read; 0 = default; rounded to 4 KiB */
-    uint32_t staging_buffers;  /* pinned staging ring; 0 = 2 per thread */
+    uint32_t staging_buffers;  /* pinned staging ring; 0 = 2 per thread (io_uring: queue_depth) */
+    uint32_t queue_depth;      /* io_uring reads in flight per reader thread; 0 = default */
     nx_read_mode_t read_mode;
     nx_hostcache_t *cache;     /* optional host tier: consulted on load, filled on unload */
 } nx_loader_opts_t;
@@ -431,7 +432,11 @@ typedef struct nx_loader_opts {
 typedef struct nx_loader nx_loader_t;
 
 /* Allocate the staging ring (pinned) now, so no timed load ever allocates it. opts may be NULL.
- * The pool (and cache) must outlive the loader. Caller owns the result. */
+ * The pool (and cache) must outlive the loader. Caller owns the result.
+ * Reads go through io_uring (queue_depth in flight per reader thread) where the kernel allows
+ * it, else through pread in each reader thread, with one log line saying why. The environment
+ * variable NX_LOADER_IO=threads forces the threads (tests, comparisons); NX_LOADER_IO=io_uring
+ * makes a refused io_uring an error instead of a fallback. */
 nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err_t *err);
 void nx_loader_destroy(nx_loader_t **self_p);
 
@@ -443,6 +448,8 @@ typedef struct nx_load_stats {
     uint32_t fallbacks;   /* O_DIRECT attempts that fell back to buffered */
     uint32_t threads;
     uint64_t chunk_bytes;
+    char io[16];          /* "io_uring" or "threads" (pread in each reader thread) */
+    uint32_t queue_depth; /* io_uring reads in flight per thread; 1 with threads */
 } nx_load_stats_t;
 
 typedef struct nx_model_tensor {

@@ -2,14 +2,17 @@
  *
  * Each file's data section is cut into chunks on 4 KiB-aligned file offsets. Reader threads
  * take chunks in file order from one shared counter (so the disk sees near-sequential large
- * reads), read each with O_DIRECT when its pages are not in the page cache (mincore) and
- * buffered when they are, into one of their slot's pinned staging buffers, then issue one
+ * reads), each keeping queue_depth reads in flight on its io_uring (one pread at a time where
+ * io_uring is refused: reader_main). A chunk is read with O_DIRECT when its pages are not in
+ * the page cache (mincore) and buffered when they are, into one of the slot's pinned staging
+ * buffers, then issue one
  * asynchronous host-to-device copy per chunk on the slot's stream and record an event; a
  * buffer is reused only after its event completed, so reads and copies overlap.
  *
  * Where the pool is host memory (CPU backend) staging is skipped when it can be: buffered
- * reads land directly in the region, and so do O_DIRECT reads when the data section starts on
- * a 4 KiB boundary (then region and file offsets are equally aligned).
+ * reads land directly in the region, and so do O_DIRECT reads, because there the layout puts
+ * each data section at its file's offset within a 4 KiB page (nx__model_layout), so region and
+ * file offsets are equally aligned even for Hugging Face files, whose data starts anywhere.
  *
  * Staging slots (stream + buffers + events) belong to the loader and are allocated once, in
  * nx_loader_new: no timed load allocates pinned memory. Concurrent loads share the slots.
@@ -27,14 +30,25 @@
 #include "device.h"
 #include "hostcache.h"
 #include "model.h"
+#include "uring.h"
 
 #define DIRECT_ALIGN 4096ull
-/* Defaults measured with bench/loader (see README, "Loader defaults"). */
+/* Defaults measured with bench/loader and bench/load_user.py (bench/RESULTS.md, "Loader
+ * defaults" and "queue depth x block size"); the first three apply to the pread threads. */
 #define DEFAULT_THREADS 4u
 #define DEFAULT_CHUNK_BYTES (16ull << 20)
 #define DEFAULT_BUFS_PER_SLOT 2u
+/* With io_uring: one thread per core of the 2-core VM faults pages in while the reads are in
+ * flight, each with DEFAULT_QUEUE_DEPTH reads in flight. bench/RESULTS.md, "queue depth x
+ * block": 2 x 2 x 16 MiB was the best of 12 shapes for a cold whole-process load there, though
+ * within the run-to-run spread of 2 x 1..8 x 8..32 MiB (the load was CPU-bound, not short of
+ * requests in flight); re-measure on NVMe with --queue-depth. */
+#define DEFAULT_URING_THREADS 2u
+#define DEFAULT_QUEUE_DEPTH 2u
+#define MAX_QUEUE_DEPTH 64u
 
 typedef struct slot {
+    nx__ring_t *ring; /* io_uring reads (its staging buffers registered); NULL: pread */
     void *stream;
     void **buf;    /* staging buffers of chunk_bytes each */
     void **event;  /* one per buffer: the copy out of it is done */
@@ -49,6 +63,7 @@ struct nx_loader {
     uint32_t threads;
     uint64_t chunk_bytes;
     uint32_t bufs_per_slot;
+    uint32_t queue_depth; /* io_uring reads in flight per reader; 0: pread threads */
     nx_read_mode_t read_mode;
     slot_t *slots;
     bool *slot_busy;
@@ -71,6 +86,7 @@ static void slot_release_resources(nx_dev_t *dev, slot_t *s, uint32_t nbuf,
         if (s->buf && s->buf[j])
             dev->ops->host_free(dev, s->buf[j], buf_bytes);
     }
+    nx__ring_destroy(&s->ring);
     if (s->stream)
         dev->ops->stream_destroy(dev, s->stream);
     free(s->buf);
@@ -98,6 +114,48 @@ static int slot_init(nx_loader_t *self, slot_t *s, nx_err_t *err)
     return rc;
 }
 
+static atomic_bool uring_fallback_logged;
+
+/* Whether reads can go through io_uring here: a ring of `depth` is made and dropped. Where the
+ * kernel refuses (-ENOSYS, -EPERM: an old kernel, seccomp, a container) the loader reads with
+ * pread threads instead, with one log line per process, unless `required` (NX_LOADER_IO names
+ * io_uring), which makes the refusal an error. */
+static int uring_probe(uint32_t depth, bool required, bool *usable, nx_err_t *err)
+{
+    nx_err_t ring_err = {0};
+    nx__ring_t *ring = nx__ring_new(depth, NULL, 0, 0, &ring_err);
+    *usable = ring != NULL;
+    nx__ring_destroy(&ring);
+    if (*usable)
+        return NX_OK;
+    if (required || ring_err.code != NX_ENOTSUP) {
+        *err = ring_err;
+        nx_err_prefix(err, "loader: ");
+        return err->code;
+    }
+    if (!atomic_exchange(&uring_fallback_logged, true))
+        nx_log(NX_LOG_INFO, "loader: reading with pread threads: %s", ring_err.msg);
+    return NX_OK;
+}
+
+/* One ring per slot, the slot's staging buffers registered with it where reads land in them:
+ * on host memory they land in the region (even for unaligned data sections: nx__model_layout),
+ * and registering would fault in and pin buffers never used (~50 ms of a 1 s nexusctl model
+ * load here). */
+static int rings_init(nx_loader_t *self, nx_err_t *err)
+{
+    uint32_t registered = self->dev->ops->host_visible ? 0 : self->bufs_per_slot;
+    for (uint32_t i = 0; i < self->slot_count; i++) {
+        slot_t *s = &self->slots[i];
+        s->ring = nx__ring_new(self->queue_depth, s->buf, registered, self->chunk_bytes, err);
+        if (!s->ring) {
+            nx_err_prefix(err, "loader: ");
+            return err->code;
+        }
+    }
+    return NX_OK;
+}
+
 nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err_t *err)
 {
     if (!pool) {
@@ -105,18 +163,27 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
         return NULL;
     }
     nx_loader_opts_t o = opts ? *opts : (nx_loader_opts_t){0};
+    const char *io = getenv("NX_LOADER_IO");
+    bool want_uring = !io || strcmp(io, "threads") != 0;
+    bool uring_required = io && strcmp(io, "io_uring") == 0;
     if (o.read_mode != NX_READ_AUTO && o.read_mode != NX_READ_DIRECT &&
         o.read_mode != NX_READ_BUFFERED) {
         nx_err_set(err, NX_EINVAL, "loader: unknown read mode %d", (int)o.read_mode);
         return NULL;
     }
-    if (o.threads > 256 || o.chunk_bytes > (1ull << 30) || o.staging_buffers > 1024) {
+    if (o.threads > 256 || o.chunk_bytes > (1ull << 30) || o.staging_buffers > 1024 ||
+        o.queue_depth > MAX_QUEUE_DEPTH) {
         nx_err_set(err, NX_EINVAL,
-                   "loader: threads (%u, at most 256), chunk (%llu bytes, at most 1 GiB) or "
-                   "staging buffers (%u, at most 1024) out of range",
-                   o.threads, (unsigned long long)o.chunk_bytes, o.staging_buffers);
+                   "loader: threads (%u, at most 256), chunk (%llu bytes, at most 1 GiB), "
+                   "staging buffers (%u, at most 1024) or queue depth (%u, at most %u) out of "
+                   "range",
+                   o.threads, (unsigned long long)o.chunk_bytes, o.staging_buffers,
+                   o.queue_depth, MAX_QUEUE_DEPTH);
         return NULL;
     }
+    uint32_t depth = o.queue_depth ? o.queue_depth : DEFAULT_QUEUE_DEPTH;
+    if (want_uring && uring_probe(depth, uring_required, &want_uring, err) != NX_OK)
+        return NULL;
     nx_loader_t *self = calloc(1, sizeof *self);
     if (!self) {
         nx_err_set(err, NX_ENOMEM, "loader: out of memory");
@@ -128,12 +195,17 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
     self->dev = nx__pool_dev(pool);
     self->cache = o.cache;
     self->read_mode = o.read_mode;
-    self->threads = o.threads ? o.threads : DEFAULT_THREADS;
+    self->queue_depth = want_uring ? depth : 0;
+    self->threads = o.threads ? o.threads
+                    : self->queue_depth ? DEFAULT_URING_THREADS : DEFAULT_THREADS;
     self->chunk_bytes = align_up(o.chunk_bytes ? o.chunk_bytes : DEFAULT_CHUNK_BYTES, DIRECT_ALIGN);
     self->bufs_per_slot = o.staging_buffers ? (o.staging_buffers + self->threads - 1) / self->threads
                                             : DEFAULT_BUFS_PER_SLOT;
     if (self->bufs_per_slot < 1)
         self->bufs_per_slot = 1;
+    /* Each read in flight needs its own staging buffer: a slot holds queue_depth of them. */
+    if (self->bufs_per_slot < self->queue_depth)
+        self->bufs_per_slot = self->queue_depth;
     self->slot_count = self->threads;
     self->slots = calloc(self->slot_count, sizeof *self->slots);
     self->slot_busy = calloc(self->slot_count, sizeof *self->slot_busy);
@@ -148,6 +220,8 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
                           (unsigned long long)self->chunk_bytes);
             goto fail;
         }
+    if (self->queue_depth && rings_init(self, err) != NX_OK)
+        goto fail;
     return self;
 fail:
     nx_loader_destroy(&self);
@@ -343,6 +417,13 @@ static int copy_out(load_ctx_t *ctx, slot_t *s, uint32_t j, char *dst, const cha
     return rc;
 }
 
+/* Region and file offsets of f are equally aligned (nx__model_layout mirrors the data
+ * section's page offset on host memory): an O_DIRECT window can land in the region itself. */
+static bool lands_aligned(const file_job_t *f)
+{
+    return f->region_base % DIRECT_ALIGN == f->file->data_offset % DIRECT_ALIGN;
+}
+
 static int load_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_t *err)
 {
     file_job_t *f = file_of_chunk(ctx, chunk);
@@ -362,9 +443,9 @@ static int load_chunk(load_ctx_t *ctx, uint64_t chunk, slot_t **slot, nx_err_t *
 
     if (ctx->host_visible && !direct)
         return read_exact(f->fd, dst, use_len, use_start, file->path, err);
-    if (ctx->host_visible && file->data_offset % DIRECT_ALIGN == 0)
-        return read_direct(ctx, f, dst, win_start, align_up(win_end - win_start, DIRECT_ALIGN),
-                           err);
+    if (ctx->host_visible && lands_aligned(f)) /* the window's head (header bytes) too */
+        return read_direct(ctx, f, dst - (use_start - win_start), win_start,
+                           align_up(win_end - win_start, DIRECT_ALIGN), err);
 
     if (!*slot)
         *slot = slot_acquire(ctx->loader);
@@ -416,18 +497,158 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* ---- io_uring readers -------------------------------------------------------------------
+ * The same chunks, in the same order, as reader_main, but each reader keeps queue_depth reads
+ * in flight on its slot's ring: while the disk works on them, the thread faults in the pool
+ * memory of the next ones (prepare) and copies finished staging buffers out. Request j uses
+ * staging buffer j (the slot holds queue_depth of them), so a buffer is never read into twice
+ * before its copy is done. */
+
+typedef struct uring_req {
+    file_job_t *f;
+    bool staged;        /* lands in staging buffer j, then copy_out to dst */
+    bool direct;        /* fd_direct, 4 KiB-aligned window */
+    char *target;       /* where the read lands: the region (dst) or buffer j */
+    uint64_t off, need; /* file offset read from; bytes that must arrive (up to end of file) */
+    uint32_t len;       /* bytes asked for (the window, rounded up to 4 KiB when direct) */
+    char *dst;          /* the region: where [use_start, +use_len) of the file belongs */
+    uint64_t use_start, use_len;
+} uring_req_t;
+
+/* Plan chunk `chunk` as request j of slot s; false on error (err set). */
+static bool uring_plan(load_ctx_t *ctx, slot_t *s, uint32_t j, uint64_t chunk, uring_req_t *q,
+                       nx_err_t *err)
+{
+    file_job_t *f = file_of_chunk(ctx, chunk);
+    const nx_st_file_t *file = f->file;
+    uint64_t chunk_bytes = ctx->loader->chunk_bytes;
+    uint64_t win_start = f->window0 + (chunk - f->chunk_first) * chunk_bytes;
+    uint64_t win_end = win_start + chunk_bytes < file->file_bytes ? win_start + chunk_bytes
+                                                                  : file->file_bytes;
+    *q = (uring_req_t){.f = f};
+    q->use_start = win_start > file->data_offset ? win_start : file->data_offset;
+    q->use_len = win_end - q->use_start;
+    q->dst = ctx->region + f->region_base + (q->use_start - file->data_offset);
+    q->direct = chunk_wants_direct(ctx, f, win_start, win_end);
+    atomic_fetch_add(q->direct ? &ctx->direct_chunks : &ctx->buffered_chunks, 1);
+    nx_dev_t *dev = ctx->loader->dev;
+    if (ctx->host_visible)
+        dev->ops->prepare(dev, q->dst, q->use_len);
+    q->staged = !ctx->host_visible || (q->direct && !lands_aligned(f));
+    if (q->staged && s->pending[j]) {
+        if (dev->ops->event_sync(dev, s->event[j], err) != NX_OK)
+            return false;
+        s->pending[j] = false;
+    }
+    if (q->direct) {
+        q->off = win_start;
+        q->len = (uint32_t)align_up(win_end - win_start, DIRECT_ALIGN);
+        q->need = win_end - win_start;
+        q->target = q->staged ? s->buf[j] : q->dst - (q->use_start - win_start);
+    } else {
+        q->off = q->use_start;
+        q->len = (uint32_t)q->use_len;
+        q->need = q->use_len;
+        q->target = q->staged ? s->buf[j] : q->dst;
+    }
+    return true;
+}
+
+/* A read came back with `res`: finish it (a short read or a refused O_DIRECT read goes on
+ * with plain pread, as reader_main's reads do), then copy a staged buffer out. */
+static int uring_finish(load_ctx_t *ctx, slot_t *s, uint32_t j, uring_req_t *q, int32_t res,
+                        nx_err_t *err)
+{
+    const char *path = q->f->file->path;
+    if (res == -EINVAL && q->direct) {
+        atomic_store(&q->f->direct_ok, false); /* e.g. a file system without O_DIRECT */
+        res = 0;
+    }
+    if (res < 0 && res != -EINTR && res != -EAGAIN)
+        return nx_err_set(err, NX_EIO, "'%s': %sread of %u bytes at %llu failed: %s", path,
+                          q->direct ? "O_DIRECT " : "", q->len, (unsigned long long)q->off,
+                          strerror(-res));
+    uint64_t got = res > 0 ? (uint64_t)res : 0;
+    if (got < q->need) {
+        atomic_fetch_add(&ctx->fallbacks, 1);
+        int rc = read_exact(q->f->fd, q->target + got, q->need - got, q->off + got, path, err);
+        if (rc != NX_OK)
+            return rc;
+    }
+    if (!q->staged)
+        return NX_OK;
+    return copy_out(ctx, s, j, q->dst, q->target + (q->use_start - q->off), q->use_len, err);
+}
+
+static void *reader_main_uring(void *arg)
+{
+    load_ctx_t *ctx = arg;
+    nx_loader_t *ld = ctx->loader;
+    uint32_t depth = ld->queue_depth;
+    slot_t *s = slot_acquire(ld);
+    uring_req_t req[MAX_QUEUE_DEPTH];
+    bool busy[MAX_QUEUE_DEPTH] = {0};
+    uint64_t tags[MAX_QUEUE_DEPTH];
+    int32_t results[MAX_QUEUE_DEPTH];
+    uint32_t inflight = 0;
+    bool more = true;
+    nx_err_t err = {0};
+    for (;;) {
+        /* Fill the queue (a failure anywhere stops new reads; those in flight are drained). */
+        for (uint32_t j = 0; j < depth && more && !atomic_load(&ctx->failed); j++) {
+            if (busy[j])
+                continue;
+            uint64_t chunk = atomic_fetch_add(&ctx->next_chunk, 1);
+            if (chunk >= ctx->chunk_total) {
+                more = false;
+                break;
+            }
+            if (!uring_plan(ctx, s, j, chunk, &req[j], &err)) {
+                ctx_fail(ctx, &err);
+                break;
+            }
+            uring_req_t *q = &req[j];
+            int fd = q->direct ? q->f->fd_direct : q->f->fd;
+            nx__ring_read(s->ring, fd, q->target, q->len, q->off, q->staged ? (int)j : -1, j);
+            busy[j] = true;
+            inflight++;
+        }
+        if (inflight == 0)
+            break;
+        int n = nx__ring_wait(s->ring, tags, results, depth, &err);
+        if (n < 0) {
+            /* The ring itself failed: nothing more will complete on it. */
+            ctx_fail(ctx, &err);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            uint32_t j = (uint32_t)tags[i];
+            busy[j] = false;
+            inflight--;
+            if (!atomic_load(&ctx->failed) &&
+                uring_finish(ctx, s, j, &req[j], results[i], &err) != NX_OK)
+                ctx_fail(ctx, &err);
+        }
+    }
+    if (slot_release(ld, s, &err) != NX_OK)
+        ctx_fail(ctx, &err);
+    return NULL;
+}
+
 static int run_readers(load_ctx_t *ctx, uint32_t *threads_out, nx_err_t *err)
 {
     uint32_t n = ctx->loader->threads;
     if (n > ctx->chunk_total)
         n = ctx->chunk_total ? (uint32_t)ctx->chunk_total : 1;
+    void *(*reader)(void *) = ctx->loader->queue_depth && !ctx->image ? reader_main_uring
+                                                                      : reader_main;
     pthread_t tids[256];
     uint32_t started = 0;
     for (; started < n; started++)
-        if (pthread_create(&tids[started], NULL, reader_main, ctx) != 0)
+        if (pthread_create(&tids[started], NULL, reader, ctx) != 0)
             break;
     if (started == 0)
-        reader_main(ctx); /* no thread could start: read on this one */
+        reader(ctx); /* no thread could start: read on this one */
     for (uint32_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     *threads_out = started ? started : 1;
@@ -436,6 +657,36 @@ static int run_readers(load_ctx_t *ctx, uint32_t *threads_out, nx_err_t *err)
         return err->code;
     }
     return NX_OK;
+}
+
+/* Zero what no file byte covers: between one file's data and the next file's base, and from the
+ * last one to the region's end (the host cache image: from its end). Only these bytes: the
+ * rest is overwritten by the load, so it is never cleared first. Runs after the readers (an
+ * O_DIRECT read of a file's last page may write past its end on the way) on one slot's stream,
+ * asynchronously on CUDA; the slot's release waits for it (at most a chunk and a page per
+ * file). */
+static int clear_uncovered(load_ctx_t *ctx, uint64_t region_bytes, nx_err_t *err)
+{
+    nx_dev_t *dev = ctx->loader->dev;
+    slot_t *slot = slot_acquire(ctx->loader);
+    int rc = NX_OK;
+    uint64_t covered_end = ctx->image ? ctx->image->bytes : 0;
+    for (size_t i = 0; !ctx->image && i <= ctx->file_count && rc == NX_OK; i++) {
+        uint64_t next = i < ctx->file_count ? ctx->files[i].region_base : region_bytes;
+        if (next > covered_end)
+            rc = dev->ops->zero(dev, ctx->region + covered_end, next - covered_end, slot->stream,
+                                err);
+        if (i < ctx->file_count)
+            covered_end = ctx->files[i].region_base + ctx->files[i].file->data_bytes;
+    }
+    if (ctx->image && rc == NX_OK && region_bytes > covered_end)
+        rc = dev->ops->zero(dev, ctx->region + covered_end, region_bytes - covered_end,
+                            slot->stream, err);
+    nx_err_t sync_err = {0};
+    int sync_rc = slot_release(ctx->loader, slot, &sync_err);
+    if (rc == NX_OK && sync_rc != NX_OK)
+        *err = sync_err;
+    return rc != NX_OK ? rc : sync_rc;
 }
 
 /* Residency of a file's pages in the page cache, from `from` to the end (NULL on failure). */
@@ -522,6 +773,9 @@ static void fill_stats(nx_load_stats_t *stats, const load_ctx_t *ctx, uint64_t s
     stats->fallbacks = atomic_load(&ctx->fallbacks);
     stats->threads = threads;
     stats->chunk_bytes = chunk_bytes;
+    bool uring = ctx->loader->queue_depth && !ctx->image;
+    snprintf(stats->io, sizeof stats->io, "%s", uring ? "io_uring" : "threads");
+    stats->queue_depth = uring ? ctx->loader->queue_depth : 1;
 }
 
 /* Paths of the checkpoint's files, absolute, one per line (the host cache re-stats them). */
@@ -569,7 +823,7 @@ nx_model_t *nx_loader_load(nx_loader_t *self, const char *path, const char *owne
     for (size_t i = 0; i < ctx.file_count; i++)
         ctx.files[i].fd = ctx.files[i].fd_direct = -1;
     uint64_t layout_bytes;
-    nx__model_layout(st, file_base, &layout_bytes);
+    nx__model_layout(st, ctx.host_visible, file_base, &layout_bytes);
     nx__hostcache_key(path, key, sizeof key);
     if (nx__hostcache_identity(st, identity, sizeof identity, err) != NX_OK)
         goto out;
@@ -590,6 +844,8 @@ nx_model_t *nx_loader_load(nx_loader_t *self, const char *path, const char *owne
     }
     uint32_t threads = 0;
     int rc = run_readers(&ctx, &threads, err);
+    if (rc == NX_OK)
+        rc = clear_uncovered(&ctx, nx_region_bytes(region), err);
     if (ctx.image)
         nx__hostcache_release(self->cache, ctx.image);
     if (rc != NX_OK) {

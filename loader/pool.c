@@ -2,7 +2,7 @@
  * handed out as regions that are each a fresh contiguous virtual range with free chunks mapped
  * into it. Because a region never needs its chunks to be physically adjacent, any request that
  * fits in the free total succeeds, however fragmented the pool is (CUDA virtual memory
- * management; the CPU backend does the same with one memfd and mmap(MAP_FIXED)).
+ * management; on the CPU backend each region is its own anonymous mapping, see dev_cpu.c).
  *
  * This file holds the device-independent part: chunk bookkeeping, regions, stats, device
  * selection and the synchronous copy helpers. The backends (dev_cpu.c, dev_cuda.c) only create

@@ -15,6 +15,7 @@ typedef struct load_args {
     nx_device_kind_t device;
     bool check, json;
     uint32_t threads;
+    uint32_t queue_depth;
     uint64_t chunk_bytes;
     uint64_t pool_bytes;
     nx_read_mode_t read_mode;
@@ -23,7 +24,7 @@ typedef struct load_args {
 static const char load_usage[] =
     "usage: nexusctl model load PATH [--device auto|cpu|cuda] [--check] [--json]\n"
     "                           [--threads N] [--chunk-mib N] [--read auto|direct|buffered]\n"
-    "                           [--pool-mib N]\n";
+    "                           [--pool-mib N] [--queue-depth N]\n";
 
 static int usage_error(const char *fmt, const char *what)
 {
@@ -63,6 +64,12 @@ static int parse_args(int argc, char **argv, load_args_t *a)
                 return usage_error("--threads takes a number from 1 to 256, not '%s'",
                                    val ? val : "");
             a->threads = (uint32_t)n;
+            i++;
+        } else if (strcmp(opt, "--queue-depth") == 0) {
+            if (!nx_cli_parse_u64(val, 1, 64, &n))
+                return usage_error("--queue-depth takes a number from 1 to 64, not '%s'",
+                                   val ? val : "");
+            a->queue_depth = (uint32_t)n;
             i++;
         } else if (strcmp(opt, "--chunk-mib") == 0) {
             if (!nx_cli_parse_u64(val, 1, 1024, &n))
@@ -110,9 +117,12 @@ static void print_human(const load_args_t *a, nx_pool_t *pool, const nx_model_t 
     printf("loaded %s: %zu tensors, %s into the %s pool in %.4f s = %.2f GB/s\n", a->path,
            nx_model_tensor_count(model), size, nx_device_name(nx_pool_device(pool)),
            st->seconds, st->gbps);
-    printf("  read mode: %s (%u fallback%s to buffered), %u thread%s x %llu MiB chunks\n",
+    printf("  read mode: %s (%u fallback%s to buffered), %u thread%s x %llu MiB chunks, %s",
            st->read_mode, st->fallbacks, st->fallbacks == 1 ? "" : "s", st->threads,
-           st->threads == 1 ? "" : "s", (unsigned long long)(st->chunk_bytes >> 20));
+           st->threads == 1 ? "" : "s", (unsigned long long)(st->chunk_bytes >> 20), st->io);
+    if (strcmp(st->io, "io_uring") == 0)
+        printf(" (%u in flight per thread)", st->queue_depth);
+    printf("\n");
 }
 
 static void print_json(const load_args_t *a, nx_pool_t *pool, const nx_model_t *model,
@@ -130,6 +140,8 @@ static void print_json(const load_args_t *a, nx_pool_t *pool, const nx_model_t *
     json_object_set_new(o, "fallbacks", json_integer(st->fallbacks));
     json_object_set_new(o, "threads", json_integer(st->threads));
     json_object_set_new(o, "chunk_bytes", json_integer((json_int_t)st->chunk_bytes));
+    json_object_set_new(o, "io", json_string(st->io));
+    json_object_set_new(o, "queue_depth", json_integer(st->queue_depth));
     if (!a->check) {
         json_object_set_new(o, "check", json_null());
     } else {
@@ -175,7 +187,7 @@ int nx_ctl_model_load(int argc, char **argv)
     if (!pool)
         goto out;
     nx_loader_opts_t lopts = {.threads = a.threads, .chunk_bytes = a.chunk_bytes,
-                              .read_mode = a.read_mode};
+                              .queue_depth = a.queue_depth, .read_mode = a.read_mode};
     loader = nx_loader_new(pool, &lopts, &err);
     if (!loader)
         goto out;

@@ -18,7 +18,7 @@ static const command_t commands[] = {
     {"model verify", nx_ctl_model_verify, "MODEL [--json]"},
     {"model load", nx_ctl_model_load,
      "MODEL [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
-     "              [--read auto|direct|buffered] [--pool-mib N]"},
+     "              [--read auto|direct|buffered] [--pool-mib N] [--queue-depth N]"},
     {"model synth", nx_ctl_model_synth,
      "--arch qwen3|qwen2|llama --preset tiny|small|0.6b|4b|8b --out DIR|FILE.gguf\n"
      "              [--seed N] [--dtype bf16|f16|f32|q8_0|q4_0|q4_k_m] [--shards N]\n"

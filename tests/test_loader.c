@@ -9,12 +9,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nx_loader.h"
@@ -244,6 +251,135 @@ static void test_sharded(void **state)
     nx_loader_unload(ld, &m, false);
     nx_loader_destroy(&ld);
     nx_pool_destroy(&pool);
+}
+
+/* Bytes no file covers (between two shards, after the last one up to the region's end) read
+ * as zero, even where the pool's memory held something else before. */
+static void test_uncovered_bytes_are_zero(void **state)
+{
+    char dir[512];
+    path_in(dir, sizeof dir, "sharded");
+    test_sharded(state); /* writes the two-shard checkpoint (again: idempotent) */
+    nx_pool_t *pool = cpu_pool(8 * MiB);
+    nx_err_t err = {0};
+    nx_region_t *old = nx_pool_alloc(pool, 8 * MiB, "old", &err);
+    assert_non_null(old);
+    memset(nx_region_ptr(old), 0xAB, nx_region_bytes(old));
+    nx_pool_free(pool, &old);
+    nx_loader_t *ld = nx_loader_new(pool, NULL, NULL);
+    nx_model_t *m = load_ok(ld, dir, NULL);
+    check_ok(pool, m);
+    const nx_region_t *r = nx_model_region(m);
+    const uint8_t *base = nx_region_ptr(r);
+    const nx_model_tensor_t *ta = nx_model_find(m, "a"), *tb = nx_model_find(m, "b");
+    const uint8_t *a_end = (const uint8_t *)ta->ptr + ta->bytes;
+    const uint8_t *b_end = (const uint8_t *)tb->ptr + tb->bytes;
+    for (const uint8_t *p = a_end; p < (const uint8_t *)tb->ptr; p++)
+        if (*p)
+            fail_msg("byte %td between the shards is %d", p - base, *p);
+    for (const uint8_t *p = b_end; p < base + nx_region_bytes(r); p++)
+        if (*p)
+            fail_msg("byte %td after the last shard is %d", p - base, *p);
+    nx_loader_unload(ld, &m, false);
+    nx_loader_destroy(&ld);
+    nx_pool_destroy(&pool);
+}
+
+/* Load `path` with reads forced through `io` (NX_LOADER_IO), several reads in flight and
+ * small chunks; returns a malloc'd copy of the region's layout bytes. */
+static uint8_t *load_with_io(const char *path, const char *io, nx_read_mode_t mode,
+                             uint64_t *bytes_out)
+{
+    setenv("NX_LOADER_IO", io, 1);
+    nx_pool_t *pool = cpu_pool(32 * MiB);
+    nx_loader_opts_t o = {.threads = 2, .queue_depth = 3, .chunk_bytes = 64 * 1024,
+                          .read_mode = mode};
+    nx_err_t err = {0};
+    nx_loader_t *ld = nx_loader_new(pool, &o, &err);
+    unsetenv("NX_LOADER_IO");
+    if (!ld)
+        fail_msg("loader with NX_LOADER_IO=%s: %s", io, err.msg);
+    nx_load_stats_t st;
+    nx_model_t *m = load_ok(ld, path, &st);
+    check_ok(pool, m);
+    assert_string_equal(st.io, io);
+    assert_int_equal(st.queue_depth, strcmp(io, "io_uring") == 0 ? 3 : 1);
+    uint64_t n = nx_region_bytes(nx_model_region(m));
+    uint8_t *copy = malloc(n);
+    assert_non_null(copy);
+    memcpy(copy, nx_region_ptr(nx_model_region(m)), n);
+    *bytes_out = n;
+    nx_loader_unload(ld, &m, false);
+    nx_loader_destroy(&ld);
+    nx_pool_destroy(&pool);
+    return copy;
+}
+
+/* io_uring and the pread threads give byte-identical regions (tensors, gaps and tail), for
+ * aligned and unaligned data sections, O_DIRECT, buffered and auto. */
+static void test_io_paths_agree(void **state)
+{
+    char aligned[512], foreign[512];
+    path_in(aligned, sizeof aligned, "io-aligned.safetensors");
+    path_in(foreign, sizeof foreign, "io-foreign.safetensors");
+    write_model(aligned, 4, 3, 200);
+    write_unaligned(foreign, 300001);
+    const char *paths[] = {aligned, foreign};
+    const nx_read_mode_t modes[] = {NX_READ_DIRECT, NX_READ_BUFFERED, NX_READ_AUTO};
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < 3; i++) {
+            uint64_t n_uring = 0, n_threads = 0;
+            uint8_t *a = load_with_io(paths[p], "io_uring", modes[i], &n_uring);
+            uint8_t *b = load_with_io(paths[p], "threads", modes[i], &n_threads);
+            assert_int_equal(n_uring, n_threads);
+            assert_memory_equal(a, b, n_uring);
+            free(a);
+            free(b);
+        }
+}
+
+/* Where io_uring is refused (seccomp answers io_uring_setup with EPERM, as a container may),
+ * the loader falls back to pread threads and loads the same bytes. In a child process: the
+ * filter cannot be removed once installed. */
+static void test_io_uring_refused_falls_back(void **state)
+{
+    char path[512];
+    path_in(path, sizeof path, "io-refused.safetensors");
+    write_model(path, 6, 2, 100);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+            _exit(3);
+        nx_pool_opts_t po = {.device = NX_DEVICE_CPU, .bytes = 8 * MiB};
+        nx_pool_t *pool = nx_pool_new(&po, NULL);
+        nx_loader_t *ld = pool ? nx_loader_new(pool, NULL, NULL) : NULL;
+        nx_load_stats_t st;
+        nx_model_t *m = ld ? nx_loader_load(ld, path, NULL, &st, NULL) : NULL;
+        int code = !m ? 4 : strcmp(st.io, "threads") != 0 ? 5 : nx_model_check(pool, m, NULL);
+        setenv("NX_LOADER_IO", "io_uring", 1); /* asked for by name: an error, not a fallback */
+        nx_err_t err = {0};
+        nx_loader_t *strict = pool ? nx_loader_new(pool, NULL, &err) : NULL;
+        if (code == 0 && (strict || err.code != NX_ENOTSUP || !strstr(err.msg, "io_uring")))
+            code = 6;
+        nx_loader_destroy(&strict);
+        nx_loader_unload(ld, &m, false);
+        nx_loader_destroy(&ld);
+        nx_pool_destroy(&pool);
+        _exit(code);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_pool_exhaustion(void **state)
@@ -530,6 +666,9 @@ int main(void)
         cmocka_unit_test(test_unaligned_data_section),
         cmocka_unit_test(test_tmpfs_fallback),
         cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_uncovered_bytes_are_zero),
+        cmocka_unit_test(test_io_paths_agree),
+        cmocka_unit_test(test_io_uring_refused_falls_back),
         cmocka_unit_test(test_pool_exhaustion),
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_concurrent_loads),

@@ -519,6 +519,42 @@ static void test_backend_table(void **state)
     nx_pool_destroy(&pool);
 }
 
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A CPU pool touches no memory when it is made (start-up costs what is used, not the pool):
+ * 1 GiB of pool adds less than 16 MiB of RSS; a region's pages arrive when written; the
+ * backend's zero op clears what it is given. */
+static void test_cpu_pool_is_lazy(void **state)
+{
+    uint64_t before = rss_bytes();
+    nx_pool_t *pool = cpu_pool(1024 * MIB, 0);
+    assert_true(rss_bytes() < before + 16 * MIB);
+    nx_err_t err;
+    nx_region_t *r = nx_pool_alloc(pool, 512 * MIB, "lazy", &err);
+    assert_non_null(r);
+    assert_true(rss_bytes() < before + 16 * MIB);
+    nx_dev_t *dev = nx__pool_dev(pool);
+    memset(nx_region_ptr(r), 5, 4 * MIB);
+    assert_int_equal(dev->ops->zero(dev, (char *)nx_region_ptr(r) + 4096, 8192, NULL, &err),
+                     NX_OK);
+    assert_int_equal(((uint8_t *)nx_region_ptr(r))[4095], 5);
+    assert_int_equal(((uint8_t *)nx_region_ptr(r))[4096], 0);
+    assert_int_equal(((uint8_t *)nx_region_ptr(r))[12287], 0);
+    assert_int_equal(((uint8_t *)nx_region_ptr(r))[12288], 5);
+    nx_pool_free(pool, &r);
+    nx_pool_destroy(&pool);
+}
+
 static void test_destroy_with_live_regions(void **state)
 {
     nx_pool_t *pool = cpu_pool(8 * MIB, 0);
@@ -549,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_copy_round_trip),
         cmocka_unit_test(test_backend_table),
         cmocka_unit_test(test_destroy_with_live_regions),
+        cmocka_unit_test(test_cpu_pool_is_lazy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
