@@ -286,9 +286,10 @@ asan:
 
 # The threaded code again, built with ThreadSanitizer (CPU build, -O1; part of `make test`,
 # about 1.5 min on two cores): the cmocka programs whose code runs threads (the executor, the
-# pool, the loader's reader threads, the engine's thread pool) and every Python test that
-# starts nexusd (router, store thread, executor and loader threads together), and
-# tests/test_pull.py (nexusctl pull's hashing thread beside its transfer loop). Any report fails
+# pool, the loader's reader threads, the engine's thread pool), every tests/test_daemon_*.py
+# (router, store thread, executor and loader threads together), tests/test_http.py (the HTTP
+# front's connection threads) and tests/test_pull.py (nexusctl pull's hashing thread beside
+# its transfer loop). Any report fails
 # the run (TSan also makes the program exit 66); tests/tsan.supp lists the false positives
 # (libzmq's lock-free pipes, invisible to TSan) and why.
 TSAN_BUILD ?= build-tsan
@@ -296,8 +297,7 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
-TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_ctl_client.py tests/test_pull.py \
-	tests/test_http.py
+TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_pull.py tests/test_http.py
 tsan:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
 	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
@@ -399,7 +399,7 @@ clean:
 # Every parser of outside input has a libFuzzer target (tests/fuzz_*.c, each says how to run
 # it) and a small committed seed corpus (tests/fuzz/corpus/<target>/); tests/fuzz/README.md
 # records the long runs. `make fuzz` builds them into $(BUILD)/fuzz; `make fuzz-smoke` runs
-# each for FUZZ_SMOKE_S seconds on a copy of its seeds, two at a time (part of `make test`
+# each for FUZZ_SMOKE_S seconds on a copy of its seeds, four at a time (part of `make test`
 # where clang has libFuzzer, so the harnesses never rot). The parser's own sources are compiled
 # instrumented; what they call elsewhere comes from the ordinary libraries. Undefined behaviour
 # stops a run.

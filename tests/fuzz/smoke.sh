@@ -4,15 +4,17 @@
 # The copy keeps the committed corpus from growing. A crash, leak, timeout or out-of-memory
 # fails the run and leaves the input under $BUILD/fuzz/artifacts/ to reproduce it with
 #   $BUILD/fuzz/<target> <that file>
-# FUZZ_SMOKE_JOBS targets run at once (default: the CPU count, at most 2: CI has two cores),
-# each a single process.
+# FUZZ_SMOKE_JOBS targets run at once (default: twice the CPU count, at most 4: CI has two
+# cores), each a single process. Two share a core: a smoke proves that a harness builds, reads
+# its seeds and runs, not coverage (the long runs, tests/fuzz/long_run.sh, are for that), and
+# with a dozen targets a core each would cost CI two minutes.
 # Usage: BUILD=build FUZZ_SMOKE_S=20 tests/fuzz/smoke.sh fuzz_proto fuzz_conf ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 build=${BUILD:-build}
 seconds=${FUZZ_SMOKE_S:-20}
 cpus=$(nproc 2>/dev/null || echo 1)
-jobs=${FUZZ_SMOKE_JOBS:-$(( cpus < 2 ? cpus : 2 ))}
+jobs=${FUZZ_SMOKE_JOBS:-$(( cpus < 2 ? 2 : 4 ))}
 artifacts=$build/fuzz/artifacts
 mkdir -p "$artifacts"
 work=$(mktemp -d "${TMPDIR:-/tmp}/nx-fuzz-smoke-XXXXXX")
