@@ -173,7 +173,7 @@ DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev python3 python3-numpy \
 	python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-yaml \
 	python3-prometheus-client \
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev json-schema-test-suite
 
 deps:
 	@missing=$$(for p in $(DEBS); do \

@@ -1,0 +1,578 @@
+/* gram_mask.c — vocabularies as token tries, and token masks.
+ *
+ * The trie is a flat array in depth-first order (byte, depth, token, end of subtree), so a
+ * walk is a loop over an array that skips a whole subtree with one assignment when the
+ * automaton rejects its prefix.
+ *
+ * A mask for a matcher state is the union, over its top nodes, of what each top allows. For a
+ * top inside terminal T at DFA state d, the tokens split in three, and the split depends on
+ * (T, d) only, so it is computed once per matcher by walking the trie through T's DFA alone:
+ *   - sure: the token's bytes stay inside T (the DFA is still live after them): allowed
+ *     whatever the stack below;
+ *   - crossing: the DFA dies inside the token but passed an accepting state after j >= 1
+ *     bytes: allowed iff the stack continues with the rest token[j:]. These are grouped by that
+ *     remainder and checked against the top's continuation set, a few bytes each;
+ *   - the rest: rejected.
+ * (Ending T before any byte is another member of the same set: expansion is eager.) Masks are
+ * then cached per state set, so a state seen again costs a copy.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gram_internal.h"
+#include "nx_engine.h"
+
+struct nx_gram_vocab {
+    uint32_t size;
+    char *bytes;       /* every token's bytes back to back */
+    uint32_t *off;     /* [size + 1] */
+    uint8_t *kind;     /* TOK_* by id */
+    int32_t *eos;
+    size_t n_eos;
+    uint32_t n_nodes;  /* the trie */
+    uint8_t *t_byte;
+    uint16_t *t_depth; /* 1 for the first byte of a token */
+    int32_t *t_tok;    /* the first token ending here, -1 for none */
+    uint32_t *t_end;   /* index just past the node's subtree */
+    int32_t *same_next; /* [size]: next token with the same bytes, -1 */
+    uint32_t max_len;
+};
+
+enum { TOK_NORMAL = 0, TOK_NEVER = 1, TOK_EOS = 2 };
+#define MAX_TOKEN_BYTES 4096u
+
+static int cmp_tok(const void *a, const void *b, void *ctx)
+{
+    const nx_gram_vocab_t *v = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
+    int c = memcmp(v->bytes + v->off[x], v->bytes + v->off[y], lx < ly ? lx : ly);
+    if (c)
+        return c;
+    return lx != ly ? (lx < ly ? -1 : 1) : (x < y ? -1 : x > y);
+}
+
+void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_gram_vocab_t *v = *self_p;
+    free(v->bytes);
+    free(v->off);
+    free(v->kind);
+    free(v->eos);
+    free(v->t_byte);
+    free(v->t_depth);
+    free(v->t_tok);
+    free(v->t_end);
+    free(v->same_next);
+    free(v);
+    *self_p = NULL;
+}
+
+uint32_t nx_gram_vocab_size(const nx_gram_vocab_t *self)
+{
+    return self->size;
+}
+
+size_t nx_gram_mask_words(const nx_gram_vocab_t *self)
+{
+    return ((size_t)self->size + 31) / 32;
+}
+
+static int build_trie(nx_gram_vocab_t *v)
+{
+    uint32_t *order = malloc((v->size ? v->size : 1) * sizeof *order), n = 0;
+    size_t total = 0;
+    if (!order)
+        return NX_ENOMEM;
+    for (uint32_t id = 0; id < v->size; id++)
+        if (v->kind[id] == TOK_NORMAL) {
+            order[n++] = id;
+            total += v->off[id + 1] - v->off[id];
+        }
+    qsort_r(order, n, sizeof *order, cmp_tok, v);
+    v->t_byte = malloc(total + 1);
+    v->t_depth = malloc((total + 1) * sizeof *v->t_depth);
+    v->t_tok = malloc((total + 1) * sizeof *v->t_tok);
+    v->t_end = malloc((total + 1) * sizeof *v->t_end);
+    uint32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path); /* node at each depth */
+    if (!v->t_byte || !v->t_depth || !v->t_tok || !v->t_end || !path) {
+        free(order);
+        free(path);
+        return NX_ENOMEM;
+    }
+    uint32_t depth = 0, prev = UINT32_MAX, nodes = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t id = order[k], len = v->off[id + 1] - v->off[id];
+        const char *s = v->bytes + v->off[id];
+        uint32_t lcp = 0;
+        if (prev != UINT32_MAX) {
+            uint32_t plen = v->off[prev + 1] - v->off[prev];
+            const char *ps = v->bytes + v->off[prev];
+            while (lcp < len && lcp < plen && ps[lcp] == s[lcp])
+                lcp++;
+        }
+        while (depth > lcp) /* close the nodes the new token does not share */
+            v->t_end[path[--depth]] = nodes;
+        if (lcp == len && prev != UINT32_MAX) { /* same bytes as the previous token */
+            uint32_t last = path[len - 1];
+            int32_t *p = &v->t_tok[last];
+            while (*p >= 0)
+                p = &v->same_next[*p];
+            *p = (int32_t)id;
+        }
+        for (uint32_t d = lcp; d < len; d++) {
+            v->t_byte[nodes] = (uint8_t)s[d];
+            v->t_depth[nodes] = (uint16_t)(d + 1);
+            v->t_tok[nodes] = d + 1 == len ? (int32_t)id : -1;
+            path[depth++] = nodes++;
+        }
+        prev = id;
+    }
+    while (depth > 0)
+        v->t_end[path[--depth]] = nodes;
+    v->n_nodes = nodes;
+    free(order);
+    free(path);
+    return NX_OK;
+}
+
+nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *lens,
+                                   const bool *special, uint32_t vocab_size,
+                                   const int32_t *eos_ids, size_t eos_count, nx_err_t *err)
+{
+    nx_gram_vocab_t *v = calloc(1, sizeof *v);
+    if (!v)
+        goto oom;
+    v->size = vocab_size;
+    v->off = malloc(((size_t)vocab_size + 1) * sizeof *v->off);
+    v->kind = calloc(vocab_size ? vocab_size : 1, 1);
+    v->same_next = malloc((vocab_size ? vocab_size : 1) * sizeof *v->same_next);
+    v->eos = malloc((eos_count ? eos_count : 1) * sizeof *v->eos);
+    if (!v->off || !v->kind || !v->same_next || !v->eos)
+        goto oom;
+    size_t total = 0;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        bool never = !bytes[id] || lens[id] == 0 || lens[id] > MAX_TOKEN_BYTES ||
+                     (special && special[id]);
+        v->kind[id] = never ? TOK_NEVER : TOK_NORMAL;
+        total += never ? 0 : lens[id];
+        v->same_next[id] = -1;
+    }
+    v->bytes = malloc(total + 1);
+    if (!v->bytes)
+        goto oom;
+    size_t pos = 0;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        v->off[id] = (uint32_t)pos;
+        if (v->kind[id] == TOK_NORMAL) {
+            memcpy(v->bytes + pos, bytes[id], lens[id]);
+            pos += lens[id];
+            if (lens[id] > v->max_len)
+                v->max_len = lens[id];
+        }
+    }
+    v->off[vocab_size] = (uint32_t)pos;
+    for (size_t i = 0; i < eos_count; i++) {
+        if (eos_ids[i] < 0 || (uint32_t)eos_ids[i] >= vocab_size) {
+            nx_err_set(err, NX_EINVAL, "end id %d outside the vocabulary of %u", eos_ids[i],
+                       vocab_size);
+            nx_gram_vocab_destroy(&v);
+            return NULL;
+        }
+        v->kind[eos_ids[i]] = TOK_EOS;
+        v->eos[v->n_eos++] = eos_ids[i];
+    }
+    if (build_trie(v) != NX_OK)
+        goto oom;
+    return v;
+oom:
+    nx_err_set(err, NX_ENOMEM, "out of memory building a token trie");
+    nx_gram_vocab_destroy(&v);
+    return NULL;
+}
+
+nx_gram_vocab_t *nx_gram_vocab_from_tokenizer(const nx_tokenizer_t *tok, const int32_t *eos_ids,
+                                              size_t eos_count, nx_err_t *err)
+{
+    uint32_t n = nx_tokenizer_vocab_size(tok);
+    const char **bytes = calloc(n ? n : 1, sizeof *bytes);
+    uint32_t *lens = calloc(n ? n : 1, sizeof *lens);
+    bool *special = calloc(n ? n : 1, sizeof *special);
+    nx_gram_vocab_t *v = NULL;
+    if (!bytes || !lens || !special) {
+        nx_err_set(err, NX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t id = 0; id < n; id++) {
+        size_t len = 0;
+        bytes[id] = nx_tokenizer_token_bytes(tok, (int32_t)id, &len);
+        lens[id] = (uint32_t)len;
+        special[id] = nx_tokenizer_is_special(tok, (int32_t)id);
+    }
+    v = nx_gram_vocab_new(bytes, lens, special, n, eos_ids, eos_count, err);
+out:
+    free(bytes);
+    free(lens);
+    free(special);
+    return v;
+}
+
+/* --- per (terminal, state) token classes ------------------------------------------------------- */
+
+typedef struct tclass {
+    uint32_t term, dstate;
+    uint32_t *sure_bits;  /* dense, or NULL */
+    uint32_t *sure_ids;   /* sparse otherwise */
+    uint32_t n_sure;
+    uint32_t n_groups;
+    uint32_t *grp_tok;    /* [n_groups + 1]: tokens of group g are toks[grp_tok[g]..] */
+    uint32_t *grp_rem;    /* [n_groups]: token whose bytes [grp_at[g]..] are the remainder */
+    uint32_t *grp_at;
+    uint32_t *toks;
+    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
+} tclass_t;
+
+#define MASK_SLOTS 64u
+
+struct nx__mask_cache {
+    tclass_t **tc;        /* hash of (term, dstate) */
+    size_t n_tc, used_tc;
+    uint32_t *mask_set;   /* [MASK_SLOTS]: the set each cached mask is for, NX__DEAD = free */
+    uint32_t *masks;      /* [MASK_SLOTS * words] */
+    uint32_t next_slot, stamp;
+    uint32_t *walk_state; /* [max_len + 1] */
+    uint8_t *walk_acc;
+    uint32_t *pairs;      /* crossing (token, offset) pairs being collected */
+    size_t n_pairs, cap_pairs;
+    uint32_t *ids;
+    size_t n_ids, cap_ids;
+};
+
+static void tclass_free(tclass_t *c)
+{
+    if (!c)
+        return;
+    free(c->sure_bits);
+    free(c->sure_ids);
+    free(c->grp_tok);
+    free(c->grp_rem);
+    free(c->grp_at);
+    free(c->toks);
+    free(c);
+}
+
+void nx__mask_cache_free(nx__mask_cache_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_tc; i++)
+        tclass_free(c->tc[i]);
+    free(c->tc);
+    free(c->mask_set);
+    free(c->masks);
+    free(c->walk_state);
+    free(c->walk_acc);
+    free(c->pairs);
+    free(c->ids);
+    free(c);
+}
+
+static bool grow(uint32_t **v, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? 2 * *cap : 1024;
+    while (n < need)
+        n *= 2;
+    uint32_t *p = realloc(*v, n * sizeof *p);
+    if (!p)
+        return false;
+    *v = p;
+    *cap = n;
+    return true;
+}
+
+/* Order crossing pairs by their remainder bytes, so equal remainders are adjacent and
+ * neighbours share prefixes. */
+static int cmp_pair(const void *a, const void *b, void *ctx)
+{
+    const nx_gram_vocab_t *v = ctx;
+    const uint32_t *x = a, *y = b;
+    const char *sx = v->bytes + v->off[x[0]] + x[1], *sy = v->bytes + v->off[y[0]] + y[1];
+    uint32_t lx = v->off[x[0] + 1] - v->off[x[0]] - x[1];
+    uint32_t ly = v->off[y[0] + 1] - v->off[y[0]] - y[1];
+    int c = memcmp(sx, sy, lx < ly ? lx : ly);
+    return c ? c : lx != ly ? (lx < ly ? -1 : 1) : (x[0] < y[0] ? -1 : x[0] > y[0]);
+}
+
+static bool add_tok(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok)
+{
+    for (; tok >= 0; tok = v->same_next[tok]) {
+        if (!grow(&c->ids, &c->cap_ids, c->n_ids + 1))
+            return false;
+        c->ids[c->n_ids++] = (uint32_t)tok;
+    }
+    return true;
+}
+
+static bool add_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok, uint32_t depth)
+{
+    for (; tok >= 0; tok = v->same_next[tok])
+        for (uint32_t j = 1; j < depth; j++) {
+            if (!c->walk_acc[j])
+                continue;
+            if (!grow(&c->pairs, &c->cap_pairs, c->n_pairs + 2))
+                return false;
+            c->pairs[c->n_pairs++] = (uint32_t)tok;
+            c->pairs[c->n_pairs++] = j;
+        }
+    return true;
+}
+
+/* Walk the trie through terminal t from state d (the hot loop of a cold mask). */
+static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, const nx__term_t *t,
+                              uint32_t term, uint32_t d)
+{
+    tclass_t *tc = calloc(1, sizeof *tc);
+    if (!tc)
+        return NULL;
+    tc->term = term;
+    tc->dstate = d;
+    c->n_ids = c->n_pairs = 0;
+    uint32_t *st = c->walk_state;
+    uint8_t *acc = c->walk_acc;
+    uint32_t *accn = st + v->max_len + 1; /* accepting states on the path so far */
+    st[0] = d;
+    acc[0] = 0;
+    accn[0] = 0;
+    bool ok = true;
+    for (uint32_t i = 0; i < v->n_nodes && ok;) {
+        uint32_t dep = v->t_depth[i];
+        uint32_t s = nx__term_step(t, st[dep - 1], v->t_byte[i]);
+        if (s == NX__DEAD) {
+            if (accn[dep - 1]) /* every token below crosses the terminal's end */
+                for (uint32_t k = i; k < v->t_end[i] && ok; k++)
+                    if (v->t_tok[k] >= 0)
+                        ok = add_pairs(c, v, v->t_tok[k], dep);
+            i = v->t_end[i];
+            continue;
+        }
+        st[dep] = s;
+        acc[dep] = nx__term_accepting(t, s);
+        accn[dep] = accn[dep - 1] + acc[dep];
+        if (v->t_tok[i] >= 0)
+            ok = add_tok(c, v, v->t_tok[i]);
+        i++;
+    }
+    if (!ok)
+        goto oom;
+    tc->n_sure = (uint32_t)c->n_ids;
+    if (c->n_ids > v->size / 64) {
+        tc->sure_bits = calloc(nx_gram_mask_words(v), sizeof *tc->sure_bits);
+        if (!tc->sure_bits)
+            goto oom;
+        for (size_t k = 0; k < c->n_ids; k++)
+            tc->sure_bits[c->ids[k] >> 5] |= 1u << (c->ids[k] & 31);
+    } else if (c->n_ids) {
+        tc->sure_ids = malloc(c->n_ids * sizeof *tc->sure_ids);
+        if (!tc->sure_ids)
+            goto oom;
+        memcpy(tc->sure_ids, c->ids, c->n_ids * sizeof *tc->sure_ids);
+    }
+    size_t np = c->n_pairs / 2;
+    if (np) {
+        qsort_r(c->pairs, np, 2 * sizeof *c->pairs, cmp_pair, (void *)v);
+        tc->toks = malloc(np * sizeof *tc->toks);
+        tc->grp_tok = malloc((np + 1) * sizeof *tc->grp_tok);
+        tc->grp_rem = malloc(np * sizeof *tc->grp_rem);
+        tc->grp_at = malloc(np * sizeof *tc->grp_at);
+        if (!tc->toks || !tc->grp_tok || !tc->grp_rem || !tc->grp_at)
+            goto oom;
+        uint32_t g = 0;
+        for (size_t k = 0; k < np; k++) {
+            const uint32_t *p = c->pairs + 2 * k;
+            bool same = false;
+            if (k) {
+                const uint32_t *q = p - 2;
+                uint32_t lp = v->off[p[0] + 1] - v->off[p[0]] - p[1];
+                uint32_t lq = v->off[q[0] + 1] - v->off[q[0]] - q[1];
+                same = lp == lq && !memcmp(v->bytes + v->off[p[0]] + p[1],
+                                           v->bytes + v->off[q[0]] + q[1], lp);
+            }
+            if (!same) {
+                tc->grp_tok[g] = (uint32_t)k;
+                tc->grp_rem[g] = p[0];
+                tc->grp_at[g] = p[1];
+                g++;
+            }
+            tc->toks[k] = p[0];
+        }
+        tc->grp_tok[g] = (uint32_t)np;
+        tc->n_groups = g;
+    }
+    return tc;
+oom:
+    tclass_free(tc);
+    return NULL;
+}
+
+static uint64_t tc_hash(uint32_t term, uint32_t d)
+{
+    uint64_t h = ((uint64_t)term << 32 | d) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
+{
+    nx__mask_cache_t *c = m->cache;
+    if (2 * (c->used_tc + 1) > c->n_tc) {
+        size_t n = c->n_tc ? 2 * c->n_tc : 256;
+        tclass_t **tc = calloc(n, sizeof *tc);
+        if (!tc)
+            return NULL;
+        for (size_t i = 0; i < c->n_tc; i++) {
+            if (!c->tc[i])
+                continue;
+            size_t h = tc_hash(c->tc[i]->term, c->tc[i]->dstate) & (n - 1);
+            while (tc[h])
+                h = (h + 1) & (n - 1);
+            tc[h] = c->tc[i];
+        }
+        free(c->tc);
+        c->tc = tc;
+        c->n_tc = n;
+    }
+    size_t mask = c->n_tc - 1, h = tc_hash(term, d) & mask;
+    for (; c->tc[h]; h = (h + 1) & mask)
+        if (c->tc[h]->term == term && c->tc[h]->dstate == d)
+            return c->tc[h];
+    tclass_t *tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
+    if (tc) {
+        c->tc[h] = tc;
+        c->used_tc++;
+    }
+    return tc;
+}
+
+static nx__mask_cache_t *cache_new(const nx_gram_vocab_t *v)
+{
+    nx__mask_cache_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->mask_set = malloc(MASK_SLOTS * sizeof *c->mask_set);
+    c->masks = malloc(MASK_SLOTS * nx_gram_mask_words(v) * sizeof *c->masks);
+    c->walk_state = malloc(2 * ((size_t)v->max_len + 2) * sizeof *c->walk_state);
+    c->walk_acc = malloc((size_t)v->max_len + 2);
+    if (!c->mask_set || !c->masks || !c->walk_state || !c->walk_acc) {
+        nx__mask_cache_free(c);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < MASK_SLOTS; i++)
+        c->mask_set[i] = NX__DEAD;
+    return c;
+}
+
+/* The tokens of crossing groups whose remainder the continuation set accepts. Groups are
+ * sorted by remainder, so the states along the previous remainder are reused for the shared
+ * prefix. */
+static void or_groups(nx_gram_matcher_t *m, const tclass_t *tc, uint32_t cont, uint32_t *mask)
+{
+    const nx_gram_vocab_t *v = m->v;
+    uint32_t *st = m->cache->walk_state; /* st[k]: state after k remainder bytes */
+    const char *prev = NULL;
+    uint32_t prev_len = 0;
+    st[0] = cont;
+    for (uint32_t g = 0; g < tc->n_groups; g++) {
+        uint32_t tok = tc->grp_rem[g], at = tc->grp_at[g];
+        const char *rem = v->bytes + v->off[tok] + at;
+        uint32_t len = v->off[tok + 1] - v->off[tok] - at, k = 0;
+        while (prev && k < len && k < prev_len && rem[k] == prev[k])
+            k++;
+        for (; k < len; k++)
+            st[k + 1] = st[k] == NX__DEAD ? NX__DEAD : nx__set_advance(m, st[k], (uint8_t)rem[k]);
+        prev = rem;
+        prev_len = len;
+        if (st[len] == NX__DEAD)
+            continue;
+        for (uint32_t i = tc->grp_tok[g]; i < tc->grp_tok[g + 1]; i++)
+            mask[tc->toks[i] >> 5] |= 1u << (tc->toks[i] & 31);
+    }
+}
+
+int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
+{
+    const nx_gram_vocab_t *v = self->v;
+    if (!v)
+        return nx_err_set(err, NX_ESTATE, "grammar matcher has no vocabulary");
+    size_t words = nx_gram_mask_words(v);
+    memset(mask, 0, words * sizeof *mask);
+    if (self->ended || self->cur == NX__DEAD)
+        return NX_OK;
+    if (!self->cache && !(self->cache = cache_new(v)))
+        return nx_err_set(err, NX_ENOMEM, "out of memory for the mask cache");
+    nx__mask_cache_t *c = self->cache;
+    uint32_t set = self->cur;
+    for (uint32_t i = 0; i < MASK_SLOTS; i++)
+        if (c->mask_set[i] == set) {
+            memcpy(mask, c->masks + i * words, words * sizeof *mask);
+            return NX_OK;
+        }
+    uint32_t stamp = ++c->stamp, n;
+    nx__set_members(self, set, &n);
+    bool accepting = false;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t top = self->members[self->set_off[set] + k]; /* members may move below */
+        if (top == NX__ACCEPT_NODE) {
+            accepting = true;
+            continue;
+        }
+        nx__node_t node = self->nodes[top];
+        tclass_t *tc = tclass_get(self, self->g->items[node.pos], node.dstate);
+        if (!tc)
+            return nx_err_set(err, NX_ENOMEM, "out of memory computing a token mask");
+        if (tc->stamp != stamp) {
+            tc->stamp = stamp;
+            if (tc->sure_bits)
+                for (size_t w = 0; w < words; w++)
+                    mask[w] |= tc->sure_bits[w];
+            else
+                for (uint32_t i = 0; i < tc->n_sure; i++)
+                    mask[tc->sure_ids[i] >> 5] |= 1u << (tc->sure_ids[i] & 31);
+        }
+        if (tc->n_groups) {
+            uint32_t cont = nx__top_cont(self, top);
+            if (cont != NX__DEAD)
+                or_groups(self, tc, cont, mask);
+        }
+    }
+    if (self->overflow)
+        return nx_err_set(err, NX_ENOMEM, "grammar matcher over its state caps");
+    if (accepting)
+        for (size_t i = 0; i < v->n_eos; i++)
+            mask[v->eos[i] >> 5] |= 1u << (v->eos[i] & 31);
+    uint32_t slot = c->next_slot++ % MASK_SLOTS;
+    c->mask_set[slot] = set;
+    memcpy(c->masks + slot * words, mask, words * sizeof *mask);
+    return NX_OK;
+}
+
+int nx_gram_matcher_accept_token(nx_gram_matcher_t *self, int32_t token, nx_err_t *err)
+{
+    const nx_gram_vocab_t *v = self->v;
+    if (!v)
+        return nx_err_set(err, NX_ESTATE, "grammar matcher has no vocabulary");
+    if (token < 0 || (uint32_t)token >= v->size || self->ended)
+        return NX_EINVAL;
+    if (v->kind[token] == TOK_EOS) {
+        if (!nx_gram_matcher_accepting(self))
+            return NX_EINVAL;
+        self->ended = true;
+        return NX_OK;
+    }
+    if (v->kind[token] == TOK_NEVER)
+        return NX_EINVAL;
+    return nx_gram_matcher_advance(self, v->bytes + v->off[token],
+                                   v->off[token + 1] - v->off[token], err);
+}
