@@ -282,8 +282,16 @@ static nx__rx_t *parse_class(parser_t *p)
         uint32_t lo;
         int k;
         if (p->s[p->pos] == '\\') {
+            /* a class escape (\d, \S, ...) is built apart, then joined: its negation must
+             * not swallow what the class already holds */
+            cls_t esc = {0};
             p->pos++;
-            if ((k = parse_escape(p, &c, &lo, true)) < 0) {
+            k = parse_escape(p, &esc, &lo, true);
+            for (uint32_t i = 0; k == 1 && i < esc.n; i++)
+                cls_add(&c, esc.r[2 * i], esc.r[2 * i + 1]);
+            c.oom |= esc.oom;
+            free(esc.r);
+            if (k < 0) {
                 free(c.r);
                 return NULL;
             }

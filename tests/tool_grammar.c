@@ -63,7 +63,7 @@ int main(void)
     ssize_t len;
     while ((len = getline(&line, &cap, stdin)) > 0) {
         json_error_t jerr;
-        json_t *req = json_loadb(line, (size_t)len, JSON_DECODE_ANY, &jerr);
+        json_t *req = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         json_t *reply = req ? run(req)
                             : json_pack("{sbssss}", "ok", 0, "code", "EINVAL", "error", jerr.text);
         char *out = json_dumps(reply, JSON_COMPACT);
