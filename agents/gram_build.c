@@ -91,7 +91,8 @@ int nx__gb_alt(nx__gb_t *b, uint32_t rule, const uint32_t *items, size_t n)
         b->items = it;
         b->cap_items = cap;
     }
-    memcpy(b->items + b->n_items, items, n * sizeof *items);
+    if (n) /* items may be NULL for an empty alternative */
+        memcpy(b->items + b->n_items, items, n * sizeof *items);
     b->alts[b->n_alts++] = (alt_t){.rule = rule, .off = (uint32_t)b->n_items, .n = (uint32_t)n};
     b->n_items += n;
     return NX_OK;
@@ -385,7 +386,8 @@ nx_gram_t *nx__gb_finish(nx__gb_t *b, uint32_t root, const char *const *names, s
     for (size_t k = 0; k < b->n_alts; k++) {
         const alt_t *a = &b->alts[order[k]];
         g->alt_start[k] = pos;
-        memcpy(g->items + pos, b->items + a->off, a->n * sizeof *g->items);
+        if (a->n) /* b->items is NULL while every alternative is empty */
+            memcpy(g->items + pos, b->items + a->off, a->n * sizeof *g->items);
         pos += a->n;
         g->items[pos++] = NX__END;
     }

@@ -96,7 +96,7 @@ static bool at_definition(const gp_t *p, size_t pos)
 static uint32_t rule_named(gp_t *p, const char *name, size_t n, size_t at)
 {
     uint32_t count = nx__gb_rule_count(p->b);
-    for (uint32_t r = 0; r < count; r++)
+    for (uint32_t r = 0; name && r < count && r < p->cap_names; r++)
         if (p->names[r] && strlen(p->names[r]) == n && !memcmp(p->names[r], name, n))
             return r;
     uint32_t r = nx__gb_rule(p->b);

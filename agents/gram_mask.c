@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "gram_internal.h"
-#include "nx_engine.h"
 
 struct nx_gram_vocab {
     uint32_t size;
@@ -193,32 +192,6 @@ oom:
     return NULL;
 }
 
-nx_gram_vocab_t *nx_gram_vocab_from_tokenizer(const nx_tokenizer_t *tok, const int32_t *eos_ids,
-                                              size_t eos_count, nx_err_t *err)
-{
-    uint32_t n = nx_tokenizer_vocab_size(tok);
-    const char **bytes = calloc(n ? n : 1, sizeof *bytes);
-    uint32_t *lens = calloc(n ? n : 1, sizeof *lens);
-    bool *special = calloc(n ? n : 1, sizeof *special);
-    nx_gram_vocab_t *v = NULL;
-    if (!bytes || !lens || !special) {
-        nx_err_set(err, NX_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (uint32_t id = 0; id < n; id++) {
-        size_t len = 0;
-        bytes[id] = nx_tokenizer_token_bytes(tok, (int32_t)id, &len);
-        lens[id] = (uint32_t)len;
-        special[id] = nx_tokenizer_is_special(tok, (int32_t)id);
-    }
-    v = nx_gram_vocab_new(bytes, lens, special, n, eos_ids, eos_count, err);
-out:
-    free(bytes);
-    free(lens);
-    free(special);
-    return v;
-}
-
 /* --- per (terminal, state) token classes ------------------------------------------------------- */
 
 typedef struct tclass {
@@ -362,8 +335,14 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
         st[dep] = s;
         acc[dep] = nx__term_accepting(t, s);
         accn[dep] = accn[dep - 1] + acc[dep];
-        if (v->t_tok[i] >= 0)
-            ok = add_tok(c, v, v->t_tok[i]);
+        if (v->t_tok[i] >= 0) {
+            /* ending in a state with no way on, the terminal must end here, so the token
+             * is only as good as what follows: a crossing with nothing left to match */
+            if (nx__term_more(t, s))
+                ok = add_tok(c, v, v->t_tok[i]);
+            else
+                ok = add_pairs(c, v, v->t_tok[i], dep + 1);
+        }
         i++;
     }
     if (!ok)

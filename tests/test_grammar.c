@@ -260,6 +260,37 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
     nx_tokenizer_destroy(&tok);
 }
 
+/* A token that completes a terminal which must end there is only allowed if something can
+ * follow: here the key "b" has the schema false, so after {"b the token ": is refused. Found by
+ * fuzz_json_schema (the mask allowed it). */
+static void test_mask_token_ending_a_terminal_needs_a_continuation(void **state)
+{
+    static const char *const toks[] = {"{\"", "b", "\":", "\"b\":", "}", "1", "c", "<end>"};
+    const char *bytes[8];
+    uint32_t lens[8];
+    bool special[8] = {[7] = true};
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = toks[i];
+        lens[i] = (uint32_t)strlen(toks[i]);
+    }
+    int32_t eos = 7;
+    nx_err_t err = {0};
+    nx_gram_vocab_t *v = nx_gram_vocab_new(bytes, lens, special, 8, &eos, 1, &err);
+    nx_gram_t *g = schema("{\"type\":\"object\",\"properties\":{\"b\":false}}", &err);
+    assert_non_null(v);
+    assert_non_null(g);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
+    uint32_t mask[1];
+    assert_int_equal(nx_gram_matcher_accept_token(m, 0, NULL), NX_OK); /* {" */
+    assert_int_equal(nx_gram_matcher_accept_token(m, 1, NULL), NX_OK); /* b */
+    assert_int_equal(nx_gram_matcher_mask(m, mask, &err), NX_OK);
+    /* "bc", "b}", "b{"... are additional keys; "b" itself cannot end the key */
+    assert_int_equal(mask[0], 1u << 0 | 1u << 1 | 1u << 4 | 1u << 5 | 1u << 6);
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_gbnf_parse_and_errors),
         cmocka_unit_test(test_state_copy),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
+        cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
