@@ -359,6 +359,16 @@ bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
 
+# The grammar engine (bench/grammar.c): compile and mask times on the real Qwen3 and Llama 3
+# vocabularies (tests/fixtures/tokenizer, unpacked into $(BUILD)/bench/tok).
+.PHONY: bench-grammar
+bench-grammar: $(BUILD)/bench/grammar
+	@for t in qwen3 llama3; do mkdir -p $(BUILD)/bench/tok/$$t && \
+	  gzip -dc tests/fixtures/tokenizer/$$t/tokenizer.json.gz > $(BUILD)/bench/tok/$$t/tokenizer.json && \
+	  cp tests/fixtures/tokenizer/$$t/tokenizer_config.json $(BUILD)/bench/tok/$$t/; done
+	$(BUILD)/bench/grammar $(BUILD)/bench/tok/qwen3
+	$(BUILD)/bench/grammar $(BUILD)/bench/tok/llama3
+
 # `nexusctl pull` beside curl on one ~1.2 GB model served by tests/hub_server.py on loopback
 # (bench/pull.py: the model is made once in $(BENCH_DIR)/pull; cold target, hot source).
 .PHONY: bench-pull
