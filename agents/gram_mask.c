@@ -17,9 +17,19 @@
  * then cached per state set, so a state seen again costs a copy.
  */
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gram_internal.h"
+
+/* A token trie in depth-first order. */
+typedef struct trie {
+    uint32_t n_nodes;
+    uint8_t *t_byte;
+    uint16_t *t_depth; /* 1 for the first byte of a token */
+    int32_t *t_tok;    /* the first token ending here, -1 for none */
+    uint32_t *t_end;   /* index just past the node's subtree */
+} trie_t;
 
 struct nx_gram_vocab {
     uint32_t size;
@@ -28,11 +38,9 @@ struct nx_gram_vocab {
     uint8_t *kind;     /* TOK_* by id */
     int32_t *eos;
     size_t n_eos;
-    uint32_t n_nodes;  /* the trie */
-    uint8_t *t_byte;
-    uint16_t *t_depth; /* 1 for the first byte of a token */
-    int32_t *t_tok;    /* the first token ending here, -1 for none */
-    uint32_t *t_end;   /* index just past the node's subtree */
+    trie_t all;        /* every normal token */
+    trie_t rest;       /* the tokens outside `plain` */
+    uint32_t *plain;   /* [mask words]: text tokens a JSON string holds raw (see below) */
     int32_t *same_next; /* [size]: next token with the same bytes, -1 */
     uint32_t max_len;
 };
@@ -60,10 +68,14 @@ void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
     free(v->off);
     free(v->kind);
     free(v->eos);
-    free(v->t_byte);
-    free(v->t_depth);
-    free(v->t_tok);
-    free(v->t_end);
+    trie_t *tries[2] = {&v->all, &v->rest};
+    for (int i = 0; i < 2; i++) {
+        free(tries[i]->t_byte);
+        free(tries[i]->t_depth);
+        free(tries[i]->t_tok);
+        free(tries[i]->t_end);
+    }
+    free(v->plain);
     free(v->same_next);
     free(v);
     *self_p = NULL;
@@ -79,24 +91,26 @@ size_t nx_gram_mask_words(const nx_gram_vocab_t *self)
     return ((size_t)self->size + 31) / 32;
 }
 
-static int build_trie(nx_gram_vocab_t *v)
+/* The trie of the normal tokens, or (skip: a token bitmask) of those not in skip; the
+ * same-bytes chains are built with the first trie only. */
+static int build_trie(nx_gram_vocab_t *v, trie_t *tr, const uint32_t *skip)
 {
     uint32_t *order = malloc((v->size ? v->size : 1) * sizeof *order), n = 0;
     size_t total = 0;
     if (!order)
         return NX_ENOMEM;
     for (uint32_t id = 0; id < v->size; id++)
-        if (v->kind[id] == TOK_NORMAL) {
+        if (v->kind[id] == TOK_NORMAL && !(skip && (skip[id >> 5] >> (id & 31) & 1))) {
             order[n++] = id;
             total += v->off[id + 1] - v->off[id];
         }
     qsort_r(order, n, sizeof *order, cmp_tok, v);
-    v->t_byte = malloc(total + 1);
-    v->t_depth = malloc((total + 1) * sizeof *v->t_depth);
-    v->t_tok = malloc((total + 1) * sizeof *v->t_tok);
-    v->t_end = malloc((total + 1) * sizeof *v->t_end);
+    tr->t_byte = malloc(total + 1);
+    tr->t_depth = malloc((total + 1) * sizeof *tr->t_depth);
+    tr->t_tok = malloc((total + 1) * sizeof *tr->t_tok);
+    tr->t_end = malloc((total + 1) * sizeof *tr->t_end);
     uint32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path); /* node at each depth */
-    if (!v->t_byte || !v->t_depth || !v->t_tok || !v->t_end || !path) {
+    if (!tr->t_byte || !tr->t_depth || !tr->t_tok || !tr->t_end || !path) {
         free(order);
         free(path);
         return NX_ENOMEM;
@@ -113,28 +127,64 @@ static int build_trie(nx_gram_vocab_t *v)
                 lcp++;
         }
         while (depth > lcp) /* close the nodes the new token does not share */
-            v->t_end[path[--depth]] = nodes;
+            tr->t_end[path[--depth]] = nodes;
         if (lcp == len && prev != UINT32_MAX) { /* same bytes as the previous token */
+            if (skip) { /* chained already */
+                prev = id;
+                continue;
+            }
             uint32_t last = path[len - 1];
-            int32_t *p = &v->t_tok[last];
+            int32_t *p = &tr->t_tok[last];
             while (*p >= 0)
                 p = &v->same_next[*p];
             *p = (int32_t)id;
         }
         for (uint32_t d = lcp; d < len; d++) {
-            v->t_byte[nodes] = (uint8_t)s[d];
-            v->t_depth[nodes] = (uint16_t)(d + 1);
-            v->t_tok[nodes] = d + 1 == len ? (int32_t)id : -1;
+            tr->t_byte[nodes] = (uint8_t)s[d];
+            tr->t_depth[nodes] = (uint16_t)(d + 1);
+            tr->t_tok[nodes] = d + 1 == len ? (int32_t)id : -1;
             path[depth++] = nodes++;
         }
         prev = id;
     }
     while (depth > 0)
-        v->t_end[path[--depth]] = nodes;
-    v->n_nodes = nodes;
+        tr->t_end[path[--depth]] = nodes;
+    tr->n_nodes = nodes;
     free(order);
     free(path);
     return NX_OK;
+}
+
+/* Plain text: whole UTF-8 characters, none of them a control, '"' or '\\' — the bytes a
+ * JSON string's body holds raw. A DFA state that every such character leads back to (the
+ * inside of a free string) allows all of them at once: the "slice" of llguidance. */
+static bool plain_text(const char *s, uint32_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (uint32_t i = 0; i < len;) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == '"' || c == '\\')
+                return false;
+            i++;
+            continue;
+        }
+        uint32_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (!n || i + n > len)
+            return false;
+        uint32_t cp = c & (0xFF >> (n + 1));
+        for (uint32_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i + k] & 0x3F);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n;
+    }
+    return true;
 }
 
 nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *lens,
@@ -183,7 +233,14 @@ nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *len
         v->kind[eos_ids[i]] = TOK_EOS;
         v->eos[v->n_eos++] = eos_ids[i];
     }
-    if (build_trie(v) != NX_OK)
+    v->plain = calloc(nx_gram_mask_words(v), sizeof *v->plain);
+    if (!v->plain || build_trie(v, &v->all, NULL) != NX_OK)
+        goto oom;
+    for (uint32_t id = 0; id < vocab_size; id++)
+        if (v->kind[id] == TOK_NORMAL && plain_text(v->bytes + v->off[id],
+                                                   v->off[id + 1] - v->off[id]))
+            v->plain[id >> 5] |= 1u << (id & 31);
+    if (build_trie(v, &v->rest, v->plain) != NX_OK)
         goto oom;
     return v;
 oom:
@@ -304,7 +361,79 @@ static bool add_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok
     return true;
 }
 
-/* Walk the trie through terminal t from state d (the hot loop of a cold mask). */
+/* Does every plain-text token (see plain_text) keep terminal t alive from d, ending in a
+ * state that can go on? Then those tokens are sure from d all at once. Checked on R, the
+ * states plain characters reach from d (a breadth-first search over the UTF-8 shapes, with
+ * sets of states so a DFA's byte classes need not line up with them): every step must live
+ * and every state of R must have a way on. R is {d} inside a free string; it is the states of
+ * "which listed key is this a prefix of" for an additional-properties key. */
+#define SLICE_MAX_STATES 256
+static bool slice_ok(const nx__term_t *t, uint32_t d)
+{
+    static const uint8_t shapes[][4][2] = {
+        {{0xC2, 0xDF}, {0x80, 0xBF}}, {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}}, {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}}};
+    if (t->kind != NX__T_DFA)
+        return false;
+    uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    r[0] = d;
+    for (uint32_t q = 0; q < n_r; q++) {
+        uint32_t x = r[q];
+        if (!nx__term_more(t, x))
+            return false;
+        /* ASCII characters, then each multi-byte shape as sets of states */
+        for (unsigned b = 0x20; b < 0x80 + sizeof shapes / sizeof shapes[0]; b++) {
+            uint32_t cur[64], next[64], n = 1, m = 0;
+            cur[0] = x;
+            if (b < 0x80) {
+                if (b == '"' || b == '\\')
+                    continue;
+                next[m++] = nx__term_step(t, x, (uint8_t)b);
+            } else {
+                const uint8_t(*sh)[2] = shapes[b - 0x80];
+                for (int pos = 0; pos < 4 && sh[pos][0]; pos++) {
+                    m = 0;
+                    for (uint32_t i = 0; i < n; i++)
+                        for (unsigned c = sh[pos][0]; c <= sh[pos][1]; c++) {
+                            uint32_t y = nx__term_step(t, cur[i], (uint8_t)c), j = 0;
+                            if (y == NX__DEAD)
+                                return false;
+                            while (j < m && next[j] != y)
+                                j++;
+                            if (j == m) {
+                                if (m == 64)
+                                    return false; /* too tangled to tell: walk it all */
+                                next[m++] = y;
+                            }
+                        }
+                    memcpy(cur, next, m * sizeof *cur);
+                    n = m;
+                }
+            }
+            for (uint32_t i = 0; i < m; i++) {
+                uint32_t y = next[i], j = 0;
+                if (y == NX__DEAD)
+                    return false;
+                while (j < n_r && r[j] != y)
+                    j++;
+                if (j == n_r) {
+                    if (n_r == SLICE_MAX_STATES)
+                        return false;
+                    r[n_r++] = y;
+                }
+            }
+        }
+    }
+    return true;
+}
+
+/* Walk the trie through terminal t from state d (the hot loop of a cold mask). Where every
+ * plain-text token loops back to d, those are taken whole from the vocabulary's `plain` mask
+ * and only the other tokens' trie is walked. */
 static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, const nx__term_t *t,
                               uint32_t term, uint32_t d)
 {
@@ -317,41 +446,45 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
     uint32_t *st = c->walk_state;
     uint8_t *acc = c->walk_acc;
     uint32_t *accn = st + v->max_len + 1; /* accepting states on the path so far */
+    bool slice = slice_ok(t, d);
+    const trie_t *tr = slice ? &v->rest : &v->all;
     st[0] = d;
     acc[0] = 0;
     accn[0] = 0;
     bool ok = true;
-    for (uint32_t i = 0; i < v->n_nodes && ok;) {
-        uint32_t dep = v->t_depth[i];
-        uint32_t s = nx__term_step(t, st[dep - 1], v->t_byte[i]);
+    for (uint32_t i = 0; i < tr->n_nodes && ok;) {
+        uint32_t dep = tr->t_depth[i];
+        uint32_t s = nx__term_step(t, st[dep - 1], tr->t_byte[i]);
         if (s == NX__DEAD) {
             if (accn[dep - 1]) /* every token below crosses the terminal's end */
-                for (uint32_t k = i; k < v->t_end[i] && ok; k++)
-                    if (v->t_tok[k] >= 0)
-                        ok = add_pairs(c, v, v->t_tok[k], dep);
-            i = v->t_end[i];
+                for (uint32_t k = i; k < tr->t_end[i] && ok; k++)
+                    if (tr->t_tok[k] >= 0)
+                        ok = add_pairs(c, v, tr->t_tok[k], dep);
+            i = tr->t_end[i];
             continue;
         }
         st[dep] = s;
         acc[dep] = nx__term_accepting(t, s);
         accn[dep] = accn[dep - 1] + acc[dep];
-        if (v->t_tok[i] >= 0) {
+        if (tr->t_tok[i] >= 0) {
             /* ending in a state with no way on, the terminal must end here, so the token
              * is only as good as what follows: a crossing with nothing left to match */
             if (nx__term_more(t, s))
-                ok = add_tok(c, v, v->t_tok[i]);
+                ok = add_tok(c, v, tr->t_tok[i]);
             else
-                ok = add_pairs(c, v, v->t_tok[i], dep + 1);
+                ok = add_pairs(c, v, tr->t_tok[i], dep + 1);
         }
         i++;
     }
     if (!ok)
         goto oom;
     tc->n_sure = (uint32_t)c->n_ids;
-    if (c->n_ids > v->size / 64) {
+    if (slice || c->n_ids > v->size / 64) {
         tc->sure_bits = calloc(nx_gram_mask_words(v), sizeof *tc->sure_bits);
         if (!tc->sure_bits)
             goto oom;
+        if (slice)
+            memcpy(tc->sure_bits, v->plain, nx_gram_mask_words(v) * sizeof *v->plain);
         for (size_t k = 0; k < c->n_ids; k++)
             tc->sure_bits[c->ids[k] >> 5] |= 1u << (c->ids[k] & 31);
     } else if (c->n_ids) {
@@ -427,7 +560,16 @@ static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
     for (; c->tc[h]; h = (h + 1) & mask)
         if (c->tc[h]->term == term && c->tc[h]->dstate == d)
             return c->tc[h];
+    uint64_t t0 = nx_now_ns();
     tclass_t *tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
+    if (tc && getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
+        const nx__term_t *t = &m->g->terms[term];
+        fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
+                "slice %d (trie nodes %u, rest %u)\n", term, t->kind == NX__T_DFA ? "dfa" : "lit",
+                t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
+                (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
+                tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+    }
     if (tc) {
         c->tc[h] = tc;
         c->used_tc++;

@@ -1,7 +1,10 @@
 /* grammar.c — the grammar engine's speed: schema compile time and token mask time, single
  * thread, on a real tokenizer's vocabulary (Qwen3: 151,936 ids; Llama 3: 128,256).
  *
- *   build/bench/grammar TOKENIZER_DIR [--reps 20]      (make bench-grammar unpacks both)
+ *   build/bench/grammar TOKENIZER_DIR [--reps 20] [--check]   (make bench-grammar: both)
+ *
+ * --check (outside the timing): every mask along each schema's first instance is compared
+ * with nx_gram_matcher_accept_token for every id of the vocabulary.
  *
  * Schemas of real-world shapes: nested objects, enums, arrays of objects, long free strings,
  * formats, a recursive tree, json_object mode and 300 tools as an anyOf of tool-call objects.
@@ -213,7 +216,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s TOKENIZER_DIR [--reps N]\n", argv[0]);
         return 2;
     }
-    int reps = argc >= 4 && !strcmp(argv[2], "--reps") ? atoi(argv[3]) : 20;
+    int reps = 20;
+    bool check = false; /* every mask of each first instance compared with accept_token */
+    for (int a = 2; a < argc; a++) {
+        if (!strcmp(argv[a], "--reps") && a + 1 < argc)
+            reps = atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--check"))
+            check = true;
+    }
+    size_t checked = 0, wrong = 0;
     nx_err_t err = {0};
     nx_tokenizer_t *tok = nx_tokenizer_load(argv[1], &err);
     if (!tok) {
@@ -277,9 +288,22 @@ int main(int argc, char **argv)
                     return 1;
                 }
                 times[n_times++] = us;
+                if (us > 5000 && getenv("BENCH_GRAMMAR_SLOW")) /* where a slow mask happens */
+                    fprintf(stderr, "slow mask %.0f us: %s, instance %d, token %zu\n", us,
+                            c->name, i, k);
                 if (i == 0) {
                     first_sum += us;
                     first_n++;
+                }
+                if (check && i == 0) { /* outside the timing */
+                    nx_gram_state_t st = nx_gram_matcher_state(m);
+                    for (uint32_t t = 0; t < nx_gram_vocab_size(v); t++) {
+                        bool bit = mask[t >> 5] >> (t & 31) & 1;
+                        bool ok = nx_gram_matcher_accept_token(m, (int32_t)t, NULL) == NX_OK;
+                        nx_gram_matcher_set_state(m, st);
+                        wrong += bit != ok;
+                    }
+                    checked++;
                 }
                 int32_t id = k < n_ids ? ids[k] : eos;
                 if (!(mask[id >> 5] >> (id & 31) & 1)) {
@@ -321,6 +345,9 @@ int main(int argc, char **argv)
            "over %d schemas; %zu tokens missing from their mask\n", n_all, sum / (double)n_all,
            all[n_all / 2], all[(size_t)(0.99 * (double)(n_all - 1))], all[n_all - 1],
            compile_sum / n_cases, n_cases, failures);
+    if (check)
+        printf("--check: %zu masks compared with the matcher for all %u ids: %zu differ\n",
+               checked, nx_gram_vocab_size(v), wrong);
     for (int ci = 0; ci < n_cases; ci++) {
         free(cases[ci].schema);
         for (int i = 0; i < cases[ci].n_instances; i++)
@@ -330,5 +357,5 @@ int main(int argc, char **argv)
     free(mask);
     nx_gram_vocab_destroy(&v);
     nx_tokenizer_destroy(&tok);
-    return failures ? 1 : 0;
+    return failures || wrong ? 1 : 0;
 }
