@@ -41,6 +41,7 @@ struct nx_gram_vocab {
     trie_t all;        /* every normal token */
     trie_t rest;       /* the tokens outside `plain` */
     uint32_t *plain;   /* [mask words]: text tokens a JSON string holds raw (see below) */
+    uint8_t *plain_chars; /* [size]: characters of a plain token (255 at most), 0 otherwise */
     int32_t *same_next; /* [size]: next token with the same bytes, -1 */
     uint32_t max_len;
 };
@@ -76,6 +77,7 @@ void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
         free(tries[i]->t_end);
     }
     free(v->plain);
+    free(v->plain_chars);
     free(v->same_next);
     free(v);
     *self_p = NULL;
@@ -158,10 +160,11 @@ static int build_trie(nx_gram_vocab_t *v, trie_t *tr, const uint32_t *skip)
 /* Plain text: whole UTF-8 characters, none of them a control, '"' or '\\' — the bytes a
  * JSON string's body holds raw. A DFA state that every such character leads back to (the
  * inside of a free string) allows all of them at once: the "slice" of llguidance. */
-static bool plain_text(const char *s, uint32_t len)
+static bool plain_text(const char *s, uint32_t len, uint32_t *chars)
 {
     const unsigned char *p = (const unsigned char *)s;
-    for (uint32_t i = 0; i < len;) {
+    *chars = 0;
+    for (uint32_t i = 0; i < len; ++*chars) {
         unsigned c = p[i];
         if (c < 0x80) {
             if (c < 0x20 || c == '"' || c == '\\')
@@ -234,12 +237,17 @@ nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *len
         v->eos[v->n_eos++] = eos_ids[i];
     }
     v->plain = calloc(nx_gram_mask_words(v), sizeof *v->plain);
-    if (!v->plain || build_trie(v, &v->all, NULL) != NX_OK)
+    v->plain_chars = calloc(vocab_size ? vocab_size : 1, 1);
+    if (!v->plain || !v->plain_chars || build_trie(v, &v->all, NULL) != NX_OK)
         goto oom;
-    for (uint32_t id = 0; id < vocab_size; id++)
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        uint32_t chars;
         if (v->kind[id] == TOK_NORMAL && plain_text(v->bytes + v->off[id],
-                                                   v->off[id + 1] - v->off[id]))
+                                                   v->off[id + 1] - v->off[id], &chars)) {
             v->plain[id >> 5] |= 1u << (id & 31);
+            v->plain_chars[id] = (uint8_t)(chars < 255 ? chars : 255);
+        }
+    }
     if (build_trie(v, &v->rest, v->plain) != NX_OK)
         goto oom;
     return v;
@@ -368,67 +376,129 @@ static bool add_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok
  * and every state of R must have a way on. R is {d} inside a free string; it is the states of
  * "which listed key is this a prefix of" for an additional-properties key. */
 #define SLICE_MAX_STATES 256
-static bool slice_ok(const nx__term_t *t, uint32_t d)
+static const uint8_t SHAPES[][4][2] = {
+    {{0xC2, 0xDF}, {0x80, 0xBF}}, {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+    {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}}, {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+    {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}}};
+
+static bool set_add(uint32_t *set, uint32_t *n, uint32_t cap, uint32_t x)
 {
-    static const uint8_t shapes[][4][2] = {
-        {{0xC2, 0xDF}, {0x80, 0xBF}}, {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
-        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}}, {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
-        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}}};
-    if (t->kind != NX__T_DFA)
+    for (uint32_t j = 0; j < *n; j++)
+        if (set[j] == x)
+            return true;
+    if (*n == cap)
         return false;
-    uint32_t r[SLICE_MAX_STATES], n_r = 1;
-    r[0] = d;
-    for (uint32_t q = 0; q < n_r; q++) {
-        uint32_t x = r[q];
-        if (!nx__term_more(t, x))
+    set[(*n)++] = x;
+    return true;
+}
+
+/* The states one plain character leads to from x, added to out (NX__DEAD among them when
+ * some character dies). Bytes are tried once per DFA byte class. Stops early (returning
+ * false) when a step dies and stop_dead is set, when both a dead and a live step were seen
+ * and stop_mixed is set, or when there are too many states to track. */
+static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
+                       bool stop_dead, bool stop_mixed)
+{
+    const uint8_t *cls = t->dfa.byte_class;
+    bool dead = false, live = false;
+    for (unsigned b = 0x20; b < 0x80; b++) {
+        if (b == '"' || b == '\\')
+            continue;
+        uint32_t y = nx__term_step(t, x, (uint8_t)b);
+        dead |= y == NX__DEAD;
+        live |= y != NX__DEAD;
+        if ((stop_dead && dead) || (stop_mixed && dead && live) ||
+            !set_add(out, n_out, SLICE_MAX_STATES, y))
             return false;
-        /* ASCII characters, then each multi-byte shape as sets of states */
-        for (unsigned b = 0x20; b < 0x80 + sizeof shapes / sizeof shapes[0]; b++) {
-            uint32_t cur[64], next[64], n = 1, m = 0;
-            cur[0] = x;
-            if (b < 0x80) {
-                if (b == '"' || b == '\\')
-                    continue;
-                next[m++] = nx__term_step(t, x, (uint8_t)b);
-            } else {
-                const uint8_t(*sh)[2] = shapes[b - 0x80];
-                for (int pos = 0; pos < 4 && sh[pos][0]; pos++) {
-                    m = 0;
-                    for (uint32_t i = 0; i < n; i++)
-                        for (unsigned c = sh[pos][0]; c <= sh[pos][1]; c++) {
-                            uint32_t y = nx__term_step(t, cur[i], (uint8_t)c), j = 0;
-                            if (y == NX__DEAD)
-                                return false;
-                            while (j < m && next[j] != y)
-                                j++;
-                            if (j == m) {
-                                if (m == 64)
-                                    return false; /* too tangled to tell: walk it all */
-                                next[m++] = y;
-                            }
-                        }
-                    memcpy(cur, next, m * sizeof *cur);
-                    n = m;
-                }
-            }
-            for (uint32_t i = 0; i < m; i++) {
-                uint32_t y = next[i], j = 0;
-                if (y == NX__DEAD)
-                    return false;
-                while (j < n_r && r[j] != y)
-                    j++;
-                if (j == n_r) {
-                    if (n_r == SLICE_MAX_STATES)
+    }
+    for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++) {
+        uint32_t cur[64], next[64], n = 1, m = 0;
+        cur[0] = x;
+        for (int pos = 0; pos < 4 && SHAPES[k][pos][0]; pos++) {
+            m = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                if (cur[i] == NX__DEAD) {
+                    if (!set_add(next, &m, 64, NX__DEAD))
                         return false;
-                    r[n_r++] = y;
+                    continue;
+                }
+                bool seen[256] = {0};
+                for (unsigned c = SHAPES[k][pos][0]; c <= SHAPES[k][pos][1]; c++) {
+                    if (seen[cls[c]])
+                        continue;
+                    seen[cls[c]] = true;
+                    uint32_t y = nx__term_step(t, cur[i], (uint8_t)c);
+                    if ((stop_dead && y == NX__DEAD) || !set_add(next, &m, 64, y))
+                        return false; /* dead, or too tangled to tell: walk it all */
                 }
             }
+            memcpy(cur, next, m * sizeof *cur);
+            n = m;
+        }
+        for (uint32_t i = 0; i < m; i++) {
+            dead |= next[i] == NX__DEAD;
+            live |= next[i] != NX__DEAD;
+            if ((stop_mixed && dead && live) || !set_add(out, n_out, SLICE_MAX_STATES, next[i]))
+                return false;
         }
     }
     return true;
+}
+
+#define SLICE_NONE UINT32_MAX
+#define SLICE_ALL (UINT32_MAX - 1)
+#define SLICE_MAX_CHARS 64
+
+/* Which plain-text tokens (see plain_text) are sure from d, taken whole instead of walked:
+ *   SLICE_ALL: every one — each keeps terminal t alive and ends where it can go on. Checked on
+ *     R, the states plain characters reach from d: every step lives, every state of R has a
+ *     way on. R is {d} inside a free string; it is the states of "which listed key is this a
+ *     prefix of" for an additional-properties key;
+ *   r: those of at most r characters, and longer ones die without crossing: the states after
+ *     k <= r characters all go on and none accepts, after r + 1 all are dead (a string of
+ *     bounded length);
+ *   SLICE_NONE: neither holds; the whole trie is walked. */
+static uint32_t slice_of(const nx__term_t *t, uint32_t d)
+{
+    if (t->kind != NX__T_DFA)
+        return SLICE_NONE;
+    uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    r[0] = d;
+    bool closed = true;
+    for (uint32_t q = 0; q < n_r && closed; q++) {
+        uint32_t before = n_r;
+        closed = nx__term_more(t, r[q]) && plain_step(t, r[q], r, &n_r, true, false);
+        for (uint32_t j = before; j < n_r && closed; j++)
+            closed = r[j] != NX__DEAD;
+    }
+    if (closed)
+        return SLICE_ALL;
+    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
+    cur[0] = d;
+    for (uint32_t k = 0; k <= SLICE_MAX_CHARS; k++) {
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])))
+                return SLICE_NONE;
+            if (!plain_step(t, cur[i], next, &m, false, true))
+                return SLICE_NONE;
+        }
+        bool any_dead = false, all_dead = true;
+        for (uint32_t i = 0; i < m; i++) {
+            any_dead |= next[i] == NX__DEAD;
+            all_dead &= next[i] == NX__DEAD;
+        }
+        if (all_dead)
+            return k;
+        if (any_dead)
+            return SLICE_NONE;
+        memcpy(cur, next, m * sizeof *cur);
+        n = m;
+    }
+    return SLICE_NONE;
 }
 
 /* Walk the trie through terminal t from state d (the hot loop of a cold mask). Where every
@@ -446,7 +516,8 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
     uint32_t *st = c->walk_state;
     uint8_t *acc = c->walk_acc;
     uint32_t *accn = st + v->max_len + 1; /* accepting states on the path so far */
-    bool slice = slice_ok(t, d);
+    uint32_t slice_chars = slice_of(t, d);
+    bool slice = slice_chars != SLICE_NONE;
     const trie_t *tr = slice ? &v->rest : &v->all;
     st[0] = d;
     acc[0] = 0;
@@ -483,8 +554,12 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
         tc->sure_bits = calloc(nx_gram_mask_words(v), sizeof *tc->sure_bits);
         if (!tc->sure_bits)
             goto oom;
-        if (slice)
+        if (slice_chars == SLICE_ALL)
             memcpy(tc->sure_bits, v->plain, nx_gram_mask_words(v) * sizeof *v->plain);
+        else if (slice)
+            for (uint32_t id = 0; id < v->size; id++)
+                if (v->plain_chars[id] && v->plain_chars[id] <= slice_chars)
+                    tc->sure_bits[id >> 5] |= 1u << (id & 31);
         for (size_t k = 0; k < c->n_ids; k++)
             tc->sure_bits[c->ids[k] >> 5] |= 1u << (c->ids[k] & 31);
     } else if (c->n_ids) {
