@@ -202,7 +202,7 @@ int nx__sc_object(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
         const char *k = json_string_value(val);
         if (!k) {
             nx__sc_fail(sc, NX_EINVAL, "'required' at %s holds a non-string",
-                             nx__sc_where(ptr));
+                        nx__sc_where(ptr));
             rc = sc->rc;
             goto out;
         }
@@ -312,8 +312,8 @@ int nx__sc_array(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
     }
     if (bad) {
         nx__sc_fail(sc, NX_EINVAL, "'%s' at %s is not a non-negative integer", bad,
-                         nx__sc_where(ptr));
-            rc = sc->rc;
+                    nx__sc_where(ptr));
+        rc = sc->rc;
         goto out;
     }
     size_t k = json_array_size(prefix);
@@ -333,7 +333,7 @@ int nx__sc_array(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
     size_t chain = max == UINT32_MAX ? steady + 1 : max;
     if (chain > NX__MAX_REPEAT + 1) {
         nx__sc_unsupported(sc, "prefixItems", ptr, "over 10000 items is not built");
-            rc = sc->rc;
+        rc = sc->rc;
         goto out;
     }
     uint32_t *E = malloc(chain * sizeof *E);

@@ -28,8 +28,6 @@
 
 #include "gram_schema.h"
 
-#define MAX_ANY_ORDER 6
-
 /* --- small text buffers ------------------------------------------------------------------------ */
 
 typedef struct buf {
@@ -153,11 +151,8 @@ static bool bound(nx__sc_t *sc, json_t *node, const char *key, const char *ptr, 
     if (!json_is_number(v) || x < 0 || x != floor(x))
         return nx__sc_fail(sc, NX_EINVAL, "'%s' at %s is not a non-negative integer", key,
                            nx__sc_where(ptr)), false;
-    if (x > NX__MAX_REPEAT) {
-        if (!strncmp(key, "max", 3)) /* a large maximum is looser than any bound we build */
-            return nx__sc_unsupported(sc, key, ptr, "over 10000 is not built"), false;
+    if (x > NX__MAX_REPEAT) /* a length automaton that large: refused, not approximated */
         return nx__sc_unsupported(sc, key, ptr, "over 10000 is not built"), false;
-    }
     *out = (uint32_t)x;
     return true;
 }

@@ -291,6 +291,38 @@ static void test_mask_token_ending_a_terminal_needs_a_continuation(void **state)
     nx_gram_vocab_destroy(&v);
 }
 
+/* The mask comes before every other filter: the best logit is disallowed, top-k 1 would keep
+ * only it without the mask; picks stay inside the mask, greedy or at temperature 1. */
+static void test_sampler_pick_masked(void **state)
+{
+    float logits[64];
+    for (int i = 0; i < 64; i++)
+        logits[i] = (float)(i % 7);
+    logits[5] = 100.0f;                 /* disallowed below */
+    uint32_t allow[2] = {0x00F00000u, 0x1u}; /* ids 20-23 and 32 */
+    nx_err_t err = {0};
+    for (int greedy = 0; greedy < 2; greedy++) {
+        nx_sampling_t sp = nx_sampling_default();
+        sp.temperature = greedy ? 0.0f : 1.0f;
+        sp.top_k = 1;
+        sp.seed = 3;
+        nx_sampler_t *s = nx_sampler_new(&sp, 64, &err);
+        assert_non_null(s);
+        for (int k = 0; k < 50; k++) {
+            int32_t id = nx_sampler_pick_masked(s, logits, NULL, 0, allow, 64);
+            assert_true((id >= 20 && id <= 23) || id == 32);
+            if (greedy)
+                assert_int_equal(id, 20); /* 20 % 7 = 6: the best allowed logit */
+        }
+        uint32_t none[2] = {0, 0};
+        assert_int_equal(nx_sampler_pick_masked(s, logits, NULL, 0, none, 64), -1);
+        /* ids past allow_bits are disallowed: only 20-23 remain of 32 bits */
+        int32_t id = nx_sampler_pick_masked(s, logits, NULL, 0, allow, 32);
+        assert_true(id >= 20 && id <= 23);
+        nx_sampler_destroy(&s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_state_copy),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
         cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
+        cmocka_unit_test(test_sampler_pick_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,9 @@
  * With "tokenizer": DIR and "generate": N (and "seed", "max_tokens") instead of instances, it
  * samples N token walks through the masks, as a model with random weights would, and replies
  * {"ok": true, "texts": [...], "finished": [bool...]} (finished: ended by the end id).
+ * With "model": DIR (a model folder, e.g. a synthesized random one) the tokens come from the
+ * model itself: the engine's logits on the CPU, picked by nx_sampler_pick_masked at
+ * "temperature" (default 1) under the grammar's mask, after the prompt "JSON: ".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 
 #include "grammar.h"
 #include "nx_engine.h"
+#include "nx_loader.h"
 
 /* Random constrained walks: a token picked among the mask's; a closing one (a single '"', '}'
  * or ']') a third of the time where one is allowed, so that strings and containers end; the
@@ -97,6 +101,116 @@ static json_t *generate(const nx_gram_t *g, const char *dir, int n, unsigned see
     return json_pack("{sbsoso}", "ok", 1, "texts", texts, "finished", finished);
 }
 
+static uint64_t round_up(uint64_t v, uint64_t to)
+{
+    return (v + to - 1) / to * to;
+}
+
+/* Constrained generation with a real model on the CPU backend. */
+static json_t *generate_model(const nx_gram_t *g, const char *dir, int n, unsigned seed,
+                              int max_tokens, float temperature, nx_err_t *err)
+{
+    json_t *out = NULL, *texts = json_array(), *finished = json_array();
+    nx_pool_t *pool = NULL;
+    nx_loader_t *loader = NULL;
+    nx_model_t *model = NULL;
+    nx_engine_t *engine = NULL;
+    nx_seq_t *seq = NULL;
+    nx_sampler_t *sampler = NULL;
+    nx_gram_vocab_t *v = NULL;
+    nx_gram_matcher_t *m = NULL;
+    uint32_t *mask = NULL;
+    char *text = malloc(1 << 20);
+    int32_t *ids = NULL, *history = malloc((size_t)(max_tokens + 1) * sizeof *history);
+    size_t n_ids = 0;
+    nx_tokenizer_t *tok = nx_tokenizer_load(dir, err);
+    nx_model_config_t cfg;
+    nx_st_t *st = tok && nx_config_load(dir, &cfg, err) == NX_OK ? nx_st_open(dir, err) : NULL;
+    if (!st || !text || !history)
+        goto done;
+    const uint64_t chunk = 2ull << 20;
+    uint32_t capacity = (uint32_t)max_tokens + 64;
+    uint64_t bytes = round_up(nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1), chunk) +
+                     round_up(nx_kv_bytes(&cfg, NX_DEVICE_CPU, capacity), chunk) + 4 * chunk;
+    nx_st_destroy(&st);
+    nx_pool_opts_t popts = {.device = NX_DEVICE_CPU, .bytes = bytes};
+    nx_engine_opts_t eopts = {.threads = 1};
+    nx_sampling_t sp = nx_sampling_default();
+    sp.temperature = temperature;
+    sp.seed = seed;
+    int32_t eos = nx_tokenizer_token_id(tok, "<|im_end|>");
+    if (!(pool = nx_pool_new(&popts, err)) || !(loader = nx_loader_new(pool, NULL, err)) ||
+        !(model = nx_loader_load(loader, dir, NULL, NULL, err)) ||
+        !(engine = nx_engine_new(dir, model, pool, &eopts, err)) ||
+        !(seq = nx_seq_new(engine, capacity, false, err)) ||
+        !(sampler = nx_sampler_new(&sp, nx_engine_config(engine)->vocab, err)) ||
+        !(v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, err)) ||
+        !(m = nx_gram_matcher_new(g, v, err)) ||
+        nx_tokenizer_encode(tok, "JSON: ", 6, &ids, &n_ids, err) != NX_OK)
+        goto done;
+    mask = calloc(nx_gram_mask_words(v), sizeof *mask);
+    for (int w = 0; mask && w < n; w++) {
+        nx_seq_reset(seq);
+        nx_gram_matcher_reset(m);
+        size_t len = 0, n_hist = 0;
+        bool ended = false;
+        if (nx_seq_feed(seq, ids, n_ids, err) != NX_OK)
+            goto done;
+        for (int step = 0; step < max_tokens; step++) {
+            size_t rows;
+            if (nx_engine_step(engine, &seq, 1, err) != NX_OK ||
+                nx_gram_matcher_mask(m, mask, err) != NX_OK)
+                goto done;
+            const float *logits = nx_seq_logits(seq, &rows);
+            int32_t id = nx_sampler_pick_masked(sampler, logits, history, n_hist, mask,
+                                                nx_gram_vocab_size(v));
+            if (id < 0 || nx_gram_matcher_accept_token(m, id, err) != NX_OK) {
+                nx_err_set(err, NX_ESTATE, "picked %d outside the mask at step %d", id, step);
+                goto done;
+            }
+            if (id == eos) {
+                ended = true;
+                break;
+            }
+            size_t tl;
+            const char *b = nx_tokenizer_token_bytes(tok, id, &tl);
+            if (len + tl < (1 << 20)) {
+                memcpy(text + len, b, tl);
+                len += tl;
+            }
+            history[n_hist++] = id;
+            if (nx_seq_feed(seq, &id, 1, err) != NX_OK)
+                goto done;
+        }
+        size_t keep = len;
+        json_t *str;
+        while (!(str = json_stringn(text, keep)) && !ended && keep && len - keep < 4)
+            keep--;
+        json_array_append_new(texts, str ? str : json_null());
+        json_array_append_new(finished, json_boolean(ended));
+    }
+    out = json_pack("{sbsOsO}", "ok", 1, "texts", texts, "finished", finished);
+done:
+    json_decref(texts);
+    json_decref(finished);
+    free(mask);
+    free(text);
+    free(ids);
+    free(history);
+    nx_gram_matcher_destroy(&m);
+    nx_gram_vocab_destroy(&v);
+    nx_sampler_destroy(&sampler);
+    if (seq)
+        nx_seq_destroy(engine, &seq);
+    nx_engine_destroy(&engine);
+    if (loader)
+        nx_loader_unload(loader, &model, false);
+    nx_loader_destroy(&loader);
+    nx_pool_destroy(&pool);
+    nx_tokenizer_destroy(&tok);
+    return out;
+}
+
 static json_t *run(json_t *req)
 {
     nx_err_t err = {0};
@@ -121,6 +235,18 @@ static json_t *run(json_t *req)
     }
     if (!g)
         return json_pack("{sbssss}", "ok", 0, "code", nx_errname(err.code), "error", err.msg);
+    const char *model_dir = json_string_value(json_object_get(req, "model"));
+    if (model_dir) {
+        json_t *t = json_object_get(req, "temperature");
+        json_t *out = generate_model(
+            g, model_dir, (int)json_integer_value(json_object_get(req, "generate")),
+            (unsigned)json_integer_value(json_object_get(req, "seed")),
+            (int)(json_integer_value(json_object_get(req, "max_tokens")) ?: 200),
+            t ? (float)json_number_value(t) : 1.0f, &err);
+        nx_gram_destroy(&g);
+        return out ? out : json_pack("{sbssss}", "ok", 0, "code", nx_errname(err.code), "error",
+                                     err.msg);
+    }
     const char *dir = json_string_value(json_object_get(req, "tokenizer"));
     if (dir) {
         json_t *out = generate(g, dir, (int)json_integer_value(json_object_get(req, "generate")),
