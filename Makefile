@@ -167,7 +167,8 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 
 # --- setup ---------------------------------------------------------------------------------
 # clang and its compiler-rt (libFuzzer; only recommended by clang, so named) build the fuzz
-# targets that `make test` runs briefly (make fuzz-smoke).
+# targets that `make test` runs briefly (make fuzz-smoke). json-schema-test-suite: the official
+# JSON Schema test suite that tests/test_json_schema_suite.py holds the schema compiler to.
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
 	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev python3 python3-numpy \
