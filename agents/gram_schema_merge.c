@@ -1,6 +1,7 @@
 /* gram_schema_merge.c — $ref resolution and allOf merging for the schema compiler.
  *
- * A local $ref ("#", "#/json/pointer", percent-decoded) is followed; in draft 2020-12 its
+ * A local $ref ("#", "#/json/pointer", percent-decoded, or the root's $id with such a
+ * fragment) is followed; in draft 2020-12 its
  * sibling keywords apply too (merged in), in draft-07 they are ignored as that draft says.
  * allOf is merged into one schema: keywords from one side are taken as they are, the same
  * keyword on both sides is combined where the combination is exact (type: intersection,
@@ -27,6 +28,11 @@ static int hexval(int c)
 /* The node a local $ref points to (borrowed), or NULL after an error. */
 static json_t *lookup(nx__sc_t *sc, const char *ref, const char *ptr)
 {
+    /* the root's own $id followed by a fragment names this document too */
+    const char *id = json_string_value(json_object_get(sc->root, "$id"));
+    size_t id_len = id ? strcspn(id, "#") : 0;
+    if (id_len && !strncmp(ref, id, id_len) && (ref[id_len] == '#' || ref[id_len] == '\0'))
+        ref = ref[id_len] ? ref + id_len : "#";
     if (ref[0] != '#')
         return nx__sc_unsupported(sc, "$ref", ptr, "only local references ('#...') are built"),
                NULL;
