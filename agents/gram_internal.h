@@ -213,6 +213,10 @@ struct nx_gram_matcher {
     uint32_t *scratch;   /* members of the set being built */
     size_t n_scratch, cap_scratch;
     uint32_t depth;      /* expansion depth, for the guard */
+    uint64_t *visit;     /* (pos, parent) + 1 expanded in the current batch, with its stamp */
+    uint32_t *visit_stamp;
+    size_t n_visit, used_visit;
+    uint32_t stamp;      /* the current expansion batch */
     uint32_t start, cur; /* set ids; NX__DEAD = no stack left */
     bool ended;          /* an end id was accepted */
     bool overflow;       /* a cap was hit; operations say NX_ENOMEM */

@@ -103,9 +103,64 @@ static void emit_top(nx_gram_matcher_t *m, uint32_t pos, uint32_t d, uint32_t pa
         expand(m, pos + 1, parent);
 }
 
+/* Has (pos, parent) been expanded in this batch? Marks it if not. What an expansion adds
+ * depends on (pos, parent) alone, so doing it once per batch keeps ambiguous grammars
+ * (nested nullable alternatives) polynomial instead of exponential. */
+static bool visited(nx_gram_matcher_t *m, uint32_t pos, uint32_t parent)
+{
+    if (2 * (m->used_visit + 1) > m->n_visit) {
+        size_t n = m->n_visit ? 2 * m->n_visit : 256;
+        uint64_t *keys = calloc(n, sizeof *keys);
+        uint32_t *stamps = calloc(n, sizeof *stamps);
+        if (!keys || !stamps || n > (1u << 26)) {
+            free(keys);
+            free(stamps);
+            m->overflow = true;
+            return true;
+        }
+        size_t used = 0;
+        for (size_t i = 0; i < m->n_visit; i++) {
+            if (!m->visit[i] || m->visit_stamp[i] != m->stamp)
+                continue; /* entries of older batches are dropped */
+            size_t h = mix(m->visit[i]) & (n - 1);
+            while (keys[h])
+                h = (h + 1) & (n - 1);
+            keys[h] = m->visit[i];
+            stamps[h] = m->stamp;
+            used++;
+        }
+        free(m->visit);
+        free(m->visit_stamp);
+        m->visit = keys;
+        m->visit_stamp = stamps;
+        m->n_visit = n;
+        m->used_visit = used;
+    }
+    uint64_t key = ((uint64_t)pos << 32 | parent) + 1;
+    size_t mask = m->n_visit - 1, h = mix(key) & mask;
+    for (; m->visit[h] && m->visit_stamp[h] == m->stamp; h = (h + 1) & mask)
+        if (m->visit[h] == key)
+            return true;
+    m->used_visit++; /* entries of this batch: at most half the slots, so probes end */
+    m->visit[h] = key; /* a free slot, or one of an older batch reused */
+    m->visit_stamp[h] = m->stamp;
+    return false;
+}
+
+/* A new expansion batch: what was expanded before may be expanded again. */
+static void new_batch(nx_gram_matcher_t *m)
+{
+    if (++m->stamp == 0) { /* wrapped: clear the stamps */
+        if (m->visit_stamp)
+            memset(m->visit_stamp, 0, m->n_visit * sizeof *m->visit_stamp);
+        m->stamp = 1;
+    }
+    m->used_visit = 0;
+}
+
 static void expand(nx_gram_matcher_t *m, uint32_t pos, uint32_t parent)
 {
-    if (m->overflow)
+    if (m->overflow || visited(m, pos, parent))
         return;
     if (++m->depth > MAX_EXPAND_DEPTH) {
         m->overflow = true;
@@ -282,6 +337,7 @@ uint32_t nx__set_advance(nx_gram_matcher_t *m, uint32_t set, uint8_t b)
     if (hit)
         return next;
     m->n_scratch = 0;
+    new_batch(m);
     uint32_t n;
     const uint32_t *v = nx__set_members(m, set, &n);
     for (uint32_t i = 0; i < n; i++) {
@@ -306,6 +362,7 @@ uint32_t nx__top_cont(nx_gram_matcher_t *m, uint32_t top)
     if (m->nodes[top].cont != NX__DEAD)
         return m->nodes[top].cont;
     m->n_scratch = 0;
+    new_batch(m);
     expand(m, m->nodes[top].pos + 1, m->nodes[top].parent);
     uint32_t cont = intern_scratch(m);
     /* an empty continuation stays NX__DEAD and is recomputed: cheap, and rare */
@@ -338,6 +395,7 @@ nx_gram_matcher_t *nx_gram_matcher_new(const nx_gram_t *gram, const nx_gram_voca
     m->n_nodes = 1;
     m->set_off[0] = 0;
     m->n_scratch = 0;
+    new_batch(m);
     for (uint32_t a = gram->rule_alt[gram->root]; a < gram->rule_alt[gram->root + 1]; a++)
         expand(m, gram->alt_start[a], NX__NO_PARENT);
     m->start = m->cur = intern_scratch(m);
@@ -366,6 +424,8 @@ void nx_gram_matcher_destroy(nx_gram_matcher_t **self_p)
     free(m->set_slots);
     free(m->memo);
     free(m->scratch);
+    free(m->visit);
+    free(m->visit_stamp);
     free(m);
     *self_p = NULL;
 }
