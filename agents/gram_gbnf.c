@@ -28,7 +28,51 @@ typedef struct gp {
     size_t cap_names;
     bool *defined;
     size_t *ref_at;    /* where a rule was first referenced, for "undefined rule" */
+    uint32_t *name_slots; /* hash of names: rule id + 1 */
+    size_t n_name_slots, n_named;
 } gp_t;
+
+static uint64_t name_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The rule named s[0..n), or NX__DEAD; *slot_out: where a new one goes. */
+static uint32_t name_find(const gp_t *p, const char *s, size_t n, size_t *slot_out)
+{
+    size_t mask = p->n_name_slots - 1, h = name_hash(s, n) & mask;
+    for (; p->name_slots[h]; h = (h + 1) & mask) {
+        uint32_t r = p->name_slots[h] - 1;
+        if (strlen(p->names[r]) == n && !memcmp(p->names[r], s, n))
+            return r;
+    }
+    *slot_out = h;
+    return NX__DEAD;
+}
+
+static bool name_slots_grow(gp_t *p)
+{
+    size_t n = p->n_name_slots ? 2 * p->n_name_slots : 256;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < p->n_name_slots; i++) {
+        if (!p->name_slots[i])
+            continue;
+        const char *nm = p->names[p->name_slots[i] - 1];
+        size_t h = name_hash(nm, strlen(nm)) & (n - 1);
+        while (slots[h])
+            h = (h + 1) & (n - 1);
+        slots[h] = p->name_slots[i];
+    }
+    free(p->name_slots);
+    p->name_slots = slots;
+    p->n_name_slots = n;
+    return true;
+}
 
 static void where(const gp_t *p, size_t pos, int *line, int *col)
 {
@@ -95,10 +139,14 @@ static bool at_definition(const gp_t *p, size_t pos)
 
 static uint32_t rule_named(gp_t *p, const char *name, size_t n, size_t at)
 {
-    uint32_t count = nx__gb_rule_count(p->b);
-    for (uint32_t r = 0; name && r < count && r < p->cap_names; r++)
-        if (p->names[r] && strlen(p->names[r]) == n && !memcmp(p->names[r], name, n))
-            return r;
+    size_t slot = 0;
+    if (name) {
+        if (2 * (p->n_named + 1) > p->n_name_slots && !name_slots_grow(p))
+            return fail_at(p, at, NX_ENOMEM, "out of memory");
+        uint32_t found = name_find(p, name, n, &slot);
+        if (found != NX__DEAD)
+            return found;
+    }
     uint32_t r = nx__gb_rule(p->b);
     if (r == NX__DEAD)
         return fail_at(p, at, NX_ENOTSUP, "grammar over its size cap");
@@ -127,6 +175,8 @@ static uint32_t rule_named(gp_t *p, const char *name, size_t n, size_t at)
         p->names[r] = strndup(name, n);
         if (!p->names[r])
             return fail_at(p, at, NX_ENOMEM, "out of memory");
+        p->name_slots[slot] = r + 1;
+        p->n_named++;
     } else
         p->defined[r] = true; /* anonymous rules are defined where made */
     p->ref_at[r] = at;
@@ -250,7 +300,11 @@ static uint32_t parse_primary(gp_t *p)
     char c = p->s[p->pos];
     if (c == '"') {
         p->pos++;
-        char *buf = malloc(4 * p->len + 4);
+        /* at most 4 bytes per source byte of the literal (a \U escape is 10 bytes for 4) */
+        size_t end = p->pos;
+        while (end < p->len && p->s[end] != '"')
+            end += p->s[end] == '\\' && end + 1 < p->len ? 2 : 1;
+        char *buf = malloc(4 * (end - p->pos) + 4);
         size_t n = 0;
         if (!buf)
             return fail_at(p, at, NX_ENOMEM, "out of memory");
@@ -514,5 +568,6 @@ out:
     free(p.names);
     free(p.defined);
     free(p.ref_at);
+    free(p.name_slots);
     return g;
 }

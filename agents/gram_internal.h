@@ -190,8 +190,9 @@ typedef struct nx__node {
 
 #define NX__NO_PARENT UINT32_MAX
 #define NX__ACCEPT_NODE 0u
-#define NX__MAX_NODES (1u << 23)
-#define NX__MAX_SET_MEMBERS (1u << 25)
+#define NX__MAX_NODES (1u << 22)
+#define NX__MAX_SET_MEMBERS (1u << 25) /* all sets together */
+#define NX__MAX_SET_SIZE (1u << 18)    /* one set: more stacks than this is a runaway grammar */
 
 typedef struct nx__mask_cache nx__mask_cache_t;
 

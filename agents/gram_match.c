@@ -80,7 +80,7 @@ static void push(nx_gram_matcher_t *m, uint32_t id)
 {
     if (m->n_scratch == m->cap_scratch) {
         size_t cap = m->cap_scratch ? 2 * m->cap_scratch : 64;
-        uint32_t *s = cap <= NX__MAX_SET_MEMBERS ? realloc(m->scratch, cap * sizeof *s) : NULL;
+        uint32_t *s = cap <= NX__MAX_SET_SIZE ? realloc(m->scratch, cap * sizeof *s) : NULL;
         if (!s) {
             m->overflow = true;
             return;
