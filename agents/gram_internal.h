@@ -235,5 +235,7 @@ static inline const uint32_t *nx__set_members(const nx_gram_matcher_t *m, uint32
     return m->members + m->set_off[set];
 }
 void nx__mask_cache_free(nx__mask_cache_t *c);
+/* Forget the masks cached per state (the states are being dropped); keeps the token classes. */
+void nx__mask_cache_forget_states(nx__mask_cache_t *c);
 
 #endif

@@ -317,6 +317,12 @@ void nx__mask_cache_free(nx__mask_cache_t *c)
     free(c);
 }
 
+void nx__mask_cache_forget_states(nx__mask_cache_t *c)
+{
+    for (uint32_t i = 0; c && i < MASK_SLOTS; i++)
+        c->mask_set[i] = NX__DEAD;
+}
+
 static bool grow(uint32_t **v, size_t *cap, size_t need)
 {
     if (need <= *cap)

@@ -430,10 +430,33 @@ void nx_gram_matcher_destroy(nx_gram_matcher_t **self_p)
     *self_p = NULL;
 }
 
+/* Interned stacks and states past these are dropped at a reset (the per-terminal token classes,
+ * which do not refer to them, are kept): a matcher reused for generation after generation of
+ * a recursive grammar does not grow without end. */
+#define RESET_NODES (1u << 20)
+#define RESET_MEMBERS (1u << 23)
+
 void nx_gram_matcher_reset(nx_gram_matcher_t *self)
 {
-    self->cur = self->start;
     self->ended = false;
+    if (self->n_nodes > RESET_NODES || self->n_members > RESET_MEMBERS || self->overflow) {
+        self->n_nodes = 1;
+        memset(self->node_slots, 0, self->n_node_slots * sizeof *self->node_slots);
+        self->n_sets = 0;
+        self->n_members = 0;
+        memset(self->set_slots, 0, self->n_set_slots * sizeof *self->set_slots);
+        memset(self->memo, 0, 2 * self->n_memo * sizeof *self->memo);
+        self->memo_used = 0;
+        self->overflow = false;
+        nx__mask_cache_forget_states(self->cache);
+        const nx_gram_t *g = self->g;
+        self->n_scratch = 0;
+        new_batch(self);
+        for (uint32_t a = g->rule_alt[g->root]; a < g->rule_alt[g->root + 1]; a++)
+            expand(self, g->alt_start[a], NX__NO_PARENT);
+        self->start = intern_scratch(self); /* it fitted before: it fits again */
+    }
+    self->cur = self->start;
 }
 
 nx_gram_state_t nx_gram_matcher_state(const nx_gram_matcher_t *self)

@@ -31,7 +31,7 @@ typedef struct nx_gram_matcher nx_gram_matcher_t;
 typedef struct nx_tokenizer nx_tokenizer_t;
 
 /* A matcher state: an interned set of parse stacks inside one matcher. Copy it freely; it is
- * valid for the matcher's lifetime (nx_gram_matcher_reset keeps it valid too). */
+ * valid until the matcher is destroyed or reset (a reset may drop the interned states). */
 typedef struct nx_gram_state {
     uint32_t id;
 } nx_gram_state_t;
@@ -95,7 +95,10 @@ size_t nx_gram_mask_words(const nx_gram_vocab_t *self);
 nx_gram_matcher_t *nx_gram_matcher_new(const nx_gram_t *gram, const nx_gram_vocab_t *vocab,
                                        nx_err_t *err);
 void nx_gram_matcher_destroy(nx_gram_matcher_t **self_p);
-/* Back to the start state, keeping the caches (a new generation under the same grammar). */
+/* Back to the start state for a new generation under the same grammar, keeping the
+ * per-terminal token classes (the cold part of masks), so a server that keeps one matcher
+ * per schema and thread pays those walks once. Past a size threshold (or after a cap was hit)
+ * the interned states are dropped here, so reuse does not grow memory without end. */
 void nx_gram_matcher_reset(nx_gram_matcher_t *self);
 
 nx_gram_state_t nx_gram_matcher_state(const nx_gram_matcher_t *self);

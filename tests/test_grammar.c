@@ -159,6 +159,28 @@ static void test_gbnf_parse_and_errors(void **state)
     free(deep);
 }
 
+/* A matcher reused across generations drops its interned states past a threshold at reset
+ * (1M stack nodes): nesting 1.1M brackets deep passes it; the matcher still works after. */
+static void test_reset_drops_grown_states(void **state)
+{
+    const char *text = "root ::= \"[\" root \"]\" | \"x\"\n";
+    nx_err_t err = {0};
+    nx_gram_t *g = nx_gram_from_gbnf(text, strlen(text), &err);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, NULL, &err);
+    size_t n = 1100000;
+    char *deep = malloc(n);
+    assert_non_null(deep);
+    memset(deep, '[', n);
+    assert_int_equal(nx_gram_matcher_advance(m, deep, n, NULL), NX_OK);
+    free(deep);
+    nx_gram_matcher_reset(m);
+    assert_false(nx_gram_matcher_accepting(m));
+    assert_int_equal(nx_gram_matcher_advance(m, "[[x]]", 5, NULL), NX_OK);
+    assert_true(nx_gram_matcher_accepting(m));
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&g);
+}
+
 static void test_state_copy(void **state)
 {
     nx_err_t err = {0};
@@ -335,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_schema_bytes),
         cmocka_unit_test(test_gbnf_parse_and_errors),
         cmocka_unit_test(test_state_copy),
+        cmocka_unit_test(test_reset_drops_grown_states),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
         cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
         cmocka_unit_test(test_sampler_pick_masked),
