@@ -192,7 +192,8 @@ typedef struct nx__node {
 #define NX__ACCEPT_NODE 0u
 #define NX__MAX_NODES (1u << 22)
 #define NX__MAX_SET_MEMBERS (1u << 25) /* all sets together */
-#define NX__MAX_SET_SIZE (1u << 18)    /* one set: more stacks than this is a runaway grammar */
+#define NX__MAX_EXPANSIONS (1u << 16) /* (item, parent) pairs expanded for one byte */
+#define NX__MAX_SET_SIZE (1u << 12) /* one set: more parse stacks is a runaway grammar */
 
 typedef struct nx__mask_cache nx__mask_cache_t;
 

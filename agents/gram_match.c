@@ -162,6 +162,10 @@ static void expand(nx_gram_matcher_t *m, uint32_t pos, uint32_t parent)
 {
     if (m->overflow || visited(m, pos, parent))
         return;
+    if (m->used_visit > NX__MAX_EXPANSIONS) { /* one batch's work, bounded */
+        m->overflow = true;
+        return;
+    }
     if (++m->depth > MAX_EXPAND_DEPTH) {
         m->overflow = true;
         m->depth--;
