@@ -7,6 +7,12 @@
  * the next terminals at once, so every member of a set is a top waiting for a byte (or node 0,
  * "accepted"). Tail calls push no frame, so `x*` as a right-recursive rule keeps a constant
  * stack. Left recursion is refused when the grammar is built; a depth guard remains for safety.
+ *
+ * Sets of distinct stacks can still grow exponentially in ambiguous grammars (nested repeats
+ * like ((x+)+)+ give every stack a choice of frame per level), as in any stack-set parser; a
+ * graph-structured stack would share them and is not built. Instead the work is capped: one
+ * byte's expansion at NX__MAX_EXPANSIONS, a set at NX__MAX_SET_SIZE stacks (schemas stay far
+ * below: 300 tools as an anyOf peak under a thousand), then NX_ENOMEM with a message.
  */
 #include <stdlib.h>
 #include <string.h>
