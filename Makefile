@@ -167,13 +167,14 @@ $(BUILD)/bench/%: bench/%.c $(LINK_DEPS)
 
 # --- setup ---------------------------------------------------------------------------------
 # clang and its compiler-rt (libFuzzer; only recommended by clang, so named) build the fuzz
-# targets that `make test` runs briefly (make fuzz-smoke).
+# targets that `make test` runs briefly (make fuzz-smoke). json-schema-test-suite: the official
+# JSON Schema test suite that tests/test_json_schema_suite.py holds the schema compiler to.
 DEBS := build-essential pkg-config libjansson-dev libxxhash-dev libcmocka-dev \
 	libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libyaml-dev libpcre2-dev \
 	libutf8proc-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev liburing-dev python3 \
 	python3-numpy python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-yaml \
 	python3-prometheus-client \
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev json-schema-test-suite
 
 deps:
 	@missing=$$(for p in $(DEBS); do \
@@ -359,6 +360,16 @@ bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
 
+# The grammar engine (bench/grammar.c): compile and mask times on the real Qwen3 and Llama 3
+# vocabularies (tests/fixtures/tokenizer, unpacked into $(BUILD)/bench/tok).
+.PHONY: bench-grammar
+bench-grammar: $(BUILD)/bench/grammar
+	@for t in qwen3 llama3; do mkdir -p $(BUILD)/bench/tok/$$t && \
+	  gzip -dc tests/fixtures/tokenizer/$$t/tokenizer.json.gz > $(BUILD)/bench/tok/$$t/tokenizer.json && \
+	  cp tests/fixtures/tokenizer/$$t/tokenizer_config.json $(BUILD)/bench/tok/$$t/; done
+	$(BUILD)/bench/grammar $(BUILD)/bench/tok/qwen3
+	$(BUILD)/bench/grammar $(BUILD)/bench/tok/llama3
+
 # `nexusctl pull` beside curl on one ~1.2 GB model served by tests/hub_server.py on loopback
 # (bench/pull.py: the model is made once in $(BENCH_DIR)/pull; cold target, hot source).
 .PHONY: bench-pull
@@ -407,7 +418,7 @@ FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
-	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing
+	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -471,3 +482,12 @@ $(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexu
 	nexus/hub/pull.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PULL_SRC) -ljansson -lcurl -lpthread
+
+# The grammar engine: JSON Schemas (fuzz_json_schema) and GBNF grammars (fuzz_gbnf), each
+# compiled and its masks checked against its matcher (tests/fuzz_gram_common.h). Every gram_*
+# source but the tokenizer adapter.
+FUZZ_GRAM_SRC := $(filter-out agents/gram_vocab_tok.c,$(wildcard agents/gram_*.c)) loader/err.c
+$(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
+	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests -o $@ $< $(FUZZ_GRAM_SRC) -ljansson -lm -lpthread

@@ -182,6 +182,13 @@ void nx_sampler_destroy(nx_sampler_t **self_p);
 /* The next id from `vocab` logits; history (may be empty) feeds the repetition penalty. */
 int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
                         size_t history_len);
+/* The same under a token mask (a grammar's, agents/grammar.h): only ids whose bit is set in
+ * allow (allow_bits bits; ids past them are disallowed) can be picked, and the mask applies
+ * before the repetition penalty, temperature, top-k, top-p and min-p, so the draw follows the
+ * constrained distribution exactly. -1 when the mask allows no id (or out of memory). CPU
+ * only: the engine's CUDA pick does not take a mask yet. */
+int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const int32_t *history,
+                               size_t history_len, const uint32_t *allow, uint32_t allow_bits);
 
 /* ------------------------------------------------------------------------------------------
  * The engine: one model bound to a backend, and its sequences

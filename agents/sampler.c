@@ -32,6 +32,7 @@ struct nx_sampler {
     cand_t *cands;        /* [vocab] candidates of the current pick */
     int32_t *penalty_ids; /* [vocab] distinct ids of the last plan's history */
     double bin_mass[NUCLEUS_BINS]; /* top-p histogram: summed weight per bin */
+    float *masked;        /* [vocab] logits under a grammar mask; allocated on first use */
 };
 
 /* ---- the generator: splitmix64 expands the seed into xoshiro256**'s state ---------------- */
@@ -136,6 +137,7 @@ void nx_sampler_destroy(nx_sampler_t **self_p)
     free(self->seen_stamp);
     free(self->cands);
     free(self->penalty_ids);
+    free(self->masked);
     free(self);
     *self_p = NULL;
 }
@@ -474,4 +476,30 @@ int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *
     nx__pick_t plan;
     nx__sampler_plan(self, history, history_len, &plan);
     return nx__sampler_pick_plan(self, &plan, logits);
+}
+
+/* The grammar mask goes first: disallowed logits become -inf before the repetition penalty
+ * (which keeps -inf at -inf), temperature, top-k, top-p and min-p, so the distribution the
+ * draw reads is exactly the constrained one and nothing is resampled. */
+int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const int32_t *history,
+                               size_t history_len, const uint32_t *allow, uint32_t allow_bits)
+{
+    if (!self->masked && !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
+        return -1;
+    int32_t first = -1;
+    for (uint32_t i = 0; i < self->vocab; i++) {
+        bool ok = i < allow_bits && (allow[i >> 5] >> (i & 31) & 1);
+        self->masked[i] = ok ? logits[i] : -INFINITY;
+        if (ok && first < 0)
+            first = (int32_t)i;
+    }
+    if (first < 0)
+        return -1;
+    nx__pick_t plan;
+    nx__sampler_plan(self, history, history_len, &plan);
+    int32_t id = nx__sampler_pick_plan(self, &plan, self->masked);
+    /* every allowed logit -inf or NaN: the pick falls back to id 0; keep it inside the mask */
+    if (id < 0 || (uint32_t)id >= allow_bits || !(allow[id >> 5] >> (id & 31) & 1))
+        id = first;
+    return id;
 }

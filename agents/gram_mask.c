@@ -1,0 +1,780 @@
+/* gram_mask.c — vocabularies as token tries, and token masks.
+ *
+ * The trie is a flat array in depth-first order (byte, depth, token, end of subtree), so a
+ * walk is a loop over an array that skips a whole subtree with one assignment when the
+ * automaton rejects its prefix.
+ *
+ * A mask for a matcher state is the union, over its top nodes, of what each top allows. For a
+ * top inside terminal T at DFA state d, the tokens split in three, and the split depends on
+ * (T, d) only, so it is computed once per matcher by walking the trie through T's DFA alone:
+ *   - sure: the token's bytes stay inside T (the DFA is still live after them): allowed
+ *     whatever the stack below;
+ *   - crossing: the DFA dies inside the token but passed an accepting state after j >= 1
+ *     bytes: allowed iff the stack continues with the rest token[j:]. These are grouped by that
+ *     remainder and checked against the top's continuation set, a few bytes each;
+ *   - the rest: rejected.
+ * (Ending T before any byte is another member of the same set: expansion is eager.) Masks are
+ * then cached per state set, so a state seen again costs a copy.
+ */
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gram_internal.h"
+
+/* A token trie in depth-first order. */
+typedef struct trie {
+    uint32_t n_nodes;
+    uint8_t *t_byte;
+    uint16_t *t_depth; /* 1 for the first byte of a token */
+    int32_t *t_tok;    /* the first token ending here, -1 for none */
+    uint32_t *t_end;   /* index just past the node's subtree */
+} trie_t;
+
+struct nx_gram_vocab {
+    uint32_t size;
+    char *bytes;       /* every token's bytes back to back */
+    uint32_t *off;     /* [size + 1] */
+    uint8_t *kind;     /* TOK_* by id */
+    int32_t *eos;
+    size_t n_eos;
+    trie_t all;        /* every normal token */
+    trie_t rest;       /* the tokens outside `plain` */
+    uint32_t *plain;   /* [mask words]: text tokens a JSON string holds raw (see below) */
+    uint8_t *plain_chars; /* [size]: characters of a plain token (255 at most), 0 otherwise */
+    int32_t *same_next; /* [size]: next token with the same bytes, -1 */
+    uint32_t max_len;
+};
+
+enum { TOK_NORMAL = 0, TOK_NEVER = 1, TOK_EOS = 2 };
+#define MAX_TOKEN_BYTES 4096u
+
+static int cmp_tok(const void *a, const void *b, void *ctx)
+{
+    const nx_gram_vocab_t *v = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
+    int c = memcmp(v->bytes + v->off[x], v->bytes + v->off[y], lx < ly ? lx : ly);
+    if (c)
+        return c;
+    return lx != ly ? (lx < ly ? -1 : 1) : (x < y ? -1 : x > y);
+}
+
+void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_gram_vocab_t *v = *self_p;
+    free(v->bytes);
+    free(v->off);
+    free(v->kind);
+    free(v->eos);
+    trie_t *tries[2] = {&v->all, &v->rest};
+    for (int i = 0; i < 2; i++) {
+        free(tries[i]->t_byte);
+        free(tries[i]->t_depth);
+        free(tries[i]->t_tok);
+        free(tries[i]->t_end);
+    }
+    free(v->plain);
+    free(v->plain_chars);
+    free(v->same_next);
+    free(v);
+    *self_p = NULL;
+}
+
+uint32_t nx_gram_vocab_size(const nx_gram_vocab_t *self)
+{
+    return self->size;
+}
+
+size_t nx_gram_mask_words(const nx_gram_vocab_t *self)
+{
+    return ((size_t)self->size + 31) / 32;
+}
+
+/* The trie of the normal tokens, or (skip: a token bitmask) of those not in skip; the
+ * same-bytes chains are built with the first trie only. */
+static int build_trie(nx_gram_vocab_t *v, trie_t *tr, const uint32_t *skip)
+{
+    uint32_t *order = malloc((v->size ? v->size : 1) * sizeof *order), n = 0;
+    size_t total = 0;
+    if (!order)
+        return NX_ENOMEM;
+    for (uint32_t id = 0; id < v->size; id++)
+        if (v->kind[id] == TOK_NORMAL && !(skip && (skip[id >> 5] >> (id & 31) & 1))) {
+            order[n++] = id;
+            total += v->off[id + 1] - v->off[id];
+        }
+    qsort_r(order, n, sizeof *order, cmp_tok, v);
+    tr->t_byte = malloc(total + 1);
+    tr->t_depth = malloc((total + 1) * sizeof *tr->t_depth);
+    tr->t_tok = malloc((total + 1) * sizeof *tr->t_tok);
+    tr->t_end = malloc((total + 1) * sizeof *tr->t_end);
+    uint32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path); /* node at each depth */
+    if (!tr->t_byte || !tr->t_depth || !tr->t_tok || !tr->t_end || !path) {
+        free(order);
+        free(path);
+        return NX_ENOMEM;
+    }
+    uint32_t depth = 0, prev = UINT32_MAX, nodes = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t id = order[k], len = v->off[id + 1] - v->off[id];
+        const char *s = v->bytes + v->off[id];
+        uint32_t lcp = 0;
+        if (prev != UINT32_MAX) {
+            uint32_t plen = v->off[prev + 1] - v->off[prev];
+            const char *ps = v->bytes + v->off[prev];
+            while (lcp < len && lcp < plen && ps[lcp] == s[lcp])
+                lcp++;
+        }
+        while (depth > lcp) /* close the nodes the new token does not share */
+            tr->t_end[path[--depth]] = nodes;
+        if (lcp == len && prev != UINT32_MAX) { /* same bytes as the previous token */
+            if (skip) { /* chained already */
+                prev = id;
+                continue;
+            }
+            uint32_t last = path[len - 1];
+            int32_t *p = &tr->t_tok[last];
+            while (*p >= 0)
+                p = &v->same_next[*p];
+            *p = (int32_t)id;
+        }
+        for (uint32_t d = lcp; d < len; d++) {
+            tr->t_byte[nodes] = (uint8_t)s[d];
+            tr->t_depth[nodes] = (uint16_t)(d + 1);
+            tr->t_tok[nodes] = d + 1 == len ? (int32_t)id : -1;
+            path[depth++] = nodes++;
+        }
+        prev = id;
+    }
+    while (depth > 0)
+        tr->t_end[path[--depth]] = nodes;
+    tr->n_nodes = nodes;
+    free(order);
+    free(path);
+    return NX_OK;
+}
+
+/* Plain text: whole UTF-8 characters, none of them a control, '"' or '\\' — the bytes a
+ * JSON string's body holds raw. A DFA state that every such character leads back to (the
+ * inside of a free string) allows all of them at once: the "slice" of llguidance. */
+static bool plain_text(const char *s, uint32_t len, uint32_t *chars)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    *chars = 0;
+    for (uint32_t i = 0; i < len; ++*chars) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == '"' || c == '\\')
+                return false;
+            i++;
+            continue;
+        }
+        uint32_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (!n || i + n > len)
+            return false;
+        uint32_t cp = c & (0xFF >> (n + 1));
+        for (uint32_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i + k] & 0x3F);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *lens,
+                                   const bool *special, uint32_t vocab_size,
+                                   const int32_t *eos_ids, size_t eos_count, nx_err_t *err)
+{
+    nx_gram_vocab_t *v = calloc(1, sizeof *v);
+    if (!v)
+        goto oom;
+    v->size = vocab_size;
+    v->off = malloc(((size_t)vocab_size + 1) * sizeof *v->off);
+    v->kind = calloc(vocab_size ? vocab_size : 1, 1);
+    v->same_next = malloc((vocab_size ? vocab_size : 1) * sizeof *v->same_next);
+    v->eos = malloc((eos_count ? eos_count : 1) * sizeof *v->eos);
+    if (!v->off || !v->kind || !v->same_next || !v->eos)
+        goto oom;
+    size_t total = 0;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        bool never = !bytes[id] || lens[id] == 0 || lens[id] > MAX_TOKEN_BYTES ||
+                     (special && special[id]);
+        v->kind[id] = never ? TOK_NEVER : TOK_NORMAL;
+        total += never ? 0 : lens[id];
+        v->same_next[id] = -1;
+    }
+    v->bytes = malloc(total + 1);
+    if (!v->bytes)
+        goto oom;
+    size_t pos = 0;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        v->off[id] = (uint32_t)pos;
+        if (v->kind[id] == TOK_NORMAL) {
+            memcpy(v->bytes + pos, bytes[id], lens[id]);
+            pos += lens[id];
+            if (lens[id] > v->max_len)
+                v->max_len = lens[id];
+        }
+    }
+    v->off[vocab_size] = (uint32_t)pos;
+    for (size_t i = 0; i < eos_count; i++) {
+        if (eos_ids[i] < 0 || (uint32_t)eos_ids[i] >= vocab_size) {
+            nx_err_set(err, NX_EINVAL, "end id %d outside the vocabulary of %u", eos_ids[i],
+                       vocab_size);
+            nx_gram_vocab_destroy(&v);
+            return NULL;
+        }
+        v->kind[eos_ids[i]] = TOK_EOS;
+        v->eos[v->n_eos++] = eos_ids[i];
+    }
+    v->plain = calloc(nx_gram_mask_words(v), sizeof *v->plain);
+    v->plain_chars = calloc(vocab_size ? vocab_size : 1, 1);
+    if (!v->plain || !v->plain_chars || build_trie(v, &v->all, NULL) != NX_OK)
+        goto oom;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        uint32_t chars;
+        if (v->kind[id] == TOK_NORMAL && plain_text(v->bytes + v->off[id],
+                                                   v->off[id + 1] - v->off[id], &chars)) {
+            v->plain[id >> 5] |= 1u << (id & 31);
+            v->plain_chars[id] = (uint8_t)(chars < 255 ? chars : 255);
+        }
+    }
+    if (build_trie(v, &v->rest, v->plain) != NX_OK)
+        goto oom;
+    return v;
+oom:
+    nx_err_set(err, NX_ENOMEM, "out of memory building a token trie");
+    nx_gram_vocab_destroy(&v);
+    return NULL;
+}
+
+/* --- per (terminal, state) token classes ------------------------------------------------------- */
+
+typedef struct tclass {
+    uint32_t term, dstate;
+    uint32_t *sure_bits;  /* dense, or NULL */
+    uint32_t *sure_ids;   /* sparse otherwise */
+    uint32_t n_sure;
+    uint32_t n_groups;
+    uint32_t *grp_tok;    /* [n_groups + 1]: tokens of group g are toks[grp_tok[g]..] */
+    uint32_t *grp_rem;    /* [n_groups]: token whose bytes [grp_at[g]..] are the remainder */
+    uint32_t *grp_at;
+    uint32_t *toks;
+    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
+} tclass_t;
+
+#define MASK_SLOTS 64u
+
+struct nx__mask_cache {
+    tclass_t **tc;        /* hash of (term, dstate) */
+    size_t n_tc, used_tc;
+    uint32_t *mask_set;   /* [MASK_SLOTS]: the set each cached mask is for, NX__DEAD = free */
+    uint32_t *masks;      /* [MASK_SLOTS * words] */
+    uint32_t next_slot, stamp;
+    uint32_t *walk_state; /* [max_len + 1] */
+    uint8_t *walk_acc;
+    uint32_t *pairs;      /* crossing (token, offset) pairs being collected */
+    size_t n_pairs, cap_pairs;
+    uint32_t *ids;
+    size_t n_ids, cap_ids;
+};
+
+static void tclass_free(tclass_t *c)
+{
+    if (!c)
+        return;
+    free(c->sure_bits);
+    free(c->sure_ids);
+    free(c->grp_tok);
+    free(c->grp_rem);
+    free(c->grp_at);
+    free(c->toks);
+    free(c);
+}
+
+void nx__mask_cache_free(nx__mask_cache_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_tc; i++)
+        tclass_free(c->tc[i]);
+    free(c->tc);
+    free(c->mask_set);
+    free(c->masks);
+    free(c->walk_state);
+    free(c->walk_acc);
+    free(c->pairs);
+    free(c->ids);
+    free(c);
+}
+
+void nx__mask_cache_forget_states(nx__mask_cache_t *c)
+{
+    for (uint32_t i = 0; c && i < MASK_SLOTS; i++)
+        c->mask_set[i] = NX__DEAD;
+}
+
+static bool grow(uint32_t **v, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? 2 * *cap : 1024;
+    while (n < need)
+        n *= 2;
+    uint32_t *p = realloc(*v, n * sizeof *p);
+    if (!p)
+        return false;
+    *v = p;
+    *cap = n;
+    return true;
+}
+
+/* Order crossing pairs by their remainder bytes, so equal remainders are adjacent and
+ * neighbours share prefixes. */
+static int cmp_pair(const void *a, const void *b, void *ctx)
+{
+    const nx_gram_vocab_t *v = ctx;
+    const uint32_t *x = a, *y = b;
+    const char *sx = v->bytes + v->off[x[0]] + x[1], *sy = v->bytes + v->off[y[0]] + y[1];
+    uint32_t lx = v->off[x[0] + 1] - v->off[x[0]] - x[1];
+    uint32_t ly = v->off[y[0] + 1] - v->off[y[0]] - y[1];
+    int c = memcmp(sx, sy, lx < ly ? lx : ly);
+    return c ? c : lx != ly ? (lx < ly ? -1 : 1) : (x[0] < y[0] ? -1 : x[0] > y[0]);
+}
+
+static bool add_tok(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok)
+{
+    for (; tok >= 0; tok = v->same_next[tok]) {
+        if (!grow(&c->ids, &c->cap_ids, c->n_ids + 1))
+            return false;
+        c->ids[c->n_ids++] = (uint32_t)tok;
+    }
+    return true;
+}
+
+static bool add_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok, uint32_t depth)
+{
+    for (; tok >= 0; tok = v->same_next[tok])
+        for (uint32_t j = 1; j < depth; j++) {
+            if (!c->walk_acc[j])
+                continue;
+            if (!grow(&c->pairs, &c->cap_pairs, c->n_pairs + 2))
+                return false;
+            c->pairs[c->n_pairs++] = (uint32_t)tok;
+            c->pairs[c->n_pairs++] = j;
+        }
+    return true;
+}
+
+/* Does every plain-text token (see plain_text) keep terminal t alive from d, ending in a
+ * state that can go on? Then those tokens are sure from d all at once. Checked on R, the
+ * states plain characters reach from d (a breadth-first search over the UTF-8 shapes, with
+ * sets of states so a DFA's byte classes need not line up with them): every step must live
+ * and every state of R must have a way on. R is {d} inside a free string; it is the states of
+ * "which listed key is this a prefix of" for an additional-properties key. */
+#define SLICE_MAX_STATES 256
+static const uint8_t SHAPES[][4][2] = {
+    {{0xC2, 0xDF}, {0x80, 0xBF}}, {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+    {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}}, {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+    {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+    {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}}};
+
+static bool set_add(uint32_t *set, uint32_t *n, uint32_t cap, uint32_t x)
+{
+    for (uint32_t j = 0; j < *n; j++)
+        if (set[j] == x)
+            return true;
+    if (*n == cap)
+        return false;
+    set[(*n)++] = x;
+    return true;
+}
+
+/* The states one plain character leads to from x, added to out (NX__DEAD among them when
+ * some character dies). Bytes are tried once per DFA byte class. Stops early (returning
+ * false) when a step dies and stop_dead is set, when both a dead and a live step were seen
+ * and stop_mixed is set, or when there are too many states to track. */
+static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
+                       bool stop_dead, bool stop_mixed)
+{
+    const uint8_t *cls = t->dfa.byte_class;
+    bool dead = false, live = false;
+    for (unsigned b = 0x20; b < 0x80; b++) {
+        if (b == '"' || b == '\\')
+            continue;
+        uint32_t y = nx__term_step(t, x, (uint8_t)b);
+        dead |= y == NX__DEAD;
+        live |= y != NX__DEAD;
+        if ((stop_dead && dead) || (stop_mixed && dead && live) ||
+            !set_add(out, n_out, SLICE_MAX_STATES, y))
+            return false;
+    }
+    for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++) {
+        uint32_t cur[64], next[64], n = 1, m = 0;
+        cur[0] = x;
+        for (int pos = 0; pos < 4 && SHAPES[k][pos][0]; pos++) {
+            m = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                if (cur[i] == NX__DEAD) {
+                    if (!set_add(next, &m, 64, NX__DEAD))
+                        return false;
+                    continue;
+                }
+                bool seen[256] = {0};
+                for (unsigned c = SHAPES[k][pos][0]; c <= SHAPES[k][pos][1]; c++) {
+                    if (seen[cls[c]])
+                        continue;
+                    seen[cls[c]] = true;
+                    uint32_t y = nx__term_step(t, cur[i], (uint8_t)c);
+                    if ((stop_dead && y == NX__DEAD) || !set_add(next, &m, 64, y))
+                        return false; /* dead, or too tangled to tell: walk it all */
+                }
+            }
+            memcpy(cur, next, m * sizeof *cur);
+            n = m;
+        }
+        for (uint32_t i = 0; i < m; i++) {
+            dead |= next[i] == NX__DEAD;
+            live |= next[i] != NX__DEAD;
+            if ((stop_mixed && dead && live) || !set_add(out, n_out, SLICE_MAX_STATES, next[i]))
+                return false;
+        }
+    }
+    return true;
+}
+
+#define SLICE_NONE UINT32_MAX
+#define SLICE_ALL (UINT32_MAX - 1)
+#define SLICE_MAX_CHARS 64
+
+/* Which plain-text tokens (see plain_text) are sure from d, taken whole instead of walked:
+ *   SLICE_ALL: every one — each keeps terminal t alive and ends where it can go on. Checked on
+ *     R, the states plain characters reach from d: every step lives, every state of R has a
+ *     way on. R is {d} inside a free string; it is the states of "which listed key is this a
+ *     prefix of" for an additional-properties key;
+ *   r: those of at most r characters, and longer ones die without crossing: the states after
+ *     k <= r characters all go on and none accepts, after r + 1 all are dead (a string of
+ *     bounded length);
+ *   SLICE_NONE: neither holds; the whole trie is walked. */
+static uint32_t slice_of(const nx__term_t *t, uint32_t d)
+{
+    if (t->kind != NX__T_DFA)
+        return SLICE_NONE;
+    uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    r[0] = d;
+    bool closed = true;
+    for (uint32_t q = 0; q < n_r && closed; q++) {
+        uint32_t before = n_r;
+        closed = nx__term_more(t, r[q]) && plain_step(t, r[q], r, &n_r, true, false);
+        for (uint32_t j = before; j < n_r && closed; j++)
+            closed = r[j] != NX__DEAD;
+    }
+    if (closed)
+        return SLICE_ALL;
+    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
+    cur[0] = d;
+    for (uint32_t k = 0; k <= SLICE_MAX_CHARS; k++) {
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])))
+                return SLICE_NONE;
+            if (!plain_step(t, cur[i], next, &m, false, true))
+                return SLICE_NONE;
+        }
+        bool any_dead = false, all_dead = true;
+        for (uint32_t i = 0; i < m; i++) {
+            any_dead |= next[i] == NX__DEAD;
+            all_dead &= next[i] == NX__DEAD;
+        }
+        if (all_dead)
+            return k;
+        if (any_dead)
+            return SLICE_NONE;
+        memcpy(cur, next, m * sizeof *cur);
+        n = m;
+    }
+    return SLICE_NONE;
+}
+
+/* Walk the trie through terminal t from state d (the hot loop of a cold mask). Where every
+ * plain-text token loops back to d, those are taken whole from the vocabulary's `plain` mask
+ * and only the other tokens' trie is walked. */
+static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, const nx__term_t *t,
+                              uint32_t term, uint32_t d)
+{
+    tclass_t *tc = calloc(1, sizeof *tc);
+    if (!tc)
+        return NULL;
+    tc->term = term;
+    tc->dstate = d;
+    c->n_ids = c->n_pairs = 0;
+    uint32_t *st = c->walk_state;
+    uint8_t *acc = c->walk_acc;
+    uint32_t *accn = st + v->max_len + 1; /* accepting states on the path so far */
+    uint32_t slice_chars = slice_of(t, d);
+    bool slice = slice_chars != SLICE_NONE;
+    const trie_t *tr = slice ? &v->rest : &v->all;
+    st[0] = d;
+    acc[0] = 0;
+    accn[0] = 0;
+    bool ok = true;
+    for (uint32_t i = 0; i < tr->n_nodes && ok;) {
+        uint32_t dep = tr->t_depth[i];
+        uint32_t s = nx__term_step(t, st[dep - 1], tr->t_byte[i]);
+        if (s == NX__DEAD) {
+            if (accn[dep - 1]) /* every token below crosses the terminal's end */
+                for (uint32_t k = i; k < tr->t_end[i] && ok; k++)
+                    if (tr->t_tok[k] >= 0)
+                        ok = add_pairs(c, v, tr->t_tok[k], dep);
+            i = tr->t_end[i];
+            continue;
+        }
+        st[dep] = s;
+        acc[dep] = nx__term_accepting(t, s);
+        accn[dep] = accn[dep - 1] + acc[dep];
+        if (tr->t_tok[i] >= 0) {
+            /* ending in a state with no way on, the terminal must end here, so the token
+             * is only as good as what follows: a crossing with nothing left to match */
+            if (nx__term_more(t, s))
+                ok = add_tok(c, v, tr->t_tok[i]);
+            else
+                ok = add_pairs(c, v, tr->t_tok[i], dep + 1);
+        }
+        i++;
+    }
+    if (!ok)
+        goto oom;
+    tc->n_sure = (uint32_t)c->n_ids;
+    if (slice || c->n_ids > v->size / 64) {
+        tc->sure_bits = calloc(nx_gram_mask_words(v), sizeof *tc->sure_bits);
+        if (!tc->sure_bits)
+            goto oom;
+        if (slice_chars == SLICE_ALL)
+            memcpy(tc->sure_bits, v->plain, nx_gram_mask_words(v) * sizeof *v->plain);
+        else if (slice)
+            for (uint32_t id = 0; id < v->size; id++)
+                if (v->plain_chars[id] && v->plain_chars[id] <= slice_chars)
+                    tc->sure_bits[id >> 5] |= 1u << (id & 31);
+        for (size_t k = 0; k < c->n_ids; k++)
+            tc->sure_bits[c->ids[k] >> 5] |= 1u << (c->ids[k] & 31);
+    } else if (c->n_ids) {
+        tc->sure_ids = malloc(c->n_ids * sizeof *tc->sure_ids);
+        if (!tc->sure_ids)
+            goto oom;
+        memcpy(tc->sure_ids, c->ids, c->n_ids * sizeof *tc->sure_ids);
+    }
+    size_t np = c->n_pairs / 2;
+    if (np) {
+        qsort_r(c->pairs, np, 2 * sizeof *c->pairs, cmp_pair, (void *)v);
+        tc->toks = malloc(np * sizeof *tc->toks);
+        tc->grp_tok = malloc((np + 1) * sizeof *tc->grp_tok);
+        tc->grp_rem = malloc(np * sizeof *tc->grp_rem);
+        tc->grp_at = malloc(np * sizeof *tc->grp_at);
+        if (!tc->toks || !tc->grp_tok || !tc->grp_rem || !tc->grp_at)
+            goto oom;
+        uint32_t g = 0;
+        for (size_t k = 0; k < np; k++) {
+            const uint32_t *p = c->pairs + 2 * k;
+            bool same = false;
+            if (k) {
+                const uint32_t *q = p - 2;
+                uint32_t lp = v->off[p[0] + 1] - v->off[p[0]] - p[1];
+                uint32_t lq = v->off[q[0] + 1] - v->off[q[0]] - q[1];
+                same = lp == lq && !memcmp(v->bytes + v->off[p[0]] + p[1],
+                                           v->bytes + v->off[q[0]] + q[1], lp);
+            }
+            if (!same) {
+                tc->grp_tok[g] = (uint32_t)k;
+                tc->grp_rem[g] = p[0];
+                tc->grp_at[g] = p[1];
+                g++;
+            }
+            tc->toks[k] = p[0];
+        }
+        tc->grp_tok[g] = (uint32_t)np;
+        tc->n_groups = g;
+    }
+    return tc;
+oom:
+    tclass_free(tc);
+    return NULL;
+}
+
+static uint64_t tc_hash(uint32_t term, uint32_t d)
+{
+    uint64_t h = ((uint64_t)term << 32 | d) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
+{
+    nx__mask_cache_t *c = m->cache;
+    if (2 * (c->used_tc + 1) > c->n_tc) {
+        size_t n = c->n_tc ? 2 * c->n_tc : 256;
+        tclass_t **tc = calloc(n, sizeof *tc);
+        if (!tc)
+            return NULL;
+        for (size_t i = 0; i < c->n_tc; i++) {
+            if (!c->tc[i])
+                continue;
+            size_t h = tc_hash(c->tc[i]->term, c->tc[i]->dstate) & (n - 1);
+            while (tc[h])
+                h = (h + 1) & (n - 1);
+            tc[h] = c->tc[i];
+        }
+        free(c->tc);
+        c->tc = tc;
+        c->n_tc = n;
+    }
+    size_t mask = c->n_tc - 1, h = tc_hash(term, d) & mask;
+    for (; c->tc[h]; h = (h + 1) & mask)
+        if (c->tc[h]->term == term && c->tc[h]->dstate == d)
+            return c->tc[h];
+    uint64_t t0 = nx_now_ns();
+    tclass_t *tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
+    if (tc && getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
+        const nx__term_t *t = &m->g->terms[term];
+        fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
+                "slice %d (trie nodes %u, rest %u)\n", term, t->kind == NX__T_DFA ? "dfa" : "lit",
+                t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
+                (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
+                tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+    }
+    if (tc) {
+        c->tc[h] = tc;
+        c->used_tc++;
+    }
+    return tc;
+}
+
+static nx__mask_cache_t *cache_new(const nx_gram_vocab_t *v)
+{
+    nx__mask_cache_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->mask_set = malloc(MASK_SLOTS * sizeof *c->mask_set);
+    c->masks = malloc(MASK_SLOTS * nx_gram_mask_words(v) * sizeof *c->masks);
+    c->walk_state = malloc(2 * ((size_t)v->max_len + 2) * sizeof *c->walk_state);
+    c->walk_acc = malloc((size_t)v->max_len + 2);
+    if (!c->mask_set || !c->masks || !c->walk_state || !c->walk_acc) {
+        nx__mask_cache_free(c);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < MASK_SLOTS; i++)
+        c->mask_set[i] = NX__DEAD;
+    return c;
+}
+
+/* The tokens of crossing groups whose remainder the continuation set accepts. Groups are
+ * sorted by remainder, so the states along the previous remainder are reused for the shared
+ * prefix. */
+static void or_groups(nx_gram_matcher_t *m, const tclass_t *tc, uint32_t cont, uint32_t *mask)
+{
+    const nx_gram_vocab_t *v = m->v;
+    uint32_t *st = m->cache->walk_state; /* st[k]: state after k remainder bytes */
+    const char *prev = NULL;
+    uint32_t prev_len = 0;
+    st[0] = cont;
+    for (uint32_t g = 0; g < tc->n_groups; g++) {
+        uint32_t tok = tc->grp_rem[g], at = tc->grp_at[g];
+        const char *rem = v->bytes + v->off[tok] + at;
+        uint32_t len = v->off[tok + 1] - v->off[tok] - at, k = 0;
+        while (prev && k < len && k < prev_len && rem[k] == prev[k])
+            k++;
+        for (; k < len; k++)
+            st[k + 1] = st[k] == NX__DEAD ? NX__DEAD : nx__set_advance(m, st[k], (uint8_t)rem[k]);
+        prev = rem;
+        prev_len = len;
+        if (st[len] == NX__DEAD)
+            continue;
+        for (uint32_t i = tc->grp_tok[g]; i < tc->grp_tok[g + 1]; i++)
+            mask[tc->toks[i] >> 5] |= 1u << (tc->toks[i] & 31);
+    }
+}
+
+int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
+{
+    const nx_gram_vocab_t *v = self->v;
+    if (!v)
+        return nx_err_set(err, NX_ESTATE, "grammar matcher has no vocabulary");
+    size_t words = nx_gram_mask_words(v);
+    memset(mask, 0, words * sizeof *mask);
+    if (self->ended || self->cur == NX__DEAD)
+        return NX_OK;
+    if (!self->cache && !(self->cache = cache_new(v)))
+        return nx_err_set(err, NX_ENOMEM, "out of memory for the mask cache");
+    nx__mask_cache_t *c = self->cache;
+    uint32_t set = self->cur;
+    for (uint32_t i = 0; i < MASK_SLOTS; i++)
+        if (c->mask_set[i] == set) {
+            memcpy(mask, c->masks + i * words, words * sizeof *mask);
+            return NX_OK;
+        }
+    uint32_t stamp = ++c->stamp, n;
+    nx__set_members(self, set, &n);
+    bool accepting = false;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t top = self->members[self->set_off[set] + k]; /* members may move below */
+        if (top == NX__ACCEPT_NODE) {
+            accepting = true;
+            continue;
+        }
+        nx__node_t node = self->nodes[top];
+        tclass_t *tc = tclass_get(self, self->g->items[node.pos], node.dstate);
+        if (!tc)
+            return nx_err_set(err, NX_ENOMEM, "out of memory computing a token mask");
+        if (tc->stamp != stamp) {
+            tc->stamp = stamp;
+            if (tc->sure_bits)
+                for (size_t w = 0; w < words; w++)
+                    mask[w] |= tc->sure_bits[w];
+            else
+                for (uint32_t i = 0; i < tc->n_sure; i++)
+                    mask[tc->sure_ids[i] >> 5] |= 1u << (tc->sure_ids[i] & 31);
+        }
+        if (tc->n_groups) {
+            uint32_t cont = nx__top_cont(self, top);
+            if (cont != NX__DEAD)
+                or_groups(self, tc, cont, mask);
+        }
+    }
+    if (self->overflow)
+        return nx_err_set(err, NX_ENOMEM, "grammar matcher over its state caps");
+    if (accepting)
+        for (size_t i = 0; i < v->n_eos; i++)
+            mask[v->eos[i] >> 5] |= 1u << (v->eos[i] & 31);
+    uint32_t slot = c->next_slot++ % MASK_SLOTS;
+    c->mask_set[slot] = set;
+    memcpy(c->masks + slot * words, mask, words * sizeof *mask);
+    return NX_OK;
+}
+
+int nx_gram_matcher_accept_token(nx_gram_matcher_t *self, int32_t token, nx_err_t *err)
+{
+    const nx_gram_vocab_t *v = self->v;
+    if (!v)
+        return nx_err_set(err, NX_ESTATE, "grammar matcher has no vocabulary");
+    if (token < 0 || (uint32_t)token >= v->size || self->ended)
+        return NX_EINVAL;
+    if (v->kind[token] == TOK_EOS) {
+        if (!nx_gram_matcher_accepting(self))
+            return NX_EINVAL;
+        self->ended = true;
+        return NX_OK;
+    }
+    if (v->kind[token] == TOK_NEVER)
+        return NX_EINVAL;
+    return nx_gram_matcher_advance(self, v->bytes + v->off[token],
+                                   v->off[token + 1] - v->off[token], err);
+}

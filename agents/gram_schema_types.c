@@ -1,0 +1,609 @@
+/* gram_schema_types.c — the grammar of each JSON type under its keywords, compact form.
+ *
+ * Strings: one terminal, quotes included; characters are written as json.dumps(ensure_ascii=
+ * False) writes them (raw UTF-8, \" \\ \b \f \n \r \t, \u00XX for other controls), so
+ * minLength/maxLength count code points exactly and `pattern` (searched, as the spec says) is
+ * matched against the decoded text. pattern, length and format intersect as DFAs. Formats:
+ * date (days per month and leap years exact), time and date-time (RFC 3339, without leap
+ * seconds), uuid, ipv4 (no leading zeros), email (dot-atom local part @ a host name: no
+ * quoted local parts or address literals). Others are refused by name.
+ *
+ * Numbers: integers as -?(0|[1-9][0-9]*) with an optional .0+ (1.0 is an integer); numbers
+ * add fractions and exponents. Bounds are exact as digit DFAs: any bound on `integer`; bounds
+ * with an integer value on `number` (then exponents are not admitted: 1e2 is refused where
+ * 100 is accepted). A non-integer bound on `number` is refused by name. Bounds within ±2^53.
+ *
+ * Objects: the listed properties (`properties`, then `required` names it does not list) are
+ * admitted in ANY order when there are at most 6, else in the order `properties` lists them;
+ * additional properties (keys not listed, under additionalProperties) may come anywhere in
+ * any order, any number of them. Required ones must all appear; no key twice among the listed.
+ *
+ * Arrays: prefixItems (draft-07: items as an array, then additionalItems), items, minItems,
+ * maxItems (bounds up to 10,000), as a chain of rules.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gram_schema.h"
+
+/* --- small text buffers ------------------------------------------------------------------------ */
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} buf_t;
+
+static void put(buf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = cap < (64u << 20) ? realloc(b->s, cap) : NULL;
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void puts_(buf_t *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* A JSON string as the grammar writes it, quotes included. */
+static void json_str(buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[7] = "\\u00";
+        switch (c) {
+        case '"': put(b, "\\\"", 2); break;
+        case '\\': put(b, "\\\\", 2); break;
+        case '\b': put(b, "\\b", 2); break;
+        case '\f': put(b, "\\f", 2); break;
+        case '\n': put(b, "\\n", 2); break;
+        case '\r': put(b, "\\r", 2); break;
+        case '\t': put(b, "\\t", 2); break;
+        default:
+            if (c < 0x20) {
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 15];
+                put(b, esc, 6);
+            } else
+                put(b, (const char *)&c, 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+/* Bytes as a regex matching exactly them. */
+static void rx_lit(buf_t *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                          (c >= 'A' && c <= 'Z') || c == ' ' || c == '_'))
+            put(b, "\\", 1);
+        put(b, (const char *)&c, 1);
+    }
+}
+
+static uint32_t dfa_term(nx__sc_t *sc, const char *re, bool search, nx__enc_t enc,
+                         const char *pre, const char *suf, nx__dfa_t *out)
+{
+    nx__dfa_t d;
+    nx_err_t e = {0};
+    int rc = nx__regex_dfa(re, search, enc, pre, suf, &d, &e);
+    if (rc != NX_OK)
+        return nx__sc_fail(sc, rc, "%s", e.msg);
+    if (out) {
+        *out = d;
+        return 0;
+    }
+    return nx__gb_dfa(sc->b, &d);
+}
+
+static int add_term_alt(nx__sc_t *sc, uint32_t rule, uint32_t term)
+{
+    if (term == NX__DEAD || nx__gb_alt(sc->b, rule, (uint32_t[]){NX__TERM(term)}, 1) != NX_OK)
+        return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
+    return NX_OK;
+}
+
+/* --- strings ---------------------------------------------------------------------------------- */
+
+static const struct { const char *name, *re; } FORMATS[] = {
+#define DATE "([0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|[0-9]{4}-(0[13-9]|1[0-2])-(29|30)" \
+             "|[0-9]{4}-(0[13578]|1[02])-31|([0-9]{2}(0[48]|[2468][048]|[13579][26])|"      \
+             "([02468][048]|[13579][26])00)-02-29)"
+#define TIME "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+#define OCTET "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+#define LABEL "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#define ATOM "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    {"date", DATE},
+    {"time", TIME},
+    {"date-time", DATE "[Tt]" TIME},
+    {"uuid", "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"},
+    {"ipv4", OCTET "\\." OCTET "\\." OCTET "\\." OCTET},
+    {"email", ATOM "(\\." ATOM ")*@" LABEL "(\\." LABEL ")*"},
+};
+
+static bool bound(nx__sc_t *sc, json_t *node, const char *key, const char *ptr, uint32_t *out)
+{
+    json_t *v = json_object_get(node, key);
+    if (!v)
+        return false;
+    double x = json_number_value(v);
+    if (!json_is_number(v) || x < 0 || x != floor(x))
+        return nx__sc_fail(sc, NX_EINVAL, "'%s' at %s is not a non-negative integer", key,
+                           nx__sc_where(ptr)), false;
+    if (x > NX__MAX_REPEAT) /* a length automaton that large: refused, not approximated */
+        return nx__sc_unsupported(sc, key, ptr, "over 10000 is not built"), false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
+{
+    json_t *pat = json_object_get(node, "pattern"), *fmt = json_object_get(node, "format");
+    uint32_t minl = 0, maxl = UINT32_MAX;
+    bool has_min = bound(sc, node, "minLength", ptr, &minl);
+    if (sc->rc)
+        return sc->rc;
+    bool has_max = bound(sc, node, "maxLength", ptr, &maxl);
+    if (sc->rc)
+        return sc->rc;
+    if (!pat && !fmt && !has_min && !has_max) {
+        if (sc->str_term == NX__DEAD)
+            sc->str_term = nx__gb_json_string_term(sc->b, sc->err);
+        if (sc->str_term == NX__DEAD)
+            return nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc;
+        return add_term_alt(sc, rule, sc->str_term);
+    }
+    nx__dfa_t acc = {0}, d;
+    bool have = false;
+    char re[64];
+    if (has_min || has_max) {
+        if (has_max && maxl < minl)
+            return NX_OK; /* no string fits */
+        if (has_max)
+            snprintf(re, sizeof re, "[\\s\\S]{%u,%u}", minl, maxl);
+        else
+            snprintf(re, sizeof re, "[\\s\\S]{%u,}", minl);
+        if (dfa_term(sc, re, false, NX__ENC_JSON, "\"", "\"", &acc) == NX__DEAD)
+            return nx__sc_unsupported(sc, has_max ? "maxLength" : "minLength", ptr,
+                                      sc->err ? sc->err->msg : NULL), sc->rc;
+        have = true;
+    }
+    const char *res[2] = {NULL, NULL}, *names[2] = {"format", "pattern"};
+    if (fmt) {
+        const char *f = json_string_value(fmt);
+        for (size_t i = 0; f && i < sizeof FORMATS / sizeof FORMATS[0]; i++)
+            if (!strcmp(FORMATS[i].name, f))
+                res[0] = FORMATS[i].re;
+        if (!res[0]) {
+            nx__dfa_free(&acc);
+            char why[256];
+            snprintf(why, sizeof why, "format '%.100s' is not built (date-time, date, time, "
+                                      "uuid, email, ipv4 are)", f ? f : "(not a string)");
+            return nx__sc_unsupported(sc, "format", ptr, why), sc->rc;
+        }
+    }
+    if (pat) {
+        if (!json_is_string(pat)) {
+            nx__dfa_free(&acc);
+            return nx__sc_fail(sc, NX_EINVAL, "'pattern' at %s is not a string",
+                               nx__sc_where(ptr)), sc->rc;
+        }
+        res[1] = json_string_value(pat);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!res[i])
+            continue;
+        nx_err_t e = {0};
+        int rc = nx__regex_dfa(res[i], i == 1, NX__ENC_JSON, "\"", "\"", &d, &e);
+        if (rc != NX_OK) {
+            nx__dfa_free(&acc);
+            return nx__sc_fail(sc, rc, "%s keyword '%s' at %s: %s",
+                               rc == NX_ENOTSUP ? "unsupported" : "invalid", names[i],
+                               nx__sc_where(ptr), e.msg), sc->rc;
+        }
+        if (have) {
+            nx__dfa_t both;
+            rc = nx__dfa_product(&acc, &d, false, &both, &e);
+            nx__dfa_free(&acc);
+            nx__dfa_free(&d);
+            if (rc != NX_OK)
+                return nx__sc_unsupported(sc, names[i], ptr, e.msg), sc->rc;
+            acc = both;
+        } else
+            acc = d;
+        have = true;
+    }
+    return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
+}
+
+/* --- numbers ---------------------------------------------------------------------------------- */
+
+#define FRAC "(\\.[0-9]+)?"
+#define ZFRAC "(\\.0+)?"
+#define NZFRAC "\\.[0-9]*[1-9][0-9]*"
+#define NAT "(0|[1-9][0-9]*)"
+#define INF INT64_MAX
+
+/* Equal-length digit strings lo <= hi. */
+static void same_len(buf_t *b, const char *lo, const char *hi, size_t n)
+{
+    if (n == 0)
+        return;
+    char tmp[64];
+    if (n == 1) {
+        snprintf(tmp, sizeof tmp, "[%c-%c]", lo[0], hi[0]);
+        puts_(b, tmp);
+        return;
+    }
+    if (lo[0] == hi[0]) {
+        put(b, lo, 1);
+        same_len(b, lo + 1, hi + 1, n - 1);
+        return;
+    }
+    char nines[32], zeros[32];
+    memset(nines, '9', n - 1);
+    memset(zeros, '0', n - 1);
+    puts_(b, "(");
+    put(b, lo, 1);
+    puts_(b, "(");
+    same_len(b, lo + 1, nines, n - 1);
+    puts_(b, ")");
+    if (lo[0] + 1 <= hi[0] - 1) {
+        snprintf(tmp, sizeof tmp, "|[%c-%c][0-9]{%zu}", lo[0] + 1, hi[0] - 1, n - 1);
+        puts_(b, tmp);
+    }
+    puts_(b, "|");
+    put(b, hi, 1);
+    puts_(b, "(");
+    same_len(b, zeros, hi + 1, n - 1);
+    puts_(b, "))");
+}
+
+static int digits(int64_t x)
+{
+    int n = 1;
+    while (x >= 10) {
+        x /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* Natural numbers in [a, b] (b may be INF), canonical digits. */
+static void nat_range(buf_t *b, int64_t a, int64_t hi)
+{
+    char tmp[64], lo_s[32], hi_s[32];
+    puts_(b, "(");
+    if (hi == INF) {
+        int d = digits(a);
+        int64_t top = 1;
+        for (int i = 0; i < d; i++)
+            top *= 10;
+        nat_range(b, a, top - 1);
+        snprintf(tmp, sizeof tmp, "|[1-9][0-9]{%d,}", d);
+        puts_(b, tmp);
+    } else {
+        bool first = true;
+        int64_t p = 1;
+        for (int k = 1; k <= digits(hi); k++, p *= 10) {
+            int64_t lo_k = k == 1 ? 0 : p, hi_k = p * 10 - 1;
+            if (lo_k < a)
+                lo_k = a;
+            if (hi_k > hi)
+                hi_k = hi;
+            if (lo_k > hi_k)
+                continue;
+            snprintf(lo_s, sizeof lo_s, "%lld", (long long)lo_k);
+            snprintf(hi_s, sizeof hi_s, "%lld", (long long)hi_k);
+            if (!first)
+                puts_(b, "|");
+            first = false;
+            same_len(b, lo_s, hi_s, strlen(lo_s));
+        }
+    }
+    puts_(b, ")");
+}
+
+/* Integers in [lo, hi]; lo may be -INF (as -INF), hi INF. */
+static void int_range(buf_t *b, int64_t lo, int64_t hi)
+{
+    bool any = false;
+    puts_(b, "(");
+    if (hi >= 0) {
+        nat_range(b, lo > 0 ? lo : 0, hi);
+        any = true;
+    }
+    if (lo < 0) {
+        if (any)
+            puts_(b, "|");
+        puts_(b, "-");
+        nat_range(b, hi < 0 ? -hi : 1, lo == -INF ? INF : -lo);
+    }
+    puts_(b, ")");
+}
+
+/* Numbers x with x >= m (op 0), > m (1), <= m (2), < m (3), m an integer. */
+static void num_bound(buf_t *b, int op, int64_t m)
+{
+    char tmp[64];
+    int64_t M = -m;
+    puts_(b, "(");
+    switch (op) {
+    case 0:
+        if (m >= 0) { nat_range(b, m, INF); puts_(b, FRAC); }
+        else {
+            puts_(b, NAT FRAC "|-(");
+            if (M >= 1) { nat_range(b, 0, M - 1); puts_(b, FRAC "|"); }
+            snprintf(tmp, sizeof tmp, "%lld" ZFRAC ")", (long long)M);
+            puts_(b, tmp);
+        }
+        break;
+    case 1:
+        if (m >= 0) {
+            nat_range(b, m + 1, INF);
+            snprintf(tmp, sizeof tmp, FRAC "|%lld" NZFRAC, (long long)m);
+            puts_(b, tmp);
+        } else {
+            puts_(b, NAT FRAC "|-");
+            nat_range(b, 0, M - 1);
+            puts_(b, FRAC);
+        }
+        break;
+    case 2:
+        if (m >= 0) {
+            puts_(b, "-" NAT FRAC "|");
+            if (m >= 1) { nat_range(b, 0, m - 1); puts_(b, FRAC "|"); }
+            snprintf(tmp, sizeof tmp, "%lld" ZFRAC, (long long)m);
+            puts_(b, tmp);
+        } else {
+            puts_(b, "-");
+            nat_range(b, M, INF);
+            puts_(b, FRAC);
+        }
+        break;
+    default:
+        if (m > 0) {
+            puts_(b, "-" NAT FRAC "|");
+            nat_range(b, 0, m - 1);
+            puts_(b, FRAC);
+        } else {
+            puts_(b, "-(");
+            nat_range(b, M + 1, INF);
+            snprintf(tmp, sizeof tmp, FRAC "|%lld" NZFRAC ")", (long long)M);
+            puts_(b, tmp);
+        }
+    }
+    puts_(b, ")");
+}
+
+int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule)
+{
+    static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum",
+                                       "exclusiveMaximum"};
+    json_t *v[4];
+    bool any = false;
+    for (int i = 0; i < 4; i++) {
+        v[i] = json_object_get(node, keys[i]);
+        if (v[i] && !json_is_number(v[i]))
+            return nx__sc_unsupported(sc, keys[i], ptr, "a bound that is not a number "
+                                                        "(draft-04's boolean form) is not built"),
+                   sc->rc;
+        if (v[i] && fabs(json_number_value(v[i])) > 9007199254740992.0)
+            return nx__sc_unsupported(sc, keys[i], ptr, "bounds beyond 2^53 are not built"),
+                   sc->rc;
+        any |= v[i] != NULL;
+    }
+    if (!any) {
+        uint32_t *term = integer ? &sc->int_term : &sc->num_term;
+        if (*term == NX__DEAD)
+            *term = dfa_term(sc, integer ? "-?" NAT ZFRAC
+                                         : "-?" NAT "(\\.[0-9]+)?([eE][+-]?[0-9]+)?",
+                             false, NX__ENC_UTF8, NULL, NULL, NULL);
+        return add_term_alt(sc, rule, *term);
+    }
+    buf_t b = {0};
+    nx__dfa_t acc = {0}, d;
+    if (integer) {
+        double lo = -INFINITY, hi = INFINITY;
+        if (v[0]) lo = fmax(lo, ceil(json_number_value(v[0])));
+        if (v[1]) lo = fmax(lo, floor(json_number_value(v[1])) + 1);
+        if (v[2]) hi = fmin(hi, floor(json_number_value(v[2])));
+        if (v[3]) hi = fmin(hi, ceil(json_number_value(v[3])) - 1);
+        if (lo > hi)
+            return NX_OK; /* no integer fits */
+        int_range(&b, isinf(lo) ? -INF : (int64_t)lo, isinf(hi) ? INF : (int64_t)hi);
+        puts_(&b, ZFRAC);
+        uint32_t t = b.oom ? NX__DEAD : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
+        free(b.s);
+        return add_term_alt(sc, rule, t);
+    }
+    bool have = false;
+    for (int i = 0; i < 4; i++) {
+        if (!v[i])
+            continue;
+        double x = json_number_value(v[i]);
+        if (x != floor(x)) {
+            nx__dfa_free(&acc);
+            return nx__sc_unsupported(sc, keys[i], ptr, "a bound that is not an integer, on "
+                                                        "'number', is not built"), sc->rc;
+        }
+        b.len = 0;
+        num_bound(&b, i == 0 ? 0 : i == 1 ? 1 : i == 2 ? 2 : 3, (int64_t)x);
+        if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &d) == NX__DEAD) {
+            free(b.s);
+            nx__dfa_free(&acc);
+            return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
+        }
+        if (have) {
+            nx__dfa_t both;
+            nx_err_t e = {0};
+            int rc = nx__dfa_product(&acc, &d, false, &both, &e);
+            nx__dfa_free(&acc);
+            nx__dfa_free(&d);
+            if (rc != NX_OK) {
+                free(b.s);
+                return nx__sc_unsupported(sc, keys[i], ptr, e.msg), sc->rc;
+            }
+            acc = both;
+        } else
+            acc = d;
+        have = true;
+    }
+    free(b.s);
+    return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
+}
+
+/* --- literal values as regexes -------------------------------------------------------------- */
+
+static bool value_rx(buf_t *b, json_t *v, int depth);
+
+/* Members of an object in every order (up to 4 members: 24 orders), else as listed. */
+static bool members_rx(buf_t *b, json_t *obj, const char **keys, size_t n, size_t *perm,
+                       size_t k, bool *used, bool *first, int depth)
+{
+    if (k == n) {
+        if (!*first)
+            puts_(b, "|");
+        *first = false;
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                puts_(b, ",");
+            buf_t key = {0};
+            json_str(&key, keys[perm[i]], strlen(keys[perm[i]]));
+            if (key.oom)
+                return false;
+            rx_lit(b, key.s, key.len);
+            free(key.s);
+            puts_(b, ":");
+            if (!value_rx(b, json_object_get(obj, keys[perm[i]]), depth + 1))
+                return false;
+        }
+        return true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (used[i] || (n > 4 && i != k))
+            continue;
+        used[i] = true;
+        perm[k] = i;
+        bool ok = members_rx(b, obj, keys, n, perm, k + 1, used, first, depth);
+        used[i] = false;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool value_rx(buf_t *b, json_t *v, int depth)
+{
+    char tmp[64];
+    if (depth > 32 || b->oom)
+        return false;
+    switch (json_typeof(v)) {
+    case JSON_NULL: puts_(b, "null"); break;
+    case JSON_TRUE: puts_(b, "true"); break;
+    case JSON_FALSE: puts_(b, "false"); break;
+    case JSON_INTEGER:
+    case JSON_REAL: {
+        double x = json_number_value(v);
+        bool integral = json_is_integer(v) || (x == floor(x) && fabs(x) < 9007199254740992.0);
+        if (integral) {
+            long long n = json_is_integer(v) ? (long long)json_integer_value(v) : (long long)x;
+            if (n == 0)
+                puts_(b, "(\\-?0(\\.0+)?)");
+            else {
+                snprintf(tmp, sizeof tmp, "(%s%lld(\\.0+)?)", n < 0 ? "\\-" : "",
+                         n < 0 ? -n : n);
+                puts_(b, tmp);
+            }
+        } else {
+            /* the shortest text that reads back as x, as Python's repr writes it */
+            for (int prec = 1; prec <= 17; prec++) {
+                snprintf(tmp, sizeof tmp, "%.*g", prec, x);
+                if (strtod(tmp, NULL) == x)
+                    break;
+            }
+            if (!strchr(tmp, '.') && !strchr(tmp, 'e'))
+                strcat(tmp, ".0");
+            rx_lit(b, tmp, strlen(tmp));
+        }
+        break;
+    }
+    case JSON_STRING: {
+        buf_t s = {0};
+        json_str(&s, json_string_value(v), json_string_length(v));
+        if (s.oom)
+            return false;
+        rx_lit(b, s.s, s.len);
+        free(s.s);
+        break;
+    }
+    case JSON_ARRAY: {
+        puts_(b, "\\[");
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            if (i)
+                puts_(b, ",");
+            if (!value_rx(b, x, depth + 1))
+                return false;
+        }
+        puts_(b, "\\]");
+        break;
+    }
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v), i = 0;
+        const char **keys = calloc(n ? n : 1, sizeof *keys);
+        size_t *perm = calloc(n ? n : 1, sizeof *perm);
+        bool *used = calloc(n ? n : 1, sizeof *used), first = true, ok = keys && perm && used;
+        const char *key;
+        json_t *x;
+        json_object_foreach(v, key, x) if (keys) keys[i++] = key;
+        puts_(b, "\\{(");
+        ok = ok && members_rx(b, v, keys, n, perm, 0, used, &first, depth);
+        puts_(b, ")\\}");
+        free(keys);
+        free(perm);
+        free(used);
+        if (!ok)
+            return false;
+        break;
+    }
+    }
+    return !b->oom;
+}
+
+bool nx__sc_value_regex(json_t *v, char **s, size_t *len, size_t *cap, int depth)
+{
+    buf_t b = {.s = *s, .len = *len, .cap = *cap};
+    bool ok;
+    if (depth < 0) {
+        puts_(&b, "|");
+        ok = !b.oom;
+    } else
+        ok = value_rx(&b, v, depth);
+    *s = b.s;
+    *len = b.len;
+    *cap = b.cap;
+    return ok && b.len < (16u << 20);
+}

@@ -1,0 +1,366 @@
+/* test_grammar.c — the grammar engine in C: GBNF and JSON Schema compile errors (named
+ * keyword and pointer, LINE:COL), hostile inputs refused rather than crashing, byte matching,
+ * state copies, and the token mask checked exhaustively on the committed tiny Qwen2 tokenizer
+ * (tests/fixtures/tokenizer/qwen2_tiny, 659 ids): along random constrained walks, a token's
+ * mask bit is set exactly when the matcher accepts the token, end ids exactly where the
+ * grammar accepts. Run from the repository root (as `make unit` does).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "grammar.h"
+#include "nx_engine.h"
+
+#define TINY_DIR "tests/fixtures/tokenizer/qwen2_tiny"
+
+static nx_gram_t *schema(const char *text, nx_err_t *err)
+{
+    return nx_gram_from_json_schema(text, strlen(text), NULL, err);
+}
+
+static bool matches(const nx_gram_t *g, const char *text)
+{
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, NULL, NULL);
+    assert_non_null(m);
+    bool ok = nx_gram_matcher_advance(m, text, strlen(text), NULL) == NX_OK &&
+              nx_gram_matcher_accepting(m);
+    nx_gram_matcher_destroy(&m);
+    return ok;
+}
+
+static void expect_error(const char *schema_text, int code, const char *msg)
+{
+    nx_err_t err = {0};
+    nx_gram_t *g = schema(schema_text, &err);
+    if (g)
+        fail_msg("compiled, expected '%s'", msg);
+    assert_int_equal(err.code, code);
+    if (!strstr(err.msg, msg))
+        fail_msg("message '%s' lacks '%s'", err.msg, msg);
+}
+
+static void test_schema_errors_name_keyword_and_pointer(void **state)
+{
+    expect_error("{\"properties\":{\"a\":{\"patternProperties\":{}}}}", NX_ENOTSUP,
+                 "unsupported keyword 'patternProperties' at /properties/a");
+    expect_error("{\"items\":{\"not\":{}}}", NX_ENOTSUP, "unsupported keyword 'not' at /items");
+    expect_error("{\"oneOf\":[{\"type\":\"integer\"},{\"minimum\":2}]}", NX_ENOTSUP,
+                 "unsupported keyword 'oneOf' at the root");
+    expect_error("{\"type\":\"string\",\"format\":\"uri\"}", NX_ENOTSUP, "format 'uri'");
+    expect_error("{\"type\":\"string\",\"pattern\":\"(?=a)b\"}", NX_ENOTSUP, "lookahead");
+    expect_error("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", NX_ENOTSUP, "backreference");
+    expect_error("{\"type\":\"number\",\"minimum\":1.5}", NX_ENOTSUP,
+                 "unsupported keyword 'minimum' at the root");
+    expect_error("{\"$ref\":\"http://example.com/s.json\"}", NX_ENOTSUP, "'$ref'");
+    expect_error("{\"type\":\"nope\"}", NX_EINVAL, "'type' at the root");
+    expect_error("{\"type\":", NX_EINVAL, "not JSON");
+    expect_error("{\"$ref\":\"#/$defs/missing\"}", NX_EINVAL, "points at nothing");
+}
+
+static void test_schema_hostile_inputs_are_refused(void **state)
+{
+    /* a reference to itself only, a very deep nesting, a huge length, a huge pattern repeat */
+    expect_error("{\"$ref\":\"#\"}", NX_ENOTSUP, "deeper than");
+    size_t depth = 1000, len = 0; /* under jansson's own cap of 2048 */
+    char *deep = malloc(depth * 12 + 16);
+    assert_non_null(deep);
+    for (size_t i = 0; i < depth; i++)
+        len += (size_t)sprintf(deep + len, "{\"items\":");
+    len += (size_t)sprintf(deep + len, "true");
+    for (size_t i = 0; i < depth; i++)
+        deep[len++] = '}';
+    deep[len] = '\0';
+    expect_error(deep, NX_ENOTSUP, "nested deeper than");
+    free(deep);
+    expect_error("{\"type\":\"string\",\"maxLength\":100000}", NX_ENOTSUP, "'maxLength'");
+    expect_error("{\"type\":\"string\",\"pattern\":\"^(a{1000}){1000}$\"}", NX_ENOTSUP, "pattern");
+    expect_error("{\"type\":\"array\",\"minItems\":1000000}", NX_ENOTSUP, "'minItems'");
+}
+
+static void test_schema_bytes(void **state)
+{
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\","
+                          "\"minimum\":-5,\"exclusiveMaximum\":300},\"tags\":{\"type\":\"array\","
+                          "\"items\":{\"enum\":[\"a\",\"b\\n\"]},\"maxItems\":2},\"when\":{\"type\":"
+                          "\"string\",\"format\":\"date-time\"}},\"required\":[\"id\"],"
+                          "\"additionalProperties\":false}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "{\"id\":-5}"));
+    assert_true(matches(g, "{\"id\":299,\"tags\":[\"b\\n\",\"a\"]}"));
+    assert_true(matches(g, "{\"tags\":[],\"id\":0}")); /* any order */
+    assert_true(matches(g, "{\"when\":\"2024-02-29T23:59:59.5+01:00\",\"id\":7}"));
+    assert_false(matches(g, "{\"id\":300}"));
+    assert_false(matches(g, "{\"id\":-6}"));
+    assert_false(matches(g, "{\"id\":1,\"id\":1}"));
+    assert_false(matches(g, "{\"id\":1,\"x\":1}"));
+    assert_false(matches(g, "{\"tags\":[\"a\",\"a\",\"a\"],\"id\":1}"));
+    assert_false(matches(g, "{\"when\":\"2023-02-29T00:00:00Z\",\"id\":1}"));
+    assert_false(matches(g, "{ \"id\":1}"));
+    nx_gram_destroy(&g);
+
+    g = nx_gram_json_object(&err);
+    assert_non_null(g);
+    assert_true(matches(g, "{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"\\u0001\"}"));
+    assert_false(matches(g, "[]"));
+    assert_false(matches(g, "{\"a\":01}"));
+    nx_gram_destroy(&g);
+}
+
+static void test_gbnf_parse_and_errors(void **state)
+{
+    const char *text = "# a comment\nroot ::= greeting (\" \" name){1,2} \"!\"?\n"
+                       "greeting ::= \"hi\" | \"h\\u00e9llo\"\nname ::= [A-Z] [a-z]*\n";
+    nx_err_t err = {0};
+    nx_gram_t *g = nx_gram_from_gbnf(text, strlen(text), &err);
+    assert_non_null(g);
+    assert_true(matches(g, "hi Bo!"));
+    assert_true(matches(g, "h\xc3\xa9llo Ann Bo"));
+    assert_false(matches(g, "hi"));
+    assert_false(matches(g, "hi bo"));
+    assert_false(matches(g, "hi A B C"));
+    nx_gram_destroy(&g);
+
+    static const struct { const char *text, *msg; } bad[] = {
+        {"root ::= \"a\"\nx ::= (\"b\"\n", "3:1: expected ')'"},
+        {"root ::= foo\n", "1:10: undefined rule 'foo'"},
+        {"root ::= root \"a\" | \"b\"\n", "left recursion through rule 'root'"},
+        {"a ::= \"x\"\n", "no 'root' rule"},
+        {"root ::= [z-a]\n", "1:10: range out of order"},
+        {"root ::= \"abc\n", "unterminated string"},
+        {"root ::= <think>\n", "token references"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err = (nx_err_t){0};
+        g = nx_gram_from_gbnf(bad[i].text, strlen(bad[i].text), &err);
+        assert_null(g);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("'%s': message '%s' lacks '%s'", bad[i].text, err.msg, bad[i].msg);
+    }
+    /* nesting deeper than the parser's cap is refused, not a stack overflow */
+    size_t n = 100000;
+    char *deep = malloc(2 * n + 16);
+    assert_non_null(deep);
+    memcpy(deep, "root ::= ", 9);
+    for (size_t i = 0; i < n; i++) { /* a loop: gcc -O1 misreads the bounds of a memset here */
+        deep[9 + i] = '(';
+        deep[9 + n + i] = ')';
+    }
+    deep[9 + 2 * n] = '\0';
+    g = nx_gram_from_gbnf(deep, strlen(deep), &err);
+    assert_null(g);
+    free(deep);
+}
+
+/* A matcher reused across generations drops its interned states past a threshold at reset
+ * (1M stack nodes): nesting 1.1M brackets deep passes it; the matcher still works after. */
+static void test_reset_drops_grown_states(void **state)
+{
+    const char *text = "root ::= \"[\" root \"]\" | \"x\"\n";
+    nx_err_t err = {0};
+    nx_gram_t *g = nx_gram_from_gbnf(text, strlen(text), &err);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, NULL, &err);
+    size_t n = 1100000;
+    char *deep = malloc(n);
+    assert_non_null(deep);
+    memset(deep, '[', n);
+    assert_int_equal(nx_gram_matcher_advance(m, deep, n, NULL), NX_OK);
+    free(deep);
+    nx_gram_matcher_reset(m);
+    assert_false(nx_gram_matcher_accepting(m));
+    assert_int_equal(nx_gram_matcher_advance(m, "[[x]]", 5, NULL), NX_OK);
+    assert_true(nx_gram_matcher_accepting(m));
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&g);
+}
+
+static void test_state_copy(void **state)
+{
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"array\",\"items\":{\"type\":\"boolean\"}}", &err);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, NULL, &err);
+    assert_int_equal(nx_gram_matcher_advance(m, "[true", 5, NULL), NX_OK);
+    nx_gram_state_t s = nx_gram_matcher_state(m);
+    assert_int_equal(nx_gram_matcher_advance(m, "]", 1, NULL), NX_OK);
+    assert_true(nx_gram_matcher_finished(m));
+    nx_gram_matcher_set_state(m, s);
+    assert_false(nx_gram_matcher_accepting(m));
+    assert_int_equal(nx_gram_matcher_advance(m, ",x", 2, NULL), NX_EINVAL); /* unchanged */
+    assert_int_equal(nx_gram_matcher_advance(m, ",false]", 7, NULL), NX_OK);
+    assert_true(nx_gram_matcher_accepting(m));
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&g);
+}
+
+/* Walk `steps` random allowed tokens; at every step compare the mask with accept_token for
+ * every id. */
+static int exhaustive_walks(nx_gram_t *g, nx_gram_vocab_t *v, int32_t eos, unsigned seed,
+                            int walks)
+{
+    int steps_done = 0;
+    nx_err_t err = {0};
+    uint32_t n = nx_gram_vocab_size(v);
+    uint32_t *mask = calloc(nx_gram_mask_words(v), sizeof *mask);
+    int32_t *allowed = malloc(n * sizeof *allowed);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
+    assert_non_null(m);
+    srand(seed);
+    for (int w = 0; w < walks; w++) {
+        nx_gram_matcher_reset(m);
+        for (int step = 0; step < 400; step++) {
+            assert_int_equal(nx_gram_matcher_mask(m, mask, &err), NX_OK);
+            nx_gram_state_t s = nx_gram_matcher_state(m);
+            uint32_t count = 0;
+            for (uint32_t id = 0; id < n; id++) {
+                bool bit = mask[id >> 5] >> (id & 31) & 1;
+                bool ok = nx_gram_matcher_accept_token(m, (int32_t)id, NULL) == NX_OK;
+                nx_gram_matcher_set_state(m, s);
+                if (bit != ok)
+                    fail_msg("walk %d step %d: token %u: mask %d, matcher %d", w, step, id, bit,
+                             ok);
+                if (bit)
+                    allowed[count++] = (int32_t)id;
+            }
+            assert_true(count > 0); /* never a dead end */
+            bool eos_ok = mask[eos >> 5] >> (eos & 31) & 1;
+            int32_t pick = eos_ok && (step > 300 || rand() % 16 == 0) ? eos
+                                                                      : allowed[rand() % count];
+            if (eos_ok && count == 1)
+                pick = eos;
+            assert_int_equal(nx_gram_matcher_accept_token(m, pick, NULL), NX_OK);
+            steps_done++;
+            if (pick == eos)
+                break;
+        }
+    }
+    nx_gram_matcher_destroy(&m);
+    free(mask);
+    free(allowed);
+    return steps_done;
+}
+
+static void test_mask_exact_on_tiny_tokenizer(void **state)
+{
+    nx_err_t err = {0};
+    nx_tokenizer_t *tok = nx_tokenizer_load(TINY_DIR, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    int32_t eos = nx_tokenizer_token_id(tok, "<|im_end|>");
+    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    static const char *const schemas[] = {
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":12},"
+        "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":150},\"tags\":{\"type\":\"array\","
+        "\"items\":{\"enum\":[\"red\",\"green\",\"the end\"]}}},\"required\":[\"name\",\"age\"]}",
+        "{\"anyOf\":[{\"type\":\"number\",\"minimum\":-10},{\"type\":\"string\",\"pattern\":"
+        "\"^[a-f0-9]{2,8}$\"},{\"type\":\"null\"}]}",
+        "{\"$defs\":{\"t\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"boolean\"},"
+        "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/t\"},\"maxItems\":2}},"
+        "\"additionalProperties\":false}},\"$ref\":\"#/$defs/t\"}",
+        "true",
+    };
+    for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
+        nx_gram_t *g = schema(schemas[i], &err);
+        if (!g)
+            fail_msg("%s", err.msg);
+        int steps = exhaustive_walks(g, v, eos, 17 + (unsigned)i, 6);
+        print_message("schema %zu: %d tokens checked against all %u ids\n", i, steps,
+                      nx_gram_vocab_size(v));
+        assert_true(steps >= 30);
+        nx_gram_destroy(&g);
+    }
+    const char *gbnf = "root ::= \"(\" item (\", \" item)* \")\"\nitem ::= [a-z]+ | \"the\" | "
+                       "[0-9]{1,3}\n";
+    nx_gram_t *g = nx_gram_from_gbnf(gbnf, strlen(gbnf), &err);
+    assert_non_null(g);
+    assert_true(exhaustive_walks(g, v, eos, 99, 6) >= 30);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+    nx_tokenizer_destroy(&tok);
+}
+
+/* A token that completes a terminal which must end there is only allowed if something can
+ * follow: here the key "b" has the schema false, so after {"b the token ": is refused. Found by
+ * fuzz_json_schema (the mask allowed it). */
+static void test_mask_token_ending_a_terminal_needs_a_continuation(void **state)
+{
+    static const char *const toks[] = {"{\"", "b", "\":", "\"b\":", "}", "1", "c", "<end>"};
+    const char *bytes[8];
+    uint32_t lens[8];
+    bool special[8] = {[7] = true};
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = toks[i];
+        lens[i] = (uint32_t)strlen(toks[i]);
+    }
+    int32_t eos = 7;
+    nx_err_t err = {0};
+    nx_gram_vocab_t *v = nx_gram_vocab_new(bytes, lens, special, 8, &eos, 1, &err);
+    nx_gram_t *g = schema("{\"type\":\"object\",\"properties\":{\"b\":false}}", &err);
+    assert_non_null(v);
+    assert_non_null(g);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
+    uint32_t mask[1];
+    assert_int_equal(nx_gram_matcher_accept_token(m, 0, NULL), NX_OK); /* {" */
+    assert_int_equal(nx_gram_matcher_accept_token(m, 1, NULL), NX_OK); /* b */
+    assert_int_equal(nx_gram_matcher_mask(m, mask, &err), NX_OK);
+    /* "bc", "b}", "b{"... are additional keys; "b" itself cannot end the key */
+    assert_int_equal(mask[0], 1u << 0 | 1u << 1 | 1u << 4 | 1u << 5 | 1u << 6);
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+}
+
+/* The mask comes before every other filter: the best logit is disallowed, top-k 1 would keep
+ * only it without the mask; picks stay inside the mask, greedy or at temperature 1. */
+static void test_sampler_pick_masked(void **state)
+{
+    float logits[64];
+    for (int i = 0; i < 64; i++)
+        logits[i] = (float)(i % 7);
+    logits[5] = 100.0f;                 /* disallowed below */
+    uint32_t allow[2] = {0x00F00000u, 0x1u}; /* ids 20-23 and 32 */
+    nx_err_t err = {0};
+    for (int greedy = 0; greedy < 2; greedy++) {
+        nx_sampling_t sp = nx_sampling_default();
+        sp.temperature = greedy ? 0.0f : 1.0f;
+        sp.top_k = 1;
+        sp.seed = 3;
+        nx_sampler_t *s = nx_sampler_new(&sp, 64, &err);
+        assert_non_null(s);
+        for (int k = 0; k < 50; k++) {
+            int32_t id = nx_sampler_pick_masked(s, logits, NULL, 0, allow, 64);
+            assert_true((id >= 20 && id <= 23) || id == 32);
+            if (greedy)
+                assert_int_equal(id, 20); /* 20 % 7 = 6: the best allowed logit */
+        }
+        uint32_t none[2] = {0, 0};
+        assert_int_equal(nx_sampler_pick_masked(s, logits, NULL, 0, none, 64), -1);
+        /* ids past allow_bits are disallowed: only 20-23 remain of 32 bits */
+        int32_t id = nx_sampler_pick_masked(s, logits, NULL, 0, allow, 32);
+        assert_true(id >= 20 && id <= 23);
+        nx_sampler_destroy(&s);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema_errors_name_keyword_and_pointer),
+        cmocka_unit_test(test_schema_hostile_inputs_are_refused),
+        cmocka_unit_test(test_schema_bytes),
+        cmocka_unit_test(test_gbnf_parse_and_errors),
+        cmocka_unit_test(test_state_copy),
+        cmocka_unit_test(test_reset_drops_grown_states),
+        cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
+        cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
+        cmocka_unit_test(test_sampler_pick_masked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
