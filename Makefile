@@ -253,11 +253,22 @@ test: deps
 	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
 	@$(MAKE) --no-print-directory openai-client || \
 	  echo "openai-client: the install failed; tests/test_http.py's client tests will say they are skipped"
-	@$(MAKE) --no-print-directory unit pytest
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) --output-sync=recurse test-first-tree \
+	  test-other-trees
 	@$(MAKE) --no-print-directory emu-test
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-smoke-if-clang
+
+# The first tree's tests run one at a time (about one core busy), so the other trees build
+# beside them on make's shared job slots (one slot while the tests run, all of them after);
+# each later step then finds its tree built. Each side's output is printed when it ends.
+.PHONY: test-first-tree test-other-trees emu-build asan-build tsan-build fuzz-build-if-clang
+test-first-tree:
+	@$(MAKE) --no-print-directory unit && $(MAKE) --no-print-directory pytest
+test-other-trees:
+	@$(MAKE) --no-print-directory emu-build && $(MAKE) --no-print-directory asan-build && \
+	  $(MAKE) --no-print-directory tsan-build && $(MAKE) --no-print-directory fuzz-build-if-clang
 
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
@@ -274,9 +285,10 @@ pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 ASAN_BUILD ?= build-asan
 ASAN_MAKE := $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -Wno-format-truncation"
-asan:
+asan-build:
 	@$(ASAN_MAKE) $(BUILD_JOBS) $(ASAN_BUILD)/nexusctl $(ASAN_BUILD)/nexusd \
 	  $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN) $(TOOL_BIN))
+asan: asan-build
 	@rm -rf $(ASAN_BUILD)/reports && mkdir -p $(ASAN_BUILD)/reports
 	@ASAN_OPTIONS=detect_leaks=1:log_path=$(abspath $(ASAN_BUILD))/reports/asan \
 	 UBSAN_OPTIONS=print_stacktrace=1:log_path=$(abspath $(ASAN_BUILD))/reports/ubsan \
@@ -299,9 +311,10 @@ TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
 	test_engine test_cpu_quant_forward)
 TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_pull.py tests/test_http.py
-tsan:
+tsan-build:
 	@$(TSAN_MAKE) $(BUILD_JOBS) $(TSAN_BUILD)/nexusd $(TSAN_BUILD)/nexusctl $(TSAN_UNIT) \
 	  $(TSAN_BUILD)/tests/libnx_fault_ioerr.so
+tsan: tsan-build
 	@rm -rf $(TSAN_BUILD)/reports && mkdir -p $(TSAN_BUILD)/reports
 	@export TSAN_OPTIONS="log_path=$(abspath $(TSAN_BUILD))/reports/tsan \
 	  suppressions=$(abspath tests/tsan.supp)"; \
@@ -321,6 +334,10 @@ tsan:
 EMU_BUILD ?= build-emu
 EMU_TESTS := $(EMU_BUILD)/tests/test_cuemu $(EMU_BUILD)/tests/test_cuda_engine \
 	$(EMU_BUILD)/tests/test_pick $(EMU_BUILD)/tests/test_pool
+emu-build:
+	@if [ -f $(CUDA_HOME)/include/cuda_runtime_api.h ]; then \
+	  $(MAKE) --no-print-directory $(BUILD_JOBS) BUILD=$(EMU_BUILD) CUEMU=1 $(EMU_TESTS) \
+	    $(EMU_BUILD)/nexusd $(EMU_BUILD)/nexusctl; fi
 emu-test:
 	@if [ ! -f $(CUDA_HOME)/include/cuda_runtime_api.h ]; then \
 	  echo "emu-test: skipped: CUDA's headers are not in $(CUDA_HOME)/include"; exit 0; fi; \
@@ -469,10 +486,16 @@ $(BUILD)/fuzz/fuzz_model_config: tests/fuzz_model_config.c $(FUZZ_CONFIG_SRC) ag
 fuzz-smoke: $(FUZZ_BIN)
 	@BUILD=$(BUILD) FUZZ_SMOKE_S=$(FUZZ_SMOKE_S) tests/fuzz/smoke.sh $(FUZZ_TARGETS)
 
-# For `make test`: the smoke where $(FUZZ_CC) links libFuzzer, else one line saying why not.
+# True where $(FUZZ_CC) can link a libFuzzer program. For `make test`: the targets are built
+# (beside the first tree's tests) and smoked where it can, else one line says why not.
+LIBFUZZER_PROBE = echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' | \
+	$(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1
+fuzz-build-if-clang:
+	@if $(LIBFUZZER_PROBE); then \
+	  $(MAKE) --no-print-directory fuzz; fi
+
 fuzz-smoke-if-clang:
-	@if echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' | \
-	    $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1; then \
+	@if $(LIBFUZZER_PROBE); then \
 	  $(MAKE) --no-print-directory fuzz-smoke; \
 	else echo "fuzz-smoke: skipped: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer; make deps installs clang and libclang-rt-14-dev)"; fi
 
