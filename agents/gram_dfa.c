@@ -288,6 +288,7 @@ int nx__nfa_to_dfa(const nx__nfa_t *n, uint32_t start, uint32_t accept, nx__dfa_
     out->n_classes = classes;
     uint32_t stamp = 1;
     size_t len = 1;
+    uint64_t work_done = 0; /* NFA states visited, times the byte classes: the build's cost */
     work[0] = start;
     closure(n, &eps, work, &len, seen, stamp++);
     bool added;
@@ -317,6 +318,13 @@ int nx__nfa_to_dfa(const nx__nfa_t *n, uint32_t start, uint32_t accept, nx__dfa_
         for (size_t i = sets.off[d]; i < sets.off[d + 1]; i++)
             if (sets.members[i] == accept)
                 out->flags[d] = NX__DFA_ACCEPT;
+        work_done += (uint64_t)(sets.off[d + 1] - sets.off[d]) * classes;
+        if (work_done > NX__MAX_DFA_WORK) {
+            rc = nx_err_set(err, NX_ENOTSUP, "regular expression too complex: its automaton "
+                            "took over %llu steps to build (at %u states)",
+                            (unsigned long long)NX__MAX_DFA_WORK, sets.n_sets);
+            goto out;
+        }
         for (uint32_t k = 0; k < classes; k++) {
             uint8_t byte = rep[k];
             len = 0;
