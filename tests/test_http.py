@@ -68,7 +68,7 @@ def cut_copy(model_dir, root):
 
 AGENTS = [
     du.agent("a", "tq"),
-    du.agent("long", "tq", generation={"max_tokens": 3500}),
+    du.agent("long", "tq", generation={"max_tokens": 3500, "temperature": 0}),  # no early end
     du.agent("one", "tq", generation={"max_tokens": 1500}, limits={"queue": 1}),
     du.agent("mem", "tq", memory={"type": "session", "turns": 4}),
     du.agent("broken", "tq_cut"),
@@ -212,26 +212,41 @@ def test_openai_client_multi_turn_and_overrides(d):
 def test_openai_client_errors_by_status(d):
     need_openai()
     msgs = [{"role": "user", "content": "hi"}]
-    with d.client() as c:  # "one" allows one task: keep it busy over ZeroMQ
-        rid = c.send({"op": "task", "agent": "one", "input": "x"})
-        accepted = c.recv(10)
-        assert accepted["op"] == "accepted", accepted
-        results = node(d, [
-            {"do": "chat", "model": "a", "messages": msgs, "temperature": -1},   # 400
-            {"do": "chat", "model": "nobody", "messages": msgs},                 # 404
-            {"do": "chat", "model": "a",
-             "messages": [{"role": "user", "content": "x" * (70 << 10)}]},      # 413
-            {"do": "chat", "model": "one", "messages": msgs},                    # 429
-            {"do": "chat", "model": "broken", "messages": msgs},                 # 500
-        ])
-        c.send({"op": "cancel", "task": accepted["task"]})
-    bad, unknown, large, busy, broken = (r["error"] for r in results)
+    results = node(d, [
+        {"do": "chat", "model": "a", "messages": msgs, "temperature": -1},   # 400
+        {"do": "chat", "model": "nobody", "messages": msgs},                 # 404
+        {"do": "chat", "model": "a",
+         "messages": [{"role": "user", "content": "x" * (70 << 10)}]},      # 413
+        {"do": "chat", "model": "broken", "messages": msgs},                 # 500
+    ])
+    bad, unknown, large, broken = (r["error"] for r in results)
     assert (bad["status"], bad["code"]) == (400, "bad_request"), bad
     assert "temperature" in bad["message"]
     assert (unknown["status"], unknown["code"]) == (404, "unknown_agent"), unknown
     assert (large["status"], large["code"]) == (413, "too_large"), large
-    assert (busy["status"], busy["code"], busy["retry_after"]) == (429, "busy", "1"), busy
     assert (broken["status"], broken["code"]) == (500, "model_error"), broken
+    # 429: "one" allows one task. The client is started and waiting first, then a ZeroMQ task
+    # takes the slot, and the request goes out while that task streams (sampled, a random
+    # model meets its end token within a few hundred tokens, sooner than node starts).
+    client = subprocess.Popen(["node", CLIENT, d.base + "/v1", KEY, json.dumps(
+        [{"do": "wait"}, {"do": "chat", "model": "one", "messages": msgs}])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with d.client() as c:
+        # greedy: the same continuation every run, and it meets no end token in 4000
+        rid = c.send({"op": "task", "agent": "one", "input": "x", "stream": True,
+                      "params": {"max_tokens": 4000, "temperature": 0}})
+        while True:  # running, not only accepted
+            r = c.recv(30)
+            assert r.get("id") != rid or r["op"] in ("accepted", "token"), r
+            if r.get("id") == rid and r["op"] == "accepted":
+                task = r["task"]
+            if r.get("id") == rid and r["op"] == "token":
+                break
+        out, err = client.communicate("go\n", timeout=60)
+        c.send({"op": "cancel", "task": task})
+    assert client.returncode == 0, err
+    busy = json.loads(out)[1]["error"]
+    assert (busy["status"], busy["code"], busy["retry_after"]) == (429, "busy", "1"), busy
     [denied] = node(d, [{"do": "models"}], key="sk-wrong-key-0123456789")
     assert denied["error"]["status"] == 401, denied
 

@@ -12,12 +12,15 @@
 //        {"do": "models"}                                   -> {ids}
 //        {"do": "disconnect", "model", "messages", "after"} -> {id, chunks}: aborts the stream
 //            after `after` content chunks (the server must cancel the task)
+//        {"do": "wait"}                                     -> {}: reads one line of stdin first
+//            (node and the client are loaded by then: the next step goes out at once)
 //   any step that throws the client's APIError -> {error: {status, code, type, message,
 //   retry_after}}
 // env: OPENAI_DIR (default <repo>/.tools/openai). Exit status: 0 done, 2 usage, 3 not installed.
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import path from "node:path";
+import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -85,6 +88,10 @@ async function run(step) {
         }
       }
       return { id, chunks };
+    }
+    case "wait": {
+      for await (const _ of readline.createInterface({ input: process.stdin })) break;
+      return {};
     }
     default:
       throw new Error(`unknown step ${step.do}`);
