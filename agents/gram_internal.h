@@ -24,8 +24,8 @@
 /* NFA states visited times byte classes while one regex's DFA is built: its cost (about 7 ns
  * a step at -O2). The JSON-Schema-Test-Suite, the generation tests and the bench's schemas
  * need at most 86 k; a 442-byte `pattern` found by fuzz_json_schema needed 182 M (1.2 s, 51 s
- * under ASan). 16.8 M keeps any one regex near 0.1 s. */
-#define NX__MAX_DFA_WORK (1ull << 24)
+ * under ASan). 4.2 M keeps any one regex near 30 ms (about 1 s under ASan). */
+#define NX__MAX_DFA_WORK (1ull << 22)
 #define NX__MAX_NFA_STATES 2000000u  /* per regex build */
 #define NX__MAX_ELEMS 8000000u       /* grammar items in total */
 #define NX__MAX_RULES 2000000u
