@@ -256,6 +256,27 @@ static void closure(const nx__nfa_t *n, const csr_t *eps, uint32_t *v, size_t *l
     qsort(v, *len, sizeof *v, cmp_u32);
 }
 
+/* Room in out->trans (and out->flags) for `states` rows of `classes` entries; *cap counts
+ * trans entries and doubles. NX_OK or NX_ENOMEM (what was there stays, owned by out). */
+static int grow_table(nx__dfa_t *out, uint32_t states, uint32_t classes, size_t *cap)
+{
+    if ((size_t)states * classes <= *cap)
+        return NX_OK;
+    size_t ncap = *cap ? 2 * *cap : 64 * (size_t)classes;
+    while (ncap < (size_t)states * classes)
+        ncap *= 2;
+    uint32_t *t = realloc(out->trans, ncap * sizeof *t);
+    if (t)
+        out->trans = t;
+    uint8_t *f = realloc(out->flags, ncap / classes + 1);
+    if (f)
+        out->flags = f;
+    if (!t || !f)
+        return NX_ENOMEM;
+    *cap = ncap;
+    return NX_OK;
+}
+
 int nx__nfa_to_dfa(const nx__nfa_t *n, uint32_t start, uint32_t accept, nx__dfa_t *out,
                    nx_err_t *err)
 {
@@ -300,20 +321,8 @@ int nx__nfa_to_dfa(const nx__nfa_t *n, uint32_t start, uint32_t accept, nx__dfa_
                             NX__MAX_DFA_STATES);
             goto out;
         }
-        if ((size_t)sets.n_sets * classes > cap_trans) {
-            size_t cap = cap_trans ? 2 * cap_trans : 64 * (size_t)classes;
-            while (cap < (size_t)sets.n_sets * classes)
-                cap *= 2;
-            uint32_t *t = realloc(out->trans, cap * sizeof *t);
-            uint8_t *f = realloc(out->flags, cap / classes + 1);
-            if (t)
-                out->trans = t;
-            if (f)
-                out->flags = f;
-            if (!t || !f)
-                goto out;
-            cap_trans = cap;
-        }
+        if (grow_table(out, sets.n_sets, classes, &cap_trans) != NX_OK)
+            goto out;
         out->flags[d] = 0;
         for (size_t i = sets.off[d]; i < sets.off[d + 1]; i++)
             if (sets.members[i] == accept)
@@ -405,20 +414,8 @@ int nx__dfa_product(const nx__dfa_t *a, const nx__dfa_t *b, bool minus, nx__dfa_
                             NX__MAX_DFA_STATES);
             goto out;
         }
-        if ((size_t)sets.n_sets * classes > cap) {
-            size_t ncap = cap ? 2 * cap : 64 * (size_t)classes;
-            while (ncap < (size_t)sets.n_sets * classes)
-                ncap *= 2;
-            uint32_t *t = realloc(out->trans, ncap * sizeof *t);
-            uint8_t *f = realloc(out->flags, ncap / classes + 1);
-            if (t)
-                out->trans = t;
-            if (f)
-                out->flags = f;
-            if (!t || !f)
-                goto out;
-            cap = ncap;
-        }
+        if (grow_table(out, sets.n_sets, classes, &cap) != NX_OK)
+            goto out;
         uint32_t sa = sets.members[sets.off[d]], sb = sets.members[sets.off[d] + 1];
         bool acc_a = a->flags[sa] & NX__DFA_ACCEPT;
         bool acc_b = sb != NX__DEAD && (b->flags[sb] & NX__DFA_ACCEPT);

@@ -296,3 +296,19 @@ def small_tmpfs(size, prefix="nx-tmpfs-"):
     finally:
         subprocess.run(["umount", "-l", path], capture_output=True)
         os.rmdir(path)
+
+
+def final_reply(c, rid, timeout=60):
+    """The `result` or `error` that ends request `rid` (other replies are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.recv(max(0.01, deadline - time.monotonic()))
+        if r.get("id") == rid and r["op"] in ("result", "error"):
+            return r
+
+
+def task_row(d, task):
+    """Task `task`'s row as the daemon's `tasks` op lists it (the newest 100)."""
+    with d.client() as c:
+        rows = c.call({"op": "tasks", "limit": 100})["tasks"]
+    return next(r for r in rows if r["task"] == task)

@@ -12,7 +12,6 @@ a failing disk or a lost network volume would. What the issue asks of it:
   the database passes `integrity_check`."""
 import os
 import sqlite3
-import time
 
 import pytest
 
@@ -41,20 +40,6 @@ def faulty_daemon(monkeypatch, tmp_path):
         d.close()
 
 
-def final_reply(c, rid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        r = c.recv(max(0.01, deadline - time.monotonic()))
-        if r.get("id") == rid and r["op"] in ("result", "error"):
-            return r
-
-
-def row(d, task):
-    with d.client() as c:
-        rows = c.call({"op": "tasks", "limit": 100})["tasks"]
-    return next(r for r in rows if r["task"] == task)
-
-
 def test_disk_io_errors_answer_storage_error_and_recover(faulty_daemon):
     d, trigger, log = faulty_daemon
     with d.client() as c:
@@ -72,7 +57,7 @@ def test_disk_io_errors_answer_storage_error_and_recover(faulty_daemon):
                 break
         trigger.write_text("on")  # the disk fails from here
         assert c.call({"op": "cancel", "task": task})["op"] == "canceled"
-        end = final_reply(c, rid)
+        end = du.final_reply(c, rid)
         assert end["op"] == "error" and end["code"] == "storage_error", end
         assert end["task"] == task and "could not be stored" in end["message"], end
 
@@ -82,9 +67,9 @@ def test_disk_io_errors_answer_storage_error_and_recover(faulty_daemon):
         assert c.call({"op": "ping"})["op"] == "pong"  # still serving
         assert c.call({"op": "status"})["op"] == "status"
     assert log.read_text().strip(), "the shim refused nothing: the test proved nothing"
-    r = row(d, task)  # listed as it ended, not running forever
+    r = du.task_row(d, task)  # listed as it ended, not running forever
     assert r["status"] == "failed" and r["error_code"] == "storage_error", r
-    assert row(d, done_task)["status"] == "done"
+    assert du.task_row(d, done_task)["status"] == "done"
 
     trigger.unlink()  # the disk answers again
     with d.client() as c:

@@ -63,20 +63,6 @@ def start_long_then_fill(d, c, ballast):
     return rid, task
 
 
-def final_reply(c, rid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        r = c.recv(max(0.01, deadline - time.monotonic()))
-        if r.get("id") == rid and r["op"] in ("result", "error"):
-            return r
-
-
-def row(d, task):
-    with d.client() as c:
-        rows = c.call({"op": "tasks", "limit": 100})["tasks"]
-    return next(r for r in rows if r["task"] == task)
-
-
 def test_full_disk_answers_storage_full_and_recovers(tmpfs):
     d = du.Daemon([LONG, SHORT], conf={"home": tmpfs, "context": 4096})
     ballast = os.path.join(tmpfs, "ballast")
@@ -88,22 +74,22 @@ def test_full_disk_answers_storage_full_and_recovers(tmpfs):
             done_task = first["task"]
 
             rid, task = start_long_then_fill(d, c, ballast)
-            end = final_reply(c, rid)
+            end = du.final_reply(c, rid)
             assert end["op"] == "error" and end["code"] == "storage_full", end
             assert end["task"] == task and "could not be stored" in end["message"], end
             # a new task cannot be stored either: refused, with the same code
             _, _, refused = c.task("short", "while full")
             assert refused["op"] == "error" and refused["code"] == "storage_full", refused
             assert c.call({"op": "ping"})["op"] == "pong"  # still serving
-        r = row(d, task)  # listed as it ended, not accepted/running forever
+        r = du.task_row(d, task)  # listed as it ended, not accepted/running forever
         assert r["status"] == "failed" and r["error_code"] == "storage_full", r
-        assert row(d, done_task)["status"] == "done"  # what was committed is kept
+        assert du.task_row(d, done_task)["status"] == "done"  # what was committed is kept
 
         os.remove(ballast)  # space returns
         with d.client() as c:
             _, _, again = c.task("short", "after")
             assert again["op"] == "result", again
-        r = row(d, task)
+        r = du.task_row(d, task)
         assert r["status"] == "failed" and r["error_code"] == "storage_full", r
         assert d.stop() == 0, d.read_log()
 
@@ -111,16 +97,16 @@ def test_full_disk_answers_storage_full_and_recovers(tmpfs):
         d.start()
         with d.client() as c:
             rid, task2 = start_long_then_fill(d, c, ballast)
-            end = final_reply(c, rid)
+            end = du.final_reply(c, rid)
             assert end["code"] == "storage_full", end
         assert d.stop() == 0, d.read_log()
         os.remove(ballast)
         d.start()
-        r = row(d, task2)
+        r = du.task_row(d, task2)
         assert r["status"] == "failed" and r["error_code"] == "storage_full", r
         assert "interrupted by a restart" not in (r["error"] or ""), r
-        assert row(d, task)["error_code"] == "storage_full"
-        assert row(d, done_task)["status"] == "done"
+        assert du.task_row(d, task)["error_code"] == "storage_full"
+        assert du.task_row(d, done_task)["status"] == "done"
         assert d.stop() == 0, d.read_log()
         db = sqlite3.connect(os.path.join(tmpfs, "nexus.db"))
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
