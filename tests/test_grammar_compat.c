@@ -216,8 +216,15 @@ static void test_combinators_and_refs(void **state)
                           "{\"$ref\":\"#/definitions/t\"}}},\"required\":[\"v\"]}},"
                           "\"$ref\":\"#/definitions/t\"}";
     ok(tree_out, tree_in);
-    bad(tree_in, tree_out, "output /properties/v is a number; input /properties/v wants an "
-                           "integer");
+    bad(tree_in, tree_out, "output (root) may omit 'kids', which input (root) requires");
+    const char *tree_in2 = "{\"$schema\":\"http://json-schema.org/draft-07/schema#\","
+                           "\"definitions\":{\"t\":{\"type\":\"object\",\"properties\":{"
+                           "\"v\":{\"type\":\"number\"},\"kids\":{\"type\":\"array\","
+                           "\"items\":{\"$ref\":\"#/definitions/t\"}}},\"required\":"
+                           "[\"v\",\"kids\"],\"additionalProperties\":false}},"
+                           "\"$ref\":\"#/definitions/t\"}";
+    bad(tree_in2, tree_out, "output /properties/v is a number; input /properties/v wants an "
+                            "integer");
     /* a reference loop with no value between is not taken as proof */
     bad("{\"type\":\"integer\"}",
         "{\"$defs\":{\"a\":{\"anyOf\":[{\"$ref\":\"#/$defs/a\"},{\"type\":\"string\"}]}},"
