@@ -23,6 +23,75 @@ static int compat(const char *out, const char *in, bool strict, nx_err_t *err)
                                  err);
 }
 
+/* Soundness on samples: random instances of the output's grammar (byte-level walks, up to 40
+ * of them); returns how many the input's grammar refuses, and *finished how many ended. -1
+ * where either side does not compile (a keyword the compiler refuses). */
+static int samples_refused(const char *out, const char *in, bool strict, int *finished)
+{
+    int refused = -1;
+    *finished = 0;
+    nx_gram_schema_opts_t oo = {.strict = strict};
+    nx_gram_t *go = nx_gram_from_json_schema(out, strlen(out), &oo, NULL);
+    nx_gram_t *gi = nx_gram_from_json_schema(in, strlen(in), NULL, NULL);
+    if (go && gi) {
+        refused = 0;
+        nx_gram_matcher_t *mo = nx_gram_matcher_new(go, NULL, NULL);
+        nx_gram_matcher_t *mi = nx_gram_matcher_new(gi, NULL, NULL);
+        assert_non_null(mo);
+        assert_non_null(mi);
+        srand(7);
+        char text[256];
+        for (int walk = 0; walk < 40; walk++) {
+            nx_gram_matcher_reset(mo);
+            size_t n = 0;
+            bool done = false;
+            while (n + 1 < sizeof text && !done) {
+                uint8_t allowed[256];
+                int count = 0;
+                nx_gram_state_t s = nx_gram_matcher_state(mo);
+                for (int b = 0; b < 256; b++) {
+                    uint8_t byte = (uint8_t)b;
+                    if (nx_gram_matcher_advance(mo, &byte, 1, NULL) == NX_OK)
+                        allowed[count++] = byte;
+                    nx_gram_matcher_set_state(mo, s);
+                }
+                if (nx_gram_matcher_accepting(mo) && (count == 0 || rand() % 8 == 0))
+                    done = true;
+                else if (count == 0)
+                    break;
+                else {
+                    text[n] = (char)allowed[rand() % count];
+                    assert_int_equal(nx_gram_matcher_advance(mo, &text[n], 1, NULL), NX_OK);
+                    n++;
+                }
+            }
+            if (!done)
+                continue; /* cut by the length cap */
+            text[n] = '\0';
+            ++*finished;
+            nx_gram_matcher_reset(mi);
+            if (nx_gram_matcher_advance(mi, text, n, NULL) != NX_OK ||
+                !nx_gram_matcher_accepting(mi)) {
+                refused++;
+                print_message("output instance %s refused by the input\n", text);
+            }
+        }
+        nx_gram_matcher_destroy(&mo);
+        nx_gram_matcher_destroy(&mi);
+    }
+    nx_gram_destroy(&go);
+    nx_gram_destroy(&gi);
+    return refused;
+}
+
+static void samples_fit(const char *out, const char *in, bool strict)
+{
+    int finished;
+    if (samples_refused(out, in, strict, &finished) > 0)
+        fail_msg("compatible, yet an output instance is refused by the input\n  out %s\n  in  %s",
+                 out, in);
+}
+
 static void ok(const char *out, const char *in)
 {
     nx_err_t err = {0};
@@ -30,6 +99,7 @@ static void ok(const char *out, const char *in)
     if (rc != NX_OK)
         fail_msg("expected compatible:\n  out %s\n  in  %s\n  got %d: %s", out, in, rc,
                  err.msg);
+    samples_fit(out, in, false);
 }
 
 static void ok_strict(const char *out, const char *in)
@@ -39,6 +109,7 @@ static void ok_strict(const char *out, const char *in)
     if (rc != NX_OK)
         fail_msg("expected compatible (strict):\n  out %s\n  in  %s\n  got %d: %s", out, in,
                  rc, err.msg);
+    samples_fit(out, in, true);
 }
 
 static void bad(const char *out, const char *in, const char *msg)
@@ -50,6 +121,17 @@ static void bad(const char *out, const char *in, const char *msg)
                  out ? out : "(free text)", in, rc);
     if (!strstr(err.msg, msg))
         fail_msg("message '%s' lacks '%s'", err.msg, msg);
+}
+
+/* The sampling oracle above can tell: an incompatible pair shows a refused instance. */
+static void test_sampling_oracle_can_fail(void **state)
+{
+    (void)state;
+    int finished;
+    assert_true(samples_refused("{\"type\":\"array\",\"items\":{\"type\":\"number\"}}",
+                                "{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}",
+                                false, &finished) > 0);
+    assert_true(finished >= 20);
 }
 
 static void test_types(void **state)
@@ -242,6 +324,7 @@ static void test_combinators_and_refs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sampling_oracle_can_fail),
         cmocka_unit_test(test_types),
         cmocka_unit_test(test_objects),
         cmocka_unit_test(test_arrays),
