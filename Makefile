@@ -461,7 +461,8 @@ FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
-	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf
+	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf \
+	fuzz_gram_compat
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -533,10 +534,12 @@ $(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexu
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PULL_SRC) -ljansson -lcurl -lpthread
 
 # The grammar engine: JSON Schemas (fuzz_json_schema) and GBNF grammars (fuzz_gbnf), each
-# compiled and its masks checked against its matcher (tests/fuzz_gram_common.h). Every gram_*
+# compiled and its masks checked against its matcher (tests/fuzz_gram_common.h); schema
+# compatibility (fuzz_gram_compat), its NX_OK checked on an instance of the output. Every gram_*
 # source but the tokenizer adapter.
 FUZZ_GRAM_SRC := $(filter-out agents/gram_vocab_tok.c,$(wildcard agents/gram_*.c)) loader/err.c
-$(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
+$(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf $(BUILD)/fuzz/fuzz_gram_compat: \
+  $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
 	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests -o $@ $< $(FUZZ_GRAM_SRC) -ljansson -lm -lpthread
