@@ -2,7 +2,7 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + llama-ref + openai-client + every test (cmocka unit tests, the Python tests
+#   make test    deps + build + llama-ref + openai-client + ajv + every test (cmocka unit tests, the Python tests
 #                (with the comparison against llama.cpp), then the CUDA code on the CPU
 #                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
@@ -241,6 +241,30 @@ openai-client:
 	rm -rf $(OPENAI_DIR) && mv $$tmp $(OPENAI_DIR) && touch $(OPENAI_STAMP) && \
 	echo "openai-client: openai $(OPENAI_NPM_VERSION) in $(OPENAI_DIR)"
 
+# ajv and ajv-formats (pinned), the second independent validator of constrained generations
+# (tests/tools/ajv_validate.mjs, beside python3-jsonschema in tests/test_grammar_generate.py),
+# installed into $(AJV_DIR) the way openai-client is; without node >= 20 and npm it says why
+# in one line and exits 0, and the tests then say ajv is skipped.
+AJV_DIR ?= .tools/ajv
+AJV_NPM_VERSION := 8.17.1
+AJV_FORMATS_NPM_VERSION := 3.0.1
+AJV_STAMP := $(AJV_DIR)/.installed-$(AJV_NPM_VERSION)-$(AJV_FORMATS_NPM_VERSION)
+.PHONY: ajv
+ajv:
+	@if [ -f $(AJV_STAMP) ]; then exit 0; fi; \
+	if ! command -v node >/dev/null 2>&1; then echo "ajv: skipped: node is not installed"; exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "ajv: skipped: npm is not installed"; exit 0; fi; \
+	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
+	  echo "ajv: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
+	tmp=$(AJV_DIR).tmp; rm -rf $$tmp && mkdir -p $$tmp && \
+	echo '{"name": "nexus-ajv", "private": true}' > $$tmp/package.json && \
+	(cd $$tmp && npm install --no-audit --no-fund --loglevel=error --save-exact \
+	  ajv@$(AJV_NPM_VERSION) ajv-formats@$(AJV_FORMATS_NPM_VERSION)) && \
+	test -f $$tmp/node_modules/ajv/package.json && \
+	test -f $$tmp/node_modules/ajv-formats/package.json && \
+	rm -rf $(AJV_DIR) && mv $$tmp $(AJV_DIR) && touch $(AJV_STAMP) && \
+	echo "ajv: ajv $(AJV_NPM_VERSION), ajv-formats $(AJV_FORMATS_NPM_VERSION) in $(AJV_DIR)"
+
 # --- tests ---------------------------------------------------------------------------------
 # `make test` builds four trees (build, build-emu, build-asan, build-tsan): each build step
 # uses every core unless make was given -j itself (CI runs a plain `make test` on 2 cores),
@@ -253,6 +277,8 @@ test: deps
 	  echo "llama-ref: the install failed; tests/test_llamacpp.py will say it is skipped"
 	@$(MAKE) --no-print-directory openai-client || \
 	  echo "openai-client: the install failed; tests/test_http.py's client tests will say they are skipped"
+	@$(MAKE) --no-print-directory ajv || \
+	  echo "ajv: the install failed; tests/test_grammar_generate.py will say ajv is skipped"
 	@$(MAKE) --no-print-directory $(BUILD_JOBS) --output-sync=recurse test-first-tree \
 	  test-other-trees
 	@$(MAKE) --no-print-directory emu-test
@@ -435,7 +461,8 @@ FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
-	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf
+	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf \
+	fuzz_gram_compat
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -507,10 +534,12 @@ $(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexu
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PULL_SRC) -ljansson -lcurl -lpthread
 
 # The grammar engine: JSON Schemas (fuzz_json_schema) and GBNF grammars (fuzz_gbnf), each
-# compiled and its masks checked against its matcher (tests/fuzz_gram_common.h). Every gram_*
+# compiled and its masks checked against its matcher (tests/fuzz_gram_common.h); schema
+# compatibility (fuzz_gram_compat), its NX_OK checked on an instance of the output. Every gram_*
 # source but the tokenizer adapter.
 FUZZ_GRAM_SRC := $(filter-out agents/gram_vocab_tok.c,$(wildcard agents/gram_*.c)) loader/err.c
-$(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf: $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
+$(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf $(BUILD)/fuzz/fuzz_gram_compat: \
+  $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
 	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests -o $@ $< $(FUZZ_GRAM_SRC) -ljansson -lm -lpthread

@@ -6,8 +6,15 @@
  * Errors carry LINE:COL. Lenient where llama.cpp is strict: a rule ends where the next
  * `name ::=` starts, so alternatives may continue on the next line.
  *
- * Not built: llama.cpp's token references (<[id]>, <name>); grouping regular subrules into
- * one DFA terminal (so masks over character-level grammars are slower than over schemas).
+ * Regular pieces are folded into one DFA terminal: a quantified item or a group made only of
+ * literals, classes, groups and quantifiers of them (no rule reference) becomes the DFA of
+ * its regex instead of a rule per `+`/`*`/alternative. Besides fewer rules, this is what
+ * keeps ambiguous nestings cheap: `[^\x00-\x7f]+++...+` as rules lets every parse stack hold
+ * either frame at each level (masks walked thousands of stacks; fuzz_gbnf's slow input), as
+ * one DFA it is one state. A fold whose DFA passes the caps falls back to rules.
+ *
+ * Not built: llama.cpp's token references (<[id]>, <name>); folding named rules (a rule
+ * reference is never folded, so recursion needs no check).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,8 +249,58 @@ static int utf8(uint32_t c, char *b)
     b[2] = (char)(0x80 | (c >> 6 & 0x3F)); b[3] = (char)(0x80 | (c & 0x3F)); return 4;
 }
 
-/* A class as a one-character DFA terminal. */
-static uint32_t class_term(gp_t *p, uint32_t *ranges, uint32_t n, bool negate, size_t at)
+/* --- regular pieces, folded into DFA terminals ---------------------------------------------- */
+
+static nx__rx_t *rx_node(nx__rx_kind_t kind)
+{
+    nx__rx_t *rx = calloc(1, sizeof *rx);
+    if (rx)
+        rx->kind = kind;
+    return rx;
+}
+
+/* Append kid to a CAT/ALT node (taking it); false (kid freed) out of memory. */
+static bool rx_add(nx__rx_t *rx, nx__rx_t *kid)
+{
+    nx__rx_t **k = kid ? realloc(rx->kids, (rx->n_kids + 1) * sizeof *k) : NULL;
+    if (!k) {
+        nx__rx_free(kid);
+        return false;
+    }
+    rx->kids = k;
+    rx->kids[rx->n_kids++] = kid;
+    return true;
+}
+
+/* One code point as a class. */
+static nx__rx_t *rx_point(uint32_t cp)
+{
+    nx__rx_t *c = rx_node(NX__RX_CLASS);
+    if (c && !(c->ranges = malloc(2 * sizeof *c->ranges))) {
+        free(c);
+        return NULL;
+    }
+    if (c) {
+        c->ranges[0] = c->ranges[1] = cp;
+        c->n_ranges = 1;
+    }
+    return c;
+}
+
+/* A DFA terminal of rx (UTF-8), or NX__DEAD when it would pass the caps (the caller keeps
+ * the rules it built) or out of memory. */
+static uint32_t rx_term(gp_t *p, const nx__rx_t *rx)
+{
+    nx__dfa_t d;
+    nx_err_t e = {0};
+    if (nx__rx_dfa(rx, NX__ENC_UTF8, NULL, NULL, &d, &e) != NX_OK)
+        return NX__DEAD;
+    return nx__gb_dfa(p->b, &d);
+}
+
+/* A class as a one-character DFA terminal; *rx_out (may be NULL) its regex. */
+static uint32_t class_term(gp_t *p, uint32_t *ranges, uint32_t n, bool negate, size_t at,
+                           nx__rx_t **rx_out)
 {
     nx__rx_t rx = {.kind = NX__RX_CLASS};
     /* sort and merge, then negate over all code points */
@@ -284,20 +341,28 @@ static uint32_t class_term(gp_t *p, uint32_t *ranges, uint32_t n, bool negate, s
     nx__dfa_t d;
     nx_err_t e = {0};
     int rc = nx__rx_dfa(&rx, NX__ENC_UTF8, NULL, NULL, &d, &e);
-    free(out);
+    nx__rx_t *keep = rx_out && rc == NX_OK ? rx_node(NX__RX_CLASS) : NULL;
+    if (keep) {
+        keep->ranges = out;
+        keep->n_ranges = m;
+        *rx_out = keep;
+    } else
+        free(out);
     if (rc != NX_OK)
         return fail_at(p, at, rc, e.msg);
     uint32_t t = nx__gb_dfa(p->b, &d);
     return t == NX__DEAD ? fail_at(p, at, NX_ENOMEM, "out of memory") : t;
 }
 
-static uint32_t parse_alternates(gp_t *p, uint32_t rule);
+static uint32_t parse_alternates(gp_t *p, uint32_t rule, nx__rx_t **rx);
 
-/* One element (before its quantifier): an item for an alternative. */
-static uint32_t parse_primary(gp_t *p)
+/* One element (before its quantifier): an item for an alternative, and in *rx its regex when
+ * it is regular (a literal, a class, a group of regular alternatives), else NULL. */
+static uint32_t parse_primary(gp_t *p, nx__rx_t **rx)
 {
     size_t at = p->pos;
     char c = p->s[p->pos];
+    *rx = NULL;
     if (c == '"') {
         p->pos++;
         /* at most 4 bytes per source byte of the literal (a \U escape is 10 bytes for 4) */
@@ -305,22 +370,31 @@ static uint32_t parse_primary(gp_t *p)
         while (end < p->len && p->s[end] != '"')
             end += p->s[end] == '\\' && end + 1 < p->len ? 2 : 1;
         char *buf = malloc(4 * (end - p->pos) + 4);
+        nx__rx_t *cat = rx_node(NX__RX_CAT);
         size_t n = 0;
-        if (!buf)
+        if (!buf || !cat) {
+            free(buf);
+            free(cat);
             return fail_at(p, at, NX_ENOMEM, "out of memory");
+        }
         while (p->pos < p->len && p->s[p->pos] != '"') {
             int64_t cp = char_at(p);
-            if (cp < 0) {
+            if (cp < 0 || !rx_add(cat, rx_point((uint32_t)cp))) {
                 free(buf);
-                return NX__DEAD;
+                nx__rx_free(cat);
+                return cp < 0 ? NX__DEAD : fail_at(p, at, NX_ENOMEM, "out of memory");
             }
             n += (size_t)utf8((uint32_t)cp, buf + n);
         }
         if (p->pos >= p->len) {
             free(buf);
+            nx__rx_free(cat);
             return fail_at(p, at, NX_EINVAL, "unterminated string literal");
         }
         p->pos++;
+        if (n == 0)
+            cat->kind = NX__RX_EMPTY;
+        *rx = cat;
         if (n == 0) { /* "" matches the empty string: an empty rule */
             free(buf);
             uint32_t r = rule_named(p, NULL, 0, at);
@@ -383,7 +457,7 @@ static uint32_t parse_primary(gp_t *p)
             }
             p->pos++;
         }
-        uint32_t t = class_term(p, ranges, n, negate, at);
+        uint32_t t = class_term(p, ranges, n, negate, at, rx);
         free(ranges);
         return t == NX__DEAD ? NX__DEAD : NX__TERM(t);
     }
@@ -392,12 +466,15 @@ static uint32_t parse_primary(gp_t *p)
         if (++p->depth > MAX_NESTING)
             return fail_at(p, at, NX_ENOTSUP, "groups nested deeper than 200");
         uint32_t r = rule_named(p, NULL, 0, at);
-        if (r == NX__DEAD || parse_alternates(p, r) == NX__DEAD)
+        if (r == NX__DEAD || parse_alternates(p, r, rx) == NX__DEAD)
             return NX__DEAD;
         p->depth--;
         skip_space(p);
-        if (p->pos >= p->len || p->s[p->pos] != ')')
+        if (p->pos >= p->len || p->s[p->pos] != ')') {
+            nx__rx_free(*rx);
+            *rx = NULL;
             return fail_at(p, p->pos, NX_EINVAL, "expected ')'");
+        }
         p->pos++;
         return NX__REF(r);
     }
@@ -444,60 +521,150 @@ static bool parse_braces(gp_t *p, uint32_t *min, uint32_t *max)
     return true;
 }
 
-static uint32_t parse_sequence(gp_t *p, uint32_t rule)
+#define MAX_FOLD_QUANTIFIERS 64
+
+/* The item as rules: the quantifiers applied one by one with nx__gb_repeat. */
+static uint32_t repeat_rules(gp_t *p, uint32_t item, const uint32_t (*q)[2], size_t n_q,
+                             size_t at)
+{
+    for (size_t k = 0; k < n_q && item != NX__DEAD; k++) {
+        nx_err_t e = {0};
+        uint32_t r = nx__gb_repeat(p->b, item, NX__DEAD, q[k][0], q[k][1], &e);
+        item = r == NX__DEAD ? fail_at(p, at, e.code ? e.code : NX_ENOMEM, e.msg) : NX__REF(r);
+    }
+    return item;
+}
+
+/* One item and its quantifiers. A regular item that is a group or quantified becomes one DFA
+ * terminal (the regex with its repeats) when that DFA fits the caps; else rules as parsed.
+ * *rx_out: the item's regex when it is regular, for the enclosing sequence (else NULL). */
+static uint32_t parse_item(gp_t *p, nx__rx_t **rx_out)
+{
+    size_t at = p->pos;
+    bool group = p->s[p->pos] == '(';
+    nx__rx_t *rx;
+    uint32_t item = parse_primary(p, &rx);
+    uint32_t quant[MAX_FOLD_QUANTIFIERS][2];
+    size_t n_q = 0;
+    while (item != NX__DEAD && p->pos < p->len) {
+        char q = p->s[p->pos];
+        uint32_t min, max;
+        if (q == '*') { min = 0; max = UINT32_MAX; p->pos++; }
+        else if (q == '+') { min = 1; max = UINT32_MAX; p->pos++; }
+        else if (q == '?') { min = 0; max = 1; p->pos++; }
+        else if (q == '{') { if (!parse_braces(p, &min, &max)) { item = NX__DEAD; break; } }
+        else break;
+        if (n_q == MAX_FOLD_QUANTIFIERS) { /* past the fold's patience: rules from here */
+            item = repeat_rules(p, item, quant, n_q, at);
+            n_q = 0;
+            nx__rx_free(rx);
+            rx = NULL;
+        }
+        quant[n_q][0] = min;
+        quant[n_q][1] = max;
+        n_q++;
+        if (rx && rx->kind == NX__RX_REPEAT && rx->min <= 1 && rx->max >= 1 &&
+            rx->max == UINT32_MAX && (max == UINT32_MAX || (min == 0 && max == 1))) {
+            /* (a+)+ = a+, (a*)+ = (a+)* = (a+)? = a*: {m1,} with m1 <= 1 repeated {m2,}
+             * is {m1 m2,}, and made optional {0,}. Merged, since the NFA copies what a
+             * repeat holds (a+ is a a*): nested, 2^depth states */
+            rx->min = max == UINT32_MAX ? rx->min * min : 0;
+        } else if (rx) {
+            nx__rx_t *rep = rx_node(NX__RX_REPEAT);
+            if (!rep || !rx_add(rep, rx)) {
+                free(rep);
+                rx = NULL;
+                item = fail_at(p, at, NX_ENOMEM, "out of memory");
+                break;
+            }
+            rep->min = min;
+            rep->max = max;
+            rx = rep;
+        }
+    }
+    if (item == NX__DEAD) {
+        nx__rx_free(rx);
+        *rx_out = NULL;
+        return NX__DEAD;
+    }
+    uint32_t folded = rx && (group || n_q) ? rx_term(p, rx) : NX__DEAD;
+    if (folded != NX__DEAD) {
+        item = NX__TERM(folded);
+        n_q = 0;
+    } else
+        item = repeat_rules(p, item, quant, n_q, at);
+    *rx_out = rx;
+    return item;
+}
+
+/* One alternative into rule; *rx (may be NULL): its regex when every item is regular. */
+static uint32_t parse_sequence(gp_t *p, uint32_t rule, nx__rx_t **rx)
 {
     uint32_t *items = NULL;
     size_t n = 0, cap = 0;
+    nx__rx_t *cat = rx ? rx_node(NX__RX_CAT) : NULL;
     for (;;) {
         skip_space(p);
         if (p->pos >= p->len || p->s[p->pos] == '|' || p->s[p->pos] == ')' ||
             at_definition(p, p->pos))
             break;
         size_t at = p->pos;
-        uint32_t item = parse_primary(p);
-        while (item != NX__DEAD && p->pos < p->len) {
-            char q = p->s[p->pos];
-            uint32_t min, max;
-            if (q == '*') { min = 0; max = UINT32_MAX; p->pos++; }
-            else if (q == '+') { min = 1; max = UINT32_MAX; p->pos++; }
-            else if (q == '?') { min = 0; max = 1; p->pos++; }
-            else if (q == '{') { if (!parse_braces(p, &min, &max)) { item = NX__DEAD; break; } }
-            else break;
-            nx_err_t e = {0};
-            uint32_t r = nx__gb_repeat(p->b, item, NX__DEAD, min, max, &e);
-            item = r == NX__DEAD ? fail_at(p, at, e.code ? e.code : NX_ENOMEM, e.msg)
-                                 : NX__REF(r);
-        }
+        nx__rx_t *item_rx;
+        uint32_t item = parse_item(p, &item_rx);
         if (item == NX__DEAD) {
             free(items);
+            nx__rx_free(cat);
             return NX__DEAD;
         }
+        if (cat && (!item_rx || !rx_add(cat, item_rx))) { /* not regular (or no memory) */
+            nx__rx_free(cat);
+            cat = NULL;
+        } else if (!cat)
+            nx__rx_free(item_rx);
         if (n == cap) {
             cap = cap ? 2 * cap : 8;
             uint32_t *it = realloc(items, cap * sizeof *it);
             if (!it) {
                 free(items);
+                nx__rx_free(cat);
                 return fail_at(p, at, NX_ENOMEM, "out of memory");
             }
             items = it;
         }
         items[n++] = item;
     }
+    if (cat && cat->n_kids == 0)
+        cat->kind = NX__RX_EMPTY;
+    if (rx)
+        *rx = cat;
     int rc = nx__gb_alt(p->b, rule, items, n);
     free(items);
     return rc == NX_OK ? rule : fail_at(p, p->pos, rc, "grammar over its size cap");
 }
 
-static uint32_t parse_alternates(gp_t *p, uint32_t rule)
+/* Alternatives into rule; *rx (may be NULL): their regex when every one is regular. */
+static uint32_t parse_alternates(gp_t *p, uint32_t rule, nx__rx_t **rx)
 {
+    nx__rx_t *alt = rx ? rx_node(NX__RX_ALT) : NULL;
+    if (rx)
+        *rx = NULL;
     for (;;) {
-        if (parse_sequence(p, rule) == NX__DEAD)
+        nx__rx_t *seq = NULL;
+        if (parse_sequence(p, rule, alt ? &seq : NULL) == NX__DEAD) {
+            nx__rx_free(alt);
             return NX__DEAD;
+        }
+        if (alt && (!seq || !rx_add(alt, seq))) {
+            nx__rx_free(alt);
+            alt = NULL;
+        }
         skip_space(p);
         if (p->pos < p->len && p->s[p->pos] == '|') {
             p->pos++;
             continue;
         }
+        if (rx)
+            *rx = alt;
         return rule;
     }
 }
@@ -533,7 +700,7 @@ nx_gram_t *nx_gram_from_gbnf(const char *text, size_t len, nx_err_t *err)
         p.pos += n;
         skip_space(&p);
         p.pos += 3; /* ::= */
-        if (parse_alternates(&p, r) == NX__DEAD)
+        if (parse_alternates(&p, r, NULL) == NX__DEAD)
             break;
         skip_space(&p);
         if (p.pos < p.len && p.s[p.pos] == ')') {

@@ -40,13 +40,24 @@ struct nx_gram_vocab {
     size_t n_eos;
     trie_t all;        /* every normal token */
     trie_t rest;       /* the tokens outside `plain` */
+    trie_t nonword;    /* the tokens outside `word` */
+    uint32_t *word;    /* [mask words]: tokens of ASCII letters and digits only (see word_slice) */
+    uint32_t *word_ids; /* those tokens, the longest first */
+    uint32_t n_word_ids;
     uint32_t *plain;   /* [mask words]: text tokens a JSON string holds raw (see below) */
     uint8_t *plain_chars; /* [size]: characters of a plain token (255 at most), 0 otherwise */
     int32_t *same_next; /* [size]: next token with the same bytes, -1 */
+    /* For bounded strings (a slice of r characters): plain_upto[r - 1] holds the plain
+     * tokens of at most r characters, r <= SHORT_CHARS; past that, the plain mask less
+     * long_ids[0..n_long) (plain tokens of over SHORT_CHARS characters, the longest first). */
+    uint32_t *plain_upto; /* [SHORT_CHARS * mask words] */
+    uint32_t *long_ids;
+    uint32_t n_long;
     uint32_t max_len;
 };
 
 enum { TOK_NORMAL = 0, TOK_NEVER = 1, TOK_EOS = 2 };
+#define SHORT_CHARS 16u
 #define MAX_TOKEN_BYTES 4096u
 
 static int cmp_tok(const void *a, const void *b, void *ctx)
@@ -69,8 +80,8 @@ void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
     free(v->off);
     free(v->kind);
     free(v->eos);
-    trie_t *tries[2] = {&v->all, &v->rest};
-    for (int i = 0; i < 2; i++) {
+    trie_t *tries[3] = {&v->all, &v->rest, &v->nonword};
+    for (int i = 0; i < 3; i++) {
         free(tries[i]->t_byte);
         free(tries[i]->t_depth);
         free(tries[i]->t_tok);
@@ -78,6 +89,10 @@ void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
     }
     free(v->plain);
     free(v->plain_chars);
+    free(v->plain_upto);
+    free(v->word);
+    free(v->word_ids);
+    free(v->long_ids);
     free(v->same_next);
     free(v);
     *self_p = NULL;
@@ -190,6 +205,44 @@ static bool plain_text(const char *s, uint32_t len, uint32_t *chars)
     return true;
 }
 
+static int cmp_len_desc(const void *a, const void *b, void *ctx)
+{
+    const nx_gram_vocab_t *v = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
+    return (ly > lx) - (ly < lx);
+}
+
+static int cmp_chars_desc(const void *a, const void *b, void *ctx)
+{
+    const uint8_t *chars = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return chars[y] - chars[x];
+}
+
+/* plain_upto and long_ids (see struct nx_gram_vocab): the sure plain tokens of a bounded
+ * string without a pass over the whole vocabulary per cold mask. */
+static bool bounded_slices(nx_gram_vocab_t *v)
+{
+    size_t words = nx_gram_mask_words(v);
+    v->plain_upto = calloc(SHORT_CHARS * words, sizeof *v->plain_upto);
+    v->long_ids = malloc((v->size ? v->size : 1) * sizeof *v->long_ids);
+    if (!v->plain_upto || !v->long_ids)
+        return false;
+    for (uint32_t id = 0; id < v->size; id++) {
+        uint32_t chars = v->plain_chars[id];
+        if (chars > SHORT_CHARS)
+            v->long_ids[v->n_long++] = id;
+        else if (chars)
+            v->plain_upto[(chars - 1) * words + (id >> 5)] |= 1u << (id & 31);
+    }
+    for (uint32_t r = 1; r < SHORT_CHARS; r++)
+        for (size_t w = 0; w < words; w++)
+            v->plain_upto[r * words + w] |= v->plain_upto[(r - 1) * words + w];
+    qsort_r(v->long_ids, v->n_long, sizeof *v->long_ids, cmp_chars_desc, v->plain_chars);
+    return true;
+}
+
 nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *lens,
                                    const bool *special, uint32_t vocab_size,
                                    const int32_t *eos_ids, size_t eos_count, nx_err_t *err)
@@ -248,7 +301,27 @@ nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *len
             v->plain_chars[id] = (uint8_t)(chars < 255 ? chars : 255);
         }
     }
-    if (build_trie(v, &v->rest, v->plain) != NX_OK)
+    v->word = calloc(nx_gram_mask_words(v), sizeof *v->word);
+    if (!v->word)
+        goto oom;
+    for (uint32_t id = 0; id < vocab_size; id++) {
+        const char *b = v->bytes + v->off[id];
+        uint32_t len = v->off[id + 1] - v->off[id], k = 0;
+        while (k < len && ((b[k] >= 'a' && b[k] <= 'z') || (b[k] >= 'A' && b[k] <= 'Z') ||
+                           (b[k] >= '0' && b[k] <= '9')))
+            k++;
+        if (v->kind[id] == TOK_NORMAL && len && k == len)
+            v->word[id >> 5] |= 1u << (id & 31);
+    }
+    v->word_ids = malloc((vocab_size ? vocab_size : 1) * sizeof *v->word_ids);
+    if (!v->word_ids)
+        goto oom;
+    for (uint32_t id = 0; id < vocab_size; id++)
+        if (v->word[id >> 5] >> (id & 31) & 1)
+            v->word_ids[v->n_word_ids++] = id;
+    qsort_r(v->word_ids, v->n_word_ids, sizeof *v->word_ids, cmp_len_desc, v);
+    if (build_trie(v, &v->rest, v->plain) != NX_OK || !bounded_slices(v) ||
+        build_trie(v, &v->nonword, v->word) != NX_OK)
         goto oom;
     return v;
 oom:
@@ -405,19 +478,36 @@ static bool set_add(uint32_t *set, uint32_t *n, uint32_t cap, uint32_t x)
  * some character dies). Bytes are tried once per DFA byte class. Stops early (returning
  * false) when a step dies and stop_dead is set, when both a dead and a live step were seen
  * and stop_mixed is set, or when there are too many states to track. */
+/* set_add with a bitmap of the set's members (a live state's bit) when member is not NULL:
+ * the closure in slice_of grows to SLICE_MAX_STATES, where a linear search per step cost
+ * hundreds of µs on a key DFA of 1,000 states. */
+static bool out_add(uint32_t *set, uint32_t *n, uint64_t *member, uint32_t x)
+{
+    if (!member || x == NX__DEAD)
+        return set_add(set, n, SLICE_MAX_STATES, x);
+    if (member[x >> 6] >> (x & 63) & 1)
+        return true;
+    if (*n == SLICE_MAX_STATES)
+        return false;
+    member[x >> 6] |= 1ull << (x & 63);
+    set[(*n)++] = x;
+    return true;
+}
+
 static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
-                       bool stop_dead, bool stop_mixed)
+                       uint64_t *member, bool stop_dead, bool stop_mixed)
 {
     const uint8_t *cls = t->dfa.byte_class;
-    bool dead = false, live = false;
+    bool dead = false, live = false, tried[256] = {0};
     for (unsigned b = 0x20; b < 0x80; b++) {
-        if (b == '"' || b == '\\')
+        if (b == '"' || b == '\\' || tried[cls[b]])
             continue;
+        tried[cls[b]] = true; /* a byte class leads to one state */
         uint32_t y = nx__term_step(t, x, (uint8_t)b);
         dead |= y == NX__DEAD;
         live |= y != NX__DEAD;
         if ((stop_dead && dead) || (stop_mixed && dead && live) ||
-            !set_add(out, n_out, SLICE_MAX_STATES, y))
+            !out_add(out, n_out, member, y))
             return false;
     }
     for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++) {
@@ -447,7 +537,7 @@ static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t 
         for (uint32_t i = 0; i < m; i++) {
             dead |= next[i] == NX__DEAD;
             live |= next[i] != NX__DEAD;
-            if ((stop_mixed && dead && live) || !set_add(out, n_out, SLICE_MAX_STATES, next[i]))
+            if ((stop_mixed && dead && live) || !out_add(out, n_out, member, next[i]))
                 return false;
         }
     }
@@ -457,6 +547,7 @@ static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t 
 #define SLICE_NONE UINT32_MAX
 #define SLICE_ALL (UINT32_MAX - 1)
 #define SLICE_MAX_CHARS 64
+#define MAX_WORD_SLICE 255 /* bytes a bounded word slice follows */
 
 /* Which plain-text tokens (see plain_text) are sure from d, taken whole instead of walked:
  *   SLICE_ALL: every one — each keeps terminal t alive and ends where it can go on. Checked on
@@ -472,14 +563,19 @@ static uint32_t slice_of(const nx__term_t *t, uint32_t d)
     if (t->kind != NX__T_DFA)
         return SLICE_NONE;
     uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
+    if (!member)
+        return SLICE_NONE; /* the whole trie is walked: slower, still exact */
     r[0] = d;
+    member[d >> 6] |= 1ull << (d & 63);
     bool closed = true;
     for (uint32_t q = 0; q < n_r && closed; q++) {
         uint32_t before = n_r;
-        closed = nx__term_more(t, r[q]) && plain_step(t, r[q], r, &n_r, true, false);
+        closed = nx__term_more(t, r[q]) && plain_step(t, r[q], r, &n_r, member, true, false);
         for (uint32_t j = before; j < n_r && closed; j++)
             closed = r[j] != NX__DEAD;
     }
+    free(member);
     if (closed)
         return SLICE_ALL;
     uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
@@ -489,7 +585,7 @@ static uint32_t slice_of(const nx__term_t *t, uint32_t d)
         for (uint32_t i = 0; i < n; i++) {
             if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])))
                 return SLICE_NONE;
-            if (!plain_step(t, cur[i], next, &m, false, true))
+            if (!plain_step(t, cur[i], next, &m, NULL, false, true))
                 return SLICE_NONE;
         }
         bool any_dead = false, all_dead = true;
@@ -505,6 +601,136 @@ static uint32_t slice_of(const nx__term_t *t, uint32_t d)
         n = m;
     }
     return SLICE_NONE;
+}
+
+/* The set of states one ASCII letter or digit leads to from x, added to out (NX__DEAD among
+ * them when one dies); false when too many states to track. One step per byte class. */
+static bool word_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
+                      uint64_t *member)
+{
+    bool tried[256] = {0};
+    for (unsigned b = '0'; b <= 'z'; b++) {
+        if (!((b >= '0' && b <= '9') || (b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z')) ||
+            tried[t->dfa.byte_class[b]])
+            continue;
+        tried[t->dfa.byte_class[b]] = true;
+        if (!out_add(out, n_out, member, nx__term_step(t, x, (uint8_t)b)))
+            return false;
+    }
+    return true;
+}
+
+/* Which word tokens (ASCII letters and digits only, see nx_gram_vocab.word) are sure from d,
+ * so that only the other tokens' trie is walked — the e-mail local parts, host labels and
+ * identifiers that plain text kills (a space, say) and that walked the whole trie (0.5-0.9 ms
+ * on Qwen3's 333 k nodes):
+ *   SLICE_ALL: every one — over the closure R of d under those bytes every step lives and
+ *     every state can go on;
+ *   r: those of at most r bytes, and longer ones die without crossing (the states after
+ *     k <= r bytes go on and none accepts; after r + 1 all are dead: a bounded label);
+ *   SLICE_NONE: neither holds. */
+static uint32_t word_slice(const nx__term_t *t, uint32_t d)
+{
+    if (t->kind != NX__T_DFA)
+        return SLICE_NONE;
+    uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
+    uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    if (!member)
+        return SLICE_NONE;
+    r[0] = d;
+    member[d >> 6] |= 1ull << (d & 63);
+    bool closed = true;
+    for (uint32_t q = 0; q < n_r && closed; q++) {
+        uint32_t before = n_r;
+        closed = nx__term_more(t, r[q]) && word_step(t, r[q], r, &n_r, member);
+        for (uint32_t j = before; j < n_r && closed; j++)
+            closed = r[j] != NX__DEAD;
+    }
+    free(member);
+    if (closed)
+        return SLICE_ALL;
+    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
+    cur[0] = d;
+    for (uint32_t k = 0; k <= MAX_WORD_SLICE; k++) {
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])) ||
+                !word_step(t, cur[i], next, &m, NULL))
+                return SLICE_NONE;
+        bool any_dead = false, all_dead = true;
+        for (uint32_t i = 0; i < m; i++) {
+            any_dead |= next[i] == NX__DEAD;
+            all_dead &= next[i] == NX__DEAD;
+        }
+        if (all_dead)
+            return k;
+        if (any_dead)
+            return SLICE_NONE;
+        memcpy(cur, next, m * sizeof *cur);
+        n = m;
+    }
+    return SLICE_NONE;
+}
+
+/* Sort crossing pairs so equal remainders are adjacent and neighbours share prefixes (what
+ * cmp_pair orders by, up to the order of keys): an LSD radix sort on a 64-bit key (the
+ * remainder's first 7 bytes, then its length, capped), then cmp_pair inside runs of equal
+ * keys, which only remainders of 7 bytes or more share. qsort_r with cmp_pair was most of a
+ * cold mask's time past 1,000 pairs (150-250 µs for the 1,311 of a JSON string's start). */
+typedef struct pair_rec {
+    uint64_t key;
+    uint32_t pair[2]; /* token, offset */
+} pair_rec_t;
+
+static bool sort_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, size_t np)
+{
+    pair_rec_t *base = malloc(2 * np * sizeof *base), *a = base, *b = base + np;
+    if (!base)
+        return false;
+    for (size_t k = 0; k < np; k++) {
+        uint32_t tok = c->pairs[2 * k], at = c->pairs[2 * k + 1];
+        const uint8_t *rem = (const uint8_t *)v->bytes + v->off[tok] + at;
+        uint32_t len = v->off[tok + 1] - v->off[tok] - at;
+        uint64_t key = 0;
+        for (uint32_t i = 0; i < 7; i++)
+            key = key << 8 | (i < len ? rem[i] : 0);
+        a[k] = (pair_rec_t){key << 8 | (len < 255 ? len : 255), {tok, at}};
+    }
+    for (unsigned shift = 0; shift < 64; shift += 8) {
+        size_t count[257] = {0};
+        for (size_t k = 0; k < np; k++)
+            count[((a[k].key >> shift) & 255) + 1]++;
+        bool one_bucket = false;
+        for (unsigned x = 1; x <= 256 && !one_bucket; x++)
+            one_bucket = count[x] == np;
+        if (one_bucket)
+            continue; /* this byte is the same in every key */
+        for (unsigned x = 1; x <= 256; x++)
+            count[x] += count[x - 1];
+        for (size_t k = 0; k < np; k++)
+            b[count[(a[k].key >> shift) & 255]++] = a[k];
+        pair_rec_t *t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t s = 0, e; s < np; s = e) {
+        for (e = s + 1; e < np && a[e].key == a[s].key; e++)
+            ;
+        if ((a[s].key & 255) < 7)
+            continue; /* the key is the whole remainder: equal keys, equal bytes */
+        for (size_t k = s + 1; k < e; k++) /* runs are short: insertion sort */
+            for (size_t j = k; j > s && cmp_pair(a[j - 1].pair, a[j].pair, (void *)v) > 0; j--) {
+                pair_rec_t t = a[j];
+                a[j] = a[j - 1];
+                a[j - 1] = t;
+            }
+    }
+    for (size_t k = 0; k < np; k++) {
+        c->pairs[2 * k] = a[k].pair[0];
+        c->pairs[2 * k + 1] = a[k].pair[1];
+    }
+    free(base);
+    return true;
 }
 
 /* Walk the trie through terminal t from state d (the hot loop of a cold mask). Where every
@@ -524,7 +750,9 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
     uint32_t *accn = st + v->max_len + 1; /* accepting states on the path so far */
     uint32_t slice_chars = slice_of(t, d);
     bool slice = slice_chars != SLICE_NONE;
-    const trie_t *tr = slice ? &v->rest : &v->all;
+    uint32_t word_bytes = slice ? SLICE_NONE : word_slice(t, d);
+    bool words = word_bytes != SLICE_NONE;
+    const trie_t *tr = slice ? &v->rest : words ? &v->nonword : &v->all;
     st[0] = d;
     acc[0] = 0;
     accn[0] = 0;
@@ -556,16 +784,30 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
     if (!ok)
         goto oom;
     tc->n_sure = (uint32_t)c->n_ids;
-    if (slice || c->n_ids > v->size / 64) {
-        tc->sure_bits = calloc(nx_gram_mask_words(v), sizeof *tc->sure_bits);
+    size_t n_words = nx_gram_mask_words(v);
+    if ((slice && slice_chars > 0) || (words && word_bytes > 0) || c->n_ids > v->size / 64) {
+        tc->sure_bits = malloc(n_words * sizeof *tc->sure_bits);
         if (!tc->sure_bits)
             goto oom;
-        if (slice_chars == SLICE_ALL)
-            memcpy(tc->sure_bits, v->plain, nx_gram_mask_words(v) * sizeof *v->plain);
-        else if (slice)
-            for (uint32_t id = 0; id < v->size; id++)
-                if (v->plain_chars[id] && v->plain_chars[id] <= slice_chars)
-                    tc->sure_bits[id >> 5] |= 1u << (id & 31);
+        if (words && word_bytes > 0) {
+            memcpy(tc->sure_bits, v->word, n_words * sizeof *v->word);
+            for (uint32_t k = 0; k < v->n_word_ids && word_bytes != SLICE_ALL &&
+                                 v->off[v->word_ids[k] + 1] - v->off[v->word_ids[k]] > word_bytes;
+                 k++)
+                tc->sure_bits[v->word_ids[k] >> 5] &= ~(1u << (v->word_ids[k] & 31));
+        } else if (!slice || slice_chars == 0)
+            memset(tc->sure_bits, 0, n_words * sizeof *tc->sure_bits);
+        else if (slice_chars == SLICE_ALL)
+            memcpy(tc->sure_bits, v->plain, n_words * sizeof *v->plain);
+        else if (slice_chars <= SHORT_CHARS)
+            memcpy(tc->sure_bits, v->plain_upto + (slice_chars - 1) * n_words,
+                   n_words * sizeof *tc->sure_bits);
+        else {
+            memcpy(tc->sure_bits, v->plain, n_words * sizeof *v->plain);
+            for (uint32_t k = 0; k < v->n_long && v->plain_chars[v->long_ids[k]] > slice_chars;
+                 k++)
+                tc->sure_bits[v->long_ids[k] >> 5] &= ~(1u << (v->long_ids[k] & 31));
+        }
         for (size_t k = 0; k < c->n_ids; k++)
             tc->sure_bits[c->ids[k] >> 5] |= 1u << (c->ids[k] & 31);
     } else if (c->n_ids) {
@@ -576,7 +818,8 @@ static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, con
     }
     size_t np = c->n_pairs / 2;
     if (np) {
-        qsort_r(c->pairs, np, 2 * sizeof *c->pairs, cmp_pair, (void *)v);
+        if (!sort_pairs(c, v, np))
+            goto oom;
         tc->toks = malloc(np * sizeof *tc->toks);
         tc->grp_tok = malloc((np + 1) * sizeof *tc->grp_tok);
         tc->grp_rem = malloc(np * sizeof *tc->grp_rem);

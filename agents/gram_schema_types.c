@@ -5,8 +5,9 @@
  * minLength/maxLength count code points exactly and `pattern` (searched, as the spec says) is
  * matched against the decoded text. pattern, length and format intersect as DFAs. Formats:
  * date (days per month and leap years exact), time and date-time (RFC 3339, without leap
- * seconds), uuid, ipv4 (no leading zeros), email (dot-atom local part @ a host name: no
- * quoted local parts or address literals). Others are refused by name.
+ * seconds), uuid, ipv4 (no leading zeros), email (dot-atom local part @ a host name of two
+ * labels or more: no quoted local parts, address literals or one-label hosts). Others are
+ * refused by name.
  *
  * Numbers: integers as -?(0|[1-9][0-9]*) with an optional .0+ (1.0 is an integer); numbers
  * add fractions and exponents. Bounds are exact as digit DFAs: any bound on `integer`; bounds
@@ -139,7 +140,9 @@ static const struct { const char *name, *re; } FORMATS[] = {
     {"date-time", DATE "[Tt]" TIME},
     {"uuid", "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"},
     {"ipv4", OCTET "\\." OCTET "\\." OCTET "\\." OCTET},
-    {"email", ATOM "(\\." ATOM ")*@" LABEL "(\\." LABEL ")*"},
+    /* the host has a dot, as ajv-formats requires (a one-label host is RFC 5321's, but two
+     * common validators disagree on it; the grammar writes what both accept) */
+    {"email", ATOM "(\\." ATOM ")*@" LABEL "(\\." LABEL ")+"},
 };
 
 static bool bound(nx__sc_t *sc, json_t *node, const char *key, const char *ptr, uint32_t *out)

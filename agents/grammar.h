@@ -67,6 +67,23 @@ nx_gram_t *nx_gram_from_gbnf(const char *text, size_t len, nx_err_t *err);
 
 void nx_gram_destroy(nx_gram_t **self_p);
 
+/* NX_OK when every instance valid under `out` is valid under `in` (a stage's output_schema
+ * against the next stage's input_schema): a sound structural check over the keywords the
+ * compiler supports — types, properties/required/additionalProperties, items/prefixItems/
+ * min/maxItems, enum/const, anyOf/oneOf/allOf, $ref (recursion), string length/pattern/format
+ * (decided on their DFAs: L(out) ⊆ L(in)), numeric bounds and multipleOf. Otherwise NX_EINVAL
+ * (NX_ENOMEM out of memory), err naming both JSON pointers and why ("output /properties/score
+ * is a string; input /properties/score wants an integer"; "output (root) may omit 'id', which
+ * input (root) requires"; "cannot prove output /properties/s's pattern '^a' satisfies input
+ * /properties/s's pattern '^ab': \"a\" ..."). Sound, not complete: what it cannot prove is
+ * refused, with the keyword named. `out` NULL means free text (never satisfies an input
+ * schema); `in` NULL means the input takes free text (anything does). out_opts (may be NULL)
+ * are the output's compile options (draft; strict makes additionalProperties default false,
+ * as the output grammar does); the input is read as the spec says, its draft from "$schema".
+ * Either side may be draft-07 or 2020-12. */
+int nx_gram_schema_compat(const char *out, size_t out_len, const char *in, size_t in_len,
+                          const nx_gram_schema_opts_t *out_opts, nx_err_t *err);
+
 /* Sizes for messages and benches: rules, terminals, total DFA states. */
 void nx_gram_stats(const nx_gram_t *self, uint32_t *rules, uint32_t *terminals,
                    uint32_t *dfa_states);

@@ -297,6 +297,60 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
     nx_tokenizer_destroy(&tok);
 }
 
+/* Regular pieces of a GBNF grammar (groups and quantifiers over literals and classes) are
+ * folded into one DFA terminal: the nested `+` that fuzz_gbnf found slow (every parse stack
+ * could hold either frame at each of 26 levels) stay a handful of rules and DFA states, and
+ * folding keeps the language: matches as before, masks exact on the tiny tokenizer. */
+static void test_gbnf_regular_pieces_fold(void **state)
+{
+    char text[256];
+    int n = snprintf(text, sizeof text, "root ::= (\"a:= rou\" | [b-d]{2,3} | .? ) x+\n"
+                                        "x ::= \"\\u15e9\" | [^\\x00-\\x7f]");
+    for (int i = 0; i < 26; i++)
+        text[n++] = '+';
+    text[n++] = '\n';
+    text[n] = '\0';
+    nx_err_t err = {0};
+    nx_gram_t *g = nx_gram_from_gbnf(text, strlen(text), &err);
+    if (!g)
+        fail_msg("%s", err.msg);
+    uint32_t rules, terms, dfa_states;
+    nx_gram_stats(g, &rules, &terms, &dfa_states);
+    print_message("nested +: %u rules, %u terminals, %u DFA states\n", rules, terms, dfa_states);
+    assert_true(rules <= 12);     /* as rules: one per `+` and more (over 30) */
+    assert_true(dfa_states <= 256); /* each piece once, and the folds */
+    assert_true(matches(g, "bb\xc3\xa9\xc3\xa9"));
+    assert_true(matches(g, "a:= rou\xe1\x97\xa9"));
+    assert_false(matches(g, "bbe"));
+    assert_false(matches(g, "bb"));
+    nx_gram_destroy(&g);
+
+    const char *folded = "root ::= (\"ab\" | [0-9]{2,3})+ \"!\" (\" \" [a-z]*)? end\n"
+                         "end ::= \"\" | (\"x\" end)\n";
+    g = nx_gram_from_gbnf(folded, strlen(folded), &err);
+    if (!g)
+        fail_msg("%s", err.msg);
+    assert_true(matches(g, "ab12!"));
+    assert_true(matches(g, "123ab! zz"));
+    assert_true(matches(g, "ab! xx"));
+    assert_true(matches(g, "ab!xxx"));
+    assert_false(matches(g, "ab1!"));
+    assert_true(matches(g, "ab1234!")); /* 12 34 */
+    assert_false(matches(g, "abc!"));
+    assert_false(matches(g, "!"));
+    assert_false(matches(g, "ab! 1"));
+    nx_tokenizer_t *tok = nx_tokenizer_load(TINY_DIR, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    int32_t eos = nx_tokenizer_token_id(tok, "<|im_end|>");
+    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    assert_true(exhaustive_walks(g, v, eos, 5, 6) >= 20);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+    nx_tokenizer_destroy(&tok);
+}
+
 /* A token that completes a terminal which must end there is only allowed if something can
  * follow: here the key "b" has the schema false, so after {"b the token ": is refused. Found by
  * fuzz_json_schema (the mask allowed it). */
@@ -371,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_reset_drops_grown_states),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
         cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
+        cmocka_unit_test(test_gbnf_regular_pieces_fold),
         cmocka_unit_test(test_sampler_pick_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

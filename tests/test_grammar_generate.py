@@ -1,5 +1,6 @@
-"""Valid whatever the weights, over a varied schema set, checked by an independent validator
-(python3-jsonschema, formats checked):
+"""Valid whatever the weights, over a varied schema set, checked by two independent validators
+(python3-jsonschema and ajv with ajv-formats through tests/tools/ajv_validate.mjs, formats
+checked; ajv is skipped with a warning line where node or `make ajv` is missing):
   - random token walks through the grammar's masks (build/tests/tool_grammar's "generate"
     mode on the committed tiny Qwen2 tokenizer);
   - constrained generation with a real engine: a random tiny Qwen3 model synthesized by
@@ -11,8 +12,10 @@ validity).
 """
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import warnings
 
 import jsonschema
 
@@ -56,6 +59,27 @@ SCHEMAS = [
 ]
 
 
+AJV_TOOL = os.path.join(os.path.dirname(__file__), "tools", "ajv_validate.mjs")
+
+
+def ajv_verdicts(pairs):
+    """ajv's verdict on each (schema, instance text) pair, in one node process; None (with a
+    warning that says why) where node or ajv is not installed."""
+    if not shutil.which("node"):
+        warnings.warn("ajv: skipped: node is not installed (python3-jsonschema still checked)")
+        return None
+    lines = "".join(f'{{"schema": {json.dumps(s)}, "instance": {text}}}\n' for s, text in pairs)
+    proc = subprocess.run(["node", AJV_TOOL], input=lines, capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode == 3:
+        warnings.warn(f"ajv: skipped: {proc.stderr.strip()} (python3-jsonschema still checked)")
+        return None
+    assert proc.returncode == 0, proc.stderr
+    verdicts = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(verdicts) == len(pairs), proc.stderr
+    return verdicts
+
+
 def clean(schema):
     """Drop the None placeholders (a way to leave a keyword out in the table above)."""
     if isinstance(schema, dict):
@@ -74,6 +98,7 @@ def run_and_validate(source, count, max_tokens):
     assert proc.returncode == 0, proc.stderr
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     finished = cut = 0
+    pairs = []
     for schema, reply in zip(SCHEMAS, replies):
         schema = clean(schema)
         assert reply["ok"], (schema, reply)
@@ -88,6 +113,10 @@ def run_and_validate(source, count, max_tokens):
             value = json.loads(text)
             errors = list(validator.iter_errors(value))
             assert not errors, f"{schema}: {text!r}: {errors[0].message}"
+            pairs.append((schema, text)) # the text itself: 1e999 is JSON, not a float
+    verdicts = ajv_verdicts(pairs)
+    for (schema, text), verdict in zip(pairs, verdicts or []):
+        assert verdict.get("valid"), f"ajv: {schema}: {text}: {verdict}"
     return finished, cut
 
 
