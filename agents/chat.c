@@ -82,6 +82,8 @@ bool nx_chat_kind_parse(const char *name, nx_chat_kind_t *kind_out)
  * (Qwen3), or, with no template at all, where the vocabulary has the think tags. */
 static bool knows_thinking(const nx_tokenizer_t *tok)
 {
+    if (!tok)
+        return false;
     const char *t = nx_tokenizer_chat_template(tok);
     if (t)
         return strstr(t, "enable_thinking") != NULL;

@@ -560,6 +560,83 @@ static void test_parser_incomplete_flag(void **state)
     nx_tools_parser_destroy(&p);
 }
 
+/* --- prompts ------------------------------------------------------------------------------- */
+
+static char *render(nx_chat_kind_t kind, const char *tools, const nx_chat_msg_t *msgs,
+                    size_t count, nx_err_t *err)
+{
+    nx_chat_opts_t o = {.kind = kind, .thinking = -1, .add_generation_prompt = true,
+                        .tools_json = tools};
+    char *text = NULL;
+    return nx_chat_render(NULL, &o, msgs, count, &text, err) == NX_OK ? text : NULL;
+}
+
+/* What the grammar makes and the parser reads is what the template writes for a call, so a
+ * parsed call goes back into the next prompt as the model wrote it. */
+static void test_call_round_trip(void **state)
+{
+    nx_tools_parser_opts_t po = {.family = NX_TOOLS_HERMES, .seed = 3};
+    const char *answer = WEATHER "\n" ADD;
+    nx_tools_parser_t *p = nx_tools_parse(&po, answer, strlen(answer), NULL);
+    size_t n;
+    const nx_tools_call_t *calls = nx_tools_parser_calls(p, &n);
+    assert_int_equal(n, 2);
+    nx_chat_tool_call_t tc[2] = {{calls[0].id, calls[0].name, calls[0].arguments},
+                                 {calls[1].id, calls[1].name, calls[1].arguments}};
+    nx_chat_msg_t msgs[] = {{.role = "user", .content = "q"},
+                            {.role = "assistant", .content = NULL, .tool_calls = tc,
+                             .n_tool_calls = 2},
+                            {.role = "tool", .content = "r1", .tool_call_id = calls[0].id},
+                            {.role = "tool", .content = "r2", .tool_call_id = calls[1].id}};
+    nx_err_t err = {0};
+    char *text = render(NX_CHAT_CHATML, NULL, msgs, 4, &err);
+    assert_non_null(text);
+    assert_string_equal(text, "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n" WEATHER
+                              "\n" ADD "<|im_end|>\n<|im_start|>user\n<tool_response>\nr1\n"
+                              "</tool_response>\n<tool_response>\nr2\n</tool_response>"
+                              "<|im_end|>\n<|im_start|>assistant\n");
+    free(text);
+    nx_tools_parser_destroy(&p);
+}
+
+/* Llama 3.1's custom-tool prompt (its template's format; see agents/chat.c). */
+static void test_llama31_prompt(void **state)
+{
+    const char *tools = "[{\"type\":\"function\",\"function\":{\"name\":\"add\","
+                        "\"parameters\":{\"type\":\"object\"}}}]";
+    nx_chat_tool_call_t tc = {"call_1", "add", "{\"a\":1,\"b\":2.50}"};
+    nx_chat_msg_t msgs[] = {{.role = "system", .content = " Be brief. "},
+                            {.role = "user", .content = "1+2?\n"},
+                            {.role = "assistant", .content = NULL, .tool_calls = &tc,
+                             .n_tool_calls = 1},
+                            {.role = "tool", .content = "3.5"}};
+    nx_err_t err = {0};
+    char *text = render(NX_CHAT_LLAMA3, tools, msgs, 4, &err);
+    assert_non_null(text);
+    assert_string_equal(text,
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief."
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, "
+        "please respond with a JSON for a function call with its proper arguments that best "
+        "answers the given prompt.\n\nRespond in the format {\"name\": function name, "
+        "\"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n"
+        "{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"add\",\n"
+        "        \"parameters\": {\n            \"type\": \"object\"\n        }\n    }\n}"
+        "\n\n1+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": "
+        "\"add\", \"parameters\": {\"a\": 1, \"b\": 2.5}}<|eot_id|><|start_header_id|>"
+        "ipython<|end_header_id|>\n\n\"3.5\"<|eot_id|><|start_header_id|>assistant"
+        "<|end_header_id|>\n\n");
+    free(text);
+    nx_chat_tool_call_t two[2] = {tc, tc};
+    msgs[2].tool_calls = two, msgs[2].n_tool_calls = 2;
+    assert_null(render(NX_CHAT_LLAMA3, tools, msgs, 4, &err));
+    assert_non_null(strstr(err.msg, "one tool call per turn"));
+    assert_null(render(NX_CHAT_LLAMA3, tools, msgs, 1, &err));
+    assert_non_null(strstr(err.msg, "first user message"));
+    assert_null(render(NX_CHAT_CHATML, "{\"a\":1}", msgs, 1, &err));
+    assert_non_null(strstr(err.msg, "tools: not a JSON array"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -570,6 +647,8 @@ int main(void)
         cmocka_unit_test(test_choice_parse),
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_incomplete_flag),
+        cmocka_unit_test(test_call_round_trip),
+        cmocka_unit_test(test_llama31_prompt),
     };
     const struct CMUnitTest qwen3_tests[] = {
         cmocka_unit_test(test_plan_ids),
