@@ -69,6 +69,7 @@ struct nx_tools_parser {
     bool drop_ws_nl;     /* after </think>: leading newlines of the content are dropped */
     bool after_call;     /* TEXT after a call: whitespace before the next call is dropped */
     bool started;        /* something but whitespace was given as content */
+    bool thought;        /* the thinking block is over (there is one at most) */
     buf_t raw;           /* the current call's text from the trigger (content if it fails) */
     buf_t key;           /* the member's key */
     int member;          /* 0 other, 1 name, 2 arguments */
@@ -264,7 +265,8 @@ static void dispatch(nx_tools_parser_t *p, char c);
 static void text_byte(nx_tools_parser_t *p, char c)
 {
     const nx_tools_format_t *f = p->f;
-    const char *think = p->thinking && !p->started && p->n_calls == 0 ? f->think_open : NULL;
+    const char *think = p->thinking && !p->started && !p->thought && p->n_calls == 0
+                            ? f->think_open : NULL;
     const char *trigger = f->trigger_at_start && (p->started || p->n_calls) ? NULL : f->trigger;
     if (p->hold.len == 0 && is_ws(c) && (p->after_call || p->drop_ws_nl || !p->started)) {
         if (p->drop_ws_nl && c == '\n')
@@ -319,6 +321,7 @@ static void think_byte(nx_tools_parser_t *p, char c)
             p->st = ST_TEXT;
             p->drop_ws_nl = true;
             p->started = false;
+            p->thought = true;
             return;
         }
         if (is_prefix(&p->hold, p->f->think_close))

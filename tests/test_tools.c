@@ -544,6 +544,26 @@ static void test_parser_every_split(void **state)
                 "{\"answer\": 42} and {\"name\": 1}", "", "[]");
 }
 
+/* A prompt that opened the thinking block: the output starts inside it; one block only. */
+static void test_parser_in_thinking(void **state)
+{
+    nx_tools_parser_opts_t o = {.family = NX_TOOLS_HERMES, .in_thinking = true, .seed = 5};
+    const char *text = "plan</think>\n\n<think>not again</think>" ADD;
+    nx_tools_parser_t *p = nx_tools_parse(&o, text, strlen(text), NULL);
+    assert_non_null(p);
+    assert_string_equal(nx_tools_parser_reasoning(p, NULL), "plan");
+    assert_string_equal(nx_tools_parser_content(p, NULL), "<think>not again</think>");
+    size_t n;
+    const nx_tools_call_t *calls = nx_tools_parser_calls(p, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(calls[0].name, "add");
+    nx_tools_parser_destroy(&p);
+    nx_err_t err = {0};
+    o.family = NX_TOOLS_NONE;
+    assert_null(nx_tools_parser_new(&o, &err));
+    assert_int_equal(err.code, NX_EINVAL);
+}
+
 static void test_parser_incomplete_flag(void **state)
 {
     nx_tools_parser_opts_t o = {.family = NX_TOOLS_HERMES, .seed = 7};
@@ -647,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_choice_parse),
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_incomplete_flag),
+        cmocka_unit_test(test_parser_in_thinking),
         cmocka_unit_test(test_call_round_trip),
         cmocka_unit_test(test_llama31_prompt),
     };
