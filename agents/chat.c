@@ -441,9 +441,12 @@ static int render_llama31_tools(const json_t *tools, const nx_chat_msg_t *msgs, 
         put_trimmed(b, text_of(msgs[i++].content));
     puts_(b, "<|eot_id|>");
     if (tools) {
-        if (i == count)
+        /* the template takes the next message whatever its role; a non-user one would lose
+         * its role silently, so it is refused */
+        if (i == count || strcmp(msgs[i].role, "user") != 0)
             return nx_err_set(err, NX_EINVAL, "chat messages: Llama 3.1's template puts the "
-                              "tools into the first user message, and there is none");
+                              "tools into the first user message, and message %zu is %s", i,
+                              i == count ? "missing" : "not a user's");
         puts_(b, "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, "
                  "please respond with a JSON for a function call with its proper arguments "
                  "that best answers the given prompt.\n\nRespond in the format {\"name\": "
