@@ -180,4 +180,19 @@ const char *nx_tools_parser_reasoning(const nx_tools_parser_t *self, size_t *len
 nx_tools_parser_t *nx_tools_parse(const nx_tools_parser_opts_t *opts, const char *text,
                                   size_t len, nx_err_t *err);
 
+/* --- OpenAI JSON ---------------------------------------------------------------------------- */
+
+/* The calls as OpenAI's message.tool_calls array:
+ * [{"id":"call_...","type":"function","function":{"name":"f","arguments":"{...}"}}, ...]
+ * (only complete calls unless with_incomplete). malloc'ed compact JSON text; NULL on no
+ * memory. */
+char *nx_tools_calls_json(const nx_tools_parser_t *parser, bool with_incomplete);
+
+/* One CALL or ARGS event as an element of a streamed chunk's delta.tool_calls, which the
+ * official SDKs reassemble: CALL {"index":i,"id":"call_...","type":"function","function":
+ * {"name":"f","arguments":""}}, ARGS {"index":i,"function":{"arguments":"piece"}}. NULL for
+ * other kinds or on no memory; malloc'ed compact JSON text. A piece that ends inside a UTF-8
+ * character is not valid in JSON text: feed the parser whole characters (nx_detok does). */
+char *nx_tools_event_delta_json(const nx_tools_event_t *event);
+
 #endif

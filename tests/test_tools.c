@@ -580,6 +580,49 @@ static void test_parser_incomplete_flag(void **state)
     nx_tools_parser_destroy(&p);
 }
 
+/* The OpenAI shapes: the calls array, and stream deltas whose arguments add up to it. */
+static void test_openai_json(void **state)
+{
+    nx_tools_parser_opts_t o = {.family = NX_TOOLS_HERMES, .seed = 9};
+    nx_err_t err = {0};
+    nx_tools_parser_t *p = nx_tools_parser_new(&o, &err);
+    const char *pieces[] = {"<tool_call>\n{\"name\": \"add\", \"argu", "ments\": {\"a\"",
+                            ":1,\"b\":2}}\n</tool_call>"};
+    json_t *deltas = json_array();
+    const nx_tools_event_t *ev;
+    size_t n;
+    for (int k = 0; k < 4; k++) {
+        if (k < 3)
+            assert_int_equal(nx_tools_parser_feed(p, pieces[k], strlen(pieces[k]), &ev, &n,
+                                                  &err), NX_OK);
+        else
+            assert_int_equal(nx_tools_parser_finish(p, &ev, &n, &err), NX_OK);
+        for (size_t i = 0; i < n; i++) {
+            char *d = nx_tools_event_delta_json(&ev[i]);
+            if (d)
+                json_array_append_new(deltas, json_loads(d, 0, NULL));
+            free(d);
+        }
+    }
+    size_t n_calls;
+    const nx_tools_call_t *calls = nx_tools_parser_calls(p, &n_calls);
+    char want[512];
+    snprintf(want, sizeof want, "[{\"index\":0,\"id\":\"%s\",\"type\":\"function\",\"function\":"
+             "{\"name\":\"add\",\"arguments\":\"\"}},{\"index\":0,\"function\":{\"arguments\":"
+             "\"{\\\"a\\\"\"}},{\"index\":0,\"function\":{\"arguments\":\":1,\\\"b\\\":2}\"}}]",
+             calls[0].id);
+    char *got = json_dumps(deltas, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(got, want);
+    free(got);
+    json_decref(deltas);
+    char *arr = nx_tools_calls_json(p, false);
+    snprintf(want, sizeof want, "[{\"id\":\"%s\",\"type\":\"function\",\"function\":"
+             "{\"name\":\"add\",\"arguments\":\"{\\\"a\\\":1,\\\"b\\\":2}\"}}]", calls[0].id);
+    assert_string_equal(arr, want);
+    free(arr);
+    nx_tools_parser_destroy(&p);
+}
+
 /* --- prompts ------------------------------------------------------------------------------- */
 
 static char *render(nx_chat_kind_t kind, const char *tools, const nx_chat_msg_t *msgs,
@@ -668,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_incomplete_flag),
         cmocka_unit_test(test_parser_in_thinking),
+        cmocka_unit_test(test_openai_json),
         cmocka_unit_test(test_call_round_trip),
         cmocka_unit_test(test_llama31_prompt),
     };
