@@ -39,7 +39,10 @@ static const nx_tools_format_t formats[] = {
         .name_key = "name",
         .args_key = "parameters",
         .trigger = "{\"name\"",
-        .trigger_at_start = true,
+        /* The template wants the call as the whole answer, but the engine's lazy start
+         * (nx_gen_grammar_t) fires on a trigger anywhere in free text, and the parser must
+         * see the calls the grammar made: so anywhere here too, text before it is content. */
+        .trigger_at_start = false,
         .think_open = NULL,
         .think_close = NULL,
     },

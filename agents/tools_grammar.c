@@ -309,7 +309,9 @@ nx_tools_plan_t *nx_tools_plan_new(const nx_tools_request_t *req, const nx_token
         else
             p->trigger_strings[p->n_trigger_strings++] = f->trigger;
     }
-    if (f->think_open && tok) {
+    /* the thinking block matters only under a grammar (nx_gen_set_grammar refuses think tags
+     * without one) */
+    if (p->gram && f->think_open && tok) {
         int32_t open = nx_tokenizer_token_id(tok, f->think_open);
         int32_t close = nx_tokenizer_token_id(tok, f->think_close);
         if (open >= 0 && close >= 0) {

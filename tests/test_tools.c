@@ -143,6 +143,20 @@ static void test_grammar_llama3(void **state)
     snprintf(two, sizeof two, "%s\n%s", call, call);
     assert_false(matches(g, two)); /* one call per turn, as the template says */
     nx_gram_destroy(&g);
+    /* no single token starts a call: the trigger is a string, which the grammar starts with */
+    nx_tools_request_t req = {.family = NX_TOOLS_LLAMA3_JSON, .tools_json = TOOLS,
+                              .tools_len = strlen(TOOLS), .parallel = true};
+    nx_tools_plan_t *p = nx_tools_plan_new(&req, NULL, &err);
+    assert_non_null(p);
+    assert_true(p->lazy);
+    assert_int_equal(p->n_trigger_ids, 0);
+    assert_int_equal(p->n_trigger_strings, 1);
+    assert_string_equal(p->trigger_strings[0], "{\"name\"");
+    assert_null(p->think_open);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(p->gram, NULL, NULL);
+    assert_int_equal(nx_gram_matcher_advance(m, "{\"name\"", 7, NULL), NX_OK);
+    nx_gram_matcher_destroy(&m);
+    nx_tools_plan_destroy(&p);
 }
 
 static void expect_error(const char *tools, int code, const char *want)
@@ -262,6 +276,7 @@ static void test_plan_ids(void **state)
     assert_false(p->lazy);
     assert_int_equal(p->n_banned_ids, 1);
     assert_int_equal(p->banned_ids[0], trigger);
+    assert_null(p->think_open); /* no grammar: nothing for the engine to start after */
     nx_tools_plan_destroy(&p);
 
     req.choice = NX_TOOL_CHOICE_REQUIRED;
@@ -542,6 +557,10 @@ static void test_parser_every_split(void **state)
                 "[[\"add\",\"{\\\"a\\\":1,\\\"b\\\":2}\"]]");
     every_split(NX_TOOLS_LLAMA3_JSON, false, "{\"answer\": 42} and {\"name\": 1}",
                 "{\"answer\": 42} and {\"name\": 1}", "", "[]");
+    /* as the engine's lazy start does, a call after text is a call */
+    every_split(NX_TOOLS_LLAMA3_JSON, false,
+                "Sure: {\"name\": \"add\", \"parameters\": {\"a\":1}}", "Sure: ", "",
+                "[[\"add\",\"{\\\"a\\\":1}\"]]");
 }
 
 /* A prompt that opened the thinking block: the output starts inside it; one block only. */
