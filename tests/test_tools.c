@@ -1,7 +1,7 @@
 /* test_tools.c — tool calls (agents/tools.h): the grammar of each tool_choice and
  * parallel_tool_calls mode walked byte by byte (canonical calls accepted; wrong names,
  * arguments outside a tool's schema and extra calls refused), compile errors naming the tool,
- * constrained random walks through the masks of the committed Qwen3 tokenizer (151,669 ids)
+ * constrained random walks through the masks of the committed Qwen3 and Llama 3 tokenizers
  * that always parse into calls whose arguments satisfy their tool's schema, and the streaming
  * parser: every split of a text gives the same content, reasoning and calls.
  * Run from the repository root (as `make unit` does).
@@ -21,8 +21,7 @@
 #include "nx_engine.h"
 #include "tools.h"
 
-#define QWEN3_GZ "tests/fixtures/tokenizer/qwen3/tokenizer.json.gz"
-#define QWEN3_CONFIG "tests/fixtures/tokenizer/qwen3/tokenizer_config.json"
+#define FIXTURES "tests/fixtures/tokenizer"
 
 /* get_weather is strict (no extra members); add is not (the spec's additionalProperties). */
 static const char TOOLS[] =
@@ -210,10 +209,28 @@ static void test_choice_parse(void **state)
 
 /* --- the Qwen3 tokenizer ------------------------------------------------------------------- */
 
+/* The committed real tokenizers (gzipped), unpacked for the group. */
 typedef struct qwen3 {
     char dir[64];
-    nx_tokenizer_t *tok;
+    nx_tokenizer_t *tok;   /* Qwen3, 151,669 ids */
+    nx_tokenizer_t *llama; /* Llama 3, 128,256 ids */
 } qwen3_t;
+
+static nx_tokenizer_t *unpack(const char *dir, const char *name)
+{
+    char cmd[1024], sub[96];
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && gzip -dc %s/%s/tokenizer.json.gz > "
+             "%s/tokenizer.json && cp %s/%s/tokenizer_config.json %s/", sub, FIXTURES, name, sub,
+             FIXTURES, name, sub);
+    if (system(cmd) != 0)
+        return NULL;
+    nx_err_t err = {0};
+    nx_tokenizer_t *tok = nx_tokenizer_load(sub, &err);
+    if (!tok)
+        fprintf(stderr, "%s tokenizer: %s\n", name, err.msg);
+    return tok;
+}
 
 static int qwen3_setup(void **state)
 {
@@ -221,25 +238,17 @@ static int qwen3_setup(void **state)
     snprintf(q->dir, sizeof q->dir, "/tmp/nx-tools-XXXXXX");
     if (!mkdtemp(q->dir))
         return -1;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "gzip -dc %s > %s/tokenizer.json && cp %s %s/", QWEN3_GZ, q->dir,
-             QWEN3_CONFIG, q->dir);
-    if (system(cmd) != 0)
-        return -1;
-    nx_err_t err = {0};
-    q->tok = nx_tokenizer_load(q->dir, &err);
-    if (!q->tok) {
-        fprintf(stderr, "qwen3 tokenizer: %s\n", err.msg);
-        return -1;
-    }
+    q->tok = unpack(q->dir, "qwen3");
+    q->llama = unpack(q->dir, "llama3");
     *state = q;
-    return 0;
+    return q->tok && q->llama ? 0 : -1;
 }
 
 static int qwen3_teardown(void **state)
 {
     qwen3_t *q = *state;
     nx_tokenizer_destroy(&q->tok);
+    nx_tokenizer_destroy(&q->llama);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", q->dir);
     if (system(cmd) != 0)
@@ -315,14 +324,16 @@ static bool args_valid(const char *name, const char *args)
 
 /* Random walks through the masks, as a model with random weights would pick: a closing token
  * ('"', '}') a third of the time where one is allowed, the end id a quarter of the time. */
-static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool parallel,
-                  int n_walks, unsigned seed)
+static void walks(const nx_tokenizer_t *tok, nx_tools_family_t family, nx_tool_choice_t choice,
+                  const char *name, bool parallel, int n_walks, unsigned seed)
 {
     nx_err_t err = {0};
-    nx_gram_t *g = grammar_of(WALK_TOOLS, NX_TOOLS_HERMES, choice, name, parallel, &err);
+    nx_gram_t *g = grammar_of(WALK_TOOLS, family, choice, name, parallel, &err);
     assert_non_null(g);
-    int32_t eos = nx_tokenizer_token_id(q->tok, "<|im_end|>");
-    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(q->tok, &eos, 1, &err);
+    int32_t eos = nx_tokenizer_token_id(tok, family == NX_TOOLS_HERMES ? "<|im_end|>"
+                                                                        : "<|eot_id|>");
+    assert_true(eos >= 0);
+    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
     assert_non_null(v);
     nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
     assert_non_null(m);
@@ -347,7 +358,7 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
                     continue;
                 }
                 size_t tl;
-                const char *tb = nx_tokenizer_token_bytes(q->tok, (int32_t)id, &tl);
+                const char *tb = nx_tokenizer_token_bytes(tok, (int32_t)id, &tl);
                 all[n_all++] = (int32_t)id;
                 if (tl == 1 && (tb[0] == '"' || tb[0] == '}' || tb[0] == ']'))
                     closing[n_closing++] = (int32_t)id;
@@ -367,7 +378,7 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
                 break;
             }
             size_t tl;
-            const char *tb = nx_tokenizer_token_bytes(q->tok, pick, &tl);
+            const char *tb = nx_tokenizer_token_bytes(tok, pick, &tl);
             assert_true(len + tl < sizeof text);
             memcpy(text + len, tb, tl);
             len += tl;
@@ -378,7 +389,7 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
             continue;
         } /* cut by the step limit: a truncated answer, not checked here */
         ended++;
-        nx_tools_parser_opts_t po = {.family = NX_TOOLS_HERMES, .seed = 1};
+        nx_tools_parser_opts_t po = {.family = family, .seed = 1};
         nx_tools_parser_t *p = nx_tools_parse(&po, text, len, &err);
         assert_non_null(p);
         size_t n_calls, content_len;
@@ -386,7 +397,7 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
         nx_tools_parser_content(p, &content_len);
         assert_int_equal(content_len, 0);
         assert_true(n_calls >= 1);
-        if (!parallel)
+        if (!parallel || family == NX_TOOLS_LLAMA3_JSON)
             assert_int_equal(n_calls, 1);
         for (size_t i = 0; i < n_calls; i++) {
             assert_true(calls[i].complete);
@@ -398,7 +409,8 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
         }
         nx_tools_parser_destroy(&p);
     }
-    print_message("%d of %d walks ended (choice %d, parallel %d)\n", ended, n_walks, (int)choice, (int)parallel);
+    print_message("%s: %d of %d walks ended (choice %d, parallel %d)\n",
+                  nx_tools_family_name(family), ended, n_walks, (int)choice, (int)parallel);
     assert_true(ended >= n_walks / 2);
     free(mask);
     free(all);
@@ -411,9 +423,10 @@ static void walks(qwen3_t *q, nx_tool_choice_t choice, const char *name, bool pa
 static void test_walks_parse_into_valid_calls(void **state)
 {
     qwen3_t *q = *state;
-    walks(q, NX_TOOL_CHOICE_REQUIRED, NULL, true, 30, 1);
-    walks(q, NX_TOOL_CHOICE_REQUIRED, NULL, false, 20, 2);
-    walks(q, NX_TOOL_CHOICE_FUNCTION, "get_weather", true, 20, 3);
+    walks(q->tok, NX_TOOLS_HERMES, NX_TOOL_CHOICE_REQUIRED, NULL, true, 30, 1);
+    walks(q->tok, NX_TOOLS_HERMES, NX_TOOL_CHOICE_REQUIRED, NULL, false, 20, 2);
+    walks(q->tok, NX_TOOLS_HERMES, NX_TOOL_CHOICE_FUNCTION, "get_weather", true, 20, 3);
+    walks(q->llama, NX_TOOLS_LLAMA3_JSON, NX_TOOL_CHOICE_REQUIRED, NULL, true, 20, 4);
 }
 
 /* --- the parser ---------------------------------------------------------------------------- */
