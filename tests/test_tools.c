@@ -596,6 +596,37 @@ static void test_parser_in_thinking(void **state)
     assert_int_equal(err.code, NX_EINVAL);
 }
 
+/* Many calls in one piece: each CALL event's id stays valid (the calls' storage grows while
+ * the events are built), and an empty name is an empty string. */
+static void test_parser_many_calls_one_feed(void **state)
+{
+    nx_tools_parser_opts_t o = {.family = NX_TOOLS_HERMES, .seed = 11};
+    char text[4096] = "";
+    for (int i = 0; i < 9; i++)
+        strcat(text, ADD "\n");
+    strcat(text, "<tool_call>\n{\"name\": \"\", \"arguments\": {}}\n</tool_call>");
+    nx_err_t err = {0};
+    nx_tools_parser_t *p = nx_tools_parser_new(&o, &err);
+    const nx_tools_event_t *ev;
+    size_t n, n_calls;
+    assert_int_equal(nx_tools_parser_feed(p, text, strlen(text), &ev, &n, &err), NX_OK);
+    const nx_tools_call_t *calls = nx_tools_parser_calls(p, &n_calls);
+    assert_int_equal(n_calls, 10);
+    size_t seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].kind != NX_TOOLS_EV_CALL)
+            continue;
+        assert_string_equal(ev[i].id, calls[ev[i].index].id);
+        for (size_t j = 0; j < ev[i].index; j++)
+            assert_string_not_equal(calls[j].id, ev[i].id);
+        seen++;
+    }
+    assert_int_equal(seen, 10);
+    assert_string_equal(calls[9].name, "");
+    assert_string_equal(calls[9].arguments, "{}");
+    nx_tools_parser_destroy(&p);
+}
+
 static void test_parser_incomplete_flag(void **state)
 {
     nx_tools_parser_opts_t o = {.family = NX_TOOLS_HERMES, .seed = 7};
@@ -743,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_incomplete_flag),
         cmocka_unit_test(test_parser_in_thinking),
+        cmocka_unit_test(test_parser_many_calls_one_feed),
         cmocka_unit_test(test_openai_json),
         cmocka_unit_test(test_call_round_trip),
         cmocka_unit_test(test_llama31_prompt),
