@@ -101,6 +101,12 @@ static void emit(nx_tools_parser_t *p, nx_tools_ev_kind_t kind, uint32_t index, 
         p->oom = true;
     if (kind == NX_TOOLS_EV_REASONING && !put(&p->reasoning, s, n))
         p->oom = true;
+    /* a CALL's id is copied too: the calls array may move before the events are handed out */
+    size_t id_off = p->evtext.len;
+    if (kind == NX_TOOLS_EV_CALL && !put(&p->evtext, id, strlen(id) + 1)) {
+        p->oom = true;
+        return;
+    }
     size_t off = p->evtext.len;
     if (!put(&p->evtext, s, n)) {
         p->oom = true;
@@ -119,7 +125,8 @@ static void emit(nx_tools_parser_t *p, nx_tools_ev_kind_t kind, uint32_t index, 
         }
         p->ev = ev, p->cap_ev = cap;
     }
-    p->ev[p->n_ev++] = (nx_tools_event_t){.kind = kind, .index = index, .id = id,
+    p->ev[p->n_ev++] = (nx_tools_event_t){.kind = kind, .index = index,
+                                           .id = id ? (const char *)(uintptr_t)(id_off + 1) : NULL,
                                            .text = (const char *)(uintptr_t)off, .len = n};
 }
 
@@ -598,8 +605,11 @@ static int hand_out(nx_tools_parser_t *p, const nx_tools_event_t **events, size_
 {
     if (p->oom)
         return nx_err_set(err, NX_ENOMEM, "tool parser: out of memory");
-    for (size_t i = 0; i < p->n_ev; i++)
+    for (size_t i = 0; i < p->n_ev; i++) {
         p->ev[i].text = p->evtext.data + (uintptr_t)p->ev[i].text;
+        if (p->ev[i].id)
+            p->ev[i].id = p->evtext.data + (uintptr_t)p->ev[i].id - 1; /* offset + 1 */
+    }
     *events = p->ev;
     *n_events = p->n_ev;
     return NX_OK;
@@ -660,7 +670,8 @@ const nx_tools_call_t *nx_tools_parser_calls(const nx_tools_parser_t *self, size
         pcall_t *c = &p->calls[i];
         if (!c->named)
             continue;
-        put(&c->args, "", 0);
+        put(&c->args, "", 0); /* both NUL-terminated, even when empty */
+        put(&c->name, "", 0);
         p->out_calls[n++] = (nx_tools_call_t){.id = c->id, .name = c->name.data,
                                               .arguments = c->args.data,
                                               .complete = c->complete};
