@@ -55,11 +55,17 @@ static void run(const nx_tools_parser_opts_t *o, const char *text, size_t len, s
                           : nx_tools_parser_finish(p, &ev, &n, &err);
         if (rc != NX_OK)
             abort();
+        size_t n_calls_now;
+        const nx_tools_call_t *now = nx_tools_parser_calls(p, &n_calls_now);
         for (size_t i = 0; i < n; i++) {
             if (ev[i].kind == NX_TOOLS_EV_CONTENT)
                 append(&streamed_content, &sc_len, ev[i].text, ev[i].len);
             if (ev[i].kind == NX_TOOLS_EV_ARGS)
                 append(&streamed_args, &sa_len, ev[i].text, ev[i].len);
+            /* a CALL's id is readable and is its call's (the calls list holds named ones) */
+            if (ev[i].kind == NX_TOOLS_EV_CALL &&
+                (ev[i].index >= n_calls_now || strcmp(ev[i].id, now[ev[i].index].id) != 0))
+                abort();
         }
         if (at == len)
             break;
