@@ -169,7 +169,9 @@ int nx_tools_parser_feed(nx_tools_parser_t *self, const char *text, size_t len,
 /* The end of the output: what was held back comes out. Then the results below are final. */
 int nx_tools_parser_finish(nx_tools_parser_t *self, const nx_tools_event_t **events,
                            size_t *n_events, nx_err_t *err);
-/* The calls so far (complete after finish); parser-owned. */
+/* The calls so far (complete after finish); parser-owned, valid until the next feed or
+ * finish (calling this again, or nx_tools_calls_json, leaves them valid). On no memory,
+ * *n_calls is 0. */
 const nx_tools_call_t *nx_tools_parser_calls(const nx_tools_parser_t *self, size_t *n_calls);
 /* The content and reasoning so far, NUL-terminated; parser-owned. */
 const char *nx_tools_parser_content(const nx_tools_parser_t *self, size_t *len_out);

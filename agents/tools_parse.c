@@ -85,7 +85,8 @@ struct nx_tools_parser {
     nx_tools_event_t *ev;
     size_t n_ev, cap_ev;
     buf_t evtext;
-    nx_tools_call_t *out_calls;
+    nx_tools_call_t *out_calls; /* nx_tools_parser_calls' view */
+    size_t cap_out_calls;
     bool oom;
 };
 
@@ -662,11 +663,19 @@ int nx_tools_parser_finish(nx_tools_parser_t *self, const nx_tools_event_t **eve
 
 const nx_tools_call_t *nx_tools_parser_calls(const nx_tools_parser_t *self, size_t *n_calls)
 {
-    nx_tools_parser_t *p = (nx_tools_parser_t *)self; /* the view is rebuilt; data unchanged */
-    free(p->out_calls);
-    p->out_calls = calloc(p->n_calls ? p->n_calls : 1, sizeof *p->out_calls);
+    /* The view is rebuilt in place (it grows only with new calls), so a second call without
+     * feeding in between leaves the first one's pointers valid. */
+    nx_tools_parser_t *p = (nx_tools_parser_t *)self;
+    if (p->n_calls > p->cap_out_calls) {
+        nx_tools_call_t *grown = realloc(p->out_calls, p->n_calls * sizeof *grown);
+        if (!grown) {
+            *n_calls = 0;
+            return p->out_calls;
+        }
+        p->out_calls = grown, p->cap_out_calls = p->n_calls;
+    }
     size_t n = 0;
-    for (size_t i = 0; p->out_calls && i < p->n_calls; i++) {
+    for (size_t i = 0; i < p->n_calls; i++) {
         pcall_t *c = &p->calls[i];
         if (!c->named)
             continue;
