@@ -462,7 +462,7 @@ FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefin
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf \
-	fuzz_gram_compat
+	fuzz_gram_compat fuzz_tools
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 20
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -502,6 +502,12 @@ $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_chat_template: $(BUILD)/fuzz/%: 
 	$(FUZZ_TOK_SRC) agents/tok_internal.h agents/nx_engine.h $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_TOK_SRC) $(LINK_LIBS) -lz
+
+# Tool calls: the streaming parser (every split the same) and the tools grammar.
+FUZZ_TOOLS_SRC := agents/tools_parse.c agents/tools_grammar.c agents/tools_family.c
+$(BUILD)/fuzz/fuzz_tools: tests/fuzz_tools.c $(FUZZ_TOOLS_SRC) agents/tools.h $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_TOOLS_SRC) $(LINK_LIBS)
 
 # A model's config.json, or a GGUF file's metadata.
 FUZZ_CONFIG_SRC := agents/config.c agents/config_gguf.c

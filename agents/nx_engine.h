@@ -135,21 +135,42 @@ typedef enum nx_chat_kind {
     NX_CHAT_RAW,      /* no template: the text as is */
 } nx_chat_kind_t;
 
+/* A call an assistant message made (OpenAI's tool_calls[i]). */
+typedef struct nx_chat_tool_call {
+    const char *id;        /* "call_..."; may be NULL (the templates do not show it) */
+    const char *name;      /* the function's name */
+    const char *arguments; /* its arguments as JSON text, written as they are */
+} nx_chat_tool_call_t;
+
 typedef struct nx_chat_msg {
-    const char *role; /* "system", "user", "assistant" */
-    const char *content;
+    const char *role; /* "system", "user", "assistant", "tool" */
+    const char *content;   /* NULL only for an assistant message with tool calls */
+    /* assistant: the calls it made (n_tool_calls of them), and its thinking text when kept
+     * apart from content (NULL: none, or inside content as <think>...</think>) */
+    const nx_chat_tool_call_t *tool_calls;
+    size_t n_tool_calls;
+    const char *reasoning_content;
+    /* tool: the call this result answers and the function's name (may be NULL) */
+    const char *tool_call_id;
+    const char *name;
 } nx_chat_msg_t;
 
 typedef struct nx_chat_opts {
     nx_chat_kind_t kind;
     int thinking;                /* -1: the template's default; 0 off; 1 on (Qwen3) */
     bool add_generation_prompt; /* end with the assistant's header */
+    const char *tools_json;      /* the OpenAI `tools` array as JSON text; NULL: no tools */
 } nx_chat_opts_t;
 
 nx_chat_kind_t nx_chat_detect(const nx_tokenizer_t *tok);
 const char *nx_chat_kind_name(nx_chat_kind_t kind);
 bool nx_chat_kind_parse(const char *name, nx_chat_kind_t *kind_out); /* auto|chatml|llama3|raw */
-/* Render messages to the prompt text. *text_out malloc'ed. */
+/* Render messages to the prompt text as the model's own template does, tools included:
+ * ChatML (Qwen3's template) lists them in the system turn inside <tools></tools>, writes an
+ * assistant's calls as <tool_call> blocks and groups consecutive tool results into one user
+ * turn of <tool_response> blocks; Llama 3 (3.1's template) lists them in the first user turn
+ * and writes a call as {"name": ..., "parameters": ...}, results as ipython turns. Bad
+ * tools JSON or arguments is NX_EINVAL naming the message. *text_out malloc'ed. */
 int nx_chat_render(const nx_tokenizer_t *tok, const nx_chat_opts_t *opts,
                    const nx_chat_msg_t *msgs, size_t count, char **text_out, nx_err_t *err);
 /* The ids that end a turn for this template (end-of-turn tokens and eos); returns how many

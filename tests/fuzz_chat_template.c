@@ -3,10 +3,12 @@
  * are looked up. Input layout: byte 0 picks the tokenizer (the committed tiny Qwen2 or Llama
  * one, whose tokenizer_config.json templates are ChatML and Llama 3), byte 1 the template kind
  * (auto, chatml, llama3, raw, or an unknown one), thinking (-1, 0, 1) and the generation
- * prompt; the rest is messages as "role\0content\0role\0content...". Roles and contents are
- * the fuzzer's, invalid UTF-8 and template markers included. It must never crash, leak or
- * read out of bounds; a refusal needs a message; a rendered prompt holds every role and
- * every (trimmed, for Llama 3) content verbatim.
+ * prompt; byte 0's bit 1 offers a tools array; the rest is messages as
+ * "role\0content\0role\0content...". Roles and contents are the fuzzer's, invalid UTF-8 and
+ * template markers included. It must never crash, leak or read out of bounds; a refusal needs
+ * a message; a rendered prompt holds the tools, every role but "tool" (a result goes into a
+ * user turn, or an ipython one) and every (trimmed, for Llama 3) content verbatim but Llama 3's
+ * tool results (JSON-encoded, as its template writes them).
  *
  * Build and run (clang with libFuzzer; from the repository root, which holds the fixtures):
  *   make fuzz                                   # builds build/fuzz/fuzz_chat_template
@@ -69,6 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .kind = (nx_chat_kind_t)(data[1] % 5), /* 4: a kind no template has */
         .thinking = (int)((data[1] >> 3) % 3) - 1,
         .add_generation_prompt = (data[1] >> 5) & 1,
+        .tools_json = data[0] & 2 ? "[{\"type\":\"function\",\"function\":{\"name\":"
+                                    "\"fz_tool\",\"parameters\":{\"x\":[1.5,\"\\u00e9\"]}}}]"
+                                  : NULL,
     };
     /* the strings: a NUL-terminated copy split at NULs */
     char *buf = malloc(size - 2 + 1);
@@ -79,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     nx_chat_msg_t msgs[MAX_MSGS];
     size_t count = 0;
     for (char *p = buf, *end = buf + (size - 2); p < end && count < MAX_MSGS;) {
+        msgs[count] = (nx_chat_msg_t){0};
         msgs[count].role = p;
         p += strlen(p) + 1;
         msgs[count].content = p < end ? p : ""; /* a trailing role gets an empty content */
@@ -95,10 +101,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto out;
     }
     nx_chat_kind_t kind = opts.kind == NX_CHAT_AUTO ? nx_chat_detect(tok) : opts.kind;
+    if (opts.tools_json && kind != NX_CHAT_RAW && !strstr(text, "\"fz_tool\""))
+        __builtin_trap(); /* the tools went missing */
     for (size_t i = 0; i < count; i++) {
-        if (kind != NX_CHAT_RAW && !holds(text, msgs[i].role, false))
+        bool result = strcmp(msgs[i].role, "tool") == 0 ||
+                      (kind == NX_CHAT_LLAMA3 && strcmp(msgs[i].role, "ipython") == 0);
+        if (kind != NX_CHAT_RAW && !result && !holds(text, msgs[i].role, false))
             __builtin_trap(); /* a role went missing */
-        if (!holds(text, msgs[i].content, kind == NX_CHAT_LLAMA3))
+        if (!(result && kind == NX_CHAT_LLAMA3) &&
+            !holds(text, msgs[i].content, kind == NX_CHAT_LLAMA3))
             __builtin_trap(); /* a content went missing */
     }
     /* what the daemon does next: encode the prompt (refused only for invalid UTF-8) */

@@ -5,7 +5,9 @@
  *       {"ids": [...], "decoded": "...", "pieces": ["...", ...], "flushed": "..."} per string
  *       (pieces: nx_detok_push per id; every piece must be valid UTF-8), or {"error": "..."}
  *   tool_tokenize chat MODEL_DIR CASES.json
- *       {"text": "...", "ids": [...]} per {"messages", "add_generation_prompt", "thinking"}
+ *       {"text": "...", "ids": [...]} per {"messages", "add_generation_prompt", "thinking",
+ *       "tools"} (messages in OpenAI's shape: tool_calls with arguments as JSON text,
+ *       reasoning_content, tool_call_id, name)
  *   tool_tokenize stop MODEL_DIR      the stop ids of the detected template, as a JSON list
  */
 #include <jansson.h>
@@ -79,14 +81,35 @@ static json_t *chat_case(const nx_tokenizer_t *tok, json_t *c)
     json_t *msgs_json = json_object_get(c, "messages"), *m, *obj = json_object();
     size_t count = json_array_size(msgs_json), i;
     nx_chat_msg_t *msgs = calloc(count ? count : 1, sizeof *msgs);
+    nx_chat_tool_call_t *calls = calloc(64, sizeof *calls);
+    size_t n_calls = 0;
     json_array_foreach(msgs_json, i, m) {
         msgs[i].role = json_string_value(json_object_get(m, "role"));
         msgs[i].content = json_string_value(json_object_get(m, "content"));
+        msgs[i].reasoning_content = json_string_value(json_object_get(m, "reasoning_content"));
+        msgs[i].tool_call_id = json_string_value(json_object_get(m, "tool_call_id"));
+        msgs[i].name = json_string_value(json_object_get(m, "name"));
+        json_t *tc = json_object_get(m, "tool_calls"), *c;
+        size_t k;
+        msgs[i].tool_calls = calls + n_calls;
+        json_array_foreach(tc, k, c) {
+            json_t *fn = json_object_get(c, "function");
+            if (n_calls == 64)
+                break;
+            calls[n_calls++] = (nx_chat_tool_call_t){
+                .id = json_string_value(json_object_get(c, "id")),
+                .name = json_string_value(json_object_get(fn, "name")),
+                .arguments = json_string_value(json_object_get(fn, "arguments"))};
+            msgs[i].n_tool_calls++;
+        }
     }
+    char *tools = json_object_get(c, "tools") ? json_dumps(json_object_get(c, "tools"),
+                                                           JSON_COMPACT) : NULL;
     nx_chat_opts_t opts = {
         .kind = NX_CHAT_AUTO,
         .thinking = (int)json_integer_value(json_object_get(c, "thinking")),
-        .add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt"))};
+        .add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt")),
+        .tools_json = tools};
     nx_err_t err = {0};
     char *text = NULL;
     int32_t *ids = NULL;
@@ -101,6 +124,8 @@ static json_t *chat_case(const nx_tokenizer_t *tok, json_t *c)
     free(ids);
     free(text);
     free(msgs);
+    free(calls);
+    free(tools);
     return obj;
 }
 
