@@ -24,12 +24,13 @@
 #include "nx_err.h"
 #include "proto.h"
 
-typedef enum nx_typed_kind {
-    NX_TYPED_NONE = 0,
-    NX_TYPED_SCHEMA,      /* a JSON Schema: the answer is a JSON value under it */
-    NX_TYPED_JSON_OBJECT, /* OpenAI's json_object: any JSON object */
-    NX_TYPED_GBNF,        /* a GBNF grammar: the answer is text (no value) */
-} nx_typed_kind_t;
+/* The kinds are the protocol's (proto.h): a JSON Schema (the answer is a JSON value under
+ * it), OpenAI's json_object (any JSON object), a GBNF grammar (the answer is text). */
+typedef nx_constraint_kind_t nx_typed_kind_t;
+#define NX_TYPED_NONE NX_CONSTRAINT_NONE
+#define NX_TYPED_SCHEMA NX_CONSTRAINT_SCHEMA
+#define NX_TYPED_JSON_OBJECT NX_CONSTRAINT_JSON_OBJECT
+#define NX_TYPED_GBNF NX_CONSTRAINT_GBNF
 
 #define NX_TYPED_DIGEST_HEX 33 /* 32 hex digits and a NUL */
 
