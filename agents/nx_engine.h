@@ -309,4 +309,62 @@ const char *nx_gen_text(const nx_gen_t *self);        /* the text so far (NUL-te
 size_t nx_gen_count(const nx_gen_t *self);            /* generated ids so far */
 const int32_t *nx_gen_ids(const nx_gen_t *self);      /* nx_gen_count of them */
 
+/* ------------------------------------------------------------------------------------------
+ * Grammar-constrained generation (agents/gen_grammar.c; the grammar engine is agents/grammar.h)
+ *
+ * While the grammar applies, every pick is masked to the tokens that keep the output inside
+ * it (on the CPU the pick plan carries the mask into sampler.c, on CUDA into the GPU's pick),
+ * before the repetition penalty, temperature, top-k, top-p and min-p: the draw follows the
+ * constrained distribution exactly, nothing is resampled. The generation's stop ids are
+ * allowed only where the grammar accepts. Generation ends
+ *   - "eos" when the model picks a stop id (only possible where the grammar accepts);
+ *   - "stop" when the matcher is finished (it accepts and no byte can follow): the last
+ *     token completed the sentence, no end id is needed;
+ *   - "length" at max_tokens or the context's end, as without a grammar.
+ * Stop strings apply to free text only (before the grammar starts, the thinking block); text
+ * generated under the grammar is never cut by a stop string (the grammar decides its end).
+ */
+typedef struct nx_gram nx_gram_t;
+typedef struct nx_gram_vocab nx_gram_vocab_t;
+
+typedef struct nx_gen_grammar {
+    const nx_gram_t *gram;          /* borrowed, outlives the nx_gen; NULL: only banned_ids */
+    const nx_gram_vocab_t *vocab;   /* borrowed: the trie of the model's tokenizer, built with
+                                     * the generation's stop ids as its end ids */
+    /* Lazy start: free text until one of these is generated, then the grammar applies,
+     * starting with the trigger's own bytes (and any bytes after it in the same token), fed to
+     * the matcher. None: from the start. */
+    const int32_t *trigger_ids;
+    size_t trigger_id_count;
+    const char *const *trigger_strs;
+    size_t trigger_str_count;
+    /* A thinking block stays free: when the output opens with think_open (e.g. "<think>"),
+     * the grammar (or trigger search) starts after think_close ("</think>") and any
+     * whitespace after it. NULL: none. Without triggers, the first pick may be think_open's
+     * first token as well as what the grammar allows. */
+    const char *think_open, *think_close;
+    /* Ids never picked in free text (before the trigger, thinking included): tool_choice
+     * "none" bans the tool-call opener. */
+    const int32_t *banned_ids;
+    size_t banned_id_count;
+} nx_gen_grammar_t;
+
+/* Constrain generation by a grammar. Before the first pick (NX_ESTATE after it). Copies what
+ * it needs (ids, strings); gram and vocab stay borrowed. NX_EINVAL on a bad combination
+ * (gram without vocab, a vocabulary larger than the model's, think_open without
+ * think_close, triggers or think without a grammar, an id outside the vocabulary, an empty
+ * trigger string). */
+int nx_gen_set_grammar(nx_gen_t *g, const nx_gen_grammar_t *grammar, nx_err_t *err);
+/* The grammar has started (the trigger was generated, or no trigger). */
+bool nx_gen_grammar_started(const nx_gen_t *g);
+/* The grammar's text so far is a complete sentence (it accepts; it may be finished). */
+bool nx_gen_grammar_accepted(const nx_gen_t *g);
+/* nx_generate under a grammar (NULL: nx_generate itself): the grammar is set on the
+ * generation's state before the prompt's step, so the first pick is already masked. */
+int nx_generate_grammar(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
+                        const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
+                        const int32_t *stop_ids, size_t stop_id_count,
+                        const nx_gen_grammar_t *grammar, nx_emit_fn emit, void *user,
+                        nx_gen_result_t *out, nx_err_t *err);
+
 #endif
