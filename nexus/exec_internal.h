@@ -24,6 +24,7 @@ typedef enum nx__mstate {
 const char *nx__mstate_name(nx__mstate_t state);
 
 typedef struct nx__model nx__model_t;
+typedef struct nx__vocab nx__vocab_t; /* exec_typed.c: a token trie of the model's tokenizer */
 
 /* One task inside the executor: queued on its agent's FIFO, then running on a sequence. */
 typedef struct nx__job {
@@ -89,6 +90,7 @@ struct nx__model {
     uint32_t queued;         /* jobs in its agents' queues */
     size_t rr_agent;         /* admission round robin over agent queues */
     bool draining;           /* admits no new sequence: a starved model needs its room */
+    nx__vocab_t *vocabs;     /* token tries for constrained tasks, built on first use */
 };
 
 typedef struct nx__agentq {
@@ -168,6 +170,12 @@ void nx__sched_model_resident(nx_exec_t *exec, nx__model_t *model); /* swap_ms b
 void nx__sched_model_left(nx_exec_t *exec, nx__model_t *model);     /* queued tasks wait again */
 uint64_t nx__sched_oldest_queued_ns(nx_exec_t *exec, const nx__model_t *model);
 bool nx__sched_any_running(nx_exec_t *exec);
+
+/* exec_typed.c */
+/* Constrain the job's fresh generation state by its task's output constraint, if any (right
+ * after nx_gen_new, before the first pick); builds the model's token trie on first use. */
+int nx__typed_setup(nx__job_t *job, nx_err_t *err);
+void nx__typed_vocabs_free(nx__model_t *model); /* at the executor's end */
 
 /* residency.c */
 int nx__res_init(nx_exec_t *exec, nx_err_t *err);

@@ -453,6 +453,10 @@ static bool admit_one(nx_exec_t *exec, nx__model_t *m, nx__agentq_t *q)
         finish(exec, job, NX_TASK_FAILED, "internal", err.msg);
         return true;
     }
+    if (nx__typed_setup(job, &err) != NX_OK) {
+        finish(exec, job, NX_TASK_FAILED, "internal", err.msg);
+        return true;
+    }
     job->next = m->running;
     m->running = job;
     m->running_count++;
