@@ -226,11 +226,23 @@ static char *read_schema_file(nx__yfile_t *f, yaml_node_t *n, const char *field,
     return text;
 }
 
+/* The key node of `key` in mapping `map` (for messages about the whole value). */
+static yaml_node_t *key_node(nx__yfile_t *f, yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(&f->doc, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+            return k;
+    }
+    return NULL;
+}
+
 /* output_schema / input_schema: an inline mapping or a .json file name; compiled here so a
  * schema the grammar compiler refuses stops start-up at the key, with its keyword and JSON
  * pointer. *out is the canonical text. */
-static int parse_schema(nx__yfile_t *f, yaml_node_t *n, const char *field, bool strict,
-                        char **out, nx_err_t *err)
+static int parse_schema(nx__yfile_t *f, yaml_node_t *root, yaml_node_t *n, const char *field,
+                        bool strict, char **out, nx_err_t *err)
 {
     char *text = NULL;
     if (n->type == YAML_MAPPING_NODE) {
@@ -253,7 +265,8 @@ static int parse_schema(nx__yfile_t *f, yaml_node_t *n, const char *field, bool 
     nx_err_t e = {0};
     if (nx_typed_new(NX_TYPED_SCHEMA, text, strlen(text), strict, &typed, &e) != NX_OK) {
         free(text);
-        return nx__yerr(f, n, field, err, "%s", e.msg);
+        yaml_node_t *key = key_node(f, root, field);
+        return nx__yerr(f, key ? key : n, field, err, "%s", e.msg);
     }
     nx_typed_release(&typed);
     *out = text;
@@ -267,9 +280,10 @@ static int parse_schemas(nx__yfile_t *f, yaml_node_t *root, nx_agent_conf_t *a, 
     if ((n = nx__ymap_get(f, root, "output_strict")))
         rc = nx__yget_bool(f, n, "output_strict", &a->output_strict, err);
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "output_schema")))
-        rc = parse_schema(f, n, "output_schema", a->output_strict, &a->output_schema, err);
+        rc = parse_schema(f, root, n, "output_schema", a->output_strict, &a->output_schema,
+                          err);
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "input_schema")))
-        rc = parse_schema(f, n, "input_schema", false, &a->input_schema, err);
+        rc = parse_schema(f, root, n, "input_schema", false, &a->input_schema, err);
     return rc;
 }
 

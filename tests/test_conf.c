@@ -569,7 +569,7 @@ static void test_agent_schema_refused_at_its_key(void **state)
                "name: a\nmodel: m\noutput_schema:\n  type: object\n"
                "  patternProperties: {\"^x\": {type: string}}\n");
     const char *msg = load_fails(fx, NX_EFORMAT);
-    assert_contains(msg, "agents/a.yaml:4:3: field 'output_schema'");
+    assert_contains(msg, "agents/a.yaml:3:1: field 'output_schema'"); /* the key */
     assert_contains(msg, "unsupported keyword 'patternProperties'");
 
     write_file(fx, "agents/a.yaml", "name: a\nmodel: m\ninput_schema: missing.json\n");

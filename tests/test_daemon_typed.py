@@ -42,6 +42,18 @@ AGENTS = [
     du.agent("typed_llama", "tl", output_schema=SCHEMA, output_strict=True, generation=HOT),
     du.agent("free", "tq", generation=HOT),
     du.agent("takes", "tq", input_schema=INPUT_SCHEMA, generation={"max_tokens": 4}),
+    # a typed pipeline: producer's answers are always valid input for consumer ...
+    du.agent("producer", "tq", next="consumer", generation=HOT, output_strict=True,
+             output_schema={"type": "object", "properties": {"q": {"type": "string",
+                                                                   "maxLength": 6}},
+                            "required": ["q"]}),
+    du.agent("consumer", "tl", input_schema=INPUT_SCHEMA, output_schema=TASK_SCHEMA,
+             generation=HOT),
+    # ... and never for this one, whose input needs "k"
+    du.agent("mismatch", "tq", next="needs_k", generation=HOT, output_strict=True,
+             output_schema={"type": "object", "properties": {"q": {"const": "hi"}},
+                            "required": ["q"]}),
+    du.agent("needs_k", "tq", input_schema={**INPUT_SCHEMA, "required": ["q", "k"]}),
 ]
 DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
@@ -166,3 +178,17 @@ def test_input_schema(daemon):
         assert r["op"] == "result", r
         _, _, r = c.task("takes", '{"q": "spaced"  ,  "k": [ ] }')
         assert r["op"] == "result", r
+
+
+def test_typed_pipeline(daemon):
+    with daemon.client() as c:
+        results = run_batch(c, [{"agent": "producer", "input": "go", "params": {"seed": s}}
+                                for s in range(4)])
+        for r in results:
+            assert r["agent"] == "consumer", r
+            assert check_typed(r, TASK_SCHEMA), r  # the last stage's schema
+        _, _, r = c.task("mismatch", "go")
+        assert r["op"] == "error" and r["code"] == "bad_request", r
+        assert "agent 'needs_k'" in r["message"] and "required" in r["message"], r
+        rows = c.call({"op": "tasks", "limit": 5})["tasks"]
+        assert any(row["agent"] == "needs_k" and row["status"] == "failed" for row in rows), rows
