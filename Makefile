@@ -448,10 +448,11 @@ $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header: $(BUILD)/fuzz/%: te
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
-FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
+FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c nexus/proto_schema.c \
+	agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -ljansson -lmsgpackc -lm -lpthread
 
 # The HTTP front's OpenAI request translation, checked against the protocol's parser.
 FUZZ_OPENAI_SRC := nexus/http/http_translate.c $(FUZZ_PROTO_SRC)

@@ -112,6 +112,10 @@ void nx_writer_map_open(nx_writer_t *self, const char *key);
 void nx_writer_map_close(nx_writer_t *self);
 void nx_writer_array_open(nx_writer_t *self, const char *key);
 void nx_writer_array_close(nx_writer_t *self);
+/* A JSON value (jansson's) as msgpack under key: maps, arrays, strings, integers, reals,
+ * booleans and nil (proto_schema.c). */
+struct json_t;
+void nx_writer_json(nx_writer_t *self, const char *key, const struct json_t *value);
 /* The finished frame (valid until the writer is reset or destroyed). */
 const void *nx_writer_data(nx_writer_t *self, size_t *len_out);
 void nx_writer_reset(nx_writer_t *self);

@@ -204,3 +204,40 @@ int nx__proto_constraint(const msgpack_object *m, nx_request_t *r, nx_err_t *err
     r->constraint_kind = NX_CONSTRAINT_GBNF;
     return NX_OK;
 }
+
+void nx_writer_json(nx_writer_t *w, const char *key, const json_t *value)
+{
+    switch (json_typeof(value)) {
+    case JSON_OBJECT: {
+        nx_writer_map_open(w, key);
+        const char *k;
+        json_t *member;
+        json_object_foreach((json_t *)value, k, member)
+            nx_writer_json(w, k, member);
+        nx_writer_map_close(w);
+        break;
+    }
+    case JSON_ARRAY:
+        nx_writer_array_open(w, key);
+        for (size_t i = 0; i < json_array_size(value); i++)
+            nx_writer_json(w, NULL, json_array_get(value, i));
+        nx_writer_array_close(w);
+        break;
+    case JSON_STRING:
+        nx_writer_str(w, key, json_string_value(value));
+        break;
+    case JSON_INTEGER:
+        nx_writer_int(w, key, json_integer_value(value));
+        break;
+    case JSON_REAL:
+        nx_writer_real(w, key, json_real_value(value));
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        nx_writer_bool(w, key, json_is_true(value));
+        break;
+    default:
+        nx_writer_nil(w, key);
+        break;
+    }
+}

@@ -491,7 +491,7 @@ static void write_typed(nx_writer_t *w, const nx_typed_t *typed, const nx_report
         return;
     json_t *value = nx_typed_answer_value(rep->text);
     if (value)
-        nx_typed_write_value(w, "value", value);
+        nx_writer_json(w, "value", value);
     json_decref(value);
 }
 

@@ -88,8 +88,4 @@ int nx_typed_check_input(const nx_typed_t *self, const char *input, nx_err_t *er
  * max_tokens). Caller owns the result. */
 json_t *nx_typed_answer_value(const char *text);
 
-/* Write a JSON value as msgpack under `key` (NULL inside arrays): maps, arrays, strings,
- * integers, reals, booleans and nil. */
-void nx_typed_write_value(nx_writer_t *w, const char *key, const json_t *value);
-
 #endif

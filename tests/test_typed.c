@@ -255,7 +255,7 @@ static void test_value_written_as_msgpack(void **state)
     json_t *v = json_loads("{\"a\":[1,-2,2.5,\"x\",true,null],\"b\":{}}", 0, NULL);
     nx_writer_t *w = nx_writer_new();
     nx_writer_reply(w, "result", NULL, 0);
-    nx_typed_write_value(w, "value", v);
+    nx_writer_json(w, "value", v);
     size_t len;
     const char *data = nx_writer_data(w, &len);
     msgpack_unpacked u;

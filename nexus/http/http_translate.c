@@ -23,7 +23,6 @@
 #include <string.h>
 
 #include "http_translate.h"
-#include "typed.h"
 
 /* ------------------------------------------------------------------------------------------
  * The request
@@ -201,7 +200,7 @@ static bool write_response_format(json_t *root, nx_writer_t *w, char *why, size_
     json_t *js = json_object_get(rf, "json_schema");
     if (strcmp(type, "json_schema") == 0 && !json_is_object(js))
         return BAD("response_format.json_schema: expected an object {name, schema, strict}");
-    nx_typed_write_value(w, "response_format", rf);
+    nx_writer_json(w, "response_format", rf);
     return true;
 }
 
