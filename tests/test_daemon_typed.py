@@ -192,3 +192,14 @@ def test_typed_pipeline(daemon):
         assert "agent 'needs_k'" in r["message"] and "required" in r["message"], r
         rows = c.call({"op": "tasks", "limit": 5})["tasks"]
         assert any(row["agent"] == "needs_k" and row["status"] == "failed" for row in rows), rows
+
+
+def test_streamed_typed_answer(daemon):
+    """Streaming a constrained answer: the pieces make the output, and the result carries the
+    value and digest as without streaming."""
+    with daemon.client() as c:
+        _, tokens, r = c.task("typed", "stream it", stream=True, params={"seed": 5})
+        _, _, same = c.task("typed", "stream it", params={"seed": 5})
+    assert check_typed(r, SCHEMA), r
+    assert "".join(t["text"] for t in tokens) == r["output"]
+    assert r["output"] == same["output"] and r["value"] == same["value"]
