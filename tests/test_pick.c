@@ -246,9 +246,43 @@ static bool allowed(const float *row, uint32_t vocab, const nx__pick_t *p, int32
     return ok;
 }
 
+static bool mask_has(const nx__pick_t *p, uint32_t id)
+{
+    return !p->allow || (id < p->allow_bits && (p->allow[id >> 5] >> (id & 31) & 1));
+}
+
+/* A grammar-like mask for row r: a few allowed ids (most rows), about a tenth, or a single
+ * one; allow_bits sometimes short of the vocabulary (the ids past it are disallowed). */
+static void fill_mask(uint32_t *mask, uint32_t vocab, uint32_t r, uint64_t *x,
+                      uint32_t *bits_out)
+{
+    uint32_t words = (vocab + 31) / 32;
+    memset(mask, 0, words * sizeof *mask);
+    uint32_t bits = r % 4 == 3 ? vocab - vocab / 7 : vocab;
+    uint32_t kind = r % 3;
+    if (kind == 0) {
+        for (int i = 0; i < 5; i++) {
+            uint32_t id = rng_next(x) % bits;
+            mask[id >> 5] |= 1u << (id & 31);
+        }
+    } else if (kind == 1) {
+        for (uint32_t id = 0; id < bits; id++)
+            if (rng_next(x) % 10 == 0)
+                mask[id >> 5] |= 1u << (id & 31);
+    }
+    uint32_t one = rng_next(x) % bits; /* at least one id */
+    mask[one >> 5] |= 1u << (one & 31);
+    for (uint32_t id = bits; id < words * 32; id++) /* set past allow_bits: must not count */
+        mask[id >> 5] |= 1u << (id & 31);
+    *bits_out = bits;
+}
+
 /* Plans for `rows` rows of every kind; CPU ids by nx__sampler_pick_plan, GPU ids by the
- * kernel; penalty ids copied out of the samplers (they are only valid until the next plan). */
-static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy)
+ * kernel; penalty ids copied out of the samplers (they are only valid until the next plan).
+ * masked: every plan carries a grammar mask (pick.h allow), and both sides must pick inside
+ * it. */
+static void compare_rows_masked(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy,
+                                bool masked)
 {
     /* calloc: gcc -O1 (make asan) cannot see the loop below fill it */
     float *logits = calloc((size_t)rows * vocab, sizeof *logits);
@@ -256,6 +290,8 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
     nx__pick_t *plans = calloc(rows, sizeof *plans);
     int32_t *pen = malloc((size_t)rows * 64 * sizeof *pen);
     int32_t *cpu = malloc(rows * sizeof *cpu), *gpu = malloc(rows * sizeof *gpu);
+    uint32_t words = (vocab + 31) / 32;
+    uint32_t *masks = calloc((size_t)rows * words, sizeof *masks);
     static const uint32_t top_ks[] = {0, 1, 5, 50, 999, 1000, 3};
     static const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.05f};
     static const float min_ps[] = {0.0f, 0.05f, 0.3f};
@@ -277,13 +313,22 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
         int32_t history[48];
         for (int i = 0; i < 48; i++)
             history[i] = (int32_t)(rng_next(&x) % vocab);
+        uint32_t *mask = masks + (size_t)r * words, bits = 0;
+        if (masked) {
+            fill_mask(mask, vocab, r, &x, &bits);
+            assert_int_equal(nx__sampler_set_allow(sampler, mask, bits), NX_OK);
+        }
         nx__sampler_plan(sampler, history, 48, &plans[r]);
+        assert_true(plans[r].allow == (masked ? mask : NULL));
         memcpy(pen + (size_t)r * 64, plans[r].penalty_ids,
                plans[r].penalty_count * sizeof *pen);
         plans[r].penalty_ids = plans[r].penalty_count ? pen + (size_t)r * 64 : NULL;
         cpu[r] = nx__sampler_pick_plan(sampler, &plans[r], row);
         nx_sampler_destroy(&sampler);
         memcpy(penalized + (size_t)r * vocab, row, vocab * sizeof *row);
+        for (uint32_t i = 0; i < vocab; i++)
+            if (!mask_has(&plans[r], i))
+                penalized[(size_t)r * vocab + i] = -INFINITY;
         for (uint32_t i = 0; i < plans[r].penalty_count; i++) {
             float *l = penalized + (size_t)r * vocab + plans[r].penalty_ids[i];
             *l = *l < 0 ? *l * plans[r].repetition_penalty : *l / plans[r].repetition_penalty;
@@ -297,6 +342,8 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
         if (gpu[r] < 0 || (uint32_t)gpu[r] >= vocab)
             fail_msg("row %u: the GPU picked %d, outside the vocabulary of %u", r, gpu[r],
                      vocab);
+        if (!mask_has(&plans[r], (uint32_t)gpu[r]) || !mask_has(&plans[r], (uint32_t)cpu[r]))
+            fail_msg("row %u: GPU id %d or CPU id %d is outside the mask", r, gpu[r], cpu[r]);
         if (greedy && gpu[r] != cpu[r])
             fail_msg("row %u: greedy GPU id %d, CPU id %d", r, gpu[r], cpu[r]);
         if (!greedy && !allowed(penalized + (size_t)r * vocab, vocab, &plans[r], gpu[r]))
@@ -306,8 +353,9 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
                      cpu[r]);
         agree += gpu[r] == cpu[r];
     }
-    print_message("%s, vocab %u: GPU and CPU ids agree on %u of %u rows\n",
-                  greedy ? "greedy" : "sampled", vocab, agree, rows);
+    print_message("%s%s, vocab %u: GPU and CPU ids agree on %u of %u rows\n",
+                  greedy ? "greedy" : "sampled", masked ? " under masks" : "", vocab, agree,
+                  rows);
     assert_true(agree * 100 >= rows * 95);
     free(logits);
     free(penalized);
@@ -315,6 +363,12 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
     free(pen);
     free(cpu);
     free(gpu);
+    free(masks);
+}
+
+static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy)
+{
+    compare_rows_masked(vocab, rows, seed, greedy, false);
 }
 
 static void test_gpu_greedy_picks_equal_cpu(void **state)
@@ -337,6 +391,21 @@ static void test_gpu_sampled_picks_follow_cpu(void **state)
     unsetenv("NEXUS_CUDA_PICK");
 }
 
+/* Under grammar masks the GPU picks inside the mask, greedy exactly as the CPU (the last
+ * greedy row, all -inf, falls back to the lowest allowed id on both), sampled following the
+ * same constrained distribution on both paths of the kernel. */
+static void test_gpu_masked_picks_equal_cpu(void **state)
+{
+    NEED_GPU();
+    compare_rows_masked(1000, 24, 5, true, true);
+    compare_rows_masked(151936, 3, 6, true, true);
+    compare_rows_masked(1000, 84, 7, false, true);
+    compare_rows_masked(151936, 3, 8, false, true);
+    setenv("NEXUS_CUDA_PICK", "exact", 1);
+    compare_rows_masked(1000, 84, 7, false, true);
+    unsetenv("NEXUS_CUDA_PICK");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +415,7 @@ int main(void)
                                         cpu_teardown),
         cmocka_unit_test(test_gpu_greedy_picks_equal_cpu),
         cmocka_unit_test(test_gpu_sampled_picks_follow_cpu),
+        cmocka_unit_test(test_gpu_masked_picks_equal_cpu),
     };
     return cmocka_run_group_tests(tests, gpu_group_setup, NULL);
 }
