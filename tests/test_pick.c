@@ -21,6 +21,7 @@
 #include "gpu_tests.h"
 
 #include "backend.h"
+#include "grammar.h"
 #include "synth.h"
 
 static nx_sampling_t sampling(float temperature, uint32_t top_k, float top_p, float min_p,
@@ -406,6 +407,73 @@ static void test_gpu_masked_picks_equal_cpu(void **state)
     unsetenv("NEXUS_CUDA_PICK");
 }
 
+/* The engine's GPU pick (the plan's mask uploaded with it) keeps a constrained generation
+ * inside its grammar: a tiny model at temperature 1, every run a complete JSON instance. */
+static void test_gpu_engine_grammar(void **state)
+{
+    NEED_GPU();
+    nx_err_t err = {0};
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/nx-pickg-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    rmdir(dir);
+    nx_synth_opts_t o = {.arch = NX_SYNTH_QWEN3, .preset = NX_SYNTH_TINY, .out_dir = dir,
+                         .seed = 5, .dtype = NX_DT_BF16, .shards = 1};
+    nx_pool_opts_t popts = {.device = NX_DEVICE_CUDA, .bytes = 256ull << 20};
+    nx_engine_opts_t eopts = {.threads = 2, .max_context = 256};
+    nx_pool_t *pool = NULL;
+    nx_loader_t *loader = NULL;
+    nx_model_t *model = NULL;
+    nx_engine_t *engine = NULL;
+    nx_tokenizer_t *tok = NULL;
+    if (nx_synth_model(&o, NULL, &err) != NX_OK || !(pool = nx_pool_new(&popts, &err)) ||
+        !(loader = nx_loader_new(pool, NULL, &err)) ||
+        !(model = nx_loader_load(loader, dir, NULL, NULL, &err)) ||
+        !(engine = nx_engine_new(dir, model, pool, &eopts, &err)) ||
+        !(tok = nx_tokenizer_load(dir, &err)))
+        fail_msg("set-up: %s", err.msg);
+    assert_string_equal(nx_engine_backend_name(engine), "cuda");
+    int32_t stops[8];
+    size_t stop_count = nx_chat_stop_ids(tok, NX_CHAT_CHATML, stops, 8);
+    nx_gram_vocab_t *vocab = nx_gram_vocab_from_tokenizer(tok, stops, stop_count, &err);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"},"
+                         "\"level\":{\"enum\":[\"low\",\"high\"]}},"
+                         "\"required\":[\"ok\",\"level\"],\"additionalProperties\":false}";
+    nx_gram_t *gram = nx_gram_from_json_schema(schema, strlen(schema), NULL, &err);
+    assert_non_null(vocab);
+    assert_non_null(gram);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = vocab};
+    int32_t prompt[4] = {7, 8, 9, 10};
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        nx_sampling_t s = sampling(1.0f, 0, 1.0f, 0.0f, seed == 2 ? 1.3f : 1.0f, seed);
+        s.max_tokens = 100;
+        nx_seq_t *seq = nx_seq_new(engine, 0, false, &err);
+        nx_gen_result_t r;
+        if (nx_generate_grammar(engine, seq, tok, prompt, 4, &s, stops, stop_count, &spec,
+                                NULL, NULL, &r, &err) != NX_OK)
+            fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
+        nx_gram_matcher_t *m = nx_gram_matcher_new(gram, NULL, &err);
+        assert_int_equal(nx_gram_matcher_advance(m, r.text, strlen(r.text), &err), NX_OK);
+        if (!nx_gram_matcher_accepting(m) || strcmp(r.stop_reason, "length") == 0)
+            fail_msg("seed %llu: '%s' (%s, %zu tokens) is not a complete instance",
+                     (unsigned long long)seed, r.text, r.stop_reason, r.count);
+        nx_gram_matcher_destroy(&m);
+        nx_gen_result_free(&r);
+        nx_seq_destroy(engine, &seq);
+    }
+    nx_gram_destroy(&gram);
+    nx_gram_vocab_destroy(&vocab);
+    nx_tokenizer_destroy(&tok);
+    nx_engine_destroy(&engine);
+    nx_loader_unload(loader, &model, false);
+    nx_loader_destroy(&loader);
+    nx_pool_destroy(&pool);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_gpu_greedy_picks_equal_cpu),
         cmocka_unit_test(test_gpu_sampled_picks_follow_cpu),
         cmocka_unit_test(test_gpu_masked_picks_equal_cpu),
+        cmocka_unit_test(test_gpu_engine_grammar),
     };
     return cmocka_run_group_tests(tests, gpu_group_setup, NULL);
 }
