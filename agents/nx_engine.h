@@ -185,8 +185,9 @@ int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *
 /* The same under a token mask (a grammar's, agents/grammar.h): only ids whose bit is set in
  * allow (allow_bits bits; ids past them are disallowed) can be picked, and the mask applies
  * before the repetition penalty, temperature, top-k, top-p and min-p, so the draw follows the
- * constrained distribution exactly. -1 when the mask allows no id (or out of memory). CPU
- * only: the engine's CUDA pick does not take a mask yet. */
+ * constrained distribution exactly. -1 when the mask allows no id (or out of memory). The
+ * engine's picks take the same mask through the generation state (nx_gen_set_grammar), on the
+ * CPU and on the GPU alike. */
 int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const int32_t *history,
                                size_t history_len, const uint32_t *allow, uint32_t allow_bits);
 
