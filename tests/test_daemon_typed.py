@@ -60,7 +60,7 @@ DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
 @pytest.fixture(scope="module")
 def daemon():
-    with du.running(AGENTS) as d:
+    with du.running(AGENTS, conf={"pool": "256MiB"}) as d:  # room for tl on cuda (emu-test)
         yield d
 
 
