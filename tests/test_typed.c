@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/http_translate.h"
 #include "proto.h"
 #include "typed.h"
 
@@ -279,6 +280,24 @@ static void test_value_written_as_msgpack(void **state)
     json_decref(v);
 }
 
+/* The HTTP front's content of a typed answer: the JSON after a thinking block. */
+static void test_http_content_after_thinking(void **state)
+{
+    (void)state;
+    char *reasoning = NULL;
+    const char *content = nx__openai_answer_content("<think>\nhmm {x}\n</think>\n\n{\"a\":1}",
+                                                    &reasoning);
+    assert_string_equal(content, "{\"a\":1}");
+    assert_string_equal(reasoning, "\nhmm {x}\n");
+    free(reasoning);
+    content = nx__openai_answer_content("{\"a\":1}", &reasoning);
+    assert_string_equal(content, "{\"a\":1}");
+    assert_null(reasoning);
+    content = nx__openai_answer_content("<think>cut by max_tokens", &reasoning);
+    assert_string_equal(content, "<think>cut by max_tokens"); /* no end: left whole */
+    assert_null(reasoning);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_answer_value),
         cmocka_unit_test(test_task_constraint_fields),
         cmocka_unit_test(test_value_written_as_msgpack),
+        cmocka_unit_test(test_http_content_after_thinking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

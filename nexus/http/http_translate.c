@@ -204,6 +204,20 @@ static bool write_response_format(json_t *root, nx_writer_t *w, char *why, size_
     return true;
 }
 
+const char *nx__openai_answer_content(const char *text, char **reasoning_out)
+{
+    *reasoning_out = NULL;
+    const char *s = text;
+    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
+        s++;
+    const char *end = strncmp(s, "<think>", 7) == 0 ? strstr(s + 7, "</think>") : NULL;
+    if (!end || !(*reasoning_out = strndup(s + 7, (size_t)(end - s - 7))))
+        return text;
+    for (s = end + 8; *s == ' ' || *s == '\n' || *s == '\t' || *s == '\r';)
+        s++;
+    return s;
+}
+
 bool nx__openai_translate(json_t *root, nx__oa_req_t *oa, nx_writer_t *w, char *why, size_t cap)
 {
     if (!json_is_object(root))
