@@ -189,6 +189,12 @@ int nx__proto_constraint(const msgpack_object *m, nx_request_t *r, nx_err_t *err
     if (!!schema + !!format + !!grammar > 1)
         return nx_err_set(err, NX_EINVAL, "fields 'schema', 'response_format' and 'grammar' "
                           "exclude each other: give one");
+    const msgpack_object *strict_v;
+    if ((rc = get(m, "strict", "strict", &strict_v, err)))
+        return rc;
+    if (strict_v && !schema)
+        return nx_err_set(err, NX_EINVAL, "field 'strict' goes with 'schema' (in "
+                          "response_format, json_schema.strict)");
     if (schema)
         return take_schema(schema, "schema", strict, r, err);
     if (format)

@@ -215,6 +215,12 @@ static void fill_rf_unknown(nx_writer_t *w)
     nx_writer_map_close(w);
 }
 
+static void fill_strict_alone(nx_writer_t *w)
+{
+    nx_writer_bool(w, "strict", true);
+    fill_json_object(w);
+}
+
 static void test_task_constraint_fields(void **state)
 {
     (void)state;
@@ -247,6 +253,9 @@ static void test_task_constraint_fields(void **state)
     nx_request_clear(&req);
     assert_int_equal(parse_task(fill_rf_unknown, &req, &code, &err), NX_EINVAL);
     assert_contains(err.msg, "response_format.type");
+    nx_request_clear(&req);
+    assert_int_equal(parse_task(fill_strict_alone, &req, &code, &err), NX_EINVAL);
+    assert_contains(err.msg, "field 'strict' goes with 'schema'");
     nx_request_clear(&req);
 }
 
