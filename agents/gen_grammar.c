@@ -469,6 +469,47 @@ int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err
     return NX_OK;
 }
 
+#define FORCED_BYTES_MAX 256 /* one run; a longer one goes on after the next pick */
+
+int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
+                  bool *finished_out, nx_err_t *err)
+{
+    *count_out = 0;
+    *finished_out = false;
+    if (self->phase != PH_GRAMMAR || cap == 0)
+        return NX_OK;
+    char bytes[FORCED_BYTES_MAX];
+    size_t n = nx_gram_matcher_forced(self->matcher, bytes, sizeof bytes);
+    if (n == 0)
+        return NX_OK;
+    nx_gram_state_t here = nx_gram_matcher_state(self->matcher);
+    bool finished_after = nx_gram_matcher_advance(self->matcher, bytes, n, NULL) == NX_OK &&
+                          nx_gram_matcher_finished(self->matcher);
+    nx_gram_matcher_set_state(self->matcher, here);
+    int32_t *ids = NULL;
+    size_t count = 0;
+    nx_err_t why = {0};
+    if (nx_tokenizer_encode(self->tok, bytes, n, &ids, &count, &why) != NX_OK)
+        return NX_OK; /* e.g. the run ends inside a UTF-8 character: the model goes on */
+    size_t keep = finished_after ? count : count - 1;
+    keep = keep < cap ? keep : cap;
+    size_t done = 0;
+    for (; done < keep; done++) {
+        if (nx_tokenizer_is_special(self->tok, ids[done]) ||
+            nx_gram_matcher_accept_token(self->matcher, ids[done], NULL) != NX_OK)
+            break;
+        out[done] = ids[done];
+    }
+    free(ids);
+    *count_out = done;
+    if (done > 0 && nx_gram_matcher_finished(self->matcher)) {
+        self->phase = PH_DONE;
+        *finished_out = true;
+    }
+    (void)err;
+    return NX_OK;
+}
+
 int nx__gg_end(nx__gg_t *self, nx_err_t *err)
 {
     if (nx__gg_free_text(self) && (self->phase != PH_OPEN || self->lazy))
