@@ -52,3 +52,8 @@ size_t nx_gram_matcher_forced(nx_gram_matcher_t *self, char *out, size_t cap)
     }
     return n;
 }
+
+nx_gram_state_t nx_gram_matcher_start(const nx_gram_matcher_t *self)
+{
+    return (nx_gram_state_t){.id = self->start};
+}

@@ -356,6 +356,12 @@ typedef struct nx_gen_grammar {
      * "none" bans the tool-call opener. */
     const int32_t *banned_ids;
     size_t banned_id_count;
+    /* Optional, borrowed: a matcher of gram and vocab (grammar.h) shared by the generations
+     * that one thread drives (an executor's), each with its own state in it, so the masks
+     * (and the token-class walks behind them) one generation computes serve all: without it,
+     * every generation has a matcher of its own and starts with cold masks. Must outlive the
+     * nx_gen and not be reset while one uses it. NULL: a matcher of its own. */
+    struct nx_gram_matcher *matcher;
 } nx_gen_grammar_t;
 
 /* Constrain generation by a grammar. Before the first pick (NX_ESTATE after it). Copies what

@@ -166,6 +166,60 @@ static void test_engine_pick_follows_grammar(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* Two sequences stepped together share one matcher (nx_gen_grammar_t.matcher), each with its
+ * own state in it: both outputs are complete instances, as with matchers of their own. */
+static void test_shared_matcher(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = schema(object_schema);
+    nx_gram_matcher_t *shared = nx_gram_matcher_new(gram, f->gvocab, &err);
+    assert_non_null(shared);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab, .matcher = shared};
+    int32_t prompt[2][3] = {{7, 8, 9}, {30, 31, 32}};
+    nx_sampling_t s[2] = {sampling_t1(5, 120), sampling_t1(6, 120)};
+    nx_seq_t *seqs[2];
+    nx_gen_t *gens[2];
+    for (int i = 0; i < 2; i++) {
+        seqs[i] = nx_seq_new(f->engine, 0, false, &err);
+        gens[i] = nx_gen_new(f->tok, f->vocab, &s[i], prompt[i], 3, f->stop_ids,
+                             f->stop_id_count, NULL, NULL, &err);
+        assert_int_equal(nx_gen_set_grammar(gens[i], &spec, &err), NX_OK);
+        assert_int_equal(nx_seq_feed(seqs[i], prompt[i], 3, &err), NX_OK);
+    }
+    while (!nx_gen_stop_reason(gens[0]) || !nx_gen_stop_reason(gens[1])) {
+        nx_seq_t *step[2];
+        nx_gen_t *stepping[2];
+        size_t n = 0;
+        for (int i = 0; i < 2; i++)
+            if (!nx_gen_stop_reason(gens[i])) {
+                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
+                step[n] = seqs[i];
+                stepping[n++] = gens[i];
+            }
+        assert_int_equal(nx_engine_step(f->engine, step, n, &err), NX_OK);
+        for (size_t i = 0; i < n; i++) {
+            int32_t id;
+            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), true, &id, &err) != NX_OK)
+                fail_msg("%s", err.msg);
+            if (nx_gen_stop_reason(stepping[i]))
+                continue;
+            const int32_t *feed;
+            size_t count = nx_gen_next_ids(stepping[i], &feed);
+            assert_int_equal(nx_seq_feed(step[i], feed, count, &err), NX_OK);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_string_not_equal(nx_gen_stop_reason(gens[i]), "length");
+        check_run(gram, nx_gen_text(gens[i]), nx_gen_stop_reason(gens[i]));
+        assert_true(nx_gen_grammar_accepted(gens[i]));
+        nx_gen_destroy(&gens[i]);
+        nx_seq_destroy(f->engine, &seqs[i]);
+    }
+    nx_gram_matcher_destroy(&shared);
+    nx_gram_destroy(&gram);
+}
+
 /* The host pick (nx_gen_advance on the step's logits) under a grammar whose sentences can
  * always grow: it is never finished, so runs end at an end id (only where it accepts) or at
  * max_tokens. */
@@ -538,6 +592,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engine_pick_follows_grammar),
+        cmocka_unit_test(test_shared_matcher),
         cmocka_unit_test(test_host_pick_follows_grammar),
         cmocka_unit_test(test_length_cuts),
         cmocka_unit_test(test_forced_bytes),
