@@ -27,7 +27,9 @@ struct nx__gg {
     const nx_tokenizer_t *tok;
     uint32_t vocab;           /* the model's ids */
     uint32_t words;           /* (vocab + 31) / 32 */
-    nx_gram_matcher_t *matcher; /* NULL without a grammar (banned ids only) */
+    nx_gram_matcher_t *matcher; /* NULL without a grammar (banned ids only); use m() */
+    bool own_matcher;         /* false: shared (nx_gen_grammar_t.matcher), state below */
+    nx_gram_state_t state;    /* this generation's state in the matcher */
     size_t gram_words;        /* words the matcher's masks fill (its vocabulary's) */
     uint32_t *mask;           /* [words] the mask of a grammar phase */
     uint32_t *free_mask;      /* [words] every id but the banned ones; NULL without bans */
@@ -47,6 +49,16 @@ struct nx__gg {
     size_t raw_len, raw_cap;
     size_t search_from;       /* raw offset where the think_close / trigger search starts */
 };
+
+/* The matcher at this generation's state (a shared one holds any generation's). */
+static nx_gram_matcher_t *m(const nx__gg_t *self)
+{
+    nx_gram_matcher_set_state(self->matcher, self->state);
+    return self->matcher;
+}
+
+/* After the matcher moved: keep where this generation is. */
+static void keep_state(nx__gg_t *self) { self->state = nx_gram_matcher_state(self->matcher); }
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -68,6 +80,8 @@ static int check_ids(const int32_t *ids, size_t count, uint32_t vocab, const cha
 
 static int check_spec(const nx_gen_grammar_t *s, uint32_t vocab, nx_err_t *err)
 {
+    if (s->matcher && !s->gram)
+        return nx_err_set(err, NX_EINVAL, "grammar: a shared matcher needs its grammar");
     if (s->gram && !s->vocab)
         return nx_err_set(err, NX_EINVAL, "grammar: a grammar needs the tokenizer's vocabulary");
     if (s->vocab && nx_gram_vocab_size(s->vocab) > vocab)
@@ -151,8 +165,15 @@ nx__gg_t *nx__gg_new(const nx_gen_grammar_t *spec, const nx_tokenizer_t *tok, ui
     if (!ok)
         goto out_nomem;
     self->gram_words = spec->vocab ? nx_gram_mask_words(spec->vocab) : 0;
-    if (spec->gram && !(self->matcher = nx_gram_matcher_new(spec->gram, spec->vocab, err)))
-        goto out_fail;
+    if (spec->matcher) {
+        self->matcher = spec->matcher;
+        self->state = nx_gram_matcher_start(spec->matcher);
+    } else if (spec->gram) {
+        if (!(self->matcher = nx_gram_matcher_new(spec->gram, spec->vocab, err)))
+            goto out_fail;
+        self->own_matcher = true;
+        self->state = nx_gram_matcher_state(self->matcher);
+    }
     if (self->think_open && !self->lazy) {
         size_t n = 0;
         if (nx_tokenizer_encode(tok, self->think_open, strlen(self->think_open),
@@ -175,7 +196,8 @@ void nx__gg_destroy(nx__gg_t **self_p)
     nx__gg_t *self = *self_p;
     if (!self)
         return;
-    nx_gram_matcher_destroy(&self->matcher);
+    if (self->own_matcher)
+        nx_gram_matcher_destroy(&self->matcher);
     free(self->mask);
     free(self->free_mask);
     free(self->ws_mask);
@@ -215,13 +237,13 @@ static int build_ws_mask(nx__gg_t *self, nx_err_t *err)
 /* The matcher's mask into self->mask, the stop ids allowed exactly where it accepts. */
 static int grammar_mask(nx__gg_t *self, nx_err_t *err)
 {
-    int rc = nx_gram_matcher_mask(self->matcher, self->mask, err);
+    int rc = nx_gram_matcher_mask(m(self), self->mask, err);
     if (rc != NX_OK)
         return rc;
     size_t gram_words = self->gram_words;
     if (gram_words < self->words) /* ids past the tokenizer's (padding rows): never */
         memset(self->mask + gram_words, 0, (self->words - gram_words) * sizeof *self->mask);
-    bool accepting = nx_gram_matcher_accepting(self->matcher);
+    bool accepting = nx_gram_matcher_accepting(m(self));
     for (size_t i = 0; i < self->stop_id_count; i++)
         (accepting ? set_bit : clear_bit)(self->mask, (uint32_t)self->stop_ids[i]);
     return NX_OK;
@@ -277,7 +299,7 @@ int nx__gg_mask(nx__gg_t *self, const uint32_t **allow_out, uint32_t *allow_bits
         if (!any)
             return nx_err_set(err, NX_ESTATE, "grammar: no token is allowed in phase '%s' "
                               "(matcher state %u)", phase_names[self->phase],
-                              self->matcher ? nx_gram_matcher_state(self->matcher).id : 0);
+                              self->matcher ? self->state.id : 0);
     }
     return NX_OK;
 }
@@ -309,14 +331,15 @@ static int start_grammar(nx__gg_t *self, const char *bytes, size_t len, bool *fi
     self->phase = PH_GRAMMAR;
     if (len > 0) {
         nx_err_t why = {0};
-        int rc = nx_gram_matcher_advance(self->matcher, bytes, len, &why);
+        int rc = nx_gram_matcher_advance(m(self), bytes, len, &why);
+        keep_state(self);
         if (rc == NX_EINVAL)
             return nx_err_set(err, NX_EINVAL, "grammar: the output '%.*s' where the grammar "
                               "starts does not match it", (int)(len > 80 ? 80 : len), bytes);
         if (rc != NX_OK)
             return nx_err_set(err, rc, "%s", why.msg);
     }
-    if (nx_gram_matcher_finished(self->matcher)) {
+    if (nx_gram_matcher_finished(m(self))) {
         self->phase = PH_DONE;
         *finished = true;
     }
@@ -456,10 +479,11 @@ int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err
         return nx_err_set(err, NX_ESTATE, "grammar: a token after the output finished");
     }
     nx_err_t why = {0};
-    rc = nx_gram_matcher_accept_token(self->matcher, id, &why);
+    rc = nx_gram_matcher_accept_token(m(self), id, &why);
+    keep_state(self);
     if (rc == NX_EINVAL)
         return nx_err_set(err, NX_ESTATE, "grammar: token %d was picked but the matcher "
-                          "(state %u) rejects it", id, nx_gram_matcher_state(self->matcher).id);
+                          "(state %u) rejects it", id, self->state.id);
     if (rc != NX_OK)
         return nx_err_set(err, rc, "%s", why.msg);
     if (nx_gram_matcher_finished(self->matcher)) {
@@ -469,11 +493,52 @@ int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err
     return NX_OK;
 }
 
+#define FORCED_BYTES_MAX 256 /* one run; a longer one goes on after the next pick */
+
+int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
+                  bool *finished_out, nx_err_t *err)
+{
+    *count_out = 0;
+    *finished_out = false;
+    if (self->phase != PH_GRAMMAR || cap == 0)
+        return NX_OK;
+    char bytes[FORCED_BYTES_MAX];
+    size_t n = nx_gram_matcher_forced(m(self), bytes, sizeof bytes);
+    if (n == 0)
+        return NX_OK;
+    bool finished_after = nx_gram_matcher_advance(self->matcher, bytes, n, NULL) == NX_OK &&
+                          nx_gram_matcher_finished(self->matcher);
+    nx_gram_matcher_set_state(self->matcher, self->state);
+    int32_t *ids = NULL;
+    size_t count = 0;
+    nx_err_t why = {0};
+    if (nx_tokenizer_encode(self->tok, bytes, n, &ids, &count, &why) != NX_OK)
+        return NX_OK; /* e.g. the run ends inside a UTF-8 character: the model goes on */
+    size_t keep = finished_after ? count : count - 1;
+    keep = keep < cap ? keep : cap;
+    size_t done = 0;
+    for (; done < keep; done++) {
+        if (nx_tokenizer_is_special(self->tok, ids[done]) ||
+            nx_gram_matcher_accept_token(self->matcher, ids[done], NULL) != NX_OK)
+            break;
+        out[done] = ids[done];
+    }
+    keep_state(self);
+    free(ids);
+    *count_out = done;
+    if (done > 0 && nx_gram_matcher_finished(self->matcher)) {
+        self->phase = PH_DONE;
+        *finished_out = true;
+    }
+    (void)err;
+    return NX_OK;
+}
+
 int nx__gg_end(nx__gg_t *self, nx_err_t *err)
 {
     if (nx__gg_free_text(self) && (self->phase != PH_OPEN || self->lazy))
         return NX_OK;
-    if (self->phase == PH_DONE || nx_gram_matcher_accepting(self->matcher))
+    if (self->phase == PH_DONE || nx_gram_matcher_accepting(m(self)))
         return NX_OK;
     return nx_err_set(err, NX_ESTATE, "grammar: an end id was picked in phase '%s' where the "
                       "grammar does not accept", phase_names[self->phase]);
@@ -492,5 +557,5 @@ bool nx__gg_started(const nx__gg_t *self)
 bool nx__gg_accepted(const nx__gg_t *self)
 {
     return nx__gg_started(self) &&
-           (self->phase == PH_DONE || nx_gram_matcher_accepting(self->matcher));
+           (self->phase == PH_DONE || nx_gram_matcher_accepting(m(self)));
 }

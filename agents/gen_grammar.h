@@ -26,6 +26,15 @@ int nx__gg_mask(nx__gg_t *self, const uint32_t **allow_out, uint32_t *allow_bits
  * *finished_out: the matcher is finished, generation ends ("stop"). */
 int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err);
 
+/* The tokens the grammar forces next (gram_forced.c's bytes, tokenized by the model's
+ * tokenizer), at most cap of them, already fed to the matcher: the caller appends them
+ * without sampling. The last token of the forced bytes is left to the model unless the
+ * grammar is finished after it (it could merge with what follows, as llguidance does);
+ * special tokens stop the run. *finished_out: the matcher is finished after them. Nothing in
+ * free phases. */
+int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
+                  bool *finished_out, nx_err_t *err);
+
 /* A stop id was picked: NX_OK where it may end the output (free text, or the grammar
  * accepts), NX_ESTATE otherwise. */
 int nx__gg_end(nx__gg_t *self, nx_err_t *err);

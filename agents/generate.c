@@ -14,6 +14,8 @@
 #include "gen_grammar.h"
 #include "pick.h"
 
+#define NX__FORCED_MAX 32 /* forced tokens appended after one pick, at most */
+
 struct nx_gen {
     const nx_sampling_t *sampling;
     const nx_tokenizer_t *tok;
@@ -37,6 +39,10 @@ struct nx_gen {
     const char *stop_reason;
     nx__gg_t *grammar;     /* nx_gen_set_grammar; NULL: unconstrained */
     bool picked;           /* a pick was asked for (the grammar must come before) */
+    int32_t feed[1 + NX__FORCED_MAX]; /* what to feed next: the picked id, forced ids */
+    size_t feed_count;
+    int64_t room_after_step; /* tokens the sequence can still take after the step that
+                              * picks; -1 unknown (host logits): no forced runs */
 };
 
 typedef struct nx_gen gen_state_t;
@@ -187,7 +193,7 @@ nx_gen_t *nx_gen_new(const nx_tokenizer_t *tok, uint32_t vocab, const nx_samplin
         return NULL;
     }
     *g = (nx_gen_t){.sampling = sampling, .tok = tok, .vocab = vocab, .emit = emit,
-                    .user = user, .prompt_len = prompt_len};
+                    .user = user, .prompt_len = prompt_len, .room_after_step = -1};
     for (size_t i = 0; i < sampling->stop_count; i++)
         if (strlen(sampling->stop[i]) > g->stop_max_len)
             g->stop_max_len = strlen(sampling->stop[i]);
@@ -293,7 +299,45 @@ int nx_gen_pick_next(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
     int rc = prepare_pick(g, err);
     if (rc != NX_OK)
         return rc;
+    g->room_after_step = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq);
     return nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
+}
+
+/* One token onto the output: ids, text (cut at a stop string), emitted pieces. */
+static int append_token(nx_gen_t *g, int32_t id, nx_err_t *err)
+{
+    int rc = push_id(g, id, err);
+    if (rc != NX_OK)
+        return rc;
+    g->generated++;
+    size_t n = nx_detok_push(&g->detok, id, g->piece, g->piece_cap);
+    return add_piece(g, g->piece, n, false, err);
+}
+
+/* After a picked token under a grammar: the tokens it forces next, appended as if picked.
+ * Never more than max_tokens or the sequence's room allow. */
+static int append_forced(nx_gen_t *g, bool *finished, nx_err_t *err)
+{
+    if (g->room_after_step < 0 || g->stop_reason || *finished)
+        return NX_OK;
+    int64_t room = g->room_after_step - 1; /* the picked id is fed too */
+    int64_t left = (int64_t)g->sampling->max_tokens - (int64_t)g->generated;
+    int64_t cap = room < left ? room : left;
+    cap = cap < NX__FORCED_MAX ? cap : NX__FORCED_MAX;
+    size_t count = 0;
+    int rc = NX_OK;
+    if (cap > 0)
+        rc = nx__gg_forced(g->grammar, g->feed + 1, (size_t)cap, &count, finished, err);
+    for (size_t i = 0; rc == NX_OK && i < count; i++)
+        rc = append_token(g, g->feed[1 + i], err);
+    g->feed_count += count;
+    return rc;
+}
+
+size_t nx_gen_next_ids(const nx_gen_t *self, const int32_t **ids)
+{
+    *ids = self->feed;
+    return self->stop_reason ? 0 : self->feed_count;
 }
 
 int nx_gen_advance_id(nx_gen_t *g, int32_t id, bool room_left, int32_t *next_out,
@@ -315,11 +359,12 @@ int nx_gen_advance_id(nx_gen_t *g, int32_t id, bool room_left, int32_t *next_out
     bool finished = false;
     if (g->grammar && (rc = nx__gg_observe(g->grammar, id, &finished, err)) != NX_OK)
         return rc;
-    if ((rc = push_id(g, id, err)) != NX_OK)
+    g->feed[0] = id;
+    g->feed_count = 1;
+    if ((rc = append_token(g, id, err)) != NX_OK)
         return rc;
-    g->generated++;
-    size_t n = nx_detok_push(&g->detok, id, g->piece, g->piece_cap);
-    if ((rc = add_piece(g, g->piece, n, false, err)) != NX_OK)
+    if (g->grammar && room_left && g->generated < g->sampling->max_tokens &&
+        (rc = append_forced(g, &finished, err)) != NX_OK)
         return rc;
     if (!g->stop_reason && finished)
         g->stop_reason = "stop";
@@ -369,7 +414,9 @@ int nx_generate_grammar(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t
         if ((rc = nx_gen_advance_id(g, nx_seq_picked(seq), room, &id, err)) != NX_OK ||
             g->stop_reason)
             break;
-        if ((rc = nx_seq_feed(seq, &id, 1, err)) == NX_OK &&
+        const int32_t *feed;
+        size_t feed_count = nx_gen_next_ids(g, &feed);
+        if ((rc = nx_seq_feed(seq, feed, feed_count, err)) == NX_OK &&
             (rc = nx_gen_pick_next(g, seq, err)) == NX_OK)
             rc = nx_engine_step(engine, &seq, 1, err);
     }

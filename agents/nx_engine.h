@@ -230,6 +230,7 @@ nx_seq_t *nx_seq_new(nx_engine_t *engine, uint32_t capacity, bool all_logits, nx
 void nx_seq_destroy(nx_engine_t *engine, nx_seq_t **seq_p);
 uint32_t nx_seq_len(const nx_seq_t *seq);      /* tokens already in the KV cache */
 uint32_t nx_seq_capacity(const nx_seq_t *seq);
+uint32_t nx_seq_queued(const nx_seq_t *seq);   /* tokens fed for the next step */
 /* Queue tokens for the next step (a prompt, or the token just sampled). NX_EINVAL when
  * len + queued + n would exceed the capacity ("prompt of N tokens is longer than the context
  * of M"), or an id is outside the vocabulary. */
@@ -304,6 +305,13 @@ int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t 
 int nx_gen_pick_next(nx_gen_t *self, nx_seq_t *seq, nx_err_t *err);
 int nx_gen_advance_id(nx_gen_t *self, int32_t id, bool room_left, int32_t *next_out,
                       nx_err_t *err);
+/* The ids to feed before the next step, after nx_gen_advance / nx_gen_advance_id went on:
+ * *next_out first, then the tokens a grammar forced after it (appended to the output without
+ * sampling: counted in max_tokens, streamed, never past the sequence's room as known at
+ * nx_gen_pick_next). Without a grammar (or a forced run) it is just *next_out. Valid until the
+ * next advance; 0 once generation ended. Feed them all at once (nx_seq_feed takes many; the
+ * step processes every queued row). */
+size_t nx_gen_next_ids(const nx_gen_t *self, const int32_t **ids);
 /* "eos", "stop", "length", "emit", or NULL while generating. */
 const char *nx_gen_stop_reason(const nx_gen_t *self);
 const char *nx_gen_text(const nx_gen_t *self);        /* the text so far (NUL-terminated) */
@@ -348,6 +356,12 @@ typedef struct nx_gen_grammar {
      * "none" bans the tool-call opener. */
     const int32_t *banned_ids;
     size_t banned_id_count;
+    /* Optional, borrowed: a matcher of gram and vocab (grammar.h) shared by the generations
+     * that one thread drives (an executor's), each with its own state in it, so the masks
+     * (and the token-class walks behind them) one generation computes serve all: without it,
+     * every generation has a matcher of its own and starts with cold masks. Must outlive the
+     * nx_gen and not be reset while one uses it. NULL: a matcher of its own. */
+    struct nx_gram_matcher *matcher;
 } nx_gen_grammar_t;
 
 /* Constrain generation by a grammar. Before the first pick (NX_ESTATE after it). Copies what

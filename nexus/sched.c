@@ -490,8 +490,11 @@ static void advance_all(nx_exec_t *exec, nx__model_t *m, nx__job_t **jobs, size_
         bool room = nx_seq_len(job->seq) < nx_seq_capacity(job->seq);
         int32_t next = 0;
         int rc = nx_gen_advance_id(job->gen, nx_seq_picked(job->seq), room, &next, &err);
-        if (rc == NX_OK && !nx_gen_stop_reason(job->gen))
-            rc = nx_seq_feed(job->seq, &next, 1, &err);
+        if (rc == NX_OK && !nx_gen_stop_reason(job->gen)) {
+            const int32_t *feed; /* the picked id, and any tokens a grammar forced after it */
+            size_t feed_count = nx_gen_next_ids(job->gen, &feed);
+            rc = nx_seq_feed(job->seq, feed, feed_count, &err);
+        }
         if (rc != NX_OK || nx_gen_stop_reason(job->gen)) {
             unlink_running(m, job);
             if (rc != NX_OK)

@@ -166,6 +166,60 @@ static void test_engine_pick_follows_grammar(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* Two sequences stepped together share one matcher (nx_gen_grammar_t.matcher), each with its
+ * own state in it: both outputs are complete instances, as with matchers of their own. */
+static void test_shared_matcher(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = schema(object_schema);
+    nx_gram_matcher_t *shared = nx_gram_matcher_new(gram, f->gvocab, &err);
+    assert_non_null(shared);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab, .matcher = shared};
+    int32_t prompt[2][3] = {{7, 8, 9}, {30, 31, 32}};
+    nx_sampling_t s[2] = {sampling_t1(5, 120), sampling_t1(6, 120)};
+    nx_seq_t *seqs[2];
+    nx_gen_t *gens[2];
+    for (int i = 0; i < 2; i++) {
+        seqs[i] = nx_seq_new(f->engine, 0, false, &err);
+        gens[i] = nx_gen_new(f->tok, f->vocab, &s[i], prompt[i], 3, f->stop_ids,
+                             f->stop_id_count, NULL, NULL, &err);
+        assert_int_equal(nx_gen_set_grammar(gens[i], &spec, &err), NX_OK);
+        assert_int_equal(nx_seq_feed(seqs[i], prompt[i], 3, &err), NX_OK);
+    }
+    while (!nx_gen_stop_reason(gens[0]) || !nx_gen_stop_reason(gens[1])) {
+        nx_seq_t *step[2];
+        nx_gen_t *stepping[2];
+        size_t n = 0;
+        for (int i = 0; i < 2; i++)
+            if (!nx_gen_stop_reason(gens[i])) {
+                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
+                step[n] = seqs[i];
+                stepping[n++] = gens[i];
+            }
+        assert_int_equal(nx_engine_step(f->engine, step, n, &err), NX_OK);
+        for (size_t i = 0; i < n; i++) {
+            int32_t id;
+            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), true, &id, &err) != NX_OK)
+                fail_msg("%s", err.msg);
+            if (nx_gen_stop_reason(stepping[i]))
+                continue;
+            const int32_t *feed;
+            size_t count = nx_gen_next_ids(stepping[i], &feed);
+            assert_int_equal(nx_seq_feed(step[i], feed, count, &err), NX_OK);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_string_not_equal(nx_gen_stop_reason(gens[i]), "length");
+        check_run(gram, nx_gen_text(gens[i]), nx_gen_stop_reason(gens[i]));
+        assert_true(nx_gen_grammar_accepted(gens[i]));
+        nx_gen_destroy(&gens[i]);
+        nx_seq_destroy(f->engine, &seqs[i]);
+    }
+    nx_gram_matcher_destroy(&shared);
+    nx_gram_destroy(&gram);
+}
+
 /* The host pick (nx_gen_advance on the step's logits) under a grammar whose sentences can
  * always grow: it is never finished, so runs end at an end id (only where it accepts) or at
  * max_tokens. */
@@ -231,6 +285,90 @@ static void test_length_cuts(void **state)
     assert_false(accepting); /* the shortest sentence is longer than 3 tokens */
     nx_gen_result_free(&r);
     nx_seq_destroy(f->engine, &seq);
+    nx_gram_destroy(&gram);
+}
+
+/* nx_gram_matcher_forced: the bytes with no alternative, up to where a choice (or the end)
+ * comes; the state is unchanged. */
+static void test_forced_bytes(void **state)
+{
+    (void)state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = gbnf("root ::= \"{\\\"name\\\":\\\"\" [a-z]+ \"\\\"}\"\n");
+    nx_gram_matcher_t *m = nx_gram_matcher_new(gram, NULL, &err);
+    char out[64];
+    size_t n = nx_gram_matcher_forced(m, out, sizeof out);
+    assert_int_equal(n, 9);
+    assert_memory_equal(out, "{\"name\":\"", 9);
+    assert_int_equal(nx_gram_matcher_forced(m, out, 4), 4); /* cap */
+    assert_int_equal(nx_gram_matcher_advance(m, "{\"name\":\"x", 10, &err), NX_OK);
+    assert_int_equal(nx_gram_matcher_forced(m, out, sizeof out), 0); /* a letter or '"' */
+    assert_int_equal(nx_gram_matcher_advance(m, "\"", 1, &err), NX_OK);
+    assert_int_equal(nx_gram_matcher_forced(m, out, sizeof out), 1);
+    assert_int_equal(out[0], '}');
+    assert_false(nx_gram_matcher_finished(m)); /* unchanged */
+    assert_int_equal(nx_gram_matcher_advance(m, "}", 1, &err), NX_OK);
+    assert_int_equal(nx_gram_matcher_forced(m, out, sizeof out), 0); /* accepted: the end */
+    nx_gram_matcher_destroy(&m);
+    nx_gram_destroy(&gram);
+}
+
+/* Forced runs: after a pick, the tokens the grammar forces are appended without sampling and
+ * fed in the same step (nx_gen_next_ids gives more than one id); the output stays inside the
+ * grammar, and max_tokens still bounds the count exactly. */
+static void test_forced_tokens_fast_forward(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = schema(
+        "{\"type\":\"object\",\"properties\":{\"description_of_the_answer\":"
+        "{\"enum\":[\"a long forced value\",\"another\"]},"
+        "\"confidence_level_reported\":{\"type\":\"boolean\"}},"
+        "\"required\":[\"description_of_the_answer\",\"confidence_level_reported\"],"
+        "\"additionalProperties\":false}");
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
+    int32_t prompt[3] = {21, 22, 23};
+    size_t multi_feeds = 0;
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint32_t max_tokens = seed == 4 ? 9 : 200;
+        nx_sampling_t s = sampling_t1(seed, max_tokens);
+        nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+        nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids,
+                                 f->stop_id_count, NULL, NULL, &err);
+        assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
+        assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
+        size_t steps = 0;
+        for (;;) {
+            assert_int_equal(nx_gen_pick_next(g, seq, &err), NX_OK);
+            assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_OK);
+            steps++;
+            int32_t id;
+            bool room = nx_seq_len(seq) < nx_seq_capacity(seq);
+            if (nx_gen_advance_id(g, nx_seq_picked(seq), room, &id, &err) != NX_OK)
+                fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
+            if (nx_gen_stop_reason(g))
+                break;
+            const int32_t *feed;
+            size_t feed_count = nx_gen_next_ids(g, &feed);
+            assert_true(feed_count >= 1);
+            assert_int_equal(feed[0], id);
+            multi_feeds += feed_count > 1;
+            assert_int_equal(nx_seq_feed(seq, feed, feed_count, &err), NX_OK);
+        }
+        const char *reason = nx_gen_stop_reason(g);
+        check_run(gram, nx_gen_text(g), reason);
+        assert_true(nx_gen_count(g) <= max_tokens);
+        if (seed == 4) {
+            assert_string_equal(reason, "length");
+            assert_int_equal(nx_gen_count(g), max_tokens);
+        } else {
+            assert_string_not_equal(reason, "length");
+            assert_true(steps < nx_gen_count(g)); /* some tokens came without a step */
+        }
+        nx_gen_destroy(&g);
+        nx_seq_destroy(f->engine, &seq);
+    }
+    assert_true(multi_feeds > 0);
     nx_gram_destroy(&gram);
 }
 
@@ -454,8 +592,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engine_pick_follows_grammar),
+        cmocka_unit_test(test_shared_matcher),
         cmocka_unit_test(test_host_pick_follows_grammar),
         cmocka_unit_test(test_length_cuts),
+        cmocka_unit_test(test_forced_bytes),
+        cmocka_unit_test(test_forced_tokens_fast_forward),
         cmocka_unit_test(test_lazy_trigger_string),
         cmocka_unit_test(test_lazy_trigger_id),
         cmocka_unit_test(test_think_then_grammar),
