@@ -4,12 +4,89 @@
  * while the executor lives. The trie's end ids are the generation's stop ids, which depend on
  * the chat template, so a model keeps one trie per distinct stop-id set (in practice one or
  * two: one per chat template its agents use).
+ *
+ * The jobs of one model under one grammar share a matcher (each generation keeps its own
+ * state in it), so the masks one computes serve the others and the next tasks: a schema used
+ * again starts warm. Idle matchers are reset (which drops their interned states past a size
+ * threshold, keeping the per-terminal token classes) and at most MAX_IDLE_SHARED of them are
+ * kept per model, least recently used going first.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "exec_internal.h"
 #include "typed.h"
+
+#define MAX_IDLE_SHARED 16
+
+struct nx__shared {
+    struct nx__shared *next;
+    nx_typed_t *typed;             /* a reference: its grammar outlives the matcher */
+    const nx_gram_vocab_t *vocab;
+    nx_gram_matcher_t *matcher;
+    uint32_t users;                /* jobs whose generation uses it now */
+    uint64_t last_used_ns;
+};
+
+static void shared_free(nx__shared_t *s)
+{
+    nx_gram_matcher_destroy(&s->matcher);
+    nx_typed_release(&s->typed);
+    free(s);
+}
+
+/* The model's shared matcher of (typed, vocab), made on first use; NULL when there is no
+ * memory (the generation then makes its own). */
+static nx__shared_t *shared_get(nx__model_t *m, nx_typed_t *typed, const nx_gram_vocab_t *vocab)
+{
+    for (nx__shared_t *s = m->shared; s; s = s->next)
+        if (s->typed == typed && s->vocab == vocab)
+            return s;
+    nx__shared_t *s = calloc(1, sizeof *s);
+    nx_err_t err = {0};
+    if (!s || !(s->matcher = nx_gram_matcher_new(nx_typed_gram(typed), vocab, &err))) {
+        free(s);
+        return NULL;
+    }
+    s->typed = nx_typed_ref(typed);
+    s->vocab = vocab;
+    s->next = m->shared;
+    m->shared = s;
+    return s;
+}
+
+/* Past MAX_IDLE_SHARED idle matchers, the least recently used idle one goes. */
+static void shared_trim(nx__model_t *m)
+{
+    for (;;) {
+        size_t idle = 0;
+        nx__shared_t **oldest = NULL;
+        for (nx__shared_t **p = &m->shared; *p; p = &(*p)->next)
+            if ((*p)->users == 0) {
+                idle++;
+                if (!oldest || (*p)->last_used_ns < (*oldest)->last_used_ns)
+                    oldest = p;
+            }
+        if (idle <= MAX_IDLE_SHARED)
+            return;
+        nx__shared_t *s = *oldest;
+        *oldest = s->next;
+        shared_free(s);
+    }
+}
+
+void nx__typed_teardown(nx__job_t *job)
+{
+    nx__shared_t *s = job->shared;
+    job->shared = NULL;
+    if (!s)
+        return;
+    s->last_used_ns = nx_now_ns();
+    if (--s->users == 0) {
+        nx_gram_matcher_reset(s->matcher); /* bounded memory between uses */
+        shared_trim(job->model);
+    }
+}
 
 struct nx__vocab {
     struct nx__vocab *next;
@@ -51,6 +128,11 @@ static const nx_gram_vocab_t *model_vocab(nx__model_t *m, const int32_t *end_ids
 
 void nx__typed_vocabs_free(nx__model_t *m)
 {
+    while (m->shared) {
+        nx__shared_t *s = m->shared;
+        m->shared = s->next;
+        shared_free(s);
+    }
     while (m->vocabs) {
         nx__vocab_t *v = m->vocabs;
         m->vocabs = v->next;
@@ -69,6 +151,9 @@ int nx__typed_setup(nx__job_t *job, nx_err_t *err)
     if (!vocab)
         return err && err->code ? err->code : NX_ENOMEM;
     nx_gen_grammar_t g = {.gram = nx_typed_gram(typed), .vocab = vocab};
+    nx__shared_t *shared = shared_get(m, job->task->output, vocab);
+    if (shared)
+        g.matcher = shared->matcher;
     /* a thinking block stays free where the model may open one (Qwen3 with thinking not
      * off: with it off, the prompt pre-fills an empty block) */
     const nx_agent_conf_t *agent = job->task->agent;
@@ -80,5 +165,10 @@ int nx__typed_setup(nx__job_t *job, nx_err_t *err)
         g.think_open = "<think>";
         g.think_close = "</think>";
     }
-    return nx_gen_set_grammar(job->gen, &g, err);
+    int rc = nx_gen_set_grammar(job->gen, &g, err);
+    if (rc == NX_OK && shared) {
+        shared->users++;
+        job->shared = shared;
+    }
+    return rc;
 }

@@ -19,6 +19,7 @@ static void job_free(nx__job_t *job)
     if (job->seq)
         nx_seq_destroy(job->model->engine, &job->seq);
     nx_gen_destroy(&job->gen);
+    nx__typed_teardown(job);
     free(job->prompt);
     nx_exec_task_free(job->task);
     free(job);
