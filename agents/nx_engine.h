@@ -285,7 +285,8 @@ void nx_gen_result_free(nx_gen_result_t *result);
  * orchestrator's executor): sampling, stop ids, stop strings with hold-back, streaming
  * detokenization and max_tokens, exactly as nx_generate applies them (it is built on this).
  * The caller feeds the prompt, steps, then calls nx_gen_advance with the sequence's last
- * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise. */
+ * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise
+ * (under a grammar: every id of nx_gen_next_ids, which starts with *next_out). */
 typedef struct nx_gen nx_gen_t;
 
 /* sampling (and its stop strings) and tok are borrowed and must outlive the state; the prompt
