@@ -495,8 +495,8 @@ int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err
 
 #define FORCED_BYTES_MAX 256 /* one run; a longer one goes on after the next pick */
 
-int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
-                  bool *finished_out, nx_err_t *err)
+int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, bool may_finish,
+                  size_t *count_out, bool *finished_out, nx_err_t *err)
 {
     *count_out = 0;
     *finished_out = false;
@@ -514,7 +514,7 @@ int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
     nx_err_t why = {0};
     if (nx_tokenizer_encode(self->tok, bytes, n, &ids, &count, &why) != NX_OK)
         return NX_OK; /* e.g. the run ends inside a UTF-8 character: the model goes on */
-    size_t keep = finished_after ? count : count - 1;
+    size_t keep = finished_after && may_finish ? count : count - 1;
     keep = keep < cap ? keep : cap;
     size_t done = 0;
     for (; done < keep; done++) {

@@ -30,10 +30,11 @@ int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err
  * tokenizer), at most cap of them, already fed to the matcher: the caller appends them
  * without sampling. The last token of the forced bytes is left to the model unless the
  * grammar is finished after it (it could merge with what follows, as llguidance does);
- * special tokens stop the run. *finished_out: the matcher is finished after them. Nothing in
+ * special tokens stop the run; !may_finish: the last token is always left (the output goes on
+ * with a pick). *finished_out: the matcher is finished after them. Nothing in
  * free phases. */
-int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, size_t *count_out,
-                  bool *finished_out, nx_err_t *err);
+int nx__gg_forced(nx__gg_t *self, int32_t *out, size_t cap, bool may_finish,
+                  size_t *count_out, bool *finished_out, nx_err_t *err);
 
 /* A stop id was picked: NX_OK where it may end the output (free text, or the grammar
  * accepts), NX_ESTATE otherwise. */

@@ -294,10 +294,33 @@ int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *ne
     return nx_gen_advance_id(g, id, room_left, next_out, err);
 }
 
+static int append_token(nx_gen_t *g, int32_t id, nx_err_t *err);
+
+/* Before the first pick: the tokens the grammar forces at the start of the output (a strict
+ * schema's '{"name":"...') go into the same step as the prompt. Never all of a grammar's
+ * sentence: the output goes on with the pick that follows. */
+static int feed_forced_start(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
+{
+    int64_t room = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq) - 1;
+    int64_t left = (int64_t)g->sampling->max_tokens - 1; /* the pick after them */
+    int64_t cap = room < left ? room : left;
+    cap = cap < NX__FORCED_MAX ? cap : NX__FORCED_MAX;
+    size_t count = 0;
+    bool finished = false;
+    int rc = cap > 0 ? nx__gg_forced(g->grammar, g->feed, (size_t)cap, false, &count,
+                                     &finished, err)
+                     : NX_OK;
+    for (size_t i = 0; rc == NX_OK && i < count; i++)
+        rc = append_token(g, g->feed[i], err);
+    return rc == NX_OK && count ? nx_seq_feed(seq, g->feed, count, err) : rc;
+}
+
 int nx_gen_pick_next(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
 {
-    int rc = prepare_pick(g, err);
-    if (rc != NX_OK)
+    int rc = NX_OK;
+    if (g->grammar && !g->picked && (rc = feed_forced_start(g, seq, err)) != NX_OK)
+        return rc;
+    if ((rc = prepare_pick(g, err)) != NX_OK)
         return rc;
     g->room_after_step = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq);
     return nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
@@ -327,7 +350,7 @@ static int append_forced(nx_gen_t *g, bool *finished, nx_err_t *err)
     size_t count = 0;
     int rc = NX_OK;
     if (cap > 0)
-        rc = nx__gg_forced(g->grammar, g->feed + 1, (size_t)cap, &count, finished, err);
+        rc = nx__gg_forced(g->grammar, g->feed + 1, (size_t)cap, true, &count, finished, err);
     for (size_t i = 0; rc == NX_OK && i < count; i++)
         rc = append_token(g, g->feed[1 + i], err);
     g->feed_count += count;

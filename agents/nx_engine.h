@@ -285,7 +285,8 @@ void nx_gen_result_free(nx_gen_result_t *result);
  * orchestrator's executor): sampling, stop ids, stop strings with hold-back, streaming
  * detokenization and max_tokens, exactly as nx_generate applies them (it is built on this).
  * The caller feeds the prompt, steps, then calls nx_gen_advance with the sequence's last
- * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise. */
+ * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise
+ * (under a grammar: every id of nx_gen_next_ids, which starts with *next_out). */
 typedef struct nx_gen nx_gen_t;
 
 /* sampling (and its stop strings) and tok are borrowed and must outlive the state; the prompt
@@ -301,7 +302,10 @@ int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t 
                    nx_err_t *err);
 /* The same with the next token picked by the engine: nx_gen_pick_next asks the sequence's next
  * step to pick with this generation's sampler and history (nx_seq_pick_next); after the step,
- * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. */
+ * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. Under a
+ * grammar, the first nx_gen_pick_next also feeds seq the tokens the grammar forces at the
+ * start of the output (they are output: ids, text, max_tokens), so they share the prompt's
+ * step. */
 int nx_gen_pick_next(nx_gen_t *self, nx_seq_t *seq, nx_err_t *err);
 int nx_gen_advance_id(nx_gen_t *self, int32_t id, bool room_left, int32_t *next_out,
                       nx_err_t *err);

@@ -372,6 +372,37 @@ static void test_forced_tokens_fast_forward(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* The bytes forced at the very start go in with the prompt: after the first step the output
+ * holds them (but the last of their tokens) and the pick. */
+static void test_forced_start(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = gbnf("root ::= \"{\\\"description\\\":\\\"\" [a-z]+ \"\\\"}\"\n");
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
+    int32_t prompt[3] = {21, 22, 23};
+    nx_sampling_t s = sampling_t1(2, 100);
+    nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+    nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids, f->stop_id_count,
+                             NULL, NULL, &err);
+    assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
+    assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
+    assert_int_equal(nx_gen_pick_next(g, seq, &err), NX_OK);
+    size_t forced = nx_gen_count(g);
+    assert_true(forced >= 1);
+    assert_int_equal(nx_seq_queued(seq), 3 + forced);
+    assert_true(strncmp("{\"description\":\"", nx_gen_text(g), strlen(nx_gen_text(g))) == 0);
+    assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_OK);
+    int32_t id;
+    assert_int_equal(nx_gen_advance_id(g, nx_seq_picked(seq), true, &id, &err), NX_OK);
+    assert_true(nx_gen_count(g) > forced);
+    bool accepting;
+    assert_int_equal(walk(gram, nx_gen_text(g), strlen(nx_gen_text(g)), &accepting), NX_OK);
+    nx_gen_destroy(&g);
+    nx_seq_destroy(f->engine, &seq);
+    nx_gram_destroy(&gram);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Scripted free text
  */
@@ -597,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_length_cuts),
         cmocka_unit_test(test_forced_bytes),
         cmocka_unit_test(test_forced_tokens_fast_forward),
+        cmocka_unit_test(test_forced_start),
         cmocka_unit_test(test_lazy_trigger_string),
         cmocka_unit_test(test_lazy_trigger_id),
         cmocka_unit_test(test_think_then_grammar),
