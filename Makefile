@@ -403,6 +403,19 @@ bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
 
+# Grammar-constrained decode against unconstrained (bench/grammar_decode.c): qwen3 0.6b (bf16)
+# synthesized with the real Qwen3 tokenizer (its 151k-token vocabulary is what masks cost),
+# batch 1 and 8; bench/RESULTS.md records a run.
+.PHONY: bench-grammar-decode
+bench-grammar-decode: all
+	@dir=$(BENCH_DIR)/qwen3-0.6b-bf16-qwentok; tok=$(BUILD)/bench/tok/qwen3; \
+	  mkdir -p $$tok && gzip -dc tests/fixtures/tokenizer/qwen3/tokenizer.json.gz > $$tok/tokenizer.json && \
+	  cp tests/fixtures/tokenizer/qwen3/tokenizer_config.json $$tok/ && \
+	  { [ -f $$dir/config.json ] || $(BUILD)/nexusctl model synth --arch qwen3 --preset 0.6b \
+	      --dtype bf16 --tokenizer $$tok --out $$dir >/dev/null; } && \
+	  $(BUILD)/bench/grammar_decode $$dir $(GRAMMAR_DECODE_ARGS)
+GRAMMAR_DECODE_ARGS ?= --tokens 16 --rounds 5 --batches 1,8
+
 # The grammar engine (bench/grammar.c): compile and mask times on the real Qwen3 and Llama 3
 # vocabularies (tests/fixtures/tokenizer, unpacked into $(BUILD)/bench/tok).
 .PHONY: bench-grammar
@@ -475,10 +488,11 @@ $(BUILD)/fuzz/fuzz_st_header $(BUILD)/fuzz/fuzz_gguf_header: $(BUILD)/fuzz/%: te
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) -ljansson -lxxhash -lpthread
 
-FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c agents/sampler.c loader/err.c
+FUZZ_PROTO_SRC := nexus/proto.c nexus/proto_frame.c nexus/proto_write.c nexus/proto_schema.c \
+	agents/sampler.c loader/err.c
 $(BUILD)/fuzz/fuzz_proto: tests/fuzz_proto.c $(FUZZ_PROTO_SRC) nexus/proto.h nexus/proto_int.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -lmsgpackc -lm -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PROTO_SRC) -ljansson -lmsgpackc -lm -lpthread
 
 # The HTTP front's OpenAI request translation, checked against the protocol's parser.
 FUZZ_OPENAI_SRC := nexus/http/http_translate.c $(FUZZ_PROTO_SRC)

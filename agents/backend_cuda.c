@@ -102,6 +102,7 @@ typedef struct cuda_state {
     uint32_t dequant_rows_max; /* NEXUS_CUDA_DEQUANT_ROWS (tests): rows per chunk at most; 0 */
     nx__cu_pick_t *picks_dev; /* [LOGIT_CHUNK] picks of a logits chunk */
     int32_t *penalty_dev;     /* [vocab] their penalty ids (one pick's always fit) */
+    uint32_t *masks_dev;      /* [LOGIT_CHUNK][mask_words] their grammar masks */
     int32_t *ids_dev;         /* [LOGIT_CHUNK] the picked ids */
     /* pinned host */
     nx__cu_row_t *rows_host;
@@ -109,6 +110,7 @@ typedef struct cuda_state {
     float *logits_host;   /* [LOGIT_CHUNK][vocab] */
     nx__cu_pick_t *picks_host;
     int32_t *penalty_host;
+    uint32_t *masks_host;     /* [LOGIT_CHUNK][mask_words] */
     int32_t *ids_host;
     cudaGraphExec_t graphs[NX_CUDA_ROWS_MAX + 1]; /* by decode row count; NULL: none yet */
     uint32_t graph_count; /* captured so far (at most MAX_GRAPHS) */
@@ -459,15 +461,29 @@ static const nx__pick_t *pick_of(const nx__batch_t *b, uint32_t i)
     return b->picks ? b->picks[i] : NULL;
 }
 
+static uint32_t mask_words_of(uint32_t vocab) { return (vocab + 31) / 32; }
+
+/* The kernel's plan; a mask (p->allow) goes to mask slot mask_slot. */
 static nx__cu_pick_t cu_pick(const nx__pick_t *p, uint32_t row, uint32_t penalty_first,
-                             bool exact)
+                             bool exact, uint32_t mask_slot)
 {
     float draw = (float)p->draw; /* rounding must not make it 1 */
     if (draw >= 1.0f)
         draw = 0x1.fffffep-1f;
+    uint32_t flags = (exact ? NX_CU_PICK_EXACT : 0) | (p->allow ? NX_CU_PICK_MASK : 0);
     return (nx__cu_pick_t){row, p->top_k, p->temperature, p->top_p, p->min_p,
                            p->repetition_penalty, draw, penalty_first, p->penalty_count,
-                           exact ? NX_CU_PICK_EXACT : 0};
+                           flags, p->allow ? p->allow_bits : 0, mask_slot};
+}
+
+/* Copy a plan's mask into a slot of `words` words: the words allow_bits covers, zeros after
+ * (ids past allow_bits are disallowed in the kernel too; this keeps the slot clean). */
+static void copy_mask(uint32_t *slot, uint32_t words, const nx__pick_t *p)
+{
+    uint32_t have = mask_words_of(p->allow_bits);
+    have = have < words ? have : words;
+    memcpy(slot, p->allow, have * sizeof *slot);
+    memset(slot + have, 0, (words - have) * sizeof *slot);
 }
 
 /* The picks among s->logits' first `count` rows (logit numbers logit_index[0..count)), on
@@ -476,15 +492,18 @@ static int picks_on_gpu(cuda_state_t *s, const nx__batch_t *b, const uint32_t *l
                         uint32_t count, nx_err_t *err)
 {
     uint32_t slot[LOGIT_CHUNK];
+    uint32_t words = mask_words_of(s->cfg->vocab);
     for (uint32_t i = 0; i < count;) {
-        uint32_t n = 0, penalty = 0;
+        uint32_t n = 0, penalty = 0, masks = 0;
         for (; i < count; i++) {
             const nx__pick_t *p = pick_of(b, logit_index[i]);
             if (!p)
                 continue;
             if (n > 0 && penalty + p->penalty_count > s->cfg->vocab)
                 break; /* the next group */
-            s->picks_host[n] = cu_pick(p, i, penalty, s->pick_exact);
+            s->picks_host[n] = cu_pick(p, i, penalty, s->pick_exact, masks);
+            if (p->allow) /* at most one per pick: LOGIT_CHUNK slots always do */
+                copy_mask(s->masks_host + (size_t)masks++ * words, words, p);
             if (p->penalty_count)
                 memcpy(s->penalty_host + penalty, p->penalty_ids,
                        p->penalty_count * sizeof *p->penalty_ids);
@@ -500,9 +519,14 @@ static int picks_on_gpu(cuda_state_t *s, const nx__batch_t *b, const uint32_t *l
             CU(cudaMemcpyAsync(s->penalty_dev, s->penalty_host, penalty * sizeof(int32_t),
                                cudaMemcpyHostToDevice, s->stream),
                "cudaMemcpyAsync(penalty ids)");
+        if (masks)
+            CU(cudaMemcpyAsync(s->masks_dev, s->masks_host,
+                               (size_t)masks * words * sizeof(uint32_t), cudaMemcpyHostToDevice,
+                               s->stream),
+               "cudaMemcpyAsync(grammar masks)");
         MARK("copy: picks to the GPU");
         LAUNCH(nx__cu_sample(s->stream, s->logits, s->cfg->vocab, s->picks_dev, n,
-                             s->penalty_dev, s->ids_dev),
+                             s->penalty_dev, s->masks_dev, words, s->ids_dev),
                "sample (token picks)");
         CU(cudaMemcpyAsync(s->ids_host, s->ids_dev, n * sizeof *s->ids_host,
                            cudaMemcpyDeviceToHost, s->stream),
@@ -781,6 +805,7 @@ static void layout(cuda_state_t *s, carver_t *cv)
     s->wdq = s->dequant_elems ? carve(cv, s->dequant_elems * 2) : NULL;
     s->picks_dev = carve(cv, LOGIT_CHUNK * sizeof(nx__cu_pick_t));
     s->penalty_dev = carve(cv, (uint64_t)c->vocab * sizeof(int32_t));
+    s->masks_dev = carve(cv, (uint64_t)LOGIT_CHUNK * mask_words_of(c->vocab) * sizeof(uint32_t));
     s->ids_dev = carve(cv, LOGIT_CHUNK * sizeof(int32_t));
 }
 
@@ -822,6 +847,7 @@ static void cuda_destroy(void *state)
     cudaFreeHost(s->logits_host);
     cudaFreeHost(s->picks_host);
     cudaFreeHost(s->penalty_host);
+    cudaFreeHost(s->masks_host);
     cudaFreeHost(s->ids_host);
     if (s->scratch)
         nx_pool_free(s->pool, &s->scratch);
@@ -893,6 +919,9 @@ static int init_device(cuda_state_t *s, nx_err_t *err)
        "cudaMallocHost(picks)");
     CU(cudaMallocHost((void **)&s->penalty_host, (size_t)c->vocab * sizeof *s->penalty_host),
        "cudaMallocHost(penalty ids)");
+    CU(cudaMallocHost((void **)&s->masks_host,
+                      (size_t)LOGIT_CHUNK * mask_words_of(c->vocab) * sizeof *s->masks_host),
+       "cudaMallocHost(grammar masks)");
     CU(cudaMallocHost((void **)&s->ids_host, LOGIT_CHUNK * sizeof *s->ids_host),
        "cudaMallocHost(picked ids)");
     return NX_OK;
@@ -953,6 +982,7 @@ typedef struct pick_bufs {
     float *logits;
     nx__cu_pick_t *picks;
     int32_t *penalty, *ids;
+    uint32_t *masks;
 } pick_bufs_t;
 
 static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint32_t vocab,
@@ -966,21 +996,34 @@ static int pick_rows_on(pick_bufs_t *d, const float *logits, uint32_t rows, uint
     CU(cudaMalloc((void **)&d->penalty, (penalty ? penalty : 1) * sizeof(int32_t)),
        "cudaMalloc");
     CU(cudaMalloc((void **)&d->ids, rows * sizeof(int32_t)), "cudaMalloc");
+    uint32_t words = mask_words_of(vocab);
+    CU(cudaMalloc((void **)&d->masks, (size_t)rows * words * sizeof(uint32_t)), "cudaMalloc");
     CU(cudaMemcpy(d->logits, logits, (size_t)rows * vocab * sizeof(float),
                   cudaMemcpyHostToDevice),
        "cudaMemcpy(logits)");
     uint32_t first = 0;
     bool exact = env_is("NEXUS_CUDA_PICK", "exact");
     for (uint32_t i = 0; i < rows; i++) {
-        nx__cu_pick_t p = cu_pick(&plans[i], i, first, exact);
+        nx__cu_pick_t p = cu_pick(&plans[i], i, first, exact, i);
         CU(cudaMemcpy(d->picks + i, &p, sizeof p, cudaMemcpyHostToDevice), "cudaMemcpy(pick)");
+        if (plans[i].allow) {
+            uint32_t *slot = malloc(words * sizeof *slot);
+            if (!slot)
+                return nx_err_set(err, NX_ENOMEM, "pick: no memory for a mask");
+            copy_mask(slot, words, &plans[i]);
+            cudaError_t e = cudaMemcpy(d->masks + (size_t)i * words, slot,
+                                       words * sizeof *slot, cudaMemcpyHostToDevice);
+            free(slot);
+            CU(e, "cudaMemcpy(grammar mask)");
+        }
         if (plans[i].penalty_count)
             CU(cudaMemcpy(d->penalty + first, plans[i].penalty_ids,
                           plans[i].penalty_count * sizeof(int32_t), cudaMemcpyHostToDevice),
                "cudaMemcpy(penalty ids)");
         first += plans[i].penalty_count;
     }
-    CU((cudaError_t)nx__cu_sample(NULL, d->logits, vocab, d->picks, rows, d->penalty, d->ids),
+    CU((cudaError_t)nx__cu_sample(NULL, d->logits, vocab, d->picks, rows, d->penalty, d->masks,
+                                  words, d->ids),
        "sample kernel launch");
     CU(cudaMemcpy(ids, d->ids, rows * sizeof(int32_t), cudaMemcpyDeviceToHost),
        "cudaMemcpy(ids)");
@@ -996,6 +1039,7 @@ int nx__cuda_pick_rows(const float *logits, uint32_t rows, uint32_t vocab,
     cudaFree(d.picks);
     cudaFree(d.penalty);
     cudaFree(d.ids);
+    cudaFree(d.masks);
     cudaGetLastError();
     return rc;
 }

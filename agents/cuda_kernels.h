@@ -187,11 +187,18 @@ typedef struct nx__cu_pick {
     uint32_t penalty_first;  /* its distinct ids are penalty_ids[first, first + count) */
     uint32_t penalty_count;
     uint32_t flags;          /* NX_CU_PICK_* */
+    uint32_t allow_bits;     /* NX_CU_PICK_MASK: ids < allow_bits whose bit is set may be
+                              * picked, the bits at masks[mask_slot * mask_words] */
+    uint32_t mask_slot;
 } nx__cu_pick_t;
 
 /* Skip the fast path (a sorted prefix in shared memory) and decide by the exact search over
  * the whole row: NEXUS_CUDA_PICK=exact, to bisect and to test both paths. */
 #define NX_CU_PICK_EXACT 1u
+/* The pick carries a grammar's token mask (pick.h allow): disallowed logits become -inf before
+ * everything else, so the draw follows the constrained distribution; all allowed logits -inf
+ * picks the lowest allowed id (the CPU sampler's fallback). */
+#define NX_CU_PICK_MASK 2u
 
 /* ids[i] = the token picks[i] chooses from row picks[i].row of logits ([rows][vocab]), i <
  * count, one block per pick (cuda_sample.cu): the repetition penalty (applied to the row in
@@ -199,7 +206,8 @@ typedef struct nx__cu_pick {
  * CPU sampler's semantics (ranking by logit, lower id first among equals). Deterministic: the
  * same logits and plan give the same id. */
 int nx__cu_sample(void *stream, float *logits, uint32_t vocab, const nx__cu_pick_t *picks,
-                  uint32_t count, const int32_t *penalty_ids, int32_t *ids);
+                  uint32_t count, const int32_t *penalty_ids, const uint32_t *masks,
+                  uint32_t mask_words, int32_t *ids);
 
 #ifdef __cplusplus
 }

@@ -537,15 +537,52 @@ __device__ int32_t fast_pick(const pick_ctx_t &c, const nx__cu_pick_t &p, float 
     return id;
 }
 
+/* A grammar's mask, in place: disallowed logits become -inf (one pass over the row; the mask
+ * words stay in L1). Returns the lowest allowed id (UINT32_MAX: none) to every thread. */
+__device__ uint32_t apply_mask(float *row, uint32_t vocab, const uint32_t *mask,
+                               uint32_t allow_bits)
+{
+    __shared__ uint32_t first;
+    if (threadIdx.x == 0)
+        first = UINT32_MAX;
+    __syncthreads();
+    uint32_t mine = UINT32_MAX;
+    for (uint32_t i = threadIdx.x; i < vocab; i += SAMPLE_THREADS) {
+        bool ok = i < allow_bits && (mask[i >> 5] >> (i & 31) & 1u);
+        if (!ok)
+            row[i] = -INFINITY;
+        else if (mine == UINT32_MAX)
+            mine = i; /* i increases: the thread's lowest */
+    }
+    if (mine != UINT32_MAX)
+        atomicMin(&first, mine);
+    __syncthreads();
+    uint32_t r = first;
+    __syncthreads(); /* everyone has read it */
+    return r;
+}
+
 __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_kernel(float *logits, uint32_t vocab, const nx__cu_pick_t *picks, uint32_t count,
-                  const int32_t *penalty_ids, int32_t *ids)
+                  const int32_t *penalty_ids, const uint32_t *masks, uint32_t mask_words,
+                  int32_t *ids)
 {
     __shared__ float red[2 * BRACKETS * SAMPLE_WARPS];
     if (blockIdx.x >= count)
         return;
     nx__cu_pick_t p = picks[blockIdx.x];
     float *row = logits + (uint64_t)p.row * vocab;
+    /* the grammar's mask first, as the CPU sampler: the penalty keeps -inf at -inf */
+    uint32_t first_allowed = 0;
+    if (p.flags & NX_CU_PICK_MASK) {
+        first_allowed = apply_mask(row, vocab, masks + (uint64_t)p.mask_slot * mask_words,
+                                   p.allow_bits);
+        if (first_allowed == UINT32_MAX) { /* nothing allowed: the host's -1 */
+            if (threadIdx.x == 0)
+                ids[blockIdx.x] = -1;
+            return;
+        }
+    }
     /* the repetition penalty, in place (the ids are distinct: no two threads share one) */
     if (p.repetition_penalty != 1.f) {
         for (uint32_t i = threadIdx.x; i < p.penalty_count; i += SAMPLE_THREADS) {
@@ -562,7 +599,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     block_argmax(row, vocab, &max_logit, &best);
     if (p.temperature == 0.f || max_logit == -INFINITY) { /* greedy, or nothing possible */
         if (threadIdx.x == 0)
-            ids[blockIdx.x] = (int32_t)(max_logit == -INFINITY ? 0 : best);
+            ids[blockIdx.x] = (int32_t)(max_logit == -INFINITY ? first_allowed : best);
         return;
     }
     pick_ctx_t c = {row, vocab, max_logit, p.temperature, p.min_p, {0, UINT32_MAX},
@@ -591,11 +628,12 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
 
 extern "C" int nx__cu_sample(void *stream, float *logits, uint32_t vocab,
                              const nx__cu_pick_t *picks, uint32_t count,
-                             const int32_t *penalty_ids, int32_t *ids)
+                             const int32_t *penalty_ids, const uint32_t *masks,
+                             uint32_t mask_words, int32_t *ids)
 {
     if (count == 0 || vocab == 0)
         return 0;
     NX_LAUNCH(count, SAMPLE_THREADS, 0, (cudaStream_t)stream, sample_kernel)(
-        logits, vocab, picks, count, penalty_ids, ids);
+        logits, vocab, picks, count, penalty_ids, masks, mask_words, ids);
     return (int)cudaGetLastError();
 }

@@ -373,6 +373,8 @@ int nx_seq_pick_next(nx_seq_t *seq, nx_sampler_t *sampler, const int32_t *histor
     return NX_OK;
 }
 
+uint32_t nx_seq_queued(const nx_seq_t *seq) { return seq->queued; }
+
 int32_t nx_seq_picked(const nx_seq_t *seq)
 {
     return seq->picked;

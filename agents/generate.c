@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gen_grammar.h"
 #include "pick.h"
+
+#define NX__FORCED_MAX 32 /* forced tokens appended after one pick, at most */
 
 struct nx_gen {
     const nx_sampling_t *sampling;
@@ -34,6 +37,12 @@ struct nx_gen {
     size_t emitted;        /* bytes of text already handed to emit */
     size_t stop_max_len;   /* longest stop string */
     const char *stop_reason;
+    nx__gg_t *grammar;     /* nx_gen_set_grammar; NULL: unconstrained */
+    bool picked;           /* a pick was asked for (the grammar must come before) */
+    int32_t feed[1 + NX__FORCED_MAX]; /* what to feed next: the picked id, forced ids */
+    size_t feed_count;
+    int64_t room_after_step; /* tokens the sequence can still take after the step that
+                              * picks; -1 unknown (host logits): no forced runs */
 };
 
 typedef struct nx_gen gen_state_t;
@@ -129,7 +138,8 @@ static int add_piece(gen_state_t *g, const char *piece, size_t len, bool final, 
     int rc = push_text(g, piece, len, err);
     if (rc != NX_OK)
         return rc;
-    long stop_at = g->sampling->stop_count ? find_stop(g, from) : -1;
+    bool free_text = !g->grammar || nx__gg_free_text(g->grammar); /* stop strings: free text */
+    long stop_at = g->sampling->stop_count && free_text ? find_stop(g, from) : -1;
     if (stop_at >= 0) {
         g->text_len = (size_t)stop_at;
         g->text[g->text_len] = '\0';
@@ -137,7 +147,7 @@ static int add_piece(gen_state_t *g, const char *piece, size_t len, bool final, 
         g->stop_reason = "stop";
         return NX_OK;
     }
-    emit_upto(g, final ? g->text_len : g->text_len - held_back(g));
+    emit_upto(g, final || !free_text ? g->text_len : g->text_len - held_back(g));
     return NX_OK;
 }
 
@@ -183,7 +193,7 @@ nx_gen_t *nx_gen_new(const nx_tokenizer_t *tok, uint32_t vocab, const nx_samplin
         return NULL;
     }
     *g = (nx_gen_t){.sampling = sampling, .tok = tok, .vocab = vocab, .emit = emit,
-                    .user = user, .prompt_len = prompt_len};
+                    .user = user, .prompt_len = prompt_len, .room_after_step = -1};
     for (size_t i = 0; i < sampling->stop_count; i++)
         if (strlen(sampling->stop[i]) > g->stop_max_len)
             g->stop_max_len = strlen(sampling->stop[i]);
@@ -218,6 +228,7 @@ void nx_gen_destroy(nx_gen_t **self_p)
     if (!g)
         return;
     nx_sampler_destroy(&g->sampler);
+    nx__gg_destroy(&g->grammar);
     free(g->piece);
     free(g->stop_ids);
     free(g->history);
@@ -239,20 +250,117 @@ static int finish_stream(nx_gen_t *g, nx_err_t *err)
     return rc;
 }
 
-int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *next_out,
-                   nx_err_t *err)
+int nx_gen_set_grammar(nx_gen_t *g, const nx_gen_grammar_t *grammar, nx_err_t *err)
+{
+    if (g->picked || g->grammar)
+        return nx_err_set(err, NX_ESTATE, "grammar: set it once, before the first pick");
+    g->grammar = nx__gg_new(grammar, g->tok, g->vocab, g->stop_ids, g->stop_id_count, err);
+    return g->grammar ? NX_OK : err ? err->code : NX_ENOMEM;
+}
+
+bool nx_gen_grammar_started(const nx_gen_t *g)
+{
+    return g->grammar && nx__gg_started(g->grammar);
+}
+
+bool nx_gen_grammar_accepted(const nx_gen_t *g)
+{
+    return g->grammar && nx__gg_accepted(g->grammar);
+}
+
+/* The sampler's mask for the next pick: the grammar's, or none. */
+static int prepare_pick(nx_gen_t *g, nx_err_t *err)
 {
     if (g->stop_reason)
         return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
+    g->picked = true;
+    if (!g->grammar)
+        return NX_OK;
+    const uint32_t *allow;
+    uint32_t allow_bits;
+    int rc = nx__gg_mask(g->grammar, &allow, &allow_bits, err);
+    if (rc == NX_OK && nx__sampler_set_allow(g->sampler, allow, allow_bits) != NX_OK)
+        rc = nx_err_set(err, NX_ENOMEM, "grammar: no memory for a masked row");
+    return rc;
+}
+
+int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *next_out,
+                   nx_err_t *err)
+{
+    int rc = prepare_pick(g, err);
+    if (rc != NX_OK)
+        return rc;
     int32_t id = nx_sampler_pick(g->sampler, logits, g->history, g->history_len);
     return nx_gen_advance_id(g, id, room_left, next_out, err);
 }
 
+static int append_token(nx_gen_t *g, int32_t id, nx_err_t *err);
+
+/* Before the first pick: the tokens the grammar forces at the start of the output (a strict
+ * schema's '{"name":"...') go into the same step as the prompt. Never all of a grammar's
+ * sentence: the output goes on with the pick that follows. */
+static int feed_forced_start(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
+{
+    int64_t room = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq) - 1;
+    int64_t left = (int64_t)g->sampling->max_tokens - 1; /* the pick after them */
+    int64_t cap = room < left ? room : left;
+    cap = cap < NX__FORCED_MAX ? cap : NX__FORCED_MAX;
+    size_t count = 0;
+    bool finished = false;
+    int rc = cap > 0 ? nx__gg_forced(g->grammar, g->feed, (size_t)cap, false, &count,
+                                     &finished, err)
+                     : NX_OK;
+    for (size_t i = 0; rc == NX_OK && i < count; i++)
+        rc = append_token(g, g->feed[i], err);
+    return rc == NX_OK && count ? nx_seq_feed(seq, g->feed, count, err) : rc;
+}
+
 int nx_gen_pick_next(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
 {
-    if (g->stop_reason)
-        return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
+    int rc = NX_OK;
+    if (g->grammar && !g->picked && (rc = feed_forced_start(g, seq, err)) != NX_OK)
+        return rc;
+    if ((rc = prepare_pick(g, err)) != NX_OK)
+        return rc;
+    g->room_after_step = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq);
     return nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
+}
+
+/* One token onto the output: ids, text (cut at a stop string), emitted pieces. */
+static int append_token(nx_gen_t *g, int32_t id, nx_err_t *err)
+{
+    int rc = push_id(g, id, err);
+    if (rc != NX_OK)
+        return rc;
+    g->generated++;
+    size_t n = nx_detok_push(&g->detok, id, g->piece, g->piece_cap);
+    return add_piece(g, g->piece, n, false, err);
+}
+
+/* After a picked token under a grammar: the tokens it forces next, appended as if picked.
+ * Never more than max_tokens or the sequence's room allow. */
+static int append_forced(nx_gen_t *g, bool *finished, nx_err_t *err)
+{
+    if (g->room_after_step < 0 || g->stop_reason || *finished)
+        return NX_OK;
+    int64_t room = g->room_after_step - 1; /* the picked id is fed too */
+    int64_t left = (int64_t)g->sampling->max_tokens - (int64_t)g->generated;
+    int64_t cap = room < left ? room : left;
+    cap = cap < NX__FORCED_MAX ? cap : NX__FORCED_MAX;
+    size_t count = 0;
+    int rc = NX_OK;
+    if (cap > 0)
+        rc = nx__gg_forced(g->grammar, g->feed + 1, (size_t)cap, true, &count, finished, err);
+    for (size_t i = 0; rc == NX_OK && i < count; i++)
+        rc = append_token(g, g->feed[1 + i], err);
+    g->feed_count += count;
+    return rc;
+}
+
+size_t nx_gen_next_ids(const nx_gen_t *self, const int32_t **ids)
+{
+    *ids = self->feed;
+    return self->stop_reason ? 0 : self->feed_count;
 }
 
 int nx_gen_advance_id(nx_gen_t *g, int32_t id, bool room_left, int32_t *next_out,
@@ -264,17 +372,25 @@ int nx_gen_advance_id(nx_gen_t *g, int32_t id, bool room_left, int32_t *next_out
         return nx_err_set(err, NX_EINVAL, "generation: picked id %d is outside the vocabulary "
                           "of %u", id, g->vocab);
     *next_out = id;
+    int rc;
     if (is_stop_id(id, g->stop_ids, g->stop_id_count)) {
+        if (g->grammar && (rc = nx__gg_end(g->grammar, err)) != NX_OK)
+            return rc;
         g->stop_reason = "eos";
         return finish_stream(g, err);
     }
-    int rc = push_id(g, id, err);
-    if (rc != NX_OK)
+    bool finished = false;
+    if (g->grammar && (rc = nx__gg_observe(g->grammar, id, &finished, err)) != NX_OK)
         return rc;
-    g->generated++;
-    size_t n = nx_detok_push(&g->detok, id, g->piece, g->piece_cap);
-    if ((rc = add_piece(g, g->piece, n, false, err)) != NX_OK)
+    g->feed[0] = id;
+    g->feed_count = 1;
+    if ((rc = append_token(g, id, err)) != NX_OK)
         return rc;
+    if (g->grammar && room_left && g->generated < g->sampling->max_tokens &&
+        (rc = append_forced(g, &finished, err)) != NX_OK)
+        return rc;
+    if (!g->stop_reason && finished)
+        g->stop_reason = "stop";
     if (!g->stop_reason && (g->generated >= g->sampling->max_tokens || !room_left))
         g->stop_reason = "length";
     return g->stop_reason ? finish_stream(g, err) : NX_OK;
@@ -290,12 +406,27 @@ int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
                 const int32_t *stop_ids, size_t stop_id_count, nx_emit_fn emit, void *user,
                 nx_gen_result_t *out, nx_err_t *err)
 {
+    return nx_generate_grammar(engine, seq, tok, prompt, prompt_len, sampling, stop_ids,
+                               stop_id_count, NULL, emit, user, out, err);
+}
+
+int nx_generate_grammar(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
+                        const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
+                        const int32_t *stop_ids, size_t stop_id_count,
+                        const nx_gen_grammar_t *grammar, nx_emit_fn emit, void *user,
+                        nx_gen_result_t *out, nx_err_t *err)
+{
     memset(out, 0, sizeof *out);
     uint32_t vocab = nx_engine_config(engine)->vocab;
     nx_gen_t *g = nx_gen_new(tok, vocab, sampling, prompt, prompt_len, stop_ids,
                              stop_id_count, emit, user, err);
     if (!g)
         return err ? err->code : NX_ENOMEM;
+    if (grammar && nx_gen_set_grammar(g, grammar, err) != NX_OK) {
+        int rc = err ? err->code : NX_EINVAL;
+        nx_gen_destroy(&g);
+        return rc;
+    }
     uint64_t t0 = nx_now_ns();
     int rc = prefill(engine, seq, g, prompt, prompt_len, err);
     uint64_t t1 = nx_now_ns();
@@ -306,7 +437,9 @@ int nx_generate(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
         if ((rc = nx_gen_advance_id(g, nx_seq_picked(seq), room, &id, err)) != NX_OK ||
             g->stop_reason)
             break;
-        if ((rc = nx_seq_feed(seq, &id, 1, err)) == NX_OK &&
+        const int32_t *feed;
+        size_t feed_count = nx_gen_next_ids(g, &feed);
+        if ((rc = nx_seq_feed(seq, feed, feed_count, err)) == NX_OK &&
             (rc = nx_gen_pick_next(g, seq, err)) == NX_OK)
             rc = nx_engine_step(engine, &seq, 1, err);
     }

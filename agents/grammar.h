@@ -133,6 +133,16 @@ bool nx_gram_matcher_accepting(const nx_gram_matcher_t *self);
 /* No byte can follow: the grammar accepts and nothing longer is possible (or it is dead). */
 bool nx_gram_matcher_finished(const nx_gram_matcher_t *self);
 
+/* The bytes the grammar forces from here (gram_forced.c): while the input is not a sentence
+ * and exactly one byte can follow, that byte. Writes at most cap bytes to out and returns how
+ * many; the matcher's state is unchanged (feed them with nx_gram_matcher_advance). */
+size_t nx_gram_matcher_forced(nx_gram_matcher_t *self, char *out, size_t cap);
+
+/* The grammar's start state (gram_forced.c), for several generations sharing one matcher: each
+ * keeps its own state and sets it before using the matcher, so the masks one computes are
+ * cached for all. Valid until the matcher is reset. */
+nx_gram_state_t nx_gram_matcher_start(const nx_gram_matcher_t *self);
+
 /* The tokens allowed next, as a bitmask of nx_gram_mask_words() words (bit id % 32 of word
  * id / 32): tokens whose bytes the grammar accepts from here, plus the end ids where it
  * accepts. NX_OK, NX_ESTATE without a vocabulary, NX_ENOMEM past the state cap. */

@@ -206,8 +206,9 @@ int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *
 /* The same under a token mask (a grammar's, agents/grammar.h): only ids whose bit is set in
  * allow (allow_bits bits; ids past them are disallowed) can be picked, and the mask applies
  * before the repetition penalty, temperature, top-k, top-p and min-p, so the draw follows the
- * constrained distribution exactly. -1 when the mask allows no id (or out of memory). CPU
- * only: the engine's CUDA pick does not take a mask yet. */
+ * constrained distribution exactly. -1 when the mask allows no id (or out of memory). The
+ * engine's picks take the same mask through the generation state (nx_gen_set_grammar), on the
+ * CPU and on the GPU alike. */
 int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const int32_t *history,
                                size_t history_len, const uint32_t *allow, uint32_t allow_bits);
 
@@ -250,6 +251,7 @@ nx_seq_t *nx_seq_new(nx_engine_t *engine, uint32_t capacity, bool all_logits, nx
 void nx_seq_destroy(nx_engine_t *engine, nx_seq_t **seq_p);
 uint32_t nx_seq_len(const nx_seq_t *seq);      /* tokens already in the KV cache */
 uint32_t nx_seq_capacity(const nx_seq_t *seq);
+uint32_t nx_seq_queued(const nx_seq_t *seq);   /* tokens fed for the next step */
 /* Queue tokens for the next step (a prompt, or the token just sampled). NX_EINVAL when
  * len + queued + n would exceed the capacity ("prompt of N tokens is longer than the context
  * of M"), or an id is outside the vocabulary. */
@@ -304,7 +306,8 @@ void nx_gen_result_free(nx_gen_result_t *result);
  * orchestrator's executor): sampling, stop ids, stop strings with hold-back, streaming
  * detokenization and max_tokens, exactly as nx_generate applies them (it is built on this).
  * The caller feeds the prompt, steps, then calls nx_gen_advance with the sequence's last
- * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise. */
+ * logits after every step until nx_gen_stop_reason is non-NULL, feeding *next_out otherwise
+ * (under a grammar: every id of nx_gen_next_ids, which starts with *next_out). */
 typedef struct nx_gen nx_gen_t;
 
 /* sampling (and its stop strings) and tok are borrowed and must outlive the state; the prompt
@@ -320,14 +323,88 @@ int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t 
                    nx_err_t *err);
 /* The same with the next token picked by the engine: nx_gen_pick_next asks the sequence's next
  * step to pick with this generation's sampler and history (nx_seq_pick_next); after the step,
- * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. */
+ * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. Under a
+ * grammar, the first nx_gen_pick_next also feeds seq the tokens the grammar forces at the
+ * start of the output (they are output: ids, text, max_tokens), so they share the prompt's
+ * step. */
 int nx_gen_pick_next(nx_gen_t *self, nx_seq_t *seq, nx_err_t *err);
 int nx_gen_advance_id(nx_gen_t *self, int32_t id, bool room_left, int32_t *next_out,
                       nx_err_t *err);
+/* The ids to feed before the next step, after nx_gen_advance / nx_gen_advance_id went on:
+ * *next_out first, then the tokens a grammar forced after it (appended to the output without
+ * sampling: counted in max_tokens, streamed, never past the sequence's room as known at
+ * nx_gen_pick_next). Without a grammar (or a forced run) it is just *next_out. Valid until the
+ * next advance; 0 once generation ended. Feed them all at once (nx_seq_feed takes many; the
+ * step processes every queued row). */
+size_t nx_gen_next_ids(const nx_gen_t *self, const int32_t **ids);
 /* "eos", "stop", "length", "emit", or NULL while generating. */
 const char *nx_gen_stop_reason(const nx_gen_t *self);
 const char *nx_gen_text(const nx_gen_t *self);        /* the text so far (NUL-terminated) */
 size_t nx_gen_count(const nx_gen_t *self);            /* generated ids so far */
 const int32_t *nx_gen_ids(const nx_gen_t *self);      /* nx_gen_count of them */
+
+/* ------------------------------------------------------------------------------------------
+ * Grammar-constrained generation (agents/gen_grammar.c; the grammar engine is agents/grammar.h)
+ *
+ * While the grammar applies, every pick is masked to the tokens that keep the output inside
+ * it (on the CPU the pick plan carries the mask into sampler.c, on CUDA into the GPU's pick),
+ * before the repetition penalty, temperature, top-k, top-p and min-p: the draw follows the
+ * constrained distribution exactly, nothing is resampled. The generation's stop ids are
+ * allowed only where the grammar accepts. Generation ends
+ *   - "eos" when the model picks a stop id (only possible where the grammar accepts);
+ *   - "stop" when the matcher is finished (it accepts and no byte can follow): the last
+ *     token completed the sentence, no end id is needed;
+ *   - "length" at max_tokens or the context's end, as without a grammar.
+ * Stop strings apply to free text only (before the grammar starts, the thinking block); text
+ * generated under the grammar is never cut by a stop string (the grammar decides its end).
+ */
+typedef struct nx_gram nx_gram_t;
+typedef struct nx_gram_vocab nx_gram_vocab_t;
+
+typedef struct nx_gen_grammar {
+    const nx_gram_t *gram;          /* borrowed, outlives the nx_gen; NULL: only banned_ids */
+    const nx_gram_vocab_t *vocab;   /* borrowed: the trie of the model's tokenizer, built with
+                                     * the generation's stop ids as its end ids */
+    /* Lazy start: free text until one of these is generated, then the grammar applies,
+     * starting with the trigger's own bytes (and any bytes after it in the same token), fed to
+     * the matcher. None: from the start. */
+    const int32_t *trigger_ids;
+    size_t trigger_id_count;
+    const char *const *trigger_strs;
+    size_t trigger_str_count;
+    /* A thinking block stays free: when the output opens with think_open (e.g. "<think>"),
+     * the grammar (or trigger search) starts after think_close ("</think>") and any
+     * whitespace after it. NULL: none. Without triggers, the first pick may be think_open's
+     * first token as well as what the grammar allows. */
+    const char *think_open, *think_close;
+    /* Ids never picked in free text (before the trigger, thinking included): tool_choice
+     * "none" bans the tool-call opener. */
+    const int32_t *banned_ids;
+    size_t banned_id_count;
+    /* Optional, borrowed: a matcher of gram and vocab (grammar.h) shared by the generations
+     * that one thread drives (an executor's), each with its own state in it, so the masks
+     * (and the token-class walks behind them) one generation computes serve all: without it,
+     * every generation has a matcher of its own and starts with cold masks. Must outlive the
+     * nx_gen and not be reset while one uses it. NULL: a matcher of its own. */
+    struct nx_gram_matcher *matcher;
+} nx_gen_grammar_t;
+
+/* Constrain generation by a grammar. Before the first pick (NX_ESTATE after it). Copies what
+ * it needs (ids, strings); gram and vocab stay borrowed. NX_EINVAL on a bad combination
+ * (gram without vocab, a vocabulary larger than the model's, think_open without
+ * think_close, triggers or think without a grammar, an id outside the vocabulary, an empty
+ * trigger string). */
+int nx_gen_set_grammar(nx_gen_t *g, const nx_gen_grammar_t *grammar, nx_err_t *err);
+/* The grammar has started (the trigger was generated, or no trigger). */
+bool nx_gen_grammar_started(const nx_gen_t *g);
+/* The grammar's text so far is a complete sentence (it accepts; it may be finished). */
+bool nx_gen_grammar_accepted(const nx_gen_t *g);
+/* nx_generate under a grammar (NULL: nx_generate itself): the grammar is set on the
+ * generation's state before the prompt's step, so the first pick is already masked. */
+int nx_generate_grammar(nx_engine_t *engine, nx_seq_t *seq, const nx_tokenizer_t *tok,
+                        const int32_t *prompt, size_t prompt_len, const nx_sampling_t *sampling,
+                        const int32_t *stop_ids, size_t stop_id_count,
+                        const nx_gen_grammar_t *grammar, nx_emit_fn emit, void *user,
+                        nx_gen_result_t *out, nx_err_t *err);
 
 #endif

@@ -21,12 +21,22 @@ typedef struct nx__pick {
     double draw;                /* uniform in [0, 1); 0 when greedy */
     const int32_t *penalty_ids; /* distinct ids inside the vocabulary; NULL when none */
     uint32_t penalty_count;
+    /* A grammar's token mask (bit id % 32 of word id / 32), applied before everything else:
+     * only allowed ids can be picked, and the draw follows the constrained distribution.
+     * NULL: no mask. Ids at or past allow_bits are disallowed. Points into the caller's
+     * buffer (nx__sampler_set_allow), valid until the pick is done. */
+    const uint32_t *allow;
+    uint32_t allow_bits;
 } nx__pick_t;
 
 /* The next pick of `self`: takes one draw from its generator unless greedy. penalty_ids
  * point into the sampler and stay valid until its next plan or pick. */
 void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history_len,
                       nx__pick_t *out);
+/* The mask the next plans of `self` carry (NULL: none); borrowed until it is replaced. The
+ * generation state sets it before each pick while a grammar applies. NX_ENOMEM when the
+ * masked row cannot be allocated (once per sampler, on the first mask). */
+int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits);
 /* Carry a plan of `self` out on host logits (vocab floats). nx_sampler_pick is
  * nx__sampler_plan followed by this. */
 int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits);

@@ -33,6 +33,8 @@ struct nx_sampler {
     int32_t *penalty_ids; /* [vocab] distinct ids of the last plan's history */
     double bin_mass[NUCLEUS_BINS]; /* top-p histogram: summed weight per bin */
     float *masked;        /* [vocab] logits under a grammar mask; allocated on first use */
+    const uint32_t *allow; /* the mask the next plans carry (nx__sampler_set_allow); NULL */
+    uint32_t allow_bits;
 };
 
 /* ---- the generator: splitmix64 expands the seed into xoshiro256**'s state ---------------- */
@@ -175,6 +177,48 @@ void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history
     }
     if (p->temperature != 0.0f)
         out->draw = uniform01(self->rng);
+    out->allow = self->allow;
+    out->allow_bits = self->allow ? self->allow_bits : 0;
+}
+
+int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits)
+{
+    if (allow && !self->masked &&
+        !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
+        return NX_ENOMEM;
+    self->allow = allow;
+    self->allow_bits = allow_bits;
+    return NX_OK;
+}
+
+static bool allowed_id(const nx__pick_t *p, uint32_t id)
+{
+    return id < p->allow_bits && (p->allow[id >> 5] >> (id & 31) & 1);
+}
+
+/* The plan's mask over logits into self->masked (disallowed: -inf); the lowest allowed id,
+ * -1 when none. Hot while a grammar applies: one pass over the vocabulary, word by word. */
+static int32_t apply_mask(nx_sampler_t *self, const float *logits, const nx__pick_t *p)
+{
+    int32_t first = -1;
+    uint32_t words = (self->vocab + 31) / 32;
+    for (uint32_t w = 0; w < words; w++) {
+        uint32_t base = w * 32;
+        uint32_t bits = w < (p->allow_bits + 31) / 32 ? p->allow[w] : 0;
+        if (base + 32 > p->allow_bits && base < p->allow_bits)
+            bits &= (p->allow_bits - base >= 32) ? ~0u : ((1u << (p->allow_bits - base)) - 1);
+        uint32_t end = base + 32 < self->vocab ? base + 32 : self->vocab;
+        if (bits == 0) {
+            for (uint32_t i = base; i < end; i++)
+                self->masked[i] = -INFINITY;
+            continue;
+        }
+        if (first < 0)
+            first = (int32_t)(base + (uint32_t)__builtin_ctz(bits));
+        for (uint32_t i = base; i < end; i++)
+            self->masked[i] = (bits >> (i - base) & 1) ? logits[i] : -INFINITY;
+    }
+    return first;
 }
 
 /* CTRL's penalty over the plan's distinct ids: positive logits are divided by it, negative
@@ -462,12 +506,24 @@ static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
     return c[0].id;
 }
 
+/* The grammar mask goes first: disallowed logits become -inf before the repetition penalty
+ * (which keeps -inf at -inf), temperature, top-k, top-p and min-p, so the distribution the
+ * draw reads is exactly the constrained one and nothing is resampled. With a mask, -1 when it
+ * allows no id; an id the mask allows otherwise (all allowed logits -inf or NaN: the lowest
+ * allowed id). */
 int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits)
 {
+    int32_t first = -1;
+    if (plan->allow) {
+        if (!self->masked || (first = apply_mask(self, logits, plan)) < 0)
+            return -1;
+        logits = self->masked;
+    }
     const float *row = apply_penalty(self, logits, plan);
-    if (plan->temperature == 0.0f)
-        return argmax(row, self->vocab);
-    return sample(self, row, plan);
+    int32_t id = plan->temperature == 0.0f ? argmax(row, self->vocab) : sample(self, row, plan);
+    if (plan->allow && (id < 0 || !allowed_id(plan, (uint32_t)id)))
+        id = first;
+    return id;
 }
 
 int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
@@ -478,28 +534,18 @@ int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *
     return nx__sampler_pick_plan(self, &plan, logits);
 }
 
-/* The grammar mask goes first: disallowed logits become -inf before the repetition penalty
- * (which keeps -inf at -inf), temperature, top-k, top-p and min-p, so the distribution the
- * draw reads is exactly the constrained one and nothing is resampled. */
+/* nx__sampler_pick_plan under a mask given for this one pick. */
 int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const int32_t *history,
                                size_t history_len, const uint32_t *allow, uint32_t allow_bits)
 {
-    if (!self->masked && !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
-        return -1;
-    int32_t first = -1;
-    for (uint32_t i = 0; i < self->vocab; i++) {
-        bool ok = i < allow_bits && (allow[i >> 5] >> (i & 31) & 1);
-        self->masked[i] = ok ? logits[i] : -INFINITY;
-        if (ok && first < 0)
-            first = (int32_t)i;
-    }
-    if (first < 0)
+    const uint32_t *saved = self->allow;
+    uint32_t saved_bits = self->allow_bits;
+    if (nx__sampler_set_allow(self, allow, allow_bits) != NX_OK)
         return -1;
     nx__pick_t plan;
     nx__sampler_plan(self, history, history_len, &plan);
-    int32_t id = nx__sampler_pick_plan(self, &plan, self->masked);
-    /* every allowed logit -inf or NaN: the pick falls back to id 0; keep it inside the mask */
-    if (id < 0 || (uint32_t)id >= allow_bits || !(allow[id >> 5] >> (id & 31) & 1))
-        id = first;
+    int32_t id = nx__sampler_pick_plan(self, &plan, logits);
+    self->allow = saved;
+    self->allow_bits = saved_bits;
     return id;
 }

@@ -31,6 +31,11 @@ typedef struct nx_agent_conf {
     bool memory_session; /* memory: session */
     uint32_t memory_turns; /* turn limit for session memory (default 20) */
     char *next;          /* the agent that receives this agent's output, or NULL */
+    char *output_schema; /* output_schema as canonical JSON text (compact), or NULL: answers
+                            are decoded under it (typed.h) */
+    bool output_strict;  /* output_strict: additionalProperties false unless given */
+    char *input_schema;  /* input_schema as canonical JSON text, or NULL: a task's input must
+                            be JSON valid under it */
     uint32_t queue_limit; /* limits.queue, default 64 */
     uint32_t timeout_ms;  /* limits.timeout (seconds in YAML), default 300 s */
     char *source_path;   /* the YAML file */

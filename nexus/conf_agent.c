@@ -14,6 +14,9 @@
  *   memory: none | session | {type: none} | {type: session, turns: 20}
  *   next: editor                  # the agent that receives this agent's output
  *   limits: {queue: 1..100000, timeout: 5m}
+ *   output_schema: {type: object, ...}   # a JSON Schema as YAML, or "x.json" (a file beside
+ *   input_schema: schemas/in.json        # this one); compiled here: a schema the compiler
+ *   output_strict: false                 # refuses is an error at the key (typed.h)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 
 #include "conf.h"
 #include "conf_yaml.h"
+#include "typed.h"
 
 #define MAX_STOP_STRINGS 16
 #define DEFAULT_TURNS 20
@@ -30,7 +34,8 @@
 
 static const char *const agent_keys[] = {"name",      "description", "model",  "system_prompt",
                                          "chat_template", "generation", "residency", "memory",
-                                         "next",      "limits",      NULL};
+                                         "next",      "limits",      "output_schema", "input_schema",
+                                         "output_strict", NULL};
 static const char *const agent_required[] = {"name", "model", NULL};
 static const char *const gen_keys[] = {"max_tokens", "temperature", "top_p",
                                        "top_k",      "min_p",       "repetition_penalty",
@@ -201,6 +206,87 @@ static int parse_limits(nx__yfile_t *f, yaml_node_t *l, nx_agent_conf_t *a, nx_e
     return rc;
 }
 
+/* A schema file beside the agent file: its JSON text (caller frees), or NULL with err set at
+ * the key's node. */
+static char *read_schema_file(nx__yfile_t *f, yaml_node_t *n, const char *field, nx_err_t *err)
+{
+    char *name = NULL;
+    if (nx__yget_string(f, n, field, false, &name, err) != NX_OK)
+        return NULL;
+    char *path = nx__conf_abspath(f->dir, name);
+    free(name);
+    json_error_t jerr;
+    json_t *doc = path ? json_load_file(path, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!text)
+        nx__yerr(f, n, field, err, "%s: %s (line %d column %d)", path ? path : "?",
+                 doc ? "no memory" : jerr.text, doc ? 0 : jerr.line, doc ? 0 : jerr.column);
+    json_decref(doc);
+    free(path);
+    return text;
+}
+
+/* The key node of `key` in mapping `map` (for messages about the whole value). */
+static yaml_node_t *key_node(nx__yfile_t *f, yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(&f->doc, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+/* output_schema / input_schema: an inline mapping or a .json file name; compiled here so a
+ * schema the grammar compiler refuses stops start-up at the key, with its keyword and JSON
+ * pointer. *out is the canonical text. */
+static int parse_schema(nx__yfile_t *f, yaml_node_t *root, yaml_node_t *n, const char *field,
+                        bool strict, char **out, nx_err_t *err)
+{
+    char *text = NULL;
+    if (n->type == YAML_MAPPING_NODE) {
+        json_t *doc;
+        int rc = nx__yget_json(f, n, field, &doc, err);
+        if (rc != NX_OK)
+            return rc;
+        text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(doc);
+        if (!text)
+            return nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    } else if (n->type == YAML_SCALAR_NODE) {
+        if (!(text = read_schema_file(f, n, field, err)))
+            return err && err->code ? err->code : NX_EFORMAT;
+    } else {
+        return nx__yexpect(f, n, field, "a JSON Schema (a mapping) or the name of a .json "
+                           "file beside this one", err);
+    }
+    nx_typed_t *typed = NULL;
+    nx_err_t e = {0};
+    if (nx_typed_new(NX_TYPED_SCHEMA, text, strlen(text), strict, &typed, &e) != NX_OK) {
+        free(text);
+        yaml_node_t *key = key_node(f, root, field);
+        return nx__yerr(f, key ? key : n, field, err, "%s", e.msg);
+    }
+    nx_typed_release(&typed);
+    *out = text;
+    return NX_OK;
+}
+
+static int parse_schemas(nx__yfile_t *f, yaml_node_t *root, nx_agent_conf_t *a, nx_err_t *err)
+{
+    yaml_node_t *n;
+    int rc = NX_OK;
+    if ((n = nx__ymap_get(f, root, "output_strict")))
+        rc = nx__yget_bool(f, n, "output_strict", &a->output_strict, err);
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "output_schema")))
+        rc = parse_schema(f, root, n, "output_schema", a->output_strict, &a->output_schema,
+                          err);
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "input_schema")))
+        rc = parse_schema(f, root, n, "input_schema", false, &a->input_schema, err);
+    return rc;
+}
+
 static bool model_is_path(const char *model)
 {
     return model[0] == '/' || strncmp(model, "./", 2) == 0 || strncmp(model, "../", 3) == 0 ||
@@ -318,6 +404,8 @@ int nx__agent_parse(nx__yfile_t *f, const char *models_dir, nx_agent_conf_t *a,
         rc = parse_texts(f, root, a, err);
     if (rc == NX_OK)
         rc = parse_sections(f, root, a, marks, err);
+    if (rc == NX_OK)
+        rc = parse_schemas(f, root, a, err);
     return rc;
 }
 
@@ -333,6 +421,8 @@ void nx__agent_clear(nx_agent_conf_t *a)
             free(*s);
     free(a->stop_owned);
     free(a->next);
+    free(a->output_schema);
+    free(a->input_schema);
     free(a->source_path);
     memset(a, 0, sizeof *a);
 }

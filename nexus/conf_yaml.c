@@ -699,3 +699,96 @@ out_fail:
     free(out);
     return NULL;
 }
+
+/* ---- a YAML tree as JSON ---------------------------------------------------------------------- */
+
+#define JSON_MAX_NODES 100000 /* aliases can repeat a subtree: bound the copy */
+
+typedef struct to_json {
+    nx__yfile_t *f;
+    const char *field;
+    nx_err_t *err;
+    size_t nodes;
+} to_json_t;
+
+static json_t *scalar_json(to_json_t *c, const yaml_node_t *n)
+{
+    const char *t = scalar_text(n);
+    switch (scalar_kind(n)) {
+    case Y_NULL:
+        return json_null();
+    case Y_BOOL:
+        return json_boolean(t[0] == 't' || t[0] == 'T' || t[0] == 'y' || t[0] == 'Y' ||
+                            ((t[0] == 'o' || t[0] == 'O') && (t[1] == 'n' || t[1] == 'N')));
+    case Y_INT:
+        if (rx_match(RE_DEC_INT, t, 0, NULL)) {
+            errno = 0;
+            long long v = strtoll(t, NULL, 10);
+            if (errno == 0)
+                return json_integer(v);
+        }
+        break;
+    case Y_FLOAT:
+        if (rx_match(RE_DEC_FLOAT, t, 0, NULL))
+            return json_real(strtod(t, NULL));
+        break;
+    default:
+        if (strlen(t) != n->data.scalar.length)
+            break; /* a NUL inside */
+        return json_string(t);
+    }
+    nx__yerr(c->f, n, c->field, c->err, "expected JSON: a decimal number in 64 bits, a string, "
+             "true, false or null; got '%.40s' (quote it for a string)", t);
+    return NULL;
+}
+
+static json_t *node_json(to_json_t *c, yaml_node_t *n, int depth)
+{
+    if (++c->nodes > JSON_MAX_NODES || depth > NX__CONF_MAX_DEPTH) {
+        nx__yerr(c->f, n, c->field, c->err, "more than %d nodes or deeper than %d levels",
+                 JSON_MAX_NODES, NX__CONF_MAX_DEPTH);
+        return NULL;
+    }
+    if (n->type == YAML_SCALAR_NODE)
+        return scalar_json(c, n);
+    json_t *out = n->type == YAML_MAPPING_NODE ? json_object() : json_array();
+    if (!out) {
+        nx_err_set(c->err, NX_ENOMEM, "%s: no memory", c->f->path);
+        return NULL;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top;
+             i++) {
+            json_t *item = node_json(c, yaml_document_get_node(&c->f->doc, *i), depth + 1);
+            if (!item || json_array_append_new(out, item) != 0)
+                goto out_fail;
+        }
+        return out;
+    }
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->f->doc, p->key);
+        if (!is_str(k)) {
+            nx__yexpect(c->f, k, c->field, "a string key", c->err);
+            goto out_fail;
+        }
+        if (json_object_get(out, scalar_text(k))) {
+            nx__yerr(c->f, k, c->field, c->err, "key '%.64s' is given twice", scalar_text(k));
+            goto out_fail;
+        }
+        json_t *v = node_json(c, yaml_document_get_node(&c->f->doc, p->value), depth + 1);
+        if (!v || json_object_set_new(out, scalar_text(k), v) != 0)
+            goto out_fail;
+    }
+    return out;
+out_fail:
+    json_decref(out);
+    return NULL;
+}
+
+int nx__yget_json(nx__yfile_t *f, yaml_node_t *node, const char *field, json_t **out,
+                  nx_err_t *err)
+{
+    to_json_t c = {.f = f, .field = field, .err = err};
+    *out = node_json(&c, node, 0);
+    return *out ? NX_OK : (err && err->code ? err->code : NX_EFORMAT);
+}

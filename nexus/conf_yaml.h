@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <yaml.h>
 
 #include "nx_err.h"
@@ -78,6 +79,11 @@ int nx__yget_size(const nx__yfile_t *f, const yaml_node_t *node, const char *fie
 /* Seconds: an integer, or "30s" / "10m" / "1h" / "2d"; at most max_s. */
 int nx__yget_duration(const nx__yfile_t *f, const yaml_node_t *node, const char *field,
                       uint64_t min_s, uint64_t max_s, uint64_t *seconds_out, nx_err_t *err);
+
+/* A YAML subtree as JSON (scalars typed as above; a number must be decimal; keys strings,
+ * none twice). NX_EFORMAT naming the field and the offending node. Caller owns *out. */
+int nx__yget_json(nx__yfile_t *f, yaml_node_t *node, const char *field, json_t **out,
+                  nx_err_t *err);
 
 /* `rel` made absolute against `base_dir` and normalized ("." and ".." folded), without
  * touching the file system (the path may not exist yet). Caller frees; NULL on no memory. */

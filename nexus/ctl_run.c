@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "ctl.h"
+#include "grammar.h"
 #include "nx_engine.h"
 
 #define RUN_MAX_STOPS 16
@@ -36,6 +37,10 @@ typedef struct run_args {
     uint32_t context;
     nx_sampling_t sampling;
     const char *stops[RUN_MAX_STOPS];
+    const char *json_schema; /* --json-schema FILE */
+    const char *gbnf;        /* --grammar FILE.gbnf */
+    bool json_object;        /* --json-object */
+    nx_gram_t *gram;         /* compiled from one of the three before the model loads */
 } run_args_t;
 
 static const char run_usage[] =
@@ -44,6 +49,7 @@ static const char run_usage[] =
     "         [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "         [--repetition-penalty R] [--seed N] [--stop TEXT]... [--device auto|cpu|cuda]\n"
     "         [--threads N] [--context N] [--json] [--prompt-ids 1,2,3]\n"
+    "         [--json-schema FILE | --json-object | --grammar FILE.gbnf]\n"
     "         [--models DIR | --config FILE]\n"
     "  MODEL: a model folder or .gguf file, a name in the models folder, or Org/Name[@REV]\n";
 
@@ -138,6 +144,12 @@ static bool parse_value_option(const char *opt, const char *val, run_args_t *a, 
             return false;
         }
         a->chat = true; /* a template is a chat rendering */
+    } else if (strcmp(opt, "--json-schema") == 0 || strcmp(opt, "--grammar") == 0) {
+        if (!val || !*val) {
+            *rc = usage_error("%s takes a file", opt);
+            return false;
+        }
+        *(opt[2] == 'j' ? &a->json_schema : &a->gbnf) = val;
     } else {
         assert(strcmp(opt, "--prompt-ids") == 0);
         if (!val || !*val) {
@@ -159,7 +171,7 @@ bad:
 static const char *const value_options[] = {
     "--max-tokens", "--top-k", "--seed", "--threads", "--context", "--temperature", "--top-p",
     "--min-p", "--repetition-penalty", "--device", "--stop", "--system", "--prompt-ids",
-    "--template"};
+    "--template", "--json-schema", "--grammar"};
 
 static bool takes_value(const char *opt)
 {
@@ -202,6 +214,62 @@ static bool parse_ids(const char *text, int32_t **ids_out, size_t *count_out)
     return false;
 }
 
+/* The whole file (NUL-terminated, malloc'ed), or NULL with errno set. */
+static char *read_file(const char *path, size_t *len_out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, f);
+        if (ferror(f) || feof(f))
+            break;
+        char *p = len + 1 >= cap ? realloc(buf, cap *= 2) : buf;
+        if (!p)
+            free(buf);
+        buf = p;
+    }
+    int failed = !buf || ferror(f);
+    fclose(f);
+    if (failed) {
+        free(buf);
+        errno = errno ? errno : EIO;
+        return NULL;
+    }
+    buf[len] = '\0';
+    *len_out = len;
+    return buf;
+}
+
+/* --json-schema, --json-object or --grammar, compiled before anything is loaded: a schema's
+ * error names the keyword and its JSON pointer, a GBNF grammar's FILE:LINE:COL. */
+static int compile_grammar(run_args_t *a)
+{
+    int given = (a->json_schema != NULL) + (a->gbnf != NULL) + a->json_object;
+    if (given == 0)
+        return NX_CTL_EXIT_OK;
+    if (given > 1)
+        return usage_error("give one of --json-schema, --json-object and --grammar");
+    nx_err_t err = {0};
+    if (a->json_object) {
+        a->gram = nx_gram_json_object(&err);
+        return a->gram ? NX_CTL_EXIT_OK : usage_error("--json-object: %s", err.msg);
+    }
+    const char *path = a->json_schema ? a->json_schema : a->gbnf;
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    if (!text)
+        return usage_error("cannot read '%s': %s", path, strerror(errno));
+    a->gram = a->json_schema ? nx_gram_from_json_schema(text, len, NULL, &err)
+                             : nx_gram_from_gbnf(text, len, &err);
+    free(text);
+    if (!a->gram)
+        return usage_error("%s:%s%s", path, a->gbnf ? "" : " ", err.msg);
+    return NX_CTL_EXIT_OK;
+}
+
 static int parse_args(int argc, char **argv, run_args_t *a)
 {
     int rc = NX_CTL_EXIT_OK;
@@ -213,6 +281,8 @@ static int parse_args(int argc, char **argv, run_args_t *a)
             a->no_think = true;
         } else if (strcmp(opt, "--json") == 0) {
             a->json = true;
+        } else if (strcmp(opt, "--json-object") == 0) {
+            a->json_object = true;
         } else if (takes_value(opt)) {
             if (!parse_value_option(opt, i + 1 < argc ? argv[i + 1] : NULL, a, &rc))
                 return rc;
@@ -242,7 +312,7 @@ static int parse_args(int argc, char **argv, run_args_t *a)
     nx_err_t err = {0};
     if (nx_sampling_validate(&a->sampling, &err) != NX_OK)
         return usage_error("%s", err.msg);
-    return NX_CTL_EXIT_OK;
+    return compile_grammar(a);
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
@@ -422,6 +492,7 @@ int nx_ctl_run(int argc, char **argv)
         rc = nx_ctl_resolve_model("run", &store, a.model_dir, &model_path);
     if (rc != NX_CTL_EXIT_OK) {
         free(a.ids);
+        nx_gram_destroy(&a.gram);
         return rc;
     }
     a.model_dir = model_path;
@@ -430,6 +501,7 @@ int nx_ctl_run(int argc, char **argv)
     int32_t *ids = NULL;
     size_t id_count = 0;
     nx_gen_result_t result = {0};
+    nx_gram_vocab_t *gvocab = NULL;
     int exit_code = NX_CTL_EXIT_FAIL;
 
     if (open_model(&a, &c, &err) != NX_OK || prompt_ids(&a, &c, &ids, &id_count, &err) != NX_OK)
@@ -441,8 +513,13 @@ int nx_ctl_run(int argc, char **argv)
     }
     int32_t stops[RUN_MAX_STOP_IDS];
     size_t stop_count = stop_ids(&a, &c, stops, RUN_MAX_STOP_IDS);
-    if (nx_generate(c.engine, c.seq, c.tok, ids, id_count, &a.sampling, stops, stop_count,
-                    a.json ? NULL : emit_stdout, NULL, &result, &err) != NX_OK)
+    nx_gen_grammar_t spec = {.gram = a.gram};
+    if (a.gram && !(gvocab = nx_gram_vocab_from_tokenizer(c.tok, stops, stop_count, &err)))
+        goto out;
+    spec.vocab = gvocab;
+    if (nx_generate_grammar(c.engine, c.seq, c.tok, ids, id_count, &a.sampling, stops,
+                            stop_count, a.gram ? &spec : NULL, a.json ? NULL : emit_stdout,
+                            NULL, &result, &err) != NX_OK)
         goto out;
     run_figures_t f = {.load_s = c.load_stats.seconds, .prefill_s = result.prefill_seconds,
                        .decode_s = result.decode_seconds, .prompt_tokens = result.prompt_tokens,
@@ -464,6 +541,8 @@ out:
     if (exit_code != NX_CTL_EXIT_OK)
         fprintf(stderr, "nexusctl run: %s\n", err.msg[0] ? err.msg : nx_strerror(err.code));
     nx_gen_result_free(&result);
+    nx_gram_vocab_destroy(&gvocab);
+    nx_gram_destroy(&a.gram);
     free(ids);
     free(a.ids);
     close_model(&c);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "exec_internal.h"
+#include "typed.h"
 
 #define NX__IDLE_WAIT_MS 20 /* how often an idle executor checks keep_alive and timeouts */
 
@@ -52,6 +53,7 @@ void nx_exec_task_free(nx_exec_task_t *task)
     for (size_t i = 0; i < task->stop_owned_count; i++)
         free(task->stop_owned[i]);
     free(task->stop_owned);
+    nx_typed_release(&task->output);
     free(task);
 }
 

@@ -43,6 +43,8 @@ typedef struct nx_exec_task {
     bool stream;                  /* report NX_REPORT_TOKEN pieces */
     uint64_t accepted_ns;         /* nx_now_ns() when accepted: queue_ms counts from here */
     const char *next_model;       /* a later stage's model dir to prefetch, or NULL */
+    struct nx_typed *output;      /* the output constraint (typed.h; a reference the task
+                                     owns), or NULL: decoding follows its grammar */
 } nx_exec_task_t;
 
 void nx_exec_task_free(nx_exec_task_t *task);

@@ -24,6 +24,8 @@ typedef enum nx__mstate {
 const char *nx__mstate_name(nx__mstate_t state);
 
 typedef struct nx__model nx__model_t;
+typedef struct nx__vocab nx__vocab_t; /* exec_typed.c: a token trie of the model's tokenizer */
+typedef struct nx__shared nx__shared_t; /* exec_typed.c: a matcher the model's jobs share */
 
 /* One task inside the executor: queued on its agent's FIFO, then running on a sequence. */
 typedef struct nx__job {
@@ -38,6 +40,7 @@ typedef struct nx__job {
     size_t stop_id_count;
     nx_seq_t *seq;            /* while running */
     nx_gen_t *gen;
+    nx__shared_t *shared;     /* the shared matcher its generation uses, or NULL */
     uint64_t wait_since_ns;   /* waiting for its model's load since (0: not waiting) */
     double swap_ms;           /* total time waited for loads */
     uint64_t admitted_ns, first_token_ns;
@@ -89,6 +92,8 @@ struct nx__model {
     uint32_t queued;         /* jobs in its agents' queues */
     size_t rr_agent;         /* admission round robin over agent queues */
     bool draining;           /* admits no new sequence: a starved model needs its room */
+    nx__vocab_t *vocabs;     /* token tries for constrained tasks, built on first use */
+    nx__shared_t *shared;    /* matchers shared by its constrained jobs, one per grammar */
 };
 
 typedef struct nx__agentq {
@@ -168,6 +173,14 @@ void nx__sched_model_resident(nx_exec_t *exec, nx__model_t *model); /* swap_ms b
 void nx__sched_model_left(nx_exec_t *exec, nx__model_t *model);     /* queued tasks wait again */
 uint64_t nx__sched_oldest_queued_ns(nx_exec_t *exec, const nx__model_t *model);
 bool nx__sched_any_running(nx_exec_t *exec);
+
+/* exec_typed.c */
+/* Constrain the job's fresh generation state by its task's output constraint, if any (right
+ * after nx_gen_new, before the first pick); builds the model's token trie on first use. */
+int nx__typed_setup(nx__job_t *job, nx_err_t *err);
+/* After the job's generation is destroyed: it no longer uses its shared matcher. */
+void nx__typed_teardown(nx__job_t *job);
+void nx__typed_vocabs_free(nx__model_t *model); /* at the executor's end */
 
 /* residency.c */
 int nx__res_init(nx_exec_t *exec, nx_err_t *err);

@@ -360,6 +360,10 @@ static int parse_task(ctx_t *c, const msgpack_object *m, nx_request_t *r)
         return rc;
     if (v && (rc = parse_history(c, v, r)))
         return rc;
+    if ((rc = nx__proto_constraint(m, r, c->err))) {
+        *c->code_out = rc == NX_ENOMEM ? "internal" : "bad_request";
+        return rc;
+    }
     return parse_params(c, m, &r->params);
 }
 
@@ -493,6 +497,7 @@ void nx_request_clear(nx_request_t *req)
     free(req->input);
     free(req->session);
     free(req->model);
+    free(req->constraint);
     /* a list being filled when parsing failed holds count taken entries, the rest NULL */
     free_list(req->route, req->route_count + 1);
     free_list(req->params.stop, req->params.stop_count + 1);

@@ -54,6 +54,14 @@ typedef struct nx_turn {
     char *role, *content;
 } nx_turn_t;
 
+/* A task's own output constraint: "schema" (+ "strict"), "response_format" or "grammar". */
+typedef enum nx_constraint_kind {
+    NX_CONSTRAINT_NONE = 0,
+    NX_CONSTRAINT_SCHEMA,      /* constraint: the JSON Schema as compact JSON text */
+    NX_CONSTRAINT_JSON_OBJECT, /* any JSON object (constraint NULL) */
+    NX_CONSTRAINT_GBNF,        /* constraint: the GBNF text */
+} nx_constraint_kind_t;
+
 typedef struct nx_request {
     nx_op_t op;
     unsigned char *id;    /* the "id" value's msgpack bytes, echoed verbatim; NULL if absent */
@@ -65,6 +73,9 @@ typedef struct nx_request {
     nx_params_t params;
     nx_turn_t *history;   /* task: history_count earlier turns, oldest first, or NULL */
     size_t history_count;
+    nx_constraint_kind_t constraint_kind; /* task: its own output constraint, or NONE */
+    char *constraint;     /* the schema's JSON text or the GBNF, or NULL */
+    bool constraint_strict; /* strict (OpenAI's): additionalProperties false by default */
     int64_t task;         /* cancel */
     uint32_t limit;       /* tasks; 20 when absent */
 } nx_request_t;
@@ -101,6 +112,10 @@ void nx_writer_map_open(nx_writer_t *self, const char *key);
 void nx_writer_map_close(nx_writer_t *self);
 void nx_writer_array_open(nx_writer_t *self, const char *key);
 void nx_writer_array_close(nx_writer_t *self);
+/* A JSON value (jansson's) as msgpack under key: maps, arrays, strings, integers, reals,
+ * booleans and nil (proto_schema.c). */
+struct json_t;
+void nx_writer_json(nx_writer_t *self, const char *key, const struct json_t *value);
 /* The finished frame (valid until the writer is reset or destroyed). */
 const void *nx_writer_data(nx_writer_t *self, size_t *len_out);
 void nx_writer_reset(nx_writer_t *self);

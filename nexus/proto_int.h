@@ -32,4 +32,9 @@ bool nx__proto_str_eq(const msgpack_object *o, const char *text);
  * no such key. */
 const msgpack_object *nx__proto_get(const msgpack_object *o, const char *key);
 
+/* proto_schema.c: the task's "schema" / "strict" / "response_format" / "grammar" into r.
+ * NX_EINVAL (a bad_request) or NX_ENOMEM with err naming the field. */
+struct nx_request;
+int nx__proto_constraint(const msgpack_object *m, struct nx_request *r, nx_err_t *err);
+
 #endif

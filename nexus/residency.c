@@ -147,6 +147,7 @@ void nx__res_fini(nx_exec_t *exec)
         nx_engine_destroy(&m->engine);
         if (m->weights)
             nx_loader_unload(exec->loader, &m->weights, false);
+        nx__typed_vocabs_free(m);
         nx_tokenizer_destroy(&m->tok);
         free(m->cmds);
     }

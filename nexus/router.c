@@ -449,7 +449,8 @@ nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err)
     size_t n = opts->conf->agent_count ? opts->conf->agent_count : 1;
     self->queued = calloc(n, sizeof *self->queued);
     self->running = calloc(n, sizeof *self->running);
-    if (!self->w || !self->queued || !self->running ||
+    self->typed = nx_typed_cache_new(NX__TYPED_CACHE);
+    if (!self->w || !self->queued || !self->running || !self->typed ||
         nx_metrics_init(&self->metrics, opts->conf->agent_count) != NX_OK)
         goto out_free;
     self->router = opts->router;
@@ -457,6 +458,7 @@ nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err)
     self->next_command_id = 1;
     return self;
 out_free:
+    nx_typed_cache_destroy(&self->typed);
     nx_metrics_clear(&self->metrics);
     nx_writer_destroy(&self->w);
     free(self->queued);
@@ -490,6 +492,7 @@ void nx__router_destroy(nx__router_t **self_p)
     zsock_destroy(&self->pub);
     nx_writer_destroy(&self->w);
     nx_metrics_clear(&self->metrics);
+    nx_typed_cache_destroy(&self->typed);
     free(self->queued);
     free(self->running);
     free(self);

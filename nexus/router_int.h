@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "metrics.h"
 #include "proto.h"
+#include "typed.h"
 
 /* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
  * "id" bytes. envelope NULL: nobody to answer. owner says who sent it, for the ops that care
@@ -48,6 +49,9 @@ typedef struct nx__job {
     const nx_agent_conf_t *next;   /* the stage being inserted with that FINISH, or NULL */
     uint64_t accepted_ns;
     nx__held_t *held_tokens;       /* its tokens merged while its client is held, or NULL */
+    nx_typed_t *task_typed;        /* the request's own output constraint (the last stage's),
+                                      or NULL */
+    nx_typed_t *stage_typed;       /* the running stage's constraint, or NULL */
 } nx__job_t;
 
 /* A load/evict/pin/unpin waiting for its COMMAND report. */
@@ -58,6 +62,7 @@ typedef struct nx__cmd {
 } nx__cmd_t;
 
 #define NX__JOB_BUCKETS 1024
+#define NX__TYPED_CACHE 64 /* distinct schemas kept compiled (least recently used goes) */
 #define NX__MAX_STAGES 16 /* a pipeline longer than this (a `next` cycle) ends there */
 
 struct nx__router {
@@ -80,6 +85,7 @@ struct nx__router {
     uint64_t replies_dropped;    /* replies never sent: client gone (or no memory) */
     int retry_ms;                /* the wait before the next try at held clients */
     nx_metrics_t metrics;        /* counters for the `metrics` op (GET /metrics) */
+    nx_typed_cache_t *typed;     /* compiled output and input schemas, by digest */
 };
 
 /* router.c */

@@ -55,7 +55,54 @@ void nx__job_free(nx__job_t *job)
     }
     free(job->history);
     nx_report_free(job->finished);
+    nx_typed_release(&job->task_typed);
+    nx_typed_release(&job->stage_typed);
     free(job);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Typed agents (typed.h): the constraint a stage decodes under, and its input check
+ */
+static const char *constraint_field(const nx_request_t *req)
+{
+    return req->constraint_kind == NX_CONSTRAINT_GBNF ? "grammar" : "schema";
+}
+
+/* The stage's output constraint: the request's own for the last stage, else the agent's
+ * output_schema; *out NULL when neither. Compiled once per distinct text (the cache). */
+static int stage_constraint(nx__router_t *self, const nx__job_t *job,
+                            const nx_agent_conf_t *agent, bool last, nx_typed_t **out,
+                            nx_err_t *err)
+{
+    *out = NULL;
+    if (last && job->task_typed) {
+        *out = nx_typed_ref(job->task_typed);
+        return NX_OK;
+    }
+    if (!agent->output_schema)
+        return NX_OK;
+    int rc = nx_typed_cache_get(self->typed, NX_TYPED_SCHEMA, agent->output_schema,
+                                strlen(agent->output_schema), agent->output_strict, out, err);
+    if (rc != NX_OK)
+        nx_err_prefix(err, "agent '%s': output_schema: ", agent->name);
+    return rc;
+}
+
+/* An agent with input_schema takes JSON valid under it: NX_EINVAL naming the pointer. */
+static int check_input(nx__router_t *self, const nx_agent_conf_t *agent, const char *input,
+                       nx_err_t *err)
+{
+    if (!agent->input_schema)
+        return NX_OK;
+    nx_typed_t *schema = NULL;
+    int rc = nx_typed_cache_get(self->typed, NX_TYPED_SCHEMA, agent->input_schema,
+                                strlen(agent->input_schema), false, &schema, err);
+    if (rc == NX_OK)
+        rc = nx_typed_check_input(schema, input, err);
+    nx_typed_release(&schema);
+    if (rc != NX_OK)
+        nx_err_prefix(err, "agent '%s': ", agent->name);
+    return rc;
 }
 
 /* The request's id for the tasks table: its text when it is a string, else its bytes in hex. */
@@ -223,7 +270,28 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         refuse(self, client, "bad_request", err.msg);
         return;
     }
+    nx_typed_t *task_typed = NULL;
+    if (req->constraint_kind != NX_CONSTRAINT_NONE) {
+        const char *text = req->constraint ? req->constraint : "";
+        int rc = nx_typed_cache_get(self->typed, req->constraint_kind, text, strlen(text),
+                                    req->constraint_strict, &task_typed, &err);
+        if (rc != NX_OK) {
+            nx_err_prefix(&err, "field '%s': ", constraint_field(req));
+            refuse(self, client, rc == NX_ENOMEM ? "internal" : "bad_request", err.msg);
+            return;
+        }
+    }
+    if (check_input(self, agent, req->input, &err) != NX_OK) {
+        nx_typed_release(&task_typed);
+        nx_err_prefix(&err, "field 'input': ");
+        refuse(self, client, "bad_request", err.msg);
+        return;
+    }
     nx__job_t *job = calloc(1, sizeof *job);
+    if (job)
+        job->task_typed = task_typed;
+    else
+        nx_typed_release(&task_typed);
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_INSERT, job);
     if (!job || !sreq)
         goto out_nomem;
@@ -295,14 +363,22 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
         return;
     }
     const nx_agent_conf_t *next = next_agent(self, job);
+    nx_err_t err = {0};
+    nx_typed_release(&job->stage_typed);
+    if ((job->stage_index > 0 && check_input(self, job->agent, input, &err) != NX_OK) ||
+        stage_constraint(self, job, job->agent, !next, &job->stage_typed, &err) != NX_OK) {
+        if ((early = synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
+            handle_finished(self, job, early);
+        return;
+    }
     nx_exec_task_t *t = calloc(1, sizeof *t);
     if (!t)
         goto out_nomem;
+    t->output = nx_typed_ref(job->stage_typed);
     t->task_id = job->stage_id;
     t->agent = job->agent;
     t->input = strdup(input ? input : "");
     t->sampling = job->agent->generation;
-    nx_err_t err = {0};
     if (nx_params_apply(&job->params, &t->sampling, &err) != NX_OK) {
         nx_log(NX_LOG_WARN, "task %lld: params do not apply to agent '%s' (%s); its own "
                "settings are used", (long long)job->stage_id, job->agent->name, err.msg);
@@ -405,6 +481,20 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     nx__store_send(self, sreq);
 }
 
+/* A constrained answer: schema_digest, and its JSON value unless max_tokens cut it. */
+static void write_typed(nx_writer_t *w, const nx_typed_t *typed, const nx_report_t *rep)
+{
+    if (!typed)
+        return;
+    nx_writer_str(w, "schema_digest", nx_typed_digest(typed));
+    if (!nx_typed_has_value(typed) || (rep->stop_reason && !strcmp(rep->stop_reason, "length")))
+        return;
+    json_t *value = nx_typed_answer_value(rep->text);
+    if (value)
+        nx_writer_json(w, "value", value);
+    json_decref(value);
+}
+
 static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_t *sreq)
 {
     nx_report_t *rep = job->finished;
@@ -434,6 +524,7 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
         nx_writer_map_close(w);
         nx_writer_uint(w, "turns_dropped", rep->turns_dropped);
         nx_writer_str(w, "stop_reason", rep->stop_reason);
+        write_typed(w, job->stage_typed, rep);
         nx_writer_map_open(w, "timings");
         nx_writer_real(w, "queue_ms", rep->timings.queue_ms);
         nx_writer_real(w, "swap_ms", rep->timings.swap_ms);

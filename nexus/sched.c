@@ -19,6 +19,7 @@ static void job_free(nx__job_t *job)
     if (job->seq)
         nx_seq_destroy(job->model->engine, &job->seq);
     nx_gen_destroy(&job->gen);
+    nx__typed_teardown(job);
     free(job->prompt);
     nx_exec_task_free(job->task);
     free(job);
@@ -453,6 +454,10 @@ static bool admit_one(nx_exec_t *exec, nx__model_t *m, nx__agentq_t *q)
         finish(exec, job, NX_TASK_FAILED, "internal", err.msg);
         return true;
     }
+    if (nx__typed_setup(job, &err) != NX_OK) {
+        finish(exec, job, NX_TASK_FAILED, "internal", err.msg);
+        return true;
+    }
     job->next = m->running;
     m->running = job;
     m->running_count++;
@@ -486,8 +491,11 @@ static void advance_all(nx_exec_t *exec, nx__model_t *m, nx__job_t **jobs, size_
         bool room = nx_seq_len(job->seq) < nx_seq_capacity(job->seq);
         int32_t next = 0;
         int rc = nx_gen_advance_id(job->gen, nx_seq_picked(job->seq), room, &next, &err);
-        if (rc == NX_OK && !nx_gen_stop_reason(job->gen))
-            rc = nx_seq_feed(job->seq, &next, 1, &err);
+        if (rc == NX_OK && !nx_gen_stop_reason(job->gen)) {
+            const int32_t *feed; /* the picked id, and any tokens a grammar forced after it */
+            size_t feed_count = nx_gen_next_ids(job->gen, &feed);
+            rc = nx_seq_feed(job->seq, feed, feed_count, &err);
+        }
         if (rc != NX_OK || nx_gen_stop_reason(job->gen)) {
             unlink_running(m, job);
             if (rc != NX_OK)

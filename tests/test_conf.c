@@ -537,6 +537,55 @@ static void test_endpoint_is_loopback(void **state)
             fail_msg("'%s' is not loopback", no[i] ? no[i] : "NULL");
 }
 
+/* ---- typed agents: output_schema / input_schema ------------------------------------------------ */
+
+static void test_agent_schemas(void **state)
+{
+    fixture_t *fx = *state;
+    write_nexus(fx, "");
+    mkdirs(at(fx, "models/m"));
+    write_file(fx, "agents/a.yaml",
+               "name: a\nmodel: m\noutput_strict: true\noutput_schema:\n  type: object\n"
+               "  properties:\n    n: {type: integer, minimum: 1}\n    ok: {type: boolean}\n"
+               "  required: [n]\ninput_schema: in.json\n");
+    write_file(fx, "agents/in.json", "{ \"type\": \"array\", \"items\": {\"enum\": [\"x\", 2]} }");
+    nx_nexus_conf_t *conf = load_ok(fx);
+    const nx_agent_conf_t *a = nx_nexus_conf_agent(conf, "a");
+    assert_non_null(a);
+    assert_true(a->output_strict);
+    assert_string_equal(a->output_schema,
+                        "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\","
+                        "\"minimum\":1},\"ok\":{\"type\":\"boolean\"}},\"required\":[\"n\"]}");
+    assert_string_equal(a->input_schema, "{\"type\":\"array\",\"items\":{\"enum\":[\"x\",2]}}");
+    nx_nexus_conf_free(&conf);
+}
+
+static void test_agent_schema_refused_at_its_key(void **state)
+{
+    fixture_t *fx = *state;
+    write_nexus(fx, "");
+    mkdirs(at(fx, "models/m"));
+    write_file(fx, "agents/a.yaml",
+               "name: a\nmodel: m\noutput_schema:\n  type: object\n"
+               "  patternProperties: {\"^x\": {type: string}}\n");
+    const char *msg = load_fails(fx, NX_EFORMAT);
+    assert_contains(msg, "agents/a.yaml:3:1: field 'output_schema'"); /* the key */
+    assert_contains(msg, "unsupported keyword 'patternProperties'");
+
+    write_file(fx, "agents/a.yaml", "name: a\nmodel: m\ninput_schema: missing.json\n");
+    msg = load_fails(fx, NX_EFORMAT);
+    assert_contains(msg, "agents/a.yaml:3:15: field 'input_schema'");
+    assert_contains(msg, "missing.json");
+
+    write_file(fx, "agents/a.yaml", "name: a\nmodel: m\noutput_schema: [1]\n");
+    msg = load_fails(fx, NX_EFORMAT);
+    assert_contains(msg, "a JSON Schema (a mapping)");
+
+    write_file(fx, "agents/a.yaml", "name: a\nmodel: m\noutput_schema: {maxLength: 0x10}\n");
+    msg = load_fails(fx, NX_EFORMAT);
+    assert_contains(msg, "a decimal number");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +604,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_duplicate_keys_and_encoding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_is_xxh3_of_the_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_schemas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_schema_refused_at_its_key, setup, teardown),
         cmocka_unit_test(test_endpoint_is_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

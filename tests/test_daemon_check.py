@@ -113,3 +113,27 @@ def test_check_refuses_a_home_that_cannot_be_written():
         assert r.returncode == 0, r.stderr
     finally:
         d.close()
+
+
+def test_check_and_start_refuse_a_schema_the_compiler_refuses():
+    """An agent's output_schema is compiled by --check and at start: a keyword the compiler
+    cannot enforce stops both at FILE:LINE:COL with the keyword and its JSON pointer."""
+    schema = {"type": "object", "properties": {"a": {"type": "object",
+                                                     "patternProperties": {"^x": {}}}}}
+    d = du.Daemon([du.agent("typed", "tq", output_schema=schema)])
+    try:
+        path = os.path.join(d.home, "agents", "typed.yaml")
+        for args in (("--check",), ()):
+            r, _ = run_nexusd("--config", d.config, *args)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert f"{path}:" in r.stderr and "field 'output_schema'" in r.stderr, r.stderr
+            assert "unsupported keyword 'patternProperties' at /properties/a" in r.stderr, \
+                r.stderr
+        with open(path, "w") as f:
+            f.write(du.to_yaml(du.agent("typed", "tq", input_schema="in.json")) + "\n")
+        with open(os.path.join(d.home, "agents", "in.json"), "w") as f:
+            f.write('{"type": "object", "properties": {"q": {"type": "string"}}}')
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    finally:
+        d.close()

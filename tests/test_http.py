@@ -72,7 +72,14 @@ AGENTS = [
     du.agent("one", "tq", generation={"max_tokens": 1500}, limits={"queue": 1}),
     du.agent("mem", "tq", memory={"type": "session", "turns": 4}),
     du.agent("broken", "tq_cut"),
+    du.agent("j", "tq", generation={"max_tokens": 64, "temperature": 1.0}),
 ]
+PERSON = {"type": "object",
+          "properties": {"name": {"type": "string", "maxLength": 8},
+                         "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                         "likes": {"type": "array", "items": {"enum": ["tea", "jazz"]},
+                                   "maxItems": 2}},
+          "required": ["name", "age", "likes"], "additionalProperties": False}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +214,42 @@ def test_openai_client_multi_turn_and_overrides(d):
     assert row["status"] == "done"
     # the request's max_tokens overrides the agent's 1500
     assert capped["usage"]["completion_tokens"] == 5 and capped["finish_reason"] == "length"
+
+
+def test_openai_client_response_format(d):
+    """json_schema (strict) and json_object through the SDK at temperature 1 on a random model:
+    the content is JSON valid under the schema every time; the SDK's parse agrees; a keyword
+    the compiler cannot enforce is a 400 naming it and its JSON pointer."""
+    need_openai()
+    import jsonschema
+    msgs = [{"role": "user", "content": "a person please"}]
+    rf = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON,
+                                                 "strict": True}}
+    bad = {"type": "json_schema", "json_schema": {"name": "bad", "schema": {
+        "type": "object", "properties": {"tags": {"type": "object",
+                                                  "patternProperties": {"^t": {}}}}}}}
+    steps = ([{"do": "chat", "model": "j", "messages": msgs, "response_format": rf, "seed": s}
+              for s in range(6)] +
+             [{"do": "parse", "model": "j", "messages": msgs, "response_format": rf, "seed": 9},
+              {"do": "chat", "model": "j", "messages": msgs, "seed": 3,
+               "response_format": {"type": "json_object"}},
+              {"do": "chat", "model": "j", "messages": msgs, "response_format": bad},
+              {"do": "chat", "model": "j", "messages": msgs,
+               "response_format": {"type": "yaml"}}])
+    out = node(d, steps)
+    for r in out[:6]:
+        assert r["finish_reason"] == "stop", r
+        jsonschema.Draft202012Validator(PERSON).validate(json.loads(r["content"]))
+    parsed = out[6]
+    assert parsed["parsed"] == json.loads(parsed["content"]), parsed
+    jsonschema.Draft202012Validator(PERSON).validate(parsed["parsed"])
+    obj = out[7]
+    if obj["finish_reason"] == "stop":
+        assert isinstance(json.loads(obj["content"]), dict), obj
+    err = out[8]["error"]
+    assert err["status"] == 400 and err["code"] == "bad_request", err
+    assert "patternProperties" in err["message"] and "/properties/tags" in err["message"], err
+    assert out[9]["error"]["status"] == 400 and "response_format.type" in out[9]["error"]["message"]
 
 
 def test_openai_client_errors_by_status(d):

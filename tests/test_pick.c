@@ -21,6 +21,7 @@
 #include "gpu_tests.h"
 
 #include "backend.h"
+#include "grammar.h"
 #include "synth.h"
 
 static nx_sampling_t sampling(float temperature, uint32_t top_k, float top_p, float min_p,
@@ -246,9 +247,43 @@ static bool allowed(const float *row, uint32_t vocab, const nx__pick_t *p, int32
     return ok;
 }
 
+static bool mask_has(const nx__pick_t *p, uint32_t id)
+{
+    return !p->allow || (id < p->allow_bits && (p->allow[id >> 5] >> (id & 31) & 1));
+}
+
+/* A grammar-like mask for row r: a few allowed ids (most rows), about a tenth, or a single
+ * one; allow_bits sometimes short of the vocabulary (the ids past it are disallowed). */
+static void fill_mask(uint32_t *mask, uint32_t vocab, uint32_t r, uint64_t *x,
+                      uint32_t *bits_out)
+{
+    uint32_t words = (vocab + 31) / 32;
+    memset(mask, 0, words * sizeof *mask);
+    uint32_t bits = r % 4 == 3 ? vocab - vocab / 7 : vocab;
+    uint32_t kind = r % 3;
+    if (kind == 0) {
+        for (int i = 0; i < 5; i++) {
+            uint32_t id = rng_next(x) % bits;
+            mask[id >> 5] |= 1u << (id & 31);
+        }
+    } else if (kind == 1) {
+        for (uint32_t id = 0; id < bits; id++)
+            if (rng_next(x) % 10 == 0)
+                mask[id >> 5] |= 1u << (id & 31);
+    }
+    uint32_t one = rng_next(x) % bits; /* at least one id */
+    mask[one >> 5] |= 1u << (one & 31);
+    for (uint32_t id = bits; id < words * 32; id++) /* set past allow_bits: must not count */
+        mask[id >> 5] |= 1u << (id & 31);
+    *bits_out = bits;
+}
+
 /* Plans for `rows` rows of every kind; CPU ids by nx__sampler_pick_plan, GPU ids by the
- * kernel; penalty ids copied out of the samplers (they are only valid until the next plan). */
-static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy)
+ * kernel; penalty ids copied out of the samplers (they are only valid until the next plan).
+ * masked: every plan carries a grammar mask (pick.h allow), and both sides must pick inside
+ * it. */
+static void compare_rows_masked(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy,
+                                bool masked)
 {
     /* calloc: gcc -O1 (make asan) cannot see the loop below fill it */
     float *logits = calloc((size_t)rows * vocab, sizeof *logits);
@@ -256,6 +291,8 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
     nx__pick_t *plans = calloc(rows, sizeof *plans);
     int32_t *pen = malloc((size_t)rows * 64 * sizeof *pen);
     int32_t *cpu = malloc(rows * sizeof *cpu), *gpu = malloc(rows * sizeof *gpu);
+    uint32_t words = (vocab + 31) / 32;
+    uint32_t *masks = calloc((size_t)rows * words, sizeof *masks);
     static const uint32_t top_ks[] = {0, 1, 5, 50, 999, 1000, 3};
     static const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.05f};
     static const float min_ps[] = {0.0f, 0.05f, 0.3f};
@@ -277,13 +314,22 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
         int32_t history[48];
         for (int i = 0; i < 48; i++)
             history[i] = (int32_t)(rng_next(&x) % vocab);
+        uint32_t *mask = masks + (size_t)r * words, bits = 0;
+        if (masked) {
+            fill_mask(mask, vocab, r, &x, &bits);
+            assert_int_equal(nx__sampler_set_allow(sampler, mask, bits), NX_OK);
+        }
         nx__sampler_plan(sampler, history, 48, &plans[r]);
+        assert_true(plans[r].allow == (masked ? mask : NULL));
         memcpy(pen + (size_t)r * 64, plans[r].penalty_ids,
                plans[r].penalty_count * sizeof *pen);
         plans[r].penalty_ids = plans[r].penalty_count ? pen + (size_t)r * 64 : NULL;
         cpu[r] = nx__sampler_pick_plan(sampler, &plans[r], row);
         nx_sampler_destroy(&sampler);
         memcpy(penalized + (size_t)r * vocab, row, vocab * sizeof *row);
+        for (uint32_t i = 0; i < vocab; i++)
+            if (!mask_has(&plans[r], i))
+                penalized[(size_t)r * vocab + i] = -INFINITY;
         for (uint32_t i = 0; i < plans[r].penalty_count; i++) {
             float *l = penalized + (size_t)r * vocab + plans[r].penalty_ids[i];
             *l = *l < 0 ? *l * plans[r].repetition_penalty : *l / plans[r].repetition_penalty;
@@ -297,6 +343,8 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
         if (gpu[r] < 0 || (uint32_t)gpu[r] >= vocab)
             fail_msg("row %u: the GPU picked %d, outside the vocabulary of %u", r, gpu[r],
                      vocab);
+        if (!mask_has(&plans[r], (uint32_t)gpu[r]) || !mask_has(&plans[r], (uint32_t)cpu[r]))
+            fail_msg("row %u: GPU id %d or CPU id %d is outside the mask", r, gpu[r], cpu[r]);
         if (greedy && gpu[r] != cpu[r])
             fail_msg("row %u: greedy GPU id %d, CPU id %d", r, gpu[r], cpu[r]);
         if (!greedy && !allowed(penalized + (size_t)r * vocab, vocab, &plans[r], gpu[r]))
@@ -306,8 +354,9 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
                      cpu[r]);
         agree += gpu[r] == cpu[r];
     }
-    print_message("%s, vocab %u: GPU and CPU ids agree on %u of %u rows\n",
-                  greedy ? "greedy" : "sampled", vocab, agree, rows);
+    print_message("%s%s, vocab %u: GPU and CPU ids agree on %u of %u rows\n",
+                  greedy ? "greedy" : "sampled", masked ? " under masks" : "", vocab, agree,
+                  rows);
     assert_true(agree * 100 >= rows * 95);
     free(logits);
     free(penalized);
@@ -315,6 +364,12 @@ static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool gree
     free(pen);
     free(cpu);
     free(gpu);
+    free(masks);
+}
+
+static void compare_rows(uint32_t vocab, uint32_t rows, uint64_t seed, bool greedy)
+{
+    compare_rows_masked(vocab, rows, seed, greedy, false);
 }
 
 static void test_gpu_greedy_picks_equal_cpu(void **state)
@@ -337,6 +392,88 @@ static void test_gpu_sampled_picks_follow_cpu(void **state)
     unsetenv("NEXUS_CUDA_PICK");
 }
 
+/* Under grammar masks the GPU picks inside the mask, greedy exactly as the CPU (the last
+ * greedy row, all -inf, falls back to the lowest allowed id on both), sampled following the
+ * same constrained distribution on both paths of the kernel. */
+static void test_gpu_masked_picks_equal_cpu(void **state)
+{
+    NEED_GPU();
+    compare_rows_masked(1000, 24, 5, true, true);
+    compare_rows_masked(151936, 3, 6, true, true);
+    compare_rows_masked(1000, 84, 7, false, true);
+    compare_rows_masked(151936, 3, 8, false, true);
+    setenv("NEXUS_CUDA_PICK", "exact", 1);
+    compare_rows_masked(1000, 84, 7, false, true);
+    unsetenv("NEXUS_CUDA_PICK");
+}
+
+/* The engine's GPU pick (the plan's mask uploaded with it) keeps a constrained generation
+ * inside its grammar: a tiny model at temperature 1, every run a complete JSON instance. */
+static void test_gpu_engine_grammar(void **state)
+{
+    NEED_GPU();
+    nx_err_t err = {0};
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/nx-pickg-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    rmdir(dir);
+    nx_synth_opts_t o = {.arch = NX_SYNTH_QWEN3, .preset = NX_SYNTH_TINY, .out_dir = dir,
+                         .seed = 5, .dtype = NX_DT_BF16, .shards = 1};
+    nx_pool_opts_t popts = {.device = NX_DEVICE_CUDA, .bytes = 256ull << 20};
+    nx_engine_opts_t eopts = {.threads = 2, .max_context = 256};
+    nx_pool_t *pool = NULL;
+    nx_loader_t *loader = NULL;
+    nx_model_t *model = NULL;
+    nx_engine_t *engine = NULL;
+    nx_tokenizer_t *tok = NULL;
+    if (nx_synth_model(&o, NULL, &err) != NX_OK || !(pool = nx_pool_new(&popts, &err)) ||
+        !(loader = nx_loader_new(pool, NULL, &err)) ||
+        !(model = nx_loader_load(loader, dir, NULL, NULL, &err)) ||
+        !(engine = nx_engine_new(dir, model, pool, &eopts, &err)) ||
+        !(tok = nx_tokenizer_load(dir, &err)))
+        fail_msg("set-up: %s", err.msg);
+    assert_string_equal(nx_engine_backend_name(engine), "cuda");
+    int32_t stops[8];
+    size_t stop_count = nx_chat_stop_ids(tok, NX_CHAT_CHATML, stops, 8);
+    nx_gram_vocab_t *vocab = nx_gram_vocab_from_tokenizer(tok, stops, stop_count, &err);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"},"
+                         "\"level\":{\"enum\":[\"low\",\"high\"]}},"
+                         "\"required\":[\"ok\",\"level\"],\"additionalProperties\":false}";
+    nx_gram_t *gram = nx_gram_from_json_schema(schema, strlen(schema), NULL, &err);
+    assert_non_null(vocab);
+    assert_non_null(gram);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = vocab};
+    int32_t prompt[4] = {7, 8, 9, 10};
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        nx_sampling_t s = sampling(1.0f, 0, 1.0f, 0.0f, seed == 2 ? 1.3f : 1.0f, seed);
+        s.max_tokens = 100;
+        nx_seq_t *seq = nx_seq_new(engine, 0, false, &err);
+        nx_gen_result_t r;
+        if (nx_generate_grammar(engine, seq, tok, prompt, 4, &s, stops, stop_count, &spec,
+                                NULL, NULL, &r, &err) != NX_OK)
+            fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
+        nx_gram_matcher_t *m = nx_gram_matcher_new(gram, NULL, &err);
+        assert_int_equal(nx_gram_matcher_advance(m, r.text, strlen(r.text), &err), NX_OK);
+        if (!nx_gram_matcher_accepting(m) || strcmp(r.stop_reason, "length") == 0)
+            fail_msg("seed %llu: '%s' (%s, %zu tokens) is not a complete instance",
+                     (unsigned long long)seed, r.text, r.stop_reason, r.count);
+        nx_gram_matcher_destroy(&m);
+        nx_gen_result_free(&r);
+        nx_seq_destroy(engine, &seq);
+    }
+    nx_gram_destroy(&gram);
+    nx_gram_vocab_destroy(&vocab);
+    nx_tokenizer_destroy(&tok);
+    nx_engine_destroy(&engine);
+    nx_loader_unload(loader, &model, false);
+    nx_loader_destroy(&loader);
+    nx_pool_destroy(&pool);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +483,8 @@ int main(void)
                                         cpu_teardown),
         cmocka_unit_test(test_gpu_greedy_picks_equal_cpu),
         cmocka_unit_test(test_gpu_sampled_picks_follow_cpu),
+        cmocka_unit_test(test_gpu_masked_picks_equal_cpu),
+        cmocka_unit_test(test_gpu_engine_grammar),
     };
     return cmocka_run_group_tests(tests, gpu_group_setup, NULL);
 }

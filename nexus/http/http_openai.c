@@ -48,13 +48,21 @@ static json_t *whole_response(const nx__oa_req_t *oa, const nx__link_t *link, in
     response_id(oa, task, id, sizeof id);
     const msgpack_object *usage = nx__link_get(link, "usage");
     char *output = nx__mp_strdup(nx__link_get(link, "output"));
+    /* a typed answer's content is its JSON: a thinking block before it goes apart */
+    char *reasoning = NULL;
+    const char *content = output ? output : "";
+    if (nx__link_get(link, "schema_digest"))
+        content = nx__openai_answer_content(content, &reasoning);
     json_t *choice =
         oa->api == NX__API_CHAT
             ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role", "assistant",
-                        "content", output ? output : "", "finish_reason",
-                        finish_reason(link))
-            : json_pack("{s:i, s:s, s:n, s:s}", "index", 0, "text", output ? output : "",
-                        "logprobs", "finish_reason", finish_reason(link));
+                        "content", content, "finish_reason", finish_reason(link))
+            : json_pack("{s:i, s:s, s:n, s:s}", "index", 0, "text", content, "logprobs",
+                        "finish_reason", finish_reason(link));
+    if (reasoning && oa->api == NX__API_CHAT)
+        json_object_set_new(json_object_get(choice, "message"), "reasoning_content",
+                            json_string(reasoning));
+    free(reasoning);
     free(output);
     return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
                      oa->api == NX__API_CHAT ? "chat.completion" : "text_completion", "created",

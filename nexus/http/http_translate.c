@@ -11,7 +11,10 @@
  *   prompt (completions) -> input; user -> session; max_tokens (or max_completion_tokens),
  *     temperature, top_p, seed, stop, and the common extensions top_k, min_p,
  *     repetition_penalty -> params (the router validates them as for any client);
- *   stream -> stream, stream_options.include_usage -> a last chunk with the usage.
+ *   stream -> stream, stream_options.include_usage -> a last chunk with the usage;
+ *   response_format -> response_format as is (json_object, json_schema strict or not; the
+ *     router compiles the schema: a keyword it cannot enforce is a 400 naming it and its JSON
+ *     pointer, never an unconstrained answer); the answer's content is the JSON text.
  * Other OpenAI fields (logprobs, tools, penalties...) are ignored, except n other than 1,
  * which cannot be honoured and is refused.
  */
@@ -179,6 +182,42 @@ static bool write_params(json_t *root, nx_writer_t *w, nx__oa_req_t *oa, char *w
     return ok;
 }
 
+/* response_format -> the task's response_format (proto_schema.c reads it); "text" is the
+ * default and adds nothing. */
+static bool write_response_format(json_t *root, nx_writer_t *w, char *why, size_t cap)
+{
+    json_t *rf = json_object_get(root, "response_format");
+    if (!rf || json_is_null(rf))
+        return true;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!json_is_object(rf) || !type)
+        return BAD("response_format: expected an object with a string type");
+    if (strcmp(type, "text") == 0)
+        return true;
+    if (strcmp(type, "json_object") != 0 && strcmp(type, "json_schema") != 0)
+        return BAD("response_format.type: '%.32s' is not supported (text, json_object, "
+                   "json_schema)", type);
+    json_t *js = json_object_get(rf, "json_schema");
+    if (strcmp(type, "json_schema") == 0 && !json_is_object(js))
+        return BAD("response_format.json_schema: expected an object {name, schema, strict}");
+    nx_writer_json(w, "response_format", rf);
+    return true;
+}
+
+const char *nx__openai_answer_content(const char *text, char **reasoning_out)
+{
+    *reasoning_out = NULL;
+    const char *s = text;
+    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
+        s++;
+    const char *end = strncmp(s, "<think>", 7) == 0 ? strstr(s + 7, "</think>") : NULL;
+    if (!end || !(*reasoning_out = strndup(s + 7, (size_t)(end - s - 7))))
+        return text;
+    for (s = end + 8; *s == ' ' || *s == '\n' || *s == '\t' || *s == '\r';)
+        s++;
+    return s;
+}
+
 bool nx__openai_translate(json_t *root, nx__oa_req_t *oa, nx_writer_t *w, char *why, size_t cap)
 {
     if (!json_is_object(root))
@@ -207,6 +246,6 @@ bool nx__openai_translate(json_t *root, nx__oa_req_t *oa, nx_writer_t *w, char *
         nx_writer_str(w, "session", json_string_value(v));
     bool ok = oa->api == NX__API_CHAT ? write_messages(json_object_get(root, "messages"), w, why, cap)
                                       : write_prompt(json_object_get(root, "prompt"), w, why, cap);
-    return ok && write_params(root, w, oa, why, cap);
+    return ok && write_params(root, w, oa, why, cap) && write_response_format(root, w, why, cap);
 }
 

@@ -24,4 +24,10 @@ typedef struct nx__oa_req {
  * the client's mistake (400). The router still validates everything the task carries. */
 bool nx__openai_translate(json_t *root, nx__oa_req_t *oa, nx_writer_t *w, char *why, size_t cap);
 
+/* A typed answer's content for an OpenAI client: the text after a leading thinking block
+ * (`<think>...</think>` and the whitespace after it), with the thinking in *reasoning_out
+ * (malloc'ed; NULL when there is no complete block: the text is then returned whole). The
+ * result points into text. */
+const char *nx__openai_answer_content(const char *text, char **reasoning_out);
+
 #endif

@@ -10,6 +10,8 @@
 //        {"do": "stream", "model", "messages", ...params}   -> {text, chunks, finish_reason, usage}
 //        {"do": "completion", "model", "prompt", ...params} -> {text, finish_reason, usage}
 //        {"do": "models"}                                   -> {ids}
+//        {"do": "parse", "model", "messages", "response_format", ...params}
+//            -> {content, parsed, finish_reason}: the SDK's own parse of a json_schema answer
 //        {"do": "disconnect", "model", "messages", "after"} -> {id, chunks}: aborts the stream
 //            after `after` content chunks (the server must cancel the task)
 //        {"do": "wait"}                                     -> {}: reads one line of stdin first
@@ -71,6 +73,13 @@ async function run(step) {
       const r = await client.completions.create(params(step));
       return { id: r.id, object: r.object, text: r.choices[0].text,
                finish_reason: r.choices[0].finish_reason, usage: r.usage };
+    }
+    case "parse": {
+      const chat = client.chat.completions.parse ? client.chat.completions
+                                                 : client.beta.chat.completions;
+      const r = await chat.parse(params(step));
+      const m = r.choices[0].message;
+      return { content: m.content, parsed: m.parsed, finish_reason: r.choices[0].finish_reason };
     }
     case "models": {
       const page = await client.models.list();
