@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "nx_engine.h"
 #include "conf_yaml.h"
+#include "grammar.h"
 
 #define DEFAULT_LISTEN "tcp://127.0.0.1:5555"
 #define DEFAULT_EVENTS "tcp://127.0.0.1:5556"
@@ -415,6 +416,34 @@ static const loaded_agent_t *find_loaded(const loaded_agent_t *agents, size_t n,
     return bsearch(&key, agents, n, sizeof *agents, cmp_agent);
 }
 
+/* A typed pipeline: when the `next` stage has an input_schema, every answer of `a` (its
+ * output_schema; free text never fits) must be valid under it (nx_gram_schema_compat, a
+ * sound check: what it cannot prove is refused, with the reason). */
+static int check_fit(const loaded_agent_t *a, const loaded_agent_t *b, nx_err_t *err)
+{
+    if (!b->conf.input_schema)
+        return NX_OK;
+    nx_err_t why = {0};
+    const char *out = a->conf.output_schema;
+    nx_gram_schema_opts_t opts = {.strict = a->conf.output_strict};
+    int rc = nx_gram_schema_compat(out, out ? strlen(out) : 0, b->conf.input_schema,
+                                   strlen(b->conf.input_schema), &opts, &why);
+    if (rc == NX_OK)
+        return NX_OK;
+    if (rc == NX_ENOMEM)
+        return nx_err_set(err, rc, "%s", why.msg);
+    char detail[1400];
+    if (!out)
+        snprintf(detail, sizeof detail,
+                 "'%s' answers free text (no output_schema), and '%s' takes only JSON valid "
+                 "under its input_schema", a->conf.name, b->conf.name);
+    else
+        snprintf(detail, sizeof detail, "'%s' output_schema does not fit '%s' input_schema: %s",
+                 a->conf.name, b->conf.name, why.msg);
+    return mark_err(NX_EFORMAT, a, a->marks.next, "next", err,
+                    "the pipeline's types do not fit: ", detail);
+}
+
 /* `next` must name an agent and following it must not come back (a pipeline that loops). */
 static int check_next(const loaded_agent_t *agents, size_t n, const loaded_agent_t *a,
                       nx_err_t *err)
@@ -427,6 +456,9 @@ static int check_next(const loaded_agent_t *agents, size_t n, const loaded_agent
         return mark_err(NX_EFORMAT, a, a->marks.next, "next", err, "expected the name of an agent, got ",
                         detail);
     }
+    int rc = check_fit(a, find_loaded(agents, n, a->conf.next), err);
+    if (rc != NX_OK)
+        return rc;
     char chain[600];
     size_t used = (size_t)snprintf(chain, sizeof chain, "%s", a->conf.name);
     const loaded_agent_t *at = a;

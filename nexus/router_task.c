@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar.h"
 #include "router_int.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -224,6 +225,40 @@ static const nx_agent_conf_t *broken_stage(nx__router_t *self, const nx_agent_co
  * The request
  */
 /* A task request answered with an error instead of `accepted`: counted for /metrics. */
+/* A request's own route is a pipeline too: each stage with an input_schema must accept every
+ * answer of the stage before (its agent's output_schema; free text never fits), as
+ * `nexusd --check` requires of `next` chains (conf.c), here by the same sound check
+ * (nx_gram_schema_compat). NX_EINVAL naming the route entry and why. */
+static int check_route_types(nx__router_t *self, const nx_agent_conf_t *agent,
+                             const nx_request_t *req, nx_err_t *err)
+{
+    const nx_agent_conf_t *prev = agent;
+    for (size_t i = 0; i < req->route_count; i++) {
+        const nx_agent_conf_t *at = nx_nexus_conf_agent(self->conf, req->route[i]);
+        if (at && at->input_schema) {
+            const char *out = prev->output_schema;
+            nx_gram_schema_opts_t opts = {.strict = prev->output_strict};
+            int rc = nx_gram_schema_compat(out, out ? strlen(out) : 0, at->input_schema,
+                                           strlen(at->input_schema), &opts, err);
+            if (rc != NX_OK) {
+                if (rc == NX_ENOMEM)
+                    return rc;
+                if (!out)
+                    nx_err_set(err, NX_EINVAL, "route[%zu] '%s': '%s' answers free text (no "
+                               "output_schema), and '%s' takes only JSON valid under its "
+                               "input_schema", i, at->name, prev->name, at->name);
+                else
+                    nx_err_prefix(err, "route[%zu] '%s': '%s' output_schema does not fit its "
+                                  "input_schema: ", i, at->name, prev->name);
+                return NX_EINVAL;
+            }
+        }
+        if (at)
+            prev = at;
+    }
+    return NX_OK;
+}
+
 static void refuse(nx__router_t *self, const nx__client_t *client, const char *code,
                    const char *message)
 {
@@ -247,6 +282,11 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
             refuse(self, client, "unknown_agent", message);
             return;
         }
+    }
+    nx_err_t fit = {0};
+    if (check_route_types(self, agent, req, &fit) != NX_OK) {
+        refuse(self, client, fit.code == NX_ENOMEM ? "internal" : "bad_request", fit.msg);
+        return;
     }
     char why[1200];
     const nx_agent_conf_t *broken = broken_stage(self, agent, req, why, sizeof why);

@@ -137,3 +137,38 @@ def test_check_and_start_refuse_a_schema_the_compiler_refuses():
         assert r.returncode == 0 and "OK" in r.stdout, r.stderr
     finally:
         d.close()
+
+
+def test_check_and_start_refuse_a_pipeline_whose_types_do_not_fit():
+    """A `next` stage's input_schema must accept every answer the stage before can give (its
+    output_schema; free text never fits): --check and start-up refuse the pipeline at the
+    `next` key, naming both agents and why; a fitting pipeline passes."""
+    needs = {"type": "object", "properties": {"q": {"type": "string"}, "k": {"type": "integer"}},
+             "required": ["q", "k"]}
+    gives = {"type": "object", "properties": {"q": {"const": "hi"}}, "required": ["q"]}
+    cases = [
+        (du.agent("stage1", "tq", next="stage2", output_schema=gives, output_strict=True),
+         "may omit 'k'"),
+        (du.agent("stage1", "tq", next="stage2"), "free text"),
+    ]
+    for first, why in cases:
+        d = du.Daemon([first, du.agent("stage2", "tq", input_schema=needs)])
+        try:
+            path = os.path.join(d.home, "agents", "stage1.yaml")
+            for args in (("--check",), ()):
+                r, _ = run_nexusd("--config", d.config, *args)
+                assert r.returncode == 1, r.stdout + r.stderr
+                assert f"{path}:" in r.stderr and "field 'next'" in r.stderr, r.stderr
+                assert "'stage2'" in r.stderr and why in r.stderr, r.stderr
+        finally:
+            d.close()
+    fits = {**gives, "properties": {"q": {"const": "hi"}, "k": {"const": 3}},
+            "required": ["q", "k"]}
+    d = du.Daemon([du.agent("stage1", "tq", next="stage2", output_schema=fits,
+                            output_strict=True),
+                   du.agent("stage2", "tq", input_schema=needs)])
+    try:
+        r, _ = run_nexusd("--config", d.config, "--check")
+        assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    finally:
+        d.close()

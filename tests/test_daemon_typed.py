@@ -49,8 +49,9 @@ AGENTS = [
                             "required": ["q"]}),
     du.agent("consumer", "tl", input_schema=INPUT_SCHEMA, output_schema=TASK_SCHEMA,
              generation=HOT),
-    # ... and never for this one, whose input needs "k"
-    du.agent("mismatch", "tq", next="needs_k", generation=HOT, output_strict=True,
+    # ... and never for this one, whose input needs "k" (a `next` so typed would stop
+    # start-up, test_daemon_check.py; a request's route is refused when it comes)
+    du.agent("mismatch", "tq", generation=HOT, output_strict=True,
              output_schema={"type": "object", "properties": {"q": {"const": "hi"}},
                             "required": ["q"]}),
     du.agent("needs_k", "tq", input_schema={**INPUT_SCHEMA, "required": ["q", "k"]}),
@@ -187,11 +188,17 @@ def test_typed_pipeline(daemon):
         for r in results:
             assert r["agent"] == "consumer", r
             assert check_typed(r, TASK_SCHEMA), r  # the last stage's schema
-        _, _, r = c.task("mismatch", "go")
+        # a route whose types cannot fit is refused when it comes, naming the entry and why
+        r = c.call({"op": "task", "agent": "mismatch", "input": "go", "route": ["needs_k"]})
         assert r["op"] == "error" and r["code"] == "bad_request", r
-        assert "agent 'needs_k'" in r["message"] and "required" in r["message"], r
-        rows = c.call({"op": "tasks", "limit": 5})["tasks"]
-        assert any(row["agent"] == "needs_k" and row["status"] == "failed" for row in rows), rows
+        assert "route[0] 'needs_k'" in r["message"] and "may omit 'k'" in r["message"], r
+        r = c.call({"op": "task", "agent": "free", "input": "go", "route": ["needs_k"]})
+        assert r["op"] == "error" and r["code"] == "bad_request", r
+        assert "'free' answers free text" in r["message"], r
+        # a fitting route runs
+        results = run_batch(c, [{"agent": "producer", "input": "go", "route": ["consumer"],
+                                 "params": {"seed": 9}}])
+        assert results[0]["agent"] == "consumer" and check_typed(results[0], TASK_SCHEMA)
 
 
 def test_streamed_typed_answer(daemon):
