@@ -192,54 +192,30 @@ deps:
 # (ignored). The other platforms' packages are optional dependencies of node-llama-cpp and are
 # left out (--omit=optional; linux-x64 is named explicitly, ~85 MB instead of ~750 MB), and
 # NODE_LLAMA_CPP_SKIP_DOWNLOAD keeps its postinstall from building or downloading llama.cpp.
-# Installed in a temporary folder, moved into place, then a stamp: re-running does nothing.
-# Without node >= 20 and npm, or off linux-x64, it says why in one line and exits 0, so
-# callers can skip what needs it.
+# tests/tools/npm_tool.sh installs it (a temporary folder moved into place, then a stamp:
+# re-running does nothing); without node >= 20 and npm, or off linux-x64, it says why in one
+# line and exits 0, so callers can skip what needs it.
 LLAMA_REF_DIR ?= .tools/llama-ref
 NODE_LLAMA_CPP_VERSION := 3.22.1
 LLAMA_REF_STAMP := $(LLAMA_REF_DIR)/.installed-$(NODE_LLAMA_CPP_VERSION)
 .PHONY: llama-ref
 llama-ref:
-	@if [ -f $(LLAMA_REF_STAMP) ]; then exit 0; fi; \
-	if ! command -v node >/dev/null 2>&1; then echo "llama-ref: skipped: node is not installed"; exit 0; fi; \
-	if ! command -v npm >/dev/null 2>&1; then echo "llama-ref: skipped: npm is not installed"; exit 0; fi; \
-	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
-	  echo "llama-ref: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
-	if [ "$$(uname -s)-$$(uname -m)" != Linux-x86_64 ]; then \
-	  echo "llama-ref: skipped: only linux-x64's prebuilt CPU binaries are set up, not $$(uname -s)-$$(uname -m)"; \
-	  exit 0; fi; \
-	start=$$(date +%s); tmp=$(LLAMA_REF_DIR).tmp; \
-	rm -rf $$tmp && mkdir -p $$tmp && \
-	echo '{"name": "nexus-llama-ref", "private": true}' > $$tmp/package.json && \
-	(cd $$tmp && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --no-audit --no-fund --loglevel=error \
-	  --omit=optional --save-exact node-llama-cpp@$(NODE_LLAMA_CPP_VERSION) \
-	  @node-llama-cpp/linux-x64@$(NODE_LLAMA_CPP_VERSION)) && \
-	test -f $$tmp/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node && \
-	rm -rf $(LLAMA_REF_DIR) && mv $$tmp $(LLAMA_REF_DIR) && touch $(LLAMA_REF_STAMP) && \
-	echo "llama-ref: node-llama-cpp $(NODE_LLAMA_CPP_VERSION) (llama.cpp, linux-x64 CPU) in" \
-	  "$(LLAMA_REF_DIR): $$(du -sh $(LLAMA_REF_DIR) | cut -f1), $$(( $$(date +%s) - start )) s"
+	@NODE_LLAMA_CPP_SKIP_DOWNLOAD=true NEED_LINUX_X64=1 tests/tools/npm_tool.sh llama-ref \
+	  $(LLAMA_REF_DIR) $(LLAMA_REF_STAMP) \
+	  "node-llama-cpp@$(NODE_LLAMA_CPP_VERSION) @node-llama-cpp/linux-x64@$(NODE_LLAMA_CPP_VERSION)" \
+	  node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node --omit=optional
 
 # The official OpenAI client for node (pinned), the real client tests/test_http.py drives
 # nexusd's HTTP front with (tests/tools/openai_client.mjs), installed into $(OPENAI_DIR)
-# (ignored) the way llama-ref is: a temporary folder moved into place, then a stamp. Without
-# node >= 20 and npm it says why in one line and exits 0; the tests that need it then skip.
+# (ignored) the way llama-ref is (tests/tools/npm_tool.sh); without node >= 20 and npm the
+# tests that need it skip.
 OPENAI_DIR ?= .tools/openai
 OPENAI_NPM_VERSION := 4.95.0
 OPENAI_STAMP := $(OPENAI_DIR)/.installed-$(OPENAI_NPM_VERSION)
 .PHONY: openai-client
 openai-client:
-	@if [ -f $(OPENAI_STAMP) ]; then exit 0; fi; \
-	if ! command -v node >/dev/null 2>&1; then echo "openai-client: skipped: node is not installed"; exit 0; fi; \
-	if ! command -v npm >/dev/null 2>&1; then echo "openai-client: skipped: npm is not installed"; exit 0; fi; \
-	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
-	  echo "openai-client: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
-	tmp=$(OPENAI_DIR).tmp; rm -rf $$tmp && mkdir -p $$tmp && \
-	echo '{"name": "nexus-openai-client", "private": true}' > $$tmp/package.json && \
-	(cd $$tmp && npm install --no-audit --no-fund --loglevel=error --save-exact \
-	  openai@$(OPENAI_NPM_VERSION)) && \
-	test -f $$tmp/node_modules/openai/package.json && \
-	rm -rf $(OPENAI_DIR) && mv $$tmp $(OPENAI_DIR) && touch $(OPENAI_STAMP) && \
-	echo "openai-client: openai $(OPENAI_NPM_VERSION) in $(OPENAI_DIR)"
+	@tests/tools/npm_tool.sh openai-client $(OPENAI_DIR) $(OPENAI_STAMP) \
+	  openai@$(OPENAI_NPM_VERSION) node_modules/openai/package.json
 
 # ajv and ajv-formats (pinned), the second independent validator of constrained generations
 # (tests/tools/ajv_validate.mjs, beside python3-jsonschema in tests/test_grammar_generate.py),
@@ -251,19 +227,9 @@ AJV_FORMATS_NPM_VERSION := 3.0.1
 AJV_STAMP := $(AJV_DIR)/.installed-$(AJV_NPM_VERSION)-$(AJV_FORMATS_NPM_VERSION)
 .PHONY: ajv
 ajv:
-	@if [ -f $(AJV_STAMP) ]; then exit 0; fi; \
-	if ! command -v node >/dev/null 2>&1; then echo "ajv: skipped: node is not installed"; exit 0; fi; \
-	if ! command -v npm >/dev/null 2>&1; then echo "ajv: skipped: npm is not installed"; exit 0; fi; \
-	if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then \
-	  echo "ajv: skipped: node $$(node --version) is older than 20"; exit 0; fi; \
-	tmp=$(AJV_DIR).tmp; rm -rf $$tmp && mkdir -p $$tmp && \
-	echo '{"name": "nexus-ajv", "private": true}' > $$tmp/package.json && \
-	(cd $$tmp && npm install --no-audit --no-fund --loglevel=error --save-exact \
-	  ajv@$(AJV_NPM_VERSION) ajv-formats@$(AJV_FORMATS_NPM_VERSION)) && \
-	test -f $$tmp/node_modules/ajv/package.json && \
-	test -f $$tmp/node_modules/ajv-formats/package.json && \
-	rm -rf $(AJV_DIR) && mv $$tmp $(AJV_DIR) && touch $(AJV_STAMP) && \
-	echo "ajv: ajv $(AJV_NPM_VERSION), ajv-formats $(AJV_FORMATS_NPM_VERSION) in $(AJV_DIR)"
+	@tests/tools/npm_tool.sh ajv $(AJV_DIR) $(AJV_STAMP) \
+	  "ajv@$(AJV_NPM_VERSION) ajv-formats@$(AJV_FORMATS_NPM_VERSION)" \
+	  "node_modules/ajv/package.json node_modules/ajv-formats/package.json"
 
 # --- tests ---------------------------------------------------------------------------------
 # `make test` builds four trees (build, build-emu, build-asan, build-tsan): each build step
