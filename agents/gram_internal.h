@@ -101,6 +101,10 @@ void nx__rx_to_nfa(const nx__rx_t *rx, nx__enc_t enc, nx__nfa_t *nfa, uint32_t f
 /* A whole DFA: prefix bytes, rx encoded, suffix bytes (for "quoted" JSON strings). */
 int nx__rx_dfa(const nx__rx_t *rx, nx__enc_t enc, const char *prefix, const char *suffix,
                nx__dfa_t *out, nx_err_t *err);
+/* The DFA of a quoted JSON string (json.dumps's encoding) of min..max code points (max
+ * UINT32_MAX: no bound), min <= max, built directly (gram_strlen.c). NX_OK / NX_ENOMEM /
+ * NX_ENOTSUP (over NX__MAX_DFA_STATES; err says so). */
+int nx__dfa_json_length(uint32_t min, uint32_t max, nx__dfa_t *out, nx_err_t *err);
 /* Parse + DFA in one call. */
 int nx__regex_dfa(const char *pattern, bool search, nx__enc_t enc, const char *prefix,
                   const char *suffix, nx__dfa_t *out, nx_err_t *err);

@@ -179,17 +179,16 @@ int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
     }
     nx__dfa_t acc = {0}, d;
     bool have = false;
-    char re[64];
     if (has_min || has_max) {
         if (has_max && maxl < minl)
             return NX_OK; /* no string fits */
-        if (has_max)
-            snprintf(re, sizeof re, "[\\s\\S]{%u,%u}", minl, maxl);
-        else
-            snprintf(re, sizeof re, "[\\s\\S]{%u,}", minl);
-        if (dfa_term(sc, re, false, NX__ENC_JSON, "\"", "\"", &acc) == NX__DEAD)
-            return nx__sc_unsupported(sc, has_max ? "maxLength" : "minLength", ptr,
-                                      sc->err ? sc->err->msg : NULL), sc->rc;
+        nx_err_t e = {0};
+        int rc = nx__dfa_json_length(minl, maxl, &acc, &e);
+        if (rc == NX_ENOMEM)
+            return nx__sc_fail(sc, rc, "%s", e.msg), sc->rc;
+        if (rc != NX_OK)
+            return nx__sc_unsupported(sc, has_max ? "maxLength" : "minLength", ptr, e.msg),
+                   sc->rc;
         have = true;
     }
     const char *res[2] = {NULL, NULL}, *names[2] = {"format", "pattern"};

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "gram_internal.h"
 #include "grammar.h"
 #include "nx_engine.h"
 
@@ -414,12 +415,56 @@ static void test_sampler_pick_masked(void **state)
     }
 }
 
+
+/* A bounded string's DFA, built directly with a character counter (gram_strlen.c), has the
+ * language of the regex `"[\s\S]{min,max}"` in json.dumps's encoding: the differences both
+ * ways are empty. And through the schema compiler, lengths count code points and escapes. */
+static void test_string_length_dfa(void **state)
+{
+    static const uint32_t bounds[][2] = {{0, 0}, {0, 1}, {1, 3}, {3, 3}, {5, 40}, {0, UINT32_MAX},
+                                         {2, UINT32_MAX}, {17, UINT32_MAX}};
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        uint32_t lo = bounds[i][0], hi = bounds[i][1];
+        char re[64];
+        if (hi == UINT32_MAX)
+            snprintf(re, sizeof re, "[\\s\\S]{%u,}", lo);
+        else
+            snprintf(re, sizeof re, "[\\s\\S]{%u,%u}", lo, hi);
+        nx__dfa_t direct, regex, diff;
+        nx_err_t err = {0};
+        assert_int_equal(nx__dfa_json_length(lo, hi, &direct, &err), NX_OK);
+        assert_int_equal(nx__regex_dfa(re, false, NX__ENC_JSON, "\"", "\"", &regex, &err), NX_OK);
+        assert_int_equal(nx__dfa_product(&direct, &regex, true, &diff, &err), NX_OK);
+        if (diff.n_states)
+            fail_msg("%u..%u: the direct DFA accepts more than %s", lo, hi, re);
+        nx__dfa_free(&diff);
+        assert_int_equal(nx__dfa_product(&regex, &direct, true, &diff, &err), NX_OK);
+        if (diff.n_states)
+            fail_msg("%u..%u: the direct DFA misses strings of %s", lo, hi, re);
+        nx__dfa_free(&diff);
+        nx__dfa_free(&direct);
+        nx__dfa_free(&regex);
+    }
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "\"a\\n\xc3\xa9\""));  /* a, newline, é: 3 */
+    assert_true(matches(g, "\"\\u0001\xf0\x9f\x98\x80\""));
+    assert_false(matches(g, "\"abcd\""));
+    assert_false(matches(g, "\"\xc3\xa9\""));
+    assert_true(matches(g, "\"\xc3\xa9\xc3\xa9\""));
+    assert_false(matches(g, "\"a\"b\""));
+    nx_gram_destroy(&g);
+    expect_error("{\"type\":\"string\",\"maxLength\":10000}", NX_ENOTSUP, "'maxLength'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_errors_name_keyword_and_pointer),
         cmocka_unit_test(test_schema_hostile_inputs_are_refused),
         cmocka_unit_test(test_schema_bytes),
+        cmocka_unit_test(test_string_length_dfa),
         cmocka_unit_test(test_gbnf_parse_and_errors),
         cmocka_unit_test(test_state_copy),
         cmocka_unit_test(test_reset_drops_grown_states),
