@@ -294,6 +294,15 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
     assert_non_null(g);
     assert_true(exhaustive_walks(g, v, eos, 99, 6) >= 30);
     nx_gram_destroy(&g);
+    /* literals ending in a space or a quote, where most tokens beginning with the literal's
+     * last bytes cross into what follows (the literal classes of tclass_build_literal) */
+    const char *lits = "root ::= \"name: \" item \" \\\"\" [a-z ]* \"\\\"\"\n"
+                       "item ::= \"the\" | [a-z]+ \" \" [0-9] | \"(\" root \")\"\n";
+    g = nx_gram_from_gbnf(lits, strlen(lits), &err);
+    if (!g)
+        fail_msg("%s", err.msg);
+    assert_true(exhaustive_walks(g, v, eos, 7, 6) >= 30);
+    nx_gram_destroy(&g);
     nx_gram_vocab_destroy(&v);
     nx_tokenizer_destroy(&tok);
 }
