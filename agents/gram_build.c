@@ -23,6 +23,9 @@ struct nx__gb {
     uint32_t *lit_slots; /* literal intern table: term id + 1 */
     size_t n_lit_slots;
     uint32_t n_lits;
+    char **keys;         /* keyed DFA terminals (nx__gb_keyed): key i names term key_term[i] */
+    uint32_t *key_term;
+    size_t n_keys, cap_keys;
     bool oom;
 };
 
@@ -48,7 +51,43 @@ void nx__gb_free(nx__gb_t *b)
     free(b->items);
     terms_free(b->terms, b->n_terms);
     free(b->lit_slots);
+    for (size_t i = 0; i < b->n_keys; i++)
+        free(b->keys[i]);
+    free(b->keys);
+    free(b->key_term);
     free(b);
+}
+
+/* A linear search: a grammar has tens of distinct keyed terminals (formats, bounded strings,
+ * number ranges), each looked up once per schema node that uses it. */
+uint32_t nx__gb_keyed(const nx__gb_t *b, const char *key)
+{
+    for (size_t i = 0; i < b->n_keys; i++)
+        if (!strcmp(b->keys[i], key))
+            return b->key_term[i];
+    return NX__DEAD;
+}
+
+void nx__gb_key(nx__gb_t *b, const char *key, uint32_t term)
+{
+    if (term == NX__DEAD || nx__gb_keyed(b, key) != NX__DEAD)
+        return;
+    if (b->n_keys == b->cap_keys) {
+        size_t cap = b->cap_keys ? 2 * b->cap_keys : 16;
+        char **keys = realloc(b->keys, cap * sizeof *keys);
+        if (keys)
+            b->keys = keys;
+        uint32_t *terms = keys ? realloc(b->key_term, cap * sizeof *terms) : NULL;
+        if (!terms)
+            return; /* only a cache: the terminal is rebuilt next time */
+        b->key_term = terms;
+        b->cap_keys = cap;
+    }
+    char *copy = strdup(key);
+    if (!copy)
+        return;
+    b->keys[b->n_keys] = copy;
+    b->key_term[b->n_keys++] = term;
 }
 
 uint32_t nx__gb_rule_count(const nx__gb_t *b)

@@ -171,6 +171,13 @@ int nx__gb_alt(nx__gb_t *b, uint32_t rule, const uint32_t *items, size_t n);
 uint32_t nx__gb_literal(nx__gb_t *b, const char *bytes, size_t len);
 /* Takes ownership of *dfa (zeroed). */
 uint32_t nx__gb_dfa(nx__gb_t *b, nx__dfa_t *dfa);
+/* DFA terminals by a key naming how they were built (a format, a string's bounds, a number
+ * range), so the same piece in many schemas of one grammar (300 tools with an e-mail field)
+ * is built once and is one terminal, whose token classes masks then share. nx__gb_keyed is
+ * NX__DEAD for an unknown key; nx__gb_key records term under key (a copy), silently not on
+ * no memory (a cache). */
+uint32_t nx__gb_keyed(const nx__gb_t *b, const char *key);
+void nx__gb_key(nx__gb_t *b, const char *key, uint32_t term);
 /* A rule for item{min,max} (max UINT32_MAX: unbounded) with sep between repetitions
  * (sep NX__DEAD: none). NX__DEAD on a cap; err says which. */
 uint32_t nx__gb_repeat(nx__gb_t *b, uint32_t item, uint32_t sep, uint32_t min, uint32_t max,

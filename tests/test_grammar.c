@@ -467,6 +467,34 @@ static void test_string_length_dfa(void **state)
     expect_error("{\"type\":\"string\",\"maxLength\":10000}", NX_ENOTSUP, "'maxLength'");
 }
 
+/* The same format, bounded string or number range in many places of one grammar (300 tools
+ * with an e-mail field) is one terminal, built once: three e-mail fields cost the DFA states
+ * of one. */
+static void test_keyed_terminals_shared(void **state)
+{
+    nx_err_t err = {0};
+    const char *one = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+                      "\"format\":\"email\",\"maxLength\":50}},\"required\":[\"a\"],"
+                      "\"additionalProperties\":false}";
+    const char *three = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+                        "\"format\":\"email\",\"maxLength\":50},\"b\":{\"type\":\"string\","
+                        "\"format\":\"email\",\"maxLength\":50},\"c\":{\"type\":\"array\","
+                        "\"items\":{\"type\":\"string\",\"format\":\"email\",\"maxLength\":50}}},"
+                        "\"required\":[\"a\",\"b\",\"c\"],\"additionalProperties\":false}";
+    nx_gram_t *g1 = schema(one, &err), *g3 = schema(three, &err);
+    assert_non_null(g1);
+    assert_non_null(g3);
+    uint32_t rules, terms1, terms3, states1, states3;
+    nx_gram_stats(g1, &rules, &terms1, &states1);
+    nx_gram_stats(g3, &rules, &terms3, &states3);
+    print_message("one e-mail field: %u DFA states; three: %u\n", states1, states3);
+    assert_true(states3 < states1 + 100); /* not 3 x 6,300: the e-mail DFA once */
+    assert_true(matches(g3, "{\"c\":[\"x@y.io\"],\"a\":\"a@b.cd\",\"b\":\"q@r.st\"}"));
+    assert_false(matches(g3, "{\"c\":[\"x@y\"],\"a\":\"a@b.cd\",\"b\":\"q@r.st\"}"));
+    nx_gram_destroy(&g1);
+    nx_gram_destroy(&g3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_schema_hostile_inputs_are_refused),
         cmocka_unit_test(test_schema_bytes),
         cmocka_unit_test(test_string_length_dfa),
+        cmocka_unit_test(test_keyed_terminals_shared),
         cmocka_unit_test(test_gbnf_parse_and_errors),
         cmocka_unit_test(test_state_copy),
         cmocka_unit_test(test_reset_drops_grown_states),
