@@ -292,6 +292,7 @@ void nx_gram_destroy(nx_gram_t **self_p)
     free(g->alt_start);
     free(g->rule_alt);
     terms_free(g->terms, g->n_terms);
+    nx__tc_shared_free(g->shared);
     free(g);
     *self_p = NULL;
 }
@@ -396,6 +397,7 @@ nx_gram_t *nx__gb_finish(nx__gb_t *b, uint32_t root, const char *const *names, s
     nx_gram_t *g = calloc(1, sizeof *g);
     if (!g || root >= b->n_rules)
         goto fail;
+    g->shared = nx__tc_shared_new(); /* NULL is allowed: no sharing */
     uint32_t nr = b->n_rules;
     g->n_rules = nr;
     g->root = root;

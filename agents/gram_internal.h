@@ -147,6 +147,11 @@ static inline bool nx__term_empty(const nx__term_t *t)
     return t->kind == NX__T_DFA && t->dfa.n_states == 0;
 }
 
+/* Token classes shared by the matchers of one grammar (gram_mask.c); internally locked. */
+typedef struct nx__tc_shared nx__tc_shared_t;
+nx__tc_shared_t *nx__tc_shared_new(void);
+void nx__tc_shared_free(nx__tc_shared_t *sh);
+
 struct nx_gram {
     uint32_t *items;     /* every alternative's items, each ended by NX__END */
     uint32_t n_items;
@@ -156,6 +161,7 @@ struct nx_gram {
     nx__term_t *terms;
     uint32_t n_terms;
     uint32_t root;
+    nx__tc_shared_t *shared; /* NULL: none (no memory at creation); classes stay per matcher */
 };
 
 /* The builder: rules are created first (so recursion can name them) and given alternatives. */

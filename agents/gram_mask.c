@@ -16,6 +16,8 @@
  * (Ending T before any byte is another member of the same set: expansion is eager.) Masks are
  * then cached per state set, so a state seen again costs a copy.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +34,7 @@ typedef struct trie {
 } trie_t;
 
 struct nx_gram_vocab {
+    uint64_t serial;   /* unique per vocabulary made in this process (nx__tc_shared_t) */
     uint32_t size;
     char *bytes;       /* every token's bytes back to back */
     uint32_t *off;     /* [size + 1] */
@@ -247,9 +250,11 @@ nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *len
                                    const bool *special, uint32_t vocab_size,
                                    const int32_t *eos_ids, size_t eos_count, nx_err_t *err)
 {
+    static _Atomic uint64_t serials;
     nx_gram_vocab_t *v = calloc(1, sizeof *v);
     if (!v)
         goto oom;
+    v->serial = ++serials;
     v->size = vocab_size;
     v->off = malloc(((size_t)vocab_size + 1) * sizeof *v->off);
     v->kind = calloc(vocab_size ? vocab_size : 1, 1);
@@ -346,13 +351,30 @@ typedef struct tclass {
      * sub_hi) below the node of the literal's remaining bytes, at depth sub_depth; each
      * token there is allowed iff the continuation takes its bytes past sub_depth. */
     uint32_t sub_lo, sub_hi, sub_depth;
-    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
 } tclass_t;
+
+/* A matcher's view of a class: its own, or one of the grammar's shared ones. */
+typedef struct local_tc {
+    tclass_t *tc;         /* NULL: a free slot */
+    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
+    bool owned;           /* the matcher frees it (not in the grammar's shared table) */
+} local_tc_t;
+
+/* The classes of one grammar under one vocabulary, shared by all its matchers (a server
+ * that makes a matcher per task pays each cold walk once per grammar). Immutable once
+ * inserted; the table is guarded by `lock`. The first vocabulary a matcher brings claims
+ * it; matchers under another vocabulary keep their classes to themselves. */
+struct nx__tc_shared {
+    pthread_mutex_t lock;
+    uint64_t vocab_serial; /* 0 until claimed */
+    tclass_t **tc;         /* hash of (term, dstate) */
+    size_t n_tc, used_tc;
+};
 
 #define MASK_SLOTS 64u
 
 struct nx__mask_cache {
-    tclass_t **tc;        /* hash of (term, dstate) */
+    local_tc_t *tc;       /* hash of (term, dstate) */
     size_t n_tc, used_tc;
     uint32_t *mask_set;   /* [MASK_SLOTS]: the set each cached mask is for, NX__DEAD = free */
     uint32_t *masks;      /* [MASK_SLOTS * words] */
@@ -383,7 +405,8 @@ void nx__mask_cache_free(nx__mask_cache_t *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->n_tc; i++)
-        tclass_free(c->tc[i]);
+        if (c->tc[i].owned)
+            tclass_free(c->tc[i].tc);
     free(c->tc);
     free(c->mask_set);
     free(c->masks);
@@ -942,19 +965,82 @@ static uint64_t tc_hash(uint32_t term, uint32_t d)
     return h ^ (h >> 29);
 }
 
-static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
+nx__tc_shared_t *nx__tc_shared_new(void)
+{
+    nx__tc_shared_t *sh = calloc(1, sizeof *sh);
+    if (sh && pthread_mutex_init(&sh->lock, NULL) != 0) {
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+void nx__tc_shared_free(nx__tc_shared_t *sh)
+{
+    if (!sh)
+        return;
+    for (size_t i = 0; i < sh->n_tc; i++)
+        tclass_free(sh->tc[i]);
+    free(sh->tc);
+    pthread_mutex_destroy(&sh->lock);
+    free(sh);
+}
+
+static tclass_t *shared_find(const nx__tc_shared_t *sh, uint32_t term, uint32_t d)
+{
+    if (!sh->n_tc)
+        return NULL;
+    size_t mask = sh->n_tc - 1;
+    for (size_t h = tc_hash(term, d) & mask; sh->tc[h]; h = (h + 1) & mask)
+        if (sh->tc[h]->term == term && sh->tc[h]->dstate == d)
+            return sh->tc[h];
+    return NULL;
+}
+
+/* false on no memory (the caller keeps the class to itself) */
+static bool shared_insert(nx__tc_shared_t *sh, tclass_t *tc)
+{
+    if (2 * (sh->used_tc + 1) > sh->n_tc) {
+        size_t n = sh->n_tc ? 2 * sh->n_tc : 256;
+        tclass_t **slots = calloc(n, sizeof *slots);
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < sh->n_tc; i++) {
+            if (!sh->tc[i])
+                continue;
+            size_t h = tc_hash(sh->tc[i]->term, sh->tc[i]->dstate) & (n - 1);
+            while (slots[h])
+                h = (h + 1) & (n - 1);
+            slots[h] = sh->tc[i];
+        }
+        free(sh->tc);
+        sh->tc = slots;
+        sh->n_tc = n;
+    }
+    size_t h = tc_hash(tc->term, tc->dstate) & (sh->n_tc - 1);
+    while (sh->tc[h])
+        h = (h + 1) & (sh->n_tc - 1);
+    sh->tc[h] = tc;
+    sh->used_tc++;
+    return true;
+}
+
+/* The class of (term, d) for matcher m: its own table, then the grammar's shared one, else
+ * built (outside the lock, with m's scratch) and offered to the shared table. The entry is
+ * valid until the next tclass_get. */
+static local_tc_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
 {
     nx__mask_cache_t *c = m->cache;
     if (2 * (c->used_tc + 1) > c->n_tc) {
         size_t n = c->n_tc ? 2 * c->n_tc : 256;
-        tclass_t **tc = calloc(n, sizeof *tc);
+        local_tc_t *tc = calloc(n, sizeof *tc);
         if (!tc)
             return NULL;
         for (size_t i = 0; i < c->n_tc; i++) {
-            if (!c->tc[i])
+            if (!c->tc[i].tc)
                 continue;
-            size_t h = tc_hash(c->tc[i]->term, c->tc[i]->dstate) & (n - 1);
-            while (tc[h])
+            size_t h = tc_hash(c->tc[i].tc->term, c->tc[i].tc->dstate) & (n - 1);
+            while (tc[h].tc)
                 h = (h + 1) & (n - 1);
             tc[h] = c->tc[i];
         }
@@ -963,24 +1049,51 @@ static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
         c->n_tc = n;
     }
     size_t mask = c->n_tc - 1, h = tc_hash(term, d) & mask;
-    for (; c->tc[h]; h = (h + 1) & mask)
-        if (c->tc[h]->term == term && c->tc[h]->dstate == d)
-            return c->tc[h];
-    uint64_t t0 = nx_now_ns();
-    tclass_t *tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
-    if (tc && getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
-        const nx__term_t *t = &m->g->terms[term];
-        fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
-                "slice %d (trie nodes %u, rest %u)\n", term, t->kind == NX__T_DFA ? "dfa" : "lit",
-                t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
-                (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
-                tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+    for (; c->tc[h].tc; h = (h + 1) & mask)
+        if (c->tc[h].tc->term == term && c->tc[h].tc->dstate == d)
+            return &c->tc[h];
+    nx__tc_shared_t *sh = m->g->shared;
+    bool use_shared = false;
+    tclass_t *tc = NULL;
+    if (sh) {
+        pthread_mutex_lock(&sh->lock);
+        if (!sh->vocab_serial)
+            sh->vocab_serial = m->v->serial;
+        use_shared = sh->vocab_serial == m->v->serial;
+        if (use_shared)
+            tc = shared_find(sh, term, d);
+        pthread_mutex_unlock(&sh->lock);
     }
-    if (tc) {
-        c->tc[h] = tc;
-        c->used_tc++;
+    bool owned = tc == NULL;
+    if (!tc) {
+        uint64_t t0 = nx_now_ns();
+        tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
+        if (!tc)
+            return NULL;
+        if (getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
+            const nx__term_t *t = &m->g->terms[term];
+            fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
+                    "dense %d (trie nodes %u, rest %u)\n", term,
+                    t->kind == NX__T_DFA ? "dfa" : "lit",
+                    t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
+                    (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
+                    tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+        }
+        if (use_shared) {
+            pthread_mutex_lock(&sh->lock);
+            tclass_t *other = shared_find(sh, term, d);
+            if (other) { /* another thread built it meanwhile */
+                tclass_free(tc);
+                tc = other;
+                owned = false;
+            } else
+                owned = !shared_insert(sh, tc);
+            pthread_mutex_unlock(&sh->lock);
+        }
     }
-    return tc;
+    c->tc[h] = (local_tc_t){.tc = tc, .stamp = 0, .owned = owned};
+    c->used_tc++;
+    return &c->tc[h];
 }
 
 static nx__mask_cache_t *cache_new(const nx_gram_vocab_t *v)
@@ -1079,11 +1192,12 @@ int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
             continue;
         }
         nx__node_t node = self->nodes[top];
-        tclass_t *tc = tclass_get(self, self->g->items[node.pos], node.dstate);
-        if (!tc)
+        local_tc_t *entry = tclass_get(self, self->g->items[node.pos], node.dstate);
+        if (!entry)
             return nx_err_set(err, NX_ENOMEM, "out of memory computing a token mask");
-        if (tc->stamp != stamp) {
-            tc->stamp = stamp;
+        const tclass_t *tc = entry->tc;
+        if (entry->stamp != stamp) {
+            entry->stamp = stamp;
             if (tc->sure_bits)
                 for (size_t w = 0; w < words; w++)
                     mask[w] |= tc->sure_bits[w];

@@ -5,6 +5,7 @@
  * mask bit is set exactly when the matcher accepts the token, end ids exactly where the
  * grammar accepts. Run from the repository root (as `make unit` does).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -495,6 +496,105 @@ static void test_keyed_terminals_shared(void **state)
     nx_gram_destroy(&g3);
 }
 
+/* Token classes are shared by the matchers of a grammar (built once, then read by all):
+ * matchers on four threads walking the same tokens get the masks of a lone matcher, and a
+ * matcher under a second vocabulary gets exact masks of its own (the classes of the first
+ * vocabulary, claimed first, are not used for it). */
+typedef struct walk_job {
+    const nx_gram_t *g;
+    const nx_gram_vocab_t *v;
+    const int32_t *ids;
+    size_t n_ids;
+    const uint32_t *want; /* [n_ids + 1 masks] */
+    bool same;
+} walk_job_t;
+
+static void *walk_thread(void *arg)
+{
+    walk_job_t *job = arg;
+    size_t words = nx_gram_mask_words(job->v);
+    uint32_t *mask = malloc(words * sizeof *mask);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(job->g, job->v, NULL);
+    job->same = m && mask;
+    for (size_t i = 0; job->same && i <= job->n_ids; i++) {
+        job->same = nx_gram_matcher_mask(m, mask, NULL) == NX_OK &&
+                    !memcmp(mask, job->want + i * words, words * sizeof *mask);
+        if (i < job->n_ids)
+            job->same = job->same && nx_gram_matcher_accept_token(m, job->ids[i], NULL) == NX_OK;
+    }
+    nx_gram_matcher_destroy(&m);
+    free(mask);
+    return NULL;
+}
+
+static void test_classes_shared_between_matchers(void **state)
+{
+    nx_err_t err = {0};
+    nx_tokenizer_t *tok = nx_tokenizer_load(TINY_DIR, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    int32_t eos = nx_tokenizer_token_id(tok, "<|im_end|>");
+    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    nx_gram_t *g = schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\","
+                          "\"maxLength\":20},\"tags\":{\"type\":\"array\",\"items\":{\"enum\":"
+                          "[\"red\",\"green\"]}}},\"required\":[\"name\",\"tags\"],"
+                          "\"additionalProperties\":false}", &err);
+    assert_non_null(g);
+    const char *text = "{\"name\":\"the end of it\",\"tags\":[\"green\",\"red\"]}";
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    assert_int_equal(nx_tokenizer_encode(tok, text, strlen(text), &ids, &n_ids, &err), NX_OK);
+    size_t words = nx_gram_mask_words(v);
+    uint32_t *want = malloc((n_ids + 1) * words * sizeof *want);
+    assert_non_null(want);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
+    for (size_t i = 0; i <= n_ids; i++) {
+        assert_int_equal(nx_gram_matcher_mask(m, want + i * words, &err), NX_OK);
+        if (i < n_ids)
+            assert_int_equal(nx_gram_matcher_accept_token(m, ids[i], &err), NX_OK);
+    }
+    nx_gram_matcher_destroy(&m);
+    walk_job_t jobs[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        jobs[k] = (walk_job_t){.g = g, .v = v, .ids = ids, .n_ids = n_ids, .want = want};
+        assert_int_equal(pthread_create(&th[k], NULL, walk_thread, &jobs[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        assert_true(jobs[k].same);
+    }
+    /* a second vocabulary for the same grammar: a few pieces and every single character the
+     * instances need (so no walk dead-ends for want of a token), then the end id */
+    static const char *const pieces[] = {"{\"", "name", "\":\"", "the", " end", "\",\"",
+                                         "tags", "\":[", "\"green", "\"red", "\"]"};
+    const char *chars = " \"{}[],:abcdefghijklmnopqrstuvwxyz";
+    size_t n_pieces = sizeof pieces / sizeof pieces[0], n2 = n_pieces + strlen(chars) + 1;
+    const char **strs = calloc(n2, sizeof *strs);
+    uint32_t *lens = calloc(n2, sizeof *lens);
+    assert_non_null(strs);
+    assert_non_null(lens);
+    for (size_t i = 0; i < n2 - 1; i++) {
+        strs[i] = i < n_pieces ? pieces[i] : chars + (i - n_pieces);
+        lens[i] = i < n_pieces ? (uint32_t)strlen(pieces[i]) : 1;
+    }
+    strs[n2 - 1] = "<end>";
+    lens[n2 - 1] = 5;
+    int32_t eos2 = (int32_t)n2 - 1;
+    nx_gram_vocab_t *v2 = nx_gram_vocab_new(strs, lens, NULL, (uint32_t)n2, &eos2, 1, &err);
+    assert_non_null(v2);
+    assert_true(exhaustive_walks(g, v2, eos2, 5, 6) >= 30);
+    free(strs);
+    free(lens);
+    nx_gram_vocab_destroy(&v2);
+    free(want);
+    free(ids);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+    nx_tokenizer_destroy(&tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -508,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_reset_drops_grown_states),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
         cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
+        cmocka_unit_test(test_classes_shared_between_matchers),
         cmocka_unit_test(test_gbnf_regular_pieces_fold),
         cmocka_unit_test(test_sampler_pick_masked),
     };
