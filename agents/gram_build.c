@@ -204,6 +204,14 @@ uint32_t nx__gb_literal(nx__gb_t *b, const char *bytes, size_t len)
     return id;
 }
 
+void nx__gb_term_strlen(nx__gb_t *b, uint32_t term, uint32_t per_count, uint32_t max)
+{
+    if (term < b->n_terms && b->terms[term].kind == NX__T_DFA) {
+        b->terms[term].strlen_k = per_count;
+        b->terms[term].strlen_max = max;
+    }
+}
+
 uint32_t nx__gb_dfa(nx__gb_t *b, nx__dfa_t *dfa)
 {
     uint32_t id = add_term(b, (nx__term_t){.kind = NX__T_DFA, .dfa = *dfa});

@@ -281,6 +281,8 @@ static int string_term(nx__sc_t *sc, json_t *node, const char *ptr, json_t *fmt,
     *term = nx__gb_dfa(sc->b, &acc);
     if (*term == NX__DEAD)
         return nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc;
+    if (!fmt && !pat) /* the length DFA alone: its layout is known */
+        nx__gb_term_strlen(sc->b, *term, nx__dfa_json_length_per_count(), maxl);
     return NX_OK;
 }
 

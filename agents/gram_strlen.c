@@ -31,6 +31,17 @@ static void char_dfa_build(void)
     char_dfa_ok = ok && char_dfa.trans[char_dfa.byte_class['"']] == NX__DEAD;
 }
 
+uint32_t nx__dfa_json_length_per_count(void)
+{
+    pthread_once(&char_dfa_once, char_dfa_build);
+    if (!char_dfa_ok)
+        return 0;
+    uint32_t k = 0;
+    for (uint32_t s = 0; s < char_dfa.n_states; s++)
+        k += !(char_dfa.flags[s] & NX__DFA_ACCEPT);
+    return k;
+}
+
 int nx__dfa_json_length(uint32_t min, uint32_t max, nx__dfa_t *out, nx_err_t *err)
 {
     memset(out, 0, sizeof *out);

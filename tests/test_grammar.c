@@ -278,6 +278,11 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
         "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/t\"},\"maxItems\":2}},"
         "\"additionalProperties\":false}},\"$ref\":\"#/$defs/t\"}",
         "true",
+        /* bounded strings read from their state numbers (slice_of): a min only, a max past
+         * SLICE_MAX_CHARS, both */
+        "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\",\"minLength\":3},{\"type\":"
+        "\"string\",\"maxLength\":70},{\"type\":\"string\",\"minLength\":2,\"maxLength\":5}],"
+        "\"items\":false,\"minItems\":3}",
     };
     for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
         nx_gram_t *g = schema(schemas[i], &err);
