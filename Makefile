@@ -334,7 +334,7 @@ asan: asan-build
 TSAN_BUILD ?= build-tsan
 TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
-TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
+TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf test_grammar \
 	test_engine test_cpu_quant_forward)
 TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_pull.py tests/test_http.py
 tsan-build:
