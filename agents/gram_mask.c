@@ -59,6 +59,7 @@ struct nx_gram_vocab {
     uint32_t *long_ids;
     uint32_t n_long;
     uint32_t max_len;
+    struct vocab_classes *classes; /* DFA terminals' classes kept across grammars, or NULL */
 };
 
 enum { TOK_NORMAL = 0, TOK_NEVER = 1, TOK_EOS = 2 };
@@ -75,6 +76,9 @@ static int cmp_tok(const void *a, const void *b, void *ctx)
         return c;
     return lx != ly ? (lx < ly ? -1 : 1) : (x < y ? -1 : x > y);
 }
+
+static void vocab_classes_free(struct vocab_classes *vc);
+static struct vocab_classes *vocab_classes_new(void);
 
 void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
 {
@@ -99,6 +103,7 @@ void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
     free(v->word_ids);
     free(v->long_ids);
     free(v->same_next);
+    vocab_classes_free(v->classes);
     free(v);
     *self_p = NULL;
 }
@@ -330,6 +335,7 @@ nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *len
     if (build_trie(v, &v->rest, v->plain) != NX_OK || !bounded_slices(v) ||
         build_trie(v, &v->nonword, v->word) != NX_OK)
         goto oom;
+    v->classes = vocab_classes_new(); /* NULL: classes stay per grammar */
     return v;
 oom:
     nx_err_set(err, NX_ENOMEM, "out of memory building a token trie");
@@ -355,12 +361,43 @@ typedef struct tclass {
     uint32_t sub_lo, sub_hi, sub_depth;
 } tclass_t;
 
-/* A matcher's view of a class: its own, or one of the grammar's shared ones. */
+/* A matcher's view of a class: its own, or one the grammar or the vocabulary keeps. The key
+ * is here, not in the class: a vocabulary's class serves terminals of many grammars. */
 typedef struct local_tc {
+    uint32_t term, dstate;
     tclass_t *tc;         /* NULL: a free slot */
     uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
-    bool owned;           /* the matcher frees it (not in the grammar's shared table) */
+    bool owned;           /* the matcher frees it (no table below keeps it) */
 } local_tc_t;
+
+typedef struct shared_tc {
+    uint32_t term, dstate;
+    tclass_t *tc;         /* NULL: a free slot */
+    bool owned;           /* the grammar frees it (not the vocabulary's) */
+} shared_tc_t;
+
+/* A DFA terminal's classes, kept by the vocabulary for every grammar with the same DFA (the
+ * free JSON string, numbers, formats: the same automaton in every schema), so a new grammar's
+ * first masks find them walked. Keyed by the DFA's content (a copy is kept), and only for
+ * DFAs of up to VOCAB_DFA_WORDS transitions, where hashing one costs a few µs. */
+#define VOCAB_DFA_WORDS 16384u
+typedef struct vocab_dfa {
+    uint64_t hash;
+    nx__dfa_t dfa;        /* a copy */
+} vocab_dfa_t;
+
+typedef struct vocab_tc {
+    uint32_t dfa, dstate; /* dfa: index in vocab_classes.dfas */
+    tclass_t *tc;         /* NULL: a free slot */
+} vocab_tc_t;
+
+struct vocab_classes {
+    pthread_mutex_t lock;
+    vocab_dfa_t *dfas;
+    size_t n_dfas, cap_dfas;
+    vocab_tc_t *tc;       /* hash of (dfa, dstate) */
+    size_t n_tc, used_tc;
+};
 
 /* The classes of one grammar under one vocabulary, shared by all its matchers (a server
  * that makes a matcher per task pays each cold walk once per grammar). Immutable once
@@ -369,9 +406,12 @@ typedef struct local_tc {
 struct nx__tc_shared {
     pthread_mutex_t lock;
     uint64_t vocab_serial; /* 0 until claimed */
-    tclass_t **tc;         /* hash of (term, dstate) */
+    shared_tc_t *tc;       /* hash of (term, dstate) */
     size_t n_tc, used_tc;
+    uint32_t *term_vdfa;   /* [n_terms]: the vocabulary's index of each DFA terminal (hashing
+                            * one costs up to ~20 µs: once per grammar), VDFA_UNKNOWN */
 };
+#define VDFA_UNKNOWN (UINT32_MAX - 1)
 
 #define MASK_SLOTS 64u
 
@@ -991,118 +1031,244 @@ void nx__tc_shared_free(nx__tc_shared_t *sh)
     if (!sh)
         return;
     for (size_t i = 0; i < sh->n_tc; i++)
-        tclass_free(sh->tc[i]);
+        if (sh->tc[i].owned)
+            tclass_free(sh->tc[i].tc);
     free(sh->tc);
+    free(sh->term_vdfa);
     pthread_mutex_destroy(&sh->lock);
     free(sh);
 }
 
-static tclass_t *shared_find(const nx__tc_shared_t *sh, uint32_t term, uint32_t d)
+/* Open-addressing tables of entries with a `tc` pointer (NULL: free) and a 2-key hash, for
+ * the three tables (matcher, grammar, vocabulary): find the slot of (a, b), or the free
+ * slot where it goes; grow to keep the load under 1/2 (false on no memory). */
+#define TABLE_FIND(tab, n, ka, kb, a, b, slot_out)                                          \
+    do {                                                                                    \
+        size_t mask_ = (n) - 1, h_ = tc_hash((a), (b)) & mask_;                             \
+        while ((tab)[h_].tc && !((tab)[h_].ka == (a) && (tab)[h_].kb == (b)))               \
+            h_ = (h_ + 1) & mask_;                                                          \
+        (slot_out) = h_;                                                                    \
+    } while (0)
+
+#define TABLE_GROW(type, tab, n, used, ka, kb, ok)                                          \
+    do {                                                                                    \
+        (ok) = true;                                                                        \
+        if (2 * ((used) + 1) <= (n))                                                        \
+            break;                                                                          \
+        size_t nn_ = (n) ? 2 * (n) : 256;                                                   \
+        type *t_ = calloc(nn_, sizeof *t_);                                                 \
+        if (!t_) {                                                                          \
+            (ok) = false;                                                                   \
+            break;                                                                          \
+        }                                                                                   \
+        for (size_t i_ = 0; i_ < (n); i_++) {                                               \
+            if (!(tab)[i_].tc)                                                              \
+                continue;                                                                   \
+            size_t h_ = tc_hash((tab)[i_].ka, (tab)[i_].kb) & (nn_ - 1);                    \
+            while (t_[h_].tc)                                                               \
+                h_ = (h_ + 1) & (nn_ - 1);                                                  \
+            t_[h_] = (tab)[i_];                                                             \
+        }                                                                                   \
+        free(tab);                                                                          \
+        (tab) = t_;                                                                         \
+        (n) = nn_;                                                                          \
+    } while (0)
+
+static struct vocab_classes *vocab_classes_new(void)
 {
-    if (!sh->n_tc)
+    struct vocab_classes *vc = calloc(1, sizeof *vc);
+    if (vc && pthread_mutex_init(&vc->lock, NULL) != 0) {
+        free(vc);
         return NULL;
-    size_t mask = sh->n_tc - 1;
-    for (size_t h = tc_hash(term, d) & mask; sh->tc[h]; h = (h + 1) & mask)
-        if (sh->tc[h]->term == term && sh->tc[h]->dstate == d)
-            return sh->tc[h];
-    return NULL;
-}
-
-/* false on no memory (the caller keeps the class to itself) */
-static bool shared_insert(nx__tc_shared_t *sh, tclass_t *tc)
-{
-    if (2 * (sh->used_tc + 1) > sh->n_tc) {
-        size_t n = sh->n_tc ? 2 * sh->n_tc : 256;
-        tclass_t **slots = calloc(n, sizeof *slots);
-        if (!slots)
-            return false;
-        for (size_t i = 0; i < sh->n_tc; i++) {
-            if (!sh->tc[i])
-                continue;
-            size_t h = tc_hash(sh->tc[i]->term, sh->tc[i]->dstate) & (n - 1);
-            while (slots[h])
-                h = (h + 1) & (n - 1);
-            slots[h] = sh->tc[i];
-        }
-        free(sh->tc);
-        sh->tc = slots;
-        sh->n_tc = n;
     }
-    size_t h = tc_hash(tc->term, tc->dstate) & (sh->n_tc - 1);
-    while (sh->tc[h])
-        h = (h + 1) & (sh->n_tc - 1);
-    sh->tc[h] = tc;
-    sh->used_tc++;
-    return true;
+    return vc;
 }
 
-/* The class of (term, d) for matcher m: its own table, then the grammar's shared one, else
- * built (outside the lock, with m's scratch) and offered to the shared table. The entry is
- * valid until the next tclass_get. */
+static void vocab_classes_free(struct vocab_classes *vc)
+{
+    if (!vc)
+        return;
+    for (size_t i = 0; i < vc->n_tc; i++)
+        tclass_free(vc->tc[i].tc);
+    free(vc->tc);
+    for (size_t i = 0; i < vc->n_dfas; i++)
+        nx__dfa_free(&vc->dfas[i].dfa);
+    free(vc->dfas);
+    pthread_mutex_destroy(&vc->lock);
+    free(vc);
+}
+
+static uint64_t dfa_hash(const nx__dfa_t *d)
+{
+    uint64_t h = ((uint64_t)d->n_states << 32 | d->n_classes) * 0x9E3779B97F4A7C15ull;
+    for (unsigned b = 0; b < 256; b++)
+        h = (h ^ d->byte_class[b]) * 0x100000001B3ull;
+    size_t n = (size_t)d->n_states * d->n_classes;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d->trans[i]) * 0x100000001B3ull;
+    for (uint32_t i = 0; i < d->n_states; i++)
+        h = (h ^ d->flags[i]) * 0x100000001B3ull;
+    return h ^ (h >> 31);
+}
+
+static bool dfa_same(const nx__dfa_t *a, const nx__dfa_t *b)
+{
+    return a->n_states == b->n_states && a->n_classes == b->n_classes &&
+           !memcmp(a->byte_class, b->byte_class, 256) &&
+           !memcmp(a->trans, b->trans, (size_t)a->n_states * a->n_classes * sizeof *a->trans) &&
+           !memcmp(a->flags, b->flags, a->n_states);
+}
+
+/* The index of DFA d among the vocabulary's (added, copied, when new); NX__DEAD on no
+ * memory. Under vc->lock. */
+static uint32_t vocab_dfa_index(struct vocab_classes *vc, const nx__dfa_t *d, uint64_t hash)
+{
+    for (size_t i = 0; i < vc->n_dfas; i++)
+        if (vc->dfas[i].hash == hash && dfa_same(&vc->dfas[i].dfa, d))
+            return (uint32_t)i;
+    if (vc->n_dfas == vc->cap_dfas) {
+        size_t cap = vc->cap_dfas ? 2 * vc->cap_dfas : 16;
+        vocab_dfa_t *p = realloc(vc->dfas, cap * sizeof *p);
+        if (!p)
+            return NX__DEAD;
+        vc->dfas = p;
+        vc->cap_dfas = cap;
+    }
+    size_t n = (size_t)d->n_states * d->n_classes;
+    nx__dfa_t copy = *d;
+    copy.trans = malloc(n * sizeof *copy.trans);
+    copy.flags = malloc(d->n_states ? d->n_states : 1);
+    if (!copy.trans || !copy.flags) {
+        nx__dfa_free(&copy);
+        return NX__DEAD;
+    }
+    memcpy(copy.trans, d->trans, n * sizeof *copy.trans);
+    memcpy(copy.flags, d->flags, d->n_states);
+    vc->dfas[vc->n_dfas] = (vocab_dfa_t){.hash = hash, .dfa = copy};
+    return (uint32_t)vc->n_dfas++;
+}
+
+/* The class of (term, d) for matcher m, from the first table that has it: the matcher's, the
+ * grammar's (for the vocabulary that claimed it), the vocabulary's (for a DFA terminal, by
+ * content); else built (outside the locks, with m's scratch) and offered to the vocabulary
+ * (DFA terminals) or the grammar (literals, and DFAs too large to key), whichever takes it
+ * first owning it. The entry is valid until the next tclass_get. */
 static local_tc_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
 {
     nx__mask_cache_t *c = m->cache;
-    if (2 * (c->used_tc + 1) > c->n_tc) {
-        size_t n = c->n_tc ? 2 * c->n_tc : 256;
-        local_tc_t *tc = calloc(n, sizeof *tc);
-        if (!tc)
-            return NULL;
-        for (size_t i = 0; i < c->n_tc; i++) {
-            if (!c->tc[i].tc)
-                continue;
-            size_t h = tc_hash(c->tc[i].tc->term, c->tc[i].tc->dstate) & (n - 1);
-            while (tc[h].tc)
-                h = (h + 1) & (n - 1);
-            tc[h] = c->tc[i];
-        }
-        free(c->tc);
-        c->tc = tc;
-        c->n_tc = n;
-    }
-    size_t mask = c->n_tc - 1, h = tc_hash(term, d) & mask;
-    for (; c->tc[h].tc; h = (h + 1) & mask)
-        if (c->tc[h].tc->term == term && c->tc[h].tc->dstate == d)
-            return &c->tc[h];
+    bool ok;
+    TABLE_GROW(local_tc_t, c->tc, c->n_tc, c->used_tc, term, dstate, ok);
+    if (!ok)
+        return NULL;
+    size_t h;
+    TABLE_FIND(c->tc, c->n_tc, term, dstate, term, d, h);
+    if (c->tc[h].tc)
+        return &c->tc[h];
+    const nx__term_t *t = &m->g->terms[term];
     nx__tc_shared_t *sh = m->g->shared;
-    bool use_shared = false;
+    struct vocab_classes *vc = m->v->classes;
+    bool use_shared = false, in_vocab = false, in_shared = false;
     tclass_t *tc = NULL;
     if (sh) {
         pthread_mutex_lock(&sh->lock);
         if (!sh->vocab_serial)
             sh->vocab_serial = m->v->serial;
         use_shared = sh->vocab_serial == m->v->serial;
-        if (use_shared)
-            tc = shared_find(sh, term, d);
+        if (use_shared && sh->n_tc) {
+            size_t k;
+            TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+            tc = sh->tc[k].tc;
+        }
         pthread_mutex_unlock(&sh->lock);
+        in_shared = tc != NULL;
     }
-    bool owned = tc == NULL;
+    uint32_t vdfa = NX__DEAD;
+    if (!tc && vc && t->kind == NX__T_DFA &&
+        (size_t)t->dfa.n_states * t->dfa.n_classes <= VOCAB_DFA_WORDS) {
+        uint32_t known = VDFA_UNKNOWN;
+        if (use_shared) {
+            pthread_mutex_lock(&sh->lock);
+            if (!sh->term_vdfa && (sh->term_vdfa = malloc(m->g->n_terms * sizeof(uint32_t))))
+                for (uint32_t i = 0; i < m->g->n_terms; i++)
+                    sh->term_vdfa[i] = VDFA_UNKNOWN;
+            if (sh->term_vdfa)
+                known = sh->term_vdfa[term];
+            pthread_mutex_unlock(&sh->lock);
+        }
+        uint64_t hash = known == VDFA_UNKNOWN ? dfa_hash(&t->dfa) : 0;
+        pthread_mutex_lock(&vc->lock);
+        vdfa = known != VDFA_UNKNOWN ? known : vocab_dfa_index(vc, &t->dfa, hash);
+        if (vdfa != NX__DEAD && vc->n_tc) {
+            size_t k;
+            TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+            tc = vc->tc[k].tc;
+        }
+        pthread_mutex_unlock(&vc->lock);
+        in_vocab = tc != NULL;
+        if (known == VDFA_UNKNOWN && vdfa != NX__DEAD && use_shared) {
+            pthread_mutex_lock(&sh->lock);
+            if (sh->term_vdfa)
+                sh->term_vdfa[term] = vdfa;
+            pthread_mutex_unlock(&sh->lock);
+        }
+    }
     if (!tc) {
         uint64_t t0 = nx_now_ns();
-        tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
+        tc = tclass_build(c, m->v, t, term, d);
         if (!tc)
             return NULL;
-        if (getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
-            const nx__term_t *t = &m->g->terms[term];
+        if (getenv("NX_GRAM_DEBUG")) /* which cold walks cost what (bench/grammar.c) */
             fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
                     "dense %d (trie nodes %u, rest %u)\n", term,
                     t->kind == NX__T_DFA ? "dfa" : "lit",
                     t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
                     (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
                     tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
-        }
-        if (use_shared) {
-            pthread_mutex_lock(&sh->lock);
-            tclass_t *other = shared_find(sh, term, d);
-            if (other) { /* another thread built it meanwhile */
+        if (vdfa != NX__DEAD) {
+            pthread_mutex_lock(&vc->lock);
+            size_t k = 0;
+            if (vc->n_tc)
+                TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+            if (vc->n_tc && vc->tc[k].tc) { /* another thread built it meanwhile */
                 tclass_free(tc);
-                tc = other;
-                owned = false;
-            } else
-                owned = !shared_insert(sh, tc);
-            pthread_mutex_unlock(&sh->lock);
+                tc = vc->tc[k].tc;
+                in_vocab = true;
+            } else {
+                TABLE_GROW(vocab_tc_t, vc->tc, vc->n_tc, vc->used_tc, dfa, dstate, ok);
+                if (ok) {
+                    TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+                    vc->tc[k] = (vocab_tc_t){.dfa = vdfa, .dstate = d, .tc = tc};
+                    vc->used_tc++;
+                    in_vocab = true;
+                }
+            }
+            pthread_mutex_unlock(&vc->lock);
         }
     }
-    c->tc[h] = (local_tc_t){.tc = tc, .stamp = 0, .owned = owned};
+    if (use_shared && !in_shared) {
+        pthread_mutex_lock(&sh->lock);
+        size_t k = 0;
+        if (sh->n_tc)
+            TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+        if (sh->n_tc && sh->tc[k].tc) { /* another thread put one meanwhile */
+            if (!in_vocab)
+                tclass_free(tc);
+            tc = sh->tc[k].tc;
+            in_shared = true;
+        } else {
+            TABLE_GROW(shared_tc_t, sh->tc, sh->n_tc, sh->used_tc, term, dstate, ok);
+            if (ok) {
+                TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+                sh->tc[k] = (shared_tc_t){.term = term, .dstate = d, .tc = tc,
+                                          .owned = !in_vocab};
+                sh->used_tc++;
+                in_shared = true;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    c->tc[h] = (local_tc_t){.term = term, .dstate = d, .tc = tc, .stamp = 0,
+                            .owned = !in_vocab && !in_shared};
     c->used_tc++;
     return &c->tc[h];
 }

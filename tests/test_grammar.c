@@ -501,7 +501,8 @@ static void test_keyed_terminals_shared(void **state)
     nx_gram_destroy(&g3);
 }
 
-/* Token classes are shared by the matchers of a grammar (built once, then read by all):
+/* Token classes are shared by the matchers of a grammar (built once, then read by all), and a
+ * DFA terminal's by every grammar with the same DFA under one vocabulary:
  * matchers on four threads walking the same tokens get the masks of a lone matcher, and a
  * matcher under a second vocabulary gets exact masks of its own (the classes of the first
  * vocabulary, claimed first, are not used for it). */
@@ -593,6 +594,18 @@ static void test_classes_shared_between_matchers(void **state)
     free(strs);
     free(lens);
     nx_gram_vocab_destroy(&v2);
+    /* the vocabulary that claimed the grammar's classes goes (its own classes with it), a new
+     * one comes, perhaps at the same address: the grammar's table is not used for it, and a
+     * second grammar with the same DFA terminals finds the new vocabulary's classes exact */
+    nx_gram_vocab_destroy(&v);
+    v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    assert_true(exhaustive_walks(g, v, eos, 8, 4) >= 20);
+    nx_gram_t *g2 = schema("{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":"
+                           "20}}", &err);
+    assert_non_null(g2);
+    assert_true(exhaustive_walks(g2, v, eos, 9, 4) >= 20);
+    nx_gram_destroy(&g2);
     free(want);
     free(ids);
     nx_gram_destroy(&g);
