@@ -7,8 +7,9 @@
  * A mask for a matcher state is the union, over its top nodes, of what each top allows. For a
  * top inside terminal T at DFA state d, the tokens split in three, and the split depends on
  * (T, d) only, so it is computed once per grammar and vocabulary (shared by the grammar's
- * matchers, see nx__tc_shared) by walking the trie through T's DFA alone (a literal: along
- * its remaining bytes only, see tclass_build_literal):
+ * matchers, see nx__tc_shared; a DFA terminal's by every grammar with the same DFA, see
+ * vocab_classes) by walking the trie through T's DFA alone (a literal: along its remaining
+ * bytes only, see tclass_build_literal):
  *   - sure: the token's bytes stay inside T (the DFA is still live after them): allowed
  *     whatever the stack below;
  *   - crossing: the DFA dies inside the token but passed an accepting state after j >= 1

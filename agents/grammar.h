@@ -15,9 +15,10 @@
  *
  * Threads: a grammar and a vocabulary are immutable after creation and may be shared; a
  * matcher (its states and caches) belongs to one thread at a time. The per-terminal token
- * classes (the cold part of masks) are kept in the grammar, under a lock, for the first
- * vocabulary its matchers bring: every matcher of that grammar and vocabulary, on any
- * thread, walks each (terminal, state) once in all (gram_mask.c).
+ * classes (the cold part of masks) are kept, under locks, in the grammar (for the first
+ * vocabulary its matchers bring) and, for DFA terminals, in the vocabulary (by the DFA's
+ * content, for every grammar): each (terminal, state) is walked once per grammar, and a
+ * free string's, a number's or a format's once per vocabulary (gram_mask.c).
  */
 #ifndef NX_GRAMMAR_H
 #define NX_GRAMMAR_H
