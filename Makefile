@@ -546,6 +546,7 @@ $(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexu
 FUZZ_GRAM_SRC := $(filter-out agents/gram_vocab_tok.c,$(wildcard agents/gram_*.c)) loader/err.c
 $(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf $(BUILD)/fuzz/fuzz_gram_compat: \
   $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
-	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h
+	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h \
+	agents/gram_vocab.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests -o $@ $< $(FUZZ_GRAM_SRC) -ljansson -lm -lpthread
