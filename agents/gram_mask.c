@@ -80,7 +80,12 @@ struct vocab_classes {
     size_t n_dfas, cap_dfas;
     vocab_tc_t *tc;       /* hash of (dfa, dstate) */
     size_t n_tc, used_tc;
+    size_t bytes;         /* the classes' memory, about: capped by VOCAB_CLASS_BYTES */
 };
+/* A daemon lives as long as its vocabularies and sees schemas without end: past these caps
+ * new DFAs and classes stay with their grammars (freed with them), the kept ones serve on. */
+#define VOCAB_MAX_DFAS 1024u
+#define VOCAB_CLASS_BYTES (64u << 20)
 
 /* The classes of one grammar under one vocabulary, shared by all its matchers (a server
  * that makes a matcher per task pays each cold walk once per grammar). Immutable once
@@ -781,6 +786,13 @@ void nx__vocab_classes_free(struct vocab_classes *vc)
     free(vc);
 }
 
+static size_t tclass_bytes(const tclass_t *tc, const nx_gram_vocab_t *v)
+{
+    size_t toks = tc->n_groups ? tc->grp_tok[tc->n_groups] : 0;
+    return sizeof *tc + (tc->sure_bits ? nx_gram_mask_words(v) * 4 : (size_t)tc->n_sure * 4) +
+           toks * 4 + (size_t)tc->n_groups * 12;
+}
+
 static uint64_t dfa_hash(const nx__dfa_t *d)
 {
     uint64_t h = ((uint64_t)d->n_states << 32 | d->n_classes) * 0x9E3779B97F4A7C15ull;
@@ -809,6 +821,8 @@ static uint32_t vocab_dfa_index(struct vocab_classes *vc, const nx__dfa_t *d, ui
     for (size_t i = 0; i < vc->n_dfas; i++)
         if (vc->dfas[i].hash == hash && dfa_same(&vc->dfas[i].dfa, d))
             return (uint32_t)i;
+    if (vc->n_dfas >= VOCAB_MAX_DFAS)
+        return NX__DEAD;
     if (vc->n_dfas == vc->cap_dfas) {
         size_t cap = vc->cap_dfas ? 2 * vc->cap_dfas : 16;
         vocab_dfa_t *p = realloc(vc->dfas, cap * sizeof *p);
@@ -916,12 +930,13 @@ static local_tc_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
                 tclass_free(tc);
                 tc = vc->tc[k].tc;
                 in_vocab = true;
-            } else {
+            } else if (vc->bytes + tclass_bytes(tc, m->v) <= VOCAB_CLASS_BYTES) {
                 TABLE_GROW(vocab_tc_t, vc->tc, vc->n_tc, vc->used_tc, dfa, dstate, ok);
                 if (ok) {
                     TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
                     vc->tc[k] = (vocab_tc_t){.dfa = vdfa, .dstate = d, .tc = tc};
                     vc->used_tc++;
+                    vc->bytes += tclass_bytes(tc, m->v);
                     in_vocab = true;
                 }
             }
