@@ -300,7 +300,7 @@ asan: asan-build
 TSAN_BUILD ?= build-tsan
 TSAN_MAKE := $(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -Wno-format-truncation"
-TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf \
+TSAN_UNIT := $(addprefix $(TSAN_BUILD)/tests/,test_exec test_pool test_loader test_gguf test_grammar \
 	test_engine test_cpu_quant_forward)
 TSAN_PYTEST := $(wildcard tests/test_daemon_*.py) tests/test_pull.py tests/test_http.py
 tsan-build:
@@ -526,6 +526,7 @@ $(BUILD)/fuzz/fuzz_pull_listing: tests/fuzz_pull_listing.c $(FUZZ_PULL_SRC) nexu
 FUZZ_GRAM_SRC := $(filter-out agents/gram_vocab_tok.c,$(wildcard agents/gram_*.c)) loader/err.c
 $(BUILD)/fuzz/fuzz_json_schema $(BUILD)/fuzz/fuzz_gbnf $(BUILD)/fuzz/fuzz_gram_compat: \
   $(BUILD)/fuzz/%: tests/%.c $(FUZZ_GRAM_SRC) \
-	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h
+	tests/fuzz_gram_common.h agents/grammar.h agents/gram_internal.h agents/gram_schema.h \
+	agents/gram_vocab.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests -o $@ $< $(FUZZ_GRAM_SRC) -ljansson -lm -lpthread

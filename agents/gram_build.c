@@ -23,6 +23,9 @@ struct nx__gb {
     uint32_t *lit_slots; /* literal intern table: term id + 1 */
     size_t n_lit_slots;
     uint32_t n_lits;
+    char **keys;         /* keyed DFA terminals (nx__gb_keyed): key i names term key_term[i] */
+    uint32_t *key_term;
+    size_t n_keys, cap_keys;
     bool oom;
 };
 
@@ -48,7 +51,43 @@ void nx__gb_free(nx__gb_t *b)
     free(b->items);
     terms_free(b->terms, b->n_terms);
     free(b->lit_slots);
+    for (size_t i = 0; i < b->n_keys; i++)
+        free(b->keys[i]);
+    free(b->keys);
+    free(b->key_term);
     free(b);
+}
+
+/* A linear search: a grammar has tens of distinct keyed terminals (formats, bounded strings,
+ * number ranges), each looked up once per schema node that uses it. */
+uint32_t nx__gb_keyed(const nx__gb_t *b, const char *key)
+{
+    for (size_t i = 0; i < b->n_keys; i++)
+        if (!strcmp(b->keys[i], key))
+            return b->key_term[i];
+    return NX__DEAD;
+}
+
+void nx__gb_key(nx__gb_t *b, const char *key, uint32_t term)
+{
+    if (term == NX__DEAD || nx__gb_keyed(b, key) != NX__DEAD)
+        return;
+    if (b->n_keys == b->cap_keys) {
+        size_t cap = b->cap_keys ? 2 * b->cap_keys : 16;
+        char **keys = realloc(b->keys, cap * sizeof *keys);
+        if (keys)
+            b->keys = keys;
+        uint32_t *terms = keys ? realloc(b->key_term, cap * sizeof *terms) : NULL;
+        if (!terms)
+            return; /* only a cache: the terminal is rebuilt next time */
+        b->key_term = terms;
+        b->cap_keys = cap;
+    }
+    char *copy = strdup(key);
+    if (!copy)
+        return;
+    b->keys[b->n_keys] = copy;
+    b->key_term[b->n_keys++] = term;
 }
 
 uint32_t nx__gb_rule_count(const nx__gb_t *b)
@@ -165,6 +204,14 @@ uint32_t nx__gb_literal(nx__gb_t *b, const char *bytes, size_t len)
     return id;
 }
 
+void nx__gb_term_strlen(nx__gb_t *b, uint32_t term, uint32_t per_count, uint32_t max)
+{
+    if (term < b->n_terms && b->terms[term].kind == NX__T_DFA) {
+        b->terms[term].strlen_k = per_count;
+        b->terms[term].strlen_max = max;
+    }
+}
+
 uint32_t nx__gb_dfa(nx__gb_t *b, nx__dfa_t *dfa)
 {
     uint32_t id = add_term(b, (nx__term_t){.kind = NX__T_DFA, .dfa = *dfa});
@@ -253,6 +300,7 @@ void nx_gram_destroy(nx_gram_t **self_p)
     free(g->alt_start);
     free(g->rule_alt);
     terms_free(g->terms, g->n_terms);
+    nx__tc_shared_free(g->shared);
     free(g);
     *self_p = NULL;
 }
@@ -357,6 +405,7 @@ nx_gram_t *nx__gb_finish(nx__gb_t *b, uint32_t root, const char *const *names, s
     nx_gram_t *g = calloc(1, sizeof *g);
     if (!g || root >= b->n_rules)
         goto fail;
+    g->shared = nx__tc_shared_new(); /* NULL is allowed: no sharing */
     uint32_t nr = b->n_rules;
     g->n_rules = nr;
     g->root = root;

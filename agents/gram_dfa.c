@@ -208,6 +208,96 @@ static int dfa_trim(nx__dfa_t *d)
     return NX_OK;
 }
 
+/* Merge equivalent states (Moore's partition refinement), keeping state 0 the start and the
+ * order of first appearance. Why: the subset construction leaves states that differ only in
+ * which NFA states led there (the e-mail format's "inside an atom" before and after a dot),
+ * and the mask engine walks the token trie once per (terminal, state) it meets: fewer states,
+ * fewer cold walks. A chain of n states needs n rounds, so past a work budget the DFA is left
+ * as it is (still exact, only larger). */
+#define MINIMIZE_WORK (1u << 23) /* states x classes x rounds */
+
+static int dfa_minimize(nx__dfa_t *d)
+{
+    uint32_t n = d->n_states, c = d->n_classes;
+    if (n < 2)
+        return NX_OK;
+    size_t n_slots = 2;
+    while (n_slots < 2 * (size_t)n)
+        n_slots *= 2;
+    uint32_t *part = malloc(n * sizeof *part), *next = malloc(n * sizeof *next);
+    uint32_t *slots = malloc(n_slots * sizeof *slots); /* representative state + 1 */
+    int rc = NX_ENOMEM;
+    if (!part || !next || !slots)
+        goto out;
+    uint32_t n_parts = 0;
+    bool acc0 = d->flags[0] & NX__DFA_ACCEPT;
+    for (uint32_t s = 0; s < n; s++) {
+        part[s] = ((d->flags[s] & NX__DFA_ACCEPT) != 0) != acc0; /* the start's kind is 0 */
+        n_parts = part[s] + 1 > n_parts ? part[s] + 1 : n_parts;
+    }
+    rc = NX_OK;
+    for (uint64_t work = 0;; work += (uint64_t)n * c) {
+        if (work > MINIMIZE_WORK)
+            goto out; /* left unminimized */
+        memset(slots, 0, n_slots * sizeof *slots);
+        uint32_t count = 0;
+        for (uint32_t s = 0; s < n; s++) {
+            const uint32_t *row = d->trans + (size_t)s * c;
+            uint64_t h = part[s] * 0x9E3779B97F4A7C15ull;
+            for (uint32_t k = 0; k < c; k++)
+                h = (h ^ (row[k] == NX__DEAD ? 0xFFFFFFFFu : part[row[k]])) * 0x100000001B3ull;
+            size_t at = (h ^ (h >> 29)) & (n_slots - 1);
+            for (;; at = (at + 1) & (n_slots - 1)) {
+                if (!slots[at]) {
+                    slots[at] = s + 1;
+                    next[s] = count++;
+                    break;
+                }
+                uint32_t r = slots[at] - 1;
+                const uint32_t *rrow = d->trans + (size_t)r * c;
+                bool same = part[r] == part[s];
+                for (uint32_t k = 0; k < c && same; k++)
+                    same = (row[k] == NX__DEAD) == (rrow[k] == NX__DEAD) &&
+                           (row[k] == NX__DEAD || part[row[k]] == part[rrow[k]]);
+                if (same) {
+                    next[s] = next[r];
+                    break;
+                }
+            }
+        }
+        uint32_t *t = part;
+        part = next;
+        next = t;
+        if (count == n_parts)
+            break;
+        n_parts = count;
+    }
+    if (n_parts == n)
+        goto out; /* already minimal */
+    /* part[] numbers blocks in order of first appearance: block b's first state s is its
+     * representative and b <= s, so rows move down in place without overwriting one that
+     * is still to be read */
+    for (uint32_t s = 0, b = 0; s < n; s++) {
+        if (part[s] != b)
+            continue;
+        const uint32_t *row = d->trans + (size_t)s * c;
+        uint32_t *dst = d->trans + (size_t)b * c;
+        uint8_t more = 0;
+        for (uint32_t k = 0; k < c; k++) {
+            dst[k] = row[k] == NX__DEAD ? NX__DEAD : part[row[k]];
+            more |= dst[k] != NX__DEAD;
+        }
+        d->flags[b] = (d->flags[s] & NX__DFA_ACCEPT) | (more ? NX__DFA_MORE : 0);
+        b++;
+    }
+    d->n_states = n_parts;
+out:
+    free(part);
+    free(next);
+    free(slots);
+    return rc;
+}
+
 /* --- subset construction ----------------------------------------------------------------- */
 
 typedef struct csr {
@@ -360,6 +450,8 @@ int nx__nfa_to_dfa(const nx__nfa_t *n, uint32_t start, uint32_t accept, nx__dfa_
     }
     out->n_states = sets.n_sets;
     rc = dfa_trim(out);
+    if (rc == NX_OK)
+        rc = dfa_minimize(out);
 out:
     if (rc != NX_OK) {
         if (rc == NX_ENOMEM)
@@ -437,6 +529,8 @@ int nx__dfa_product(const nx__dfa_t *a, const nx__dfa_t *b, bool minus, nx__dfa_
     }
     out->n_states = sets.n_sets;
     rc = dfa_trim(out);
+    if (rc == NX_OK)
+        rc = dfa_minimize(out);
 out:
     if (rc != NX_OK) {
         if (rc == NX_ENOMEM)

@@ -101,6 +101,14 @@ void nx__rx_to_nfa(const nx__rx_t *rx, nx__enc_t enc, nx__nfa_t *nfa, uint32_t f
 /* A whole DFA: prefix bytes, rx encoded, suffix bytes (for "quoted" JSON strings). */
 int nx__rx_dfa(const nx__rx_t *rx, nx__enc_t enc, const char *prefix, const char *suffix,
                nx__dfa_t *out, nx_err_t *err);
+/* The DFA of a quoted JSON string (json.dumps's encoding) of min..max code points (max
+ * UINT32_MAX: no bound), min <= max, built directly (gram_strlen.c). NX_OK / NX_ENOMEM /
+ * NX_ENOTSUP (over NX__MAX_DFA_STATES; err says so). */
+int nx__dfa_json_length(uint32_t min, uint32_t max, nx__dfa_t *out, nx_err_t *err);
+/* Its layout: state 0 before the opening quote, then per_count states per character count
+ * (count n's character boundary is 1 + n * per_count), the last state after the closing
+ * quote. 0 when the character DFA could not be built. */
+uint32_t nx__dfa_json_length_per_count(void);
 /* Parse + DFA in one call. */
 int nx__regex_dfa(const char *pattern, bool search, nx__enc_t enc, const char *prefix,
                   const char *suffix, nx__dfa_t *out, nx_err_t *err);
@@ -122,6 +130,10 @@ typedef struct nx__term {
     char *lit;       /* LITERAL: the bytes; the state is how many matched */
     uint32_t len;
     nx__dfa_t dfa;   /* DFA */
+    /* DFA from nx__dfa_json_length alone (a string of bounded length, no format or pattern):
+     * states per character count (0: not such a terminal) and the max (UINT32_MAX: none),
+     * so the mask engine reads which plain tokens fit from the state number (gram_mask.c) */
+    uint32_t strlen_k, strlen_max;
 } nx__term_t;
 
 static inline uint32_t nx__term_step(const nx__term_t *t, uint32_t s, uint8_t b)
@@ -143,6 +155,11 @@ static inline bool nx__term_empty(const nx__term_t *t)
     return t->kind == NX__T_DFA && t->dfa.n_states == 0;
 }
 
+/* Token classes shared by the matchers of one grammar (gram_mask.c); internally locked. */
+typedef struct nx__tc_shared nx__tc_shared_t;
+nx__tc_shared_t *nx__tc_shared_new(void);
+void nx__tc_shared_free(nx__tc_shared_t *sh);
+
 struct nx_gram {
     uint32_t *items;     /* every alternative's items, each ended by NX__END */
     uint32_t n_items;
@@ -152,6 +169,7 @@ struct nx_gram {
     nx__term_t *terms;
     uint32_t n_terms;
     uint32_t root;
+    nx__tc_shared_t *shared; /* NULL: none (no memory at creation); classes stay per matcher */
 };
 
 /* The builder: rules are created first (so recursion can name them) and given alternatives. */
@@ -167,6 +185,15 @@ int nx__gb_alt(nx__gb_t *b, uint32_t rule, const uint32_t *items, size_t n);
 uint32_t nx__gb_literal(nx__gb_t *b, const char *bytes, size_t len);
 /* Takes ownership of *dfa (zeroed). */
 uint32_t nx__gb_dfa(nx__gb_t *b, nx__dfa_t *dfa);
+/* Mark DFA terminal term as nx__dfa_json_length's (see nx__term_t.strlen_k). */
+void nx__gb_term_strlen(nx__gb_t *b, uint32_t term, uint32_t per_count, uint32_t max);
+/* DFA terminals by a key naming how they were built (a format, a string's bounds, a number
+ * range), so the same piece in many schemas of one grammar (300 tools with an e-mail field)
+ * is built once and is one terminal, whose token classes masks then share. nx__gb_keyed is
+ * NX__DEAD for an unknown key; nx__gb_key records term under key (a copy), silently not on
+ * no memory (a cache). */
+uint32_t nx__gb_keyed(const nx__gb_t *b, const char *key);
+void nx__gb_key(nx__gb_t *b, const char *key, uint32_t term);
 /* A rule for item{min,max} (max UINT32_MAX: unbounded) with sep between repetitions
  * (sep NX__DEAD: none). NX__DEAD on a cap; err says which. */
 uint32_t nx__gb_repeat(nx__gb_t *b, uint32_t item, uint32_t sep, uint32_t min, uint32_t max,

@@ -5,25 +5,36 @@
  */
 #include <string.h>
 
+#include <stdio.h>
+
 #include "gram_internal.h"
 
 #define NUMBER_RE "-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?"
 
-uint32_t nx__gb_json_string_term(nx__gb_t *b, nx_err_t *err)
-{
-    nx__dfa_t d;
-    if (nx__regex_dfa("[\\s\\S]*", false, NX__ENC_JSON, "\"", "\"", &d, err) != NX_OK)
-        return NX__DEAD;
-    return nx__gb_dfa(b, &d);
-}
-
+/* One terminal per grammar for each (keyed, see nx__gb_keyed): a tools array's 300 schemas
+ * share their free strings, keys and numbers, and masks walk each once. */
 static uint32_t term_re(nx__gb_t *b, const char *re, nx__enc_t enc, const char *pre,
                         const char *suf, nx_err_t *err)
 {
+    char key[160];
+    int n = snprintf(key, sizeof key, "j%d%s\x01%s\x01%s", (int)enc, pre ? pre : "",
+                     suf ? suf : "", re);
+    bool keyed = n > 0 && (size_t)n < sizeof key; /* a cut key could name another regex */
+    uint32_t t = keyed ? nx__gb_keyed(b, key) : NX__DEAD;
+    if (t != NX__DEAD)
+        return t;
     nx__dfa_t d;
     if (nx__regex_dfa(re, false, enc, pre, suf, &d, err) != NX_OK)
         return NX__DEAD;
-    return nx__gb_dfa(b, &d);
+    t = nx__gb_dfa(b, &d);
+    if (keyed)
+        nx__gb_key(b, key, t);
+    return t;
+}
+
+uint32_t nx__gb_json_string_term(nx__gb_t *b, nx_err_t *err)
+{
+    return term_re(b, "[\\s\\S]*", NX__ENC_JSON, "\"", "\"", err);
 }
 
 uint32_t nx__gb_json_value(nx__gb_t *b, nx_err_t *err)

@@ -1,12 +1,15 @@
-/* gram_mask.c — vocabularies as token tries, and token masks.
+/* gram_mask.c — token masks, walking the vocabulary's token tries (built in gram_vocab.c).
  *
- * The trie is a flat array in depth-first order (byte, depth, token, end of subtree), so a
+ * A trie is a flat array in depth-first order (byte, depth, token, end of subtree), so a
  * walk is a loop over an array that skips a whole subtree with one assignment when the
  * automaton rejects its prefix.
  *
  * A mask for a matcher state is the union, over its top nodes, of what each top allows. For a
  * top inside terminal T at DFA state d, the tokens split in three, and the split depends on
- * (T, d) only, so it is computed once per matcher by walking the trie through T's DFA alone:
+ * (T, d) only, so it is computed once per grammar and vocabulary (shared by the grammar's
+ * matchers, see nx__tc_shared; a DFA terminal's by every grammar with the same DFA, see
+ * vocab_classes) by walking the trie through T's DFA alone (a literal: along its remaining
+ * bytes only, see tclass_build_literal):
  *   - sure: the token's bytes stay inside T (the DFA is still live after them): allowed
  *     whatever the stack below;
  *   - crossing: the DFA dies inside the token but passed an accepting state after j >= 1
@@ -16,320 +19,13 @@
  * (Ending T before any byte is another member of the same set: expansion is eager.) Masks are
  * then cached per state set, so a state seen again costs a copy.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "gram_internal.h"
-
-/* A token trie in depth-first order. */
-typedef struct trie {
-    uint32_t n_nodes;
-    uint8_t *t_byte;
-    uint16_t *t_depth; /* 1 for the first byte of a token */
-    int32_t *t_tok;    /* the first token ending here, -1 for none */
-    uint32_t *t_end;   /* index just past the node's subtree */
-} trie_t;
-
-struct nx_gram_vocab {
-    uint32_t size;
-    char *bytes;       /* every token's bytes back to back */
-    uint32_t *off;     /* [size + 1] */
-    uint8_t *kind;     /* TOK_* by id */
-    int32_t *eos;
-    size_t n_eos;
-    trie_t all;        /* every normal token */
-    trie_t rest;       /* the tokens outside `plain` */
-    trie_t nonword;    /* the tokens outside `word` */
-    uint32_t *word;    /* [mask words]: tokens of ASCII letters and digits only (see word_slice) */
-    uint32_t *word_ids; /* those tokens, the longest first */
-    uint32_t n_word_ids;
-    uint32_t *plain;   /* [mask words]: text tokens a JSON string holds raw (see below) */
-    uint8_t *plain_chars; /* [size]: characters of a plain token (255 at most), 0 otherwise */
-    int32_t *same_next; /* [size]: next token with the same bytes, -1 */
-    /* For bounded strings (a slice of r characters): plain_upto[r - 1] holds the plain
-     * tokens of at most r characters, r <= SHORT_CHARS; past that, the plain mask less
-     * long_ids[0..n_long) (plain tokens of over SHORT_CHARS characters, the longest first). */
-    uint32_t *plain_upto; /* [SHORT_CHARS * mask words] */
-    uint32_t *long_ids;
-    uint32_t n_long;
-    uint32_t max_len;
-};
-
-enum { TOK_NORMAL = 0, TOK_NEVER = 1, TOK_EOS = 2 };
-#define SHORT_CHARS 16u
-#define MAX_TOKEN_BYTES 4096u
-
-static int cmp_tok(const void *a, const void *b, void *ctx)
-{
-    const nx_gram_vocab_t *v = ctx;
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
-    int c = memcmp(v->bytes + v->off[x], v->bytes + v->off[y], lx < ly ? lx : ly);
-    if (c)
-        return c;
-    return lx != ly ? (lx < ly ? -1 : 1) : (x < y ? -1 : x > y);
-}
-
-void nx_gram_vocab_destroy(nx_gram_vocab_t **self_p)
-{
-    if (!self_p || !*self_p)
-        return;
-    nx_gram_vocab_t *v = *self_p;
-    free(v->bytes);
-    free(v->off);
-    free(v->kind);
-    free(v->eos);
-    trie_t *tries[3] = {&v->all, &v->rest, &v->nonword};
-    for (int i = 0; i < 3; i++) {
-        free(tries[i]->t_byte);
-        free(tries[i]->t_depth);
-        free(tries[i]->t_tok);
-        free(tries[i]->t_end);
-    }
-    free(v->plain);
-    free(v->plain_chars);
-    free(v->plain_upto);
-    free(v->word);
-    free(v->word_ids);
-    free(v->long_ids);
-    free(v->same_next);
-    free(v);
-    *self_p = NULL;
-}
-
-uint32_t nx_gram_vocab_size(const nx_gram_vocab_t *self)
-{
-    return self->size;
-}
-
-size_t nx_gram_mask_words(const nx_gram_vocab_t *self)
-{
-    return ((size_t)self->size + 31) / 32;
-}
-
-/* The trie of the normal tokens, or (skip: a token bitmask) of those not in skip; the
- * same-bytes chains are built with the first trie only. */
-static int build_trie(nx_gram_vocab_t *v, trie_t *tr, const uint32_t *skip)
-{
-    uint32_t *order = malloc((v->size ? v->size : 1) * sizeof *order), n = 0;
-    size_t total = 0;
-    if (!order)
-        return NX_ENOMEM;
-    for (uint32_t id = 0; id < v->size; id++)
-        if (v->kind[id] == TOK_NORMAL && !(skip && (skip[id >> 5] >> (id & 31) & 1))) {
-            order[n++] = id;
-            total += v->off[id + 1] - v->off[id];
-        }
-    qsort_r(order, n, sizeof *order, cmp_tok, v);
-    tr->t_byte = malloc(total + 1);
-    tr->t_depth = malloc((total + 1) * sizeof *tr->t_depth);
-    tr->t_tok = malloc((total + 1) * sizeof *tr->t_tok);
-    tr->t_end = malloc((total + 1) * sizeof *tr->t_end);
-    uint32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path); /* node at each depth */
-    if (!tr->t_byte || !tr->t_depth || !tr->t_tok || !tr->t_end || !path) {
-        free(order);
-        free(path);
-        return NX_ENOMEM;
-    }
-    uint32_t depth = 0, prev = UINT32_MAX, nodes = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t id = order[k], len = v->off[id + 1] - v->off[id];
-        const char *s = v->bytes + v->off[id];
-        uint32_t lcp = 0;
-        if (prev != UINT32_MAX) {
-            uint32_t plen = v->off[prev + 1] - v->off[prev];
-            const char *ps = v->bytes + v->off[prev];
-            while (lcp < len && lcp < plen && ps[lcp] == s[lcp])
-                lcp++;
-        }
-        while (depth > lcp) /* close the nodes the new token does not share */
-            tr->t_end[path[--depth]] = nodes;
-        if (lcp == len && prev != UINT32_MAX) { /* same bytes as the previous token */
-            if (skip) { /* chained already */
-                prev = id;
-                continue;
-            }
-            uint32_t last = path[len - 1];
-            int32_t *p = &tr->t_tok[last];
-            while (*p >= 0)
-                p = &v->same_next[*p];
-            *p = (int32_t)id;
-        }
-        for (uint32_t d = lcp; d < len; d++) {
-            tr->t_byte[nodes] = (uint8_t)s[d];
-            tr->t_depth[nodes] = (uint16_t)(d + 1);
-            tr->t_tok[nodes] = d + 1 == len ? (int32_t)id : -1;
-            path[depth++] = nodes++;
-        }
-        prev = id;
-    }
-    while (depth > 0)
-        tr->t_end[path[--depth]] = nodes;
-    tr->n_nodes = nodes;
-    free(order);
-    free(path);
-    return NX_OK;
-}
-
-/* Plain text: whole UTF-8 characters, none of them a control, '"' or '\\' — the bytes a
- * JSON string's body holds raw. A DFA state that every such character leads back to (the
- * inside of a free string) allows all of them at once: the "slice" of llguidance. */
-static bool plain_text(const char *s, uint32_t len, uint32_t *chars)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    *chars = 0;
-    for (uint32_t i = 0; i < len; ++*chars) {
-        unsigned c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == '"' || c == '\\')
-                return false;
-            i++;
-            continue;
-        }
-        uint32_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                   : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-        if (!n || i + n > len)
-            return false;
-        uint32_t cp = c & (0xFF >> (n + 1));
-        for (uint32_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i + k] & 0x3F);
-        }
-        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n;
-    }
-    return true;
-}
-
-static int cmp_len_desc(const void *a, const void *b, void *ctx)
-{
-    const nx_gram_vocab_t *v = ctx;
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint32_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
-    return (ly > lx) - (ly < lx);
-}
-
-static int cmp_chars_desc(const void *a, const void *b, void *ctx)
-{
-    const uint8_t *chars = ctx;
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return chars[y] - chars[x];
-}
-
-/* plain_upto and long_ids (see struct nx_gram_vocab): the sure plain tokens of a bounded
- * string without a pass over the whole vocabulary per cold mask. */
-static bool bounded_slices(nx_gram_vocab_t *v)
-{
-    size_t words = nx_gram_mask_words(v);
-    v->plain_upto = calloc(SHORT_CHARS * words, sizeof *v->plain_upto);
-    v->long_ids = malloc((v->size ? v->size : 1) * sizeof *v->long_ids);
-    if (!v->plain_upto || !v->long_ids)
-        return false;
-    for (uint32_t id = 0; id < v->size; id++) {
-        uint32_t chars = v->plain_chars[id];
-        if (chars > SHORT_CHARS)
-            v->long_ids[v->n_long++] = id;
-        else if (chars)
-            v->plain_upto[(chars - 1) * words + (id >> 5)] |= 1u << (id & 31);
-    }
-    for (uint32_t r = 1; r < SHORT_CHARS; r++)
-        for (size_t w = 0; w < words; w++)
-            v->plain_upto[r * words + w] |= v->plain_upto[(r - 1) * words + w];
-    qsort_r(v->long_ids, v->n_long, sizeof *v->long_ids, cmp_chars_desc, v->plain_chars);
-    return true;
-}
-
-nx_gram_vocab_t *nx_gram_vocab_new(const char *const *bytes, const uint32_t *lens,
-                                   const bool *special, uint32_t vocab_size,
-                                   const int32_t *eos_ids, size_t eos_count, nx_err_t *err)
-{
-    nx_gram_vocab_t *v = calloc(1, sizeof *v);
-    if (!v)
-        goto oom;
-    v->size = vocab_size;
-    v->off = malloc(((size_t)vocab_size + 1) * sizeof *v->off);
-    v->kind = calloc(vocab_size ? vocab_size : 1, 1);
-    v->same_next = malloc((vocab_size ? vocab_size : 1) * sizeof *v->same_next);
-    v->eos = malloc((eos_count ? eos_count : 1) * sizeof *v->eos);
-    if (!v->off || !v->kind || !v->same_next || !v->eos)
-        goto oom;
-    size_t total = 0;
-    for (uint32_t id = 0; id < vocab_size; id++) {
-        bool never = !bytes[id] || lens[id] == 0 || lens[id] > MAX_TOKEN_BYTES ||
-                     (special && special[id]);
-        v->kind[id] = never ? TOK_NEVER : TOK_NORMAL;
-        total += never ? 0 : lens[id];
-        v->same_next[id] = -1;
-    }
-    v->bytes = malloc(total + 1);
-    if (!v->bytes)
-        goto oom;
-    size_t pos = 0;
-    for (uint32_t id = 0; id < vocab_size; id++) {
-        v->off[id] = (uint32_t)pos;
-        if (v->kind[id] == TOK_NORMAL) {
-            memcpy(v->bytes + pos, bytes[id], lens[id]);
-            pos += lens[id];
-            if (lens[id] > v->max_len)
-                v->max_len = lens[id];
-        }
-    }
-    v->off[vocab_size] = (uint32_t)pos;
-    for (size_t i = 0; i < eos_count; i++) {
-        if (eos_ids[i] < 0 || (uint32_t)eos_ids[i] >= vocab_size) {
-            nx_err_set(err, NX_EINVAL, "end id %d outside the vocabulary of %u", eos_ids[i],
-                       vocab_size);
-            nx_gram_vocab_destroy(&v);
-            return NULL;
-        }
-        v->kind[eos_ids[i]] = TOK_EOS;
-        v->eos[v->n_eos++] = eos_ids[i];
-    }
-    v->plain = calloc(nx_gram_mask_words(v), sizeof *v->plain);
-    v->plain_chars = calloc(vocab_size ? vocab_size : 1, 1);
-    if (!v->plain || !v->plain_chars || build_trie(v, &v->all, NULL) != NX_OK)
-        goto oom;
-    for (uint32_t id = 0; id < vocab_size; id++) {
-        uint32_t chars;
-        if (v->kind[id] == TOK_NORMAL && plain_text(v->bytes + v->off[id],
-                                                   v->off[id + 1] - v->off[id], &chars)) {
-            v->plain[id >> 5] |= 1u << (id & 31);
-            v->plain_chars[id] = (uint8_t)(chars < 255 ? chars : 255);
-        }
-    }
-    v->word = calloc(nx_gram_mask_words(v), sizeof *v->word);
-    if (!v->word)
-        goto oom;
-    for (uint32_t id = 0; id < vocab_size; id++) {
-        const char *b = v->bytes + v->off[id];
-        uint32_t len = v->off[id + 1] - v->off[id], k = 0;
-        while (k < len && ((b[k] >= 'a' && b[k] <= 'z') || (b[k] >= 'A' && b[k] <= 'Z') ||
-                           (b[k] >= '0' && b[k] <= '9')))
-            k++;
-        if (v->kind[id] == TOK_NORMAL && len && k == len)
-            v->word[id >> 5] |= 1u << (id & 31);
-    }
-    v->word_ids = malloc((vocab_size ? vocab_size : 1) * sizeof *v->word_ids);
-    if (!v->word_ids)
-        goto oom;
-    for (uint32_t id = 0; id < vocab_size; id++)
-        if (v->word[id >> 5] >> (id & 31) & 1)
-            v->word_ids[v->n_word_ids++] = id;
-    qsort_r(v->word_ids, v->n_word_ids, sizeof *v->word_ids, cmp_len_desc, v);
-    if (build_trie(v, &v->rest, v->plain) != NX_OK || !bounded_slices(v) ||
-        build_trie(v, &v->nonword, v->word) != NX_OK)
-        goto oom;
-    return v;
-oom:
-    nx_err_set(err, NX_ENOMEM, "out of memory building a token trie");
-    nx_gram_vocab_destroy(&v);
-    return NULL;
-}
-
+#include "gram_vocab.h"
 /* --- per (terminal, state) token classes ------------------------------------------------------- */
 
 typedef struct tclass {
@@ -342,13 +38,73 @@ typedef struct tclass {
     uint32_t *grp_rem;    /* [n_groups]: token whose bytes [grp_at[g]..] are the remainder */
     uint32_t *grp_at;
     uint32_t *toks;
-    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
+    /* A literal's crossing tokens beyond its end: the subtree of v->all's nodes [sub_lo,
+     * sub_hi) below the node of the literal's remaining bytes, at depth sub_depth; each
+     * token there is allowed iff the continuation takes its bytes past sub_depth. */
+    uint32_t sub_lo, sub_hi, sub_depth;
 } tclass_t;
+
+/* A matcher's view of a class: its own, or one the grammar or the vocabulary keeps. The key
+ * is here, not in the class: a vocabulary's class serves terminals of many grammars. */
+typedef struct local_tc {
+    uint32_t term, dstate;
+    tclass_t *tc;         /* NULL: a free slot */
+    uint32_t stamp;       /* the mask computation that last OR-ed its sure set */
+    bool owned;           /* the matcher frees it (no table below keeps it) */
+} local_tc_t;
+
+typedef struct shared_tc {
+    uint32_t term, dstate;
+    tclass_t *tc;         /* NULL: a free slot */
+    bool owned;           /* the grammar frees it (not the vocabulary's) */
+} shared_tc_t;
+
+/* A DFA terminal's classes, kept by the vocabulary for every grammar with the same DFA (the
+ * free JSON string, numbers, formats: the same automaton in every schema), so a new grammar's
+ * first masks find them walked. Keyed by the DFA's content (a copy is kept), and only for
+ * DFAs of up to VOCAB_DFA_WORDS transitions, where hashing one costs a few µs. */
+#define VOCAB_DFA_WORDS 16384u
+typedef struct vocab_dfa {
+    uint64_t hash;
+    nx__dfa_t dfa;        /* a copy */
+} vocab_dfa_t;
+
+typedef struct vocab_tc {
+    uint32_t dfa, dstate; /* dfa: index in vocab_classes.dfas */
+    tclass_t *tc;         /* NULL: a free slot */
+} vocab_tc_t;
+
+struct vocab_classes {
+    pthread_mutex_t lock;
+    vocab_dfa_t *dfas;
+    size_t n_dfas, cap_dfas;
+    vocab_tc_t *tc;       /* hash of (dfa, dstate) */
+    size_t n_tc, used_tc;
+    size_t bytes;         /* the classes' memory, about: capped by VOCAB_CLASS_BYTES */
+};
+/* A daemon lives as long as its vocabularies and sees schemas without end: past these caps
+ * new DFAs and classes stay with their grammars (freed with them), the kept ones serve on. */
+#define VOCAB_MAX_DFAS 1024u
+#define VOCAB_CLASS_BYTES (64u << 20)
+
+/* The classes of one grammar under one vocabulary, shared by all its matchers (a server
+ * that makes a matcher per task pays each cold walk once per grammar). Immutable once
+ * inserted; the table is guarded by `lock`. The first vocabulary a matcher brings claims
+ * it; matchers under another vocabulary keep their classes to themselves. */
+struct nx__tc_shared {
+    pthread_mutex_t lock;
+    uint64_t vocab_serial; /* 0 until claimed */
+    shared_tc_t *tc;       /* hash of (term, dstate) */
+    size_t n_tc, used_tc;
+    uint32_t *term_vdfa;   /* [n_terms]: the vocabulary's index of each DFA terminal (hashing
+                            * one costs up to ~20 µs: once per grammar), VDFA_UNKNOWN */
+};
+#define VDFA_UNKNOWN (UINT32_MAX - 1)
 
 #define MASK_SLOTS 64u
 
 struct nx__mask_cache {
-    tclass_t **tc;        /* hash of (term, dstate) */
+    local_tc_t *tc;       /* hash of (term, dstate) */
     size_t n_tc, used_tc;
     uint32_t *mask_set;   /* [MASK_SLOTS]: the set each cached mask is for, NX__DEAD = free */
     uint32_t *masks;      /* [MASK_SLOTS * words] */
@@ -379,7 +135,8 @@ void nx__mask_cache_free(nx__mask_cache_t *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->n_tc; i++)
-        tclass_free(c->tc[i]);
+        if (c->tc[i].owned)
+            tclass_free(c->tc[i].tc);
     free(c->tc);
     free(c->mask_set);
     free(c->masks);
@@ -448,7 +205,7 @@ static bool add_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, int32_t tok
     return true;
 }
 
-/* Does every plain-text token (see plain_text) keep terminal t alive from d, ending in a
+/* Does every plain-text token (see plain_text in gram_vocab.c) keep terminal t alive from d, ending in a
  * state that can go on? Then those tokens are sure from d all at once. Checked on R, the
  * states plain characters reach from d (a breadth-first search over the UTF-8 shapes, with
  * sets of states so a DFA's byte classes need not line up with them): every step must live
@@ -562,6 +319,15 @@ static uint32_t slice_of(const nx__term_t *t, uint32_t d)
 {
     if (t->kind != NX__T_DFA)
         return SLICE_NONE;
+    if (t->strlen_k && d >= 1 && d + 1 < t->dfa.n_states && (d - 1) % t->strlen_k == 0) {
+        /* a bounded-length string at a character boundary after `count` characters (see
+         * gram_strlen.c): plain characters only count up, never accept, never cross; with a
+         * max, the (max - count + 1)-th dies. Read from the state number: the search below
+         * costs a plain_step per count, ~100 µs for a maxLength of 40, and gives up past
+         * SLICE_MAX_CHARS (then the whole trie was walked). */
+        uint32_t count = (d - 1) / t->strlen_k;
+        return t->strlen_max == UINT32_MAX ? SLICE_ALL : t->strlen_max - count;
+    }
     uint32_t r[SLICE_MAX_STATES], n_r = 1;
     uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
     if (!member)
@@ -733,12 +499,90 @@ static bool sort_pairs(nx__mask_cache_t *c, const nx_gram_vocab_t *v, size_t np)
     return true;
 }
 
+/* A literal's class from state d, found along the literal only: the tokens that are proper
+ * prefixes of its remaining bytes R are sure; a token equal to R crosses with nothing left
+ * (a group with an empty remainder); the tokens that begin with R and go on are the subtree
+ * below R's node, kept as a node range for or_subtree. No other token can begin inside a
+ * literal. O(|R| x branching) instead of a walk over the whole trie, whose cost was the
+ * crossing pairs: after `"arguments": ` every token beginning with a space (53 k of
+ * Qwen3's) crossed, 3-14 ms for the first mask of a tool call. */
+static tclass_t *tclass_build_literal(nx__mask_cache_t *c, const nx_gram_vocab_t *v,
+                                      const nx__term_t *t, uint32_t term, uint32_t d)
+{
+    tclass_t *tc = calloc(1, sizeof *tc);
+    if (!tc)
+        return NULL;
+    tc->term = term;
+    tc->dstate = d;
+    c->n_ids = 0;
+    const trie_t *tr = &v->all;
+    const uint8_t *rem = (const uint8_t *)t->lit + d;
+    uint32_t rlen = d < t->len ? t->len - d : 0, lo = 0, hi = tr->n_nodes, k = 0;
+    int32_t exact = -1;
+    for (; k < rlen; k++) {
+        uint32_t node = NX__DEAD;
+        for (uint32_t j = lo; j < hi; j = tr->t_end[j])
+            if (tr->t_byte[j] == rem[k]) {
+                node = j;
+                break;
+            }
+        if (node == NX__DEAD)
+            break;
+        if (tr->t_tok[node] >= 0) {
+            if (k + 1 < rlen) {
+                if (!add_tok(c, v, tr->t_tok[node]))
+                    goto oom;
+            } else
+                exact = tr->t_tok[node];
+        }
+        lo = node + 1;
+        hi = tr->t_end[node];
+    }
+    if (k == rlen && rlen > 0 && lo < hi) {
+        tc->sub_lo = lo;
+        tc->sub_hi = hi;
+        tc->sub_depth = rlen;
+    }
+    tc->n_sure = (uint32_t)c->n_ids;
+    if (c->n_ids) {
+        tc->sure_ids = malloc(c->n_ids * sizeof *tc->sure_ids);
+        if (!tc->sure_ids)
+            goto oom;
+        memcpy(tc->sure_ids, c->ids, c->n_ids * sizeof *tc->sure_ids);
+    }
+    if (exact >= 0) {
+        uint32_t n = 0;
+        for (int32_t x = exact; x >= 0; x = v->same_next[x])
+            n++;
+        tc->toks = malloc(n * sizeof *tc->toks);
+        tc->grp_tok = malloc(2 * sizeof *tc->grp_tok);
+        tc->grp_rem = malloc(sizeof *tc->grp_rem);
+        tc->grp_at = malloc(sizeof *tc->grp_at);
+        if (!tc->toks || !tc->grp_tok || !tc->grp_rem || !tc->grp_at)
+            goto oom;
+        n = 0;
+        for (int32_t x = exact; x >= 0; x = v->same_next[x])
+            tc->toks[n++] = (uint32_t)x;
+        tc->grp_tok[0] = 0;
+        tc->grp_tok[1] = n;
+        tc->grp_rem[0] = (uint32_t)exact;
+        tc->grp_at[0] = rlen;
+        tc->n_groups = 1;
+    }
+    return tc;
+oom:
+    tclass_free(tc);
+    return NULL;
+}
+
 /* Walk the trie through terminal t from state d (the hot loop of a cold mask). Where every
  * plain-text token loops back to d, those are taken whole from the vocabulary's `plain` mask
  * and only the other tokens' trie is walked. */
 static tclass_t *tclass_build(nx__mask_cache_t *c, const nx_gram_vocab_t *v, const nx__term_t *t,
                               uint32_t term, uint32_t d)
 {
+    if (t->kind == NX__T_LITERAL)
+        return tclass_build_literal(c, v, t, term, d);
     tclass_t *tc = calloc(1, sizeof *tc);
     if (!tc)
         return NULL;
@@ -860,45 +704,271 @@ static uint64_t tc_hash(uint32_t term, uint32_t d)
     return h ^ (h >> 29);
 }
 
-static tclass_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
+nx__tc_shared_t *nx__tc_shared_new(void)
+{
+    nx__tc_shared_t *sh = calloc(1, sizeof *sh);
+    if (sh && pthread_mutex_init(&sh->lock, NULL) != 0) {
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+void nx__tc_shared_free(nx__tc_shared_t *sh)
+{
+    if (!sh)
+        return;
+    for (size_t i = 0; i < sh->n_tc; i++)
+        if (sh->tc[i].owned)
+            tclass_free(sh->tc[i].tc);
+    free(sh->tc);
+    free(sh->term_vdfa);
+    pthread_mutex_destroy(&sh->lock);
+    free(sh);
+}
+
+/* Open-addressing tables of entries with a `tc` pointer (NULL: free) and a 2-key hash, for
+ * the three tables (matcher, grammar, vocabulary): find the slot of (a, b), or the free
+ * slot where it goes; grow to keep the load under 1/2 (false on no memory). */
+#define TABLE_FIND(tab, n, ka, kb, a, b, slot_out)                                          \
+    do {                                                                                    \
+        size_t mask_ = (n) - 1, h_ = tc_hash((a), (b)) & mask_;                             \
+        while ((tab)[h_].tc && !((tab)[h_].ka == (a) && (tab)[h_].kb == (b)))               \
+            h_ = (h_ + 1) & mask_;                                                          \
+        (slot_out) = h_;                                                                    \
+    } while (0)
+
+#define TABLE_GROW(type, tab, n, used, ka, kb, ok)                                          \
+    do {                                                                                    \
+        (ok) = true;                                                                        \
+        if (2 * ((used) + 1) <= (n))                                                        \
+            break;                                                                          \
+        size_t nn_ = (n) ? 2 * (n) : 256;                                                   \
+        type *t_ = calloc(nn_, sizeof *t_);                                                 \
+        if (!t_) {                                                                          \
+            (ok) = false;                                                                   \
+            break;                                                                          \
+        }                                                                                   \
+        for (size_t i_ = 0; i_ < (n); i_++) {                                               \
+            if (!(tab)[i_].tc)                                                              \
+                continue;                                                                   \
+            size_t h_ = tc_hash((tab)[i_].ka, (tab)[i_].kb) & (nn_ - 1);                    \
+            while (t_[h_].tc)                                                               \
+                h_ = (h_ + 1) & (nn_ - 1);                                                  \
+            t_[h_] = (tab)[i_];                                                             \
+        }                                                                                   \
+        free(tab);                                                                          \
+        (tab) = t_;                                                                         \
+        (n) = nn_;                                                                          \
+    } while (0)
+
+struct vocab_classes *nx__vocab_classes_new(void)
+{
+    struct vocab_classes *vc = calloc(1, sizeof *vc);
+    if (vc && pthread_mutex_init(&vc->lock, NULL) != 0) {
+        free(vc);
+        return NULL;
+    }
+    return vc;
+}
+
+void nx__vocab_classes_free(struct vocab_classes *vc)
+{
+    if (!vc)
+        return;
+    for (size_t i = 0; i < vc->n_tc; i++)
+        tclass_free(vc->tc[i].tc);
+    free(vc->tc);
+    for (size_t i = 0; i < vc->n_dfas; i++)
+        nx__dfa_free(&vc->dfas[i].dfa);
+    free(vc->dfas);
+    pthread_mutex_destroy(&vc->lock);
+    free(vc);
+}
+
+static size_t tclass_bytes(const tclass_t *tc, const nx_gram_vocab_t *v)
+{
+    size_t toks = tc->n_groups ? tc->grp_tok[tc->n_groups] : 0;
+    return sizeof *tc + (tc->sure_bits ? nx_gram_mask_words(v) * 4 : (size_t)tc->n_sure * 4) +
+           toks * 4 + (size_t)tc->n_groups * 12;
+}
+
+static uint64_t dfa_hash(const nx__dfa_t *d)
+{
+    uint64_t h = ((uint64_t)d->n_states << 32 | d->n_classes) * 0x9E3779B97F4A7C15ull;
+    for (unsigned b = 0; b < 256; b++)
+        h = (h ^ d->byte_class[b]) * 0x100000001B3ull;
+    size_t n = (size_t)d->n_states * d->n_classes;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d->trans[i]) * 0x100000001B3ull;
+    for (uint32_t i = 0; i < d->n_states; i++)
+        h = (h ^ d->flags[i]) * 0x100000001B3ull;
+    return h ^ (h >> 31);
+}
+
+static bool dfa_same(const nx__dfa_t *a, const nx__dfa_t *b)
+{
+    return a->n_states == b->n_states && a->n_classes == b->n_classes &&
+           !memcmp(a->byte_class, b->byte_class, 256) &&
+           !memcmp(a->trans, b->trans, (size_t)a->n_states * a->n_classes * sizeof *a->trans) &&
+           !memcmp(a->flags, b->flags, a->n_states);
+}
+
+/* The index of DFA d among the vocabulary's (added, copied, when new); NX__DEAD on no
+ * memory. Under vc->lock. */
+static uint32_t vocab_dfa_index(struct vocab_classes *vc, const nx__dfa_t *d, uint64_t hash)
+{
+    for (size_t i = 0; i < vc->n_dfas; i++)
+        if (vc->dfas[i].hash == hash && dfa_same(&vc->dfas[i].dfa, d))
+            return (uint32_t)i;
+    if (vc->n_dfas >= VOCAB_MAX_DFAS)
+        return NX__DEAD;
+    if (vc->n_dfas == vc->cap_dfas) {
+        size_t cap = vc->cap_dfas ? 2 * vc->cap_dfas : 16;
+        vocab_dfa_t *p = realloc(vc->dfas, cap * sizeof *p);
+        if (!p)
+            return NX__DEAD;
+        vc->dfas = p;
+        vc->cap_dfas = cap;
+    }
+    size_t n = (size_t)d->n_states * d->n_classes;
+    nx__dfa_t copy = *d;
+    copy.trans = malloc(n * sizeof *copy.trans);
+    copy.flags = malloc(d->n_states ? d->n_states : 1);
+    if (!copy.trans || !copy.flags) {
+        nx__dfa_free(&copy);
+        return NX__DEAD;
+    }
+    memcpy(copy.trans, d->trans, n * sizeof *copy.trans);
+    memcpy(copy.flags, d->flags, d->n_states);
+    vc->dfas[vc->n_dfas] = (vocab_dfa_t){.hash = hash, .dfa = copy};
+    return (uint32_t)vc->n_dfas++;
+}
+
+/* The class of (term, d) for matcher m, from the first table that has it: the matcher's, the
+ * grammar's (for the vocabulary that claimed it), the vocabulary's (for a DFA terminal, by
+ * content); else built (outside the locks, with m's scratch) and offered to the vocabulary
+ * (DFA terminals) or the grammar (literals, and DFAs too large to key), whichever takes it
+ * first owning it. The entry is valid until the next tclass_get. */
+static local_tc_t *tclass_get(nx_gram_matcher_t *m, uint32_t term, uint32_t d)
 {
     nx__mask_cache_t *c = m->cache;
-    if (2 * (c->used_tc + 1) > c->n_tc) {
-        size_t n = c->n_tc ? 2 * c->n_tc : 256;
-        tclass_t **tc = calloc(n, sizeof *tc);
+    bool ok;
+    TABLE_GROW(local_tc_t, c->tc, c->n_tc, c->used_tc, term, dstate, ok);
+    if (!ok)
+        return NULL;
+    size_t h;
+    TABLE_FIND(c->tc, c->n_tc, term, dstate, term, d, h);
+    if (c->tc[h].tc)
+        return &c->tc[h];
+    const nx__term_t *t = &m->g->terms[term];
+    nx__tc_shared_t *sh = m->g->shared;
+    struct vocab_classes *vc = m->v->classes;
+    bool use_shared = false, in_vocab = false, in_shared = false;
+    tclass_t *tc = NULL;
+    if (sh) {
+        pthread_mutex_lock(&sh->lock);
+        if (!sh->vocab_serial)
+            sh->vocab_serial = m->v->serial;
+        use_shared = sh->vocab_serial == m->v->serial;
+        if (use_shared && sh->n_tc) {
+            size_t k;
+            TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+            tc = sh->tc[k].tc;
+        }
+        pthread_mutex_unlock(&sh->lock);
+        in_shared = tc != NULL;
+    }
+    uint32_t vdfa = NX__DEAD;
+    if (!tc && vc && t->kind == NX__T_DFA &&
+        (size_t)t->dfa.n_states * t->dfa.n_classes <= VOCAB_DFA_WORDS) {
+        uint32_t known = VDFA_UNKNOWN;
+        if (use_shared) {
+            pthread_mutex_lock(&sh->lock);
+            if (!sh->term_vdfa && (sh->term_vdfa = malloc(m->g->n_terms * sizeof(uint32_t))))
+                for (uint32_t i = 0; i < m->g->n_terms; i++)
+                    sh->term_vdfa[i] = VDFA_UNKNOWN;
+            if (sh->term_vdfa)
+                known = sh->term_vdfa[term];
+            pthread_mutex_unlock(&sh->lock);
+        }
+        uint64_t hash = known == VDFA_UNKNOWN ? dfa_hash(&t->dfa) : 0;
+        pthread_mutex_lock(&vc->lock);
+        vdfa = known != VDFA_UNKNOWN ? known : vocab_dfa_index(vc, &t->dfa, hash);
+        if (vdfa != NX__DEAD && vc->n_tc) {
+            size_t k;
+            TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+            tc = vc->tc[k].tc;
+        }
+        pthread_mutex_unlock(&vc->lock);
+        in_vocab = tc != NULL;
+        if (known == VDFA_UNKNOWN && vdfa != NX__DEAD && use_shared) {
+            pthread_mutex_lock(&sh->lock);
+            if (sh->term_vdfa)
+                sh->term_vdfa[term] = vdfa;
+            pthread_mutex_unlock(&sh->lock);
+        }
+    }
+    if (!tc) {
+        uint64_t t0 = nx_now_ns();
+        tc = tclass_build(c, m->v, t, term, d);
         if (!tc)
             return NULL;
-        for (size_t i = 0; i < c->n_tc; i++) {
-            if (!c->tc[i])
-                continue;
-            size_t h = tc_hash(c->tc[i]->term, c->tc[i]->dstate) & (n - 1);
-            while (tc[h])
-                h = (h + 1) & (n - 1);
-            tc[h] = c->tc[i];
+        if (getenv("NX_GRAM_DEBUG")) /* which cold walks cost what (bench/grammar.c) */
+            fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
+                    "dense %d (trie nodes %u, rest %u)\n", term,
+                    t->kind == NX__T_DFA ? "dfa" : "lit",
+                    t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
+                    (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
+                    tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+        if (vdfa != NX__DEAD) {
+            pthread_mutex_lock(&vc->lock);
+            size_t k = 0;
+            if (vc->n_tc)
+                TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+            if (vc->n_tc && vc->tc[k].tc) { /* another thread built it meanwhile */
+                tclass_free(tc);
+                tc = vc->tc[k].tc;
+                in_vocab = true;
+            } else if (vc->bytes + tclass_bytes(tc, m->v) <= VOCAB_CLASS_BYTES) {
+                TABLE_GROW(vocab_tc_t, vc->tc, vc->n_tc, vc->used_tc, dfa, dstate, ok);
+                if (ok) {
+                    TABLE_FIND(vc->tc, vc->n_tc, dfa, dstate, vdfa, d, k);
+                    vc->tc[k] = (vocab_tc_t){.dfa = vdfa, .dstate = d, .tc = tc};
+                    vc->used_tc++;
+                    vc->bytes += tclass_bytes(tc, m->v);
+                    in_vocab = true;
+                }
+            }
+            pthread_mutex_unlock(&vc->lock);
         }
-        free(c->tc);
-        c->tc = tc;
-        c->n_tc = n;
     }
-    size_t mask = c->n_tc - 1, h = tc_hash(term, d) & mask;
-    for (; c->tc[h]; h = (h + 1) & mask)
-        if (c->tc[h]->term == term && c->tc[h]->dstate == d)
-            return c->tc[h];
-    uint64_t t0 = nx_now_ns();
-    tclass_t *tc = tclass_build(c, m->v, &m->g->terms[term], term, d);
-    if (tc && getenv("NX_GRAM_DEBUG")) { /* which cold walks cost what (bench/grammar.c) */
-        const nx__term_t *t = &m->g->terms[term];
-        fprintf(stderr, "tclass term %u (%s, %u states) d %u: %.0f us, sure %u, groups %u, "
-                "slice %d (trie nodes %u, rest %u)\n", term, t->kind == NX__T_DFA ? "dfa" : "lit",
-                t->kind == NX__T_DFA ? t->dfa.n_states : t->len, d,
-                (double)(nx_now_ns() - t0) / 1e3, tc->n_sure, tc->n_groups,
-                tc->sure_bits != NULL, m->v->all.n_nodes, m->v->rest.n_nodes);
+    if (use_shared && !in_shared) {
+        pthread_mutex_lock(&sh->lock);
+        size_t k = 0;
+        if (sh->n_tc)
+            TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+        if (sh->n_tc && sh->tc[k].tc) { /* another thread put one meanwhile */
+            if (!in_vocab)
+                tclass_free(tc);
+            tc = sh->tc[k].tc;
+            in_shared = true;
+        } else {
+            TABLE_GROW(shared_tc_t, sh->tc, sh->n_tc, sh->used_tc, term, dstate, ok);
+            if (ok) {
+                TABLE_FIND(sh->tc, sh->n_tc, term, dstate, term, d, k);
+                sh->tc[k] = (shared_tc_t){.term = term, .dstate = d, .tc = tc,
+                                          .owned = !in_vocab};
+                sh->used_tc++;
+                in_shared = true;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
     }
-    if (tc) {
-        c->tc[h] = tc;
-        c->used_tc++;
-    }
-    return tc;
+    c->tc[h] = (local_tc_t){.term = term, .dstate = d, .tc = tc, .stamp = 0,
+                            .owned = !in_vocab && !in_shared};
+    c->used_tc++;
+    return &c->tc[h];
 }
 
 static nx__mask_cache_t *cache_new(const nx_gram_vocab_t *v)
@@ -946,6 +1016,29 @@ static void or_groups(nx_gram_matcher_t *m, const tclass_t *tc, uint32_t cont, u
     }
 }
 
+/* The tokens of a literal's subtree (tclass_t.sub_lo) whose bytes past the literal the
+ * continuation set takes: the trie walked through the matcher's sets, a subtree skipped where
+ * the set dies (after `"arguments": ` only the few tokens " {..." live). */
+static void or_subtree(nx_gram_matcher_t *m, const tclass_t *tc, uint32_t cont, uint32_t *mask)
+{
+    const nx_gram_vocab_t *v = m->v;
+    const trie_t *tr = &v->all;
+    uint32_t *st = m->cache->walk_state; /* st[k]: the set k bytes past the literal */
+    st[0] = cont;
+    for (uint32_t i = tc->sub_lo; i < tc->sub_hi;) {
+        uint32_t dep = tr->t_depth[i] - tc->sub_depth;
+        uint32_t s = nx__set_advance(m, st[dep - 1], tr->t_byte[i]);
+        if (s == NX__DEAD) {
+            i = tr->t_end[i];
+            continue;
+        }
+        st[dep] = s;
+        for (int32_t x = tr->t_tok[i]; x >= 0; x = v->same_next[x])
+            mask[x >> 5] |= 1u << (x & 31);
+        i++;
+    }
+}
+
 int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
 {
     const nx_gram_vocab_t *v = self->v;
@@ -974,11 +1067,12 @@ int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
             continue;
         }
         nx__node_t node = self->nodes[top];
-        tclass_t *tc = tclass_get(self, self->g->items[node.pos], node.dstate);
-        if (!tc)
+        local_tc_t *entry = tclass_get(self, self->g->items[node.pos], node.dstate);
+        if (!entry)
             return nx_err_set(err, NX_ENOMEM, "out of memory computing a token mask");
-        if (tc->stamp != stamp) {
-            tc->stamp = stamp;
+        const tclass_t *tc = entry->tc;
+        if (entry->stamp != stamp) {
+            entry->stamp = stamp;
             if (tc->sure_bits)
                 for (size_t w = 0; w < words; w++)
                     mask[w] |= tc->sure_bits[w];
@@ -986,10 +1080,12 @@ int nx_gram_matcher_mask(nx_gram_matcher_t *self, uint32_t *mask, nx_err_t *err)
                 for (uint32_t i = 0; i < tc->n_sure; i++)
                     mask[tc->sure_ids[i] >> 5] |= 1u << (tc->sure_ids[i] & 31);
         }
-        if (tc->n_groups) {
+        if (tc->n_groups || tc->sub_hi > tc->sub_lo) {
             uint32_t cont = nx__top_cont(self, top);
-            if (cont != NX__DEAD)
+            if (cont != NX__DEAD && tc->n_groups)
                 or_groups(self, tc, cont, mask);
+            if (cont != NX__DEAD && tc->sub_hi > tc->sub_lo)
+                or_subtree(self, tc, cont, mask);
         }
     }
     if (self->overflow)

@@ -103,19 +103,35 @@ static void rx_lit(buf_t *b, const char *s, size_t n)
     }
 }
 
+/* A regex's DFA; as a terminal (out NULL) built once per grammar (nx__gb_keyed). */
 static uint32_t dfa_term(nx__sc_t *sc, const char *re, bool search, nx__enc_t enc,
                          const char *pre, const char *suf, nx__dfa_t *out)
 {
     nx__dfa_t d;
     nx_err_t e = {0};
+    char *key = NULL;
+    if (!out && asprintf(&key, "r%d%d%s\x01%s\x01%s", search, (int)enc, pre ? pre : "",
+                         suf ? suf : "", re) < 0)
+        key = NULL;
+    uint32_t t = key ? nx__gb_keyed(sc->b, key) : NX__DEAD;
+    if (t != NX__DEAD) {
+        free(key);
+        return t;
+    }
     int rc = nx__regex_dfa(re, search, enc, pre, suf, &d, &e);
-    if (rc != NX_OK)
+    if (rc != NX_OK) {
+        free(key);
         return nx__sc_fail(sc, rc, "%s", e.msg);
+    }
     if (out) {
         *out = d;
         return 0;
     }
-    return nx__gb_dfa(sc->b, &d);
+    t = nx__gb_dfa(sc->b, &d);
+    if (key)
+        nx__gb_key(sc->b, key, t);
+    free(key);
+    return t;
 }
 
 static int add_term_alt(nx__sc_t *sc, uint32_t rule, uint32_t term)
@@ -160,6 +176,9 @@ static bool bound(nx__sc_t *sc, json_t *node, const char *key, const char *ptr, 
     return true;
 }
 
+static int string_term(nx__sc_t *sc, json_t *node, const char *ptr, json_t *fmt, json_t *pat,
+                       bool has_min, bool has_max, uint32_t minl, uint32_t maxl, uint32_t *term);
+
 int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
 {
     json_t *pat = json_object_get(node, "pattern"), *fmt = json_object_get(node, "format");
@@ -177,19 +196,41 @@ int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
             return nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc;
         return add_term_alt(sc, rule, sc->str_term);
     }
+    if (has_max && maxl < minl)
+        return NX_OK; /* no string fits */
+    /* the whole terminal once per grammar: its bounds, format and pattern name it */
+    char *key = NULL; /* not for a format or pattern that is not a string: its error */
+    if ((!fmt || json_is_string(fmt)) && (!pat || json_is_string(pat)) &&
+        asprintf(&key, "s%u,%u,%s,%d%s", minl, maxl, fmt && json_is_string(fmt) ?
+                 json_string_value(fmt) : "", pat && json_is_string(pat),
+                 pat && json_is_string(pat) ? json_string_value(pat) : "") < 0)
+        key = NULL;
+    uint32_t t = key ? nx__gb_keyed(sc->b, key) : NX__DEAD;
+    if (t != NX__DEAD) {
+        free(key);
+        return add_term_alt(sc, rule, t);
+    }
+    int rc = string_term(sc, node, ptr, fmt, pat, has_min, has_max, minl, maxl, &t);
+    if (rc == NX_OK && key)
+        nx__gb_key(sc->b, key, t);
+    free(key);
+    return rc != NX_OK ? rc : add_term_alt(sc, rule, t);
+}
+
+/* The terminal of a string with bounds, a format or a pattern (their DFAs intersected). */
+static int string_term(nx__sc_t *sc, json_t *node, const char *ptr, json_t *fmt, json_t *pat,
+                       bool has_min, bool has_max, uint32_t minl, uint32_t maxl, uint32_t *term)
+{
     nx__dfa_t acc = {0}, d;
     bool have = false;
-    char re[64];
     if (has_min || has_max) {
-        if (has_max && maxl < minl)
-            return NX_OK; /* no string fits */
-        if (has_max)
-            snprintf(re, sizeof re, "[\\s\\S]{%u,%u}", minl, maxl);
-        else
-            snprintf(re, sizeof re, "[\\s\\S]{%u,}", minl);
-        if (dfa_term(sc, re, false, NX__ENC_JSON, "\"", "\"", &acc) == NX__DEAD)
-            return nx__sc_unsupported(sc, has_max ? "maxLength" : "minLength", ptr,
-                                      sc->err ? sc->err->msg : NULL), sc->rc;
+        nx_err_t e = {0};
+        int rc = nx__dfa_json_length(minl, maxl, &acc, &e);
+        if (rc == NX_ENOMEM)
+            return nx__sc_fail(sc, rc, "%s", e.msg), sc->rc;
+        if (rc != NX_OK)
+            return nx__sc_unsupported(sc, has_max ? "maxLength" : "minLength", ptr, e.msg),
+                   sc->rc;
         have = true;
     }
     const char *res[2] = {NULL, NULL}, *names[2] = {"format", "pattern"};
@@ -237,7 +278,12 @@ int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule)
             acc = d;
         have = true;
     }
-    return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
+    *term = nx__gb_dfa(sc->b, &acc);
+    if (*term == NX__DEAD)
+        return nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc;
+    if (!fmt && !pat) /* the length DFA alone: its layout is known */
+        nx__gb_term_strlen(sc->b, *term, nx__dfa_json_length_per_count(), maxl);
+    return NX_OK;
 }
 
 /* --- numbers ---------------------------------------------------------------------------------- */

@@ -14,7 +14,11 @@
  *     state.
  *
  * Threads: a grammar and a vocabulary are immutable after creation and may be shared; a
- * matcher (its states and caches) belongs to one thread at a time.
+ * matcher (its states and caches) belongs to one thread at a time. The per-terminal token
+ * classes (the cold part of masks) are kept, under locks, in the grammar (for the first
+ * vocabulary its matchers bring) and, for DFA terminals, in the vocabulary (by the DFA's
+ * content, for every grammar): each (terminal, state) is walked once per grammar, and a
+ * free string's, a number's or a format's once per vocabulary (gram_mask.c).
  */
 #ifndef NX_GRAMMAR_H
 #define NX_GRAMMAR_H
@@ -112,9 +116,8 @@ size_t nx_gram_mask_words(const nx_gram_vocab_t *self);
 nx_gram_matcher_t *nx_gram_matcher_new(const nx_gram_t *gram, const nx_gram_vocab_t *vocab,
                                        nx_err_t *err);
 void nx_gram_matcher_destroy(nx_gram_matcher_t **self_p);
-/* Back to the start state for a new generation under the same grammar, keeping the
- * per-terminal token classes (the cold part of masks), so a server that keeps one matcher
- * per schema and thread pays those walks once. Past a size threshold (or after a cap was hit)
+/* Back to the start state for a new generation under the same grammar, keeping its state
+ * masks (the per-terminal token classes stay in the grammar in any case, see above). Past a size threshold (or after a cap was hit)
  * the interned states are dropped here, so reuse does not grow memory without end. */
 void nx_gram_matcher_reset(nx_gram_matcher_t *self);
 

@@ -5,6 +5,7 @@
  * mask bit is set exactly when the matcher accepts the token, end ids exactly where the
  * grammar accepts. Run from the repository root (as `make unit` does).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "gram_internal.h"
 #include "grammar.h"
 #include "nx_engine.h"
 
@@ -276,6 +278,11 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
         "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/t\"},\"maxItems\":2}},"
         "\"additionalProperties\":false}},\"$ref\":\"#/$defs/t\"}",
         "true",
+        /* bounded strings read from their state numbers (slice_of): a min only, a max past
+         * SLICE_MAX_CHARS, both */
+        "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\",\"minLength\":3},{\"type\":"
+        "\"string\",\"maxLength\":70},{\"type\":\"string\",\"minLength\":2,\"maxLength\":5}],"
+        "\"items\":false,\"minItems\":3}",
     };
     for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
         nx_gram_t *g = schema(schemas[i], &err);
@@ -292,6 +299,15 @@ static void test_mask_exact_on_tiny_tokenizer(void **state)
     nx_gram_t *g = nx_gram_from_gbnf(gbnf, strlen(gbnf), &err);
     assert_non_null(g);
     assert_true(exhaustive_walks(g, v, eos, 99, 6) >= 30);
+    nx_gram_destroy(&g);
+    /* literals ending in a space or a quote, where most tokens beginning with the literal's
+     * last bytes cross into what follows (the literal classes of tclass_build_literal) */
+    const char *lits = "root ::= \"name: \" item \" \\\"\" [a-z ]* \"\\\"\"\n"
+                       "item ::= \"the\" | [a-z]+ \" \" [0-9] | \"(\" root \")\"\n";
+    g = nx_gram_from_gbnf(lits, strlen(lits), &err);
+    if (!g)
+        fail_msg("%s", err.msg);
+    assert_true(exhaustive_walks(g, v, eos, 7, 6) >= 30);
     nx_gram_destroy(&g);
     nx_gram_vocab_destroy(&v);
     nx_tokenizer_destroy(&tok);
@@ -414,17 +430,203 @@ static void test_sampler_pick_masked(void **state)
     }
 }
 
+
+/* A bounded string's DFA, built directly with a character counter (gram_strlen.c), has the
+ * language of the regex `"[\s\S]{min,max}"` in json.dumps's encoding: the differences both
+ * ways are empty. And through the schema compiler, lengths count code points and escapes. */
+static void test_string_length_dfa(void **state)
+{
+    static const uint32_t bounds[][2] = {{0, 0}, {0, 1}, {1, 3}, {3, 3}, {5, 40}, {0, UINT32_MAX},
+                                         {2, UINT32_MAX}, {17, UINT32_MAX}};
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        uint32_t lo = bounds[i][0], hi = bounds[i][1];
+        char re[64];
+        if (hi == UINT32_MAX)
+            snprintf(re, sizeof re, "[\\s\\S]{%u,}", lo);
+        else
+            snprintf(re, sizeof re, "[\\s\\S]{%u,%u}", lo, hi);
+        nx__dfa_t direct, regex, diff;
+        nx_err_t err = {0};
+        assert_int_equal(nx__dfa_json_length(lo, hi, &direct, &err), NX_OK);
+        assert_int_equal(nx__regex_dfa(re, false, NX__ENC_JSON, "\"", "\"", &regex, &err), NX_OK);
+        assert_int_equal(nx__dfa_product(&direct, &regex, true, &diff, &err), NX_OK);
+        if (diff.n_states)
+            fail_msg("%u..%u: the direct DFA accepts more than %s", lo, hi, re);
+        nx__dfa_free(&diff);
+        assert_int_equal(nx__dfa_product(&regex, &direct, true, &diff, &err), NX_OK);
+        if (diff.n_states)
+            fail_msg("%u..%u: the direct DFA misses strings of %s", lo, hi, re);
+        nx__dfa_free(&diff);
+        nx__dfa_free(&direct);
+        nx__dfa_free(&regex);
+    }
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "\"a\\n\xc3\xa9\""));  /* a, newline, é: 3 */
+    assert_true(matches(g, "\"\\u0001\xf0\x9f\x98\x80\""));
+    assert_false(matches(g, "\"abcd\""));
+    assert_false(matches(g, "\"\xc3\xa9\""));
+    assert_true(matches(g, "\"\xc3\xa9\xc3\xa9\""));
+    assert_false(matches(g, "\"a\"b\""));
+    nx_gram_destroy(&g);
+    expect_error("{\"type\":\"string\",\"maxLength\":10000}", NX_ENOTSUP, "'maxLength'");
+}
+
+/* The same format, bounded string or number range in many places of one grammar (300 tools
+ * with an e-mail field) is one terminal, built once: three e-mail fields cost the DFA states
+ * of one. */
+static void test_keyed_terminals_shared(void **state)
+{
+    nx_err_t err = {0};
+    const char *one = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+                      "\"format\":\"email\",\"maxLength\":50}},\"required\":[\"a\"],"
+                      "\"additionalProperties\":false}";
+    const char *three = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+                        "\"format\":\"email\",\"maxLength\":50},\"b\":{\"type\":\"string\","
+                        "\"format\":\"email\",\"maxLength\":50},\"c\":{\"type\":\"array\","
+                        "\"items\":{\"type\":\"string\",\"format\":\"email\",\"maxLength\":50}}},"
+                        "\"required\":[\"a\",\"b\",\"c\"],\"additionalProperties\":false}";
+    nx_gram_t *g1 = schema(one, &err), *g3 = schema(three, &err);
+    assert_non_null(g1);
+    assert_non_null(g3);
+    uint32_t rules, terms1, terms3, states1, states3;
+    nx_gram_stats(g1, &rules, &terms1, &states1);
+    nx_gram_stats(g3, &rules, &terms3, &states3);
+    print_message("one e-mail field: %u DFA states; three: %u\n", states1, states3);
+    assert_true(states3 < states1 + 100); /* not 3 x 6,300: the e-mail DFA once */
+    assert_true(matches(g3, "{\"c\":[\"x@y.io\"],\"a\":\"a@b.cd\",\"b\":\"q@r.st\"}"));
+    assert_false(matches(g3, "{\"c\":[\"x@y\"],\"a\":\"a@b.cd\",\"b\":\"q@r.st\"}"));
+    nx_gram_destroy(&g1);
+    nx_gram_destroy(&g3);
+}
+
+/* Token classes are shared by the matchers of a grammar (built once, then read by all), and a
+ * DFA terminal's by every grammar with the same DFA under one vocabulary:
+ * matchers on four threads walking the same tokens get the masks of a lone matcher, and a
+ * matcher under a second vocabulary gets exact masks of its own (the classes of the first
+ * vocabulary, claimed first, are not used for it). */
+typedef struct walk_job {
+    const nx_gram_t *g;
+    const nx_gram_vocab_t *v;
+    const int32_t *ids;
+    size_t n_ids;
+    const uint32_t *want; /* [n_ids + 1 masks] */
+    bool same;
+} walk_job_t;
+
+static void *walk_thread(void *arg)
+{
+    walk_job_t *job = arg;
+    size_t words = nx_gram_mask_words(job->v);
+    uint32_t *mask = malloc(words * sizeof *mask);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(job->g, job->v, NULL);
+    job->same = m && mask;
+    for (size_t i = 0; job->same && i <= job->n_ids; i++) {
+        job->same = nx_gram_matcher_mask(m, mask, NULL) == NX_OK &&
+                    !memcmp(mask, job->want + i * words, words * sizeof *mask);
+        if (i < job->n_ids)
+            job->same = job->same && nx_gram_matcher_accept_token(m, job->ids[i], NULL) == NX_OK;
+    }
+    nx_gram_matcher_destroy(&m);
+    free(mask);
+    return NULL;
+}
+
+static void test_classes_shared_between_matchers(void **state)
+{
+    nx_err_t err = {0};
+    nx_tokenizer_t *tok = nx_tokenizer_load(TINY_DIR, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    int32_t eos = nx_tokenizer_token_id(tok, "<|im_end|>");
+    nx_gram_vocab_t *v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    nx_gram_t *g = schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\","
+                          "\"maxLength\":20},\"tags\":{\"type\":\"array\",\"items\":{\"enum\":"
+                          "[\"red\",\"green\"]}}},\"required\":[\"name\",\"tags\"],"
+                          "\"additionalProperties\":false}", &err);
+    assert_non_null(g);
+    const char *text = "{\"name\":\"the end of it\",\"tags\":[\"green\",\"red\"]}";
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    assert_int_equal(nx_tokenizer_encode(tok, text, strlen(text), &ids, &n_ids, &err), NX_OK);
+    size_t words = nx_gram_mask_words(v);
+    uint32_t *want = malloc((n_ids + 1) * words * sizeof *want);
+    assert_non_null(want);
+    nx_gram_matcher_t *m = nx_gram_matcher_new(g, v, &err);
+    for (size_t i = 0; i <= n_ids; i++) {
+        assert_int_equal(nx_gram_matcher_mask(m, want + i * words, &err), NX_OK);
+        if (i < n_ids)
+            assert_int_equal(nx_gram_matcher_accept_token(m, ids[i], &err), NX_OK);
+    }
+    nx_gram_matcher_destroy(&m);
+    walk_job_t jobs[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        jobs[k] = (walk_job_t){.g = g, .v = v, .ids = ids, .n_ids = n_ids, .want = want};
+        assert_int_equal(pthread_create(&th[k], NULL, walk_thread, &jobs[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        assert_true(jobs[k].same);
+    }
+    /* a second vocabulary for the same grammar: a few pieces and every single character the
+     * instances need (so no walk dead-ends for want of a token), then the end id */
+    static const char *const pieces[] = {"{\"", "name", "\":\"", "the", " end", "\",\"",
+                                         "tags", "\":[", "\"green", "\"red", "\"]"};
+    const char *chars = " \"{}[],:abcdefghijklmnopqrstuvwxyz";
+    size_t n_pieces = sizeof pieces / sizeof pieces[0], n2 = n_pieces + strlen(chars) + 1;
+    const char **strs = calloc(n2, sizeof *strs);
+    uint32_t *lens = calloc(n2, sizeof *lens);
+    assert_non_null(strs);
+    assert_non_null(lens);
+    for (size_t i = 0; i < n2 - 1; i++) {
+        strs[i] = i < n_pieces ? pieces[i] : chars + (i - n_pieces);
+        lens[i] = i < n_pieces ? (uint32_t)strlen(pieces[i]) : 1;
+    }
+    strs[n2 - 1] = "<end>";
+    lens[n2 - 1] = 5;
+    int32_t eos2 = (int32_t)n2 - 1;
+    nx_gram_vocab_t *v2 = nx_gram_vocab_new(strs, lens, NULL, (uint32_t)n2, &eos2, 1, &err);
+    assert_non_null(v2);
+    assert_true(exhaustive_walks(g, v2, eos2, 5, 6) >= 30);
+    free(strs);
+    free(lens);
+    nx_gram_vocab_destroy(&v2);
+    /* the vocabulary that claimed the grammar's classes goes (its own classes with it), a new
+     * one comes, perhaps at the same address: the grammar's table is not used for it, and a
+     * second grammar with the same DFA terminals finds the new vocabulary's classes exact */
+    nx_gram_vocab_destroy(&v);
+    v = nx_gram_vocab_from_tokenizer(tok, &eos, 1, &err);
+    assert_non_null(v);
+    assert_true(exhaustive_walks(g, v, eos, 8, 4) >= 20);
+    nx_gram_t *g2 = schema("{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":"
+                           "20}}", &err);
+    assert_non_null(g2);
+    assert_true(exhaustive_walks(g2, v, eos, 9, 4) >= 20);
+    nx_gram_destroy(&g2);
+    free(want);
+    free(ids);
+    nx_gram_destroy(&g);
+    nx_gram_vocab_destroy(&v);
+    nx_tokenizer_destroy(&tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_errors_name_keyword_and_pointer),
         cmocka_unit_test(test_schema_hostile_inputs_are_refused),
         cmocka_unit_test(test_schema_bytes),
+        cmocka_unit_test(test_string_length_dfa),
+        cmocka_unit_test(test_keyed_terminals_shared),
         cmocka_unit_test(test_gbnf_parse_and_errors),
         cmocka_unit_test(test_state_copy),
         cmocka_unit_test(test_reset_drops_grown_states),
         cmocka_unit_test(test_mask_exact_on_tiny_tokenizer),
         cmocka_unit_test(test_mask_token_ending_a_terminal_needs_a_continuation),
+        cmocka_unit_test(test_classes_shared_between_matchers),
         cmocka_unit_test(test_gbnf_regular_pieces_fold),
         cmocka_unit_test(test_sampler_pick_masked),
     };
