@@ -70,6 +70,14 @@ typedef struct nx__batch {
      * logits to logit_out[i]; NULL where the logits are wanted. */
     const nx__pick_t *const *picks;
     int32_t *picked;             /* [logit_count] */
+    /* The engine's hook for deferred masks (nx__seq_defer_mask), NULL when the step has none:
+     * forward calls it once the forward pass is issued and before any pick, and fails with
+     * its error. It sets picks[i]->allow of the plans whose masks were deferred. A backend
+     * that picks on the device calls it after enqueuing the layers, before the masks go up,
+     * so the host computes them while the device runs; the engine does the work at the first
+     * call of a step (later calls return NX_OK). */
+    int (*before_picks)(void *user, nx_err_t *err);
+    void *before_picks_user;
 } nx__batch_t;
 
 typedef struct nx__backend_ops {
@@ -85,7 +93,8 @@ typedef struct nx__backend_ops {
                     nx_err_t *err);
     void (*kv_free)(void *state, nx__kv_t *kv);
     /* Run every row of the batch through the model, write K/V of each row into its
-     * sequence's cache, and the logits of batch->logit_rows to batch->logit_out. */
+     * sequence's cache, and the logits of batch->logit_rows to batch->logit_out; call
+     * batch->before_picks (when set) between issuing the pass and the picks. */
     int (*forward)(void *state, const nx__batch_t *batch, nx_err_t *err);
 } nx__backend_ops_t;
 

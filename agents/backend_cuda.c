@@ -623,6 +623,20 @@ static int capture(cuda_state_t *s, uint32_t n, cudaGraphExec_t *exec_out, nx_er
  * A step
  */
 
+/* The engine's deferred masks (b->before_picks), called with the pass enqueued and before
+ * its picks: the host computes the masks while the GPU runs the layers (the engine does the
+ * work at the first call of the step). On an error the pass in flight is waited for, since
+ * the next step rewrites the pinned buffers its copies read. */
+static int masks_ready(cuda_state_t *s, const nx__batch_t *b, nx_err_t *err)
+{
+    if (!b->before_picks)
+        return NX_OK;
+    int rc = b->before_picks(b->before_picks_user, err);
+    if (rc != NX_OK)
+        cudaStreamSynchronize(s->stream); /* its own failure would not say more than rc */
+    return rc;
+}
+
 /* Rows [first, first + n) of the batch: their scalars and logit rows to the device, then the
  * model, then their logits to the host. */
 static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint32_t n,
@@ -661,8 +675,10 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
             TRY(capture(s, n, &s->graphs[n], err));
         if (s->graphs[n]) {
             CU(cudaGraphLaunch(s->graphs[n], s->stream), "cudaGraphLaunch");
-            if (graph_has_head(n))
+            if (graph_has_head(n)) {
+                TRY(masks_ready(s, b, err));
                 return deliver(s, b, index, n, err);
+            }
             graphed = true;
         }
     }
@@ -671,6 +687,7 @@ static int run_pass(cuda_state_t *s, const nx__batch_t *b, uint32_t first, uint3
     for (uint32_t c0 = 0; c0 < logit_count; c0 += LOGIT_CHUNK) {
         uint32_t count = logit_count - c0 < LOGIT_CHUNK ? logit_count - c0 : LOGIT_CHUNK;
         TRY(head(s, s->gather_dev + c0, count, err));
+        TRY(masks_ready(s, b, err));
         TRY(deliver(s, b, index + c0, count, err));
     }
     /* the pinned row scalars are rewritten by the next pass: their copy must be done */

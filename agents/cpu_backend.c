@@ -481,7 +481,14 @@ static int cpu_forward(void *state, const nx__batch_t *b, nx_err_t *err)
     embed_and_rope_tables(s, b);
     for (uint32_t layer = 0; layer < s->cfg->layers; layer++)
         layer_forward(s, b, layer);
-    return logits_out(s, b, err);
+    rc = logits_out(s, b, err);
+    /* Deferred masks after the whole pass: nothing overlaps here, since the worker pool
+     * already has every core the pass can use (on CUDA the host computes them while the GPU
+     * runs the layers). Same picks as masks made before the step: the plan's draw is taken
+     * when it is made, whatever the mask. */
+    if (rc == NX_OK && b->before_picks)
+        rc = b->before_picks(b->before_picks_user, err);
+    return rc;
 }
 
 const nx__backend_ops_t nx__cpu_backend = {

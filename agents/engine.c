@@ -5,6 +5,7 @@
  * (sequence, position, token) rows for the backend (continuous batching: any set of
  * sequences, each with any number of queued tokens, in any step).
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ struct nx_seq {
     const int32_t *pick_history;
     size_t pick_history_len;
     nx__pick_t pick;        /* the step's plan */
+    nx__mask_fn mask_fn;    /* nx__seq_defer_mask: the plan's mask comes late; NULL: in plan */
+    void *mask_user;
     int32_t picked;         /* the last step's pick; -1 when none */
 };
 
@@ -52,6 +55,13 @@ struct nx_engine {
     const nx__pick_t **picks;
     int32_t *picked;
     uint32_t logit_cap;
+    /* deferred masks (nx__seq_defer_mask): one slot of mask_words per such sequence */
+    uint32_t *masks;
+    size_t masks_cap;           /* words */
+    uint32_t mask_words;        /* (vocab + 31) / 32 */
+    nx_seq_t *const *step_seqs; /* the step in progress, for the hook */
+    size_t step_count;
+    bool masks_pending;         /* the hook has not run yet in this step */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -248,6 +258,7 @@ nx_engine_t *nx_engine_new(const char *model_dir, const nx_model_t *weights, nx_
     }
     uint32_t def_ctx = e->cfg.max_position < 4096 ? e->cfg.max_position : 4096;
     e->max_context = opts && opts->max_context ? opts->max_context : def_ctx;
+    e->mask_words = (e->cfg.vocab + 31) / 32;
     if (e->ops->init(&e->cfg, &e->w, pool, opts, &e->state, err) != NX_OK)
         goto fail;
     return e;
@@ -272,6 +283,7 @@ void nx_engine_destroy(nx_engine_t **self_p)
     free(e->logit_out);
     free(e->picks);
     free(e->picked);
+    free(e->masks);
     free(e);
     *self_p = NULL;
 }
@@ -359,6 +371,8 @@ void nx_seq_reset(nx_seq_t *seq)
     seq->picked = -1;
     seq->pick_sampler = NULL;
     seq->pick_history = NULL;
+    seq->mask_fn = NULL;
+    seq->mask_user = NULL;
 }
 
 int nx_seq_pick_next(nx_seq_t *seq, nx_sampler_t *sampler, const int32_t *history,
@@ -371,6 +385,12 @@ int nx_seq_pick_next(nx_seq_t *seq, nx_sampler_t *sampler, const int32_t *histor
     seq->pick_history = history;
     seq->pick_history_len = history_len;
     return NX_OK;
+}
+
+void nx__seq_defer_mask(nx_seq_t *seq, nx__mask_fn fn, void *user)
+{
+    seq->mask_fn = fn;
+    seq->mask_user = user;
 }
 
 uint32_t nx_seq_queued(const nx_seq_t *seq) { return seq->queued; }
@@ -465,15 +485,59 @@ static int reserve_logits(nx_engine_t *e, nx_seq_t *seq, size_t rows, nx_err_t *
     return NX_OK;
 }
 
+/* Room for `count` deferred masks, grown once and kept: no allocation per token. */
+static int reserve_masks(nx_engine_t *e, uint32_t count, nx_err_t *err)
+{
+    size_t need = (size_t)count * e->mask_words;
+    if (need <= e->masks_cap)
+        return NX_OK;
+    uint32_t *p = realloc(e->masks, need * sizeof *p);
+    if (!p)
+        return nx_err_set(err, NX_ENOMEM, "step: no memory for %u grammar masks", count);
+    e->masks = p;
+    e->masks_cap = need;
+    return NX_OK;
+}
+
+/* The batch's before_picks hook: every deferred mask of the step into its slot and its
+ * plan, once (a backend may call again; nothing is left to do then). A provider's error
+ * fails the step, the sequence named. */
+static int fill_masks(void *user, nx_err_t *err)
+{
+    nx_engine_t *e = user;
+    if (!e->masks_pending)
+        return NX_OK;
+    e->masks_pending = false;
+    uint32_t slot = 0;
+    for (size_t i = 0; i < e->step_count; i++) {
+        nx_seq_t *seq = e->step_seqs[i];
+        if (!seq->mask_fn || !seq->pick_sampler)
+            continue;
+        uint32_t *words = e->masks + (size_t)slot++ * e->mask_words;
+        uint32_t allow_bits = 0;
+        int rc = seq->mask_fn(seq->mask_user, words, e->mask_words, &allow_bits, err);
+        if (rc != NX_OK)
+            return nx_err_prefix(err, "step: sequence %zu's mask: ", i);
+        seq->pick.allow = allow_bits ? words : NULL;
+        seq->pick.allow_bits = allow_bits;
+    }
+    return NX_OK;
+}
+
 /* Lay the sequences' queued tokens out as one flat batch of rows. */
 static int build_batch(nx_engine_t *e, nx_seq_t *const *seqs, uint32_t count, nx__batch_t *b,
                        nx_err_t *err)
 {
-    uint32_t row = 0, logit = 0;
+    uint32_t row = 0, logit = 0, deferred = 0;
+    for (uint32_t i = 0; i < count; i++)
+        deferred += seqs[i]->pick_sampler && seqs[i]->mask_fn;
+    int rc = reserve_masks(e, deferred, err);
+    if (rc != NX_OK)
+        return rc;
     for (uint32_t i = 0; i < count; i++) {
         nx_seq_t *seq = seqs[i];
         uint32_t wanted = seq->all_logits ? seq->queued : 1;
-        int rc = reserve_logits(e, seq, wanted, err);
+        rc = reserve_logits(e, seq, wanted, err);
         if (rc)
             return rc;
         e->bseqs[i] = (nx__batch_seq_t){&seq->kv, row, seq->queued, seq->len};
@@ -489,16 +553,29 @@ static int build_batch(nx_engine_t *e, nx_seq_t *const *seqs, uint32_t count, nx
             e->picked[logit] = -1;
         }
         seq->picked = -1;
+        if (seq->pick_sampler && seq->mask_fn &&
+            nx__sampler_reserve_mask(seq->pick_sampler) != NX_OK) /* once per sampler */
+            return nx_err_set(err, NX_ENOMEM, "step: sequence %u: no memory for a masked row",
+                              i);
         if (seq->pick_sampler) { /* wanted is 1: all_logits sequences do not pick */
             nx__sampler_plan(seq->pick_sampler, seq->pick_history, seq->pick_history_len,
                              &seq->pick);
             e->picks[logit - 1] = &seq->pick;
+            if (seq->mask_fn) /* fill_masks sets it */
+                seq->pick.allow = NULL, seq->pick.allow_bits = 0;
         }
     }
     bool device = e->ops->picks_on_device;
     *b = (nx__batch_t){e->tokens, e->positions, e->row_seq, row, e->bseqs, count,
                        e->logit_rows, e->logit_out, logit, device ? e->picks : NULL,
                        device ? e->picked : NULL};
+    e->step_seqs = seqs;
+    e->step_count = count;
+    e->masks_pending = deferred > 0;
+    if (deferred) {
+        b->before_picks = fill_masks;
+        b->before_picks_user = e;
+    }
     return NX_OK;
 }
 
@@ -528,12 +605,17 @@ int nx_engine_step(nx_engine_t *self, nx_seq_t *const *seqs, size_t count, nx_er
         rc = build_batch(self, seqs, (uint32_t)count, &batch, err);
     if (rc == NX_OK)
         rc = self->ops->forward(self->state, &batch, err);
+    assert(rc != NX_OK || !self->masks_pending); /* the backend called before_picks */
     if (rc == NX_OK)
         finish_picks(self, seqs, count);
+    self->masks_pending = false;
+    self->step_seqs = NULL;
     for (size_t i = 0; i < count; i++) {
         nx_seq_t *seq = seqs[i];
         seq->pick_sampler = NULL; /* a pick request lasts one step, done or failed */
         seq->pick_history = NULL;
+        seq->mask_fn = NULL;
+        seq->mask_user = NULL;
         if (rc != NX_OK)
             continue;
         seq->logits_rows = seq->picked >= 0 ? 0 : seq->all_logits ? seq->queued : 1;

@@ -304,6 +304,30 @@ int nx__gg_mask(nx__gg_t *self, const uint32_t **allow_out, uint32_t *allow_bits
     return NX_OK;
 }
 
+int nx__gg_mask_into(nx__gg_t *self, uint32_t *words, uint32_t word_count,
+                     uint32_t *allow_bits_out, nx_err_t *err)
+{
+    *allow_bits_out = 0;
+    if (word_count < self->words)
+        return nx_err_set(err, NX_EINVAL, "grammar: a mask of %u words for %u ids", word_count,
+                          self->vocab);
+    const uint32_t *allow;
+    uint32_t allow_bits;
+    int rc = nx__gg_mask(self, &allow, &allow_bits, err);
+    if (rc != NX_OK) {
+        if (rc != NX_ESTATE) /* NX_ESTATE's message names them already */
+            nx_err_prefix(err, "grammar (phase '%s', matcher state %u): ",
+                          phase_names[self->phase], self->matcher ? self->state.id : 0);
+        return rc;
+    }
+    if (!allow)
+        return NX_OK;
+    memcpy(words, allow, self->words * sizeof *words);
+    memset(words + self->words, 0, (word_count - self->words) * sizeof *words);
+    *allow_bits_out = allow_bits;
+    return NX_OK;
+}
+
 /* ---- following the output -------------------------------------------------------------------- */
 
 static int push_raw(nx__gg_t *self, const char *bytes, size_t len, nx_err_t *err)

@@ -22,6 +22,14 @@ void nx__gg_destroy(nx__gg_t **self_p);
 int nx__gg_mask(nx__gg_t *self, const uint32_t **allow_out, uint32_t *allow_bits_out,
                 nx_err_t *err);
 
+/* nx__gg_mask into the caller's words[0, word_count) (word_count >= (vocab + 31) / 32; words
+ * past the vocabulary's are zeroed), for a mask computed during the step (nx__seq_defer_mask):
+ * *allow_bits_out 0 when any id may be picked (words untouched), else vocab. An error (the
+ * matcher over its caps: NX_ENOMEM; an empty mask: NX_ESTATE) names the phase and the
+ * matcher state. */
+int nx__gg_mask_into(nx__gg_t *self, uint32_t *words, uint32_t word_count,
+                     uint32_t *allow_bits_out, nx_err_t *err);
+
 /* After a pick of `id` (not a stop id): move through the phases, feed the matcher.
  * *finished_out: the matcher is finished, generation ends ("stop"). */
 int nx__gg_observe(nx__gg_t *self, int32_t id, bool *finished_out, nx_err_t *err);

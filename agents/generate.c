@@ -7,9 +7,15 @@
  * the text up to it is emitted, the stop string and anything after it are not. To never emit
  * the beginning of a stop string that later completes, the tail of the text that is a prefix
  * of some stop string is held back until it is decided.
+ *
+ * Under a grammar the engine's pick (nx_gen_pick_next) defers the mask: the step asks for it
+ * once the forward pass is issued (nx__seq_defer_mask), so on a GPU the matcher's work hides
+ * behind the layers. NEXUS_GRAMMAR_MASK=eager (read by nx_gen_new) computes it before the step
+ * as the host pick (nx_gen_advance) always does: the same picks, to compare and to measure.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gen_grammar.h"
 #include "pick.h"
@@ -43,6 +49,8 @@ struct nx_gen {
     size_t feed_count;
     int64_t room_after_step; /* tokens the sequence can still take after the step that
                               * picks; -1 unknown (host logits): no forced runs */
+    bool mask_eager;       /* NEXUS_GRAMMAR_MASK=eager: masks before the step, even for
+                            * the engine's pick (nx_gen_pick_next) */
 };
 
 typedef struct nx_gen gen_state_t;
@@ -192,8 +200,10 @@ nx_gen_t *nx_gen_new(const nx_tokenizer_t *tok, uint32_t vocab, const nx_samplin
         nx_err_set(err, NX_ENOMEM, "generation: no memory for its state");
         return NULL;
     }
+    const char *mask_env = getenv("NEXUS_GRAMMAR_MASK");
     *g = (nx_gen_t){.sampling = sampling, .tok = tok, .vocab = vocab, .emit = emit,
-                    .user = user, .prompt_len = prompt_len, .room_after_step = -1};
+                    .user = user, .prompt_len = prompt_len, .room_after_step = -1,
+                    .mask_eager = mask_env && strcasecmp(mask_env, "eager") == 0};
     for (size_t i = 0; i < sampling->stop_count; i++)
         if (strlen(sampling->stop[i]) > g->stop_max_len)
             g->stop_max_len = strlen(sampling->stop[i]);
@@ -268,14 +278,15 @@ bool nx_gen_grammar_accepted(const nx_gen_t *g)
     return g->grammar && nx__gg_accepted(g->grammar);
 }
 
-/* The sampler's mask for the next pick: the grammar's, or none. */
-static int prepare_pick(nx_gen_t *g, nx_err_t *err)
+/* The sampler's mask for the next pick: the grammar's, or none; none yet when `deferred` (the
+ * step's plan gets it from mask_now). */
+static int prepare_pick(nx_gen_t *g, bool deferred, nx_err_t *err)
 {
     if (g->stop_reason)
         return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
     g->picked = true;
-    if (!g->grammar)
-        return NX_OK;
+    if (!g->grammar || deferred)
+        return nx__sampler_set_allow(g->sampler, NULL, 0); /* NX_OK: no mask allocates nothing */
     const uint32_t *allow;
     uint32_t allow_bits;
     int rc = nx__gg_mask(g->grammar, &allow, &allow_bits, err);
@@ -287,7 +298,7 @@ static int prepare_pick(nx_gen_t *g, nx_err_t *err)
 int nx_gen_advance(nx_gen_t *g, const float *logits, bool room_left, int32_t *next_out,
                    nx_err_t *err)
 {
-    int rc = prepare_pick(g, err);
+    int rc = prepare_pick(g, false, err);
     if (rc != NX_OK)
         return rc;
     int32_t id = nx_sampler_pick(g->sampler, logits, g->history, g->history_len);
@@ -315,15 +326,27 @@ static int feed_forced_start(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
     return rc == NX_OK && count ? nx_seq_feed(seq, g->feed, count, err) : rc;
 }
 
+/* The step's deferred mask (nx__mask_fn): the grammar's, computed now. */
+static int mask_now(void *user, uint32_t *words, uint32_t word_count, uint32_t *allow_bits_out,
+                    nx_err_t *err)
+{
+    nx_gen_t *g = user;
+    return nx__gg_mask_into(g->grammar, words, word_count, allow_bits_out, err);
+}
+
 int nx_gen_pick_next(nx_gen_t *g, nx_seq_t *seq, nx_err_t *err)
 {
     int rc = NX_OK;
     if (g->grammar && !g->picked && (rc = feed_forced_start(g, seq, err)) != NX_OK)
         return rc;
-    if ((rc = prepare_pick(g, err)) != NX_OK)
+    bool deferred = g->grammar && !g->mask_eager;
+    if ((rc = prepare_pick(g, deferred, err)) != NX_OK)
         return rc;
     g->room_after_step = (int64_t)nx_seq_capacity(seq) - nx_seq_len(seq) - nx_seq_queued(seq);
-    return nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
+    rc = nx_seq_pick_next(seq, g->sampler, g->history, g->history_len, err);
+    if (rc == NX_OK && deferred)
+        nx__seq_defer_mask(seq, mask_now, g);
+    return rc;
 }
 
 /* One token onto the output: ids, text (cut at a stop string), emitted pieces. */

@@ -326,7 +326,10 @@ int nx_gen_advance(nx_gen_t *self, const float *logits, bool room_left, int32_t 
  * nx_gen_advance_id takes nx_seq_picked(seq) where nx_gen_advance would have sampled. Under a
  * grammar, the first nx_gen_pick_next also feeds seq the tokens the grammar forces at the
  * start of the output (they are output: ids, text, max_tokens), so they share the prompt's
- * step. */
+ * step. The grammar's mask for the pick is computed during the step, once the forward pass is
+ * issued (on a GPU, while it runs): `self` must outlive the step, and a mask's error (the
+ * matcher over its caps) fails nx_engine_step. NEXUS_GRAMMAR_MASK=eager (read by nx_gen_new)
+ * computes it here instead; the picks are the same. */
 int nx_gen_pick_next(nx_gen_t *self, nx_seq_t *seq, nx_err_t *err);
 int nx_gen_advance_id(nx_gen_t *self, int32_t id, bool room_left, int32_t *next_out,
                       nx_err_t *err);

@@ -24,7 +24,9 @@ typedef struct nx__pick {
     /* A grammar's token mask (bit id % 32 of word id / 32), applied before everything else:
      * only allowed ids can be picked, and the draw follows the constrained distribution.
      * NULL: no mask. Ids at or past allow_bits are disallowed. Points into the caller's
-     * buffer (nx__sampler_set_allow), valid until the pick is done. */
+     * buffer (nx__sampler_set_allow), valid until the pick is done; for a deferred mask
+     * (nx__seq_defer_mask) into the engine's, set by the step once the forward pass is
+     * issued. */
     const uint32_t *allow;
     uint32_t allow_bits;
 } nx__pick_t;
@@ -37,8 +39,24 @@ void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history
  * generation state sets it before each pick while a grammar applies. NX_ENOMEM when the
  * masked row cannot be allocated (once per sampler, on the first mask). */
 int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits);
+/* Make sure `self` can carry out masked plans on host logits (its masked row, allocated once
+ * per sampler): the engine's step does, before a deferred mask. NX_ENOMEM when it cannot. */
+int nx__sampler_reserve_mask(nx_sampler_t *self);
 /* Carry a plan of `self` out on host logits (vocab floats). nx_sampler_pick is
  * nx__sampler_plan followed by this. */
 int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits);
+
+/* A deferred mask: fills words[0, word_count) (word_count = (vocab + 31) / 32, the engine's
+ * vocabulary) with the mask of the pick the sequence's step makes and sets *allow_bits_out to
+ * the ids it covers, or sets *allow_bits_out to 0 for no mask (any id; words untouched). An
+ * error fails the step (err names what and where). */
+typedef int (*nx__mask_fn)(void *user, uint32_t *words, uint32_t word_count,
+                           uint32_t *allow_bits_out, nx_err_t *err);
+
+/* The next step's pick of `seq` (nx_seq_pick_next, called before this) takes its mask from
+ * fn(user, ...), called once during that step, after the backend has issued the forward pass
+ * and before the pick: the host computes the mask while the GPU computes the logits. user is
+ * borrowed until the step is over. The request lasts one step, like nx_seq_pick_next's. */
+void nx__seq_defer_mask(nx_seq_t *seq, nx__mask_fn fn, void *user);
 
 #endif

@@ -181,10 +181,16 @@ void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history
     out->allow_bits = self->allow ? self->allow_bits : 0;
 }
 
+int nx__sampler_reserve_mask(nx_sampler_t *self)
+{
+    if (!self->masked && !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
+        return NX_ENOMEM;
+    return NX_OK;
+}
+
 int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits)
 {
-    if (allow && !self->masked &&
-        !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
+    if (allow && nx__sampler_reserve_mask(self) != NX_OK)
         return NX_ENOMEM;
     self->allow = allow;
     self->allow_bits = allow_bits;

@@ -19,6 +19,7 @@
 
 #include "grammar.h"
 #include "nx_engine.h"
+#include "pick.h" /* nx__seq_defer_mask: the deferred mask's contract with the engine */
 #include "synth.h"
 
 typedef struct fixture {
@@ -619,6 +620,268 @@ static void test_bad_spec(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* One generation through nx_generate_grammar, with the grammar's mask made before the step
+ * (NEXUS_GRAMMAR_MASK=eager) or deferred into it (the default). */
+static nx_gen_result_t run_masked(fixture_t *f, const nx_gen_grammar_t *spec, uint64_t seed,
+                                  float penalty, bool eager)
+{
+    nx_err_t err = {0};
+    nx_sampling_t s = sampling_t1(seed, 60);
+    s.repetition_penalty = penalty;
+    int32_t prompt[4] = {7, 8, 9, 10};
+    if (eager)
+        setenv("NEXUS_GRAMMAR_MASK", "eager", 1);
+    nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+    assert_non_null(seq);
+    nx_gen_result_t r;
+    int rc = nx_generate_grammar(f->engine, seq, f->tok, prompt, 4, &s, f->stop_ids,
+                                 f->stop_id_count, spec, NULL, NULL, &r, &err);
+    unsetenv("NEXUS_GRAMMAR_MASK");
+    if (rc != NX_OK)
+        fail_msg("seed %llu (%s): %s", (unsigned long long)seed, eager ? "eager" : "deferred",
+                 err.msg);
+    nx_seq_destroy(f->engine, &seq);
+    return r;
+}
+
+/* The mask computed during the step picks exactly what the mask computed before it picks:
+ * same seeds, same ids, same text (the plan's draw does not depend on when its mask came). */
+static void test_deferred_mask_equals_eager(void **state)
+{
+    fixture_t *f = *state;
+    nx_gram_t *gram = schema(object_schema);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        float penalty = seed % 2 ? 1.0f : 1.3f;
+        nx_gen_result_t eager = run_masked(f, &spec, seed, penalty, true);
+        nx_gen_result_t deferred = run_masked(f, &spec, seed, penalty, false);
+        assert_int_equal(deferred.count, eager.count);
+        assert_memory_equal(deferred.ids, eager.ids, eager.count * sizeof *eager.ids);
+        assert_string_equal(deferred.text, eager.text);
+        assert_string_equal(deferred.stop_reason, eager.stop_reason);
+        check_run(gram, deferred.text, deferred.stop_reason);
+        nx_gen_result_free(&eager);
+        nx_gen_result_free(&deferred);
+    }
+    nx_gram_destroy(&gram);
+}
+
+/* Three generations stepped together sharing one matcher, as nexusd steps them; their texts
+ * (caller frees) with the masks made before each step or during it. */
+static void run_batch_masked(fixture_t *f, const nx_gen_grammar_t *spec, bool eager,
+                             char *texts[3])
+{
+    nx_err_t err = {0};
+    int32_t prompt[3][2] = {{7, 8}, {30, 31}, {50, 51}};
+    nx_sampling_t s[3] = {sampling_t1(11, 60), sampling_t1(12, 60), sampling_t1(13, 60)};
+    nx_seq_t *seqs[3];
+    nx_gen_t *gens[3];
+    if (eager)
+        setenv("NEXUS_GRAMMAR_MASK", "eager", 1);
+    for (int i = 0; i < 3; i++) {
+        seqs[i] = nx_seq_new(f->engine, 0, false, &err);
+        gens[i] = nx_gen_new(f->tok, f->vocab, &s[i], prompt[i], 2, f->stop_ids,
+                             f->stop_id_count, NULL, NULL, &err);
+        assert_int_equal(nx_gen_set_grammar(gens[i], spec, &err), NX_OK);
+        assert_int_equal(nx_seq_feed(seqs[i], prompt[i], 2, &err), NX_OK);
+    }
+    unsetenv("NEXUS_GRAMMAR_MASK");
+    for (;;) {
+        nx_seq_t *step[3];
+        nx_gen_t *stepping[3];
+        size_t n = 0;
+        for (int i = 0; i < 3; i++)
+            if (!nx_gen_stop_reason(gens[i])) {
+                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
+                step[n] = seqs[i];
+                stepping[n++] = gens[i];
+            }
+        if (n == 0)
+            break;
+        if (nx_engine_step(f->engine, step, n, &err) != NX_OK)
+            fail_msg("step: %s", err.msg);
+        for (size_t i = 0; i < n; i++) {
+            int32_t id;
+            bool room = nx_seq_len(step[i]) < nx_seq_capacity(step[i]);
+            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), room, &id, &err) != NX_OK)
+                fail_msg("%s", err.msg);
+            const int32_t *feed;
+            size_t count = nx_gen_next_ids(stepping[i], &feed);
+            if (count)
+                assert_int_equal(nx_seq_feed(step[i], feed, count, &err), NX_OK);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        texts[i] = strdup(nx_gen_text(gens[i]));
+        nx_gen_destroy(&gens[i]);
+        nx_seq_destroy(f->engine, &seqs[i]);
+    }
+}
+
+/* The same for sequences stepped together on one shared matcher: each deferred mask reads its
+ * own generation's state, whatever the order the step calls them in. */
+static void test_deferred_mask_equals_eager_batch(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_gram_t *gram = schema(object_schema);
+    nx_gram_matcher_t *shared = nx_gram_matcher_new(gram, f->gvocab, &err);
+    assert_non_null(shared);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab, .matcher = shared};
+    char *eager[3], *deferred[3];
+    run_batch_masked(f, &spec, true, eager);
+    run_batch_masked(f, &spec, false, deferred);
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(deferred[i], eager[i]);
+        assert_true(strlen(eager[i]) > 0);
+        free(eager[i]);
+        free(deferred[i]);
+    }
+    nx_gram_matcher_destroy(&shared);
+    nx_gram_destroy(&gram);
+}
+
+/* A deferred mask's provider for the tests: counts its calls, copies what the sequence's
+ * logits buffer holds when it runs, allows one id (or none: no mask), or fails. */
+typedef struct probe {
+    const float *logits; /* the sequence's logits buffer; NULL: not watched */
+    float *seen;         /* [vocab] copy of it at the call */
+    uint32_t vocab;
+    int calls;
+    int32_t allow_id;    /* the only id allowed; -1: no mask */
+    int fail;            /* NX_OK, or the error to fail with */
+} probe_t;
+
+static int probe_mask(void *user, uint32_t *words, uint32_t word_count, uint32_t *allow_bits_out,
+                      nx_err_t *err)
+{
+    probe_t *p = user;
+    p->calls++;
+    if (p->logits)
+        memcpy(p->seen, p->logits, p->vocab * sizeof *p->seen);
+    if (p->fail != NX_OK)
+        return nx_err_set(err, p->fail, "grammar matcher over its state caps (probe)");
+    assert_int_equal(word_count, (p->vocab + 31) / 32);
+    if (p->allow_id < 0)
+        return NX_OK;
+    memset(words, 0, word_count * sizeof *words);
+    words[p->allow_id >> 5] |= 1u << (p->allow_id & 31);
+    *allow_bits_out = p->vocab;
+    return NX_OK;
+}
+
+/* The engine calls each deferred mask once per step, during the step, after the forward pass
+ * (on the CPU the step's logits are already in the sequence's buffer), and picks under it;
+ * sequences without one are not affected, and the request lasts one step. */
+static void test_deferred_mask_after_forward(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_sampling_t greedy = nx_sampling_default();
+    greedy.temperature = 0.0f;
+    nx_seq_t *seqs[3];
+    nx_sampler_t *samplers[3];
+    int32_t prompt[3] = {7, 8, 9}, next[3] = {11, 12, 12}; /* 2: 1's twin, logits back */
+    for (int i = 0; i < 3; i++) {
+        seqs[i] = nx_seq_new(f->engine, 64, false, &err);
+        samplers[i] = nx_sampler_new(&greedy, f->vocab, &err);
+        assert_non_null(seqs[i]);
+        assert_non_null(samplers[i]);
+        assert_int_equal(nx_seq_feed(seqs[i], prompt, 3, &err), NX_OK);
+    }
+    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK); /* logits back */
+    probe_t one = {.vocab = f->vocab, .allow_id = 42}, none = {.vocab = f->vocab, .allow_id = -1};
+    one.logits = nx_seq_logits(seqs[0], NULL);
+    one.seen = malloc(f->vocab * sizeof *one.seen);
+    float *before = malloc(f->vocab * sizeof *before);
+    memcpy(before, one.logits, f->vocab * sizeof *before);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(nx_seq_feed(seqs[i], &next[i], 1, &err), NX_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(nx_seq_pick_next(seqs[i], samplers[i], NULL, 0, &err), NX_OK);
+    nx__seq_defer_mask(seqs[0], probe_mask, &one);
+    nx__seq_defer_mask(seqs[1], probe_mask, &none);
+    assert_int_equal(one.calls, 0); /* not before the step */
+    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK);
+    assert_int_equal(one.calls, 1);
+    assert_int_equal(none.calls, 1);
+    assert_int_equal(nx_seq_picked(seqs[0]), 42);
+    /* the provider saw this step's logits: the forward pass was done */
+    assert_memory_not_equal(one.seen, before, f->vocab * sizeof *before);
+    assert_memory_equal(one.seen, one.logits, f->vocab * sizeof *before);
+    /* no mask: the plain greedy pick, as on its twin's logits */
+    const float *twin = nx_seq_logits(seqs[2], NULL);
+    assert_non_null(twin);
+    assert_int_equal(nx_seq_picked(seqs[1]), nx_sampler_pick(samplers[2], twin, NULL, 0));
+    for (int i = 0; i < 3; i++) {
+        int32_t id = i < 2 ? nx_seq_picked(seqs[i]) : 5;
+        assert_int_equal(nx_seq_feed(seqs[i], &id, 1, &err), NX_OK);
+        assert_int_equal(nx_seq_pick_next(seqs[i], samplers[i], NULL, 0, &err), NX_OK);
+    }
+    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK);
+    assert_int_equal(one.calls, 1); /* one step only */
+    assert_int_equal(none.calls, 1);
+    for (int i = 0; i < 3; i++) {
+        nx_sampler_destroy(&samplers[i]);
+        nx_seq_destroy(f->engine, &seqs[i]);
+    }
+    free(one.seen);
+    free(before);
+}
+
+/* A provider's error fails the step with its message, the sequence named, nothing advanced;
+ * the sequences step again afterwards, and a generation whose step failed is destroyed
+ * cleanly. */
+static void test_deferred_mask_error_fails_step(void **state)
+{
+    fixture_t *f = *state;
+    nx_err_t err = {0};
+    nx_sampling_t greedy = nx_sampling_default();
+    greedy.temperature = 0.0f;
+    nx_sampler_t *sampler = nx_sampler_new(&greedy, f->vocab, &err);
+    nx_seq_t *seqs[2] = {nx_seq_new(f->engine, 64, false, &err),
+                         nx_seq_new(f->engine, 64, false, &err)};
+    int32_t prompt[3] = {7, 8, 9};
+    probe_t failing = {.vocab = f->vocab, .fail = NX_ENOMEM};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(nx_seq_feed(seqs[i], prompt, 3, &err), NX_OK);
+    assert_int_equal(nx_seq_pick_next(seqs[1], sampler, NULL, 0, &err), NX_OK);
+    nx__seq_defer_mask(seqs[1], probe_mask, &failing);
+    assert_int_equal(nx_engine_step(f->engine, seqs, 2, &err), NX_ENOMEM);
+    assert_non_null(strstr(err.msg, "sequence 1"));
+    assert_non_null(strstr(err.msg, "state caps"));
+    assert_int_equal(failing.calls, 1);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(nx_seq_len(seqs[i]), 0);
+        assert_int_equal(nx_seq_queued(seqs[i]), 3);
+        assert_int_equal(nx_seq_picked(seqs[i]), -1);
+    }
+    assert_int_equal(nx_engine_step(f->engine, seqs, 2, &err), NX_OK); /* no request left */
+    assert_int_equal(failing.calls, 1);
+    assert_int_equal(nx_seq_len(seqs[1]), 3);
+    for (int i = 0; i < 2; i++)
+        nx_seq_destroy(f->engine, &seqs[i]);
+    nx_sampler_destroy(&sampler);
+
+    /* a generation under a grammar whose step failed (its mask stood in for by the probe) */
+    nx_gram_t *gram = schema(object_schema);
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
+    nx_sampling_t s = sampling_t1(3, 20);
+    nx_seq_t *seq = nx_seq_new(f->engine, 64, false, &err);
+    nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids, f->stop_id_count,
+                             NULL, NULL, &err);
+    assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
+    assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
+    assert_int_equal(nx_gen_pick_next(g, seq, &err), NX_OK);
+    nx__seq_defer_mask(seq, probe_mask, &failing);
+    assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_ENOMEM);
+    nx_gen_destroy(&g);
+    nx_seq_destroy(f->engine, &seq);
+    assert_null(g);
+    assert_null(seq);
+    nx_gram_destroy(&gram);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -634,6 +897,10 @@ int main(void)
         cmocka_unit_test(test_think_then_grammar),
         cmocka_unit_test(test_banned_ids),
         cmocka_unit_test(test_bad_spec),
+        cmocka_unit_test(test_deferred_mask_equals_eager),
+        cmocka_unit_test(test_deferred_mask_equals_eager_batch),
+        cmocka_unit_test(test_deferred_mask_after_forward),
+        cmocka_unit_test(test_deferred_mask_error_fails_step),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -407,8 +407,63 @@ static void test_gpu_masked_picks_equal_cpu(void **state)
     unsetenv("NEXUS_CUDA_PICK");
 }
 
+/* A deferred mask (nx__seq_defer_mask) for the GPU engine test: counts its calls, allows one
+ * id or fails. */
+typedef struct gpu_probe {
+    uint32_t vocab;
+    int calls;
+    int32_t allow_id;
+    int fail;
+} gpu_probe_t;
+
+static int gpu_probe_mask(void *user, uint32_t *words, uint32_t word_count,
+                          uint32_t *allow_bits_out, nx_err_t *err)
+{
+    gpu_probe_t *p = user;
+    p->calls++;
+    if (p->fail != NX_OK)
+        return nx_err_set(err, p->fail, "grammar matcher over its state caps (probe)");
+    memset(words, 0, word_count * sizeof *words);
+    words[p->allow_id >> 5] |= 1u << (p->allow_id & 31);
+    *allow_bits_out = p->vocab;
+    return NX_OK;
+}
+
+/* The CUDA backend calls the engine's hook once per step, before the pick (whose mask it
+ * carries up); a provider's error fails the step and the stream is left clean for the next. */
+static void check_gpu_deferred_hook(nx_engine_t *engine)
+{
+    nx_err_t err = {0};
+    uint32_t vocab = nx_engine_config(engine)->vocab;
+    nx_sampler_t *sampler = make(sampling(0.0f, 0, 1.0f, 0.0f, 1.0f, 1), vocab);
+    nx_seq_t *seq = nx_seq_new(engine, 64, false, &err);
+    assert_non_null(seq);
+    int32_t prompt[3] = {7, 8, 9};
+    gpu_probe_t one = {.vocab = vocab, .allow_id = 42};
+    gpu_probe_t failing = {.vocab = vocab, .fail = NX_ENOMEM};
+    assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
+    assert_int_equal(nx_seq_pick_next(seq, sampler, NULL, 0, &err), NX_OK);
+    nx__seq_defer_mask(seq, gpu_probe_mask, &failing);
+    assert_int_equal(nx_engine_step(engine, &seq, 1, &err), NX_ENOMEM);
+    assert_non_null(strstr(err.msg, "state caps"));
+    assert_int_equal(failing.calls, 1);
+    assert_int_equal(nx_seq_len(seq), 0);
+    assert_int_equal(nx_seq_pick_next(seq, sampler, NULL, 0, &err), NX_OK);
+    nx__seq_defer_mask(seq, gpu_probe_mask, &one);
+    assert_int_equal(one.calls, 0);
+    if (nx_engine_step(engine, &seq, 1, &err) != NX_OK)
+        fail_msg("step after a failed one: %s", err.msg);
+    assert_int_equal(one.calls, 1);
+    assert_int_equal(nx_seq_picked(seq), 42);
+    assert_int_equal(nx_seq_len(seq), 3);
+    nx_seq_destroy(engine, &seq);
+    nx_sampler_destroy(&sampler);
+}
+
 /* The engine's GPU pick (the plan's mask uploaded with it) keeps a constrained generation
- * inside its grammar: a tiny model at temperature 1, every run a complete JSON instance. */
+ * inside its grammar: a tiny model at temperature 1, every run a complete JSON instance; the
+ * mask deferred into the step (the default) picks exactly what one made before it picks
+ * (NEXUS_GRAMMAR_MASK=eager). */
 static void test_gpu_engine_grammar(void **state)
 {
     NEED_GPU();
@@ -447,11 +502,22 @@ static void test_gpu_engine_grammar(void **state)
     for (uint64_t seed = 1; seed <= 3; seed++) {
         nx_sampling_t s = sampling(1.0f, 0, 1.0f, 0.0f, seed == 2 ? 1.3f : 1.0f, seed);
         s.max_tokens = 100;
-        nx_seq_t *seq = nx_seq_new(engine, 0, false, &err);
-        nx_gen_result_t r;
-        if (nx_generate_grammar(engine, seq, tok, prompt, 4, &s, stops, stop_count, &spec,
-                                NULL, NULL, &r, &err) != NX_OK)
-            fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
+        nx_gen_result_t r, eager;
+        for (int deferred = 0; deferred < 2; deferred++) {
+            if (!deferred)
+                setenv("NEXUS_GRAMMAR_MASK", "eager", 1);
+            nx_seq_t *seq = nx_seq_new(engine, 0, false, &err);
+            int rc = nx_generate_grammar(engine, seq, tok, prompt, 4, &s, stops, stop_count,
+                                         &spec, NULL, NULL, deferred ? &r : &eager, &err);
+            unsetenv("NEXUS_GRAMMAR_MASK");
+            nx_seq_destroy(engine, &seq);
+            if (rc != NX_OK)
+                fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
+        }
+        assert_int_equal(r.count, eager.count);
+        assert_memory_equal(r.ids, eager.ids, r.count * sizeof *r.ids);
+        assert_string_equal(r.text, eager.text);
+        nx_gen_result_free(&eager);
         nx_gram_matcher_t *m = nx_gram_matcher_new(gram, NULL, &err);
         assert_int_equal(nx_gram_matcher_advance(m, r.text, strlen(r.text), &err), NX_OK);
         if (!nx_gram_matcher_accepting(m) || strcmp(r.stop_reason, "length") == 0)
@@ -459,8 +525,8 @@ static void test_gpu_engine_grammar(void **state)
                      (unsigned long long)seed, r.text, r.stop_reason, r.count);
         nx_gram_matcher_destroy(&m);
         nx_gen_result_free(&r);
-        nx_seq_destroy(engine, &seq);
     }
+    check_gpu_deferred_hook(engine);
     nx_gram_destroy(&gram);
     nx_gram_vocab_destroy(&vocab);
     nx_tokenizer_destroy(&tok);
