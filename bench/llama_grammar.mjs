@@ -81,6 +81,7 @@ class Runner {
         let next = await Promise.all(logits.map((l, s) => raw.sampleToken(l, samplers[s])));
         const pos = new Array(batch).fill(PROMPT_TOKENS);
         let tokens = 0, restarts = 0, decodeSeconds = 0, sampleSeconds = 0;
+        const shown = []; // sequence 0's output since its last start: the grammar at work
         const one = new Uint32Array(1);
         const restart = (s) => { // the next step feeds a one-token prompt at position 0
             restarts++;
@@ -88,6 +89,8 @@ class Runner {
             states[s] = this.grammarState(constrained);
             this.configure(samplers[s], 7 + s, states[s]);
             pos[s] = 0;
+            if (s === 0)
+                shown.length = 0;
             return promptIds(1, this.vocab, restarts * 131 + s)[0];
         };
         for (let s = 0; s < batch; s++)
@@ -112,15 +115,19 @@ class Runner {
                     throw new Error(`llama.cpp found no token to sample (sequence ${s}, step ${step})`);
                 if (this.model.isEogToken(next[s]))
                     next[s] = restart(s);
-                else
+                else {
                     tokens++;
+                    if (s === 0)
+                        shown.push(next[s]);
+                }
             }
         }
         const seconds = now() - t0;
         for (const s of samplers)
             s.dispose();
         return { tokens, steps, restarts, seconds, decode_seconds: decodeSeconds, sample_seconds: sampleSeconds,
-                 tok_s: tokens / seconds, steps_s: steps / seconds };
+                 tok_s: tokens / seconds, steps_s: steps / seconds,
+                 sequence0_text: this.model.detokenize(shown) };
     }
 }
 
