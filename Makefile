@@ -382,6 +382,13 @@ bench-grammar-decode: all
 	  $(BUILD)/bench/grammar_decode $$dir $(GRAMMAR_DECODE_ARGS)
 GRAMMAR_DECODE_ARGS ?= --tokens 16 --rounds 5 --batches 1,8
 
+# The same beside llama.cpp's own constrained slowdown on the same GGUF files
+# (bench/run_grammar_llama.sh: node-llama-cpp's JSON-schema grammar, bench/llama_grammar.mjs);
+# qwen3-0.6b bf16 and q4_k_m from bench/prepare_quant.sh, or GRAMMAR_MODELS.
+.PHONY: bench-grammar-llama
+bench-grammar-llama: all llama-ref
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_grammar_llama.sh $(GRAMMAR_MODELS)
+
 # The grammar engine (bench/grammar.c): compile and mask times on the real Qwen3 and Llama 3
 # vocabularies (tests/fixtures/tokenizer, unpacked into $(BUILD)/bench/tok).
 .PHONY: bench-grammar

@@ -3,8 +3,15 @@
  * appended without sampling) against the same sequences unconstrained, at batch 1 and 8, with
  * the ratio. Both go through nx_gen and the engine's pick, as nexusd steps.
  *
- *   build/bench/grammar_decode MODEL_DIR [--threads N] [--tokens 32] [--batches 1,8]
+ *   build/bench/grammar_decode MODEL [--threads N] [--tokens 32] [--batches 1,8]
  *                             [--rounds 2] [--schema FILE] [--device auto|cpu|cuda]
+ *                             [--json FILE]
+ *   build/bench/grammar_decode --print-schema
+ *
+ * MODEL is a model folder or a GGUF file (its tokenizer is read from it).
+ * --json FILE also writes the figures as JSON (bench/run_grammar_llama.sh reads it);
+ * --print-schema prints the built-in schema and exits, so that llama.cpp's side
+ * (bench/llama_grammar.mjs) runs the same one.
  *
  * Sampling at temperature 1 (seeded). A constrained sequence whose output ends (the schema is
  * finished, an end id, or its context) starts again from a one-token prompt, so the batch stays
@@ -16,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "ctl.h"
 #include "grammar.h"
@@ -32,7 +41,7 @@ static const char default_schema[] =
     "\"required\":[\"name\",\"id\",\"kind\",\"tags\"],\"additionalProperties\":false}}";
 
 typedef struct args {
-    const char *model_dir, *schema_path;
+    const char *model_dir, *schema_path, *json_path;
     uint32_t threads, tokens, rounds;
     uint32_t batches[8];
     size_t batch_count;
@@ -60,9 +69,10 @@ typedef struct figure {
 
 static int usage(const char *what)
 {
-    fprintf(stderr, "grammar_decode: %s\nusage: grammar_decode MODEL_DIR [--threads N] "
+    fprintf(stderr, "grammar_decode: %s\nusage: grammar_decode MODEL [--threads N] "
             "[--tokens 32] [--batches 1,8] [--rounds 2] [--schema FILE] "
-            "[--device auto|cpu|cuda]\n", what);
+            "[--device auto|cpu|cuda] [--json FILE]\n       grammar_decode --print-schema\n",
+            what);
     return 2;
 }
 
@@ -77,6 +87,10 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->model_dir = opt;
             continue;
         }
+        if (strcmp(opt, "--print-schema") == 0) {
+            printf("%s\n", default_schema);
+            return 1; /* done: the caller exits with 0 */
+        }
         if (!val)
             return usage("an option lacks its value");
         i++;
@@ -88,6 +102,8 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->rounds = (uint32_t)n;
         else if (strcmp(opt, "--schema") == 0)
             a->schema_path = val;
+        else if (strcmp(opt, "--json") == 0)
+            a->json_path = val;
         else if (strcmp(opt, "--device") == 0 && nx_device_parse(val, &a->device))
             ;
         else if (strcmp(opt, "--batches") == 0) {
@@ -103,7 +119,7 @@ static int parse_args(int argc, char **argv, args_t *a)
         } else
             return usage("unknown option or bad value");
     }
-    return a->model_dir ? 0 : usage("MODEL_DIR is missing");
+    return a->model_dir ? 0 : usage("MODEL is missing");
 }
 
 static char *read_all(const char *path)
@@ -267,12 +283,20 @@ static int run_figure(const args_t *a, bench_t *b, uint32_t batch, bool constrai
     return rc;
 }
 
+static json_t *json_figure(const figure_t *fig)
+{
+    return json_pack("{sI sI sI sf sf}", "tokens", (json_int_t)fig->tokens, "steps",
+                     (json_int_t)fig->steps, "restarts", (json_int_t)fig->restarts, "tok_s",
+                     fig->tok_s, "steps_s", fig->steps_s);
+}
+
 int main(int argc, char **argv)
 {
     args_t a;
     int rc = parse_args(argc, argv, &a);
     if (rc)
-        return rc;
+        return rc == 1 ? 0 : rc;
+    json_t *figures = json_array();
     bench_t b = {0};
     nx_err_t err = {0};
     if (open_bench(&a, &b, &err) != NX_OK) {
@@ -295,6 +319,7 @@ int main(int argc, char **argv)
                 if (run_figure(&a, &b, a.batches[k], c == 1, &fig, &err) != NX_OK) {
                     fprintf(stderr, "grammar_decode: %s\n", err.msg);
                     close_bench(&b);
+                    json_decref(figures);
                     return 1;
                 }
                 if (fig.steps_s > best[c].steps_s)
@@ -304,7 +329,21 @@ int main(int argc, char **argv)
                best[0].tok_s, best[1].tok_s, best[0].steps_s, best[1].steps_s,
                (unsigned long long)best[1].restarts, 100.0 * best[1].tok_s / best[0].tok_s,
                100.0 * best[1].steps_s / best[0].steps_s);
+        json_array_append_new(figures, json_pack("{sI so so}", "batch", (json_int_t)a.batches[k],
+                                                 "free", json_figure(&best[0]), "schema",
+                                                 json_figure(&best[1])));
     }
+    json_t *doc = json_pack("{ss ss ss sI sI sI sI so}", "tool", "nexus", "model", a.model_dir,
+                            "backend", nx_engine_backend_name(b.engine), "threads",
+                            (json_int_t)a.threads, "tokens", (json_int_t)a.tokens, "rounds",
+                            (json_int_t)a.rounds, "tokenizer_vocab",
+                            (json_int_t)nx_tokenizer_vocab_size(b.tok), "figures", figures);
     close_bench(&b);
-    return 0;
+    rc = 0;
+    if (a.json_path && (!doc || json_dump_file(doc, a.json_path, JSON_INDENT(1)) != 0)) {
+        fprintf(stderr, "grammar_decode: cannot write '%s'\n", a.json_path);
+        rc = 1;
+    }
+    json_decref(doc);
+    return rc;
 }

@@ -31,24 +31,7 @@
 import fs from "fs";
 import path from "path";
 import { fail, loadModel, makeContext, openLlama, parseArgs, settleLog } from "../tests/tools/llama_ref.mjs";
-
-const median = (xs) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const now = () => Number(process.hrtime.bigint()) / 1e9;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Deterministic token ids in [0, vocab): the prompt's content does not change the work done.
-function promptIds(n, vocab, seed) {
-    const ids = new Uint32Array(n);
-    let x = (seed * 2654435761) >>> 0;
-    for (let i = 0; i < n; i++) {
-        x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-        ids[i] = (x >>> 8) % vocab;
-    }
-    return ids;
-}
+import { contextSettings, median, now, perfCounters, promptIds } from "./llama_common.mjs";
 
 // Bytes of weights one decode step reads: every tensor, except that token_embd is a row
 // lookup unless it is also the output head (no output.weight: tied embeddings).
@@ -136,19 +119,6 @@ class Runner {
     }
 }
 
-// llama.cpp's perf counters since the last call (printTimings prints and resets them; the log
-// reaches JavaScript asynchronously, hence the wait, at most 3 s).
-async function perfCounters(raw, log) {
-    const from = log.length;
-    raw.printTimings();
-    for (let i = 0; i < 300 && !log.slice(from).some((l) => /total time/.test(l.text)); i++)
-        await sleep(10);
-    const lines = log.slice(from).map((l) => l.text);
-    const num = (re) => { const m = lines.map((t) => re.exec(t)).find(Boolean); return m ? Number(m[1]) : null; };
-    return { prompt_eval_tokens: num(/prompt eval time =.*\/\s*(\d+) tokens/),
-             eval_runs: num(/\beval time =.*\/\s*(\d+) runs/) };
-}
-
 async function main() {
     const args = parseArgs(process.argv.slice(2), {
         threads: "int", prompt: "int", tokens: "int", batches: "string", "decode-prompt": "int",
@@ -233,24 +203,6 @@ async function main() {
     await ctx.dispose();
     await model.dispose();
     process.exit(0);
-}
-
-// What llama.cpp says it set up: the context's sizes ("llama_context: n_batch = 256"), whether
-// flash attention ended up on, and whether weights were repacked for this CPU (CPU_REPACK).
-function contextSettings(log) {
-    const out = {};
-    for (const { text } of log) {
-        const m = /^llama_context:\s+(n_seq_max|n_ctx|n_ctx_seq|n_batch|n_ubatch|flash_attn|kv_unified)\s*=\s*(\S+)/.exec(text);
-        if (m)
-            out[m[1]] = /^\d+$/.test(m[2]) ? Number(m[2]) : m[2];
-        const fa = /Flash Attention (enabled|disabled)/i.exec(text);
-        if (fa)
-            out.flash_attention_used = fa[1].toLowerCase() === "enabled";
-        if (/CPU_REPACK model buffer size/.test(text))
-            out.weights_repacked = true;
-    }
-    out.weights_repacked ??= false;
-    return out;
 }
 
 function summarize(phase, batch, runs) {

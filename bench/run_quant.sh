@@ -37,6 +37,7 @@ PYTHON=${PYTHON:-python3}
 DECODE=$BUILD/bench/decode
 LLAMA_BENCH=$here/llama_bench.mjs
 command_line="bench/run_quant.sh $*"
+. "$here/bench_lib.sh"
 
 # --- the models: pairs "ours<TAB>gguf" --------------------------------------------------------
 pairs=()
@@ -67,13 +68,9 @@ for p in "${pairs[@]}"; do
 done
 
 # --- which sides can run ---------------------------------------------------------------------
-ours_ok=1 llama_ok=1 llama_why=
+ours_ok=1 llama_ok=1 llama_why=$(llama_missing)
 [ -x "$DECODE" ] || { echo "run_quant: $DECODE is not built (make)"; ours_ok=0; }
-if ! command -v "$NODE" >/dev/null 2>&1; then
-    llama_ok=0 llama_why="node is not installed"
-elif [ ! -f "${LLAMA_REF_DIR:-$here/../.tools/llama-ref}/node_modules/node-llama-cpp/package.json" ]; then
-    llama_ok=0 llama_why="node-llama-cpp is not installed (make llama-ref)"
-fi
+[ -z "$llama_why" ] || llama_ok=0
 [ $llama_ok = 1 ] || echo "run_quant: llama.cpp skipped: $llama_why"
 if [ $ours_ok = 0 ] && [ $llama_ok = 0 ]; then exit 1; fi
 mkdir -p "$QUANT_OUT" || exit 1
@@ -81,25 +78,10 @@ log=$QUANT_OUT/run.log
 : > "$log"
 
 echo "== machine"
-echo "date:     $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "cpus:     $(nproc) x $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-echo "memory:   $(free -g | awk '/^Mem:/ {print $2 " GiB total, " $7 " GiB available"}')"
-echo "build:    $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "command:  $command_line"
+machine_header "$command_line"
 echo "settings: $QUANT_ROUNDS rounds, $QUANT_THREADS threads each, prompt $QUANT_PROMPT," \
      "$QUANT_TOKENS decode steps, batches 1 and 8; JSON in $QUANT_OUT"
 
-# CPU time other processes took over one second, in % of all CPUs: llama.cpp's threads wait
-# for each other at every op's barrier by spinning, so its multi-threaded figures collapse
-# (several-fold) when another process holds a core, more than ours do.
-cpu_busy() {
-    local a b a1 a2 a3 a4 a5 a6 a7 a8 b1 b2 b3 b4 b5 b6 b7 b8
-    read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ < /proc/stat 2>/dev/null || { echo "?"; return; }
-    sleep 1
-    read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ < /proc/stat
-    a=$((a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8)) b=$((b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8))
-    echo $(( (b - a - (b4 - a4) - (b5 - a5)) * 100 / (b - a > 0 ? b - a : 1) ))
-}
 echo "cpu busy: $(cpu_busy)% of $(nproc) cpus in the second before the rounds (ideally ~0)"
 
 run_ours() { # ours-model json-file
