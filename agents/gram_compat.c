@@ -17,6 +17,9 @@
  *   - strings: length, pattern and format become the compiler's string DFAs, and L(out) ⊆
  *     L(in) is decided exactly with the product (out minus in); a counterexample is quoted;
  *   - numbers: bounds compared as intervals (integers rounded inward), multipleOf by ratio;
+ *     bounds are doubles, whose order is the order of the decimals the schemas wrote for
+ *     bounds of up to 15 significant digits (all the compiler builds), and are named by those
+ *     decimals in messages;
  *   - objects, arrays: required, per-property and additional schemas, prefix/rest items and
  *     item counts, position by position.
  * Keywords of the input that constrain but are not followed here are refused by name; the
@@ -421,6 +424,28 @@ typedef struct bound {
     const char *key;
 } bound_t;
 
+/* A bound as its decimal: the shortest text that reads back as the same double (the schema's
+ * own text for bounds of up to 15 significant digits), not %g's six digits. */
+typedef struct num_text {
+    char s[32];
+} num_text_t;
+
+static num_text_t num_text(double x)
+{
+    num_text_t t;
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(t.s, sizeof t.s, "%.*e", p - 1, x);
+        if (strtod(t.s, NULL) == x)
+            break;
+    }
+    snprintf(t.s, sizeof t.s, "%.*e", p - 1, x);
+    int exp10 = atoi(strchr(t.s, 'e') + 1), decimals = p - 1 - exp10;
+    if (exp10 < 16 && decimals <= 20) /* plain form, as JSON writes most bounds */
+        snprintf(t.s, sizeof t.s, "%.*f", decimals > 0 ? decimals : 0, x);
+    return t;
+}
+
 static bound_t bound_of(json_t *node, bool lower)
 {
     bound_t b = {0};
@@ -444,8 +469,8 @@ static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const 
         if (!bi.has)
             continue;
         if (!bo.has)
-            return fail(cx, "output %s has no %s bound; input %s's %s is %g", where(optr),
-                        lower ? "lower" : "upper", where(iptr), bi.key, bi.x);
+            return fail(cx, "output %s has no %s bound; input %s's %s is %s", where(optr),
+                        lower ? "lower" : "upper", where(iptr), bi.key, num_text(bi.x).s);
         if (integer) { /* the output's extreme integer, inclusive */
             double x = lower ? (bo.strict ? floor(bo.x) + 1 : ceil(bo.x))
                              : (bo.strict ? ceil(bo.x) - 1 : floor(bo.x));
@@ -454,10 +479,10 @@ static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const 
         bool fits = lower ? (bo.x > bi.x || (bo.x == bi.x && (!bi.strict || bo.strict)))
                           : (bo.x < bi.x || (bo.x == bi.x && (!bi.strict || bo.strict)));
         if (!fits)
-            return fail(cx, "output %s's values may be %s input %s's %s %g (output's %s is %g)",
+            return fail(cx, "output %s's values may be %s input %s's %s %s (output's %s is %s)",
                         where(optr), lower ? (bi.strict ? "at or below" : "below")
                                            : (bi.strict ? "at or above" : "above"),
-                        where(iptr), bi.key, bi.x, bo.key, bo.x);
+                        where(iptr), bi.key, num_text(bi.x).s, bo.key, num_text(bo.x).s);
     }
     json_t *mi = json_object_get(i, "multipleOf");
     if (json_is_number(mi)) {
@@ -471,8 +496,8 @@ static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const 
         if (!fits && m > 0 && integer)
             fits = 1 / m == floor(1 / m);
         if (!fits)
-            return fail(cx, "cannot prove output %s's values satisfy input %s's multipleOf %g",
-                        where(optr), where(iptr), m);
+            return fail(cx, "cannot prove output %s's values satisfy input %s's multipleOf %s",
+                        where(optr), where(iptr), num_text(m).s);
     }
     return true;
 }
