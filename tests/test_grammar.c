@@ -810,6 +810,46 @@ static void test_number_decimal_bounds(void **state)
                  "unsupported keyword 'minimum' at the root");
 }
 
+/* multipleOf: a residue DFA over the digits (scaled by 10^fraction digits), no exponents */
+static void test_number_multiple_of(void **state)
+{
+    (void)state;
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"number\",\"multipleOf\":0.01,\"minimum\":0,"
+                          "\"maximum\":100}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0") && matches(g, "19.99") && matches(g, "19.9") &&
+                matches(g, "19.990") && matches(g, "100.00") && matches(g, "-0"));
+    assert_false(matches(g, "19.999") || matches(g, "100.01") || matches(g, "-0.01") ||
+                 matches(g, "1e1") || matches(g, "0.001"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":7}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0") && matches(g, "-7") && matches(g, "700000000000000000007") &&
+                matches(g, "14.0"));
+    assert_false(matches(g, "8") || matches(g, "7.5") || matches(g, "70000000000000000007"));
+    nx_gram_destroy(&g);
+    g = schema("{\"multipleOf\":1.5}", &err); /* any type: numbers only are constrained */
+    assert_non_null(g);
+    assert_true(matches(g, "4.5") && matches(g, "-4.5") && matches(g, "\"foo\""));
+    assert_false(matches(g, "35") || matches(g, "4.55"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":1e-8}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "12391239123"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":5,\"exclusiveMinimum\":0,"
+               "\"exclusiveMaximum\":5}", &err);
+    assert_non_null(g); /* no multiple of 5 in (0, 5): admits nothing */
+    assert_false(matches(g, "0") || matches(g, "5") || matches(g, "1"));
+    nx_gram_destroy(&g);
+    expect_error("{\"type\":\"integer\",\"multipleOf\":123456789}", NX_ENOTSUP,
+                 "unsupported keyword 'multipleOf' at the root");
+    expect_error("{\"properties\":{\"a\":{\"multipleOf\":0}}}", NX_EINVAL,
+                 "'multipleOf' at /properties/a");
+    expect_error("{\"multipleOf\":\"2\"}", NX_EINVAL, "'multipleOf' at the root");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -817,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_schema_hostile_inputs_are_refused),
         cmocka_unit_test(test_schema_bytes),
         cmocka_unit_test(test_number_decimal_bounds),
+        cmocka_unit_test(test_number_multiple_of),
         cmocka_unit_test(test_string_length_dfa),
         cmocka_unit_test(test_keyed_terminals_shared),
         cmocka_unit_test(test_gbnf_parse_and_errors),

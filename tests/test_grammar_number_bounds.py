@@ -101,3 +101,54 @@ def test_decimal_bounds_against_decimal_module():
     assert not wrong, wrong[:10]
     # the grid reaches both sides of the bounds
     assert checked > 10000 and 0.2 * checked < accepted < 0.8 * checked
+
+
+MULTIPLES = ["2", "3", "7", "10", "12", "1.5", "0.01", "0.25", "0.5", "1e-3", "0.3", "2.5E1", "1"]
+
+
+def test_multiple_of_against_decimal_module():
+    """multipleOf (integer and decimal), alone and under bounds, on number and integer."""
+    rng = random.Random(23)
+    cases = []
+    for i in range(300):
+        typ = rng.choice(["number", "integer", None])
+        mult = MULTIPLES[i % len(MULTIPLES)]
+        bounds = []
+        if rng.random() < 0.5:
+            (a, da), (b, db) = sorted([random_bound(rng), random_bound(rng)], key=lambda p: p[1])
+            bounds = [(rng.choice(KEYS[:2]), a, da), (rng.choice(KEYS[2:]), b, db)]
+        parts = ([f'"type":"{typ}"'] if typ else []) + [f'"multipleOf":{mult}'] + \
+                [f'"{k}":{t}' for k, t, _ in bounds]
+        schema = "{" + ",".join(parts) + "}"
+        m = Decimal(mult)
+        insts = set()
+        for d in [d for _, _, d in bounds] + [Decimal(0)]:
+            insts.update(near(d, rng))
+        for _ in range(40):  # multiples of m and near misses
+            k = rng.randrange(-500, 500)
+            for v in (m * k, m * k + Decimal("0.001"), m * k - 1, m * k + m / 2):
+                insts.add(plain(v))
+                insts.add(plain(v) + ("0" if "." in plain(v) else ".0"))
+        cases.append((schema, typ, m, bounds, sorted(insts)))
+    lines = ['{"schema":%s,"draft":"2020-12","instances":%s}' % (s, json.dumps(i))
+             for s, _, _, _, i in cases]
+    proc = subprocess.run([TOOL], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(replies) == len(cases)
+    checked = accepted = 0
+    wrong = []
+    for (schema, typ, m, bounds, insts), reply in zip(cases, replies):
+        assert reply["ok"], (schema, reply.get("error"))
+        for text, verdict in zip(insts, reply["verdicts"]):
+            x = Decimal(text)
+            want = "e" not in text.lower() and x % m == 0
+            want = want and (typ != "integer" or x == x.to_integral_value())
+            want = want and all(inside(x, k, d) for k, _, d in bounds)
+            checked += 1
+            accepted += verdict
+            if verdict != want:
+                wrong.append((schema, text, want))
+    assert not wrong, wrong[:10]
+    assert checked > 10000 and 0.1 * checked < accepted < 0.9 * checked
