@@ -16,7 +16,9 @@
  * and -0 is 0. A bounded number is written without an exponent (1e2 is refused where 100 is
  * accepted). Integers under a decimal bound take the integers inside it (>= 1.5 is >= 2).
  * Bounds within ±2^53, of at most 15 significant digits (what a double keeps exactly; a
- * longer one is refused by name) and 40 fraction digits.
+ * longer one is refused by name) and 40 fraction digits. multipleOf m = K / 10^s (K up to
+ * 65536 and 3 + K * (2 + s) DFA states) is a residue DFA over the digits of x * 10^s,
+ * intersected with the bounds; a number under it is also written without an exponent.
  *
  * Objects: the listed properties (`properties`, then `required` names it does not list) are
  * admitted in ANY order when there are at most 6, else in the order `properties` lists them;
@@ -578,11 +580,107 @@ static int64_t dec_round(const nx__decimal_t *m, bool up)
     return x;
 }
 
+/* Numbers (no exponent) that are multiples of m = K / 10^s: x * 10^s is an integer (no
+ * nonzero fraction digit past the s-th) divisible by K. States: start, after '-', the integer
+ * "0", then per residue mod K: integer digits, after '.', and fraction digits 1..max(s, 1)
+ * (the last loops on '0'). Accepting: the residue of x * 10^s is 0. Not trimmed: the caller
+ * intersects it with a number DFA, and the product keeps the live states. */
+static int multiple_dfa(uint64_t K, uint32_t s, nx__dfa_t *out, nx_err_t *err)
+{
+    enum { C_MINUS, C_DOT, C_DIGIT0, C_OTHER = C_DIGIT0 + 10, N_CLASSES };
+    uint32_t fs = s ? s : 1, k = (uint32_t)K;
+    uint64_t n = 3 + K * (2 + (uint64_t)fs);
+    memset(out, 0, sizeof *out);
+    if (n > NX__MAX_DFA_STATES)
+        return nx_err_set(err, NX_ENOTSUP, "a multiple of %llu/10^%u needs %llu DFA states "
+                          "(over %u)", (unsigned long long)K, s, (unsigned long long)n,
+                          NX__MAX_DFA_STATES);
+    out->n_states = (uint32_t)n;
+    out->n_classes = N_CLASSES;
+    memset(out->byte_class, C_OTHER, 256);
+    out->byte_class['-'] = C_MINUS;
+    out->byte_class['.'] = C_DOT;
+    for (int d = 0; d < 10; d++)
+        out->byte_class['0' + d] = (uint8_t)(C_DIGIT0 + d);
+    out->trans = malloc((size_t)n * N_CLASSES * sizeof *out->trans);
+    out->flags = calloc((size_t)n, 1);
+    if (!out->trans || !out->flags) {
+        nx__dfa_free(out);
+        return nx_err_set(err, NX_ENOMEM, "out of memory building a multipleOf DFA");
+    }
+    for (size_t i = 0; i < (size_t)n * N_CLASSES; i++)
+        out->trans[i] = NX__DEAD;
+#define INT_ST(r) (3 + (r))
+#define DOT_ST(r) (3 + k + (r))
+#define FRAC_ST(j, r) (3 + 2 * k + ((j) - 1) * k + (r)) /* j fraction digits read, 1..fs */
+#define T(st, cls) out->trans[(size_t)(st) * N_CLASSES + (cls)]
+    uint64_t scale = 1; /* 10^(s - j) mod K, from j = s down */
+    for (uint32_t j = fs; j >= 1; j--) {
+        for (uint32_t r = 0; r < k; r++) {
+            if ((s ? r * scale : r) % K == 0)
+                out->flags[FRAC_ST(j, r)] = NX__DFA_ACCEPT;
+            if (j == fs)
+                T(FRAC_ST(j, r), C_DIGIT0) = FRAC_ST(j, r); /* zeros past the s-th digit */
+            else
+                for (uint32_t d = 0; d < 10; d++)
+                    T(FRAC_ST(j, r), C_DIGIT0 + d) = FRAC_ST(j + 1, (r * 10 + d) % K);
+        }
+        if (j < fs || s)
+            scale = scale * 10 % K;
+    }
+    if (!s) /* else scale is now 10^s mod K */
+        scale = 1;
+    for (uint32_t r = 0; r < k; r++) {
+        if (r * scale % K == 0)
+            out->flags[INT_ST(r)] = NX__DFA_ACCEPT;
+        for (uint32_t d = 0; d < 10; d++) {
+            T(INT_ST(r), C_DIGIT0 + d) = INT_ST((r * 10 + d) % K);
+            if (s || d == 0)
+                T(DOT_ST(r), C_DIGIT0 + d) = FRAC_ST(1, s ? (r * 10 + d) % K : r);
+        }
+        T(INT_ST(r), C_DOT) = DOT_ST(r);
+    }
+    for (uint32_t st = 0; st < 2; st++) { /* start, after '-' */
+        if (st == 0)
+            T(0, C_MINUS) = 1;
+        T(st, C_DIGIT0) = 2;
+        for (uint32_t d = 1; d < 10; d++)
+            T(st, C_DIGIT0 + d) = INT_ST(d % K);
+    }
+    out->flags[2] = NX__DFA_ACCEPT; /* "0" */
+    T(2, C_DOT) = DOT_ST(0);
+#undef INT_ST
+#undef DOT_ST
+#undef FRAC_ST
+#undef T
+    return NX_OK;
+}
+
+/* multipleOf as K / 10^s, K <= 65536; false after an error (recorded). */
+static bool multiple_of(nx__sc_t *sc, json_t *v, const char *ptr, uint64_t *K, uint32_t *s)
+{
+    nx__decimal_t m;
+    const char *why = NULL;
+    if (!json_is_number(v) || json_number_value(v) <= 0)
+        return nx__sc_fail(sc, NX_EINVAL, "'multipleOf' at %s is not a number above 0",
+                           nx__sc_where(ptr)), false;
+    if (!nx__json_decimal(v, &m, &why))
+        return nx__sc_unsupported(sc, "multipleOf", ptr, why), false;
+    *s = (uint32_t)strlen(m.frac);
+    *K = (uint64_t)m.ip;
+    for (uint32_t i = 0; i < *s && *K <= NX__MAX_DFA_STATES; i++)
+        *K = *K * 10 + (uint64_t)(m.frac[i] - '0');
+    if (*K > NX__MAX_DFA_STATES)
+        return nx__sc_unsupported(sc, "multipleOf", ptr, "a multiple whose digits (without "
+                                  "the point) pass 65536 is not built"), false;
+    return true;
+}
+
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule)
 {
     static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum",
                                        "exclusiveMaximum"};
-    json_t *v[4];
+    json_t *v[4], *mult = json_object_get(node, "multipleOf");
     nx__decimal_t m[4];
     bool any = false;
     for (int i = 0; i < 4; i++) {
@@ -596,7 +694,11 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
             return nx__sc_unsupported(sc, keys[i], ptr, why), sc->rc;
         any |= v[i] != NULL;
     }
-    if (!any) {
+    uint64_t K = 1;
+    uint32_t s = 0;
+    if (mult && !multiple_of(sc, mult, ptr, &K, &s))
+        return sc->rc;
+    if (!any && !mult) {
         uint32_t *term = integer ? &sc->int_term : &sc->num_term;
         if (*term == NX__DEAD)
             *term = dfa_term(sc, integer ? "-?" NAT ZFRAC
@@ -606,6 +708,7 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
     }
     buf_t b = {0};
     nx__dfa_t acc = {0}, d;
+    bool have = false;
     if (integer) {
         int64_t lo = -INF, hi = INF, x;
         if (v[0] && (x = dec_round(&m[0], true)) > lo) lo = x;
@@ -617,16 +720,28 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
         puts_(&b, "(");
         int_range(&b, lo, hi);
         puts_(&b, lo <= 0 && hi >= 0 ? "|-0)" ZFRAC : ")" ZFRAC); /* -0 is 0 */
-        uint32_t t = b.oom ? NX__DEAD : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
-        free(b.s);
-        return add_term_alt(sc, rule, t);
+        if (!mult) {
+            uint32_t t = b.oom ? NX__DEAD
+                               : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
+            free(b.s);
+            return add_term_alt(sc, rule, t);
+        }
+        if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &acc) == NX__DEAD) {
+            free(b.s);
+            return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
+        }
+        have = true;
     }
-    bool have = false;
-    for (int i = 0; i < 4; i++) {
-        if (!v[i])
+    for (int i = 0; i < 5 && !integer; i++) {
+        if (i < 4 && !v[i])
             continue;
         b.len = 0;
-        num_bound(&b, i, &m[i]);
+        if (i < 4)
+            num_bound(&b, i, &m[i]);
+        else if (!have) /* multipleOf alone: numbers without exponent */
+            puts_(&b, "-?" NAT FRAC);
+        else
+            break;
         if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &d) == NX__DEAD) {
             free(b.s);
             nx__dfa_free(&acc);
@@ -648,6 +763,19 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
         have = true;
     }
     free(b.s);
+    if (mult) {
+        nx__dfa_t both;
+        nx_err_t e = {0};
+        int rc = multiple_dfa(K, s, &d, &e);
+        if (rc == NX_OK) {
+            rc = nx__dfa_product(&acc, &d, false, &both, &e);
+            nx__dfa_free(&d);
+        }
+        nx__dfa_free(&acc);
+        if (rc != NX_OK)
+            return nx__sc_unsupported(sc, "multipleOf", ptr, e.msg), sc->rc;
+        acc = both;
+    }
     return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
 }
 

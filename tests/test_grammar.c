@@ -827,7 +827,7 @@ static void test_number_multiple_of(void **state)
     assert_non_null(g);
     assert_true(matches(g, "0") && matches(g, "-7") && matches(g, "700000000000000000007") &&
                 matches(g, "14.0"));
-    assert_false(matches(g, "8") || matches(g, "7.5") || matches(g, "70000000000000000007"));
+    assert_false(matches(g, "8") || matches(g, "7.5") || matches(g, "70000000000000000008"));
     nx_gram_destroy(&g);
     g = schema("{\"multipleOf\":1.5}", &err); /* any type: numbers only are constrained */
     assert_non_null(g);
