@@ -843,6 +843,24 @@ static void test_number_multiple_of(void **state)
     assert_non_null(g); /* no multiple of 5 in (0, 5): admits nothing */
     assert_false(matches(g, "0") || matches(g, "5") || matches(g, "1"));
     nx_gram_destroy(&g);
+    /* allOf of two multiples: their least common multiple (of decimals, exactly) */
+    g = schema("{\"allOf\":[{\"multipleOf\":2},{\"multipleOf\":3}]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "6") && matches(g, "-12") && matches(g, "0"));
+    assert_false(matches(g, "4") || matches(g, "9") || matches(g, "3.0001"));
+    nx_gram_destroy(&g);
+    g = schema("{\"allOf\":[{\"multipleOf\":0.5},{\"multipleOf\":0.3}]}", &err);
+    assert_non_null(g); /* 1.5 */
+    assert_true(matches(g, "1.5") && matches(g, "4.5") && matches(g, "3"));
+    assert_false(matches(g, "0.5") || matches(g, "0.3") || matches(g, "0.6") || matches(g, "1"));
+    nx_gram_destroy(&g);
+    g = schema("{\"allOf\":[{\"multipleOf\":0.25},{\"multipleOf\":0.1}]}", &err);
+    assert_non_null(g); /* 0.5 */
+    assert_true(matches(g, "0.5") && matches(g, "2.5") && matches(g, "-1"));
+    assert_false(matches(g, "0.25") || matches(g, "0.1") || matches(g, "0.75"));
+    nx_gram_destroy(&g);
+    expect_error("{\"allOf\":[{\"multipleOf\":9007199254740881},{\"multipleOf\":3}]}",
+                 NX_ENOTSUP, "unsupported keyword 'multipleOf'");
     expect_error("{\"type\":\"integer\",\"multipleOf\":123456789}", NX_ENOTSUP,
                  "unsupported keyword 'multipleOf' at the root");
     expect_error("{\"properties\":{\"a\":{\"multipleOf\":0}}}", NX_EINVAL,
