@@ -62,6 +62,10 @@ typedef struct nx__decimal {
  * 2^53, or with more than 40 fraction digits. */
 bool nx__json_decimal(json_t *v, nx__decimal_t *d, const char **why);
 
+/* allOf of multipleOf a and b: their least common multiple as a new JSON number (exact for
+ * decimals: lcm(0.25, 0.1) is 0.5); NULL after an error naming 'multipleOf' at ptr. */
+json_t *nx__sc_multiple_lcm(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr);
+
 /* gram_schema_types.c: one alternative group per JSON type, all into rule `rule`. */
 int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule);
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule);

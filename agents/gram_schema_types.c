@@ -676,6 +676,56 @@ static bool multiple_of(nx__sc_t *sc, json_t *v, const char *ptr, uint64_t *K, u
     return true;
 }
 
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+json_t *nx__sc_multiple_lcm(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr)
+{
+    nx__decimal_t m[2];
+    const char *why = NULL;
+    json_t *v[2] = {a, b};
+    uint64_t scaled[2];
+    const uint64_t limit = (uint64_t)1 << 53;
+    size_t s = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!json_is_number(v[i]) || json_number_value(v[i]) <= 0)
+            return nx__sc_fail(sc, NX_EINVAL, "'multipleOf' at %s is not a number above 0",
+                               nx__sc_where(ptr)), NULL;
+        if (!nx__json_decimal(v[i], &m[i], &why))
+            return nx__sc_unsupported(sc, "multipleOf", ptr, why), NULL;
+        if (strlen(m[i].frac) > s)
+            s = strlen(m[i].frac);
+    }
+    /* both as integers over 10^s */
+    for (int i = 0; i < 2; i++) {
+        uint64_t x = (uint64_t)m[i].ip;
+        for (size_t j = 0; j < s && x < limit; j++)
+            x = x * 10 + (m[i].frac[j] ? (uint64_t)(m[i].frac[j] - '0') : 0); /* 0-padded */
+        if (x >= limit)
+            return nx__sc_unsupported(sc, "multipleOf", ptr, "allOf of two multiples past "
+                                      "2^53 (digits without the point) is not built"), NULL;
+        scaled[i] = x;
+    }
+    uint64_t g = gcd(scaled[0], scaled[1]), q = scaled[0] / g;
+    if (q > limit / scaled[1])
+        return nx__sc_unsupported(sc, "multipleOf", ptr, "allOf of two multiples whose least "
+                                  "common multiple passes 2^53 is not built"), NULL;
+    char text[48];
+    snprintf(text, sizeof text, "%llue-%zu", (unsigned long long)(q * scaled[1]), s);
+    json_t *l = s ? json_real(strtod(text, NULL))
+                  : json_integer((json_int_t)(q * scaled[1]));
+    if (!l)
+        nx__sc_fail(sc, NX_ENOMEM, "out of memory");
+    return l;
+}
+
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule)
 {
     static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum",
