@@ -254,6 +254,16 @@ static void test_numbers(void **state)
     ok("{\"type\":\"integer\",\"multipleOf\":4}", "{\"type\":\"integer\",\"multipleOf\":2}");
     bad("{\"type\":\"integer\"}", "{\"type\":\"integer\",\"multipleOf\":2}",
         "input (root)'s multipleOf 2");
+    /* decimal multiples compared exactly (0.3 / 0.1 is 2.9999999999999996 in doubles) */
+    ok("{\"type\":\"number\",\"multipleOf\":0.3,\"minimum\":0,\"maximum\":3}",
+       "{\"type\":\"number\",\"multipleOf\":0.1}");
+    ok("{\"type\":\"number\",\"multipleOf\":0.6}", "{\"type\":\"number\",\"multipleOf\":0.2}");
+    ok("{\"type\":\"integer\",\"minimum\":-50,\"maximum\":50}",
+       "{\"type\":\"number\",\"multipleOf\":0.125}");
+    bad("{\"type\":\"number\",\"multipleOf\":0.1}", "{\"type\":\"number\",\"multipleOf\":0.3}",
+        "input (root)'s multipleOf 0.3");
+    bad("{\"type\":\"integer\"}", "{\"type\":\"number\",\"multipleOf\":0.3}",
+        "input (root)'s multipleOf 0.3");
 }
 
 static void test_strings(void **state)
