@@ -726,6 +726,40 @@ json_t *nx__sc_multiple_lcm(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr)
     return l;
 }
 
+/* A regex's DFA (not a terminal) into *out; false after an error (recorded). */
+static bool rx_dfa(nx__sc_t *sc, const buf_t *b, nx__dfa_t *out)
+{
+    if (!b->oom && dfa_term(sc, b->s, false, NX__ENC_UTF8, NULL, NULL, out) != NX__DEAD)
+        return true;
+    if (!sc->rc)
+        nx__sc_fail(sc, NX_ENOMEM, "out of memory");
+    return false;
+}
+
+/* Intersect *d into *acc (the first one becomes *acc); takes *d. false after an error
+ * (recorded, naming key; *acc freed and *have cleared). */
+static bool and_dfa(nx__sc_t *sc, nx__dfa_t *acc, bool *have, nx__dfa_t *d, const char *key,
+                    const char *ptr)
+{
+    if (!*have) {
+        *acc = *d;
+        *have = true;
+        return true;
+    }
+    nx__dfa_t both;
+    nx_err_t e = {0};
+    int rc = nx__dfa_product(acc, d, false, &both, &e);
+    nx__dfa_free(acc);
+    nx__dfa_free(d);
+    if (rc != NX_OK) {
+        *have = false;
+        nx__sc_unsupported(sc, key, ptr, e.msg);
+        return false;
+    }
+    *acc = both;
+    return true;
+}
+
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule)
 {
     static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum",
@@ -758,7 +792,7 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
     }
     buf_t b = {0};
     nx__dfa_t acc = {0}, d;
-    bool have = false;
+    bool have = false, ok = true;
     if (integer) {
         int64_t lo = -INF, hi = INF, x;
         if (v[0] && (x = dec_round(&m[0], true)) > lo) lo = x;
@@ -770,61 +804,39 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
         puts_(&b, "(");
         int_range(&b, lo, hi);
         puts_(&b, lo <= 0 && hi >= 0 ? "|-0)" ZFRAC : ")" ZFRAC); /* -0 is 0 */
-        if (!mult) {
+        if (!mult) { /* one keyed terminal, shared by equal bounds */
             uint32_t t = b.oom ? NX__DEAD
                                : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
             free(b.s);
             return add_term_alt(sc, rule, t);
         }
-        if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &acc) == NX__DEAD) {
-            free(b.s);
-            return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
-        }
-        have = true;
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, "type", ptr);
     }
-    for (int i = 0; i < 5 && !integer; i++) {
-        if (i < 4 && !v[i])
+    for (int i = 0; i < 4 && ok && !integer; i++) {
+        if (!v[i])
             continue;
         b.len = 0;
-        if (i < 4)
-            num_bound(&b, i, &m[i]);
-        else if (!have) /* multipleOf alone: numbers without exponent */
-            puts_(&b, "-?" NAT FRAC);
-        else
-            break;
-        if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &d) == NX__DEAD) {
-            free(b.s);
-            nx__dfa_free(&acc);
-            return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
-        }
-        if (have) {
-            nx__dfa_t both;
-            nx_err_t e = {0};
-            int rc = nx__dfa_product(&acc, &d, false, &both, &e);
-            nx__dfa_free(&acc);
-            nx__dfa_free(&d);
-            if (rc != NX_OK) {
-                free(b.s);
-                return nx__sc_unsupported(sc, keys[i], ptr, e.msg), sc->rc;
-            }
-            acc = both;
-        } else
-            acc = d;
-        have = true;
+        num_bound(&b, i, &m[i]);
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, keys[i], ptr);
+    }
+    if (ok && !have) { /* multipleOf alone: numbers without exponent */
+        b.len = 0;
+        puts_(&b, "-?" NAT FRAC);
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, "multipleOf", ptr);
     }
     free(b.s);
-    if (mult) {
-        nx__dfa_t both;
+    if (ok && mult) {
         nx_err_t e = {0};
-        int rc = multiple_dfa(K, s, &d, &e);
-        if (rc == NX_OK) {
-            rc = nx__dfa_product(&acc, &d, false, &both, &e);
-            nx__dfa_free(&d);
-        }
-        nx__dfa_free(&acc);
-        if (rc != NX_OK)
-            return nx__sc_unsupported(sc, "multipleOf", ptr, e.msg), sc->rc;
-        acc = both;
+        ok = multiple_dfa(K, s, &d, &e) == NX_OK;
+        if (!ok)
+            nx__sc_unsupported(sc, "multipleOf", ptr, e.msg);
+        else
+            ok = and_dfa(sc, &acc, &have, &d, "multipleOf", ptr);
+    }
+    if (!ok) {
+        if (have)
+            nx__dfa_free(&acc);
+        return sc->rc ? sc->rc : NX_ENOMEM;
     }
     return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
 }
