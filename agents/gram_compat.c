@@ -16,7 +16,11 @@
  *   - enum/const on the output: each value is matched by the input's compiled grammar;
  *   - strings: length, pattern and format become the compiler's string DFAs, and L(out) ⊆
  *     L(in) is decided exactly with the product (out minus in); a counterexample is quoted;
- *   - numbers: bounds compared as intervals (integers rounded inward), multipleOf by ratio;
+ *   - numbers: bounds compared as intervals (integers rounded inward), multipleOf by ratio
+ *     of the decimals (0.3 is a multiple of 0.1);
+ *     bounds are doubles, whose order is the order of the decimals the schemas wrote for
+ *     bounds of up to 15 significant digits (all the compiler builds), and are named by those
+ *     decimals in messages;
  *   - objects, arrays: required, per-property and additional schemas, prefix/rest items and
  *     item counts, position by position.
  * Keywords of the input that constrain but are not followed here are refused by name; the
@@ -421,6 +425,28 @@ typedef struct bound {
     const char *key;
 } bound_t;
 
+/* A bound as its decimal: the shortest text that reads back as the same double (the schema's
+ * own text for bounds of up to 15 significant digits), not %g's six digits. */
+typedef struct num_text {
+    char s[32];
+} num_text_t;
+
+static num_text_t num_text(double x)
+{
+    num_text_t t;
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(t.s, sizeof t.s, "%.*e", p - 1, x);
+        if (strtod(t.s, NULL) == x)
+            break;
+    }
+    snprintf(t.s, sizeof t.s, "%.*e", p - 1, x);
+    int exp10 = atoi(strchr(t.s, 'e') + 1), decimals = p - 1 - exp10;
+    if (exp10 < 16 && decimals <= 20) /* plain form, as JSON writes most bounds */
+        snprintf(t.s, sizeof t.s, "%.*f", decimals > 0 ? decimals : 0, x);
+    return t;
+}
+
 static bound_t bound_of(json_t *node, bool lower)
 {
     bound_t b = {0};
@@ -436,6 +462,29 @@ static bound_t bound_of(json_t *node, bool lower)
     return b;
 }
 
+/* Is every multiple of b a multiple of a (b / a an integer), decided on the decimals the
+ * schemas wrote (0.3 / 0.1 is 3, not the doubles' 2.9999999999999996)? false when unproven. */
+static bool multiple_divides(json_t *a, json_t *b)
+{
+    nx__decimal_t da, db;
+    const char *why;
+    bool ok = false;
+    if (nx__json_decimal(a, &da, &why) && nx__json_decimal(b, &db, &why) && !da.neg &&
+        !db.neg) {
+        size_t s = strlen(da.frac) > strlen(db.frac) ? strlen(da.frac) : strlen(db.frac);
+        unsigned __int128 x[2] = {(unsigned __int128)da.ip, (unsigned __int128)db.ip};
+        const nx__decimal_t *d[2] = {&da, &db};
+        /* both as integers over 10^s; one that passes 2^120 becomes 0: not proven */
+        for (int k = 0; k < 2; k++)
+            for (size_t j = 0; j < s; j++)
+                x[k] = x[k] < ((unsigned __int128)1 << 120) / 10
+                           ? x[k] * 10 + (unsigned)(d[k]->frac[j] ? d[k]->frac[j] - '0' : 0)
+                           : 0;
+        ok = x[0] && x[1] && x[1] % x[0] == 0;
+    }
+    return ok;
+}
+
 static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const char *iptr,
                         bool integer)
 {
@@ -444,8 +493,8 @@ static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const 
         if (!bi.has)
             continue;
         if (!bo.has)
-            return fail(cx, "output %s has no %s bound; input %s's %s is %g", where(optr),
-                        lower ? "lower" : "upper", where(iptr), bi.key, bi.x);
+            return fail(cx, "output %s has no %s bound; input %s's %s is %s", where(optr),
+                        lower ? "lower" : "upper", where(iptr), bi.key, num_text(bi.x).s);
         if (integer) { /* the output's extreme integer, inclusive */
             double x = lower ? (bo.strict ? floor(bo.x) + 1 : ceil(bo.x))
                              : (bo.strict ? ceil(bo.x) - 1 : floor(bo.x));
@@ -454,25 +503,24 @@ static bool numbers_fit(cx_t *cx, json_t *o, const char *optr, json_t *i, const 
         bool fits = lower ? (bo.x > bi.x || (bo.x == bi.x && (!bi.strict || bo.strict)))
                           : (bo.x < bi.x || (bo.x == bi.x && (!bi.strict || bo.strict)));
         if (!fits)
-            return fail(cx, "output %s's values may be %s input %s's %s %g (output's %s is %g)",
+            return fail(cx, "output %s's values may be %s input %s's %s %s (output's %s is %s)",
                         where(optr), lower ? (bi.strict ? "at or below" : "below")
                                            : (bi.strict ? "at or above" : "above"),
-                        where(iptr), bi.key, bi.x, bo.key, bo.x);
+                        where(iptr), bi.key, num_text(bi.x).s, bo.key, num_text(bo.x).s);
     }
     json_t *mi = json_object_get(i, "multipleOf");
     if (json_is_number(mi)) {
-        double m = json_number_value(mi), r;
+        double m = json_number_value(mi);
         json_t *mo = json_object_get(o, "multipleOf");
-        bool fits = false;
-        if (m > 0 && json_is_number(mo)) {
-            r = json_number_value(mo) / m;
-            fits = r >= 1 && r == floor(r);
+        bool fits = m > 0 && json_is_number(mo) && multiple_divides(mi, mo);
+        if (!fits && m > 0 && integer) { /* integers: multiples of 1 */
+            json_t *one = json_integer(1);
+            fits = one && multiple_divides(mi, one);
+            json_decref(one);
         }
-        if (!fits && m > 0 && integer)
-            fits = 1 / m == floor(1 / m);
         if (!fits)
-            return fail(cx, "cannot prove output %s's values satisfy input %s's multipleOf %g",
-                        where(optr), where(iptr), m);
+            return fail(cx, "cannot prove output %s's values satisfy input %s's multipleOf %s",
+                        where(optr), where(iptr), num_text(m).s);
     }
     return true;
 }

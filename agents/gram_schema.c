@@ -8,7 +8,7 @@
  *   - annotations are ignored as the spec says (title, description, default, examples, ...),
  *     and so are keywords no draft defines; `then`/`else` without `if` are no-ops;
  *   - refused: patternProperties, propertyNames, min/maxProperties, dependencies and
- *     dependent*, if, not, contains (and min/maxContains), unevaluated*, multipleOf,
+ *     dependent*, if, not, contains (and min/maxContains), unevaluated*,
  *     uniqueItems: true, dynamic/recursive refs, remote refs, refs to anchors, $id below the
  *     root, oneOf whose branches cannot be shown disjoint, allOf merges that change meaning;
  *   - the rest is exact for compact instances written with keys in an admitted order (see
@@ -28,7 +28,7 @@ static const char *const ANNOTATIONS[] = {
 static const char *const UNSUPPORTED[] = {
     "patternProperties", "propertyNames", "minProperties", "maxProperties",
     "dependentRequired", "dependentSchemas", "dependencies", "if", "not", "contains",
-    "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems", "multipleOf",
+    "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems",
     "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", NULL};
 
 static bool in_list(const char *const *list, const char *key)

@@ -49,6 +49,23 @@ json_t *nx__sc_merge(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr);
 /* Keep a synthesized schema alive for the compile (steals the reference; returns it). */
 json_t *nx__sc_keep(nx__sc_t *sc, json_t *node);
 
+/* A JSON number as the decimal its schema text wrote: (neg ? -1 : 1) * ip.frac exactly. */
+typedef struct nx__decimal {
+    bool neg;           /* below zero; never for 0 (-0 and -0.0 are 0) */
+    int64_t ip;         /* integer part, at most 2^53 */
+    char frac[41];      /* fraction digits without trailing zeros; "" for an integer */
+} nx__decimal_t;
+/* The exact decimal of a JSON number: integers as they are; reals (jansson keeps a double) as
+ * the shortest decimal of at most 15 significant digits that reads back as the same double,
+ * which is the one the text wrote (two decimals of 15 digits or fewer never share a double).
+ * false, with *why set, for a real that needs more digits (its decimal is not known), beyond
+ * 2^53, or with more than 40 fraction digits. */
+bool nx__json_decimal(json_t *v, nx__decimal_t *d, const char **why);
+
+/* allOf of multipleOf a and b: their least common multiple as a new JSON number (exact for
+ * decimals: lcm(0.25, 0.1) is 0.5); NULL after an error naming 'multipleOf' at ptr. */
+json_t *nx__sc_multiple_lcm(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr);
+
 /* gram_schema_types.c: one alternative group per JSON type, all into rule `rule`. */
 int nx__sc_string(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule);
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule);

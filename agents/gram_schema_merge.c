@@ -280,6 +280,13 @@ json_t *nx__sc_merge(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr)
             double x = json_number_value(va), y = json_number_value(vb);
             if (lower ? y > x : y < x)
                 json_object_set(out, key, vb);
+        } else if (!strcmp(key, "multipleOf")) {
+            json_t *l = nx__sc_multiple_lcm(sc, va, vb, ptr);
+            if (!l) {
+                json_decref(out);
+                return NULL;
+            }
+            json_object_set_new(out, key, l);
         } else if (!strcmp(key, "enum")) {
             json_t *u = json_array();
             size_t i, j;

@@ -10,9 +10,15 @@
  * refused by name.
  *
  * Numbers: integers as -?(0|[1-9][0-9]*) with an optional .0+ (1.0 is an integer); numbers
- * add fractions and exponents. Bounds are exact as digit DFAs: any bound on `integer`; bounds
- * with an integer value on `number` (then exponents are not admitted: 1e2 is refused where
- * 100 is accepted). A non-integer bound on `number` is refused by name. Bounds within ±2^53.
+ * add fractions and exponents. Bounds (minimum, maximum and their exclusive forms) are exact as
+ * digit DFAs against the bound's decimal as the schema wrote it (0.1 is the decimal 0.1, not
+ * its double): fraction digits compare as strings with implicit trailing zeros, so 0.50 is 0.5
+ * and -0 is 0. A bounded number is written without an exponent (1e2 is refused where 100 is
+ * accepted). Integers under a decimal bound take the integers inside it (>= 1.5 is >= 2).
+ * Bounds within ±2^53, of at most 15 significant digits (what a double keeps exactly; a
+ * longer one is refused by name) and 40 fraction digits. multipleOf m = K / 10^s (K up to
+ * 65536 and 3 + K * (2 + s) DFA states) is a residue DFA over the digits of x * 10^s,
+ * intersected with the bounds; a number under it is also written without an exponent.
  *
  * Objects: the listed properties (`properties`, then `required` names it does not list) are
  * admitted in ANY order when there are at most 6, else in the order `properties` lists them;
@@ -392,78 +398,391 @@ static void int_range(buf_t *b, int64_t lo, int64_t hi)
     puts_(b, ")");
 }
 
-/* Numbers x with x >= m (op 0), > m (1), <= m (2), < m (3), m an integer. */
-static void num_bound(buf_t *b, int op, int64_t m)
+bool nx__json_decimal(json_t *v, nx__decimal_t *d, const char **why)
 {
-    char tmp[64];
-    int64_t M = -m;
-    puts_(b, "(");
-    switch (op) {
-    case 0:
-        if (m >= 0) { nat_range(b, m, INF); puts_(b, FRAC); }
-        else {
-            puts_(b, NAT FRAC "|-(");
-            if (M >= 1) { nat_range(b, 0, M - 1); puts_(b, FRAC "|"); }
-            snprintf(tmp, sizeof tmp, "%lld" ZFRAC ")", (long long)M);
-            puts_(b, tmp);
+    memset(d, 0, sizeof *d);
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x > (json_int_t)1 << 53 || x < -((json_int_t)1 << 53)) {
+            *why = "bounds beyond 2^53 are not built";
+            return false;
         }
-        break;
-    case 1:
-        if (m >= 0) {
-            nat_range(b, m + 1, INF);
-            snprintf(tmp, sizeof tmp, FRAC "|%lld" NZFRAC, (long long)m);
-            puts_(b, tmp);
-        } else {
-            puts_(b, NAT FRAC "|-");
-            nat_range(b, 0, M - 1);
-            puts_(b, FRAC);
-        }
-        break;
-    case 2:
-        if (m >= 0) {
-            puts_(b, "-" NAT FRAC "|");
-            if (m >= 1) { nat_range(b, 0, m - 1); puts_(b, FRAC "|"); }
-            snprintf(tmp, sizeof tmp, "%lld" ZFRAC, (long long)m);
-            puts_(b, tmp);
-        } else {
-            puts_(b, "-");
-            nat_range(b, M, INF);
-            puts_(b, FRAC);
-        }
-        break;
-    default:
-        if (m > 0) {
-            puts_(b, "-" NAT FRAC "|");
-            nat_range(b, 0, m - 1);
-            puts_(b, FRAC);
-        } else {
-            puts_(b, "-(");
-            nat_range(b, M + 1, INF);
-            snprintf(tmp, sizeof tmp, FRAC "|%lld" NZFRAC ")", (long long)M);
-            puts_(b, tmp);
-        }
+        d->neg = x < 0;
+        d->ip = x < 0 ? -(int64_t)x : (int64_t)x;
+        return true;
     }
+    double x = json_number_value(v);
+    if (!(fabs(x) <= 9007199254740992.0)) {
+        *why = "bounds beyond 2^53 are not built";
+        return false;
+    }
+    if (x == 0)
+        return true;
+    char text[40];
+    int p = 1;
+    for (; p <= 15; p++) {
+        snprintf(text, sizeof text, "%.*e", p - 1, fabs(x));
+        if (strtod(text, NULL) == fabs(x))
+            break;
+    }
+    if (p > 15) {
+        *why = "a bound of more than 15 significant digits is not built (the JSON reader "
+               "keeps a double, so its exact decimal is not known)";
+        return false;
+    }
+    /* text is "D.DDDDe±XX": the digits D... times 10^(exp - p + 1) */
+    char digits[20];
+    int n = 0;
+    for (const char *c = text; *c && *c != 'e'; c++)
+        if (*c != '.')
+            digits[n++] = *c;
+    int exp = atoi(strchr(text, 'e') + 1);
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    int point = exp + 1; /* digits before the decimal point (0.DDDD times 10^point) */
+    int frac_len = n - point;
+    if (frac_len > (int)sizeof d->frac - 1) {
+        *why = "a bound with more than 40 fraction digits is not built";
+        return false;
+    }
+    d->neg = x < 0;
+    for (int i = 0; i < point; i++)
+        d->ip = d->ip * 10 + (i < n ? digits[i] - '0' : 0);
+    for (int i = 0; i < frac_len; i++)
+        d->frac[i] = point + i < 0 ? '0' : digits[point + i];
+    return true;
+}
+
+/* Fractions (the optional ".F" of a number) with 0.F >= 0.f (or > when strict): digit strings
+ * compared with implicit trailing zeros, so a shorter F is below any f it begins. */
+static void frac_ge(buf_t *b, const char *f, bool strict)
+{
+    char tmp[32];
+    if (!*f) {
+        puts_(b, strict ? NZFRAC : FRAC);
+        return;
+    }
+    puts_(b, "\\.");
+    size_t n = strlen(f);
+    for (size_t k = 0; k < n; k++) {
+        puts_(b, "(");
+        if (f[k] < '9') {
+            snprintf(tmp, sizeof tmp, "[%c-9][0-9]*|", f[k] + 1);
+            puts_(b, tmp);
+        }
+        put(b, f + k, 1);
+    }
+    puts_(b, strict ? "[0-9]*[1-9][0-9]*" : "[0-9]*");
+    for (size_t k = 0; k < n; k++)
+        puts_(b, ")");
+}
+
+/* Fractions with 0.F <= 0.f (or < when strict); false when none (0.F < 0). */
+static bool frac_le(buf_t *b, const char *f, bool strict)
+{
+    char tmp[32];
+    if (!*f) {
+        if (!strict)
+            puts_(b, ZFRAC);
+        return !strict;
+    }
+    puts_(b, "(\\.");
+    size_t n = strlen(f);
+    for (size_t k = 0; k < n; k++) {
+        puts_(b, "(");
+        if (f[k] > '0') {
+            snprintf(tmp, sizeof tmp, "[0-%c][0-9]*", f[k] - 1);
+            puts_(b, tmp);
+            if (k + 1 < n || !strict)
+                puts_(b, "|");
+        }
+        if (k + 1 < n || !strict)
+            put(b, f + k, 1);
+    }
+    if (!strict)
+        puts_(b, "0*");
+    for (size_t k = n; k-- > 0;)
+        puts_(b, k ? ")?" : ")");
+    puts_(b, ")?");
+    return true;
+}
+
+/* Magnitudes (NAT FRAC texts) u with u >= m (op 0), > m (1), <= m (2), < m (3), m = ip.frac;
+ * false when none. */
+static bool mag_bound(buf_t *b, int op, int64_t ip, const char *frac)
+{
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%lld", (long long)ip);
+    puts_(b, "(");
+    if (op <= 1) {
+        nat_range(b, ip + 1, INF);
+        puts_(b, FRAC "|");
+        puts_(b, tmp);
+        frac_ge(b, frac, op == 1);
+        puts_(b, ")");
+        return true;
+    }
+    bool any = false;
+    if (ip >= 1) {
+        nat_range(b, 0, ip - 1);
+        puts_(b, FRAC);
+        any = true;
+    }
+    buf_t eq = {0};
+    if (frac_le(&eq, frac, op == 3)) {
+        if (any)
+            puts_(b, "|");
+        puts_(b, tmp);
+        puts_(b, eq.s ? eq.s : "");
+        any = true;
+    }
+    b->oom |= eq.oom;
+    free(eq.s);
     puts_(b, ")");
+    return any;
+}
+
+/* Numbers x (no exponent) with x >= m (op 0), > m (1), <= m (2), < m (3): the sign and the
+ * magnitude's side of m; -0 is 0. */
+static void num_bound(buf_t *b, int op, const nx__decimal_t *m)
+{
+    bool pos = !m->neg && (m->ip || m->frac[0]); /* m > 0 */
+    /* x = +u: all (m below 0, op >= or >), none (m <= 0 or < 0 under <= or <), or u against m */
+    bool all_pos = op <= 1 && m->neg, no_pos = (op == 2 && m->neg) || (op == 3 && !pos);
+    /* x = -u: -u >= m iff u <= -m (op ^ 2 mirrors it): all when m > 0 under <= or <, none when
+     * m > 0 under >= (or m >= 0 under >) */
+    bool all_neg = op >= 2 && pos, no_neg = (op == 0 && pos) || (op == 1 && !m->neg);
+    buf_t side = {0};
+    bool any = false;
+    puts_(b, "(");
+    if (all_pos)
+        any = (puts_(b, NAT FRAC), true);
+    else if (!no_pos && mag_bound(&side, op, m->ip, m->frac)) {
+        puts_(b, side.s);
+        any = true;
+    }
+    side.len = 0;
+    if (all_neg || (!no_neg && mag_bound(&side, op ^ 2, m->ip, m->frac))) {
+        puts_(b, any ? "|-" : "-");
+        puts_(b, all_neg ? NAT FRAC : side.s);
+    }
+    b->oom |= side.oom;
+    free(side.s);
+    puts_(b, ")");
+}
+
+/* ceil (up) or floor of a decimal, as an integer */
+static int64_t dec_round(const nx__decimal_t *m, bool up)
+{
+    int64_t x = m->neg ? -m->ip : m->ip;
+    if (m->frac[0] && up != m->neg)
+        x += up ? 1 : -1;
+    return x;
+}
+
+/* Numbers (no exponent) that are multiples of m = K / 10^s: x * 10^s is an integer (no
+ * nonzero fraction digit past the s-th) divisible by K. States: start, after '-', the integer
+ * "0", then per residue mod K: integer digits, after '.', and fraction digits 1..max(s, 1)
+ * (the last loops on '0'). Accepting: the residue of x * 10^s is 0. Not trimmed: the caller
+ * intersects it with a number DFA, and the product keeps the live states. */
+static int multiple_dfa(uint64_t K, uint32_t s, nx__dfa_t *out, nx_err_t *err)
+{
+    enum { C_MINUS, C_DOT, C_DIGIT0, C_OTHER = C_DIGIT0 + 10, N_CLASSES };
+    uint32_t fs = s ? s : 1, k = (uint32_t)K;
+    uint64_t n = 3 + K * (2 + (uint64_t)fs);
+    memset(out, 0, sizeof *out);
+    if (n > NX__MAX_DFA_STATES)
+        return nx_err_set(err, NX_ENOTSUP, "a multiple of %llu/10^%u needs %llu DFA states "
+                          "(over %u)", (unsigned long long)K, s, (unsigned long long)n,
+                          NX__MAX_DFA_STATES);
+    out->n_states = (uint32_t)n;
+    out->n_classes = N_CLASSES;
+    memset(out->byte_class, C_OTHER, 256);
+    out->byte_class['-'] = C_MINUS;
+    out->byte_class['.'] = C_DOT;
+    for (int d = 0; d < 10; d++)
+        out->byte_class['0' + d] = (uint8_t)(C_DIGIT0 + d);
+    out->trans = malloc((size_t)n * N_CLASSES * sizeof *out->trans);
+    out->flags = calloc((size_t)n, 1);
+    if (!out->trans || !out->flags) {
+        nx__dfa_free(out);
+        return nx_err_set(err, NX_ENOMEM, "out of memory building a multipleOf DFA");
+    }
+    for (size_t i = 0; i < (size_t)n * N_CLASSES; i++)
+        out->trans[i] = NX__DEAD;
+#define INT_ST(r) (3 + (r))
+#define DOT_ST(r) (3 + k + (r))
+#define FRAC_ST(j, r) (3 + 2 * k + ((j) - 1) * k + (r)) /* j fraction digits read, 1..fs */
+#define T(st, cls) out->trans[(size_t)(st) * N_CLASSES + (cls)]
+    uint64_t scale = 1; /* 10^(s - j) mod K, from j = s down */
+    for (uint32_t j = fs; j >= 1; j--) {
+        for (uint32_t r = 0; r < k; r++) {
+            if ((s ? r * scale : r) % K == 0)
+                out->flags[FRAC_ST(j, r)] = NX__DFA_ACCEPT;
+            if (j == fs)
+                T(FRAC_ST(j, r), C_DIGIT0) = FRAC_ST(j, r); /* zeros past the s-th digit */
+            else
+                for (uint32_t d = 0; d < 10; d++)
+                    T(FRAC_ST(j, r), C_DIGIT0 + d) = FRAC_ST(j + 1, (r * 10 + d) % K);
+        }
+        if (j < fs || s)
+            scale = scale * 10 % K;
+    }
+    if (!s) /* else scale is now 10^s mod K */
+        scale = 1;
+    for (uint32_t r = 0; r < k; r++) {
+        if (r * scale % K == 0)
+            out->flags[INT_ST(r)] = NX__DFA_ACCEPT;
+        for (uint32_t d = 0; d < 10; d++) {
+            T(INT_ST(r), C_DIGIT0 + d) = INT_ST((r * 10 + d) % K);
+            if (s || d == 0)
+                T(DOT_ST(r), C_DIGIT0 + d) = FRAC_ST(1, s ? (r * 10 + d) % K : r);
+        }
+        T(INT_ST(r), C_DOT) = DOT_ST(r);
+    }
+    for (uint32_t st = 0; st < 2; st++) { /* start, after '-' */
+        if (st == 0)
+            T(0, C_MINUS) = 1;
+        T(st, C_DIGIT0) = 2;
+        for (uint32_t d = 1; d < 10; d++)
+            T(st, C_DIGIT0 + d) = INT_ST(d % K);
+    }
+    out->flags[2] = NX__DFA_ACCEPT; /* "0" */
+    T(2, C_DOT) = DOT_ST(0);
+#undef INT_ST
+#undef DOT_ST
+#undef FRAC_ST
+#undef T
+    return NX_OK;
+}
+
+/* multipleOf as K / 10^s, K <= 65536; false after an error (recorded). */
+static bool multiple_of(nx__sc_t *sc, json_t *v, const char *ptr, uint64_t *K, uint32_t *s)
+{
+    nx__decimal_t m;
+    const char *why = NULL;
+    if (!json_is_number(v) || json_number_value(v) <= 0)
+        return nx__sc_fail(sc, NX_EINVAL, "'multipleOf' at %s is not a number above 0",
+                           nx__sc_where(ptr)), false;
+    if (!nx__json_decimal(v, &m, &why))
+        return nx__sc_unsupported(sc, "multipleOf", ptr, why), false;
+    *s = (uint32_t)strlen(m.frac);
+    *K = (uint64_t)m.ip;
+    for (uint32_t i = 0; i < *s && *K <= NX__MAX_DFA_STATES; i++)
+        *K = *K * 10 + (uint64_t)(m.frac[i] - '0');
+    if (*K > NX__MAX_DFA_STATES)
+        return nx__sc_unsupported(sc, "multipleOf", ptr, "a multiple whose digits (without "
+                                  "the point) pass 65536 is not built"), false;
+    return true;
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+json_t *nx__sc_multiple_lcm(nx__sc_t *sc, json_t *a, json_t *b, const char *ptr)
+{
+    nx__decimal_t m[2];
+    const char *why = NULL;
+    json_t *v[2] = {a, b};
+    uint64_t scaled[2];
+    const uint64_t limit = (uint64_t)1 << 53;
+    size_t s = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!json_is_number(v[i]) || json_number_value(v[i]) <= 0)
+            return nx__sc_fail(sc, NX_EINVAL, "'multipleOf' at %s is not a number above 0",
+                               nx__sc_where(ptr)), NULL;
+        if (!nx__json_decimal(v[i], &m[i], &why))
+            return nx__sc_unsupported(sc, "multipleOf", ptr, why), NULL;
+        if (strlen(m[i].frac) > s)
+            s = strlen(m[i].frac);
+    }
+    /* both as integers over 10^s */
+    for (int i = 0; i < 2; i++) {
+        uint64_t x = (uint64_t)m[i].ip;
+        for (size_t j = 0; j < s && x < limit; j++)
+            x = x * 10 + (m[i].frac[j] ? (uint64_t)(m[i].frac[j] - '0') : 0); /* 0-padded */
+        if (x >= limit)
+            return nx__sc_unsupported(sc, "multipleOf", ptr, "allOf of two multiples past "
+                                      "2^53 (digits without the point) is not built"), NULL;
+        scaled[i] = x;
+    }
+    uint64_t g = gcd(scaled[0], scaled[1]), q = scaled[0] / g;
+    if (q > limit / scaled[1])
+        return nx__sc_unsupported(sc, "multipleOf", ptr, "allOf of two multiples whose least "
+                                  "common multiple passes 2^53 is not built"), NULL;
+    char text[48];
+    snprintf(text, sizeof text, "%llue-%zu", (unsigned long long)(q * scaled[1]), s);
+    json_t *l = s ? json_real(strtod(text, NULL))
+                  : json_integer((json_int_t)(q * scaled[1]));
+    if (!l)
+        nx__sc_fail(sc, NX_ENOMEM, "out of memory");
+    return l;
+}
+
+/* A regex's DFA (not a terminal) into *out; false after an error (recorded). */
+static bool rx_dfa(nx__sc_t *sc, const buf_t *b, nx__dfa_t *out)
+{
+    if (!b->oom && dfa_term(sc, b->s, false, NX__ENC_UTF8, NULL, NULL, out) != NX__DEAD)
+        return true;
+    if (!sc->rc)
+        nx__sc_fail(sc, NX_ENOMEM, "out of memory");
+    return false;
+}
+
+/* Intersect *d into *acc (the first one becomes *acc); takes *d. false after an error
+ * (recorded, naming key; *acc freed and *have cleared). */
+static bool and_dfa(nx__sc_t *sc, nx__dfa_t *acc, bool *have, nx__dfa_t *d, const char *key,
+                    const char *ptr)
+{
+    if (!*have) {
+        *acc = *d;
+        *have = true;
+        return true;
+    }
+    nx__dfa_t both;
+    nx_err_t e = {0};
+    int rc = nx__dfa_product(acc, d, false, &both, &e);
+    nx__dfa_free(acc);
+    nx__dfa_free(d);
+    if (rc != NX_OK) {
+        *have = false;
+        nx__sc_unsupported(sc, key, ptr, e.msg);
+        return false;
+    }
+    *acc = both;
+    return true;
 }
 
 int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uint32_t rule)
 {
     static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum",
                                        "exclusiveMaximum"};
-    json_t *v[4];
+    json_t *v[4], *mult = json_object_get(node, "multipleOf");
+    nx__decimal_t m[4];
     bool any = false;
     for (int i = 0; i < 4; i++) {
+        const char *why = NULL;
         v[i] = json_object_get(node, keys[i]);
         if (v[i] && !json_is_number(v[i]))
             return nx__sc_unsupported(sc, keys[i], ptr, "a bound that is not a number "
                                                         "(draft-04's boolean form) is not built"),
                    sc->rc;
-        if (v[i] && fabs(json_number_value(v[i])) > 9007199254740992.0)
-            return nx__sc_unsupported(sc, keys[i], ptr, "bounds beyond 2^53 are not built"),
-                   sc->rc;
+        if (v[i] && !nx__json_decimal(v[i], &m[i], &why))
+            return nx__sc_unsupported(sc, keys[i], ptr, why), sc->rc;
         any |= v[i] != NULL;
     }
-    if (!any) {
+    uint64_t K = 1;
+    uint32_t s = 0;
+    if (mult && !multiple_of(sc, mult, ptr, &K, &s))
+        return sc->rc;
+    if (!any && !mult) {
         uint32_t *term = integer ? &sc->int_term : &sc->num_term;
         if (*term == NX__DEAD)
             *term = dfa_term(sc, integer ? "-?" NAT ZFRAC
@@ -473,53 +792,52 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
     }
     buf_t b = {0};
     nx__dfa_t acc = {0}, d;
+    bool have = false, ok = true;
     if (integer) {
-        double lo = -INFINITY, hi = INFINITY;
-        if (v[0]) lo = fmax(lo, ceil(json_number_value(v[0])));
-        if (v[1]) lo = fmax(lo, floor(json_number_value(v[1])) + 1);
-        if (v[2]) hi = fmin(hi, floor(json_number_value(v[2])));
-        if (v[3]) hi = fmin(hi, ceil(json_number_value(v[3])) - 1);
+        int64_t lo = -INF, hi = INF, x;
+        if (v[0] && (x = dec_round(&m[0], true)) > lo) lo = x;
+        if (v[1] && (x = dec_round(&m[1], false) + 1) > lo) lo = x;
+        if (v[2] && (x = dec_round(&m[2], false)) < hi) hi = x;
+        if (v[3] && (x = dec_round(&m[3], true) - 1) < hi) hi = x;
         if (lo > hi)
             return NX_OK; /* no integer fits */
-        int_range(&b, isinf(lo) ? -INF : (int64_t)lo, isinf(hi) ? INF : (int64_t)hi);
-        puts_(&b, ZFRAC);
-        uint32_t t = b.oom ? NX__DEAD : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
-        free(b.s);
-        return add_term_alt(sc, rule, t);
+        puts_(&b, "(");
+        int_range(&b, lo, hi);
+        puts_(&b, lo <= 0 && hi >= 0 ? "|-0)" ZFRAC : ")" ZFRAC); /* -0 is 0 */
+        if (!mult) { /* one keyed terminal, shared by equal bounds */
+            uint32_t t = b.oom ? NX__DEAD
+                               : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
+            free(b.s);
+            return add_term_alt(sc, rule, t);
+        }
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, "type", ptr);
     }
-    bool have = false;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4 && ok && !integer; i++) {
         if (!v[i])
             continue;
-        double x = json_number_value(v[i]);
-        if (x != floor(x)) {
-            nx__dfa_free(&acc);
-            return nx__sc_unsupported(sc, keys[i], ptr, "a bound that is not an integer, on "
-                                                        "'number', is not built"), sc->rc;
-        }
         b.len = 0;
-        num_bound(&b, i == 0 ? 0 : i == 1 ? 1 : i == 2 ? 2 : 3, (int64_t)x);
-        if (b.oom || dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, &d) == NX__DEAD) {
-            free(b.s);
-            nx__dfa_free(&acc);
-            return sc->rc ? sc->rc : (nx__sc_fail(sc, NX_ENOMEM, "out of memory"), sc->rc);
-        }
-        if (have) {
-            nx__dfa_t both;
-            nx_err_t e = {0};
-            int rc = nx__dfa_product(&acc, &d, false, &both, &e);
-            nx__dfa_free(&acc);
-            nx__dfa_free(&d);
-            if (rc != NX_OK) {
-                free(b.s);
-                return nx__sc_unsupported(sc, keys[i], ptr, e.msg), sc->rc;
-            }
-            acc = both;
-        } else
-            acc = d;
-        have = true;
+        num_bound(&b, i, &m[i]);
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, keys[i], ptr);
+    }
+    if (ok && !have) { /* multipleOf alone: numbers without exponent */
+        b.len = 0;
+        puts_(&b, "-?" NAT FRAC);
+        ok = rx_dfa(sc, &b, &d) && and_dfa(sc, &acc, &have, &d, "multipleOf", ptr);
     }
     free(b.s);
+    if (ok && mult) {
+        nx_err_t e = {0};
+        ok = multiple_dfa(K, s, &d, &e) == NX_OK;
+        if (!ok)
+            nx__sc_unsupported(sc, "multipleOf", ptr, e.msg);
+        else
+            ok = and_dfa(sc, &acc, &have, &d, "multipleOf", ptr);
+    }
+    if (!ok) {
+        if (have)
+            nx__dfa_free(&acc);
+        return sc->rc ? sc->rc : NX_ENOMEM;
+    }
     return add_term_alt(sc, rule, nx__gb_dfa(sc->b, &acc));
 }
 

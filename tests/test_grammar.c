@@ -58,8 +58,6 @@ static void test_schema_errors_name_keyword_and_pointer(void **state)
     expect_error("{\"type\":\"string\",\"format\":\"uri\"}", NX_ENOTSUP, "format 'uri'");
     expect_error("{\"type\":\"string\",\"pattern\":\"(?=a)b\"}", NX_ENOTSUP, "lookahead");
     expect_error("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", NX_ENOTSUP, "backreference");
-    expect_error("{\"type\":\"number\",\"minimum\":1.5}", NX_ENOTSUP,
-                 "unsupported keyword 'minimum' at the root");
     expect_error("{\"$ref\":\"http://example.com/s.json\"}", NX_ENOTSUP, "'$ref'");
     expect_error("{\"type\":\"nope\"}", NX_EINVAL, "'type' at the root");
     expect_error("{\"type\":", NX_EINVAL, "not JSON");
@@ -613,12 +611,271 @@ static void test_classes_shared_between_matchers(void **state)
     nx_tokenizer_destroy(&tok);
 }
 
+/* --- decimal number bounds: exact, checked against a decimal-text oracle ------------------------ */
+
+typedef struct dec {
+    bool neg;
+    char ip[40], fp[80]; /* integer digits without leading zeros, fraction without trailing */
+} dec_t;
+
+/* "-?digits(.digits)?" as an exact decimal; false for anything else (exponents included). */
+static bool dec_parse(const char *s, dec_t *d)
+{
+    memset(d, 0, sizeof *d);
+    if (*s == '-')
+        d->neg = *s++ == '-';
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n >= sizeof d->ip || (s[0] == '0' && n > 1))
+        return false;
+    size_t skip = strspn(s, "0");
+    if (skip == n)
+        skip = n; /* zero: no integer digits */
+    memcpy(d->ip, s + skip, n - skip);
+    s += n;
+    if (*s == '.') {
+        size_t f = strspn(++s, "0123456789");
+        if (f == 0 || f >= sizeof d->fp)
+            return false;
+        memcpy(d->fp, s, f);
+        s += f;
+        while (f && d->fp[f - 1] == '0')
+            d->fp[--f] = '\0';
+    }
+    if (*s)
+        return false;
+    if (!d->ip[0] && !d->fp[0])
+        d->neg = false; /* -0 is 0 */
+    return true;
+}
+
+/* -1, 0, 1 as a < b, a == b, a > b, by the digits: the oracle. */
+static int dec_cmp(const dec_t *a, const dec_t *b)
+{
+    if (a->neg != b->neg)
+        return a->neg ? -1 : 1;
+    int s = a->neg ? -1 : 1, c;
+    size_t la = strlen(a->ip), lb = strlen(b->ip);
+    if (la != lb)
+        return la < lb ? -s : s;
+    if ((c = strcmp(a->ip, b->ip)) != 0)
+        return c < 0 ? -s : s;
+    for (size_t i = 0; a->fp[i] || b->fp[i]; i++) {
+        char x = a->fp[i] ? a->fp[i] : '0', y = b->fp[i] ? b->fp[i] : '0';
+        if (x != y)
+            return x < y ? -s : s;
+        if (!a->fp[i] || !b->fp[i]) {
+            /* one ran out: the other's rest decides (it has a nonzero digit, none trailing) */
+            return a->fp[i] ? s : -s;
+        }
+    }
+    return 0;
+}
+
+/* Instances around the decimal p: p, p with zeros, p nudged by one in its last digit and by a
+ * tiny amount, and the same negated. */
+static size_t around(const char *p, char out[][96], size_t n)
+{
+    char base[64], tmp[96];
+    snprintf(base, sizeof base, "%s", p[0] == '-' ? p + 1 : p);
+    bool dot = strchr(base, '.') != NULL;
+    size_t len = strlen(base);
+    const char *forms[8];
+    char nudge_up[64], nudge_down[64];
+    snprintf(nudge_up, sizeof nudge_up, "%s", base);
+    snprintf(nudge_down, sizeof nudge_down, "%s", base);
+    forms[0] = "";
+    forms[1] = dot ? "0" : ".0";
+    forms[2] = dot ? "000" : ".000";
+    forms[3] = dot ? "0000000001" : ".0000000001";
+    forms[4] = dot ? "9" : ".9";
+    size_t k = 0;
+    for (int sign = 0; sign < 2; sign++) {
+        for (int f = 0; f < 5 && k < n; f++) {
+            snprintf(tmp, sizeof tmp, "%s%s%s", sign ? "-" : "", base, forms[f]);
+            snprintf(out[k++], 96, "%s", tmp);
+        }
+        if (base[len - 1] < '9' && k < n) {
+            nudge_up[len - 1] = (char)(base[len - 1] + 1);
+            snprintf(out[k++], 96, "%s%s", sign ? "-" : "", nudge_up);
+        }
+        if (base[len - 1] > '0' && k < n && !(len == 1 && base[0] == '1')) {
+            nudge_down[len - 1] = (char)(base[len - 1] - 1);
+            if (nudge_down[0] != '0' || len == 1 || nudge_down[1] == '.')
+                snprintf(out[k++], 96, "%s%s", sign ? "-" : "", nudge_down);
+        }
+    }
+    return k;
+}
+
+static const struct { const char *json, *plain; } DEC_BOUNDS[] = {
+    {"0.5", "0.5"},     {"-0.5", "-0.5"},   {"0", "0"},         {"99.99", "99.99"},
+    {"-99.99", "-99.99"}, {"0.1", "0.1"},   {"-0.1", "-0.1"},   {"1e-3", "0.001"},
+    {"-1E-3", "-0.001"}, {"12.345", "12.345"}, {"-3.25", "-3.25"}, {"1.5", "1.5"},
+    {"100", "100"},     {"-7", "-7"},       {"0.05", "0.05"},   {"10.01", "10.01"},
+    {"2.5e1", "25"},    {"0.0", "0"},       {"-0.0", "0"},      {"1234.000001", "1234.000001"},
+    {"0.999", "0.999"}, {"9.9", "9.9"},     {"-10.5", "-10.5"},
+};
+static const char *const DEC_KEYS[] = {"minimum", "exclusiveMinimum", "maximum",
+                                       "exclusiveMaximum"};
+
+/* Every instance near every bound, under each bound kind on one schema, against the oracle. */
+static void check_bounds(const char *type, const char *const *keys, const int *which, int n_keys)
+{
+    static char inst[512][96];
+    size_t n_inst = 0;
+    static const char *const fixed[] = {"0", "-0", "0.0", "-0.0", "1", "-1", "2", "-2", "0.4999",
+                                        "0.50", "0.5000001", "100.0", "99.999", "99.98", "3",
+                                        "12345678", "-12345678", "0.00099", "0.0010", "25.0",
+                                        "24.99999999999", "1e2", "-1e-9", "1.0e0"};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        snprintf(inst[n_inst++], 96, "%s", fixed[i]);
+    for (size_t b = 0; b < sizeof DEC_BOUNDS / sizeof *DEC_BOUNDS; b++)
+        n_inst += around(DEC_BOUNDS[b].plain, inst + n_inst, 512 - n_inst);
+    char text[512];
+    int len = snprintf(text, sizeof text, "{\"type\":\"%s\"", type);
+    for (int k = 0; k < n_keys; k++)
+        len += snprintf(text + len, sizeof text - (size_t)len, ",\"%s\":%s", keys[k],
+                        DEC_BOUNDS[which[k]].json);
+    snprintf(text + len, sizeof text - (size_t)len, "}");
+    nx_err_t err = {0};
+    nx_gram_t *g = schema(text, &err);
+    if (!g)
+        fail_msg("%s: %s", text, err.msg);
+    for (size_t i = 0; i < n_inst; i++) {
+        dec_t x, m;
+        bool want = dec_parse(inst[i], &x);
+        if (want && !strcmp(type, "integer"))
+            want = x.fp[0] == '\0';
+        for (int k = 0; k < n_keys && want; k++) {
+            assert_true(dec_parse(DEC_BOUNDS[which[k]].plain, &m));
+            int c = dec_cmp(&x, &m);
+            want = !strcmp(keys[k], "minimum") ? c >= 0
+                 : !strcmp(keys[k], "exclusiveMinimum") ? c > 0
+                 : !strcmp(keys[k], "maximum") ? c <= 0 : c < 0;
+        }
+        if (matches(g, inst[i]) != want)
+            fail_msg("%s: instance %s should be %s", text, inst[i],
+                     want ? "accepted" : "rejected");
+    }
+    nx_gram_destroy(&g);
+}
+
+static void test_number_decimal_bounds(void **state)
+{
+    (void)state;
+    size_t n_bounds = sizeof DEC_BOUNDS / sizeof *DEC_BOUNDS;
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < 4; k++)
+            for (size_t b = 0; b < n_bounds; b++)
+                check_bounds(t ? "integer" : "number", &DEC_KEYS[k], (int[]){(int)b}, 1);
+    /* lower and upper together (the DFA product) */
+    static const int pairs[][2] = {{5, 3}, {1, 0}, {4, 6}, {7, 15}, {22, 11}, {2, 21}};
+    for (int t = 0; t < 2; t++)
+        for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++)
+            for (int lo = 0; lo < 2; lo++)
+                for (int hi = 2; hi < 4; hi++)
+                    check_bounds(t ? "integer" : "number",
+                                 (const char *[]){DEC_KEYS[lo], DEC_KEYS[hi]}, pairs[p], 2);
+    /* by hand: trailing zeros, -0, many digits, exponents refused under a bound */
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"number\",\"minimum\":0.5,\"exclusiveMaximum\":99.99}",
+                          &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0.5") && matches(g, "0.50") && matches(g, "0.500000") &&
+                matches(g, "99.98999999999999999999") && matches(g, "1"));
+    assert_false(matches(g, "0.49999999999999999999") || matches(g, "99.99") ||
+                 matches(g, "99.990") || matches(g, "-0") || matches(g, "5e1") ||
+                 matches(g, "0.5.0") || matches(g, "00.5"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"minimum\":1.5,\"maximum\":3.5}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "2") && matches(g, "3") && matches(g, "3.0"));
+    assert_false(matches(g, "1") || matches(g, "4") || matches(g, "2.5"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"number\",\"minimum\":0,\"maximum\":0}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0") && matches(g, "-0") && matches(g, "-0.000"));
+    assert_false(matches(g, "0.0000000000000000000001") || matches(g, "-0.01"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"exclusiveMinimum\":2.5,\"exclusiveMaximum\":3}", &err);
+    assert_non_null(g); /* no integer fits: the schema admits nothing */
+    assert_false(matches(g, "3") || matches(g, "2") || matches(g, "2.75"));
+    nx_gram_destroy(&g);
+    /* a bound whose decimal a double does not keep exactly is refused, by name */
+    expect_error("{\"type\":\"number\",\"maximum\":0.12345678901234567}", NX_ENOTSUP,
+                 "unsupported keyword 'maximum' at the root");
+    expect_error("{\"type\":\"integer\",\"minimum\":9007199254740993}", NX_ENOTSUP,
+                 "unsupported keyword 'minimum' at the root");
+    expect_error("{\"type\":\"number\",\"minimum\":1e-300}", NX_ENOTSUP,
+                 "unsupported keyword 'minimum' at the root");
+}
+
+/* multipleOf: a residue DFA over the digits (scaled by 10^fraction digits), no exponents */
+static void test_number_multiple_of(void **state)
+{
+    (void)state;
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"type\":\"number\",\"multipleOf\":0.01,\"minimum\":0,"
+                          "\"maximum\":100}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0") && matches(g, "19.99") && matches(g, "19.9") &&
+                matches(g, "19.990") && matches(g, "100.00") && matches(g, "-0"));
+    assert_false(matches(g, "19.999") || matches(g, "100.01") || matches(g, "-0.01") ||
+                 matches(g, "1e1") || matches(g, "0.001"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":7}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "0") && matches(g, "-7") && matches(g, "700000000000000000007") &&
+                matches(g, "14.0"));
+    assert_false(matches(g, "8") || matches(g, "7.5") || matches(g, "70000000000000000008"));
+    nx_gram_destroy(&g);
+    g = schema("{\"multipleOf\":1.5}", &err); /* any type: numbers only are constrained */
+    assert_non_null(g);
+    assert_true(matches(g, "4.5") && matches(g, "-4.5") && matches(g, "\"foo\""));
+    assert_false(matches(g, "35") || matches(g, "4.55"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":1e-8}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "12391239123"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"integer\",\"multipleOf\":5,\"exclusiveMinimum\":0,"
+               "\"exclusiveMaximum\":5}", &err);
+    assert_non_null(g); /* no multiple of 5 in (0, 5): admits nothing */
+    assert_false(matches(g, "0") || matches(g, "5") || matches(g, "1"));
+    nx_gram_destroy(&g);
+    /* allOf of two multiples: their least common multiple (of decimals, exactly) */
+    g = schema("{\"allOf\":[{\"multipleOf\":2},{\"multipleOf\":3}]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "6") && matches(g, "-12") && matches(g, "0"));
+    assert_false(matches(g, "4") || matches(g, "9") || matches(g, "3.0001"));
+    nx_gram_destroy(&g);
+    g = schema("{\"allOf\":[{\"multipleOf\":0.5},{\"multipleOf\":0.3}]}", &err);
+    assert_non_null(g); /* 1.5 */
+    assert_true(matches(g, "1.5") && matches(g, "4.5") && matches(g, "3"));
+    assert_false(matches(g, "0.5") || matches(g, "0.3") || matches(g, "0.6") || matches(g, "1"));
+    nx_gram_destroy(&g);
+    g = schema("{\"allOf\":[{\"multipleOf\":0.25},{\"multipleOf\":0.1}]}", &err);
+    assert_non_null(g); /* 0.5 */
+    assert_true(matches(g, "0.5") && matches(g, "2.5") && matches(g, "-1"));
+    assert_false(matches(g, "0.25") || matches(g, "0.1") || matches(g, "0.75"));
+    nx_gram_destroy(&g);
+    expect_error("{\"allOf\":[{\"multipleOf\":9007199254740881},{\"multipleOf\":3}]}",
+                 NX_ENOTSUP, "unsupported keyword 'multipleOf'");
+    expect_error("{\"type\":\"integer\",\"multipleOf\":123456789}", NX_ENOTSUP,
+                 "unsupported keyword 'multipleOf' at the root");
+    expect_error("{\"properties\":{\"a\":{\"multipleOf\":0}}}", NX_EINVAL,
+                 "'multipleOf' at /properties/a");
+    expect_error("{\"multipleOf\":\"2\"}", NX_EINVAL, "'multipleOf' at the root");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_errors_name_keyword_and_pointer),
         cmocka_unit_test(test_schema_hostile_inputs_are_refused),
         cmocka_unit_test(test_schema_bytes),
+        cmocka_unit_test(test_number_decimal_bounds),
+        cmocka_unit_test(test_number_multiple_of),
         cmocka_unit_test(test_string_length_dfa),
         cmocka_unit_test(test_keyed_terminals_shared),
         cmocka_unit_test(test_gbnf_parse_and_errors),

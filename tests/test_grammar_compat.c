@@ -230,9 +230,40 @@ static void test_numbers(void **state)
         "output (root) has no lower bound; input (root)'s minimum is 1");
     bad("{\"type\":\"integer\",\"maximum\":11}", "{\"type\":\"integer\",\"maximum\":10}",
         "output (root)'s values may be above input (root)'s maximum 10");
+    /* decimal bounds, compared as the decimals the schemas wrote and named that way */
+    ok("{\"type\":\"number\",\"minimum\":0.5,\"maximum\":99.99}",
+       "{\"type\":\"number\",\"exclusiveMinimum\":0.1,\"maximum\":99.99}");
+    ok("{\"type\":\"number\",\"minimum\":-0.25,\"exclusiveMaximum\":1e-3}",
+       "{\"type\":\"number\",\"minimum\":-0.25,\"maximum\":0.001}");
+    bad("{\"type\":\"number\",\"minimum\":0.1}",
+        "{\"type\":\"number\",\"exclusiveMinimum\":0.1}",
+        "output (root)'s values may be at or below input (root)'s exclusiveMinimum 0.1");
+    bad("{\"type\":\"number\",\"maximum\":0.1234568}",
+        "{\"type\":\"number\",\"maximum\":0.1234567}",
+        "above input (root)'s maximum 0.1234567 (output's maximum is 0.1234568)");
+    bad("{\"type\":\"number\",\"minimum\":-1234567.0000001}",
+        "{\"type\":\"number\",\"minimum\":-1234567}",
+        "below input (root)'s minimum -1234567 (output's minimum is -1234567.0000001)");
+    /* integers inside decimal bounds: >= 1.5 is >= 2, < 3.5 is <= 3 */
+    ok("{\"type\":\"integer\",\"minimum\":1.5,\"exclusiveMaximum\":3.5}",
+       "{\"type\":\"number\",\"minimum\":2,\"maximum\":3}");
+    ok("{\"type\":\"integer\",\"exclusiveMinimum\":-2.5}",
+       "{\"type\":\"integer\",\"minimum\":-2}");
+    bad("{\"type\":\"integer\",\"minimum\":1.5}", "{\"type\":\"number\",\"minimum\":2.01}",
+        "below input (root)'s minimum 2.01");
     ok("{\"type\":\"integer\",\"multipleOf\":4}", "{\"type\":\"integer\",\"multipleOf\":2}");
     bad("{\"type\":\"integer\"}", "{\"type\":\"integer\",\"multipleOf\":2}",
         "input (root)'s multipleOf 2");
+    /* decimal multiples compared exactly (0.3 / 0.1 is 2.9999999999999996 in doubles) */
+    ok("{\"type\":\"number\",\"multipleOf\":0.3,\"minimum\":0,\"maximum\":3}",
+       "{\"type\":\"number\",\"multipleOf\":0.1}");
+    ok("{\"type\":\"number\",\"multipleOf\":0.6}", "{\"type\":\"number\",\"multipleOf\":0.2}");
+    ok("{\"type\":\"integer\",\"minimum\":-50,\"maximum\":50}",
+       "{\"type\":\"number\",\"multipleOf\":0.125}");
+    bad("{\"type\":\"number\",\"multipleOf\":0.1}", "{\"type\":\"number\",\"multipleOf\":0.3}",
+        "input (root)'s multipleOf 0.3");
+    bad("{\"type\":\"integer\"}", "{\"type\":\"number\",\"multipleOf\":0.3}",
+        "input (root)'s multipleOf 0.3");
 }
 
 static void test_strings(void **state)
