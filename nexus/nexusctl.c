@@ -30,7 +30,7 @@ static const command_t commands[] = {
      "              [--no-think] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
      "              [--min-p P] [--repetition-penalty R] [--seed N] [--stop TEXT]...\n"
      "              [--device auto|cpu|cuda] [--threads N] [--context N] [--json]\n"
-     "              [--prompt-ids 1,2,3]"},
+     "              [--prompt-ids 1,2,3] [--json-schema FILE | --json-object | --grammar FILE.gbnf]"},
     {"tokenize", nx_ctl_tokenize,
      "MODEL TEXT [--chat] [--template auto|chatml|llama3|raw] [--no-think] [--system TEXT]"},
     {"pull", nx_ctl_pull,
