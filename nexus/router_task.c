@@ -487,6 +487,21 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
         free(rep->message);
         rep->message = strdup("the daemon stopped before the pipeline's next stage could run");
     }
+    if (rep->status == NX_TASK_DONE && job->stage_typed && rep->stop_reason &&
+        !strcmp(rep->stop_reason, "length") && next_agent(self, job)) {
+        /* A typed stage cut by max_tokens has no complete answer to hand on: the pipeline
+         * ends here, saying why, rather than at the next stage's input check. */
+        char text[400];
+        snprintf(text, sizeof text, "agent '%s' stopped at its token limit (max_tokens, or "
+                 "its context) after %u tokens, before its answer under output_schema was "
+                 "complete, so the pipeline cannot go on to '%s' (raise generation.max_tokens)",
+                 job->agent->name, (unsigned)rep->completion_tokens,
+                 next_agent(self, job)->name);
+        rep->status = NX_TASK_FAILED;
+        rep->error_code = "incomplete";
+        free(rep->message);
+        rep->message = strdup(text);
+    }
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_FINISH, job);
     if (!sreq) {
         nx_log(NX_LOG_ERROR, "task %lld: out of memory storing its end", (long long)rep->task_id);

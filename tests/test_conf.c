@@ -181,10 +181,19 @@ static void test_shipped_config_loads(void **state)
     assert_int_equal(conf->host_cache_bytes, 256ull << 20);
     assert_int_equal(conf->max_message_bytes, 1u << 20);
     assert_null(conf->curve_secret_key);
-    assert_int_equal(conf->agent_count, 3);
+    assert_int_equal(conf->agent_count, 5);
     assert_string_equal(conf->agents[0].name, "assistant"); /* sorted by name */
     assert_string_equal(conf->agents[1].name, "drafter");
     assert_string_equal(conf->agents[2].name, "editor");
+    assert_string_equal(conf->agents[3].name, "filer");
+    assert_string_equal(conf->agents[4].name, "triage");
+    /* the typed pipeline: triage's answers under ticket.json, filer takes only those */
+    const nx_agent_conf_t *triage = &conf->agents[4], *filer = &conf->agents[3];
+    assert_non_null(triage->output_schema);
+    assert_true(triage->output_strict);
+    assert_string_equal(triage->next, "filer");
+    assert_non_null(filer->input_schema);
+    assert_string_equal(triage->output_schema, filer->input_schema);
 
     const nx_agent_conf_t *assistant = nx_nexus_conf_agent(conf, "assistant");
     const nx_agent_conf_t *drafter = nx_nexus_conf_agent(conf, "drafter");

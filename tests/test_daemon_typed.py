@@ -55,6 +55,12 @@ AGENTS = [
              output_schema={"type": "object", "properties": {"q": {"const": "hi"}},
                             "required": ["q"]}),
     du.agent("needs_k", "tq", input_schema={**INPUT_SCHEMA, "required": ["q", "k"]}),
+    # a typed stage whose max_tokens cannot hold its answer, before a stage that needs it
+    du.agent("short", "tq", next="consumer", output_strict=True,
+             generation={"temperature": 1.0, "max_tokens": 2},
+             output_schema={"type": "object", "properties": {"q": {"type": "string",
+                                                                   "minLength": 8, "maxLength": 12}},
+                            "required": ["q"]}),
 ]
 DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
@@ -210,3 +216,18 @@ def test_streamed_typed_answer(daemon):
     assert check_typed(r, SCHEMA), r
     assert "".join(t["text"] for t in tokens) == r["output"]
     assert r["output"] == same["output"] and r["value"] == same["value"]
+
+
+def test_typed_stage_cut_by_max_tokens_stops_the_pipeline(daemon):
+    """A typed stage cut by max_tokens has no complete answer to hand on: the pipeline ends
+    there with `incomplete`, naming the agent and its token limit (not a JSON parse error from
+    the next stage), and that stage's row says so."""
+    with daemon.client() as c:
+        _, _, r = c.task("short", "go")
+        assert r["op"] == "error" and r["code"] == "incomplete", r
+        assert "agent 'short'" in r["message"] and "after 2 tokens" in r["message"], r
+        assert "'consumer'" in r["message"] and "max_tokens" in r["message"], r
+        rows = c.call({"op": "tasks", "limit": 5})["tasks"]
+        assert any(row["agent"] == "short" and row["status"] == "failed" and
+                   row["error_code"] == "incomplete" for row in rows), rows
+        assert not any(row["agent"] == "consumer" and row["task"] > r["task"] for row in rows)

@@ -140,7 +140,7 @@ unsigned nx__http_status_for(const char *code)
         {"unknown_model", 404}, {"not_found", 404},     {"busy", 429},
         {"timeout", 504},       {"canceled", 409},      {"model_error", 500},
         {"shutting_down", 503}, {"storage_full", 507},  {"storage_error", 500},
-        {"internal", 500},
+        {"internal", 500},      {"incomplete", 500},
     };
     for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].code, code) == 0)
