@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "metrics.h"
 #include "proto.h"
+#include "toolset.h"
 #include "typed.h"
 
 /* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
@@ -52,6 +53,10 @@ typedef struct nx__job {
     nx_typed_t *task_typed;        /* the request's own output constraint (the last stage's),
                                       or NULL */
     nx_typed_t *stage_typed;       /* the running stage's constraint, or NULL */
+    nx_toolset_t *task_tools;      /* the request's tools (the last stage's), or NULL */
+    nx_toolset_t *stage_tools;     /* the running stage's tools, or NULL */
+    nx_tools_parser_t *parser;     /* the running stage's answer, parsed as it streams */
+    bool no_input;                 /* the request brought no input (answers tool results) */
 } nx__job_t;
 
 /* A load/evict/pin/unpin waiting for its COMMAND report. */
@@ -62,6 +67,7 @@ typedef struct nx__cmd {
 } nx__cmd_t;
 
 #define NX__JOB_BUCKETS 1024
+#define NX__TOOLS_CACHE 32 /* distinct tool sets kept compiled */
 #define NX__TYPED_CACHE 64 /* distinct schemas kept compiled (least recently used goes) */
 #define NX__MAX_STAGES 16 /* a pipeline longer than this (a `next` cycle) ends there */
 
@@ -86,6 +92,7 @@ struct nx__router {
     int retry_ms;                /* the wait before the next try at held clients */
     nx_metrics_t metrics;        /* counters for the `metrics` op (GET /metrics) */
     nx_typed_cache_t *typed;     /* compiled output and input schemas, by digest */
+    nx_toolset_cache_t *tools;   /* compiled tool sets (toolset.h) */
 };
 
 /* router.c */

@@ -50,15 +50,159 @@ void nx__job_free(nx__job_t *job)
     strv_free(job->params.stop, job->params.stop_count);
     free(job->session);
     free(job->first_input);
-    for (size_t i = 0; i < job->history_count; i++) {
-        free(job->history[i].role);
-        free(job->history[i].content);
-    }
+    for (size_t i = 0; i < job->history_count; i++)
+        nx_turn_clear(&job->history[i]);
     free(job->history);
     nx_report_free(job->finished);
     nx_typed_release(&job->task_typed);
     nx_typed_release(&job->stage_typed);
+    nx_toolset_release(&job->task_tools);
+    nx_toolset_release(&job->stage_tools);
+    nx_tools_parser_destroy(&job->parser);
     free(job);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Tools (toolset.h): the request's tools apply to its last stage
+ */
+/* The agent of the request's last stage: its route's last entry, or the end of the agent's
+ * `next` chain (as far as a pipeline runs). */
+static const nx_agent_conf_t *last_stage(nx__router_t *self, const nx_agent_conf_t *agent,
+                                         const nx_request_t *req)
+{
+    if (req->route_count)
+        return nx_nexus_conf_agent(self->conf, req->route[req->route_count - 1]);
+    for (size_t i = 1; agent->next && i < NX__MAX_STAGES; i++) {
+        const nx_agent_conf_t *next = nx_nexus_conf_agent(self->conf, agent->next);
+        if (!next)
+            break;
+        agent = next;
+    }
+    return agent;
+}
+
+/* The request's tools compiled for its last stage's model; *out NULL without tools. */
+static int request_tools(nx__router_t *self, const nx_agent_conf_t *agent,
+                         const nx_request_t *req, bool typed, nx_toolset_t **out,
+                         nx_err_t *err)
+{
+    *out = NULL;
+    if (!req->tools_json || !self->exec)
+        return NX_OK;
+    const nx_agent_conf_t *last = last_stage(self, agent, req);
+    if (!last)
+        return NX_OK; /* refused elsewhere */
+    if (typed || last->output_schema)
+        return nx_err_set(err, NX_EINVAL, "field 'tools': a task answers either under its "
+                          "tools or under %s, not both", typed ? "its own schema, "
+                          "response_format or grammar" : "its last agent's output_schema");
+    const nx_tokenizer_t *tok = nx_exec_agent_tokenizer(self->exec, last, NULL);
+    if (!tok)
+        return nx_err_set(err, NX_EINVAL, "field 'tools': agent '%s' has no readable model",
+                          last->name);
+    return nx_toolset_cache_get(self->tools, tok, req->tools_json, req->tool_choice_json,
+                                req->parallel_tool_calls, out, err);
+}
+
+/* Send one frame built in self->w to the job's client, after its tokens so far. */
+static void send_event(nx__router_t *self, nx__job_t *job)
+{
+    size_t len;
+    const void *data = nx_writer_data(self->w, &len);
+    nx__out_forget_job(job); /* tokens after this frame come after it */
+    if (data && job->client.envelope)
+        nx__out_send(self, &job->client, data, len);
+}
+
+/* The parser's events as the stream's replies: content as `token`, thinking as `reasoning`,
+ * calls as `tool_call` (the first of a call with its id and name, then argument pieces). */
+static void send_tool_events(nx__router_t *self, nx__job_t *job, const nx_tools_event_t *ev,
+                             size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        char *text = strndup(ev[i].text ? ev[i].text : "", ev[i].len);
+        if (!text)
+            continue;
+        if (ev[i].kind == NX_TOOLS_EV_CONTENT) {
+            if (ev[i].len)
+                nx__out_token(self, job, text);
+            free(text);
+            continue;
+        }
+        nx_writer_t *w = self->w;
+        nx_writer_reset(w);
+        if (ev[i].kind == NX_TOOLS_EV_REASONING) {
+            nx_writer_reply(w, "reasoning", job->client.id, job->client.id_len);
+            nx_writer_int(w, "task", job->root_id);
+            nx_writer_str(w, "text", text);
+        } else {
+            nx_writer_reply(w, "tool_call", job->client.id, job->client.id_len);
+            nx_writer_int(w, "task", job->root_id);
+            nx_writer_uint(w, "index", ev[i].index);
+            if (ev[i].kind == NX_TOOLS_EV_CALL) {
+                nx_writer_str(w, "id", ev[i].id);
+                nx_writer_str(w, "name", text);
+                nx_writer_str(w, "arguments", "");
+            } else {
+                nx_writer_str(w, "arguments", text);
+            }
+        }
+        free(text);
+        send_event(self, job);
+    }
+}
+
+/* The result's tool fields: output is the content (the calls' text and any thinking block
+ * out of it), tool_calls the complete calls, reasoning the thinking, finish_reason
+ * "tool_calls" when a call was made. */
+static void write_tools_result(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
+{
+    nx_writer_t *w = self->w;
+    nx_tools_parser_t *parser = job->parser;
+    job->parser = NULL;
+    nx_err_t err = {0};
+    if (parser) {
+        const nx_tools_event_t *ev;
+        size_t n = 0;
+        if (nx_tools_parser_finish(parser, &ev, &n, &err) == NX_OK) {
+            send_tool_events(self, job, ev, n);
+            nx_writer_reset(w); /* the events used the writer: the caller starts again */
+        }
+    } else {
+        nx_tools_parser_opts_t opts = {.family = nx_toolset_family(job->stage_tools),
+                                       .thinking = job->agent->thinking != 0,
+                                       .seed = (uint64_t)job->stage_id};
+        const char *text = rep->text ? rep->text : "";
+        parser = nx_tools_parse(&opts, text, strlen(text), &err);
+    }
+    job->parser = parser; /* read by write_tools_fields, freed with the job */
+}
+
+static void write_tools_fields(nx_writer_t *w, nx__job_t *job, const nx_report_t *rep)
+{
+    size_t n_calls = 0, content_len = 0, reasoning_len = 0;
+    const char *content = "", *reasoning = "";
+    char *calls = NULL;
+    if (job->parser) {
+        content = nx_tools_parser_content(job->parser, &content_len);
+        reasoning = nx_tools_parser_reasoning(job->parser, &reasoning_len);
+        const nx_tools_call_t *all = nx_tools_parser_calls(job->parser, &n_calls);
+        size_t complete = 0;
+        for (size_t i = 0; i < n_calls; i++)
+            complete += all[i].complete;
+        n_calls = complete;
+        calls = n_calls ? nx_tools_calls_json(job->parser, false) : NULL;
+    }
+    nx_writer_str(w, "output", content ? content : "");
+    if (reasoning && reasoning_len)
+        nx_writer_str(w, "reasoning", reasoning);
+    json_t *doc = calls ? json_loads(calls, 0, NULL) : NULL;
+    if (doc)
+        nx_writer_json(w, "tool_calls", doc);
+    json_decref(doc);
+    free(calls);
+    bool cut = rep->stop_reason && strcmp(rep->stop_reason, "length") == 0;
+    nx_writer_str(w, "finish_reason", n_calls ? "tool_calls" : cut ? "length" : "stop");
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -321,17 +465,28 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
             return;
         }
     }
-    if (check_input(self, agent, req->input, &err) != NX_OK) {
+    nx_toolset_t *task_tools = NULL;
+    if (request_tools(self, agent, req, task_typed != NULL, &task_tools, &err) != NX_OK) {
         nx_typed_release(&task_typed);
+        refuse(self, client, err.code == NX_ENOMEM ? "internal" : "bad_request", err.msg);
+        return;
+    }
+    if (check_input(self, agent, req->input ? req->input : "", &err) != NX_OK) {
+        nx_typed_release(&task_typed);
+        nx_toolset_release(&task_tools);
         nx_err_prefix(&err, "field 'input': ");
         refuse(self, client, "bad_request", err.msg);
         return;
     }
     nx__job_t *job = calloc(1, sizeof *job);
-    if (job)
+    if (job) {
         job->task_typed = task_typed;
-    else
+        job->task_tools = task_tools;
+        job->no_input = req->no_input;
+    } else {
         nx_typed_release(&task_typed);
+        nx_toolset_release(&task_tools);
+    }
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_INSERT, job);
     if (!job || !sreq)
         goto out_nomem;
@@ -411,10 +566,22 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
             handle_finished(self, job, early);
         return;
     }
-    nx_exec_task_t *t = calloc(1, sizeof *t);
-    if (!t)
+    nx_toolset_release(&job->stage_tools);
+    nx_tools_parser_destroy(&job->parser);
+    nx_exec_task_t *t = NULL;
+    if (!next && job->task_tools) {
+        job->stage_tools = nx_toolset_ref(job->task_tools);
+        nx_tools_parser_opts_t popts = {.family = nx_toolset_family(job->stage_tools),
+                                        .thinking = job->agent->thinking != 0,
+                                        .seed = (uint64_t)job->stage_id};
+        if (job->stream && !(job->parser = nx_tools_parser_new(&popts, &err)))
+            goto out_nomem;
+    }
+    if (!(t = calloc(1, sizeof *t)))
         goto out_nomem;
     t->output = nx_typed_ref(job->stage_typed);
+    t->tools = nx_toolset_ref(job->stage_tools);
+    t->no_input = job->stage_index == 0 && job->no_input;
     t->task_id = job->stage_id;
     t->agent = job->agent;
     t->input = strdup(input ? input : "");
@@ -439,9 +606,23 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
     } else if (job->stage_index == 0 && job->history_count &&
                (t->history = calloc(job->history_count, sizeof *t->history))) {
         for (size_t i = 0; i < job->history_count; i++) { /* the request's turns move over */
-            t->history[i].role = job->history[i].role;
-            t->history[i].content = job->history[i].content;
-            job->history[i].role = job->history[i].content = NULL;
+            nx_turn_t *from = &job->history[i];
+            nx_chat_msg_t *to = &t->history[i];
+            nx_chat_tool_call_t *calls =
+                from->call_count ? calloc(from->call_count, sizeof *calls) : NULL;
+            if (from->call_count && !calls) {
+                t->history_count = i;
+                goto out_nomem;
+            }
+            for (size_t k = 0; k < from->call_count; k++) {
+                calls[k] = (nx_chat_tool_call_t){from->calls[k].id, from->calls[k].name,
+                                                 from->calls[k].arguments};
+                from->calls[k] = (nx_turn_call_t){0};
+            }
+            *to = (nx_chat_msg_t){.role = from->role, .content = from->content,
+                                  .tool_calls = calls, .n_tool_calls = from->call_count,
+                                  .tool_call_id = from->tool_call_id, .name = from->name};
+            from->role = from->content = from->tool_call_id = from->name = NULL;
         }
         t->history_count = job->history_count;
     }
@@ -553,10 +734,15 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
                         rep->message ? rep->message : "the task failed", job->root_id);
     } else {
         nx_writer_t *w = self->w;
+        if (job->stage_tools)
+            write_tools_result(self, job, rep); /* may send the stream's last events */
         nx_writer_reset(w);
         nx_writer_reply(w, "result", job->client.id, job->client.id_len);
         nx_writer_int(w, "task", job->root_id);
-        nx_writer_str(w, "output", rep->text ? rep->text : "");
+        if (job->stage_tools)
+            write_tools_fields(w, job, rep);
+        else
+            nx_writer_str(w, "output", rep->text ? rep->text : "");
         nx_writer_str(w, "agent", job->agent->name);
         nx_writer_map_open(w, "usage");
         nx_writer_uint(w, "prompt_tokens", rep->prompt_tokens);
@@ -661,6 +847,15 @@ static void on_token(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
 {
     if (!job->stream || !rep->text || next_agent(self, job))
         return;
+    if (job->parser) {
+        const nx_tools_event_t *ev;
+        size_t n = 0;
+        nx_err_t err = {0};
+        if (nx_tools_parser_feed(job->parser, rep->text, strlen(rep->text), &ev, &n, &err) ==
+            NX_OK)
+            send_tool_events(self, job, ev, n);
+        return;
+    }
     nx__out_token(self, job, rep->text);
 }
 
