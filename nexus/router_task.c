@@ -96,10 +96,14 @@ static int request_tools(nx__router_t *self, const nx_agent_conf_t *agent,
         return nx_err_set(err, NX_EINVAL, "field 'tools': a task answers either under its "
                           "tools or under %s, not both", typed ? "its own schema, "
                           "response_format or grammar" : "its last agent's output_schema");
-    const nx_tokenizer_t *tok = nx_exec_agent_tokenizer(self->exec, last, NULL);
+    nx_chat_kind_t kind = NX_CHAT_AUTO;
+    const nx_tokenizer_t *tok = nx_exec_agent_tokenizer(self->exec, last, &kind);
     if (!tok)
         return nx_err_set(err, NX_EINVAL, "field 'tools': agent '%s' has no readable model",
                           last->name);
+    if (kind == NX_CHAT_RAW) /* nowhere to list the tools, no format for the calls */
+        return nx_err_set(err, NX_ENOTSUP, "field 'tools': agent '%s' uses no chat template "
+                          "(raw), so its model has no known tool-call format", last->name);
     return nx_toolset_cache_get(self->tools, tok, req->tools_json, req->tool_choice_json,
                                 req->parallel_tool_calls, out, err);
 }
@@ -140,7 +144,7 @@ static void send_tool_events(nx__router_t *self, nx__job_t *job, const nx_tools_
             nx_writer_int(w, "task", job->root_id);
             nx_writer_uint(w, "index", ev[i].index);
             if (ev[i].kind == NX_TOOLS_EV_CALL) {
-                nx_writer_str(w, "id", ev[i].id);
+                nx_writer_str(w, "call_id", ev[i].id);
                 nx_writer_str(w, "name", text);
                 nx_writer_str(w, "arguments", "");
             } else {
