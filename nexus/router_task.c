@@ -157,8 +157,9 @@ static void send_tool_events(nx__router_t *self, nx__job_t *job, const nx_tools_
 }
 
 /* The result's tool fields: output is the content (the calls' text and any thinking block
- * out of it), tool_calls the complete calls, reasoning the thinking, finish_reason
- * "tool_calls" when a call was made. */
+ * out of it), tool_calls every call the answer began, reasoning the thinking, finish_reason
+ * "length" when max_tokens cut the answer (as OpenAI: its last call's arguments may then be
+ * cut too, as they were streamed), else "tool_calls" when it made calls, else "stop". */
 static void write_tools_result(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
 {
     nx_writer_t *w = self->w;
@@ -190,12 +191,8 @@ static void write_tools_fields(nx_writer_t *w, nx__job_t *job, const nx_report_t
     if (job->parser) {
         content = nx_tools_parser_content(job->parser, &content_len);
         reasoning = nx_tools_parser_reasoning(job->parser, &reasoning_len);
-        const nx_tools_call_t *all = nx_tools_parser_calls(job->parser, &n_calls);
-        size_t complete = 0;
-        for (size_t i = 0; i < n_calls; i++)
-            complete += all[i].complete;
-        n_calls = complete;
-        calls = n_calls ? nx_tools_calls_json(job->parser, false) : NULL;
+        (void)nx_tools_parser_calls(job->parser, &n_calls);
+        calls = n_calls ? nx_tools_calls_json(job->parser, true) : NULL;
     }
     nx_writer_str(w, "output", content ? content : "");
     if (reasoning && reasoning_len)
@@ -206,7 +203,7 @@ static void write_tools_fields(nx_writer_t *w, nx__job_t *job, const nx_report_t
     json_decref(doc);
     free(calls);
     bool cut = rep->stop_reason && strcmp(rep->stop_reason, "length") == 0;
-    nx_writer_str(w, "finish_reason", n_calls ? "tool_calls" : cut ? "length" : "stop");
+    nx_writer_str(w, "finish_reason", cut ? "length" : n_calls ? "tool_calls" : "stop");
 }
 
 /* ------------------------------------------------------------------------------------------
