@@ -283,8 +283,7 @@ int nx__proto_tools(const msgpack_object *m, nx_request_t *r, nx_err_t *err)
                           nx__proto_type_name(tools));
     if (tools && tools->via.array.size == 0)
         tools = NULL; /* no tools: a plain task */
-    if (choice && !tools)
-        return nx_err_set(err, NX_EINVAL, "field 'tool_choice' goes with 'tools'");
+    /* tool_choice without tools may still choose among an agent's own tools (router) */
     if (choice && choice->type != MSGPACK_OBJECT_STR && choice->type != MSGPACK_OBJECT_MAP)
         return nx_err_set(err, NX_EINVAL, "field 'tool_choice': expected \"auto\", \"none\", "
                           "\"required\" or {type: \"function\", function: {name}}, got %s",

@@ -59,151 +59,14 @@ void nx__job_free(nx__job_t *job)
     nx_toolset_release(&job->task_tools);
     nx_toolset_release(&job->stage_tools);
     nx_tools_parser_destroy(&job->parser);
+    free(job->tool_choice_json);
+    for (size_t i = 0; i < job->base_count; i++)
+        nx_turn_clear(&job->base[i]);
+    free(job->base);
+    for (size_t i = 0; i < job->convo_count; i++)
+        nx_turn_clear(&job->convo[i]);
+    free(job->convo);
     free(job);
-}
-
-/* ------------------------------------------------------------------------------------------
- * Tools (toolset.h): the request's tools apply to its last stage
- */
-/* The agent of the request's last stage: its route's last entry, or the end of the agent's
- * `next` chain (as far as a pipeline runs). */
-static const nx_agent_conf_t *last_stage(nx__router_t *self, const nx_agent_conf_t *agent,
-                                         const nx_request_t *req)
-{
-    if (req->route_count)
-        return nx_nexus_conf_agent(self->conf, req->route[req->route_count - 1]);
-    for (size_t i = 1; agent->next && i < NX__MAX_STAGES; i++) {
-        const nx_agent_conf_t *next = nx_nexus_conf_agent(self->conf, agent->next);
-        if (!next)
-            break;
-        agent = next;
-    }
-    return agent;
-}
-
-/* The request's tools compiled for its last stage's model; *out NULL without tools. */
-static int request_tools(nx__router_t *self, const nx_agent_conf_t *agent,
-                         const nx_request_t *req, bool typed, nx_toolset_t **out,
-                         nx_err_t *err)
-{
-    *out = NULL;
-    if (!req->tools_json || !self->exec)
-        return NX_OK;
-    const nx_agent_conf_t *last = last_stage(self, agent, req);
-    if (!last)
-        return NX_OK; /* refused elsewhere */
-    if (typed || last->output_schema)
-        return nx_err_set(err, NX_EINVAL, "field 'tools': a task answers either under its "
-                          "tools or under %s, not both", typed ? "its own schema, "
-                          "response_format or grammar" : "its last agent's output_schema");
-    nx_chat_kind_t kind = NX_CHAT_AUTO;
-    const nx_tokenizer_t *tok = nx_exec_agent_tokenizer(self->exec, last, &kind);
-    if (!tok)
-        return nx_err_set(err, NX_EINVAL, "field 'tools': agent '%s' has no readable model",
-                          last->name);
-    if (kind == NX_CHAT_RAW) /* nowhere to list the tools, no format for the calls */
-        return nx_err_set(err, NX_ENOTSUP, "field 'tools': agent '%s' uses no chat template "
-                          "(raw), so its model has no known tool-call format", last->name);
-    return nx_toolset_cache_get(self->tools, tok, req->tools_json, req->tool_choice_json,
-                                req->parallel_tool_calls, out, err);
-}
-
-/* Send one frame built in self->w to the job's client, after its tokens so far. */
-static void send_event(nx__router_t *self, nx__job_t *job)
-{
-    size_t len;
-    const void *data = nx_writer_data(self->w, &len);
-    nx__out_forget_job(job); /* tokens after this frame come after it */
-    if (data && job->client.envelope)
-        nx__out_send(self, &job->client, data, len);
-}
-
-/* The parser's events as the stream's replies: content as `token`, thinking as `reasoning`,
- * calls as `tool_call` (the first of a call with its id and name, then argument pieces). */
-static void send_tool_events(nx__router_t *self, nx__job_t *job, const nx_tools_event_t *ev,
-                             size_t count)
-{
-    for (size_t i = 0; i < count; i++) {
-        char *text = strndup(ev[i].text ? ev[i].text : "", ev[i].len);
-        if (!text)
-            continue;
-        if (ev[i].kind == NX_TOOLS_EV_CONTENT) {
-            if (ev[i].len)
-                nx__out_token(self, job, text);
-            free(text);
-            continue;
-        }
-        nx_writer_t *w = self->w;
-        nx_writer_reset(w);
-        if (ev[i].kind == NX_TOOLS_EV_REASONING) {
-            nx_writer_reply(w, "reasoning", job->client.id, job->client.id_len);
-            nx_writer_int(w, "task", job->root_id);
-            nx_writer_str(w, "text", text);
-        } else {
-            nx_writer_reply(w, "tool_call", job->client.id, job->client.id_len);
-            nx_writer_int(w, "task", job->root_id);
-            nx_writer_uint(w, "index", ev[i].index);
-            if (ev[i].kind == NX_TOOLS_EV_CALL) {
-                nx_writer_str(w, "call_id", ev[i].id);
-                nx_writer_str(w, "name", text);
-                nx_writer_str(w, "arguments", "");
-            } else {
-                nx_writer_str(w, "arguments", text);
-            }
-        }
-        free(text);
-        send_event(self, job);
-    }
-}
-
-/* The result's tool fields: output is the content (the calls' text and any thinking block
- * out of it), tool_calls every call the answer began, reasoning the thinking, finish_reason
- * "length" when max_tokens cut the answer (as OpenAI: its last call's arguments may then be
- * cut too, as they were streamed), else "tool_calls" when it made calls, else "stop". */
-static void write_tools_result(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
-{
-    nx_writer_t *w = self->w;
-    nx_tools_parser_t *parser = job->parser;
-    job->parser = NULL;
-    nx_err_t err = {0};
-    if (parser) {
-        const nx_tools_event_t *ev;
-        size_t n = 0;
-        if (nx_tools_parser_finish(parser, &ev, &n, &err) == NX_OK) {
-            send_tool_events(self, job, ev, n);
-            nx_writer_reset(w); /* the events used the writer: the caller starts again */
-        }
-    } else {
-        nx_tools_parser_opts_t opts = {.family = nx_toolset_family(job->stage_tools),
-                                       .thinking = job->agent->thinking != 0,
-                                       .seed = (uint64_t)job->stage_id};
-        const char *text = rep->text ? rep->text : "";
-        parser = nx_tools_parse(&opts, text, strlen(text), &err);
-    }
-    job->parser = parser; /* read by write_tools_fields, freed with the job */
-}
-
-static void write_tools_fields(nx_writer_t *w, nx__job_t *job, const nx_report_t *rep)
-{
-    size_t n_calls = 0, content_len = 0, reasoning_len = 0;
-    const char *content = "", *reasoning = "";
-    char *calls = NULL;
-    if (job->parser) {
-        content = nx_tools_parser_content(job->parser, &content_len);
-        reasoning = nx_tools_parser_reasoning(job->parser, &reasoning_len);
-        (void)nx_tools_parser_calls(job->parser, &n_calls);
-        calls = n_calls ? nx_tools_calls_json(job->parser, true) : NULL;
-    }
-    nx_writer_str(w, "output", content ? content : "");
-    if (reasoning && reasoning_len)
-        nx_writer_str(w, "reasoning", reasoning);
-    json_t *doc = calls ? json_loads(calls, 0, NULL) : NULL;
-    if (doc)
-        nx_writer_json(w, "tool_calls", doc);
-    json_decref(doc);
-    free(calls);
-    bool cut = rep->stop_reason && strcmp(rep->stop_reason, "length") == 0;
-    nx_writer_str(w, "finish_reason", cut ? "length" : n_calls ? "tool_calls" : "stop");
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -327,7 +190,7 @@ static const nx_agent_conf_t *next_agent(nx__router_t *self, const nx__job_t *jo
 }
 
 /* Fill an INSERT for `agent` (the first stage or the next one). */
-static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
+int nx__fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
                        const char *input, int64_t parent, size_t route_from,
                        nx__task_insert_t *ins)
 {
@@ -467,7 +330,7 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         }
     }
     nx_toolset_t *task_tools = NULL;
-    if (request_tools(self, agent, req, task_typed != NULL, &task_tools, &err) != NX_OK) {
+    if (nx__tools_request(self, agent, req, task_typed != NULL, &task_tools, &err) != NX_OK) {
         nx_typed_release(&task_typed);
         refuse(self, client, err.code == NX_ENOMEM ? "internal" : "bad_request", err.msg);
         return;
@@ -484,6 +347,8 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
         job->task_typed = task_typed;
         job->task_tools = task_tools;
         job->no_input = req->no_input;
+        job->parallel_tool_calls = req->parallel_tool_calls;
+        job->tool_choice_json = nx__strdup0(req->tool_choice_json);
     } else {
         nx_typed_release(&task_typed);
         nx_toolset_release(&task_tools);
@@ -511,7 +376,7 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     req->history_count = 0;
     job->client = *client; /* the job answers this client from now on */
     memset(client, 0, sizeof *client);
-    if (fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
+    if (nx__fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
         goto out_nomem;
     self->queued[ai]++;
     self->job_count++;
@@ -528,7 +393,7 @@ out_nomem:
 /* ------------------------------------------------------------------------------------------
  * Stages
  */
-static nx_report_t *synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
+nx_report_t *nx__synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
                                    const char *message)
 {
     nx_report_t *rep = calloc(1, sizeof *rep);
@@ -542,41 +407,39 @@ static nx_report_t *synth_finished(nx__job_t *job, nx_task_status_t status, cons
     return rep;
 }
 
-static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep);
 
 /* Hand the stage to the executor, with the session's turns the store read for it. */
-static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
-                        const char *input)
+void nx__stage_start(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
+                     const char *input)
 {
     nx_report_t *early = NULL;
     if (!self->exec || job->cancel_requested) { /* it never reaches the executor */
-        early = !self->exec ? synth_finished(job, NX_TASK_FAILED, "shutting_down",
+        early = !self->exec ? nx__synth_finished(job, NX_TASK_FAILED, "shutting_down",
                                              "the daemon is stopping")
-                            : synth_finished(job, NX_TASK_CANCELED, "canceled",
+                            : nx__synth_finished(job, NX_TASK_CANCELED, "canceled",
                                              "the task was canceled");
         if (early)
-            handle_finished(self, job, early);
+            nx__stage_finished(self, job, early);
         return;
     }
     const nx_agent_conf_t *next = next_agent(self, job);
     nx_err_t err = {0};
     nx_typed_release(&job->stage_typed);
-    if ((job->stage_index > 0 && check_input(self, job->agent, input, &err) != NX_OK) ||
+    if ((job->stage_index > 0 && job->tool_round == 0 &&
+         check_input(self, job->agent, input, &err) != NX_OK) ||
         stage_constraint(self, job, job->agent, !next, &job->stage_typed, &err) != NX_OK) {
-        if ((early = synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
-            handle_finished(self, job, early);
+        if ((early = nx__synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
+            nx__stage_finished(self, job, early);
         return;
     }
-    nx_toolset_release(&job->stage_tools);
-    nx_tools_parser_destroy(&job->parser);
     nx_exec_task_t *t = NULL;
-    if (!next && job->task_tools) {
-        job->stage_tools = nx_toolset_ref(job->task_tools);
-        nx_tools_parser_opts_t popts = {.family = nx_toolset_family(job->stage_tools),
-                                        .thinking = job->agent->thinking != 0,
-                                        .seed = (uint64_t)job->stage_id};
-        if (job->stream && !(job->parser = nx_tools_parser_new(&popts, &err)))
-            goto out_nomem;
+    int rc = nx__tools_stage_setup(self, job, !next, &err);
+    if (rc == NX_ENOMEM)
+        goto out_nomem;
+    if (rc != NX_OK) {
+        if ((early = nx__synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
+            nx__stage_finished(self, job, early);
+        return;
     }
     if (!(t = calloc(1, sizeof *t)))
         goto out_nomem;
@@ -597,7 +460,11 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
         t->sampling.stop = (const char *const *)t->stop_owned;
         t->sampling.stop_count = t->stop_owned_count;
     }
-    if (sreq->history_count && (t->history = calloc(sreq->history_count, sizeof *t->history))) {
+    if (job->tool_round > 0) { /* a later round of agent tool calls: the turns so far */
+        if (nx__tools_history(job, t) != NX_OK)
+            goto out_nomem;
+    } else if (sreq && sreq->history_count &&
+               (t->history = calloc(sreq->history_count, sizeof *t->history))) {
         for (size_t i = 0; i < sreq->history_count; i++) { /* the strings move over */
             t->history[i].role = sreq->history[i].role;
             t->history[i].content = sreq->history[i].content;
@@ -627,6 +494,9 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
         }
         t->history_count = job->history_count;
     }
+    if (job->agent->tool_count && job->tool_round == 0 &&
+        nx__tools_save_base(job, t, input) != NX_OK)
+        goto out_nomem;
     t->stream = job->stream && !next; /* only the last stage streams */
     t->accepted_ns = job->stage_index == 0 ? job->accepted_ns : nx_now_ns();
     t->next_model =
@@ -638,14 +508,14 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
 out_nomem:
     if (t)
         nx_exec_task_free(t);
-    early = synth_finished(job, NX_TASK_FAILED, "internal", "out of memory starting a task");
+    early = nx__synth_finished(job, NX_TASK_FAILED, "internal", "out of memory starting a task");
     if (early)
-        handle_finished(self, job, early);
+        nx__stage_finished(self, job, early);
 }
 
 /* A stage ended (report from the executor, or made up when it never reached it): store it;
  * with a next stage, insert that in the same transaction. */
-static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
+void nx__stage_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
 {
     size_t ai = nx__agent_index(self, job->agent);
     if (job->started)
@@ -689,7 +559,7 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     job->next = next;
     if (next) {
         size_t from = job->route ? job->route_pos + 1 : 0;
-        fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
+        nx__fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
         self->queued[nx__agent_index(self, next)]++;
     } else if (job->session && rep->status == NX_TASK_DONE) {
         sreq->msg_session = strdup(job->session);
@@ -736,12 +606,12 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
     } else {
         nx_writer_t *w = self->w;
         if (job->stage_tools)
-            write_tools_result(self, job, rep); /* may send the stream's last events */
+            nx__tools_result_parse(self, job, rep); /* may send the stream's last events */
         nx_writer_reset(w);
         nx_writer_reply(w, "result", job->client.id, job->client.id_len);
         nx_writer_int(w, "task", job->root_id);
         if (job->stage_tools)
-            write_tools_fields(w, job, rep);
+            nx__tools_result_fields(w, job, rep);
         else
             nx_writer_str(w, "output", rep->text ? rep->text : "");
         nx_writer_str(w, "agent", job->agent->name);
@@ -779,6 +649,8 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             snprintf(message, sizeof message, "the task could not be stored: %s",
                      sreq->err.msg);
             self->queued[nx__agent_index(self, job->agent)]--;
+            if (job->parent)
+                nx__tools_child_done(self, job, nx__store_wire_code(sreq->rc), message);
             refuse(self, &job->client, nx__store_wire_code(sreq->rc), message);
             self->job_count--;
             nx__job_free(job);
@@ -791,7 +663,7 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
         nx_writer_int(self->w, "task", job->root_id);
         nx__reply(self, &job->client);
         nx__event_task(self, job->stage_id, job->agent->name, "accepted");
-        start_stage(self, job, sreq, job->first_input);
+        nx__stage_start(self, job, sreq, job->first_input);
         goto out;
     }
     /* FINISH of a stage */
@@ -812,13 +684,23 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             job->route_pos++;
         nx__job_put(self, job);
         nx__event_task(self, job->stage_id, job->agent->name, "accepted");
-        start_stage(self, job, sreq, rep->text);
+        nx__stage_start(self, job, sreq, rep->text);
         nx_report_free(rep);
         goto out;
     }
     if (job->next) /* the next stage was not stored: it never counts as queued */
         self->queued[nx__agent_index(self, job->next)]--;
-    reply_final(self, job, sreq);
+    if (job->parent) { /* an agent tool's answer goes back to the task that called it */
+        nx_report_t *rep = job->finished;
+        bool ok = sreq->rc == NX_OK && rep->status == NX_TASK_DONE;
+        nx__event_task(self, job->stage_id, job->agent->name,
+                       nx_task_status_name(ok ? NX_TASK_DONE : NX_TASK_FAILED));
+        nx__tools_child_done(self, job, ok ? "done" : rep->error_code ? rep->error_code
+                                                                     : "failed",
+                             ok ? rep->text : rep->message);
+    } else {
+        reply_final(self, job, sreq);
+    }
     job_done(self, job);
 out:
     nx__store_req_free(sreq);
@@ -854,7 +736,7 @@ static void on_token(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
         nx_err_t err = {0};
         if (nx_tools_parser_feed(job->parser, rep->text, strlen(rep->text), &ev, &n, &err) ==
             NX_OK)
-            send_tool_events(self, job, ev, n);
+            nx__tools_send_events(self, job, ev, n);
         return;
     }
     nx__out_token(self, job, rep->text);
@@ -899,7 +781,8 @@ void nx__task_report(nx__router_t *self, nx_report_t *rep)
         on_token(self, job, rep);
         break;
     case NX_REPORT_FINISHED:
-        handle_finished(self, job, rep);
+        if (!nx__tools_intercept(self, job, rep)) /* agent tool calls run, or it ends */
+            nx__stage_finished(self, job, rep);
         return; /* the job holds the report now */
     default:
         break;

@@ -8,6 +8,7 @@ reassemble to the result's calls; a tool-result turn (no new input) renders and 
 refused tool schema, tools on a model with no tool format and a tool_choice naming no tool are
 bad_request."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -43,7 +44,21 @@ HOT = {"temperature": 1.0, "max_tokens": 120, "thinking": False}
 def daemon():
     models = {**du.tiny_models(), "tt": du.tool_model()}
     agents = [du.agent("caller", "tt", chat_template="auto", generation=HOT),
-              du.agent("plain", "tq", generation=HOT)]  # a raw template: no tool format
+              du.agent("plain", "tq", generation=HOT),  # a raw template: no tool format
+              # agents as tools: boss may call helper and typed_in (both take JSON: a random
+              # model never ends the unbounded string of the default {input: string})
+              du.agent("boss", "tt", chat_template="auto", generation=HOT,
+                       tools=["helper", "typed_in"], limits={"tool_steps": 2}),
+              du.agent("helper", "tq", description="Answers a question",
+                       input_schema={"type": "object", "properties": {"input": {
+                           "type": "string", "maxLength": 6}}, "required": ["input"],
+                           "additionalProperties": False},
+                       generation={"max_tokens": 4}),
+              du.agent("typed_in", "tq", description="Takes a city",
+                       input_schema={"type": "object", "properties": {"city": {
+                           "enum": ["Oslo", "Lima"]}}, "required": ["city"],
+                           "additionalProperties": False},
+                       generation={"max_tokens": 4})]
     with du.running(agents, conf={"pool": "256MiB", "context": 1024}, models=models) as d:
         yield d
 
@@ -217,6 +232,53 @@ def test_refusals(daemon):
         assert r["op"] == "error" and r["code"] == "bad_request", r
         _, r = run(c, {"agent": "caller", "input": "x", "tool_choice": "auto"})
         assert r["op"] == "error" and r["code"] == "bad_request", r
+        assert "tool_choice" in r["message"], r
         # and it serves on
         calls, _ = check_calls(run(c, task(1, "required"))[1])
         assert calls
+
+
+def test_agents_as_tools(daemon):
+    """boss lists helper and typed_in under tools: a required first round calls them; each call
+    runs as a child task (its row's parent is boss's row) on the call's arguments (typed_in's
+    JSON, helper's "input"), their answers go back as tool turns and boss answers, in the one
+    task the client sees; limits.tool_steps 2 caps the rounds (the last one cannot call)."""
+    with daemon.client() as c:
+        for seed in range(3):
+            events, r = run(c, {"agent": "boss", "input": "ask your helpers", "stream": True,
+                                "tool_choice": "required", "params": {"seed": seed}})
+            assert r["op"] == "result", r
+            assert 1 <= r["tool_rounds"] <= 2, r
+            assert r["finish_reason"] in ("stop", "length") and "tool_calls" not in r, r
+            streamed = [e for e in events if e["op"] == "tool_call" and "call_id" in e]
+            assert streamed and all(e["agent"] is True for e in streamed), events
+            assert {e["name"] for e in streamed} <= {"helper", "typed_in"}
+            rows = c.call({"op": "tasks", "limit": 100})["tasks"]
+            children = [row for row in rows if row.get("parent") == r["task"]]
+            assert len(children) == len(streamed), (children, streamed)
+            for row in children:
+                assert row["agent"] in ("helper", "typed_in") and row["status"] == "done", row
+                if row["agent"] == "typed_in":
+                    assert json.loads(row["input"])["city"] in ("Oslo", "Lima"), row
+                else:
+                    assert len(json.loads(row["input"])["input"]) <= 6, row
+            # the stream's content is the final answer's
+            content = "".join(e["text"] for e in events if e["op"] == "token")
+            assert content == r["output"]
+
+
+def test_check_refuses_bad_tools_entries():
+    cases = [(["nobody"], "no agent has that name"), (["a1"], "cannot call itself"),
+             (["a2"], "loop back")]
+    for tools, why in cases:
+        d = du.Daemon([du.agent("a1", "tq", tools=tools), du.agent("a2", "tq", tools=["a1"])])
+        try:
+            r = subprocess.run([du.NEXUSD, "--config", d.config, "--check"],
+                               capture_output=True, text=True, timeout=30)
+            path = os.path.join(d.home, "agents", "a1.yaml")
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert re.search(re.escape(path) + r":\d+:\d+: field 'tools\[0\]'", r.stderr), \
+                r.stderr
+            assert why in r.stderr, r.stderr
+        finally:
+            d.close()

@@ -585,13 +585,13 @@ static void test_task_tools(void **state)
     nx_writer_reply(w, "task", NULL, 0);
     nx_writer_str(w, "agent", "a");
     expect_bad_writer(w, "bad_request", "field 'input' is required");
-    /* tool_choice without tools */
+    /* tool_choice of another type */
     nx_writer_reset(w);
     nx_writer_reply(w, "task", NULL, 0);
     nx_writer_str(w, "agent", "a");
     nx_writer_str(w, "input", "x");
-    nx_writer_str(w, "tool_choice", "auto");
-    expect_bad_writer(w, "bad_request", "field 'tool_choice' goes with 'tools'");
+    nx_writer_int(w, "tool_choice", 3);
+    expect_bad_writer(w, "bad_request", "field 'tool_choice': expected \"auto\"");
     nx_writer_destroy(&w);
 }
 
