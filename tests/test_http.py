@@ -75,6 +75,11 @@ AGENTS = [
     du.agent("j", "tq", generation={"max_tokens": 64, "temperature": 1.0}),
     du.agent("caller", "tt", chat_template="auto",
              generation={"max_tokens": 120, "temperature": 1.0, "thinking": False}),
+    du.agent("boss", "tt", chat_template="auto", tools=["city"], limits={"tool_steps": 1},
+             generation={"max_tokens": 60, "temperature": 1.0, "thinking": False}),
+    du.agent("city", "tq", description="Says something about a city",
+             input_schema={"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}},
+                           "required": ["city"], "additionalProperties": False}),
 ]
 WEATHER = {"type": "object",
            "properties": {"city": {"enum": ["Paris", "Oslo"]}, "unit": {"enum": ["c", "f"]}},
@@ -339,6 +344,19 @@ def test_openai_client_tools(d):
     assert err["status"] == 400 and err["code"] == "bad_request", err
     assert "tools[0].function.parameters" in err["message"], err
     assert "patternProperties" in err["message"] and "/properties/m" in err["message"], err
+
+
+def test_openai_client_agent_tools_stay_inside(d):
+    """An agent whose YAML lists another agent under tools: its calls run inside the daemon
+    (a child task), so the SDK sees neither tool_calls nor a tool_calls finish, streamed or
+    not."""
+    need_openai()
+    msgs = [{"role": "user", "content": "tell me about a city"}]
+    p = {"model": "boss", "messages": msgs, "tool_choice": "required", "seed": 4}
+    whole, streamed = node(d, [{"do": "chat", **p}, {"do": "stream_final", **p}], timeout=120)
+    for r in (whole, streamed):
+        assert not r["tool_calls"] and r["finish_reason"] in ("stop", "length"), r
+    assert (streamed["content"] or "") == (whole["content"] or "")
 
 
 def test_openai_client_errors_by_status(d):

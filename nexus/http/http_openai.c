@@ -135,6 +135,10 @@ typedef struct stream {
     nx__oa_req_t oa;
     int64_t task, created;
     bool sent_role, done;
+    /* tool_call events: the router's call index -> the client's (calls of an agent's own
+     * tools run in the daemon and are not the client's: -1, not sent); 0 when not seen */
+    int32_t call_index[64];
+    int32_t client_calls;
     char *out;
     size_t out_len, out_pos;
 } stream_t;
@@ -195,14 +199,28 @@ static json_t *chunk(const stream_t *s, const char *text, const char *finish, bo
 
 /* A `tool_call` event as OpenAI streams it: delta.tool_calls with one element, the first of a
  * call {index, id, type, function: {name, arguments: ""}}, then {index, function:
- * {arguments: piece}}, which the SDKs reassemble. */
-static json_t *call_chunk(const stream_t *s)
+ * {arguments: piece}}, which the SDKs reassemble. Calls of the agent's own tools (flagged
+ * "agent") run in the daemon: they are not streamed, and the client's calls are numbered
+ * from 0 without them, as message.tool_calls lists them. */
+static void call_chunk(stream_t *s)
 {
     const msgpack_object *id = nx__link_get(&s->link, "call_id");
+    json_int_t index = (json_int_t)nx__mp_int(nx__link_get(&s->link, "index"));
+    const msgpack_object *agent = nx__link_get(&s->link, "agent");
+    if (index >= 0 && index < 64) { /* stored as client index + 1; -1: an agent's call */
+        int32_t *slot = &s->call_index[index];
+        if (id)
+            *slot = agent && agent->type == MSGPACK_OBJECT_BOOLEAN && agent->via.boolean
+                        ? -1
+                        : ++s->client_calls;
+        if (*slot < 0)
+            return;
+        if (*slot > 0)
+            index = *slot - 1;
+    }
     char *call_id = nx__mp_strdup(id);
     char *name = nx__mp_strdup(nx__link_get(&s->link, "name"));
     char *args = nx__mp_strdup(nx__link_get(&s->link, "arguments"));
-    json_int_t index = (json_int_t)nx__mp_int(nx__link_get(&s->link, "index"));
     json_t *element = call_id
         ? json_pack("{s:I, s:s, s:s, s:{s:s, s:s}}", "index", index, "id", call_id, "type",
                     "function", "function", "name", name ? name : "", "arguments",
@@ -215,11 +233,12 @@ static json_t *call_chunk(const stream_t *s)
     json_t *c = element ? chunk(s, NULL, NULL, false) : NULL;
     if (!c) {
         json_decref(element);
-        return NULL;
+        emit(s, NULL); /* out of memory: the stream ends */
+        return;
     }
     json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
     json_object_set_new(delta, "tool_calls", json_pack("[o]", element));
-    return c;
+    emit(s, c);
 }
 
 static void emit_error(stream_t *s, const char *code, const char *message)
@@ -257,7 +276,7 @@ static bool next_events(stream_t *s)
             emit(s, c);
         free(text);
     } else if (nx__link_op_is(&s->link, "tool_call") && s->oa.api == NX__API_CHAT) {
-        emit(s, call_chunk(s));
+        call_chunk(s);
     } else if (nx__link_op_is(&s->link, "result")) {
         const msgpack_object *usage = nx__link_get(&s->link, "usage");
         emit(s, chunk(s, NULL, finish_reason(&s->link), false));
