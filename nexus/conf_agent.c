@@ -35,8 +35,9 @@
 
 static const char *const agent_keys[] = {"name",      "description", "model",  "system_prompt",
                                          "chat_template", "generation", "residency", "memory",
-                                         "next",      "tools",       "limits",      "output_schema", "input_schema",
-                                         "output_strict", NULL};
+                                         "next",      "tools",       "limits",
+                                         "output_schema", "input_schema", "output_strict",
+                                         NULL};
 static const char *const agent_required[] = {"name", "model", NULL};
 static const char *const gen_keys[] = {"max_tokens", "temperature", "top_p",
                                        "top_k",      "min_p",       "repetition_penalty",
