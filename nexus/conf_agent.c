@@ -228,10 +228,10 @@ static int parse_tools(nx__yfile_t *f, yaml_node_t *n, nx_agent_conf_t *a,
         char field[32];
         snprintf(field, sizeof field, "tools[%zu]", i);
         marks->tools[i] = item->start_mark;
+        a->tool_count = i + 1; /* counted first: a name refused after its copy is freed too */
         int rc = get_name(f, item, field, &a->tools[i], err);
         if (rc != NX_OK)
             return rc;
-        a->tool_count = i + 1;
         for (size_t k = 0; k < i; k++)
             if (strcmp(a->tools[k], a->tools[i]) == 0)
                 return nx__yerr(f, item, field, err, "agent '%s' is listed twice",
