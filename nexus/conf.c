@@ -475,6 +475,57 @@ static int check_next(const loaded_agent_t *agents, size_t n, const loaded_agent
     return NX_OK;
 }
 
+/* Whether following tools: lists from `from` reaches `target` (depth-first, each agent once);
+ * the path is appended to chain. */
+static bool tools_reach(const loaded_agent_t *agents, size_t n, const loaded_agent_t *from,
+                        const loaded_agent_t *target, bool *seen, char *chain, size_t cap)
+{
+    if (seen[from - agents])
+        return false;
+    seen[from - agents] = true;
+    for (size_t i = 0; i < from->conf.tool_count; i++) {
+        const loaded_agent_t *t = find_loaded(agents, n, from->conf.tools[i]);
+        if (!t)
+            continue;
+        size_t used = strlen(chain);
+        snprintf(chain + used, cap - used, " -> %s", t->conf.name);
+        if (t == target || tools_reach(agents, n, t, target, seen, chain, cap))
+            return true;
+        chain[used] = '\0';
+    }
+    return false;
+}
+
+/* tools: entries must name other agents, and calling them must not come back to this one
+ * (a child task calling its caller would never end), at the entry's FILE:LINE:COL. */
+static int check_tools(const loaded_agent_t *agents, size_t n, const loaded_agent_t *a,
+                       nx_err_t *err)
+{
+    for (size_t i = 0; i < a->conf.tool_count; i++) {
+        char field[32], detail[700];
+        snprintf(field, sizeof field, "tools[%zu]", i);
+        const loaded_agent_t *t = find_loaded(agents, n, a->conf.tools[i]);
+        if (!t) {
+            snprintf(detail, sizeof detail, "'%s' (no agent has that name)", a->conf.tools[i]);
+            return mark_err(NX_EFORMAT, a, a->marks.tools[i], field, err,
+                            "expected the name of an agent, got ", detail);
+        }
+        if (t == a)
+            return mark_err(NX_EFORMAT, a, a->marks.tools[i], field, err,
+                            "an agent cannot call itself as a tool: ", a->conf.name);
+        bool *seen = calloc(n, sizeof *seen);
+        if (!seen)
+            return nx_err_set(err, NX_ENOMEM, "no memory checking tools");
+        snprintf(detail, sizeof detail, "%s -> %s", a->conf.name, t->conf.name);
+        bool loops = tools_reach(agents, n, t, a, seen, detail, sizeof detail);
+        free(seen);
+        if (loops)
+            return mark_err(NX_EFORMAT, a, a->marks.tools[i], field, err,
+                            "the tool calls loop back to this agent: ", detail);
+    }
+    return NX_OK;
+}
+
 static int check_agents(const loaded_agent_t *agents, size_t n, nx_err_t *err)
 {
     for (size_t i = 0; i + 1 < n; i++) {
@@ -499,6 +550,8 @@ static int check_agents(const loaded_agent_t *agents, size_t n, nx_err_t *err)
                             detail);
         }
         int rc = check_next(agents, n, a, err);
+        if (rc == NX_OK)
+            rc = check_tools(agents, n, a, err);
         if (rc != NX_OK)
             return rc;
     }

@@ -36,6 +36,10 @@ typedef struct nx_agent_conf {
     bool output_strict;  /* output_strict: additionalProperties false unless given */
     char *input_schema;  /* input_schema as canonical JSON text, or NULL: a task's input must
                             be JSON valid under it */
+    char **tools;        /* tool_count agents this agent may call as function tools (its
+                            answer's calls run them as child tasks), or NULL */
+    size_t tool_count;
+    uint32_t tool_steps; /* limits.tool_steps: rounds of agent calls in one task, default 8 */
     uint32_t queue_limit; /* limits.queue, default 64 */
     uint32_t timeout_ms;  /* limits.timeout (seconds in YAML), default 300 s */
     char *source_path;   /* the YAML file */

@@ -13,7 +13,8 @@
  *   residency: {pin: bool, priority: -100..100, keep_alive: 10m}   # keep_alive 0 = forever
  *   memory: none | session | {type: none} | {type: session, turns: 20}
  *   next: editor                  # the agent that receives this agent's output
- *   limits: {queue: 1..100000, timeout: 5m}
+ *   tools: [searcher, calc]       # agents it may call as function tools
+ *   limits: {queue: 1..100000, timeout: 5m, tool_steps: 1..64}
  *   output_schema: {type: object, ...}   # a JSON Schema as YAML, or "x.json" (a file beside
  *   input_schema: schemas/in.json        # this one); compiled here: a schema the compiler
  *   output_strict: false                 # refuses is an error at the key (typed.h)
@@ -34,8 +35,9 @@
 
 static const char *const agent_keys[] = {"name",      "description", "model",  "system_prompt",
                                          "chat_template", "generation", "residency", "memory",
-                                         "next",      "limits",      "output_schema", "input_schema",
-                                         "output_strict", NULL};
+                                         "next",      "tools",       "limits",
+                                         "output_schema", "input_schema", "output_strict",
+                                         NULL};
 static const char *const agent_required[] = {"name", "model", NULL};
 static const char *const gen_keys[] = {"max_tokens", "temperature", "top_p",
                                        "top_k",      "min_p",       "repetition_penalty",
@@ -44,7 +46,7 @@ static const char *const gen_keys[] = {"max_tokens", "temperature", "top_p",
 static const char *const res_keys[] = {"pin", "priority", "keep_alive", NULL};
 static const char *const mem_keys[] = {"type", "turns", NULL};
 static const char *const mem_required[] = {"type", NULL};
-static const char *const limit_keys[] = {"queue", "timeout", NULL};
+static const char *const limit_keys[] = {"queue", "timeout", "tool_steps", NULL};
 
 static bool valid_name(const char *s)
 {
@@ -203,7 +205,39 @@ static int parse_limits(nx__yfile_t *f, yaml_node_t *l, nx_agent_conf_t *a, nx_e
     if (rc == NX_OK && (n = nx__ymap_get(f, l, "timeout")) &&
         (rc = nx__yget_duration(f, n, "limits.timeout", 1, MAX_TIMEOUT_S, &u, err)) == NX_OK)
         a->timeout_ms = (uint32_t)(u * 1000);
+    if (rc == NX_OK && (n = nx__ymap_get(f, l, "tool_steps")) &&
+        (rc = nx__yget_u64(f, n, "limits.tool_steps", 1, 64, &u, err)) == NX_OK)
+        a->tool_steps = (uint32_t)u;
     return rc;
+}
+
+/* tools: a list of agent names (whether they exist, and cycles, are conf.c's checks). */
+static int parse_tools(nx__yfile_t *f, yaml_node_t *n, nx_agent_conf_t *a,
+                       nx__agent_marks_t *marks, nx_err_t *err)
+{
+    if (n->type != YAML_SEQUENCE_NODE)
+        return nx__yexpect(f, n, "tools", "a list of agent names", err);
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count > NX__AGENT_MAX_TOOLS)
+        return nx__yerr(f, n, "tools", err, "expected at most %d agents, got %zu",
+                        NX__AGENT_MAX_TOOLS, count);
+    if (count && !(a->tools = calloc(count, sizeof *a->tools)))
+        return nx_err_set(err, NX_ENOMEM, "%s: no memory", f->path);
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yaml_document_get_node(&f->doc, n->data.sequence.items.start[i]);
+        char field[32];
+        snprintf(field, sizeof field, "tools[%zu]", i);
+        marks->tools[i] = item->start_mark;
+        a->tool_count = i + 1; /* counted first: a name refused after its copy is freed too */
+        int rc = get_name(f, item, field, &a->tools[i], err);
+        if (rc != NX_OK)
+            return rc;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(a->tools[k], a->tools[i]) == 0)
+                return nx__yerr(f, item, field, err, "agent '%s' is listed twice",
+                                a->tools[i]);
+    }
+    return NX_OK;
 }
 
 /* A schema file beside the agent file: its JSON text (caller frees), or NULL with err set at
@@ -333,6 +367,7 @@ static void set_defaults(nx_agent_conf_t *a)
     a->memory_turns = DEFAULT_TURNS;
     a->queue_limit = DEFAULT_QUEUE;
     a->timeout_ms = DEFAULT_TIMEOUT_S * 1000;
+    a->tool_steps = 8;
 }
 
 static int parse_texts(nx__yfile_t *f, yaml_node_t *root, nx_agent_conf_t *a, nx_err_t *err)
@@ -369,6 +404,8 @@ static int parse_sections(nx__yfile_t *f, yaml_node_t *root, nx_agent_conf_t *a,
         marks->next = n->start_mark;
         rc = get_name(f, n, "next", &a->next, err);
     }
+    if (rc == NX_OK && (n = nx__ymap_get(f, root, "tools")))
+        rc = parse_tools(f, n, a, marks, err);
     if (rc == NX_OK && (n = nx__ymap_get(f, root, "limits")))
         rc = parse_limits(f, n, a, err);
     if (rc == NX_OK && nx_sampling_validate(&a->generation, err) != NX_OK) {
@@ -421,6 +458,9 @@ void nx__agent_clear(nx_agent_conf_t *a)
             free(*s);
     free(a->stop_owned);
     free(a->next);
+    for (size_t i = 0; i < a->tool_count; i++)
+        free(a->tools[i]);
+    free(a->tools);
     free(a->output_schema);
     free(a->input_schema);
     free(a->source_path);

@@ -93,8 +93,11 @@ char *nx__conf_abspath(const char *base_dir, const char *rel);
 struct nx_agent_conf;
 
 /* Where the fields the cross-file checks talk about were written. */
+#define NX__AGENT_MAX_TOOLS 32 /* agents one agent may list under tools: */
+
 typedef struct nx__agent_marks {
     yaml_mark_t name, model, next;
+    yaml_mark_t tools[NX__AGENT_MAX_TOOLS]; /* each tools: entry */
 } nx__agent_marks_t;
 
 /* Parse and validate the agent in the open file `f` into *a (zeroed by the caller). A model

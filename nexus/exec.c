@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "exec_internal.h"
+#include "toolset.h"
 #include "typed.h"
 
 #define NX__IDLE_WAIT_MS 20 /* how often an idle executor checks keep_alive and timeouts */
@@ -37,7 +38,7 @@ void nx__msg_free(void *item)
     free(msg);
 }
 
-/* Frees what a task owns: input, every history turn's role and content strings (malloc'ed by
+/* Frees what a task owns: input, every history turn's strings and calls (malloc'ed by
  * whoever built the task) and the array, the stop_owned strings and array, and the task. The
  * agent and next_model are borrowed from the config and left alone. NULL is fine. */
 void nx_exec_task_free(nx_exec_task_t *task)
@@ -46,14 +47,24 @@ void nx_exec_task_free(nx_exec_task_t *task)
         return;
     free(task->input);
     for (size_t i = 0; i < task->history_count; i++) {
-        free((char *)task->history[i].role);
-        free((char *)task->history[i].content);
+        nx_chat_msg_t *m = &task->history[i];
+        free((char *)m->role);
+        free((char *)m->content);
+        for (size_t k = 0; k < m->n_tool_calls; k++) {
+            free((char *)m->tool_calls[k].id);
+            free((char *)m->tool_calls[k].name);
+            free((char *)m->tool_calls[k].arguments);
+        }
+        free((void *)m->tool_calls);
+        free((char *)m->tool_call_id);
+        free((char *)m->name);
     }
     free(task->history);
     for (size_t i = 0; i < task->stop_owned_count; i++)
         free(task->stop_owned[i]);
     free(task->stop_owned);
     nx_typed_release(&task->output);
+    nx_toolset_release(&task->tools);
     free(task);
 }
 
@@ -366,4 +377,19 @@ void nx_exec_status_clear(nx_exec_status_t *status)
 {
     free(status->models);
     memset(status, 0, sizeof *status);
+}
+
+const nx_tokenizer_t *nx_exec_agent_tokenizer(nx_exec_t *self, const nx_agent_conf_t *agent,
+                                              nx_chat_kind_t *kind_out)
+{
+    for (size_t i = 0; i < self->queue_count; i++)
+        if (self->queues[i].agent == agent ||
+            strcmp(self->queues[i].agent->name, agent->name) == 0) {
+            const nx__model_t *m = self->queues[i].model;
+            if (kind_out)
+                *kind_out = agent->chat_template == NX_CHAT_AUTO ? m->chat_kind
+                                                                 : agent->chat_template;
+            return m->tok;
+        }
+    return NULL;
 }

@@ -45,6 +45,11 @@ typedef struct nx_exec_task {
     const char *next_model;       /* a later stage's model dir to prefetch, or NULL */
     struct nx_typed *output;      /* the output constraint (typed.h; a reference the task
                                      owns), or NULL: decoding follows its grammar */
+    struct nx_toolset *tools;     /* the tools (toolset.h; a reference the task owns), or
+                                     NULL: rendered into the prompt, the calls decoded under
+                                     their plan. Never together with output. */
+    bool no_input;                /* no new user turn: the prompt ends with the history (tool
+                                     results to answer) */
 } nx_exec_task_t;
 
 void nx_exec_task_free(nx_exec_task_t *task);
@@ -131,6 +136,13 @@ typedef struct nx_exec_status {
  * Callable from any thread (the status lock). */
 bool nx_exec_model_broken(nx_exec_t *self, const nx_agent_conf_t *agent, char *why,
                           size_t cap);
+
+/* The tokenizer of agent's model and the chat template its prompts use (the agent's, or what
+ * auto means for the model), for the router's checks that need them (tools): both are fixed
+ * when the executor starts and kept, immutable, while it lives, so any thread may read them.
+ * NULL when the agent is unknown or its model could not be read. */
+const nx_tokenizer_t *nx_exec_agent_tokenizer(nx_exec_t *self, const nx_agent_conf_t *agent,
+                                              nx_chat_kind_t *kind_out);
 
 /* A consistent snapshot, callable from any thread (it takes the executor's status lock). */
 int nx_exec_status(nx_exec_t *self, nx_exec_status_t *out, nx_err_t *err);

@@ -15,13 +15,16 @@
 #include <string.h>
 
 #include "exec_internal.h"
+#include "toolset.h"
 #include "typed.h"
 
 #define MAX_IDLE_SHARED 16
 
 struct nx__shared {
     struct nx__shared *next;
-    nx_typed_t *typed;             /* a reference: its grammar outlives the matcher */
+    nx_typed_t *typed;             /* a reference: its grammar outlives the matcher ... */
+    nx_toolset_t *tools;           /* ... or this one's (a tool plan's grammar) */
+    const nx_gram_t *gram;
     const nx_gram_vocab_t *vocab;
     nx_gram_matcher_t *matcher;
     uint32_t users;                /* jobs whose generation uses it now */
@@ -32,23 +35,28 @@ static void shared_free(nx__shared_t *s)
 {
     nx_gram_matcher_destroy(&s->matcher);
     nx_typed_release(&s->typed);
+    nx_toolset_release(&s->tools);
     free(s);
 }
 
-/* The model's shared matcher of (typed, vocab), made on first use; NULL when there is no
- * memory (the generation then makes its own). */
-static nx__shared_t *shared_get(nx__model_t *m, nx_typed_t *typed, const nx_gram_vocab_t *vocab)
+/* The model's shared matcher of (the grammar of typed or of tools, vocab), made on first use;
+ * NULL when there is no memory (the generation then makes its own). */
+static nx__shared_t *shared_get(nx__model_t *m, nx_typed_t *typed, nx_toolset_t *tools,
+                                const nx_gram_vocab_t *vocab)
 {
+    const nx_gram_t *gram = typed ? nx_typed_gram(typed) : nx_toolset_plan(tools)->gram;
     for (nx__shared_t *s = m->shared; s; s = s->next)
-        if (s->typed == typed && s->vocab == vocab)
+        if (s->gram == gram && s->vocab == vocab)
             return s;
     nx__shared_t *s = calloc(1, sizeof *s);
     nx_err_t err = {0};
-    if (!s || !(s->matcher = nx_gram_matcher_new(nx_typed_gram(typed), vocab, &err))) {
+    if (!s || !(s->matcher = nx_gram_matcher_new(gram, vocab, &err))) {
         free(s);
         return NULL;
     }
+    s->gram = gram;
     s->typed = nx_typed_ref(typed);
+    s->tools = nx_toolset_ref(tools);
     s->vocab = vocab;
     s->next = m->shared;
     m->shared = s;
@@ -141,8 +149,46 @@ void nx__typed_vocabs_free(nx__model_t *m)
     }
 }
 
+/* A task's tools: their plan (toolset.h) as the generation's grammar, triggers and bans. */
+static int tools_setup(nx__job_t *job, nx_err_t *err)
+{
+    const nx_tools_plan_t *plan = nx_toolset_plan(job->task->tools);
+    nx_gen_grammar_t g = {.banned_ids = plan->banned_ids, .banned_id_count = plan->n_banned_ids};
+    nx__shared_t *shared = NULL;
+    if (plan->gram) {
+        nx__model_t *m = job->model;
+        const nx_gram_vocab_t *vocab = model_vocab(m, job->stop_ids, job->stop_id_count, err);
+        if (!vocab)
+            return err && err->code ? err->code : NX_ENOMEM;
+        g.gram = plan->gram;
+        g.vocab = vocab;
+        if (plan->lazy) {
+            g.trigger_ids = plan->trigger_ids;
+            g.trigger_id_count = plan->n_trigger_ids;
+            g.trigger_strs = plan->trigger_strings;
+            g.trigger_str_count = plan->n_trigger_strings;
+        }
+        if ((shared = shared_get(m, NULL, job->task->tools, vocab)))
+            g.matcher = shared->matcher;
+        if (plan->think_open && job->task->agent->thinking != 0) {
+            g.think_open = plan->think_open;
+            g.think_close = plan->think_close;
+        }
+    } else if (!g.banned_id_count) {
+        return NX_OK;
+    }
+    int rc = nx_gen_set_grammar(job->gen, &g, err);
+    if (rc == NX_OK && shared) {
+        shared->users++;
+        job->shared = shared;
+    }
+    return rc;
+}
+
 int nx__typed_setup(nx__job_t *job, nx_err_t *err)
 {
+    if (job->task->tools)
+        return tools_setup(job, err);
     const nx_typed_t *typed = job->task->output;
     if (!typed)
         return NX_OK;
@@ -151,7 +197,7 @@ int nx__typed_setup(nx__job_t *job, nx_err_t *err)
     if (!vocab)
         return err && err->code ? err->code : NX_ENOMEM;
     nx_gen_grammar_t g = {.gram = nx_typed_gram(typed), .vocab = vocab};
-    nx__shared_t *shared = shared_get(m, job->task->output, vocab);
+    nx__shared_t *shared = shared_get(m, job->task->output, NULL, vocab);
     if (shared)
         g.matcher = shared->matcher;
     /* a thinking block stays free where the model may open one (Qwen3 with thinking not

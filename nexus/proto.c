@@ -297,7 +297,9 @@ static int parse_params(ctx_t *c, const msgpack_object *m, nx_params_t *p)
     return NX_OK;
 }
 
-/* "history": a list of {"role": "user"|"assistant", "content": str}, oldest first. */
+/* "history": a list of {"role": "user"|"assistant"|"tool", "content": str}, oldest first; an
+ * assistant turn may carry "tool_calls" (then content may be absent), a tool turn
+ * "tool_call_id" and "name" (protocol.md). */
 static int parse_history(ctx_t *c, const msgpack_object *o, nx_request_t *r)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY)
@@ -322,15 +324,23 @@ static int parse_history(ctx_t *c, const msgpack_object *o, nx_request_t *r)
         if ((rc = lookup(c, turn, "role", field, &v)))
             return rc;
         if (!v)
-            return BAD_REQUEST(c, "field '%s' is required: \"user\" or \"assistant\"", field);
+            return BAD_REQUEST(c, "field '%s' is required: \"user\", \"assistant\" or "
+                               "\"tool\"", field);
         if ((rc = take_text(c, v, field, true, &t->role)))
             return rc;
-        if (strcmp(t->role, "user") != 0 && strcmp(t->role, "assistant") != 0)
-            return BAD_REQUEST(c, "field '%s': expected \"user\" or \"assistant\", got "
-                               "\"%.32s\"", field, t->role);
+        if (strcmp(t->role, "user") != 0 && strcmp(t->role, "assistant") != 0 &&
+            strcmp(t->role, "tool") != 0)
+            return BAD_REQUEST(c, "field '%s': expected \"user\", \"assistant\" or "
+                               "\"tool\", got \"%.32s\"", field, t->role);
+        if ((rc = nx__proto_turn_tools(turn, i, t, c->err))) {
+            *c->code_out = rc == NX_ENOMEM ? "internal" : "bad_request";
+            return rc;
+        }
         snprintf(field, sizeof field, "history[%u].content", i);
         if ((rc = lookup(c, turn, "content", field, &v)))
             return rc;
+        if (!v && t->call_count)
+            continue; /* an assistant turn that only made calls */
         if (!v)
             return BAD_REQUEST(c, "field '%s' is required: a string", field);
         if ((rc = take_text(c, v, field, false, &t->content)))
@@ -339,12 +349,27 @@ static int parse_history(ctx_t *c, const msgpack_object *o, nx_request_t *r)
     return NX_OK;
 }
 
+void nx_turn_clear(nx_turn_t *turn)
+{
+    free(turn->role);
+    free(turn->content);
+    for (size_t i = 0; i < turn->call_count; i++) {
+        free(turn->calls[i].id);
+        free(turn->calls[i].name);
+        free(turn->calls[i].arguments);
+    }
+    free(turn->calls);
+    free(turn->tool_call_id);
+    free(turn->name);
+    memset(turn, 0, sizeof *turn);
+}
+
 static int parse_task(ctx_t *c, const msgpack_object *m, nx_request_t *r)
 {
     int rc;
     const msgpack_object *v;
     if ((rc = get_text(c, m, "agent", true, &r->agent)) ||
-        (rc = get_text(c, m, "input", true, &r->input)) ||
+        (rc = get_text(c, m, "input", false, &r->input)) ||
         (rc = get_text(c, m, "session", false, &r->session)))
         return rc;
     if ((rc = lookup(c, m, "stream", "stream", &v)))
@@ -360,7 +385,13 @@ static int parse_task(ctx_t *c, const msgpack_object *m, nx_request_t *r)
         return rc;
     if (v && (rc = parse_history(c, v, r)))
         return rc;
-    if ((rc = nx__proto_constraint(m, r, c->err))) {
+    /* input may be left out only to answer tool results: the prompt then ends with them */
+    if (!r->input && !(r->history_count && strcmp(r->history[r->history_count - 1].role,
+                                                  "tool") == 0))
+        return BAD_REQUEST(c, "field 'input' is required: a string (it may be left out only "
+                           "when 'history' ends with \"tool\" turns)");
+    r->no_input = !r->input;
+    if ((rc = nx__proto_constraint(m, r, c->err)) || (rc = nx__proto_tools(m, r, c->err))) {
         *c->code_out = rc == NX_ENOMEM ? "internal" : "bad_request";
         return rc;
     }
@@ -501,11 +532,11 @@ void nx_request_clear(nx_request_t *req)
     /* a list being filled when parsing failed holds count taken entries, the rest NULL */
     free_list(req->route, req->route_count + 1);
     free_list(req->params.stop, req->params.stop_count + 1);
-    for (size_t i = 0; i < req->history_count; i++) {
-        free(req->history[i].role);
-        free(req->history[i].content);
-    }
+    for (size_t i = 0; i < req->history_count; i++)
+        nx_turn_clear(&req->history[i]);
     free(req->history);
+    free(req->tools_json);
+    free(req->tool_choice_json);
     memset(req, 0, sizeof *req);
     req->limit = LIMIT_DEFAULT;
 }

@@ -49,10 +49,22 @@ typedef struct nx_params {
     size_t stop_count;
 } nx_params_t;
 
-/* One earlier turn a task brings itself ("history"): role "user" or "assistant". */
+/* A call an assistant turn made (OpenAI's tool_calls[i]); strings owned. */
+typedef struct nx_turn_call {
+    char *id, *name;  /* id may be NULL */
+    char *arguments;  /* JSON text */
+} nx_turn_call_t;
+
+/* One earlier turn a task brings itself ("history"): role "user", "assistant" (with content,
+ * tool_calls or both) or "tool" (a function's result: content, tool_call_id, name). */
 typedef struct nx_turn {
-    char *role, *content;
+    char *role, *content;   /* content NULL: an assistant turn with calls only */
+    nx_turn_call_t *calls;  /* assistant: call_count calls, or NULL */
+    size_t call_count;
+    char *tool_call_id, *name; /* tool: NULL when absent */
 } nx_turn_t;
+
+void nx_turn_clear(nx_turn_t *turn); /* frees what it owns; zeroes it */
 
 /* A task's own output constraint: "schema" (+ "strict"), "response_format" or "grammar". */
 typedef enum nx_constraint_kind {
@@ -76,6 +88,11 @@ typedef struct nx_request {
     nx_constraint_kind_t constraint_kind; /* task: its own output constraint, or NONE */
     char *constraint;     /* the schema's JSON text or the GBNF, or NULL */
     bool constraint_strict; /* strict (OpenAI's): additionalProperties false by default */
+    char *tools_json;     /* task: OpenAI's `tools` array as compact JSON text, or NULL */
+    char *tool_choice_json; /* task: `tool_choice` as JSON text ("\"auto\"", {...}), or NULL */
+    bool parallel_tool_calls; /* task: true unless the request says false */
+    bool no_input;        /* task: no `input`: the history ends with tool results, and the
+                             prompt ends with them (no new user turn) */
     int64_t task;         /* cancel */
     uint32_t limit;       /* tasks; 20 when absent */
 } nx_request_t;

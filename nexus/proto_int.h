@@ -36,5 +36,12 @@ const msgpack_object *nx__proto_get(const msgpack_object *o, const char *key);
  * NX_EINVAL (a bad_request) or NX_ENOMEM with err naming the field. */
 struct nx_request;
 int nx__proto_constraint(const msgpack_object *m, struct nx_request *r, nx_err_t *err);
+/* proto_schema.c: "tools", "tool_choice", "parallel_tool_calls" into r (JSON text). */
+int nx__proto_tools(const msgpack_object *m, struct nx_request *r, nx_err_t *err);
+/* proto_schema.c: a history turn's tool fields (role already read into t): an assistant's
+ * "tool_calls", a tool turn's "tool_call_id" and "name". */
+struct nx_turn;
+int nx__proto_turn_tools(const msgpack_object *turn, unsigned index, struct nx_turn *t,
+                         nx_err_t *err);
 
 #endif

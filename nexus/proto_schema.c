@@ -247,3 +247,143 @@ void nx_writer_json(nx_writer_t *w, const char *key, const json_t *value)
         break;
     }
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Tools: a task's "tools", "tool_choice", "parallel_tool_calls", and the tool fields of its
+ * history turns. The tools are carried on as compact JSON text; what they say (names,
+ * parameters the grammar compiler can enforce, a tool_choice naming one of them) is the
+ * router's check (toolset.h), so errors name tools[i].function.parameters, the keyword and
+ * the JSON pointer.
+ */
+static char *json_text_of(const msgpack_object *v, const char *field, nx_err_t *err)
+{
+    json_t *doc = to_json(v, field, 0, err);
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(doc);
+    if (!text)
+        nx_err_set(err, NX_ENOMEM, "out of memory reading field '%s'", field);
+    return text;
+}
+
+int nx__proto_tools(const msgpack_object *m, nx_request_t *r, nx_err_t *err)
+{
+    const msgpack_object *tools, *choice;
+    int rc;
+    r->parallel_tool_calls = true;
+    if ((rc = get(m, "tools", "tools", &tools, err)) ||
+        (rc = get(m, "tool_choice", "tool_choice", &choice, err)) ||
+        (rc = get_bool(m, "parallel_tool_calls", "parallel_tool_calls", &r->parallel_tool_calls,
+                       err)))
+        return rc;
+    if (tools && tools->type != MSGPACK_OBJECT_ARRAY)
+        return nx_err_set(err, NX_EINVAL, "field 'tools': expected a list of {type: "
+                          "\"function\", function: {name, description, parameters}} maps, got %s",
+                          nx__proto_type_name(tools));
+    if (tools && tools->via.array.size == 0)
+        tools = NULL; /* no tools: a plain task */
+    /* tool_choice without tools may still choose among an agent's own tools (router) */
+    if (choice && choice->type != MSGPACK_OBJECT_STR && choice->type != MSGPACK_OBJECT_MAP)
+        return nx_err_set(err, NX_EINVAL, "field 'tool_choice': expected \"auto\", \"none\", "
+                          "\"required\" or {type: \"function\", function: {name}}, got %s",
+                          nx__proto_type_name(choice));
+    if (tools && !(r->tools_json = json_text_of(tools, "tools", err)))
+        return err && err->code ? err->code : NX_ENOMEM;
+    if (choice && !(r->tool_choice_json = json_text_of(choice, "tool_choice", err)))
+        return err && err->code ? err->code : NX_ENOMEM;
+    return NX_OK;
+}
+
+/* A string field of a turn into *out (NULL when absent). */
+static int turn_str(const msgpack_object *turn, const char *key, const char *field, char **out,
+                    nx_err_t *err)
+{
+    const msgpack_object *v;
+    int rc = get(turn, key, field, &v, err);
+    if (rc || !v)
+        return rc;
+    if (v->type != MSGPACK_OBJECT_STR || memchr(v->via.str.ptr, 0, v->via.str.size))
+        return nx_err_set(err, NX_EINVAL, "field '%s': expected a string, got %s", field,
+                          nx__proto_type_name(v));
+    if (!(*out = strndup(v->via.str.ptr, v->via.str.size)))
+        return nx_err_set(err, NX_ENOMEM, "out of memory reading field '%s'", field);
+    return NX_OK;
+}
+
+static int turn_call(const msgpack_object *c, const char *at, nx_turn_call_t *call,
+                     nx_err_t *err)
+{
+    char field[160];
+    const msgpack_object *fn, *args;
+    int rc;
+    if (c->type != MSGPACK_OBJECT_MAP)
+        return nx_err_set(err, NX_EINVAL, "field '%s': expected a map {id, type, function: "
+                          "{name, arguments}}, got %s", at, nx__proto_type_name(c));
+    snprintf(field, sizeof field, "%s.id", at);
+    if ((rc = turn_str(c, "id", field, &call->id, err)))
+        return rc;
+    snprintf(field, sizeof field, "%s.function", at);
+    if ((rc = get(c, "function", field, &fn, err)))
+        return rc;
+    if (!fn || fn->type != MSGPACK_OBJECT_MAP)
+        return nx_err_set(err, NX_EINVAL, "field '%s' is required: a map {name, arguments}",
+                          field);
+    snprintf(field, sizeof field, "%s.function.name", at);
+    if ((rc = turn_str(fn, "name", field, &call->name, err)))
+        return rc;
+    if (!call->name || !call->name[0])
+        return nx_err_set(err, NX_EINVAL, "field '%s' is required: a non-empty string", field);
+    snprintf(field, sizeof field, "%s.function.arguments", at);
+    if ((rc = get(fn, "arguments", field, &args, err)))
+        return rc;
+    if (!args) /* no arguments: an empty object */
+        return (call->arguments = strdup("{}")) ? NX_OK
+                                                : nx_err_set(err, NX_ENOMEM, "out of memory");
+    if (args->type == MSGPACK_OBJECT_MAP)
+        return (call->arguments = json_text_of(args, field, err)) ? NX_OK : err->code;
+    if ((rc = turn_str(fn, "arguments", field, &call->arguments, err)))
+        return rc;
+    json_error_t jerr;
+    json_t *doc = json_loads(call->arguments, JSON_DECODE_ANY, &jerr);
+    if (!doc)
+        return nx_err_set(err, NX_EINVAL, "field '%s': not JSON text: %s (column %d)", field,
+                          jerr.text, jerr.column);
+    json_decref(doc);
+    return NX_OK;
+}
+
+int nx__proto_turn_tools(const msgpack_object *turn, unsigned index, nx_turn_t *t,
+                         nx_err_t *err)
+{
+    char field[64];
+    int rc;
+    if (strcmp(t->role, "tool") == 0) {
+        snprintf(field, sizeof field, "history[%u].tool_call_id", index);
+        if ((rc = turn_str(turn, "tool_call_id", field, &t->tool_call_id, err)))
+            return rc;
+        snprintf(field, sizeof field, "history[%u].name", index);
+        return turn_str(turn, "name", field, &t->name, err);
+    }
+    if (strcmp(t->role, "assistant") != 0)
+        return NX_OK;
+    const msgpack_object *calls;
+    snprintf(field, sizeof field, "history[%u].tool_calls", index);
+    if ((rc = get(turn, "tool_calls", field, &calls, err)) || !calls)
+        return rc;
+    if (calls->type != MSGPACK_OBJECT_ARRAY)
+        return nx_err_set(err, NX_EINVAL, "field '%s': expected a list of calls, got %s", field,
+                          nx__proto_type_name(calls));
+    if (calls->via.array.size == 0)
+        return NX_OK;
+    if (!(t->calls = calloc(calls->via.array.size, sizeof *t->calls)))
+        return nx_err_set(err, NX_ENOMEM, "out of memory reading field '%s'", field);
+    for (uint32_t i = 0; i < calls->via.array.size; i++) {
+        char at[80];
+        snprintf(at, sizeof at, "history[%u].tool_calls[%u]", index, i);
+        t->call_count++; /* counted now: clear frees it */
+        if ((rc = turn_call(&calls->via.array.ptr[i], at, &t->calls[i], err)))
+            return rc;
+    }
+    return NX_OK;
+}

@@ -450,7 +450,8 @@ nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err)
     self->queued = calloc(n, sizeof *self->queued);
     self->running = calloc(n, sizeof *self->running);
     self->typed = nx_typed_cache_new(NX__TYPED_CACHE);
-    if (!self->w || !self->queued || !self->running || !self->typed ||
+    self->tools = nx_toolset_cache_new(NX__TOOLS_CACHE);
+    if (!self->w || !self->queued || !self->running || !self->typed || !self->tools ||
         nx_metrics_init(&self->metrics, opts->conf->agent_count) != NX_OK)
         goto out_free;
     self->router = opts->router;
@@ -459,6 +460,7 @@ nx__router_t *nx__router_new(const nx__router_opts_t *opts, nx_err_t *err)
     return self;
 out_free:
     nx_typed_cache_destroy(&self->typed);
+    nx_toolset_cache_destroy(&self->tools);
     nx_metrics_clear(&self->metrics);
     nx_writer_destroy(&self->w);
     free(self->queued);
@@ -493,6 +495,7 @@ void nx__router_destroy(nx__router_t **self_p)
     nx_writer_destroy(&self->w);
     nx_metrics_clear(&self->metrics);
     nx_typed_cache_destroy(&self->typed);
+    nx_toolset_cache_destroy(&self->tools);
     free(self->queued);
     free(self->running);
     free(self);

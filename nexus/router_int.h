@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "metrics.h"
 #include "proto.h"
+#include "toolset.h"
 #include "typed.h"
 
 /* Who to answer: the ZeroMQ envelope (identity, and REQ's empty delimiter) and the request's
@@ -52,6 +53,23 @@ typedef struct nx__job {
     nx_typed_t *task_typed;        /* the request's own output constraint (the last stage's),
                                       or NULL */
     nx_typed_t *stage_typed;       /* the running stage's constraint, or NULL */
+    nx_toolset_t *task_tools;      /* the request's tools (the last stage's), or NULL */
+    nx_toolset_t *stage_tools;     /* the running stage's tools, or NULL */
+    nx_tools_parser_t *parser;     /* the running stage's answer, parsed as it streams */
+    bool parser_done;              /* the answer is parsed whole (parser holds it) */
+    bool no_input;                 /* the request brought no input (answers tool results) */
+    char *tool_choice_json;        /* the request's tool_choice (JSON text), or NULL */
+    bool parallel_tool_calls;      /* the request's parallel_tool_calls */
+    /* agents as tools (router_tools.c) */
+    struct nx__job *parent;        /* a child task running one agent call: the waiting job */
+    size_t child_slot;             /* its tool turn in the parent's convo */
+    nx_turn_t *base;               /* the stage's first prompt turns (history and input) */
+    size_t base_count;
+    nx_turn_t *convo;              /* rounds so far: assistant calls, then tool results */
+    size_t convo_count;
+    uint32_t tool_round;           /* rounds of agent calls run so far */
+    uint32_t pending_children;     /* calls of this round still running */
+    uint32_t call_base;            /* streamed calls of earlier rounds (their indices) */
 } nx__job_t;
 
 /* A load/evict/pin/unpin waiting for its COMMAND report. */
@@ -62,6 +80,7 @@ typedef struct nx__cmd {
 } nx__cmd_t;
 
 #define NX__JOB_BUCKETS 1024
+#define NX__TOOLS_CACHE 32 /* distinct tool sets kept compiled */
 #define NX__TYPED_CACHE 64 /* distinct schemas kept compiled (least recently used goes) */
 #define NX__MAX_STAGES 16 /* a pipeline longer than this (a `next` cycle) ends there */
 
@@ -86,6 +105,7 @@ struct nx__router {
     int retry_ms;                /* the wait before the next try at held clients */
     nx_metrics_t metrics;        /* counters for the `metrics` op (GET /metrics) */
     nx_typed_cache_t *typed;     /* compiled output and input schemas, by digest */
+    nx_toolset_cache_t *tools;   /* compiled tool sets (toolset.h) */
 };
 
 /* router.c */
@@ -117,6 +137,41 @@ void nx__op_cancel(nx__router_t *self, nx__client_t *client, nx_request_t *req);
 void nx__task_report(nx__router_t *self, nx_report_t *report); /* takes ownership */
 void nx__task_stored(nx__router_t *self, nx__store_req_t *req);  /* INSERT/FINISH acks */
 void nx__job_free(nx__job_t *job);
+
+/* router_task.c, for router_tools.c */
+void nx__stage_start(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
+                     const char *input); /* sreq NULL: no session turns read */
+void nx__stage_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep); /* takes rep */
+nx_report_t *nx__synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
+                                const char *message);
+int nx__fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
+                    const char *input, int64_t parent, size_t route_from,
+                    nx__task_insert_t *ins);
+
+/* router_tools.c: tool calls (see its header) */
+/* The request's tools compiled for its last stage's model; *out NULL without tools. Errors
+ * are bad_requests naming the field (NX_ENOMEM aside). */
+int nx__tools_request(nx__router_t *self, const nx_agent_conf_t *agent,
+                      const nx_request_t *req, bool typed, nx_toolset_t **out, nx_err_t *err);
+/* The stage's tools (its agent's, and the request's on the last stage) for this round, and
+ * a streaming parser when it streams. */
+int nx__tools_stage_setup(nx__router_t *self, nx__job_t *job, bool last, nx_err_t *err);
+/* The stage's parser's events out to the client (token, reasoning, tool_call). */
+void nx__tools_send_events(nx__router_t *self, nx__job_t *job, const nx_tools_event_t *ev,
+                           size_t count);
+/* Before the result: the answer parsed whole (a stream's last events sent). */
+void nx__tools_result_parse(nx__router_t *self, nx__job_t *job, const nx_report_t *rep);
+/* The result's output, reasoning, tool_calls and finish_reason. */
+void nx__tools_result_fields(nx_writer_t *w, nx__job_t *job, const nx_report_t *rep);
+/* A stage's end: when its answer calls only agent tools, run them (child tasks) and take
+ * the report (true); else false and the stage ends as usual. */
+bool nx__tools_intercept(nx__router_t *self, nx__job_t *job, nx_report_t *rep);
+/* A child task ended (status "done" with its answer, else the error code and message). */
+void nx__tools_child_done(nx__router_t *self, nx__job_t *child, const char *status,
+                          const char *text);
+/* The stage's first prompt turns kept for later rounds; a later round's turns. */
+int nx__tools_save_base(nx__job_t *job, const nx_exec_task_t *t, const char *input);
+int nx__tools_history(nx__job_t *job, nx_exec_task_t *t);
 
 /* router_ops.c */
 void nx__op_ping(nx__router_t *self, nx__client_t *client);

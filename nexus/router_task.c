@@ -50,14 +50,22 @@ void nx__job_free(nx__job_t *job)
     strv_free(job->params.stop, job->params.stop_count);
     free(job->session);
     free(job->first_input);
-    for (size_t i = 0; i < job->history_count; i++) {
-        free(job->history[i].role);
-        free(job->history[i].content);
-    }
+    for (size_t i = 0; i < job->history_count; i++)
+        nx_turn_clear(&job->history[i]);
     free(job->history);
     nx_report_free(job->finished);
     nx_typed_release(&job->task_typed);
     nx_typed_release(&job->stage_typed);
+    nx_toolset_release(&job->task_tools);
+    nx_toolset_release(&job->stage_tools);
+    nx_tools_parser_destroy(&job->parser);
+    free(job->tool_choice_json);
+    for (size_t i = 0; i < job->base_count; i++)
+        nx_turn_clear(&job->base[i]);
+    free(job->base);
+    for (size_t i = 0; i < job->convo_count; i++)
+        nx_turn_clear(&job->convo[i]);
+    free(job->convo);
     free(job);
 }
 
@@ -182,7 +190,7 @@ static const nx_agent_conf_t *next_agent(nx__router_t *self, const nx__job_t *jo
 }
 
 /* Fill an INSERT for `agent` (the first stage or the next one). */
-static int fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
+int nx__fill_insert(nx__router_t *self, const nx__job_t *job, const nx_agent_conf_t *agent,
                        const char *input, int64_t parent, size_t route_from,
                        nx__task_insert_t *ins)
 {
@@ -321,17 +329,30 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
             return;
         }
     }
-    if (check_input(self, agent, req->input, &err) != NX_OK) {
+    nx_toolset_t *task_tools = NULL;
+    if (nx__tools_request(self, agent, req, task_typed != NULL, &task_tools, &err) != NX_OK) {
         nx_typed_release(&task_typed);
+        refuse(self, client, err.code == NX_ENOMEM ? "internal" : "bad_request", err.msg);
+        return;
+    }
+    if (check_input(self, agent, req->input ? req->input : "", &err) != NX_OK) {
+        nx_typed_release(&task_typed);
+        nx_toolset_release(&task_tools);
         nx_err_prefix(&err, "field 'input': ");
         refuse(self, client, "bad_request", err.msg);
         return;
     }
     nx__job_t *job = calloc(1, sizeof *job);
-    if (job)
+    if (job) {
         job->task_typed = task_typed;
-    else
+        job->task_tools = task_tools;
+        job->no_input = req->no_input;
+        job->parallel_tool_calls = req->parallel_tool_calls;
+        job->tool_choice_json = nx__strdup0(req->tool_choice_json);
+    } else {
         nx_typed_release(&task_typed);
+        nx_toolset_release(&task_tools);
+    }
     nx__store_req_t *sreq = nx__store_req_new(NX__SQ_INSERT, job);
     if (!job || !sreq)
         goto out_nomem;
@@ -355,7 +376,7 @@ void nx__op_task(nx__router_t *self, nx__client_t *client, nx_request_t *req)
     req->history_count = 0;
     job->client = *client; /* the job answers this client from now on */
     memset(client, 0, sizeof *client);
-    if (fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
+    if (nx__fill_insert(self, job, agent, req->input, 0, 0, &sreq->insert) != NX_OK)
         goto out_nomem;
     self->queued[ai]++;
     self->job_count++;
@@ -372,7 +393,7 @@ out_nomem:
 /* ------------------------------------------------------------------------------------------
  * Stages
  */
-static nx_report_t *synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
+nx_report_t *nx__synth_finished(nx__job_t *job, nx_task_status_t status, const char *code,
                                    const char *message)
 {
     nx_report_t *rep = calloc(1, sizeof *rep);
@@ -386,35 +407,45 @@ static nx_report_t *synth_finished(nx__job_t *job, nx_task_status_t status, cons
     return rep;
 }
 
-static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep);
 
 /* Hand the stage to the executor, with the session's turns the store read for it. */
-static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
-                        const char *input)
+void nx__stage_start(nx__router_t *self, nx__job_t *job, nx__store_req_t *sreq,
+                     const char *input)
 {
     nx_report_t *early = NULL;
     if (!self->exec || job->cancel_requested) { /* it never reaches the executor */
-        early = !self->exec ? synth_finished(job, NX_TASK_FAILED, "shutting_down",
+        early = !self->exec ? nx__synth_finished(job, NX_TASK_FAILED, "shutting_down",
                                              "the daemon is stopping")
-                            : synth_finished(job, NX_TASK_CANCELED, "canceled",
+                            : nx__synth_finished(job, NX_TASK_CANCELED, "canceled",
                                              "the task was canceled");
         if (early)
-            handle_finished(self, job, early);
+            nx__stage_finished(self, job, early);
         return;
     }
     const nx_agent_conf_t *next = next_agent(self, job);
     nx_err_t err = {0};
     nx_typed_release(&job->stage_typed);
-    if ((job->stage_index > 0 && check_input(self, job->agent, input, &err) != NX_OK) ||
+    if ((job->stage_index > 0 && job->tool_round == 0 &&
+         check_input(self, job->agent, input, &err) != NX_OK) ||
         stage_constraint(self, job, job->agent, !next, &job->stage_typed, &err) != NX_OK) {
-        if ((early = synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
-            handle_finished(self, job, early);
+        if ((early = nx__synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
+            nx__stage_finished(self, job, early);
         return;
     }
-    nx_exec_task_t *t = calloc(1, sizeof *t);
-    if (!t)
+    nx_exec_task_t *t = NULL;
+    int rc = nx__tools_stage_setup(self, job, !next, &err);
+    if (rc == NX_ENOMEM)
+        goto out_nomem;
+    if (rc != NX_OK) {
+        if ((early = nx__synth_finished(job, NX_TASK_FAILED, "bad_request", err.msg)))
+            nx__stage_finished(self, job, early);
+        return;
+    }
+    if (!(t = calloc(1, sizeof *t)))
         goto out_nomem;
     t->output = nx_typed_ref(job->stage_typed);
+    t->tools = nx_toolset_ref(job->stage_tools);
+    t->no_input = job->stage_index == 0 && job->no_input;
     t->task_id = job->stage_id;
     t->agent = job->agent;
     t->input = strdup(input ? input : "");
@@ -429,7 +460,11 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
         t->sampling.stop = (const char *const *)t->stop_owned;
         t->sampling.stop_count = t->stop_owned_count;
     }
-    if (sreq->history_count && (t->history = calloc(sreq->history_count, sizeof *t->history))) {
+    if (job->tool_round > 0) { /* a later round of agent tool calls: the turns so far */
+        if (nx__tools_history(job, t) != NX_OK)
+            goto out_nomem;
+    } else if (sreq && sreq->history_count &&
+               (t->history = calloc(sreq->history_count, sizeof *t->history))) {
         for (size_t i = 0; i < sreq->history_count; i++) { /* the strings move over */
             t->history[i].role = sreq->history[i].role;
             t->history[i].content = sreq->history[i].content;
@@ -439,12 +474,29 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
     } else if (job->stage_index == 0 && job->history_count &&
                (t->history = calloc(job->history_count, sizeof *t->history))) {
         for (size_t i = 0; i < job->history_count; i++) { /* the request's turns move over */
-            t->history[i].role = job->history[i].role;
-            t->history[i].content = job->history[i].content;
-            job->history[i].role = job->history[i].content = NULL;
+            nx_turn_t *from = &job->history[i];
+            nx_chat_msg_t *to = &t->history[i];
+            nx_chat_tool_call_t *calls =
+                from->call_count ? calloc(from->call_count, sizeof *calls) : NULL;
+            if (from->call_count && !calls) {
+                t->history_count = i;
+                goto out_nomem;
+            }
+            for (size_t k = 0; k < from->call_count; k++) {
+                calls[k] = (nx_chat_tool_call_t){from->calls[k].id, from->calls[k].name,
+                                                 from->calls[k].arguments};
+                from->calls[k] = (nx_turn_call_t){0};
+            }
+            *to = (nx_chat_msg_t){.role = from->role, .content = from->content,
+                                  .tool_calls = calls, .n_tool_calls = from->call_count,
+                                  .tool_call_id = from->tool_call_id, .name = from->name};
+            from->role = from->content = from->tool_call_id = from->name = NULL;
         }
         t->history_count = job->history_count;
     }
+    if (job->agent->tool_count && job->tool_round == 0 &&
+        nx__tools_save_base(job, t, input) != NX_OK)
+        goto out_nomem;
     t->stream = job->stream && !next; /* only the last stage streams */
     t->accepted_ns = job->stage_index == 0 ? job->accepted_ns : nx_now_ns();
     t->next_model =
@@ -456,14 +508,14 @@ static void start_stage(nx__router_t *self, nx__job_t *job, nx__store_req_t *sre
 out_nomem:
     if (t)
         nx_exec_task_free(t);
-    early = synth_finished(job, NX_TASK_FAILED, "internal", "out of memory starting a task");
+    early = nx__synth_finished(job, NX_TASK_FAILED, "internal", "out of memory starting a task");
     if (early)
-        handle_finished(self, job, early);
+        nx__stage_finished(self, job, early);
 }
 
 /* A stage ended (report from the executor, or made up when it never reached it): store it;
  * with a next stage, insert that in the same transaction. */
-static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
+void nx__stage_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
 {
     size_t ai = nx__agent_index(self, job->agent);
     if (job->started)
@@ -522,7 +574,7 @@ static void handle_finished(nx__router_t *self, nx__job_t *job, nx_report_t *rep
     job->next = next;
     if (next) {
         size_t from = job->route ? job->route_pos + 1 : 0;
-        fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
+        nx__fill_insert(self, job, next, rep->text, job->stage_id, from, &sreq->insert);
         self->queued[nx__agent_index(self, next)]++;
     } else if (job->session && rep->status == NX_TASK_DONE) {
         sreq->msg_session = strdup(job->session);
@@ -568,10 +620,15 @@ static void reply_final(nx__router_t *self, nx__job_t *job, const nx__store_req_
                         rep->message ? rep->message : "the task failed", job->root_id);
     } else {
         nx_writer_t *w = self->w;
+        if (job->stage_tools)
+            nx__tools_result_parse(self, job, rep); /* may send the stream's last events */
         nx_writer_reset(w);
         nx_writer_reply(w, "result", job->client.id, job->client.id_len);
         nx_writer_int(w, "task", job->root_id);
-        nx_writer_str(w, "output", rep->text ? rep->text : "");
+        if (job->stage_tools)
+            nx__tools_result_fields(w, job, rep);
+        else
+            nx_writer_str(w, "output", rep->text ? rep->text : "");
         nx_writer_str(w, "agent", job->agent->name);
         nx_writer_map_open(w, "usage");
         nx_writer_uint(w, "prompt_tokens", rep->prompt_tokens);
@@ -607,6 +664,8 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             snprintf(message, sizeof message, "the task could not be stored: %s",
                      sreq->err.msg);
             self->queued[nx__agent_index(self, job->agent)]--;
+            if (job->parent)
+                nx__tools_child_done(self, job, nx__store_wire_code(sreq->rc), message);
             refuse(self, &job->client, nx__store_wire_code(sreq->rc), message);
             self->job_count--;
             nx__job_free(job);
@@ -619,7 +678,7 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
         nx_writer_int(self->w, "task", job->root_id);
         nx__reply(self, &job->client);
         nx__event_task(self, job->stage_id, job->agent->name, "accepted");
-        start_stage(self, job, sreq, job->first_input);
+        nx__stage_start(self, job, sreq, job->first_input);
         goto out;
     }
     /* FINISH of a stage */
@@ -640,13 +699,23 @@ void nx__task_stored(nx__router_t *self, nx__store_req_t *sreq)
             job->route_pos++;
         nx__job_put(self, job);
         nx__event_task(self, job->stage_id, job->agent->name, "accepted");
-        start_stage(self, job, sreq, rep->text);
+        nx__stage_start(self, job, sreq, rep->text);
         nx_report_free(rep);
         goto out;
     }
     if (job->next) /* the next stage was not stored: it never counts as queued */
         self->queued[nx__agent_index(self, job->next)]--;
-    reply_final(self, job, sreq);
+    if (job->parent) { /* an agent tool's answer goes back to the task that called it */
+        nx_report_t *rep = job->finished;
+        bool ok = sreq->rc == NX_OK && rep->status == NX_TASK_DONE;
+        nx__event_task(self, job->stage_id, job->agent->name,
+                       nx_task_status_name(ok ? NX_TASK_DONE : NX_TASK_FAILED));
+        nx__tools_child_done(self, job, ok ? "done" : rep->error_code ? rep->error_code
+                                                                     : "failed",
+                             ok ? rep->text : rep->message);
+    } else {
+        reply_final(self, job, sreq);
+    }
     job_done(self, job);
 out:
     nx__store_req_free(sreq);
@@ -676,6 +745,15 @@ static void on_token(nx__router_t *self, nx__job_t *job, const nx_report_t *rep)
 {
     if (!job->stream || !rep->text || next_agent(self, job))
         return;
+    if (job->parser) {
+        const nx_tools_event_t *ev;
+        size_t n = 0;
+        nx_err_t err = {0};
+        if (nx_tools_parser_feed(job->parser, rep->text, strlen(rep->text), &ev, &n, &err) ==
+            NX_OK)
+            nx__tools_send_events(self, job, ev, n);
+        return;
+    }
     nx__out_token(self, job, rep->text);
 }
 
@@ -718,7 +796,8 @@ void nx__task_report(nx__router_t *self, nx_report_t *rep)
         on_token(self, job, rep);
         break;
     case NX_REPORT_FINISHED:
-        handle_finished(self, job, rep);
+        if (!nx__tools_intercept(self, job, rep)) /* agent tool calls run, or it ends */
+            nx__stage_finished(self, job, rep);
         return; /* the job holds the report now */
     default:
         break;

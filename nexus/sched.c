@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "exec_internal.h"
+#include "toolset.h"
 
 static double ms_between(uint64_t from_ns, uint64_t to_ns)
 {
@@ -104,9 +105,11 @@ static int render_prompt(nx__job_t *job, nx_chat_kind_t kind, size_t first, nx_e
         msgs[n++] = (nx_chat_msg_t){"system", task->agent->system_prompt};
     for (size_t i = first; i < task->history_count; i++)
         msgs[n++] = task->history[i];
-    msgs[n++] = (nx_chat_msg_t){"user", task->input ? task->input : ""};
+    if (!task->no_input)
+        msgs[n++] = (nx_chat_msg_t){.role = "user", .content = task->input ? task->input : ""};
     nx_chat_opts_t opts = {.kind = kind, .thinking = task->agent->thinking,
-                           .add_generation_prompt = true};
+                           .add_generation_prompt = true,
+                           .tools_json = task->tools ? nx_toolset_tools_json(task->tools) : NULL};
     char *text = NULL;
     free(job->prompt);
     job->prompt = NULL;

@@ -28,6 +28,7 @@ DEVICE = os.environ.get("NEXUS_TEST_DEVICE", "cpu")
 
 _MODELS = {}  # name -> directory, synthesized once per process (= per pytest session)
 _MODELS_ROOT = []
+_TOOL_MODEL = []  # tool_model()'s directory
 
 
 def _cleanup_models():
@@ -51,6 +52,30 @@ def tiny_models():
             assert r.returncode == 0, r.stderr
             _MODELS[name] = path
     return dict(_MODELS)
+
+
+def tool_model():
+    """A tiny random qwen3 model with the real Qwen3 tokenizer (tests/fixtures/tokenizer/qwen3:
+    its template writes <tool_call>, the hermes tool format), made once, removed at exit."""
+    if not _TOOL_MODEL:
+        import gzip
+        root = tempfile.mkdtemp(prefix="nx-tool-model-")
+        _MODELS_ROOT.append(root)
+        fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                               "tokenizer", "qwen3")
+        tok = os.path.join(root, "tok")
+        os.makedirs(tok)
+        with gzip.open(os.path.join(fixture, "tokenizer.json.gz"), "rb") as src, \
+                open(os.path.join(tok, "tokenizer.json"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        shutil.copy(os.path.join(fixture, "tokenizer_config.json"), tok)
+        path = os.path.join(root, "tt")
+        r = subprocess.run([NEXUSCTL, "model", "synth", "--arch", "qwen3", "--preset", "tiny",
+                            "--seed", "7", "--tokenizer", tok, "--out", path],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        _TOOL_MODEL.append(path)
+    return _TOOL_MODEL[0]
 
 
 def free_port():

@@ -5,8 +5,9 @@
  * router's own parser (nx_proto_parse) reads as a `task` for the named agent with the same
  * stream flag, or refuses only as bad_request (a value out of the protocol's range, such as
  * max_tokens or too many stop strings): the front never sends the router a malformed frame.
+ * A task without input is one whose history ends with tool results (answering them).
  * The seed corpus (tests/fuzz/corpus/fuzz_openai, tests/fuzz/make_seeds.py) holds a chat
- * request with every field the front reads and a completion.
+ * request with every field the front reads, a tool conversation and a completion.
  *
  *   make build/fuzz/fuzz_openai && build/fuzz/fuzz_openai tests/fuzz/corpus/fuzz_openai
  */
@@ -38,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int rc = frame ? nx_proto_parse(frame, len, 1u << 30, &req, &code, &err) : NX_OK;
         if (frame && rc == NX_OK &&
             (req.op != NX_OP_TASK || !req.agent || strcmp(req.agent, oa.model) != 0 ||
-             req.stream != oa.stream || !req.input))
+             req.stream != oa.stream || (!req.input && !req.no_input)))
             __builtin_trap(); /* the frame says something else than the request */
         if (frame && rc != NX_OK && (!code || strcmp(code, "bad_request") != 0))
             __builtin_trap(); /* a frame the router cannot even read */

@@ -522,6 +522,10 @@ static void test_agent_values(void **state)
     assert_true(a->memory_session && a->memory_turns == 7);
     assert_int_equal(a->queue_limit, 100000);
     assert_int_equal(a->timeout_ms, 7u * 86400 * 1000);
+    assert_int_equal(a->tool_count, 2);
+    assert_string_equal(a->tools[0], "searcher");
+    assert_string_equal(a->tools[1], "calc");
+    assert_int_equal(a->tool_steps, 3);
     assert_int_equal(nx_sampling_validate(&a->generation, &err), NX_OK);
     nx_agent_conf_free(&a);
     (void)fx;

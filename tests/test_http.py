@@ -73,7 +73,26 @@ AGENTS = [
     du.agent("mem", "tq", memory={"type": "session", "turns": 4}),
     du.agent("broken", "tq_cut"),
     du.agent("j", "tq", generation={"max_tokens": 64, "temperature": 1.0}),
+    du.agent("caller", "tt", chat_template="auto",
+             generation={"max_tokens": 120, "temperature": 1.0, "thinking": False}),
+    du.agent("boss", "tt", chat_template="auto", tools=["city"], limits={"tool_steps": 1},
+             generation={"max_tokens": 60, "temperature": 1.0, "thinking": False}),
+    du.agent("city", "tq", description="Says something about a city",
+             input_schema={"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}},
+                           "required": ["city"], "additionalProperties": False}),
 ]
+WEATHER = {"type": "object",
+           "properties": {"city": {"enum": ["Paris", "Oslo"]}, "unit": {"enum": ["c", "f"]}},
+           "required": ["city", "unit"], "additionalProperties": False}
+ADD = {"type": "object",
+       "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9},
+                      "b": {"type": "integer", "minimum": 0, "maximum": 9}},
+       "required": ["a", "b"], "additionalProperties": False}
+# not "strict": the SDK's stream helper would parse strict tools' arguments, and throws at
+# finish_reason "length" (which a random model's free text under "auto" always reaches)
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "add", "description": "a + b",
+                                           "parameters": ADD}}]
 PERSON = {"type": "object",
           "properties": {"name": {"type": "string", "maxLength": 8},
                          "age": {"type": "integer", "minimum": 0, "maximum": 120},
@@ -87,6 +106,7 @@ def d():
     root = tempfile.mkdtemp(prefix="nx-http-models-")
     models = du.tiny_models()
     models["tq_cut"] = cut_copy(models["tq"], root)
+    models["tt"] = du.tool_model()
     port = du.free_port()
     conf = {"context": 4096, "max_batch": 1, "http": {"listen": f"127.0.0.1:{port}", "api_keys": [KEY],
                                       "idle_timeout": IDLE_S}}
@@ -250,6 +270,93 @@ def test_openai_client_response_format(d):
     assert err["status"] == 400 and err["code"] == "bad_request", err
     assert "patternProperties" in err["message"] and "/properties/tags" in err["message"], err
     assert out[9]["error"]["status"] == 400 and "response_format.type" in out[9]["error"]["message"]
+
+
+def check_tool_answer(r, choice, parallel):
+    """One SDK answer under tools: its calls name a tool and validate; none for "none", at
+    least one for "required" or a named function, at most one without parallel calls."""
+    import jsonschema
+    calls = r["tool_calls"] or []
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    for k, call in enumerate(calls):
+        assert call["type"] == "function" and call["id"].startswith("call_"), call
+        if r["finish_reason"] == "length" and k == len(calls) - 1:
+            continue  # max_tokens may have cut the last call's arguments
+        jsonschema.Draft202012Validator(schemas[call["function"]["name"]]).validate(
+            json.loads(call["function"]["arguments"]))
+    if calls and r["finish_reason"] != "length":
+        assert r["finish_reason"] == "tool_calls", r
+    elif not calls:
+        assert r["finish_reason"] in ("stop", "length"), r
+    if choice == "none":
+        assert not calls, r
+    if choice == "required" or isinstance(choice, dict):
+        assert calls, r
+    if isinstance(choice, dict):
+        assert {c["function"]["name"] for c in calls} == {"add"}, r
+    if parallel is False:
+        assert len(calls) <= 1, r
+
+
+def test_openai_client_tools(d):
+    """tools through the official SDK under each tool_choice and parallel_tool_calls, whole and
+    streamed: the SDK's stream helper reassembles delta.tool_calls into the very answer the
+    non-streamed request gives (same seed); a tool-result turn answers; an unsupported keyword
+    in a tool's parameters is a 400 naming it."""
+    need_openai()
+    msgs = [{"role": "user", "content": "weather in Oslo, or 2+3?"}]
+    choices = ["auto", "none", "required", {"type": "function", "function": {"name": "add"}}]
+    steps, cases = [], []
+    for choice in choices:
+        for parallel in (True, False):
+            for seed in (1, 2):
+                p = {"model": "caller", "messages": msgs, "tools": TOOLS, "tool_choice": choice,
+                     "parallel_tool_calls": parallel, "seed": seed}
+                steps += [{"do": "chat", **p}, {"do": "stream_final", **p}]
+                cases.append((choice, parallel))
+    after_call = msgs + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_abc", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Oslo","unit":"c"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "4 degrees, rain"}]
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"m": {"type": "object",
+                                               "patternProperties": {"^a": {}}}}}}}]
+    steps += [{"do": "chat", "model": "caller", "messages": after_call, "tools": TOOLS,
+               "tool_choice": "none", "max_tokens": 8, "seed": 1},
+              {"do": "chat", "model": "caller", "messages": msgs, "tools": bad}]
+    out = node(d, steps, timeout=180)
+    for i, (choice, parallel) in enumerate(cases):
+        whole, streamed = out[2 * i], out[2 * i + 1]
+        check_tool_answer(whole, choice, parallel)
+        def no_ids(calls):  # ids are per task: two tasks, two sets of ids
+            return [{**c, "id": None} for c in calls or []]
+        assert no_ids(streamed["tool_calls"]) == no_ids(whole["tool_calls"]), (whole, streamed)
+        assert all(c["id"].startswith("call_") for c in streamed["tool_calls"] or [])
+        assert streamed["finish_reason"] == whole["finish_reason"], (whole, streamed)
+        assert (streamed["content"] or "") == (whole["content"] or ""), (whole, streamed)
+        if whole["tool_calls"]:
+            assert streamed["chunks"] > 2 + len(whole["tool_calls"])
+    answered = out[-2]
+    assert answered["finish_reason"] in ("stop", "length") and not answered["tool_calls"]
+    assert answered["usage"]["prompt_tokens"] > 40, answered
+    err = out[-1]["error"]
+    assert err["status"] == 400 and err["code"] == "bad_request", err
+    assert "tools[0].function.parameters" in err["message"], err
+    assert "patternProperties" in err["message"] and "/properties/m" in err["message"], err
+
+
+def test_openai_client_agent_tools_stay_inside(d):
+    """An agent whose YAML lists another agent under tools: its calls run inside the daemon
+    (a child task), so the SDK sees neither tool_calls nor a tool_calls finish, streamed or
+    not."""
+    need_openai()
+    msgs = [{"role": "user", "content": "tell me about a city"}]
+    p = {"model": "boss", "messages": msgs, "tool_choice": "required", "seed": 4}
+    whole, streamed = node(d, [{"do": "chat", **p}, {"do": "stream_final", **p}], timeout=120)
+    for r in (whole, streamed):
+        assert not r["tool_calls"] and r["finish_reason"] in ("stop", "length"), r
+    assert (streamed["content"] or "") == (whole["content"] or "")
 
 
 def test_openai_client_errors_by_status(d):

@@ -508,6 +508,93 @@ static void add_history_str_entry(nx_writer_t *w)
     nx_writer_array_close(w);
 }
 
+/* A tool conversation: an assistant turn with calls only, a tool result, no new input; the
+ * tools, tool_choice and parallel_tool_calls as JSON text. */
+static void write_tool_task(nx_writer_t *w, bool with_input, const char *call_args)
+{
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", "a");
+    if (with_input)
+        nx_writer_str(w, "input", "more");
+    nx_writer_array_open(w, "history");
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", "user");
+    nx_writer_str(w, "content", "weather?");
+    nx_writer_map_close(w);
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", "assistant");
+    nx_writer_array_open(w, "tool_calls");
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "id", "call_1");
+    nx_writer_str(w, "type", "function");
+    nx_writer_map_open(w, "function");
+    nx_writer_str(w, "name", "get_weather");
+    nx_writer_str(w, "arguments", call_args);
+    nx_writer_map_close(w);
+    nx_writer_map_close(w);
+    nx_writer_array_close(w);
+    nx_writer_map_close(w);
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", "tool");
+    nx_writer_str(w, "tool_call_id", "call_1");
+    nx_writer_str(w, "content", "sunny");
+    nx_writer_map_close(w);
+    nx_writer_array_close(w);
+    nx_writer_array_open(w, "tools");
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "type", "function");
+    nx_writer_map_open(w, "function");
+    nx_writer_str(w, "name", "get_weather");
+    nx_writer_map_close(w);
+    nx_writer_map_close(w);
+    nx_writer_array_close(w);
+    nx_writer_str(w, "tool_choice", "required");
+    nx_writer_bool(w, "parallel_tool_calls", false);
+}
+
+static void test_task_tools(void **state)
+{
+    nx_writer_t *w = nx_writer_new();
+    write_tool_task(w, false, "{\"city\": \"Oslo\"}");
+    nx_request_t req;
+    const char *code = NULL;
+    nx_err_t err = {0};
+    assert_int_equal(parse_writer(w, &req, &code, &err), NX_OK);
+    assert_null(req.input);
+    assert_true(req.no_input);
+    assert_int_equal(req.history_count, 3);
+    assert_null(req.history[1].content);
+    assert_int_equal(req.history[1].call_count, 1);
+    assert_string_equal(req.history[1].calls[0].id, "call_1");
+    assert_string_equal(req.history[1].calls[0].name, "get_weather");
+    assert_string_equal(req.history[1].calls[0].arguments, "{\"city\": \"Oslo\"}");
+    assert_string_equal(req.history[2].role, "tool");
+    assert_string_equal(req.history[2].tool_call_id, "call_1");
+    assert_string_equal(req.tools_json,
+                        "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]");
+    assert_string_equal(req.tool_choice_json, "\"required\"");
+    assert_false(req.parallel_tool_calls);
+    nx_request_clear(&req);
+    /* arguments that are not JSON */
+    nx_writer_reset(w);
+    write_tool_task(w, true, "{city");
+    expect_bad_writer(w, "bad_request",
+                      "field 'history[1].tool_calls[0].function.arguments': not JSON");
+    /* no input, and the history does not end with a tool turn */
+    nx_writer_reset(w);
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", "a");
+    expect_bad_writer(w, "bad_request", "field 'input' is required");
+    /* tool_choice of another type */
+    nx_writer_reset(w);
+    nx_writer_reply(w, "task", NULL, 0);
+    nx_writer_str(w, "agent", "a");
+    nx_writer_str(w, "input", "x");
+    nx_writer_int(w, "tool_choice", 3);
+    expect_bad_writer(w, "bad_request", "field 'tool_choice': expected \"auto\"");
+    nx_writer_destroy(&w);
+}
+
 /* A task's own earlier turns ("history"): user and assistant maps, in order. */
 static void test_task_history(void **state)
 {
@@ -537,7 +624,8 @@ static void test_task_history(void **state)
     nx_writer_destroy(&w);
     expect_bad_task(add_history_map, true, "field 'history': expected a list");
     expect_bad_task(add_history_system, true,
-                    "field 'history[0].role': expected \"user\" or \"assistant\", got \"system\"");
+                    "field 'history[0].role': expected \"user\", \"assistant\" or \"tool\", "
+                    "got \"system\"");
     expect_bad_task(add_history_no_content, true, "field 'history[0].content' is required");
     expect_bad_task(add_history_str_entry, true, "field 'history[0]': expected a map, got str");
 }
@@ -879,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_bad_ops),
         cmocka_unit_test(test_bad_task_fields),
         cmocka_unit_test(test_task_history),
+        cmocka_unit_test(test_task_tools),
         cmocka_unit_test(test_bad_other_fields),
         cmocka_unit_test(test_params_apply_validates),
         cmocka_unit_test(test_max_tokens_range_is_what_is_accepted),

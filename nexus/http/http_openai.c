@@ -3,8 +3,10 @@
  * OpenAI's responses, whole or streamed as server-sent events. A client that hangs up has its
  * task cancelled.
  *
- * finish_reason is "length" when generation stopped at max_tokens (or a full context), "stop"
- * at an end-of-turn token or a stop string: the result's stop_reason (protocol.md).
+ * finish_reason is "tool_calls" when the answer made calls (a task with tools), "length" when
+ * generation stopped at max_tokens (or a full context), "stop" at an end-of-turn token or a
+ * stop string: the result's finish_reason and stop_reason (protocol.md). Calls stream as
+ * OpenAI's delta.tool_calls, a Qwen3 thinking block as delta.reasoning_content.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +26,55 @@ static json_t *usage_json(const msgpack_object *usage)
                      (json_int_t)out, "total_tokens", (json_int_t)(in + out));
 }
 
-/* From the result's stop_reason: "length" (max_tokens, or the context full) stays "length";
- * an end-of-turn token or a stop string is "stop". */
+/* A msgpack value from the router as JSON (the result's tool_calls); NULL for what JSON has
+ * no form for. */
+static json_t *mp_json(const msgpack_object *o, int depth)
+{
+    if (depth > 64)
+        return NULL;
+    json_t *out;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY:
+        out = json_array();
+        for (uint32_t i = 0; out && i < o->via.array.size; i++)
+            json_array_append_new(out, mp_json(&o->via.array.ptr[i], depth + 1));
+        return out;
+    case MSGPACK_OBJECT_MAP:
+        out = json_object();
+        for (uint32_t i = 0; out && i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR)
+                continue;
+            char *key = strndup(kv->key.via.str.ptr, kv->key.via.str.size);
+            json_t *v = mp_json(&kv->val, depth + 1);
+            if (key && v)
+                json_object_set_new(out, key, v);
+            else
+                json_decref(v);
+            free(key);
+        }
+        return out;
+    default:
+        return NULL;
+    }
+}
+
+/* The result's finish_reason when it has one (a task with tools: "tool_calls" when the answer
+ * made calls); else from its stop_reason: "length" (max_tokens, or the context full) stays
+ * "length"; an end-of-turn token or a stop string is "stop". */
 static const char *finish_reason(const nx__link_t *link)
 {
+    const msgpack_object *given = nx__link_get(link, "finish_reason");
+    if (given && given->type == MSGPACK_OBJECT_STR && given->via.str.size == 10 &&
+        memcmp(given->via.str.ptr, "tool_calls", 10) == 0)
+        return "tool_calls";
     const msgpack_object *why = nx__link_get(link, "stop_reason");
     return why && why->type == MSGPACK_OBJECT_STR && why->via.str.size == 6 &&
                    memcmp(why->via.str.ptr, "length", 6) == 0
@@ -53,6 +100,9 @@ static json_t *whole_response(const nx__oa_req_t *oa, const nx__link_t *link, in
     const char *content = output ? output : "";
     if (nx__link_get(link, "schema_digest"))
         content = nx__openai_answer_content(content, &reasoning);
+    else if (nx__link_get(link, "reasoning")) /* a task with tools: the router split it */
+        reasoning = nx__mp_strdup(nx__link_get(link, "reasoning"));
+    const msgpack_object *calls = nx__link_get(link, "tool_calls");
     json_t *choice =
         oa->api == NX__API_CHAT
             ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role", "assistant",
@@ -62,6 +112,13 @@ static json_t *whole_response(const nx__oa_req_t *oa, const nx__link_t *link, in
     if (reasoning && oa->api == NX__API_CHAT)
         json_object_set_new(json_object_get(choice, "message"), "reasoning_content",
                             json_string(reasoning));
+    if (calls && calls->type == MSGPACK_OBJECT_ARRAY && calls->via.array.size &&
+        oa->api == NX__API_CHAT) {
+        json_t *message = json_object_get(choice, "message");
+        json_object_set_new(message, "tool_calls", mp_json(calls, 0));
+        if (!content[0]) /* OpenAI: a message that only calls has null content */
+            json_object_set_new(message, "content", json_null());
+    }
     free(reasoning);
     free(output);
     return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
@@ -78,6 +135,10 @@ typedef struct stream {
     nx__oa_req_t oa;
     int64_t task, created;
     bool sent_role, done;
+    /* tool_call events: the router's call index -> the client's (calls of an agent's own
+     * tools run in the daemon and are not the client's: -1, not sent); 0 when not seen */
+    int32_t call_index[64];
+    int32_t client_calls;
     char *out;
     size_t out_len, out_pos;
 } stream_t;
@@ -136,6 +197,50 @@ static json_t *chunk(const stream_t *s, const char *text, const char *finish, bo
                      choice);
 }
 
+/* A `tool_call` event as OpenAI streams it: delta.tool_calls with one element, the first of a
+ * call {index, id, type, function: {name, arguments: ""}}, then {index, function:
+ * {arguments: piece}}, which the SDKs reassemble. Calls of the agent's own tools (flagged
+ * "agent") run in the daemon: they are not streamed, and the client's calls are numbered
+ * from 0 without them, as message.tool_calls lists them. */
+static void call_chunk(stream_t *s)
+{
+    const msgpack_object *id = nx__link_get(&s->link, "call_id");
+    json_int_t index = (json_int_t)nx__mp_int(nx__link_get(&s->link, "index"));
+    const msgpack_object *agent = nx__link_get(&s->link, "agent");
+    if (index >= 0 && index < 64) { /* stored as client index + 1; -1: an agent's call */
+        int32_t *slot = &s->call_index[index];
+        if (id)
+            *slot = agent && agent->type == MSGPACK_OBJECT_BOOLEAN && agent->via.boolean
+                        ? -1
+                        : ++s->client_calls;
+        if (*slot < 0)
+            return;
+        if (*slot > 0)
+            index = *slot - 1;
+    }
+    char *call_id = nx__mp_strdup(id);
+    char *name = nx__mp_strdup(nx__link_get(&s->link, "name"));
+    char *args = nx__mp_strdup(nx__link_get(&s->link, "arguments"));
+    json_t *element = call_id
+        ? json_pack("{s:I, s:s, s:s, s:{s:s, s:s}}", "index", index, "id", call_id, "type",
+                    "function", "function", "name", name ? name : "", "arguments",
+                    args ? args : "")
+        : json_pack("{s:I, s:{s:s}}", "index", index, "function", "arguments",
+                    args ? args : "");
+    free(call_id);
+    free(name);
+    free(args);
+    json_t *c = element ? chunk(s, NULL, NULL, false) : NULL;
+    if (!c) {
+        json_decref(element);
+        emit(s, NULL); /* out of memory: the stream ends */
+        return;
+    }
+    json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
+    json_object_set_new(delta, "tool_calls", json_pack("[o]", element));
+    emit(s, c);
+}
+
 static void emit_error(stream_t *s, const char *code, const char *message)
 {
     unsigned status = nx__http_status_for(code);
@@ -160,6 +265,18 @@ static bool next_events(stream_t *s)
         if (text && text[0])
             emit(s, chunk(s, text, NULL, false));
         free(text);
+    } else if (nx__link_op_is(&s->link, "reasoning") && s->oa.api == NX__API_CHAT) {
+        char *text = nx__mp_strdup(nx__link_get(&s->link, "text"));
+        json_t *c = text && text[0] ? chunk(s, NULL, NULL, false) : NULL;
+        if (c)
+            json_object_set_new(json_object_get(json_array_get(json_object_get(c, "choices"),
+                                                               0), "delta"),
+                                "reasoning_content", json_string(text));
+        if (c)
+            emit(s, c);
+        free(text);
+    } else if (nx__link_op_is(&s->link, "tool_call") && s->oa.api == NX__API_CHAT) {
+        call_chunk(s);
     } else if (nx__link_op_is(&s->link, "result")) {
         const msgpack_object *usage = nx__link_get(&s->link, "usage");
         emit(s, chunk(s, NULL, finish_reason(&s->link), false));

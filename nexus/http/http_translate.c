@@ -4,10 +4,13 @@
  *
  * The mapping (README: OpenAI-compatible HTTP):
  *   model -> agent (its system prompt, generation defaults, memory and pipeline apply);
- *   messages -> the last message (it must be the user's) is the task's input, the user and
- *     assistant messages before it its `history` (protocol.md), so a client that resends the
- *     conversation gets a multi-turn prompt; system and developer messages are left out: the
- *     agent's system prompt is the one that applies (an agent is a persona, not a model);
+ *   messages -> the last message (it must be the user's) is the task's input, the user,
+ *     assistant and tool messages before it its `history` (protocol.md), so a client that
+ *     resends the conversation gets a multi-turn prompt; when the last message is a tool
+ *     result, there is no input and the history ends with it; system and developer messages
+ *     are left out: the agent's system prompt is the one that applies (an agent is a persona,
+ *     not a model);
+ *   tools, tool_choice, parallel_tool_calls -> the task's fields as they are;
  *   prompt (completions) -> input; user -> session; max_tokens (or max_completion_tokens),
  *     temperature, top_p, seed, stop, and the common extensions top_k, min_p,
  *     repetition_penalty -> params (the router validates them as for any client);
@@ -15,7 +18,7 @@
  *   response_format -> response_format as is (json_object, json_schema strict or not; the
  *     router compiles the schema: a keyword it cannot enforce is a 400 naming it and its JSON
  *     pointer, never an unconstrained answer); the answer's content is the JSON text.
- * Other OpenAI fields (logprobs, tools, penalties...) are ignored, except n other than 1,
+ * Other OpenAI fields (logprobs, penalties...) are ignored, except n other than 1,
  * which cannot be honoured and is refused.
  */
 #include <stdio.h>
@@ -67,7 +70,41 @@ static char *content_text(json_t *content, size_t index, char *why, size_t cap)
     return out;
 }
 
-/* messages -> "input" and "history" in w. */
+/* One earlier message as a history turn: user, assistant (its tool_calls as they are, content
+ * null or absent when it only called) or tool (tool_call_id, name). */
+static bool write_turn(json_t *m, size_t i, const char *role, nx_writer_t *w, char *why,
+                       size_t cap)
+{
+    json_t *content = json_object_get(m, "content");
+    json_t *calls = strcmp(role, "assistant") == 0 ? json_object_get(m, "tool_calls") : NULL;
+    if (calls && !json_is_null(calls) && !json_is_array(calls))
+        return BAD("messages[%zu].tool_calls: expected a list of calls", i);
+    bool has_calls = json_array_size(calls) > 0;
+    char *text = NULL;
+    if (!(has_calls && (!content || json_is_null(content))) &&
+        !(text = content_text(content, i, why, cap)))
+        return false;
+    nx_writer_map_open(w, NULL);
+    nx_writer_str(w, "role", role);
+    if (text)
+        nx_writer_str(w, "content", text);
+    free(text);
+    if (has_calls)
+        nx_writer_json(w, "tool_calls", calls);
+    if (strcmp(role, "tool") == 0) {
+        const char *id = json_string_value(json_object_get(m, "tool_call_id"));
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (id)
+            nx_writer_str(w, "tool_call_id", id);
+        if (name)
+            nx_writer_str(w, "name", name);
+    }
+    nx_writer_map_close(w);
+    return true;
+}
+
+/* messages -> "input" and "history" in w. The last message (system ones aside) is the user's
+ * (the input) or a tool result (then there is no input: the history ends with the results). */
 static bool write_messages(json_t *messages, nx_writer_t *w, char *why, size_t cap)
 {
     if (!json_is_array(messages) || json_array_size(messages) == 0)
@@ -80,41 +117,71 @@ static bool write_messages(json_t *messages, nx_writer_t *w, char *why, size_t c
             return BAD("messages[%zu]: expected an object with a string role", i);
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
             continue; /* the agent's system prompt applies */
-        if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
-            return BAD("messages[%zu].role: '%.32s' is not supported (user, assistant, system)",
-                       i, role);
+        if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
+            strcmp(role, "tool") != 0)
+            return BAD("messages[%zu].role: '%.32s' is not supported (user, assistant, tool, "
+                       "system)", i, role);
         last = i;
         turns++;
     }
-    if (last == n || strcmp(json_string_value(json_object_get(json_array_get(messages, last),
-                                                              "role")), "user") != 0)
-        return BAD("messages: the last message (system messages aside) must be the user's");
-    char *input = content_text(json_object_get(json_array_get(messages, last), "content"), last,
-                               why, cap);
-    if (!input)
-        return false;
-    nx_writer_str(w, "input", input);
-    free(input);
-    if (turns < 2)
-        return true;
+    const char *last_role =
+        last == n ? NULL
+                  : json_string_value(json_object_get(json_array_get(messages, last), "role"));
+    if (!last_role || (strcmp(last_role, "user") != 0 && strcmp(last_role, "tool") != 0))
+        return BAD("messages: the last message (system messages aside) must be the user's or "
+                   "a tool result");
+    bool answers_tools = strcmp(last_role, "tool") == 0;
+    if (!answers_tools) {
+        char *input = content_text(json_object_get(json_array_get(messages, last), "content"),
+                                   last, why, cap);
+        if (!input)
+            return false;
+        nx_writer_str(w, "input", input);
+        free(input);
+        if (turns < 2)
+            return true;
+    }
+    size_t end = answers_tools ? last + 1 : last;
     nx_writer_array_open(w, "history");
-    for (size_t i = 0; i < last; i++) {
+    for (size_t i = 0; i < end; i++) {
         json_t *m = json_array_get(messages, i);
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
             continue;
-        char *text = content_text(json_object_get(m, "content"), i, why, cap);
-        if (!text) {
+        if (!write_turn(m, i, role, w, why, cap)) {
             nx_writer_array_close(w);
             return false;
         }
-        nx_writer_map_open(w, NULL);
-        nx_writer_str(w, "role", role);
-        nx_writer_str(w, "content", text);
-        nx_writer_map_close(w);
-        free(text);
     }
     nx_writer_array_close(w);
+    return true;
+}
+
+/* tools, tool_choice, parallel_tool_calls -> the task's fields as they are (the router checks
+ * them: a parameters schema it cannot enforce is a 400 naming tools[i] and the keyword). */
+static bool write_tools(json_t *root, nx_writer_t *w, char *why, size_t cap)
+{
+    json_t *tools = json_object_get(root, "tools");
+    if (!tools || json_is_null(tools))
+        return true;
+    if (!json_is_array(tools))
+        return BAD("tools: expected a list of {type: \"function\", function: {...}}");
+    if (json_array_size(tools) == 0)
+        return true;
+    nx_writer_json(w, "tools", tools);
+    json_t *choice = json_object_get(root, "tool_choice");
+    if (choice && !json_is_null(choice)) {
+        if (!json_is_string(choice) && !json_is_object(choice))
+            return BAD("tool_choice: expected \"auto\", \"none\", \"required\" or "
+                       "{type: \"function\", function: {name}}");
+        nx_writer_json(w, "tool_choice", choice);
+    }
+    json_t *parallel = json_object_get(root, "parallel_tool_calls");
+    if (parallel && !json_is_null(parallel)) {
+        if (!json_is_boolean(parallel))
+            return BAD("parallel_tool_calls: expected a boolean");
+        nx_writer_bool(w, "parallel_tool_calls", json_is_true(parallel));
+    }
     return true;
 }
 
@@ -246,6 +313,7 @@ bool nx__openai_translate(json_t *root, nx__oa_req_t *oa, nx_writer_t *w, char *
         nx_writer_str(w, "session", json_string_value(v));
     bool ok = oa->api == NX__API_CHAT ? write_messages(json_object_get(root, "messages"), w, why, cap)
                                       : write_prompt(json_object_get(root, "prompt"), w, why, cap);
-    return ok && write_params(root, w, oa, why, cap) && write_response_format(root, w, why, cap);
+    return ok && write_params(root, w, oa, why, cap) && write_response_format(root, w, why, cap) &&
+           (oa->api != NX__API_CHAT || write_tools(root, w, why, cap));
 }
 

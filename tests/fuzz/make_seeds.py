@@ -148,6 +148,19 @@ def proto_seeds():
                                history=[{"role": "user", "content": "first"},
                                         {"role": "assistant", "content": "answer"}]))
     put(t, "dup_id", b"\x83\xa2op\xa4ping\xa2id\x01\xa2id\x02")
+    put(t, "task_tools", req(op="task", id=7, agent="a", tools=TOOLS, tool_choice="required",
+                             parallel_tool_calls=False, history=TOOL_TURNS))
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "w", "strict": True,
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+TOOL_TURNS = [{"role": "user", "content": "weather?"},
+              {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                                    "function": {"name": "get_weather",
+                                                                 "arguments": "{\"city\":\"Oslo\"}"}}]},
+              {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "4C"}]
 
 
 def openai_seeds():
@@ -166,6 +179,11 @@ def openai_seeds():
     put(t, "completion", b"\x01" + json.dumps({"model": "a", "prompt": ["x"], "stop": "\n",
                                                 "max_completion_tokens": 3}).encode())
     put(t, "not_object", b"\x00[1, 2]")
+    put(t, "chat_tools", b"\x00" + json.dumps({
+        "model": "a", "tools": TOOLS, "parallel_tool_calls": True,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "messages": [dict(m, content=None) if "tool_calls" in m else m
+                     for m in TOOL_TURNS]}).encode())
 
 
 def conf_seeds():

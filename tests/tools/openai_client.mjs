@@ -8,6 +8,10 @@
 //
 // steps: {"do": "chat", "model", "messages", ...params}     -> {content, finish_reason, usage, id}
 //        {"do": "stream", "model", "messages", ...params}   -> {text, chunks, finish_reason, usage}
+//        {"do": "stream_final", "model", "messages", ...params}
+//            -> {content, tool_calls, finish_reason, chunks}: the SDK's stream helper
+//            (beta.chat.completions.stream) and its finalChatCompletion(), which reassembles
+//            delta.tool_calls; "chat" answers tool_calls too (null when none)
 //        {"do": "completion", "model", "prompt", ...params} -> {text, finish_reason, usage}
 //        {"do": "models"}                                   -> {ids}
 //        {"do": "parse", "model", "messages", "response_format", ...params}
@@ -52,7 +56,23 @@ async function run(step) {
       const r = await client.chat.completions.create(params(step));
       return { id: r.id, object: r.object, model: r.model, content: r.choices[0].message.content,
                role: r.choices[0].message.role, finish_reason: r.choices[0].finish_reason,
-               usage: r.usage };
+               tool_calls: r.choices[0].message.tool_calls ?? null, usage: r.usage };
+    }
+    case "stream_final": {
+      const chat = client.chat.completions.stream ? client.chat.completions
+                                                  : client.beta.chat.completions;
+      const stream = chat.stream(params(step));
+      let chunks = 0;
+      stream.on("chunk", () => chunks++);
+      const r = await stream.finalChatCompletion();
+      const m = r.choices[0].message;
+      const calls = m.tool_calls && m.tool_calls.length
+        ? m.tool_calls.map((c) => ({ id: c.id, type: c.type,
+                                     function: { name: c.function.name,
+                                                 arguments: c.function.arguments } }))
+        : null;
+      return { content: m.content, tool_calls: calls, finish_reason: r.choices[0].finish_reason,
+               chunks };
     }
     case "stream": {
       const stream = await client.chat.completions.create({ ...params(step), stream: true });
