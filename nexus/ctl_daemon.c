@@ -5,6 +5,7 @@
  * The listing commands are in ctl_show.c.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static const option_t options[] = {
     {"--json", NX__OPT_JSON, false},  {"--watch", NX__OPT_WATCH, false},
     {"--count", NX__OPT_COUNT, true}, {"--session", NX__OPT_SESSION, true},
     {"--no-stream", NX__OPT_NO_STREAM, false}, {"--agent", NX__OPT_AGENT, true},
-    {"--limit", NX__OPT_LIMIT, true},
+    {"--limit", NX__OPT_LIMIT, true}, {"--json-schema", NX__OPT_CONSTRAINT, true},
+    {"--json-object", NX__OPT_CONSTRAINT, false}, {"--grammar", NX__OPT_CONSTRAINT, true},
 };
 
 static int usage_error(const nx__ctl_args_t *a, const char *synopsis, const char *fmt, ...)
@@ -61,6 +63,9 @@ static bool set_option(nx__ctl_args_t *a, const char *name, const char *value)
     else if (strcmp(name, "--json") == 0) a->json = true;
     else if (strcmp(name, "--watch") == 0) a->watch = true;
     else if (strcmp(name, "--no-stream") == 0) a->no_stream = true;
+    else if (strcmp(name, "--json-schema") == 0) a->json_schema = value, a->constraints++;
+    else if (strcmp(name, "--grammar") == 0) a->grammar = value, a->constraints++;
+    else if (strcmp(name, "--json-object") == 0) a->json_object = true, a->constraints++;
     else if (strcmp(name, "--count") == 0) return nx_cli_parse_u64(value, 1, 1000000, &a->count);
     else if (strcmp(name, "--limit") == 0) return nx_cli_parse_u64(value, 1, 1000, &a->limit);
     else if (strcmp(name, "--timeout") == 0) {
@@ -212,7 +217,58 @@ int nx__ctl_print_json(const msgpack_object *map)
 
 /* ---- send ---------------------------------------------------------------------------------- */
 
-#define SEND_SYNOPSIS "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]"
+#define SEND_SYNOPSIS                                                                     \
+    "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]\n"                   \
+    "         [--json-schema FILE | --json-object | --grammar FILE.gbnf]"
+
+/* The task's own constraint from --json-schema / --json-object / --grammar (protocol.md:
+ * Typed answers): the daemon compiles it and names what it refuses; a file that cannot be
+ * read or parsed is this command's usage error, naming the file (and FILE:LINE:COL). */
+static int write_constraint(const nx__ctl_args_t *a, nx_writer_t *w)
+{
+    if (a->constraints > 1) {
+        fprintf(stderr, "nexusctl send: give only one of --json-schema, --json-object and "
+                        "--grammar\n");
+        return NX_CTL_EXIT_USAGE;
+    }
+    if (a->json_schema) {
+        json_error_t e;
+        json_t *schema = json_load_file(a->json_schema, JSON_REJECT_DUPLICATES, &e);
+        if (!schema) {
+            fprintf(stderr, "nexusctl send: %s:%d:%d: %s\n", a->json_schema, e.line, e.column,
+                    e.text);
+            return NX_CTL_EXIT_USAGE;
+        }
+        nx_writer_json(w, "schema", schema);
+        json_decref(schema);
+    } else if (a->json_object) {
+        json_t *rf = json_pack("{s:s}", "type", "json_object");
+        nx_writer_json(w, "response_format", rf);
+        json_decref(rf);
+    } else if (a->grammar) {
+        size_t len = 0;
+        char *text = NULL;
+        FILE *f = fopen(a->grammar, "rb");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long size = ftell(f);
+            rewind(f);
+            text = size >= 0 && size <= (1L << 24) ? malloc((size_t)size + 1) : NULL;
+            len = text ? fread(text, 1, (size_t)size, f) : 0;
+            if (text)
+                text[len] = '\0';
+            fclose(f);
+        }
+        if (!text) {
+            fprintf(stderr, "nexusctl send: %s: %s\n", a->grammar,
+                    f ? "larger than 16 MiB" : strerror(errno));
+            return NX_CTL_EXIT_USAGE;
+        }
+        nx_writer_str(w, "grammar", text);
+        free(text);
+    }
+    return NX_CTL_EXIT_OK;
+}
 
 /* Print one streamed piece, or the final result; returns true when the task is over. */
 #define EXIT_INTERRUPTED 130 /* 128 + SIGINT, as shells report it */
@@ -271,10 +327,14 @@ static bool on_task_reply(const nx__ctl_args_t *a, const nx_client_reply_t *repl
 int nx_ctl_send(int argc, char **argv)
 {
     nx__ctl_args_t a;
-    int code = nx__ctl_parse(argc, argv, NX__OPT_JSON | NX__OPT_SESSION | NX__OPT_NO_STREAM, 2,
-                             SEND_SYNOPSIS, 600 * 1000, &a);
+    int code = nx__ctl_parse(argc, argv,
+                             NX__OPT_JSON | NX__OPT_SESSION | NX__OPT_NO_STREAM |
+                                 NX__OPT_CONSTRAINT,
+                             2, SEND_SYNOPSIS, 600 * 1000, &a);
     if (code)
         return code;
+    if (a.constraints > 1)
+        return write_constraint(&a, NULL);
     nx_client_t *client;
     if ((code = nx__ctl_connect(&a, &client)))
         return code;
@@ -284,6 +344,10 @@ int nx_ctl_send(int argc, char **argv)
     if (a.session)
         nx_writer_str(w, "session", a.session);
     nx_writer_bool(w, "stream", !a.no_stream);
+    if ((code = write_constraint(&a, w))) {
+        nx_client_destroy(&client);
+        return code;
+    }
     nx_err_t err = {0};
     int rc = nx_client_send(client, a.timeout_ms, &err);
     uint64_t deadline_ns = nx_now_ns() + (uint64_t)a.timeout_ms * 1000000u;

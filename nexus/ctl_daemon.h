@@ -33,6 +33,7 @@ enum {
     NX__OPT_NO_STREAM = 1 << 4,
     NX__OPT_AGENT = 1 << 5,
     NX__OPT_LIMIT = 1 << 6,
+    NX__OPT_CONSTRAINT = 1 << 7, /* --json-schema FILE, --json-object, --grammar FILE */
 };
 
 typedef struct nx__ctl_args {
@@ -42,6 +43,9 @@ typedef struct nx__ctl_args {
     int positional_count;
     bool json, watch, no_stream;
     const char *session, *agent;
+    const char *json_schema, *grammar; /* --json-schema FILE, --grammar FILE */
+    bool json_object;
+    int constraints;                       /* how many of the three were given */
     uint64_t count;                        /* --count: refreshes of --watch (0: no limit) */
     uint64_t limit;                        /* --limit (0: the daemon's default) */
     int timeout_ms;                        /* --timeout, or the command's default */

@@ -38,7 +38,9 @@ static const command_t commands[] = {
     /* talking to nexusd: every one takes [--endpoint E] [--key FILE --server-key FILE]
      * [--timeout SECONDS] (or NEXUS_ENDPOINT, NEXUS_CLIENT_KEY, NEXUS_SERVER_KEY) */
     {"status", nx_ctl_status, "[--watch [--count N]] [--json]"},
-    {"send", nx_ctl_send, "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]"},
+    {"send", nx_ctl_send,
+     "AGENT TEXT [--session S] [--no-stream] [--json] [--timeout SECONDS]\n"
+     "              [--json-schema FILE | --json-object | --grammar FILE.gbnf]"},
     {"agents", nx_ctl_agents, "[--json]"},
     {"models", nx_ctl_models, "[--json]"},
     {"load", nx_ctl_model_cmd, "MODEL [--json]"},

@@ -231,3 +231,34 @@ def test_typed_stage_cut_by_max_tokens_stops_the_pipeline(daemon):
         assert any(row["agent"] == "short" and row["status"] == "failed" and
                    row["error_code"] == "incomplete" for row in rows), rows
         assert not any(row["agent"] == "consumer" and row["task"] > r["task"] for row in rows)
+
+
+def test_nexusctl_send_with_a_schema(daemon, tmp_path):
+    """`nexusctl send AGENT TEXT --json-schema FILE` (and --json-object, --grammar FILE) asks
+    for a constrained answer from any agent; a refused schema names the keyword and pointer,
+    an unreadable file names the file, and two constraints at once are a usage error."""
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(TASK_SCHEMA))
+    for seed in range(3):
+        r = daemon.ctl("send", "free", "go", "--json-schema", str(path), "--json")
+        assert r.returncode == 0, r.stderr
+        check_typed(json.loads(r.stdout), TASK_SCHEMA)
+    r = daemon.ctl("send", "free", "go", "--json-object", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    if out["stop_reason"] != "length":
+        assert isinstance(json.loads(out["output"]), dict), out
+    gbnf = tmp_path / "yes.gbnf"
+    gbnf.write_text('root ::= "yes" | "no"\n')
+    r = daemon.ctl("send", "free", "go", "--grammar", str(gbnf), "--no-stream")
+    assert r.returncode == 0 and r.stdout.strip() in ("yes", "no"), (r.stdout, r.stderr)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "object", "patternProperties": {"^x": {}}}')
+    r = daemon.ctl("send", "free", "go", "--json-schema", str(bad))
+    assert r.returncode != 0 and "patternProperties" in r.stderr, r.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": ')
+    r = daemon.ctl("send", "free", "go", "--json-schema", str(broken))
+    assert r.returncode == 2 and f"{broken}:1:" in r.stderr, r.stderr
+    r = daemon.ctl("send", "free", "go", "--json-schema", str(path), "--json-object")
+    assert r.returncode == 2 and "only one of" in r.stderr, r.stderr
