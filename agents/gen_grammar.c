@@ -44,6 +44,7 @@ struct nx__gg {
     int32_t *open_ids;        /* think_open as tokens (the grammar-from-the-start case) */
     size_t open_id_count, open_done; /* open_ids picked so far */
     bool lazy;                /* triggers: free text first */
+    bool at_start;            /* a trigger counts only at search_from, whitespace aside */
     phase_t phase;
     char *raw;                /* the output's bytes while in free phases */
     size_t raw_len, raw_cap;
@@ -137,6 +138,7 @@ nx__gg_t *nx__gg_new(const nx_gen_grammar_t *spec, const nx_tokenizer_t *tok, ui
     self->vocab = vocab;
     self->words = (vocab + 31) / 32;
     self->lazy = spec->trigger_id_count || spec->trigger_str_count;
+    self->at_start = spec->trigger_at_start;
     self->stop_ids = copy_ids(stop_ids, stop_id_count, &ok);
     self->stop_id_count = stop_id_count;
     self->trigger_ids = copy_ids(spec->trigger_ids, spec->trigger_id_count, &ok);
@@ -373,8 +375,26 @@ static int start_grammar(nx__gg_t *self, const char *bytes, size_t len, bool *fi
 /* After a thinking block or in free text: the grammar (or trigger search) from raw[from]. */
 static int after_think(nx__gg_t *self, size_t from, bool *finished, nx_err_t *err);
 
+/* Where the answer's first non-whitespace byte is (raw_len when none yet). */
+static size_t answer_start(const nx__gg_t *self)
+{
+    size_t at = self->search_from;
+    while (at < self->raw_len && is_ws(self->raw[at]))
+        at++;
+    return at;
+}
+
 static int search_triggers(nx__gg_t *self, size_t from, bool *finished, nx_err_t *err)
 {
+    if (self->at_start) { /* only at the answer's start: a prefix there, or never */
+        size_t at = answer_start(self);
+        for (size_t i = 0; i < self->trigger_str_count; i++) {
+            size_t len = strlen(self->trigger_strs[i]);
+            if (self->raw_len - at >= len && memcmp(self->raw + at, self->trigger_strs[i], len) == 0)
+                return start_grammar(self, self->raw + at, self->raw_len - at, finished, err);
+        }
+        return NX_OK;
+    }
     size_t back = self->trigger_max_len ? self->trigger_max_len - 1 : 0;
     size_t start = from > self->search_from + back ? from - back : self->search_from;
     const char *best = NULL;
@@ -407,6 +427,8 @@ static int after_think(nx__gg_t *self, size_t from, bool *finished, nx_err_t *er
 
 static bool is_trigger_id(const nx__gg_t *self, int32_t id)
 {
+    if (self->at_start && answer_start(self) < self->raw_len)
+        return false; /* the answer began with other text */
     for (size_t i = 0; i < self->trigger_id_count; i++)
         if (self->trigger_ids[i] == id)
             return true;

@@ -375,6 +375,9 @@ typedef struct nx_gen_grammar {
     size_t trigger_id_count;
     const char *const *trigger_strs;
     size_t trigger_str_count;
+    /* A trigger counts only at the output's start (after the thinking block and leading
+     * whitespace): Llama 3's JSON calls are the whole answer. */
+    bool trigger_at_start;
     /* A thinking block stays free: when the output opens with think_open (e.g. "<think>"),
      * the grammar (or trigger search) starts after think_close ("</think>") and any
      * whitespace after it. NULL: none. Without triggers, the first pick may be think_open's

@@ -39,10 +39,10 @@ static const nx_tools_format_t formats[] = {
         .name_key = "name",
         .args_key = "parameters",
         .trigger = "{\"name\"",
-        /* The template wants the call as the whole answer, but the engine's lazy start
-         * (nx_gen_grammar_t) fires on a trigger anywhere in free text, and the parser must
-         * see the calls the grammar made: so anywhere here too, text before it is content. */
-        .trigger_at_start = false,
+        /* The template wants the call as the whole answer: the engine's lazy start
+         * (nx_gen_grammar_t.trigger_at_start) and the parser both take the trigger only at
+         * the answer's start (leading whitespace aside); later it is content. */
+        .trigger_at_start = true,
         .think_open = NULL,
         .think_close = NULL,
     },

@@ -167,6 +167,7 @@ static int tools_setup(nx__job_t *job, nx_err_t *err)
             g.trigger_id_count = plan->n_trigger_ids;
             g.trigger_strs = plan->trigger_strings;
             g.trigger_str_count = plan->n_trigger_strings;
+            g.trigger_at_start = plan->trigger_at_start;
         }
         if ((shared = shared_get(m, NULL, job->task->tools, vocab)))
             g.matcher = shared->matcher;

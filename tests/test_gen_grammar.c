@@ -508,6 +508,37 @@ static void test_lazy_trigger_string(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* trigger_at_start (Llama 3's JSON calls are the whole answer): a trigger string counts only
+ * at the output's start, leading whitespace aside; once other text came, the output stays
+ * free text even when the trigger appears later. */
+static void test_lazy_trigger_at_start(void **state)
+{
+    fixture_t *f = *state;
+    nx_gram_t *gram = gbnf(ab_gbnf);
+    const char *triggers[1] = {"<tool>"};
+    nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab, .trigger_strs = triggers,
+                             .trigger_str_count = 1, .trigger_at_start = true};
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        nx_sampling_t s = sampling_t1(seed, 60);
+        script_t sc = {.rng = seed};
+        script_add_text(f, &sc, "  <tool>");
+        nx_gen_t *g = gen_for(f, &s, &spec);
+        const char *reason = run_scripted(f, g, &sc);
+        assert_true(nx_gen_grammar_started(g));
+        check_run(gram, nx_gen_text(g) + 2, reason);
+        nx_gen_destroy(&g);
+    }
+    nx_sampling_t s = sampling_t1(4, 12);
+    script_t sc = {.rng = 4};
+    script_add_text(f, &sc, "Sure: <tool>{ab}");
+    nx_gen_t *g = gen_for(f, &s, &spec);
+    run_scripted(f, g, &sc);
+    assert_false(nx_gen_grammar_started(g));
+    assert_memory_equal(nx_gen_text(g), "Sure: <tool>{ab}", 16);
+    nx_gen_destroy(&g);
+    nx_gram_destroy(&gram);
+}
+
 /* A trigger id: the grammar starts with that token's bytes. */
 static void test_lazy_trigger_id(void **state)
 {
@@ -893,6 +924,7 @@ int main(void)
         cmocka_unit_test(test_forced_tokens_fast_forward),
         cmocka_unit_test(test_forced_start),
         cmocka_unit_test(test_lazy_trigger_string),
+        cmocka_unit_test(test_lazy_trigger_at_start),
         cmocka_unit_test(test_lazy_trigger_id),
         cmocka_unit_test(test_think_then_grammar),
         cmocka_unit_test(test_banned_ids),

@@ -148,6 +148,7 @@ static void test_grammar_llama3(void **state)
     nx_tools_plan_t *p = nx_tools_plan_new(&req, NULL, &err);
     assert_non_null(p);
     assert_true(p->lazy);
+    assert_true(p->trigger_at_start);
     assert_int_equal(p->n_trigger_ids, 0);
     assert_int_equal(p->n_trigger_strings, 1);
     assert_string_equal(p->trigger_strings[0], "{\"name\"");
@@ -570,10 +571,11 @@ static void test_parser_every_split(void **state)
                 "[[\"add\",\"{\\\"a\\\":1,\\\"b\\\":2}\"]]");
     every_split(NX_TOOLS_LLAMA3_JSON, false, "{\"answer\": 42} and {\"name\": 1}",
                 "{\"answer\": 42} and {\"name\": 1}", "", "[]");
-    /* as the engine's lazy start does, a call after text is a call */
+    /* a call is the whole answer (trigger_at_start, as the engine's lazy start): after
+     * text, the same JSON is content */
     every_split(NX_TOOLS_LLAMA3_JSON, false,
-                "Sure: {\"name\": \"add\", \"parameters\": {\"a\":1}}", "Sure: ", "",
-                "[[\"add\",\"{\\\"a\\\":1}\"]]");
+                "Sure: {\"name\": \"add\", \"parameters\": {\"a\":1}}",
+                "Sure: {\"name\": \"add\", \"parameters\": {\"a\":1}}", "", "[]");
 }
 
 /* A prompt that opened the thinking block: the output starts inside it; one block only. */
