@@ -830,7 +830,7 @@ static void test_integer_written_without_fraction(void **state)
         "{\"type\":[\"integer\",\"null\"],\"minimum\":0}",
         "{\"enum\":[0,5,\"x\"]}",
         "{\"enum\":[0.0,5.0]}",
-        "{\"const\":5.0}",
+        "{\"anyOf\":[{\"const\":5.0},{\"const\":-0.0}]}",
         "{\"anyOf\":[{\"const\":0},{\"type\":\"integer\",\"minimum\":5,\"maximum\":5}]}",
     };
     for (size_t i = 0; i < sizeof integers / sizeof *integers; i++) {
@@ -868,6 +868,17 @@ static void test_integer_written_without_fraction(void **state)
     assert_non_null(g);
     assert_true(matches(g, "2.5") && matches(g, "-1"));
     assert_false(matches(g, "-1.0") || matches(g, "2.50"));
+    nx_gram_destroy(&g);    /* an integral enum value beside other keywords is checked as the "5" it is written as */
+    g = schema("{\"type\":\"integer\",\"minimum\":0,\"enum\":[5.0,-1,2.5]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "5"));
+    assert_false(matches(g, "5.0") || matches(g, "-1") || matches(g, "2.5"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"array\",\"items\":{\"type\":\"integer\"},"
+               "\"enum\":[[1.0,2],[0.5]]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "[1,2]"));
+    assert_false(matches(g, "[1.0,2]") || matches(g, "[0.5]"));
     nx_gram_destroy(&g);
 }
 
