@@ -233,7 +233,11 @@ static bool values_fit(cx_t *cx, json_t *values, const char *optr, json_t *inode
     json_array_foreach(values, k, v) {
         if (!fits)
             break;
-        char *vt = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        json_t *written = nx__json_as_written(v); /* 5.0 checked as "5" */
+        char *vt = written ? json_dumps(written, JSON_COMPACT | JSON_ENCODE_ANY |
+                                                     JSON_PRESERVE_ORDER)
+                           : NULL;
+        json_decref(written);
         nx_gram_matcher_reset(m);
         fits = vt && nx_gram_matcher_advance(m, vt, strlen(vt), NULL) == NX_OK &&
                nx_gram_matcher_accepting(m);

@@ -278,7 +278,11 @@ static json_t *filter_literals(nx__sc_t *sc, json_t *node, json_t *values, const
         bool ok = (vt & types & ~NX__SC_INTEGER) || ((types & NX__SC_INTEGER) &&
                                                      (vt & NX__SC_INTEGER));
         if (ok && m) {
-            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+            json_t *written = nx__json_as_written(v); /* 5.0 is checked as "5" */
+            char *text = written ? json_dumps(written, JSON_COMPACT | JSON_ENCODE_ANY |
+                                                           JSON_PRESERVE_ORDER)
+                                 : NULL;
+            json_decref(written);
             nx_gram_matcher_reset(m);
             ok = text && nx_gram_matcher_advance(m, text, strlen(text), NULL) == NX_OK &&
                  nx_gram_matcher_accepting(m);

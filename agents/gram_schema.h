@@ -61,6 +61,13 @@ typedef struct nx__decimal {
  * false, with *why set, for a real that needs more digits (its decimal is not known), beyond
  * 2^53, or with more than 40 fraction digits. */
 bool nx__json_decimal(json_t *v, nx__decimal_t *d, const char **why);
+/* Is v a number whose value is an integer within ±2^53 (an integer, or a real such as 5.0)?
+ * Sets *n: the grammar writes such a value as its integer text ("5"), never "5.0". */
+bool nx__json_integral(const json_t *v, long long *n);
+/* A copy of v (any depth) with every integral real as an integer (5.0 as 5): the value as the
+ * grammar writes it, for checking a literal against a compiled grammar. Caller owns the
+ * result; NULL when out of memory. */
+json_t *nx__json_as_written(json_t *v);
 
 /* allOf of multipleOf a and b: their least common multiple as a new JSON number (exact for
  * decimals: lcm(0.25, 0.1) is 0.5); NULL after an error naming 'multipleOf' at ptr. */
@@ -73,9 +80,9 @@ int nx__sc_object(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule);
 int nx__sc_array(nx__sc_t *sc, json_t *node, const char *ptr, uint32_t rule);
 /* enum/const: the values (filtered by the caller) as one terminal into rule. */
 int nx__sc_literals(nx__sc_t *sc, json_t *values, const char *ptr, uint32_t rule);
-/* Append the regex matching a value's compact forms (numbers equal to an integer in every
- * `N(.0+)?` form, objects of up to 4 members in any order) to buf. false: out of memory or a
- * value too large. */
+/* Append the regex matching a value's compact forms (a number equal to an integer as that
+ * integer: 5.0 as "5", zero as 0 or -0; objects of up to 4 members in any order) to buf.
+ * false: out of memory or a value too large. */
 bool nx__sc_value_regex(json_t *v, char **buf, size_t *len, size_t *cap, int depth);
 
 /* Type bits of a schema, for type lists and oneOf's disjointness check. */

@@ -9,8 +9,11 @@
  * labels or more: no quoted local parts, address literals or one-label hosts). Others are
  * refused by name.
  *
- * Numbers: integers as -?(0|[1-9][0-9]*) with an optional .0+ (1.0 is an integer); numbers
- * add fractions and exponents. Bounds (minimum, maximum and their exclusive forms) are exact as
+ * Numbers: integers as -?(0|[1-9][0-9]*), without the .0+ the spec allows (1.0 is an integer in
+ * JSON Schema, but Go's encoding/json and serde_json refuse it for an int field and Python reads
+ * a float, so answers write integers as integers; -0 stays, every parser reads it as 0); an
+ * integral enum or const value (5.0 included) is written the same way. Numbers add fractions
+ * and exponents. Bounds (minimum, maximum and their exclusive forms) are exact as
  * digit DFAs against the bound's decimal as the schema wrote it (0.1 is the decimal 0.1, not
  * its double): fraction digits compare as strings with implicit trailing zeros, so 0.50 is 0.5
  * and -0 is 0. A bounded number is written without an exponent (1e2 is refused where 100 is
@@ -785,7 +788,7 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
     if (!any && !mult) {
         uint32_t *term = integer ? &sc->int_term : &sc->num_term;
         if (*term == NX__DEAD)
-            *term = dfa_term(sc, integer ? "-?" NAT ZFRAC
+            *term = dfa_term(sc, integer ? "-?" NAT
                                          : "-?" NAT "(\\.[0-9]+)?([eE][+-]?[0-9]+)?",
                              false, NX__ENC_UTF8, NULL, NULL, NULL);
         return add_term_alt(sc, rule, *term);
@@ -803,7 +806,7 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
             return NX_OK; /* no integer fits */
         puts_(&b, "(");
         int_range(&b, lo, hi);
-        puts_(&b, lo <= 0 && hi >= 0 ? "|-0)" ZFRAC : ")" ZFRAC); /* -0 is 0 */
+        puts_(&b, lo <= 0 && hi >= 0 ? "|-0)" : ")"); /* -0 is 0; no fraction, not even .0 */
         if (!mult) { /* one keyed terminal, shared by equal bounds */
             uint32_t t = b.oom ? NX__DEAD
                                : dfa_term(sc, b.s, false, NX__ENC_UTF8, NULL, NULL, NULL);
@@ -842,6 +845,45 @@ int nx__sc_number(nx__sc_t *sc, json_t *node, const char *ptr, bool integer, uin
 }
 
 /* --- literal values as regexes -------------------------------------------------------------- */
+
+bool nx__json_integral(const json_t *v, long long *n)
+{
+    if (json_is_integer(v)) {
+        *n = (long long)json_integer_value(v);
+        return true;
+    }
+    double x = json_is_real(v) ? json_real_value(v) : NAN;
+    if (!(x == floor(x) && fabs(x) <= 9007199254740992.0))
+        return false; /* NaN, a fraction, or past 2^53 where a double skips integers */
+    *n = (long long)x;
+    return true;
+}
+
+json_t *nx__json_as_written(json_t *v)
+{
+    long long n;
+    if (json_is_real(v) && nx__json_integral(v, &n))
+        return json_integer((json_int_t)n);
+    if (json_is_array(v)) {
+        json_t *out = json_array(), *x;
+        size_t k;
+        json_array_foreach(v, k, x) {
+            if (!out || json_array_append_new(out, nx__json_as_written(x)))
+                return json_decref(out), NULL;
+        }
+        return out;
+    }
+    if (json_is_object(v)) {
+        json_t *out = json_object(), *x;
+        const char *key;
+        json_object_foreach(v, key, x) {
+            if (!out || json_object_set_new(out, key, nx__json_as_written(x)))
+                return json_decref(out), NULL;
+        }
+        return out;
+    }
+    return json_incref(v);
+}
 
 static bool value_rx(buf_t *b, json_t *v, int depth);
 
@@ -893,15 +935,13 @@ static bool value_rx(buf_t *b, json_t *v, int depth)
     case JSON_INTEGER:
     case JSON_REAL: {
         double x = json_number_value(v);
-        bool integral = json_is_integer(v) || (x == floor(x) && fabs(x) < 9007199254740992.0);
-        if (integral) {
-            long long n = json_is_integer(v) ? (long long)json_integer_value(v) : (long long)x;
+        long long n;
+        if (nx__json_integral(v, &n)) { /* written as an integer: 5.0 is "5" */
             if (n == 0)
-                puts_(b, "(\\-?0(\\.0+)?)");
+                puts_(b, "(\\-?0)");
             else {
-                snprintf(tmp, sizeof tmp, "(%s%lld(\\.0+)?)", n < 0 ? "\\-" : "",
-                         n < 0 ? -n : n);
-                puts_(b, tmp);
+                snprintf(tmp, sizeof tmp, "%lld", n);
+                rx_lit(b, tmp, strlen(tmp));
             }
         } else {
             /* the shortest text that reads back as x, as Python's repr writes it */

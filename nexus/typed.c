@@ -1,6 +1,7 @@
 /* typed.c — compiled output constraints, their cache, input checks against an input_schema
  * and answers' JSON values (typed.h says what and why).
  */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,7 +377,16 @@ static int walk_value(walk_t *w, const json_t *v, const char *ptr, int depth)
         return walk_object(w, v, ptr, depth);
     if (json_is_array(v))
         return walk_array(w, v, ptr, depth);
-    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    /* 5.0 is an integer (the spec): an integral real within ±2^53 is fed as its integer text,
+     * which the grammar admits under "integer" and "number" alike (it writes integers without
+     * a fraction); a real with a fraction, or past 2^53, as jansson writes it */
+    double x = json_is_real(v) ? json_real_value(v) : 0.5;
+    char *text = NULL;
+    if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
+        if (asprintf(&text, "%lld", (long long)x) < 0)
+            text = NULL;
+    } else
+        text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!text)
         return walk_fail(w, "out of memory checking the input");
     if (!feed_str(w, text))

@@ -745,7 +745,7 @@ static void check_bounds(const char *type, const char *const *keys, const int *w
         dec_t x, m;
         bool want = dec_parse(inst[i], &x);
         if (want && !strcmp(type, "integer"))
-            want = x.fp[0] == '\0';
+            want = !strchr(inst[i], '.'); /* written as an integer: no fraction, not even .0 */
         for (int k = 0; k < n_keys && want; k++) {
             assert_true(dec_parse(DEC_BOUNDS[which[k]].plain, &m));
             int c = dec_cmp(&x, &m);
@@ -789,8 +789,8 @@ static void test_number_decimal_bounds(void **state)
     nx_gram_destroy(&g);
     g = schema("{\"type\":\"integer\",\"minimum\":1.5,\"maximum\":3.5}", &err);
     assert_non_null(g);
-    assert_true(matches(g, "2") && matches(g, "3") && matches(g, "3.0"));
-    assert_false(matches(g, "1") || matches(g, "4") || matches(g, "2.5"));
+    assert_true(matches(g, "2") && matches(g, "3"));
+    assert_false(matches(g, "1") || matches(g, "4") || matches(g, "2.5") || matches(g, "3.0"));
     nx_gram_destroy(&g);
     g = schema("{\"type\":\"number\",\"minimum\":0,\"maximum\":0}", &err);
     assert_non_null(g);
@@ -810,6 +810,78 @@ static void test_number_decimal_bounds(void **state)
                  "unsupported keyword 'minimum' at the root");
 }
 
+/* Integers are written as integers: 5.0 is an integer in JSON Schema, but Go's encoding/json
+ * and serde_json refuse it for an int field and Python reads a float, so the grammar of
+ * `type: integer` (plain, bounded, decimal bounds, multipleOf, type lists, integral enum and
+ * const values) admits no fraction part at all. -0 stays (it is 0, and every parser reads it
+ * as the integer 0). Numbers keep their fractions. */
+static void test_integer_written_without_fraction(void **state)
+{
+    (void)state;
+    static const char *const integers[] = {
+        "{\"type\":\"integer\"}",
+        "{\"type\":\"integer\",\"minimum\":-10,\"maximum\":10}",
+        "{\"type\":\"integer\",\"minimum\":-1.5,\"exclusiveMaximum\":7.5}",
+        "{\"type\":\"integer\",\"exclusiveMinimum\":-1}",
+        "{\"type\":\"integer\",\"multipleOf\":5}",
+        "{\"type\":\"integer\",\"multipleOf\":0.5}",
+        "{\"type\":\"integer\",\"multipleOf\":5,\"minimum\":-100,\"maximum\":100}",
+        "{\"type\":[\"integer\",\"string\"]}",
+        "{\"type\":[\"integer\",\"null\"],\"minimum\":0}",
+        "{\"enum\":[0,5,\"x\"]}",
+        "{\"enum\":[0.0,5.0]}",
+        "{\"anyOf\":[{\"const\":5.0},{\"const\":-0.0}]}",
+        "{\"anyOf\":[{\"const\":0},{\"type\":\"integer\",\"minimum\":5,\"maximum\":5}]}",
+    };
+    for (size_t i = 0; i < sizeof integers / sizeof *integers; i++) {
+        nx_err_t err = {0};
+        nx_gram_t *g = schema(integers[i], &err);
+        if (!g)
+            fail_msg("%s: %s", integers[i], err.msg);
+        if (!matches(g, "5") || !matches(g, "0") || !matches(g, "-0"))
+            fail_msg("%s: 5, 0 or -0 rejected", integers[i]);
+        static const char *const fractions[] = {"5.0", "5.000", "0.0", "-0.0", "5.", "5e0"};
+        for (size_t f = 0; f < sizeof fractions / sizeof *fractions; f++)
+            if (matches(g, fractions[f]))
+                fail_msg("%s: %s accepted", integers[i], fractions[f]);
+        nx_gram_destroy(&g);
+    }
+    static const char *const numbers[] = {
+        "{\"type\":\"number\"}",
+        "{\"type\":\"number\",\"minimum\":-10,\"maximum\":10}",
+        "{\"type\":\"number\",\"multipleOf\":5}",
+        "{\"type\":[\"number\",\"string\"]}",
+        "{\"type\":[\"integer\",\"number\"]}",
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
+        nx_err_t err = {0};
+        nx_gram_t *g = schema(numbers[i], &err);
+        if (!g)
+            fail_msg("%s: %s", numbers[i], err.msg);
+        if (!matches(g, "5") || !matches(g, "5.0") || !matches(g, "5.000") ||
+            !matches(g, "-0.0"))
+            fail_msg("%s: a number with a zero fraction rejected", numbers[i]);
+        nx_gram_destroy(&g);
+    }
+    nx_err_t err = {0};
+    nx_gram_t *g = schema("{\"enum\":[2.5,-1]}", &err); /* a fraction stays a fraction */
+    assert_non_null(g);
+    assert_true(matches(g, "2.5") && matches(g, "-1"));
+    assert_false(matches(g, "-1.0") || matches(g, "2.50"));
+    nx_gram_destroy(&g);    /* an integral enum value beside other keywords is checked as the "5" it is written as */
+    g = schema("{\"type\":\"integer\",\"minimum\":0,\"enum\":[5.0,-1,2.5]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "5"));
+    assert_false(matches(g, "5.0") || matches(g, "-1") || matches(g, "2.5"));
+    nx_gram_destroy(&g);
+    g = schema("{\"type\":\"array\",\"items\":{\"type\":\"integer\"},"
+               "\"enum\":[[1.0,2],[0.5]]}", &err);
+    assert_non_null(g);
+    assert_true(matches(g, "[1,2]"));
+    assert_false(matches(g, "[1.0,2]") || matches(g, "[0.5]"));
+    nx_gram_destroy(&g);
+}
+
 /* multipleOf: a residue DFA over the digits (scaled by 10^fraction digits), no exponents */
 static void test_number_multiple_of(void **state)
 {
@@ -825,9 +897,9 @@ static void test_number_multiple_of(void **state)
     nx_gram_destroy(&g);
     g = schema("{\"type\":\"integer\",\"multipleOf\":7}", &err);
     assert_non_null(g);
-    assert_true(matches(g, "0") && matches(g, "-7") && matches(g, "700000000000000000007") &&
-                matches(g, "14.0"));
-    assert_false(matches(g, "8") || matches(g, "7.5") || matches(g, "70000000000000000008"));
+    assert_true(matches(g, "0") && matches(g, "-7") && matches(g, "700000000000000000007"));
+    assert_false(matches(g, "14.0") || matches(g, "8") || matches(g, "7.5") ||
+                 matches(g, "70000000000000000008"));
     nx_gram_destroy(&g);
     g = schema("{\"multipleOf\":1.5}", &err); /* any type: numbers only are constrained */
     assert_non_null(g);
@@ -876,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_schema_bytes),
         cmocka_unit_test(test_number_decimal_bounds),
         cmocka_unit_test(test_number_multiple_of),
+        cmocka_unit_test(test_integer_written_without_fraction),
         cmocka_unit_test(test_string_length_dfa),
         cmocka_unit_test(test_keyed_terminals_shared),
         cmocka_unit_test(test_gbnf_parse_and_errors),

@@ -264,6 +264,14 @@ static void test_numbers(void **state)
         "input (root)'s multipleOf 0.3");
     bad("{\"type\":\"integer\"}", "{\"type\":\"number\",\"multipleOf\":0.3}",
         "input (root)'s multipleOf 0.3");
+    /* integers are written without a fraction: an output const 5.0 generates "5", which an
+     * integer input takes; a number under multipleOf 1 is still not proven an integer */
+    ok("{\"const\":5.0}", "{\"type\":\"integer\",\"maximum\":5}");
+    ok("{\"enum\":[1.0,-0.0,2]}", "{\"type\":\"integer\",\"minimum\":0}");
+    bad("{\"type\":\"number\",\"multipleOf\":1}", "{\"type\":\"integer\"}",
+        "output (root) is a number; input (root) wants an integer");
+    ok("{\"type\":\"integer\",\"multipleOf\":3}",
+       "{\"type\":\"number\",\"multipleOf\":1.5}");
 }
 
 static void test_strings(void **state)

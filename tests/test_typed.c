@@ -130,6 +130,31 @@ static void test_input_check_names_the_pointer(void **state)
     nx_typed_release(&t);
 }
 
+/* Input is checked as the spec says: 5.0 is an integer (the grammar writes answers as "5", but
+ * a caller's 5.0 is fed as its integer text); 5.5 is not, and a number keeps its fraction. */
+static void test_input_integral_real_is_an_integer(void **state)
+{
+    (void)state;
+    nx_typed_t *t = NULL;
+    nx_err_t err = {0};
+    assert_int_equal(nx_typed_new(NX_TYPED_SCHEMA, SCHEMA, strlen(SCHEMA), false, &t, &err),
+                     NX_OK);
+    assert_int_equal(nx_typed_check_input(t, "{\"q\":\"a\",\"k\":[5.0,0.000,-0.0,7e0,1E2]}",
+                                          &err), NX_OK);
+    assert_int_equal(nx_typed_check_input(t, "{\"q\":\"a\",\"k\":[9007199254740992.0]}", &err),
+                     NX_OK);
+    check_input_fails(t, "{\"q\":\"a\",\"k\":[5.5]}", "input at /k/0: the value 5.5");
+    check_input_fails(t, "{\"q\":\"a\",\"k\":[-1.0]}", "input at /k/0"); /* minimum 0 */
+    check_input_fails(t, "{\"q\":\"a\",\"k\":[1e300]}", "input at /k/0"); /* past 2^53 */
+    nx_typed_release(&t);
+    const char *numbers = "{\"type\":\"array\",\"items\":{\"type\":\"number\",\"maximum\":6}}";
+    assert_int_equal(nx_typed_new(NX_TYPED_SCHEMA, numbers, strlen(numbers), false, &t, &err),
+                     NX_OK);
+    assert_int_equal(nx_typed_check_input(t, "[5.0,5.5,6,-2.25]", &err), NX_OK);
+    check_input_fails(t, "[6.5]", "input at /0");
+    nx_typed_release(&t);
+}
+
 static void test_answer_value(void **state)
 {
     (void)state;
@@ -314,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_cache_compiles_each_schema_once),
         cmocka_unit_test(test_refused_schema_names_keyword_and_pointer),
         cmocka_unit_test(test_input_check_names_the_pointer),
+        cmocka_unit_test(test_input_integral_real_is_an_integer),
         cmocka_unit_test(test_answer_value),
         cmocka_unit_test(test_task_constraint_fields),
         cmocka_unit_test(test_value_written_as_msgpack),
