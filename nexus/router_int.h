@@ -70,6 +70,8 @@ typedef struct nx__job {
     uint32_t tool_round;           /* rounds of agent calls run so far */
     uint32_t pending_children;     /* calls of this round still running */
     uint32_t call_base;            /* streamed calls of earlier rounds (their indices) */
+    uint32_t rounds_prompt_tokens; /* usage of the agent-call rounds before this one */
+    uint32_t rounds_completion_tokens;
 } nx__job_t;
 
 /* A load/evict/pin/unpin waiting for its COMMAND report. */

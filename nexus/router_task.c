@@ -796,8 +796,12 @@ void nx__task_report(nx__router_t *self, nx_report_t *rep)
         on_token(self, job, rep);
         break;
     case NX_REPORT_FINISHED:
-        if (!nx__tools_intercept(self, job, rep)) /* agent tool calls run, or it ends */
+        if (!nx__tools_intercept(self, job, rep)) { /* agent tool calls run, or it ends */
+            rep->prompt_tokens += job->rounds_prompt_tokens; /* its earlier rounds' usage */
+            rep->completion_tokens += job->rounds_completion_tokens;
+            job->rounds_prompt_tokens = job->rounds_completion_tokens = 0; /* next stage's own */
             nx__stage_finished(self, job, rep);
+        }
         return; /* the job holds the report now */
     default:
         break;

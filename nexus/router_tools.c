@@ -475,6 +475,8 @@ bool nx__tools_intercept(nx__router_t *self, nx__job_t *job, nx_report_t *rep)
             job->convo[first + i].content = strdup("error: the agent could not be started");
         }
     }
+    job->rounds_prompt_tokens += rep->prompt_tokens; /* usage counts every round */
+    job->rounds_completion_tokens += rep->completion_tokens;
     nx_report_free(rep);
     if (!job->pending_children)
         nx__stage_start(self, job, NULL, "");

@@ -263,8 +263,13 @@ def test_agents_as_tools(daemon):
                 else:
                     assert len(json.loads(row["input"])["input"]) <= 6, row
             # the stream's content is the final answer's
-            content = "".join(e["text"] for e in events if e["op"] == "token")
+            tokens = [e for e in events if e["op"] == "token"]
+            content = "".join(e["text"] for e in tokens)
             assert content == r["output"]
+            # usage counts every round: each call took at least 3 tokens (its opener, its
+            # JSON, its closer), beside the final answer's pieces
+            calls = [e for e in streamed if e["name"]]
+            assert r["usage"]["completion_tokens"] >= len(tokens) + 3 * len(calls), (r, len(tokens))
 
 
 def test_check_refuses_bad_tools_entries():
