@@ -6,7 +6,7 @@
 #                (with the comparison against llama.cpp), then the CUDA code on the CPU
 #                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
 #                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
-#                target for 20 s (make fuzz-smoke)
+#                target for 12 s (make fuzz-smoke)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
 #                only ours beside llama.cpp on GGUF files; make bench-pull: nexusctl pull
 #                beside curl
@@ -459,7 +459,7 @@ FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf \
 	fuzz_gram_compat fuzz_tools
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
-FUZZ_SMOKE_S ?= 20
+FUZZ_SMOKE_S ?= 12
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
 fuzz: $(FUZZ_BIN)
 
