@@ -6,7 +6,11 @@
  *
  *   build/bench/decode MODEL_DIR [--threads N] [--prompt 128] [--tokens 64] [--batches 1,8,32]
  *                     [--device auto|cpu|cuda]
- *                      [--decode-prompt 16] [--json FILE]
+ *                      [--decode-prompt 16] [--hugepages on|off] [--json FILE]
+ *
+ * --hugepages on (the default): once loaded, the weights' region is backed by 2 MiB pages
+ * (nx_region_collapse, untimed; its seconds are printed) and the bandwidth buffer is too, so
+ * the bound beside each figure is for the same pages; off: both stay in 4 KiB pages.
  *
  * Every step ends with a pick per sequence through the engine, as nexusd steps (on CUDA the
  * GPU picks and only ids come back): greedy, and once more at batch 1 with sampling (T 0.8,
@@ -41,6 +45,7 @@ typedef struct bench_args {
     size_t batch_count;
     const char *json_path;
     nx_device_kind_t device; /* --device; auto by default */
+    bool hugepages;          /* --hugepages; on by default */
 } bench_args_t;
 
 /* ---- arguments ----------------------------------------------------------------------------- */
@@ -49,7 +54,7 @@ static int usage(const char *what)
 {
     fprintf(stderr, "decode: %s\nusage: decode MODEL_DIR [--threads N] [--prompt 128] "
             "[--tokens 64] [--batches 1,8,32] [--decode-prompt 16] [--device auto|cpu|cuda] "
-            "[--json FILE]\n", what);
+            "[--hugepages on|off] [--json FILE]\n", what);
     return 2;
 }
 
@@ -88,6 +93,9 @@ static int parse_args(int argc, char **argv, bench_args_t *a)
             ;
         else if (strcmp(opt, "--json") == 0 && val)
             a->json_path = val;
+        else if (strcmp(opt, "--hugepages") == 0 && val &&
+                 (strcmp(val, "on") == 0 || strcmp(val, "off") == 0))
+            a->hugepages = strcmp(val, "on") == 0;
         else if (strcmp(opt, "--device") == 0 && val && nx_device_parse(val, &a->device))
             ;
         else if (opt[0] != '-' && !a->model_dir) {
@@ -108,6 +116,8 @@ typedef struct bench_ctx {
     nx_model_t *model;
     nx_engine_t *engine;
     uint64_t weight_bytes_per_step; /* every tensor but an untied embedding table */
+    uint64_t huge_bytes;            /* of the weights' region, after --hugepages on */
+    double collapse_seconds;
 } bench_ctx_t;
 
 static uint64_t weights_read_per_step(const nx_model_t *model)
@@ -153,6 +163,11 @@ static int open_engine(const bench_args_t *a, bench_ctx_t *c, nx_err_t *err)
         return err->code;
     if (!(c->model = nx_loader_load(c->loader, a->model_dir, NULL, NULL, err)))
         return err->code;
+    if (a->hugepages) {
+        uint64_t t0 = nx_now_ns();
+        c->huge_bytes = nx_region_collapse(nx_model_region(c->model), 0, UINT64_MAX);
+        c->collapse_seconds = (double)(nx_now_ns() - t0) / 1e9;
+    }
     nx_engine_opts_t eopts = {.threads = a->threads, .max_context = context};
     if (!(c->engine = nx_engine_new(a->model_dir, c->model, c->pool, &eopts, err)))
         return err->code;
@@ -287,8 +302,13 @@ static void print_table(const bench_args_t *a, const bench_ctx_t *c, double band
            nx_arch_name(cfg->arch), cfg->layers, cfg->hidden, cfg->vocab,
            nx_engine_backend_name(c->engine), a->threads, a->threads == 1 ? "" : "s");
     bool gpu = strcmp(nx_engine_backend_name(c->engine), "cpu") != 0;
-    printf("weights read per step: %s; host memory read bandwidth (%zu MiB, %u threads): "
-           "%.2f GB/s\n", wbytes, bw_bytes >> 20, a->threads, bandwidth / 1e9);
+    printf("weights read per step: %s; host memory read bandwidth (%zu MiB, %u threads, %s "
+           "pages): %.2f GB/s\n", wbytes, bw_bytes >> 20, a->threads,
+           a->hugepages ? "2 MiB" : "4 KiB", bandwidth / 1e9);
+    if (a->hugepages)
+        printf("weights in 2 MiB pages: %.1f of %.1f MiB (MADV_COLLAPSE after the load: %.2f s)\n",
+               c->huge_bytes / 1048576.0, nx_region_bytes(nx_model_region(c->model)) / 1048576.0,
+               c->collapse_seconds);
     if (gpu) /* the column below is against host RAM: meaningless for a GPU's weights */
         printf("(on %s the weights are in device memory: the roofline against the device's "
                "bandwidth is bench/gpu_decode.py's)\n", nx_engine_backend_name(c->engine));
@@ -316,6 +336,9 @@ static int write_json(const bench_args_t *a, const bench_ctx_t *c, double bandwi
     json_object_set_new(o, "weight_bytes_per_step",
                         json_integer((json_int_t)c->weight_bytes_per_step));
     json_object_set_new(o, "read_bandwidth_gbps", json_real(bandwidth / 1e9));
+    json_object_set_new(o, "hugepages", json_boolean(a->hugepages));
+    json_object_set_new(o, "huge_bytes", json_integer((json_int_t)c->huge_bytes));
+    json_object_set_new(o, "collapse_seconds", json_real(c->collapse_seconds));
     for (size_t i = 0; i < n; i++) {
         json_t *r = json_object();
         json_object_set_new(r, "phase", json_string(!figs[i].batch  ? "prefill"
@@ -340,7 +363,7 @@ static int write_json(const bench_args_t *a, const bench_ctx_t *c, double bandwi
 int main(int argc, char **argv)
 {
     bench_args_t a = {.prompt = 128, .tokens = 64, .decode_prompt = 16,
-                      .batches = {1, 8, 32}, .batch_count = 3};
+                      .batches = {1, 8, 32}, .batch_count = 3, .hugepages = true};
     int rc = parse_args(argc, argv, &a);
     if (rc != 0)
         return rc;
@@ -349,7 +372,7 @@ int main(int argc, char **argv)
         a.threads = cores > 0 ? (uint32_t)(cores > 256 ? 256 : cores) : 1;
     }
     size_t bw_bytes = nx_bench_bandwidth_bytes();
-    double bandwidth = nx_bench_read_bandwidth(a.threads, bw_bytes);
+    double bandwidth = nx_bench_read_bandwidth_pages(a.threads, bw_bytes, a.hugepages);
     nx_err_t err = {0};
     bench_ctx_t c = {0};
     figure_t figs[MAX_BATCHES + 2];

@@ -32,6 +32,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1; older C library headers lack it */
+#endif
+
 typedef struct cpu_dev {
     uint64_t chunk_bytes; /* size of one chunk; 0 before phys_create */
     uint32_t chunk_count;
@@ -147,6 +151,38 @@ static void cpu_prepare(nx_dev_t *dev, void *ptr, size_t bytes)
     uintptr_t end = ((uintptr_t)ptr + bytes + page - 1) / page * page;
     if (end > start)
         madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+}
+
+/* MADV_COLLAPSE of the 2 MiB pages wholly inside [ptr, ptr + bytes): the kernel copies each
+ * into a fresh huge page and remaps it, whatever the THP settings say (it works with
+ * `enabled=madvise` and no MADV_HUGEPAGE, so the load's faults stay 4 KiB and fast). One call
+ * per 2 MiB so that a refusal costs only that page: EAGAIN (a page busy) and ENOMEM (no huge
+ * page to be had just now: seen on the VM of bench/RESULTS.md under memory pressure, for a
+ * third of a 7.5 GB region) skip it, and COLLAPSE_GIVE_UP of them in a row end the call;
+ * EINVAL (a kernel before 6.1, or memory it cannot collapse) ends it at once. Counts what is
+ * huge afterwards. */
+#define COLLAPSE_GIVE_UP 16
+
+static uint64_t cpu_collapse(nx_dev_t *dev, void *ptr, size_t bytes)
+{
+    const uintptr_t huge = 2u << 20;
+    uintptr_t start = ((uintptr_t)ptr + huge - 1) / huge * huge;
+    uintptr_t end = ((uintptr_t)ptr + bytes) / huge * huge;
+    uint64_t done = 0;
+    int refused = 0;
+    for (uintptr_t at = start; at < end && refused < COLLAPSE_GIVE_UP; at += huge) {
+        if (madvise((void *)at, huge, MADV_COLLAPSE) == 0) {
+            done += huge;
+            refused = 0;
+            continue;
+        }
+        int e = errno;
+        refused = e == EAGAIN || e == ENOMEM ? refused + 1 : COLLAPSE_GIVE_UP;
+        nx_log(NX_LOG_DEBUG, "cpu backend: MADV_COLLAPSE of 2 MiB at %p refused (%s)%s",
+               (void *)at, strerror(e),
+               refused < COLLAPSE_GIVE_UP ? "" : "; the rest stays in 4 KiB pages");
+    }
+    return done;
 }
 
 /* The spare mapping resized to `range` bytes, or NULL when there is none (or mremap refused:
@@ -322,6 +358,7 @@ static const nx_dev_ops_t cpu_ops = {
     .map = cpu_map,
     .unmap = cpu_unmap,
     .prepare = cpu_prepare,
+    .collapse = cpu_collapse,
     .host_alloc = cpu_host_alloc,
     .host_free = cpu_host_free,
     .stream_new = cpu_stream_new,

@@ -39,6 +39,11 @@ typedef struct nx_dev_ops {
      * fault it in now, in the thread that will write it, rather than one fault per page. A
      * no-op where the pool is not host memory. Best effort: never fails a load. */
     void (*prepare)(nx_dev_t *dev, void *ptr, size_t bytes);
+    /* Back pool memory [ptr, ptr+bytes) with huge pages where the backend can (CPU: the 2 MiB
+     * pages wholly inside it, by MADV_COLLAPSE, its contents kept); returns how many of its
+     * bytes are now huge. Best effort and slow (it copies): never on a load's path. NULL where
+     * there is nothing to do (CUDA). */
+    uint64_t (*collapse)(nx_dev_t *dev, void *ptr, size_t bytes);
 
     /* Host memory for staging and the host cache: pinned on CUDA, page-aligned on both.
      * Allocated at start-up only, never inside a timed load. */

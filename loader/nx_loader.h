@@ -354,6 +354,14 @@ void nx_pool_free(nx_pool_t *self, nx_region_t **region_p);
 void *nx_region_ptr(const nx_region_t *region);      /* device pointer (host pointer on CPU) */
 uint64_t nx_region_bytes(const nx_region_t *region); /* usable bytes (>= requested) */
 const char *nx_region_owner(const nx_region_t *region);
+/* Back the region's bytes [offset, offset + bytes) (clipped to the region) with 2 MiB pages
+ * where the device allows it, contents unchanged: on CPU, MADV_COLLAPSE of every 2 MiB page
+ * wholly inside; fewer TLB misses when the weights are streamed (bench/RESULTS.md, "Huge
+ * pages"). Slow (it copies, ~1-2.5 s per GiB on the VM of bench/RESULTS.md), so never on a
+ * load's path: the caller runs it when the model is resident, piece by piece if it must stay
+ * responsive; the memory may be read meanwhile. Returns the bytes now huge; 0 where the
+ * device has nothing to do (CUDA) or the kernel refused (logged at debug, never an error). */
+uint64_t nx_region_collapse(const nx_region_t *region, uint64_t offset, uint64_t bytes);
 
 typedef struct nx_pool_stats {
     nx_device_kind_t device;

@@ -479,6 +479,16 @@ uint64_t nx_region_bytes(const nx_region_t *region)
     return region->held_bytes;
 }
 
+uint64_t nx_region_collapse(const nx_region_t *region, uint64_t offset, uint64_t bytes)
+{
+    nx_dev_t *dev = region->pool->dev;
+    if (!dev->ops->collapse || offset >= region->held_bytes)
+        return 0;
+    if (bytes > region->held_bytes - offset)
+        bytes = region->held_bytes - offset;
+    return dev->ops->collapse(dev, (char *)region->va + offset, (size_t)bytes);
+}
+
 const char *nx_region_owner(const nx_region_t *region)
 {
     return region->owner;

@@ -183,10 +183,52 @@ static void loader_do(nx_exec_t *exec, nx__msg_t *job)
     job->ms = (double)(nx_now_ns() - t0) / 1e6;
 }
 
+/* After a load, while its inbox is empty, the loader thread backs the new weights with 2 MiB
+ * pages (nx_region_collapse), a piece at a time, so that a job that arrives meanwhile waits for
+ * one piece at most: the collapse is never on a swap's path, and the model serves while it
+ * runs. An eviction of those weights ends it first; the next load replaces it. On the VM of
+ * bench/RESULTS.md it costs ~1-2.5 s of one core per GiB, once per load, for about +10% of
+ * batch-1 decode for as long as the model stays ("Huge pages" there). NEXUS_HUGEPAGES=off
+ * skips it. */
+#define NX__COLLAPSE_PIECE (32ull << 20)
+
+typedef struct collapse_job {
+    nx_model_t *weights; /* NULL: nothing to do */
+    uint64_t done, huge;
+    uint64_t started_ns;
+} collapse_job_t;
+
+static bool hugepages_wanted(void)
+{
+    const char *v = getenv("NEXUS_HUGEPAGES");
+    return !v || strcmp(v, "off") != 0;
+}
+
+/* One piece; false when the whole region is done (logged at debug). */
+static bool collapse_piece(collapse_job_t *c)
+{
+    const nx_region_t *region = nx_model_region(c->weights);
+    uint64_t bytes = nx_region_bytes(region);
+    c->huge += nx_region_collapse(region, c->done, NX__COLLAPSE_PIECE);
+    c->done += NX__COLLAPSE_PIECE;
+    if (c->done < bytes)
+        return true;
+    nx_log(NX_LOG_DEBUG, "loader: %s in 2 MiB pages: %llu of %llu MiB, in %.2f s",
+           nx_region_owner(region), (unsigned long long)(c->huge >> 20),
+           (unsigned long long)(bytes >> 20), (double)(nx_now_ns() - c->started_ns) / 1e9);
+    c->weights = NULL;
+    return false;
+}
+
 static void *loader_main(void *arg)
 {
     nx_exec_t *exec = arg;
+    collapse_job_t collapse = {0};
+    bool hugepages = hugepages_wanted();
     for (;;) {
+        if (collapse.weights && nx_mailbox_count(exec->loader_inbox) == 0 &&
+            collapse_piece(&collapse))
+            continue;
         nx_mailbox_wait(exec->loader_inbox, -1);
         nx__msg_t *job = nx_mailbox_pop(exec->loader_inbox);
         if (!job)
@@ -195,7 +237,11 @@ static void *loader_main(void *arg)
             nx__msg_free(job);
             return NULL;
         }
+        if (job->kind != NX__MSG_LOADED && job->weights == collapse.weights)
+            collapse.weights = NULL; /* about to be unloaded */
         loader_do(exec, job);
+        if (job->kind == NX__MSG_LOADED && job->rc == NX_OK && hugepages)
+            collapse = (collapse_job_t){.weights = job->weights, .started_ns = nx_now_ns()};
         while (!nx_mailbox_push(exec->inbox, job)) /* out of memory: the result must arrive */
             nx_mailbox_wait(exec->loader_inbox, 10);
     }

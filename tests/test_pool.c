@@ -555,6 +555,51 @@ static void test_cpu_pool_is_lazy(void **state)
     nx_pool_destroy(&pool);
 }
 
+/* Bytes of AnonHugePages in the mapping that holds `ptr` (/proc/self/smaps); 0 if not found. */
+static uint64_t huge_bytes_at(const void *ptr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    bool inside = false;
+    uint64_t kib = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, n;
+        if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)ptr >= lo && (uintptr_t)ptr < hi;
+        else if (inside && sscanf(line, "AnonHugePages: %llu kB", &n) == 1)
+            kib = n;
+    }
+    if (f)
+        fclose(f);
+    return kib * 1024;
+}
+
+/* nx_region_collapse keeps every byte (of the range and around it), clips to the region,
+ * counts only 2 MiB pages wholly inside the range, and what it counts is huge in smaps; the
+ * memory stays writable. 0 is a legal answer (a kernel without MADV_COLLAPSE), never an error. */
+static void test_cpu_region_collapse(void **state)
+{
+    nx_pool_t *pool = cpu_pool(64 * MIB, 0);
+    nx_err_t err;
+    nx_region_t *r = nx_pool_alloc(pool, 24 * MIB, "collapse", &err);
+    assert_non_null(r);
+    char *p = nx_region_ptr(r);
+    fill(p, 24 * MIB, 7);
+    uint64_t huge = nx_region_collapse(r, 3 * MIB + 4096, 9 * MIB);
+    assert_true(huge <= 8 * MIB); /* [3 MiB + 4 KiB, 12 MiB + 4 KiB) holds 4 whole 2 MiB pages */
+    assert_int_equal(huge % (2 * MIB), 0);
+    assert_true(huge_bytes_at(p) >= huge);
+    assert_pattern(p, 24 * MIB, 7);
+    uint64_t all = nx_region_collapse(r, 0, UINT64_MAX); /* clipped to the region */
+    assert_true(all >= huge && all <= nx_region_bytes(r));
+    assert_int_equal(nx_region_collapse(r, nx_region_bytes(r), 1), 0);
+    assert_pattern(p, 24 * MIB, 7);
+    fill(p, 24 * MIB, 8);
+    assert_pattern(p, 24 * MIB, 8);
+    nx_pool_free(pool, &r);
+    nx_pool_destroy(&pool);
+}
+
 static void test_destroy_with_live_regions(void **state)
 {
     nx_pool_t *pool = cpu_pool(8 * MIB, 0);
@@ -586,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_backend_table),
         cmocka_unit_test(test_destroy_with_live_regions),
         cmocka_unit_test(test_cpu_pool_is_lazy),
+        cmocka_unit_test(test_cpu_region_collapse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
