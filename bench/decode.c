@@ -8,9 +8,10 @@
  *                     [--device auto|cpu|cuda]
  *                      [--decode-prompt 16] [--hugepages on|off] [--json FILE]
  *
- * --hugepages on (the default): once loaded, the weights' region is backed by 2 MiB pages
+ * --hugepages on: once loaded, the weights' region is backed by 2 MiB pages
  * (nx_region_collapse, untimed; its seconds are printed) and the bandwidth buffer is too, so
- * the bound beside each figure is for the same pages; off: both stay in 4 KiB pages.
+ * the bound beside each figure is for the same pages; off (the default, as nexusd, see
+ * NEXUS_HUGEPAGES in nexus/residency.c): both stay in 4 KiB pages.
  *
  * Every step ends with a pick per sequence through the engine, as nexusd steps (on CUDA the
  * GPU picks and only ids come back): greedy, and once more at batch 1 with sampling (T 0.8,
@@ -45,7 +46,7 @@ typedef struct bench_args {
     size_t batch_count;
     const char *json_path;
     nx_device_kind_t device; /* --device; auto by default */
-    bool hugepages;          /* --hugepages; on by default */
+    bool hugepages;          /* --hugepages; off by default */
 } bench_args_t;
 
 /* ---- arguments ----------------------------------------------------------------------------- */
@@ -363,7 +364,7 @@ static int write_json(const bench_args_t *a, const bench_ctx_t *c, double bandwi
 int main(int argc, char **argv)
 {
     bench_args_t a = {.prompt = 128, .tokens = 64, .decode_prompt = 16,
-                      .batches = {1, 8, 32}, .batch_count = 3, .hugepages = true};
+                      .batches = {1, 8, 32}, .batch_count = 3, .hugepages = false};
     int rc = parse_args(argc, argv, &a);
     if (rc != 0)
         return rc;

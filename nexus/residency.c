@@ -188,8 +188,10 @@ static void loader_do(nx_exec_t *exec, nx__msg_t *job)
  * one piece at most: the collapse is never on a swap's path, and the model serves while it
  * runs. An eviction of those weights ends it first; the next load replaces it. On the VM of
  * bench/RESULTS.md it costs ~1-2.5 s of one core per GiB, once per load, for about +10% of
- * batch-1 decode for as long as the model stays ("Huge pages" there). NEXUS_HUGEPAGES=off
- * skips it. */
+ * batch-1 decode for as long as the model stays ("Huge pages" there). Off unless
+ * NEXUS_HUGEPAGES=on: right after a swap the collapse takes a core from the very task that
+ * asked for the model (two cores here), and that cost on time-to-first-token has not been
+ * measured on a quiet machine yet; bench/decode --hugepages on shows the gain. */
 #define NX__COLLAPSE_PIECE (32ull << 20)
 
 typedef struct collapse_job {
@@ -201,7 +203,7 @@ typedef struct collapse_job {
 static bool hugepages_wanted(void)
 {
     const char *v = getenv("NEXUS_HUGEPAGES");
-    return !v || strcmp(v, "off") != 0;
+    return v && strcmp(v, "on") == 0;
 }
 
 /* One piece; false when the whole region is done (logged at debug). */
