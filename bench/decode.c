@@ -31,6 +31,7 @@
 #include <jansson.h>
 
 #include "bandwidth.h"
+#include "bench_pool.h"
 #include "ctl.h"
 #include "nx_engine.h"
 
@@ -138,25 +139,16 @@ static uint64_t weights_read_per_step(const nx_model_t *model)
 
 static int open_engine(const bench_args_t *a, bench_ctx_t *c, nx_err_t *err)
 {
-    nx_model_config_t cfg;
-    int rc = nx_config_load(a->model_dir, &cfg, err);
-    if (rc != NX_OK)
-        return rc;
-    nx_st_t *st = nx_st_open(a->model_dir, err);
-    if (!st)
-        return err->code;
-    uint64_t weights = nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1);
-    nx_st_destroy(&st);
     uint32_t max_batch = 1;
     for (size_t i = 0; i < a->batch_count; i++)
         max_batch = a->batches[i] > max_batch ? a->batches[i] : max_batch;
     uint32_t context = (a->prompt > a->decode_prompt ? a->prompt : a->decode_prompt) + a->tokens;
-    uint64_t kv_per_seq = nx_kv_bytes(&cfg, a->device, context);
-    const uint64_t chunk = 32ull << 20;
-    uint64_t pool_bytes = (weights / chunk + 1) * chunk +
-                          (max_batch + 1) * ((kv_per_seq / chunk + 1) * chunk) + 4 * chunk;
-    if (a->device == NX_DEVICE_CUDA || (a->device == NX_DEVICE_AUTO && nx_cuda_available(NULL)))
-        pool_bytes += 1ull << 30; /* the CUDA backend's scratch and cuBLAS workspace */
+    nx_model_config_t cfg;
+    uint64_t pool_bytes = 0;
+    int rc = nx_bench_pool_bytes(a->model_dir, a->device, context, max_batch, &cfg, &pool_bytes,
+                                 err);
+    if (rc != NX_OK)
+        return rc;
     c->pool = nx_pool_new(&(nx_pool_opts_t){.device = a->device, .bytes = pool_bytes}, err);
     if (!c->pool)
         return err->code;

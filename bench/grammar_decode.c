@@ -26,6 +26,7 @@
 
 #include <jansson.h>
 
+#include "bench_pool.h"
 #include "ctl.h"
 #include "grammar.h"
 #include "nx_engine.h"
@@ -143,25 +144,16 @@ static char *read_all(const char *path)
 
 static int open_bench(const args_t *a, bench_t *b, nx_err_t *err)
 {
-    nx_model_config_t cfg;
-    int rc = nx_config_load(a->model_dir, &cfg, err);
-    if (rc != NX_OK)
-        return rc;
-    nx_st_t *st = nx_st_open(a->model_dir, err);
-    if (!st)
-        return err->code;
-    uint64_t weights = nx_st_data_bytes(st) + 4096ull * (nx_st_file_count(st) + 1);
-    nx_st_destroy(&st);
     uint32_t max_batch = 1;
     for (size_t i = 0; i < a->batch_count; i++)
         max_batch = a->batches[i] > max_batch ? a->batches[i] : max_batch;
     b->context = PROMPT_TOKENS + a->tokens + 64;
-    const uint64_t chunk = 32ull << 20;
-    uint64_t kv = nx_kv_bytes(&cfg, a->device, b->context);
-    uint64_t pool_bytes = (weights / chunk + 1) * chunk +
-                          (max_batch + 1) * ((kv / chunk + 1) * chunk) + 4 * chunk;
-    if (a->device == NX_DEVICE_CUDA || (a->device == NX_DEVICE_AUTO && nx_cuda_available(NULL)))
-        pool_bytes += 1ull << 30;
+    nx_model_config_t cfg;
+    uint64_t pool_bytes = 0;
+    int rc = nx_bench_pool_bytes(a->model_dir, a->device, b->context, max_batch, &cfg,
+                                 &pool_bytes, err);
+    if (rc != NX_OK)
+        return rc;
     if (!(b->pool = nx_pool_new(&(nx_pool_opts_t){.device = a->device, .bytes = pool_bytes},
                                 err)) ||
         !(b->loader = nx_loader_new(b->pool, NULL, err)) ||

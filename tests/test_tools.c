@@ -22,6 +22,7 @@
 #include "tools.h"
 
 #define FIXTURES "tests/fixtures/tokenizer"
+#include "tok_fixture.h"
 
 /* get_weather is strict (no extra members); add is not (the spec's additionalProperties). */
 static const char TOOLS[] =
@@ -216,22 +217,6 @@ typedef struct qwen3 {
     nx_tokenizer_t *tok;   /* Qwen3, 151,669 ids */
     nx_tokenizer_t *llama; /* Llama 3, 128,256 ids */
 } qwen3_t;
-
-static nx_tokenizer_t *unpack(const char *dir, const char *name)
-{
-    char cmd[1024], sub[96];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && gzip -dc %s/%s/tokenizer.json.gz > "
-             "%s/tokenizer.json && cp %s/%s/tokenizer_config.json %s/", sub, FIXTURES, name, sub,
-             FIXTURES, name, sub);
-    if (system(cmd) != 0)
-        return NULL;
-    nx_err_t err = {0};
-    nx_tokenizer_t *tok = nx_tokenizer_load(sub, &err);
-    if (!tok)
-        fprintf(stderr, "%s tokenizer: %s\n", name, err.msg);
-    return tok;
-}
 
 static int qwen3_setup(void **state)
 {

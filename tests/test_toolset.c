@@ -16,6 +16,7 @@
 #include "toolset.h"
 
 #define FIXTURES "tests/fixtures/tokenizer"
+#include "tok_fixture.h"
 
 #define TOOLS "[{\"type\":\"function\",\"function\":{\"name\":\"add\",\"parameters\":" \
               "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}," \
@@ -28,19 +29,6 @@ typedef struct toks {
     char dir[64];
     nx_tokenizer_t *qwen3, *llama3;
 } toks_t;
-
-static nx_tokenizer_t *unpack(const char *dir, const char *name)
-{
-    char cmd[1024], sub[96];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && gzip -dc %s/%s/tokenizer.json.gz > "
-             "%s/tokenizer.json && cp %s/%s/tokenizer_config.json %s/", sub, FIXTURES, name, sub,
-             FIXTURES, name, sub);
-    if (system(cmd) != 0)
-        return NULL;
-    nx_err_t err = {0};
-    return nx_tokenizer_load(sub, &err);
-}
 
 static int setup(void **state)
 {
