@@ -553,10 +553,6 @@ static int build_batch(nx_engine_t *e, nx_seq_t *const *seqs, uint32_t count, nx
             e->picked[logit] = -1;
         }
         seq->picked = -1;
-        if (seq->pick_sampler && seq->mask_fn &&
-            nx__sampler_reserve_mask(seq->pick_sampler) != NX_OK) /* once per sampler */
-            return nx_err_set(err, NX_ENOMEM, "step: sequence %u: no memory for a masked row",
-                              i);
         if (seq->pick_sampler) { /* wanted is 1: all_logits sequences do not pick */
             nx__sampler_plan(seq->pick_sampler, seq->pick_history, seq->pick_history_len,
                              &seq->pick);

@@ -285,13 +285,15 @@ static int prepare_pick(nx_gen_t *g, bool deferred, nx_err_t *err)
     if (g->stop_reason)
         return nx_err_set(err, NX_ESTATE, "generation already ended (%s)", g->stop_reason);
     g->picked = true;
-    if (!g->grammar || deferred)
-        return nx__sampler_set_allow(g->sampler, NULL, 0); /* NX_OK: no mask allocates nothing */
+    if (!g->grammar || deferred) {
+        nx__sampler_set_allow(g->sampler, NULL, 0);
+        return NX_OK;
+    }
     const uint32_t *allow;
     uint32_t allow_bits;
     int rc = nx__gg_mask(g->grammar, &allow, &allow_bits, err);
-    if (rc == NX_OK && nx__sampler_set_allow(g->sampler, allow, allow_bits) != NX_OK)
-        rc = nx_err_set(err, NX_ENOMEM, "grammar: no memory for a masked row");
+    if (rc == NX_OK)
+        nx__sampler_set_allow(g->sampler, allow, allow_bits);
     return rc;
 }
 

@@ -36,12 +36,9 @@ typedef struct nx__pick {
 void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history_len,
                       nx__pick_t *out);
 /* The mask the next plans of `self` carry (NULL: none); borrowed until it is replaced. The
- * generation state sets it before each pick while a grammar applies. NX_ENOMEM when the
- * masked row cannot be allocated (once per sampler, on the first mask). */
-int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits);
-/* Make sure `self` can carry out masked plans on host logits (its masked row, allocated once
- * per sampler): the engine's step does, before a deferred mask. NX_ENOMEM when it cannot. */
-int nx__sampler_reserve_mask(nx_sampler_t *self);
+ * generation state sets it before each pick while a grammar applies. On host logits a masked
+ * plan reads only the allowed ids (no pass over the row, nothing allocated). */
+void nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits);
 /* Carry a plan of `self` out on host logits (vocab floats). nx_sampler_pick is
  * nx__sampler_plan followed by this. */
 int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits);

@@ -32,7 +32,6 @@ struct nx_sampler {
     cand_t *cands;        /* [vocab] candidates of the current pick */
     int32_t *penalty_ids; /* [vocab] distinct ids of the last plan's history */
     double bin_mass[NUCLEUS_BINS]; /* top-p histogram: summed weight per bin */
-    float *masked;        /* [vocab] logits under a grammar mask; allocated on first use */
     const uint32_t *allow; /* the mask the next plans carry (nx__sampler_set_allow); NULL */
     uint32_t allow_bits;
 };
@@ -139,7 +138,6 @@ void nx_sampler_destroy(nx_sampler_t **self_p)
     free(self->seen_stamp);
     free(self->cands);
     free(self->penalty_ids);
-    free(self->masked);
     free(self);
     *self_p = NULL;
 }
@@ -181,50 +179,10 @@ void nx__sampler_plan(nx_sampler_t *self, const int32_t *history, size_t history
     out->allow_bits = self->allow ? self->allow_bits : 0;
 }
 
-int nx__sampler_reserve_mask(nx_sampler_t *self)
+void nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits)
 {
-    if (!self->masked && !(self->masked = malloc((size_t)self->vocab * sizeof *self->masked)))
-        return NX_ENOMEM;
-    return NX_OK;
-}
-
-int nx__sampler_set_allow(nx_sampler_t *self, const uint32_t *allow, uint32_t allow_bits)
-{
-    if (allow && nx__sampler_reserve_mask(self) != NX_OK)
-        return NX_ENOMEM;
     self->allow = allow;
     self->allow_bits = allow_bits;
-    return NX_OK;
-}
-
-static bool allowed_id(const nx__pick_t *p, uint32_t id)
-{
-    return id < p->allow_bits && (p->allow[id >> 5] >> (id & 31) & 1);
-}
-
-/* The plan's mask over logits into self->masked (disallowed: -inf); the lowest allowed id,
- * -1 when none. Hot while a grammar applies: one pass over the vocabulary, word by word. */
-static int32_t apply_mask(nx_sampler_t *self, const float *logits, const nx__pick_t *p)
-{
-    int32_t first = -1;
-    uint32_t words = (self->vocab + 31) / 32;
-    for (uint32_t w = 0; w < words; w++) {
-        uint32_t base = w * 32;
-        uint32_t bits = w < (p->allow_bits + 31) / 32 ? p->allow[w] : 0;
-        if (base + 32 > p->allow_bits && base < p->allow_bits)
-            bits &= (p->allow_bits - base >= 32) ? ~0u : ((1u << (p->allow_bits - base)) - 1);
-        uint32_t end = base + 32 < self->vocab ? base + 32 : self->vocab;
-        if (bits == 0) {
-            for (uint32_t i = base; i < end; i++)
-                self->masked[i] = -INFINITY;
-            continue;
-        }
-        if (first < 0)
-            first = (int32_t)(base + (uint32_t)__builtin_ctz(bits));
-        for (uint32_t i = base; i < end; i++)
-            self->masked[i] = (bits >> (i - base) & 1) ? logits[i] : -INFINITY;
-    }
-    return first;
 }
 
 /* CTRL's penalty over the plan's distinct ids: positive logits are divided by it, negative
@@ -291,22 +249,34 @@ static void sift_down(cand_t *heap, size_t n, size_t i)
     }
 }
 
-/* The k best logits into self->cands[0..k), sorted by rank. */
-static void select_top_k(nx_sampler_t *self, const float *row, uint32_t k)
+/* The k best of n candidates into self->cands[0..k), sorted by rank: the candidates are
+ * row's ids 0..n) or, with row NULL, self->cands[0..n) as they are (the heap takes their
+ * front, read past it). */
+static void select_top_k(nx_sampler_t *self, const float *row, size_t n, uint32_t k)
 {
     cand_t *heap = self->cands;
-    for (uint32_t i = 0; i < k; i++)
-        heap[i] = (cand_t){clean(row[i]), (int32_t)i};
+    if (row)
+        for (uint32_t i = 0; i < k; i++)
+            heap[i] = (cand_t){clean(row[i]), (int32_t)i};
     for (size_t i = k / 2; i-- > 0;)
         sift_down(heap, k, i);
-    for (uint32_t i = k; i < self->vocab; i++) { /* hot: one compare for most ids */
-        cand_t c = {clean(row[i]), (int32_t)i};
+    for (size_t i = k; i < n; i++) { /* hot: one compare for most ids */
+        cand_t c = row ? (cand_t){clean(row[i]), (int32_t)i} : heap[i];
         if (ranks_before(&c, &heap[0])) {
             heap[0] = c;
             sift_down(heap, k, 0);
         }
     }
     qsort(heap, k, sizeof *heap, cmp_rank);
+}
+
+/* The highest value of c[0..n), n > 0. */
+static float max_value(const cand_t *c, size_t n)
+{
+    float m = c[0].value;
+    for (size_t i = 1; i < n; i++)
+        m = c[i].value > m ? c[i].value : m;
+    return m;
 }
 
 static int weight_bin(float w) /* w in [0, 1] */
@@ -453,23 +423,23 @@ static int32_t last_positive(const cand_t *c, size_t n)
     return id;
 }
 
-/* Sample from a candidate list: temperature, top-p, min-p, then the plan's draw. */
-static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
+/* Sample n candidates: row's ids [0, n), or with row NULL self->cands[0..n) (a grammar's
+ * allowed ids, in id order): top-k, temperature, top-p, min-p, then the plan's draw. */
+static int32_t sample(nx_sampler_t *self, const float *row, size_t n, const nx__pick_t *p)
 {
     cand_t *c = self->cands;
-    size_t n;
     bool sorted;
-    if (p->top_k > 0 && p->top_k < self->vocab) {
-        select_top_k(self, row, p->top_k);
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top_k(self, row, n, p->top_k);
         n = p->top_k;
         sorted = true;
     } else {
-        for (uint32_t i = 0; i < self->vocab; i++)
-            c[i] = (cand_t){clean(row[i]), (int32_t)i};
-        n = self->vocab;
+        if (row)
+            for (uint32_t i = 0; i < n; i++)
+                c[i] = (cand_t){clean(row[i]), (int32_t)i};
         sorted = false;
     }
-    float max_logit = sorted ? c[0].value : clean(row[argmax(row, self->vocab)]);
+    float max_logit = sorted ? c[0].value : max_value(c, n);
     if (max_logit == -INFINITY) /* nothing is possible: fall back to the lowest id */
         return c[0].id;
     double total = to_weights(c, n, max_logit, p->temperature);
@@ -512,24 +482,82 @@ static int32_t sample(nx_sampler_t *self, const float *row, const nx__pick_t *p)
     return c[0].id;
 }
 
-/* The grammar mask goes first: disallowed logits become -inf before the repetition penalty
- * (which keeps -inf at -inf), temperature, top-k, top-p and min-p, so the distribution the
- * draw reads is exactly the constrained one and nothing is resampled. With a mask, -1 when it
- * allows no id; an id the mask allows otherwise (all allowed logits -inf or NaN: the lowest
- * allowed id). */
+/* The allowed ids of the plan's mask (ids past allow_bits or the vocabulary are not), in id
+ * order with their logits, into self->cands; returns how many. One pass over the mask's
+ * words: a grammar state usually allows a few hundred ids, so the pick that follows reads
+ * those, not the whole row. */
+static size_t gather_allowed(nx_sampler_t *self, const float *logits, const nx__pick_t *p)
+{
+    cand_t *c = self->cands;
+    uint32_t limit = p->allow_bits < self->vocab ? p->allow_bits : self->vocab;
+    size_t n = 0;
+    for (uint32_t base = 0; base < limit; base += 32) {
+        uint32_t bits = p->allow[base / 32];
+        if (limit - base < 32)
+            bits &= (1u << (limit - base)) - 1;
+        if (bits == ~0u) { /* a whole word allowed (inside a string, most are) */
+            for (uint32_t i = base; i < base + 32; i++)
+                c[n++] = (cand_t){clean(logits[i]), (int32_t)i};
+            continue;
+        }
+        for (; bits; bits &= bits - 1) {
+            uint32_t i = base + (uint32_t)__builtin_ctz(bits);
+            c[n++] = (cand_t){clean(logits[i]), (int32_t)i};
+        }
+    }
+    return n;
+}
+
+/* CTRL's penalty over candidates c[0..n) in id order: the plan's ids found by binary search.
+ * Values are already clean, and -inf stays -inf. */
+static void penalize_cands(cand_t *c, size_t n, const nx__pick_t *p)
+{
+    float penalty = p->repetition_penalty;
+    if (penalty == 1.0f)
+        return;
+    for (uint32_t k = 0; k < p->penalty_count; k++) {
+        int32_t id = p->penalty_ids[k];
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (c[mid].id < id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < n && c[lo].id == id)
+            c[lo].value = c[lo].value < 0 ? c[lo].value * penalty : c[lo].value / penalty;
+    }
+}
+
+/* A pick under the plan's grammar mask. The mask goes first: only the allowed ids are
+ * candidates, then the repetition penalty, temperature, top-k, top-p and min-p apply to them,
+ * so the draw reads exactly the constrained distribution and nothing is resampled; it is the
+ * pick of a row whose disallowed logits are -inf, without a pass over the row. -1 when the
+ * mask allows no id; the lowest allowed id when every allowed logit is -inf or NaN. */
+static int32_t pick_masked(nx_sampler_t *self, const nx__pick_t *plan, const float *logits)
+{
+    size_t n = gather_allowed(self, logits, plan);
+    if (n == 0)
+        return -1;
+    cand_t *c = self->cands;
+    penalize_cands(c, n, plan);
+    if (plan->temperature != 0.0f)
+        return sample(self, NULL, n, plan);
+    size_t best = 0; /* greedy: the lowest id on ties, as argmax */
+    for (size_t i = 1; i < n; i++)
+        if (c[i].value > c[best].value)
+            best = i;
+    return c[best].id;
+}
+
 int32_t nx__sampler_pick_plan(nx_sampler_t *self, const nx__pick_t *plan, const float *logits)
 {
-    int32_t first = -1;
-    if (plan->allow) {
-        if (!self->masked || (first = apply_mask(self, logits, plan)) < 0)
-            return -1;
-        logits = self->masked;
-    }
+    if (plan->allow)
+        return pick_masked(self, plan, logits);
     const float *row = apply_penalty(self, logits, plan);
-    int32_t id = plan->temperature == 0.0f ? argmax(row, self->vocab) : sample(self, row, plan);
-    if (plan->allow && (id < 0 || !allowed_id(plan, (uint32_t)id)))
-        id = first;
-    return id;
+    return plan->temperature == 0.0f ? argmax(row, self->vocab)
+                                     : sample(self, row, self->vocab, plan);
 }
 
 int32_t nx_sampler_pick(nx_sampler_t *self, const float *logits, const int32_t *history,
@@ -546,8 +574,7 @@ int32_t nx_sampler_pick_masked(nx_sampler_t *self, const float *logits, const in
 {
     const uint32_t *saved = self->allow;
     uint32_t saved_bits = self->allow_bits;
-    if (nx__sampler_set_allow(self, allow, allow_bits) != NX_OK)
-        return -1;
+    nx__sampler_set_allow(self, allow, allow_bits);
     nx__pick_t plan;
     nx__sampler_plan(self, history, history_len, &plan);
     int32_t id = nx__sampler_pick_plan(self, &plan, logits);

@@ -1,7 +1,8 @@
 /* test_sampler.c — the sampler on hand-made distributions: greedy and ties, each filter's
  * effect (top-k keeps exactly k, top-p the smallest nucleus, min-p its threshold), the
  * repetition penalty, seeded reproducibility, empirical frequencies against the softmax, a
- * 152k vocabulary against a brute-force reference, and parameter validation. */
+ * 152k vocabulary against a brute-force reference, masked picks against the picks of masked
+ * rows, and parameter validation. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -285,6 +286,111 @@ static void test_large_vocab_against_reference(void **state)
     free(counts);
 }
 
+/* ---- grammar masks ---------------------------------------------------------------------- */
+
+static uint64_t lcg(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 33;
+}
+
+/* A grammar-like mask over `bits` ids (words cover `words`): kind 0 a few ids, 1 about a
+ * tenth, 2 one id, 3 whole words and stray ids (a string's state), 4 everything; set bits
+ * past `bits` too, which must not count. */
+static void make_mask(uint32_t *mask, uint32_t words, uint32_t bits, int kind, uint64_t *x)
+{
+    memset(mask, 0, words * sizeof *mask);
+    for (uint32_t id = 0; id < bits; id++) {
+        bool on = kind == 1 ? lcg(x) % 10 == 0
+                : kind == 3 ? (id / 32) % 3 != 1 || lcg(x) % 4 == 0
+                : kind == 4;
+        if (on)
+            mask[id >> 5] |= 1u << (id & 31);
+    }
+    int few = kind == 0 ? 5 : 1;
+    for (int i = 0; i < few; i++) {
+        uint32_t id = (uint32_t)(lcg(x) % bits);
+        mask[id >> 5] |= 1u << (id & 31);
+    }
+    for (uint32_t id = bits; id < words * 32; id++)
+        mask[id >> 5] |= 1u << (id & 31);
+}
+
+static bool in_mask(const uint32_t *mask, uint32_t bits, uint32_t id)
+{
+    return id < bits && (mask[id >> 5] >> (id & 31) & 1);
+}
+
+/* A masked pick is the pick of the same row with every disallowed logit at -inf, id for id
+ * under the same seed, for every filter, the penalty, greedy, NaN logits and masks from one id
+ * to the whole vocabulary (allow_bits short of it or past it); when every allowed logit is
+ * -inf the lowest allowed id; -1 when the mask allows nothing inside the vocabulary. */
+static void test_masked_pick_is_pick_of_masked_row(void **state)
+{
+    static const uint32_t vocabs[] = {1000, 151936};
+    static const uint32_t top_ks[] = {0, 1, 5, 50, 999, 1000, 3};
+    static const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.05f};
+    static const float min_ps[] = {0.0f, 0.05f, 0.3f};
+    static const float temps[] = {0.0f, 0.5f, 1.0f, 1.7f};
+    uint64_t x = 7;
+    for (size_t v = 0; v < 2; v++) {
+        uint32_t vocab = vocabs[v], cases = v == 0 ? 600 : 60;
+        uint32_t words = (vocab + 64 + 31) / 32;
+        float *logits = malloc(vocab * sizeof *logits), *row = malloc(vocab * sizeof *row);
+        uint32_t *mask = malloc(words * sizeof *mask);
+        for (uint32_t c = 0; c < cases; c++) {
+            float spread = 2.0f + (float)(c % 5) * 4.0f;
+            for (uint32_t i = 0; i < vocab; i++)
+                logits[i] = (float)(lcg(&x) % 100000) / 100000.0f * spread - spread / 2;
+            if (c % 13 == 6)
+                logits[lcg(&x) % vocab] = NAN;
+            uint32_t bits = c % 4 == 1 ? vocab - vocab / 7 : c % 4 == 2 ? vocab + 40 : vocab;
+            make_mask(mask, words, bits, (int)(c % 5), &x);
+            bool dead = c % 17 == 9; /* every allowed logit -inf */
+            int32_t lowest = -1;
+            for (uint32_t i = 0; i < vocab; i++) {
+                bool ok = in_mask(mask, bits, i);
+                if (ok && lowest < 0)
+                    lowest = (int32_t)i;
+                if (ok && dead)
+                    logits[i] = c % 2 ? -INFINITY : NAN;
+                row[i] = ok ? logits[i] : -INFINITY;
+            }
+            nx_sampling_t s = sampling(temps[c % 4], top_ks[(c / 4) % 7] % (vocab + 1),
+                                       top_ps[(c / 3) % 4], min_ps[(c / 2) % 3], 1000 + c);
+            s.repetition_penalty = c % 3 == 0 ? 1.3f : 1.0f;
+            int32_t history[40];
+            for (int i = 0; i < 40; i++)
+                history[i] = (int32_t)(lcg(&x) % vocab);
+            nx_sampler_t *a = make(s, vocab), *b = make(s, vocab);
+            for (int draw_i = 0; draw_i < 3; draw_i++) {
+                int32_t got = nx_sampler_pick_masked(a, logits, history, 40, mask, bits);
+                int32_t want = nx_sampler_pick(b, row, history, 40);
+                if (dead || lowest < 0) /* lowest < 0: only ids past the vocabulary */
+                    want = lowest;
+                if (got != want)
+                    fail_msg("vocab %u case %u draw %d (T %.1f top_k %u top_p %.2f min_p %.2f "
+                             "penalty %.1f, allow_bits %u): masked pick %d, pick of the "
+                             "masked row %d", vocab, c, draw_i, (double)s.temperature,
+                             s.top_k, (double)s.top_p, (double)s.min_p,
+                             (double)s.repetition_penalty, bits, got, want);
+                assert_true(got < 0 || in_mask(mask, bits, (uint32_t)got));
+            }
+            nx_sampler_destroy(&a);
+            nx_sampler_destroy(&b);
+        }
+        memset(mask, 0, words * sizeof *mask);
+        nx_sampler_t *a = make(sampling(1.0f, 0, 1.0f, 0.0f, 1), vocab);
+        assert_int_equal(nx_sampler_pick_masked(a, logits, NULL, 0, mask, vocab), -1);
+        mask[0] = ~0u; /* set, but past allow_bits 0 */
+        assert_int_equal(nx_sampler_pick_masked(a, logits, NULL, 0, mask, 0), -1);
+        nx_sampler_destroy(&a);
+        free(logits);
+        free(row);
+        free(mask);
+    }
+}
+
 static void expect_invalid(nx_sampling_t s, const char *field)
 {
     nx_err_t err = {0};
@@ -348,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_seed_reproducible),
         cmocka_unit_test(test_frequencies_match_softmax),
         cmocka_unit_test(test_large_vocab_against_reference),
+        cmocka_unit_test(test_masked_pick_is_pick_of_masked_row),
         cmocka_unit_test(test_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
