@@ -78,25 +78,6 @@ static bool sub(cx_t *cx, json_t *o, const char *optr, json_t *i, const char *ip
 
 /* --- small helpers ------------------------------------------------------------------------- */
 
-static const char *const ANNOTATIONS[] = {
-    "title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
-    "writeOnly", "$schema", "$defs", "definitions", "contentMediaType", "contentEncoding",
-    "contentSchema", "$anchor", "$vocabulary", "$id", "then", "else", NULL};
-/* Input keywords that constrain and are not followed here. */
-static const char *const UNCHECKED[] = {
-    "patternProperties", "propertyNames", "minProperties", "maxProperties",
-    "dependentRequired", "dependentSchemas", "dependencies", "if", "not", "contains",
-    "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems",
-    "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", NULL};
-
-static bool in_list(const char *const *list, const char *key)
-{
-    for (; *list; list++)
-        if (!strcmp(*list, key))
-            return true;
-    return false;
-}
-
 static bool constrains(json_t *node)
 {
     if (json_is_boolean(node))
@@ -104,7 +85,8 @@ static bool constrains(json_t *node)
     const char *key;
     json_t *v;
     json_object_foreach(node, key, v) {
-        if (!in_list(ANNOTATIONS, key) && !(!strcmp(key, "uniqueItems") && json_is_false(v)))
+        if (!nx__sc_key_in(nx__sc_annotations, key) &&
+            !(!strcmp(key, "uniqueItems") && json_is_false(v)))
             return true;
     }
     return false;
@@ -817,7 +799,7 @@ static bool plain_fits(cx_t *cx, json_t *o, const char *optr, json_t *i, const c
     const char *key;
     json_t *v;
     json_object_foreach(i, key, v)
-        if (in_list(UNCHECKED, key))
+        if (nx__sc_key_in(nx__sc_unsupported_keys, key)) /* they constrain; not followed here */
             return fail(cx, "cannot prove output %s satisfies input %s's '%s' (not checked)",
                         where(optr), where(iptr), key);
     json_t *vals = listed_values(o);

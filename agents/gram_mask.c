@@ -306,6 +306,71 @@ static bool plain_step(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t 
 #define SLICE_MAX_CHARS 64
 #define MAX_WORD_SLICE 255 /* bytes a bounded word slice follows */
 
+/* The states one character of a class (plain text, ASCII words) leads to from x, added to
+ * out (NX__DEAD among them when one dies); member: the closure's bitmap (see out_add), or
+ * NULL in the bounded-length search. false when too many states to track, or (a shortcut)
+ * when the answer is already known to be SLICE_NONE. */
+typedef bool (*class_step_fn)(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
+                              uint64_t *member);
+
+/* One plain character: the closure stops at a death, the bounded search where deaths and
+ * lives mix (either way its answer is SLICE_NONE). */
+static bool plain_char(const nx__term_t *t, uint32_t x, uint32_t *out, uint32_t *n_out,
+                       uint64_t *member)
+{
+    return plain_step(t, x, out, n_out, member, member != NULL, member == NULL);
+}
+
+/* The search shared by slice_of and word_slice, for the tokens made of one character class
+ * (step), from DFA state d of t:
+ *   SLICE_ALL: over the closure R of d under the class, every step lives and every state can
+ *     go on;
+ *   r: after k <= r characters every state goes on and none accepts, after r + 1 all are
+ *     dead (r <= max_chars);
+ *   SLICE_NONE: neither holds, or it could not be told.
+ * Inlined into both, so each calls its step directly, as when they were written out. */
+static inline __attribute__((always_inline)) uint32_t
+slice_by(const nx__term_t *t, uint32_t d, class_step_fn step, uint32_t max_chars)
+{
+    uint32_t r[SLICE_MAX_STATES], n_r = 1;
+    uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
+    if (!member)
+        return SLICE_NONE; /* the whole trie is walked: slower, still exact */
+    r[0] = d;
+    member[d >> 6] |= 1ull << (d & 63);
+    bool closed = true;
+    for (uint32_t q = 0; q < n_r && closed; q++) {
+        uint32_t before = n_r;
+        closed = nx__term_more(t, r[q]) && step(t, r[q], r, &n_r, member);
+        for (uint32_t j = before; j < n_r && closed; j++)
+            closed = r[j] != NX__DEAD;
+    }
+    free(member);
+    if (closed)
+        return SLICE_ALL;
+    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
+    cur[0] = d;
+    for (uint32_t k = 0; k <= max_chars; k++) {
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])) ||
+                !step(t, cur[i], next, &m, NULL))
+                return SLICE_NONE;
+        bool any_dead = false, all_dead = true;
+        for (uint32_t i = 0; i < m; i++) {
+            any_dead |= next[i] == NX__DEAD;
+            all_dead &= next[i] == NX__DEAD;
+        }
+        if (all_dead)
+            return k;
+        if (any_dead)
+            return SLICE_NONE;
+        memcpy(cur, next, m * sizeof *cur);
+        n = m;
+    }
+    return SLICE_NONE;
+}
+
 /* Which plain-text tokens (see plain_text) are sure from d, taken whole instead of walked:
  *   SLICE_ALL: every one — each keeps terminal t alive and ends where it can go on. Checked on
  *     R, the states plain characters reach from d: every step lives, every state of R has a
@@ -328,45 +393,7 @@ static uint32_t slice_of(const nx__term_t *t, uint32_t d)
         uint32_t count = (d - 1) / t->strlen_k;
         return t->strlen_max == UINT32_MAX ? SLICE_ALL : t->strlen_max - count;
     }
-    uint32_t r[SLICE_MAX_STATES], n_r = 1;
-    uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
-    if (!member)
-        return SLICE_NONE; /* the whole trie is walked: slower, still exact */
-    r[0] = d;
-    member[d >> 6] |= 1ull << (d & 63);
-    bool closed = true;
-    for (uint32_t q = 0; q < n_r && closed; q++) {
-        uint32_t before = n_r;
-        closed = nx__term_more(t, r[q]) && plain_step(t, r[q], r, &n_r, member, true, false);
-        for (uint32_t j = before; j < n_r && closed; j++)
-            closed = r[j] != NX__DEAD;
-    }
-    free(member);
-    if (closed)
-        return SLICE_ALL;
-    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
-    cur[0] = d;
-    for (uint32_t k = 0; k <= SLICE_MAX_CHARS; k++) {
-        uint32_t m = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])))
-                return SLICE_NONE;
-            if (!plain_step(t, cur[i], next, &m, NULL, false, true))
-                return SLICE_NONE;
-        }
-        bool any_dead = false, all_dead = true;
-        for (uint32_t i = 0; i < m; i++) {
-            any_dead |= next[i] == NX__DEAD;
-            all_dead &= next[i] == NX__DEAD;
-        }
-        if (all_dead)
-            return k;
-        if (any_dead)
-            return SLICE_NONE;
-        memcpy(cur, next, m * sizeof *cur);
-        n = m;
-    }
-    return SLICE_NONE;
+    return slice_by(t, d, plain_char, SLICE_MAX_CHARS);
 }
 
 /* The set of states one ASCII letter or digit leads to from x, added to out (NX__DEAD among
@@ -399,43 +426,7 @@ static uint32_t word_slice(const nx__term_t *t, uint32_t d)
 {
     if (t->kind != NX__T_DFA)
         return SLICE_NONE;
-    uint64_t *member = calloc(t->dfa.n_states / 64 + 1, sizeof *member);
-    uint32_t r[SLICE_MAX_STATES], n_r = 1;
-    if (!member)
-        return SLICE_NONE;
-    r[0] = d;
-    member[d >> 6] |= 1ull << (d & 63);
-    bool closed = true;
-    for (uint32_t q = 0; q < n_r && closed; q++) {
-        uint32_t before = n_r;
-        closed = nx__term_more(t, r[q]) && word_step(t, r[q], r, &n_r, member);
-        for (uint32_t j = before; j < n_r && closed; j++)
-            closed = r[j] != NX__DEAD;
-    }
-    free(member);
-    if (closed)
-        return SLICE_ALL;
-    uint32_t cur[SLICE_MAX_STATES], next[SLICE_MAX_STATES], n = 1;
-    cur[0] = d;
-    for (uint32_t k = 0; k <= MAX_WORD_SLICE; k++) {
-        uint32_t m = 0;
-        for (uint32_t i = 0; i < n; i++)
-            if (!nx__term_more(t, cur[i]) || (k > 0 && nx__term_accepting(t, cur[i])) ||
-                !word_step(t, cur[i], next, &m, NULL))
-                return SLICE_NONE;
-        bool any_dead = false, all_dead = true;
-        for (uint32_t i = 0; i < m; i++) {
-            any_dead |= next[i] == NX__DEAD;
-            all_dead &= next[i] == NX__DEAD;
-        }
-        if (all_dead)
-            return k;
-        if (any_dead)
-            return SLICE_NONE;
-        memcpy(cur, next, m * sizeof *cur);
-        n = m;
-    }
-    return SLICE_NONE;
+    return slice_by(t, d, word_step, MAX_WORD_SLICE);
 }
 
 /* Sort crossing pairs so equal remainders are adjacent and neighbours share prefixes (what

@@ -21,17 +21,17 @@
 
 #include "gram_schema.h"
 
-static const char *const ANNOTATIONS[] = {
+const char *const nx__sc_annotations[] = {
     "title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
     "writeOnly", "$schema", "$defs", "definitions", "contentMediaType", "contentEncoding",
     "contentSchema", "$anchor", "$vocabulary", "$id", "then", "else", NULL};
-static const char *const UNSUPPORTED[] = {
+const char *const nx__sc_unsupported_keys[] = {
     "patternProperties", "propertyNames", "minProperties", "maxProperties",
     "dependentRequired", "dependentSchemas", "dependencies", "if", "not", "contains",
     "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems",
     "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", NULL};
 
-static bool in_list(const char *const *list, const char *key)
+bool nx__sc_key_in(const char *const *list, const char *key)
 {
     for (; *list; list++)
         if (!strcmp(*list, key))
@@ -168,7 +168,7 @@ static bool check_keywords(nx__sc_t *sc, json_t *node, const char *ptr)
     const char *key;
     json_t *val;
     json_object_foreach(node, key, val) {
-        if (in_list(UNSUPPORTED, key)) {
+        if (nx__sc_key_in(nx__sc_unsupported_keys, key)) {
             nx__sc_unsupported(sc, key, ptr, NULL);
             return false;
         }
@@ -190,7 +190,7 @@ static bool has_validation(json_t *node, const char *const *skip)
     const char *key;
     json_t *val;
     json_object_foreach(node, key, val) {
-        if (in_list(ANNOTATIONS, key) || (skip && in_list(skip, key)))
+        if (nx__sc_key_in(nx__sc_annotations, key) || (skip && nx__sc_key_in(skip, key)))
             continue;
         if (!strcmp(key, "uniqueItems") && json_is_false(val))
             continue;

@@ -29,6 +29,15 @@ typedef struct nx__sc {
     uint32_t any_rule, str_term, num_term, int_term; /* shared pieces, NX__DEAD until made */
 } nx__sc_t;
 
+/* Keywords that only annotate (title, default, ...): ignored by the compiler and by the
+ * compatibility check (gram_compat.c). NULL-terminated. */
+extern const char *const nx__sc_annotations[];
+/* Keywords that constrain instances and are not built: the compiler refuses them, and the
+ * compatibility check refuses them on an input schema. NULL-terminated. */
+extern const char *const nx__sc_unsupported_keys[];
+/* Is key one of list's (NULL-terminated) keywords? */
+bool nx__sc_key_in(const char *const *list, const char *key);
+
 /* Record the first error; returns NX__DEAD for `return nx__sc_fail(...)` in rule builders. */
 uint32_t nx__sc_fail(nx__sc_t *sc, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -21,13 +21,10 @@
 #include "nx_engine.h"
 #include "pick.h" /* nx__seq_defer_mask: the deferred mask's contract with the engine */
 #include "synth.h"
+#include "tiny_model.h"
 
 typedef struct fixture {
-    char dir[64];
-    nx_pool_t *pool;
-    nx_loader_t *loader;
-    nx_model_t *model;
-    nx_engine_t *engine;
+    tiny_model_t tiny;
     nx_tokenizer_t *tok;
     uint32_t vocab;
     int32_t stop_ids[8];
@@ -39,23 +36,13 @@ static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
     nx_err_t err = {0};
-    snprintf(f->dir, sizeof f->dir, "/tmp/nx-gengram-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (tiny_model_open(&f->tiny, "gengram", 5, 512) != 0)
         return -1;
-    rmdir(f->dir);
-    nx_synth_opts_t o = {.arch = NX_SYNTH_QWEN3, .preset = NX_SYNTH_TINY, .out_dir = f->dir,
-                         .seed = 5, .dtype = NX_DT_BF16, .shards = 1};
-    nx_pool_opts_t popts = {.device = NX_DEVICE_CPU, .bytes = 256ull << 20};
-    nx_engine_opts_t eopts = {.threads = 2, .max_context = 512};
-    if (nx_synth_model(&o, NULL, &err) != NX_OK || !(f->pool = nx_pool_new(&popts, &err)) ||
-        !(f->loader = nx_loader_new(f->pool, NULL, &err)) ||
-        !(f->model = nx_loader_load(f->loader, f->dir, NULL, NULL, &err)) ||
-        !(f->engine = nx_engine_new(f->dir, f->model, f->pool, &eopts, &err)) ||
-        !(f->tok = nx_tokenizer_load(f->dir, &err))) {
+    if (!(f->tok = nx_tokenizer_load(f->tiny.dir, &err))) {
         fprintf(stderr, "set-up: %s\n", err.msg);
         return -1;
     }
-    f->vocab = nx_engine_config(f->engine)->vocab;
+    f->vocab = nx_engine_config(f->tiny.engine)->vocab;
     f->stop_id_count = nx_chat_stop_ids(f->tok, NX_CHAT_CHATML, f->stop_ids, 8);
     if (!(f->gvocab = nx_gram_vocab_from_tokenizer(f->tok, f->stop_ids, f->stop_id_count,
                                                    &err))) {
@@ -71,15 +58,7 @@ static int teardown(void **state)
     fixture_t *f = *state;
     nx_gram_vocab_destroy(&f->gvocab);
     nx_tokenizer_destroy(&f->tok);
-    nx_engine_destroy(&f->engine);
-    if (f->model)
-        nx_loader_unload(f->loader, &f->model, false);
-    nx_loader_destroy(&f->loader);
-    nx_pool_destroy(&f->pool);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->dir);
+    tiny_model_close(&f->tiny);
     free(f);
     return 0;
 }
@@ -152,17 +131,17 @@ static void test_engine_pick_follows_grammar(void **state)
     int32_t prompt[4] = {7, 8, 9, 10};
     for (uint64_t seed = 1; seed <= 8; seed++) {
         nx_sampling_t s = sampling_t1(seed, 120);
-        nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+        nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
         assert_non_null(seq);
         nx_gen_result_t r;
-        int rc = nx_generate_grammar(f->engine, seq, f->tok, prompt, 4, &s, f->stop_ids,
+        int rc = nx_generate_grammar(f->tiny.engine, seq, f->tok, prompt, 4, &s, f->stop_ids,
                                      f->stop_id_count, &spec, NULL, NULL, &r, &err);
         if (rc != NX_OK)
             fail_msg("seed %llu: %s", (unsigned long long)seed, err.msg);
         assert_true(strcmp(r.stop_reason, "stop") == 0 || strcmp(r.stop_reason, "eos") == 0);
         check_run(gram, r.text, r.stop_reason);
         nx_gen_result_free(&r);
-        nx_seq_destroy(f->engine, &seq);
+        nx_seq_destroy(f->tiny.engine, &seq);
     }
     nx_gram_destroy(&gram);
 }
@@ -182,7 +161,7 @@ static void test_shared_matcher(void **state)
     nx_seq_t *seqs[2];
     nx_gen_t *gens[2];
     for (int i = 0; i < 2; i++) {
-        seqs[i] = nx_seq_new(f->engine, 0, false, &err);
+        seqs[i] = nx_seq_new(f->tiny.engine, 0, false, &err);
         gens[i] = nx_gen_new(f->tok, f->vocab, &s[i], prompt[i], 3, f->stop_ids,
                              f->stop_id_count, NULL, NULL, &err);
         assert_int_equal(nx_gen_set_grammar(gens[i], &spec, &err), NX_OK);
@@ -198,7 +177,7 @@ static void test_shared_matcher(void **state)
                 step[n] = seqs[i];
                 stepping[n++] = gens[i];
             }
-        assert_int_equal(nx_engine_step(f->engine, step, n, &err), NX_OK);
+        assert_int_equal(nx_engine_step(f->tiny.engine, step, n, &err), NX_OK);
         for (size_t i = 0; i < n; i++) {
             int32_t id;
             if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), true, &id, &err) != NX_OK)
@@ -215,7 +194,7 @@ static void test_shared_matcher(void **state)
         check_run(gram, nx_gen_text(gens[i]), nx_gen_stop_reason(gens[i]));
         assert_true(nx_gen_grammar_accepted(gens[i]));
         nx_gen_destroy(&gens[i]);
-        nx_seq_destroy(f->engine, &seqs[i]);
+        nx_seq_destroy(f->tiny.engine, &seqs[i]);
     }
     nx_gram_matcher_destroy(&shared);
     nx_gram_destroy(&gram);
@@ -234,7 +213,7 @@ static void test_host_pick_follows_grammar(void **state)
     int ended = 0;
     for (uint64_t seed = 1; seed <= 6; seed++) {
         nx_sampling_t s = sampling_t1(seed, 40);
-        nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+        nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
         nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids,
                                  f->stop_id_count, NULL, NULL, &err);
         assert_non_null(g);
@@ -243,7 +222,7 @@ static void test_host_pick_follows_grammar(void **state)
         assert_true(nx_gen_grammar_started(g));
         assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
         while (!nx_gen_stop_reason(g)) {
-            assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_OK);
+            assert_int_equal(nx_engine_step(f->tiny.engine, &seq, 1, &err), NX_OK);
             int32_t id;
             bool room = nx_seq_len(seq) < nx_seq_capacity(seq);
             if (nx_gen_advance(g, nx_seq_logits(seq, NULL), room, &id, &err) != NX_OK)
@@ -259,7 +238,7 @@ static void test_host_pick_follows_grammar(void **state)
             ended++;
         }
         nx_gen_destroy(&g);
-        nx_seq_destroy(f->engine, &seq);
+        nx_seq_destroy(f->tiny.engine, &seq);
     }
     assert_true(ended > 0); /* the seeds are fixed: some runs end at an end id */
     nx_gram_destroy(&gram);
@@ -274,9 +253,9 @@ static void test_length_cuts(void **state)
     nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
     int32_t prompt[2] = {3, 4};
     nx_sampling_t s = sampling_t1(3, 3);
-    nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+    nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
     nx_gen_result_t r;
-    assert_int_equal(nx_generate_grammar(f->engine, seq, f->tok, prompt, 2, &s, f->stop_ids,
+    assert_int_equal(nx_generate_grammar(f->tiny.engine, seq, f->tok, prompt, 2, &s, f->stop_ids,
                                          f->stop_id_count, &spec, NULL, NULL, &r, &err),
                      NX_OK);
     assert_string_equal(r.stop_reason, "length");
@@ -285,7 +264,7 @@ static void test_length_cuts(void **state)
     assert_int_equal(walk(gram, r.text, strlen(r.text), &accepting), NX_OK);
     assert_false(accepting); /* the shortest sentence is longer than 3 tokens */
     nx_gen_result_free(&r);
-    nx_seq_destroy(f->engine, &seq);
+    nx_seq_destroy(f->tiny.engine, &seq);
     nx_gram_destroy(&gram);
 }
 
@@ -333,7 +312,7 @@ static void test_forced_tokens_fast_forward(void **state)
     for (uint64_t seed = 1; seed <= 4; seed++) {
         uint32_t max_tokens = seed == 4 ? 9 : 200;
         nx_sampling_t s = sampling_t1(seed, max_tokens);
-        nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+        nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
         nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids,
                                  f->stop_id_count, NULL, NULL, &err);
         assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
@@ -341,7 +320,7 @@ static void test_forced_tokens_fast_forward(void **state)
         size_t steps = 0;
         for (;;) {
             assert_int_equal(nx_gen_pick_next(g, seq, &err), NX_OK);
-            assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_OK);
+            assert_int_equal(nx_engine_step(f->tiny.engine, &seq, 1, &err), NX_OK);
             steps++;
             int32_t id;
             bool room = nx_seq_len(seq) < nx_seq_capacity(seq);
@@ -367,7 +346,7 @@ static void test_forced_tokens_fast_forward(void **state)
             assert_true(steps < nx_gen_count(g)); /* some tokens came without a step */
         }
         nx_gen_destroy(&g);
-        nx_seq_destroy(f->engine, &seq);
+        nx_seq_destroy(f->tiny.engine, &seq);
     }
     assert_true(multi_feeds > 0);
     nx_gram_destroy(&gram);
@@ -383,7 +362,7 @@ static void test_forced_start(void **state)
     nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
     int32_t prompt[3] = {21, 22, 23};
     nx_sampling_t s = sampling_t1(2, 100);
-    nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+    nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
     nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids, f->stop_id_count,
                              NULL, NULL, &err);
     assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
@@ -393,14 +372,14 @@ static void test_forced_start(void **state)
     assert_true(forced >= 1);
     assert_int_equal(nx_seq_queued(seq), 3 + forced);
     assert_true(strncmp("{\"description\":\"", nx_gen_text(g), strlen(nx_gen_text(g))) == 0);
-    assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_OK);
+    assert_int_equal(nx_engine_step(f->tiny.engine, &seq, 1, &err), NX_OK);
     int32_t id;
     assert_int_equal(nx_gen_advance_id(g, nx_seq_picked(seq), true, &id, &err), NX_OK);
     assert_true(nx_gen_count(g) > forced);
     bool accepting;
     assert_int_equal(walk(gram, nx_gen_text(g), strlen(nx_gen_text(g)), &accepting), NX_OK);
     nx_gen_destroy(&g);
-    nx_seq_destroy(f->engine, &seq);
+    nx_seq_destroy(f->tiny.engine, &seq);
     nx_gram_destroy(&gram);
 }
 
@@ -662,16 +641,16 @@ static nx_gen_result_t run_masked(fixture_t *f, const nx_gen_grammar_t *spec, ui
     int32_t prompt[4] = {7, 8, 9, 10};
     if (eager)
         setenv("NEXUS_GRAMMAR_MASK", "eager", 1);
-    nx_seq_t *seq = nx_seq_new(f->engine, 0, false, &err);
+    nx_seq_t *seq = nx_seq_new(f->tiny.engine, 0, false, &err);
     assert_non_null(seq);
     nx_gen_result_t r;
-    int rc = nx_generate_grammar(f->engine, seq, f->tok, prompt, 4, &s, f->stop_ids,
+    int rc = nx_generate_grammar(f->tiny.engine, seq, f->tok, prompt, 4, &s, f->stop_ids,
                                  f->stop_id_count, spec, NULL, NULL, &r, &err);
     unsetenv("NEXUS_GRAMMAR_MASK");
     if (rc != NX_OK)
         fail_msg("seed %llu (%s): %s", (unsigned long long)seed, eager ? "eager" : "deferred",
                  err.msg);
-    nx_seq_destroy(f->engine, &seq);
+    nx_seq_destroy(f->tiny.engine, &seq);
     return r;
 }
 
@@ -710,7 +689,7 @@ static void run_batch_masked(fixture_t *f, const nx_gen_grammar_t *spec, bool ea
     if (eager)
         setenv("NEXUS_GRAMMAR_MASK", "eager", 1);
     for (int i = 0; i < 3; i++) {
-        seqs[i] = nx_seq_new(f->engine, 0, false, &err);
+        seqs[i] = nx_seq_new(f->tiny.engine, 0, false, &err);
         gens[i] = nx_gen_new(f->tok, f->vocab, &s[i], prompt[i], 2, f->stop_ids,
                              f->stop_id_count, NULL, NULL, &err);
         assert_int_equal(nx_gen_set_grammar(gens[i], spec, &err), NX_OK);
@@ -729,7 +708,7 @@ static void run_batch_masked(fixture_t *f, const nx_gen_grammar_t *spec, bool ea
             }
         if (n == 0)
             break;
-        if (nx_engine_step(f->engine, step, n, &err) != NX_OK)
+        if (nx_engine_step(f->tiny.engine, step, n, &err) != NX_OK)
             fail_msg("step: %s", err.msg);
         for (size_t i = 0; i < n; i++) {
             int32_t id;
@@ -745,7 +724,7 @@ static void run_batch_masked(fixture_t *f, const nx_gen_grammar_t *spec, bool ea
     for (int i = 0; i < 3; i++) {
         texts[i] = strdup(nx_gen_text(gens[i]));
         nx_gen_destroy(&gens[i]);
-        nx_seq_destroy(f->engine, &seqs[i]);
+        nx_seq_destroy(f->tiny.engine, &seqs[i]);
     }
 }
 
@@ -814,13 +793,13 @@ static void test_deferred_mask_after_forward(void **state)
     nx_sampler_t *samplers[3];
     int32_t prompt[3] = {7, 8, 9}, next[3] = {11, 12, 12}; /* 2: 1's twin, logits back */
     for (int i = 0; i < 3; i++) {
-        seqs[i] = nx_seq_new(f->engine, 64, false, &err);
+        seqs[i] = nx_seq_new(f->tiny.engine, 64, false, &err);
         samplers[i] = nx_sampler_new(&greedy, f->vocab, &err);
         assert_non_null(seqs[i]);
         assert_non_null(samplers[i]);
         assert_int_equal(nx_seq_feed(seqs[i], prompt, 3, &err), NX_OK);
     }
-    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK); /* logits back */
+    assert_int_equal(nx_engine_step(f->tiny.engine, seqs, 3, &err), NX_OK); /* logits back */
     probe_t one = {.vocab = f->vocab, .allow_id = 42}, none = {.vocab = f->vocab, .allow_id = -1};
     one.logits = nx_seq_logits(seqs[0], NULL);
     one.seen = malloc(f->vocab * sizeof *one.seen);
@@ -833,7 +812,7 @@ static void test_deferred_mask_after_forward(void **state)
     nx__seq_defer_mask(seqs[0], probe_mask, &one);
     nx__seq_defer_mask(seqs[1], probe_mask, &none);
     assert_int_equal(one.calls, 0); /* not before the step */
-    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK);
+    assert_int_equal(nx_engine_step(f->tiny.engine, seqs, 3, &err), NX_OK);
     assert_int_equal(one.calls, 1);
     assert_int_equal(none.calls, 1);
     assert_int_equal(nx_seq_picked(seqs[0]), 42);
@@ -849,12 +828,12 @@ static void test_deferred_mask_after_forward(void **state)
         assert_int_equal(nx_seq_feed(seqs[i], &id, 1, &err), NX_OK);
         assert_int_equal(nx_seq_pick_next(seqs[i], samplers[i], NULL, 0, &err), NX_OK);
     }
-    assert_int_equal(nx_engine_step(f->engine, seqs, 3, &err), NX_OK);
+    assert_int_equal(nx_engine_step(f->tiny.engine, seqs, 3, &err), NX_OK);
     assert_int_equal(one.calls, 1); /* one step only */
     assert_int_equal(none.calls, 1);
     for (int i = 0; i < 3; i++) {
         nx_sampler_destroy(&samplers[i]);
-        nx_seq_destroy(f->engine, &seqs[i]);
+        nx_seq_destroy(f->tiny.engine, &seqs[i]);
     }
     free(one.seen);
     free(before);
@@ -870,15 +849,15 @@ static void test_deferred_mask_error_fails_step(void **state)
     nx_sampling_t greedy = nx_sampling_default();
     greedy.temperature = 0.0f;
     nx_sampler_t *sampler = nx_sampler_new(&greedy, f->vocab, &err);
-    nx_seq_t *seqs[2] = {nx_seq_new(f->engine, 64, false, &err),
-                         nx_seq_new(f->engine, 64, false, &err)};
+    nx_seq_t *seqs[2] = {nx_seq_new(f->tiny.engine, 64, false, &err),
+                         nx_seq_new(f->tiny.engine, 64, false, &err)};
     int32_t prompt[3] = {7, 8, 9};
     probe_t failing = {.vocab = f->vocab, .fail = NX_ENOMEM};
     for (int i = 0; i < 2; i++)
         assert_int_equal(nx_seq_feed(seqs[i], prompt, 3, &err), NX_OK);
     assert_int_equal(nx_seq_pick_next(seqs[1], sampler, NULL, 0, &err), NX_OK);
     nx__seq_defer_mask(seqs[1], probe_mask, &failing);
-    assert_int_equal(nx_engine_step(f->engine, seqs, 2, &err), NX_ENOMEM);
+    assert_int_equal(nx_engine_step(f->tiny.engine, seqs, 2, &err), NX_ENOMEM);
     assert_non_null(strstr(err.msg, "sequence 1"));
     assert_non_null(strstr(err.msg, "state caps"));
     assert_int_equal(failing.calls, 1);
@@ -887,27 +866,27 @@ static void test_deferred_mask_error_fails_step(void **state)
         assert_int_equal(nx_seq_queued(seqs[i]), 3);
         assert_int_equal(nx_seq_picked(seqs[i]), -1);
     }
-    assert_int_equal(nx_engine_step(f->engine, seqs, 2, &err), NX_OK); /* no request left */
+    assert_int_equal(nx_engine_step(f->tiny.engine, seqs, 2, &err), NX_OK); /* no request left */
     assert_int_equal(failing.calls, 1);
     assert_int_equal(nx_seq_len(seqs[1]), 3);
     for (int i = 0; i < 2; i++)
-        nx_seq_destroy(f->engine, &seqs[i]);
+        nx_seq_destroy(f->tiny.engine, &seqs[i]);
     nx_sampler_destroy(&sampler);
 
     /* a generation under a grammar whose step failed (its mask stood in for by the probe) */
     nx_gram_t *gram = schema(object_schema);
     nx_gen_grammar_t spec = {.gram = gram, .vocab = f->gvocab};
     nx_sampling_t s = sampling_t1(3, 20);
-    nx_seq_t *seq = nx_seq_new(f->engine, 64, false, &err);
+    nx_seq_t *seq = nx_seq_new(f->tiny.engine, 64, false, &err);
     nx_gen_t *g = nx_gen_new(f->tok, f->vocab, &s, prompt, 3, f->stop_ids, f->stop_id_count,
                              NULL, NULL, &err);
     assert_int_equal(nx_gen_set_grammar(g, &spec, &err), NX_OK);
     assert_int_equal(nx_seq_feed(seq, prompt, 3, &err), NX_OK);
     assert_int_equal(nx_gen_pick_next(g, seq, &err), NX_OK);
     nx__seq_defer_mask(seq, probe_mask, &failing);
-    assert_int_equal(nx_engine_step(f->engine, &seq, 1, &err), NX_ENOMEM);
+    assert_int_equal(nx_engine_step(f->tiny.engine, &seq, 1, &err), NX_ENOMEM);
     nx_gen_destroy(&g);
-    nx_seq_destroy(f->engine, &seq);
+    nx_seq_destroy(f->tiny.engine, &seq);
     assert_null(g);
     assert_null(seq);
     nx_gram_destroy(&gram);
