@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "grammar.h"
 #include "synth.h"
+#include "tiny_model.h"
 
 static nx_sampling_t sampling(float temperature, uint32_t top_k, float top_p, float min_p,
                               float penalty, uint64_t seed)
@@ -49,50 +50,21 @@ static nx_sampler_t *make(nx_sampling_t s, uint32_t vocab)
 /* ------------------------------------------------------------------------------------------
  * The engine's picks on the CPU backend
  */
-typedef struct cpu_fixture {
-    char dir[64];
-    nx_pool_t *pool;
-    nx_loader_t *loader;
-    nx_model_t *model;
-    nx_engine_t *engine;
-} cpu_fixture_t;
+typedef tiny_model_t cpu_fixture_t;
 
 static int cpu_setup(void **state)
 {
     cpu_fixture_t *f = calloc(1, sizeof *f);
-    nx_err_t err = {0};
-    snprintf(f->dir, sizeof f->dir, "/tmp/nx-pick-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (tiny_model_open(f, "pick", 11, 256) != 0)
         return -1;
-    rmdir(f->dir);
-    nx_synth_opts_t o = {.arch = NX_SYNTH_QWEN3, .preset = NX_SYNTH_TINY, .out_dir = f->dir,
-                         .seed = 11, .dtype = NX_DT_BF16, .shards = 1};
-    nx_pool_opts_t popts = {.device = NX_DEVICE_CPU, .bytes = 256ull << 20};
-    nx_engine_opts_t eopts = {.threads = 2, .max_context = 256};
-    if (nx_synth_model(&o, NULL, &err) != NX_OK || !(f->pool = nx_pool_new(&popts, &err)) ||
-        !(f->loader = nx_loader_new(f->pool, NULL, &err)) ||
-        !(f->model = nx_loader_load(f->loader, f->dir, NULL, NULL, &err)) ||
-        !(f->engine = nx_engine_new(f->dir, f->model, f->pool, &eopts, &err))) {
-        fprintf(stderr, "set-up: %s\n", err.msg);
-        return -1;
-    }
     *state = f;
     return 0;
 }
 
 static int cpu_teardown(void **state)
 {
-    cpu_fixture_t *f = *state;
-    nx_engine_destroy(&f->engine);
-    if (f->model)
-        nx_loader_unload(f->loader, &f->model, false);
-    nx_loader_destroy(&f->loader);
-    nx_pool_destroy(&f->pool);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->dir);
-    free(f);
+    tiny_model_close(*state);
+    free(*state);
     return 0;
 }
 
