@@ -15,7 +15,10 @@
 #                       qwen3-{0.6b,4b}-{f16,bf16,q8_0,q4_0,q4_k_m}.gguf, missing ones named
 #   env: BUILD (build), BENCH_DIR (var/bench), QUANT_DIR ($BENCH_DIR/gguf), QUANT_ROUNDS (3),
 #        QUANT_THREADS (2), QUANT_PROMPT (128), QUANT_TOKENS (32: decode steps per figure),
-#        QUANT_OUT ($BENCH_DIR/quant/<date>: every run's JSON), NODE (node), PYTHON (python3)
+#        QUANT_OUT ($BENCH_DIR/quant/<date>: every run's JSON), NODE (node), PYTHON (python3),
+#        QUANT_HUGEPAGES (off: ours on 4 KiB pages, as nexusd by default; on: `bench/decode
+#        --hugepages on`, the weights collapsed into 2 MiB pages; both: ours twice a round,
+#        4 KiB then 2 MiB, and the table gains the 2 MiB decode columns)
 #
 # Ours is `bench/decode MODEL --device cpu --threads T --prompt P --tokens N --batches 1,8
 # --json F`; llama.cpp is bench/llama_bench.mjs (needs `make llama-ref`; without node or the
@@ -32,6 +35,7 @@ QUANT_THREADS=${QUANT_THREADS:-2}
 QUANT_PROMPT=${QUANT_PROMPT:-128}
 QUANT_TOKENS=${QUANT_TOKENS:-32}
 QUANT_OUT=${QUANT_OUT:-$BENCH_DIR/quant/$(date -u +%Y%m%dT%H%M%SZ)}
+QUANT_HUGEPAGES=${QUANT_HUGEPAGES:-off}
 NODE=${NODE:-node}
 PYTHON=${PYTHON:-python3}
 DECODE=$BUILD/bench/decode
@@ -57,6 +61,10 @@ else
         esac
     done
 fi
+case $QUANT_HUGEPAGES in
+    off|on|both) ;;
+    *) echo "run_quant: QUANT_HUGEPAGES must be off, on or both, not '$QUANT_HUGEPAGES'"; exit 1 ;;
+esac
 if [ ${#pairs[@]} -eq 0 ]; then
     echo "run_quant: no model to run"
     exit 1
@@ -80,13 +88,14 @@ log=$QUANT_OUT/run.log
 echo "== machine"
 machine_header "$command_line"
 echo "settings: $QUANT_ROUNDS rounds, $QUANT_THREADS threads each, prompt $QUANT_PROMPT," \
-     "$QUANT_TOKENS decode steps, batches 1 and 8; JSON in $QUANT_OUT"
+     "$QUANT_TOKENS decode steps, batches 1 and 8; ours' pages: $QUANT_HUGEPAGES" \
+     "(hugepages); JSON in $QUANT_OUT"
 
 echo "cpu busy: $(cpu_busy)% of $(nproc) cpus in the second before the rounds (ideally ~0)"
 
-run_ours() { # ours-model json-file
+run_ours() { # ours-model json-file on|off
     "$DECODE" "$1" --device cpu --threads "$QUANT_THREADS" --prompt "$QUANT_PROMPT" \
-        --tokens "$QUANT_TOKENS" --batches 1,8 --json "$2" >>"$log" 2>&1
+        --tokens "$QUANT_TOKENS" --batches 1,8 --hugepages "$3" --json "$2" >>"$log" 2>&1
 }
 run_llama() { # gguf json-file
     "$NODE" "$LLAMA_BENCH" "$1" --threads "$QUANT_THREADS" --prompt "$QUANT_PROMPT" \
@@ -98,13 +107,17 @@ for round in $(seq 1 "$QUANT_ROUNDS"); do
     for i in "${!pairs[@]}"; do
         p=${pairs[$i]}
         ours=${p%%$'\t'*} gguf=${p#*$'\t'}
-        sides=(ours llama)
-        [ $((round % 2)) = 0 ] && sides=(llama ours)
+        case $QUANT_HUGEPAGES in
+            both) sides=(ours ours2m llama); [ $((round % 2)) = 0 ] && sides=(llama ours2m ours) ;;
+            *) sides=(ours llama); [ $((round % 2)) = 0 ] && sides=(llama ours) ;;
+        esac
         for side in "${sides[@]}"; do
             out=$QUANT_OUT/m$i-r$round-$side.json
-            if [ "$side" = ours ] && [ $ours_ok = 1 ]; then
-                echo "== round $round/$QUANT_ROUNDS ours $ours" >>"$log"
-                run_ours "$ours" "$out" || { rm -f "$out"; echo "run_quant: ours failed on $ours (round $round), see $log"; }
+            if [ "${side#ours}" != "$side" ] && [ $ours_ok = 1 ]; then
+                pages=$QUANT_HUGEPAGES
+                [ "$pages" = both ] && { [ "$side" = ours2m ] && pages=on || pages=off; }
+                echo "== round $round/$QUANT_ROUNDS $side (hugepages $pages) $ours" >>"$log"
+                run_ours "$ours" "$out" "$pages" || { rm -f "$out"; echo "run_quant: ours failed on $ours (round $round, hugepages $pages), see $log"; }
             elif [ "$side" = llama ] && [ $llama_ok = 1 ]; then
                 echo "== round $round/$QUANT_ROUNDS llama.cpp $gguf" >>"$log"
                 run_llama "$gguf" "$out" || { rm -f "$out"; echo "run_quant: llama.cpp failed on $gguf (round $round), see $log"; }
@@ -116,10 +129,11 @@ done
 
 # --- the table --------------------------------------------------------------------------------
 printf '%s\n' "${pairs[@]}" > "$QUANT_OUT/models.tsv"
-"$PYTHON" - "$QUANT_OUT" "$QUANT_ROUNDS" "$llama_why" <<'EOF'
+"$PYTHON" - "$QUANT_OUT" "$QUANT_ROUNDS" "$llama_why" "$QUANT_HUGEPAGES" <<'EOF'
 import json, os, statistics, sys
 
-out_dir, rounds, llama_why = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out_dir, rounds, llama_why, hugepages = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+both = hugepages == "both"
 pairs = [line.rstrip("\n").split("\t") for line in open(os.path.join(out_dir, "models.tsv")) if line.strip()]
 
 def load(i, r, side):
@@ -152,7 +166,7 @@ def gib(n):
 KEYS = [("prefill", 1), ("decode", 1), ("decode", 8)]
 rows, detail, notes, about = [], [], [], None
 for i, (ours_path, gguf) in enumerate(pairs):
-    docs = {s: [load(i, r, s) for r in range(1, rounds + 1)] for s in ("ours", "llama")}
+    docs = {s: [load(i, r, s) for r in range(1, rounds + 1)] for s in ("ours", "ours2m", "llama")}
     llama_docs = [d for d in docs["llama"] if d]
     ours_docs = [d for d in docs["ours"] if d]
     about = about or (llama_docs[0].get("llama") if llama_docs else None)
@@ -180,9 +194,16 @@ for i, (ours_path, gguf) in enumerate(pairs):
                      f"weights {'repacked for this CPU' if ctx.get('weights_repacked') else 'as stored'}, "
                      f"KV {llama_docs[0].get('kv_type')}; one llama_decode per step: "
                      + ("yes" if all(c is True for c in checks) else f"NOT CONFIRMED {checks}"))
-    rows.append([name, ftype] + [c for key in KEYS for c in (num(cells[key][0]), num(cells[key][1]),
-                                                             ratio(*cells[key]))]
-                + [gib(wbytes), num(bw, 2), num(bound)])
+    row = [name, ftype] + [c for key in KEYS for c in (num(cells[key][0]), num(cells[key][1]),
+                                                       ratio(*cells[key]))]
+    if both:  # the same decode figures with the weights on 2 MiB pages
+        ours2m_docs = [d for d in docs["ours2m"] if d]
+        for key in KEYS[1:]:
+            o2 = med([figure(d, *key) for d in ours2m_docs])
+            row += [num(o2), ratio(o2, cells[key][1]), ratio(o2, cells[key][0])]
+            detail.append((os.path.basename(gguf), f"{key[0]} b{key[1]} 2M",
+                           [num(figure(d, *key)) for d in docs["ours2m"]], []))
+    rows.append(row + [gib(wbytes), num(bw, 2), num(bound)])
 
 print()
 if about:
@@ -190,12 +211,16 @@ if about:
           f"{about.get('llama_cpp_release')}, prebuilt CPU backend '{about.get('cpu_variant')}'")
 else:
     print(f"llama.cpp: not run ({llama_why or 'no result'})")
-print(f"medians of {rounds} rounds; tokens/s; ratio = ours / llama.cpp (above 1: ours is faster); "
+print(f"ours on {'4 KiB pages (2M columns: 2 MiB pages, same rounds)' if both else ('2 MiB' if hugepages == 'on' else '4 KiB') + ' pages'}; "
+      f"medians of {rounds} rounds; tokens/s; ratio = ours / llama.cpp (above 1: ours is faster); "
       "bound = memory read bandwidth / weight bytes per decode step (batch 1; batch 8 reads them "
       "once for 8 tokens)")
 print()
 head = ["model", "type", "prefill ours", "llama.cpp", "ratio", "decode b1 ours", "llama.cpp", "ratio",
-        "decode b8 ours", "llama.cpp", "ratio", "weights/step", "mem GB/s", "b1 bound tok/s"]
+        "decode b8 ours", "llama.cpp", "ratio"]
+if both:
+    head += ["b1 ours 2M", "/llama.cpp", "/4K", "b8 ours 2M", "/llama.cpp", "/4K"]
+head += ["weights/step", "mem GB/s", "b1 bound tok/s"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join(["---"] * 2 + ["--:"] * (len(head) - 2)) + "|")
 for r in rows:
