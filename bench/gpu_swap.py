@@ -53,7 +53,15 @@ def free_port():
 
 
 def model_files(path):
+    """The weight files of a model: a .gguf file itself, or a folder's .safetensors."""
+    if os.path.isfile(path):
+        return [path]
     return [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".safetensors")]
+
+
+def model_name(preset, path):
+    """The agent's `model:` for a model folder (m-PRESET) or a .gguf file (m-PRESET.gguf)."""
+    return f"m-{preset}" + (".gguf" if os.path.isfile(path) else "")
 
 
 def weight_bytes(path):
@@ -81,17 +89,18 @@ def drop_pages(path):
 
 
 class Daemon:
-    def __init__(self, args, models):
-        self.args, self.proc = args, None
+    def __init__(self, args, models, env=None):
+        self.args, self.proc, self.env = args, None, env or {}
         home = os.path.abspath(args.work)  # nexusd reads relative paths from its home
         shutil.rmtree(home, ignore_errors=True)
         os.makedirs(os.path.join(home, "models"))
         os.makedirs(os.path.join(home, "agents"))
         biggest = max(weight_bytes(p) for _, p in models)
         for preset, path in models:
-            os.symlink(os.path.abspath(path), os.path.join(home, "models", f"m-{preset}"))
+            name = model_name(preset, path)
+            os.symlink(os.path.abspath(path), os.path.join(home, "models", name))
             with open(os.path.join(home, "agents", f"a-{preset}.yaml"), "w") as f:
-                f.write(f'name: "a-{preset}"\nmodel: "m-{preset}"\nchat_template: raw\n'
+                f.write(f'name: "a-{preset}"\nmodel: "{name}"\nchat_template: raw\n'
                         f"generation:\n  max_tokens: {args.max_tokens}\n  temperature: 0\n"
                         "residency:\n  keep_alive: 1h\nlimits:\n  timeout: 5m\n")
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -110,7 +119,7 @@ class Daemon:
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([os.path.join(self.args.bin, "nexusd"), "--config",
                                       self.config], stdout=self.logf, stderr=subprocess.STDOUT,
-                                     env=child_env())
+                                     env={**child_env(), **self.env})
         t = time.monotonic()
         while time.monotonic() - t < timeout:
             if self.proc.poll() is not None:
@@ -166,7 +175,8 @@ def task(d, preset, timeout):
         raise RuntimeError(f"task to a-{preset}: {reply}")
     tm = reply["timings"]
     return {"ttft_s": tm["ttft_ms"] / 1e3, "swap_s": tm.get("swap_ms", 0) / 1e3,
-            "client_s": wall}
+            "total_s": tm.get("total_ms", 0) / 1e3, "client_s": wall,
+            "tokens": reply.get("usage", {}).get("completion_tokens", 0)}
 
 
 def disk_limit(args, preset):
@@ -180,7 +190,7 @@ def disk_limit(args, preset):
 
 
 def measure_model(args, d, preset, path):
-    name, out = f"m-{preset}", {"model": preset, "bytes": weight_bytes(path)}
+    name, out = model_name(preset, path), {"model": preset, "bytes": weight_bytes(path)}
     gb = out["bytes"] / 1e9
     need = 15 + gb * 2.0  # a cold load at >= 1 GB/s, twice more loads from RAM, slack
     if left(args) < need:

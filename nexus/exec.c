@@ -186,6 +186,7 @@ static void *exec_main(void *arg)
         nx__sched_admit(exec); /* before planning: resident models' queued tasks take KV first */
         nx__res_plan(exec);
         bool stepped = nx__sched_step(exec);
+        atomic_store_explicit(&exec->stepping, stepped, memory_order_relaxed);
         publish_status(exec);
         if (!stepped)
             nx_mailbox_wait(exec->inbox, NX__IDLE_WAIT_MS);

@@ -7,6 +7,7 @@
 #define NX_EXEC_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -143,6 +144,8 @@ struct nx_exec {
     pthread_t thread, loader_thread;
     bool thread_started, loader_started;
     uint32_t loader_jobs;    /* jobs posted to the loader and not answered yet */
+    atomic_bool stepping;    /* the executor's last pass stepped sequences (the loader reads
+                              * it: it collapses pages only while nothing decodes) */
     nx__model_t *loading;    /* the model being loaded, or NULL */
     size_t step_cursor;      /* round robin over models for stepping */
     double last_gbps;        /* observed by the last load; 0 when none yet */

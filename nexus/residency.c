@@ -183,16 +183,18 @@ static void loader_do(nx_exec_t *exec, nx__msg_t *job)
     job->ms = (double)(nx_now_ns() - t0) / 1e6;
 }
 
-/* After a load, while its inbox is empty, the loader thread backs the new weights with 2 MiB
- * pages (nx_region_collapse), a piece at a time, so that a job that arrives meanwhile waits for
- * one piece at most: the collapse is never on a swap's path, and the model serves while it
- * runs. An eviction of those weights ends it first; the next load replaces it. On the VM of
- * bench/RESULTS.md it costs ~1-2.5 s of one core per GiB, once per load, for about +10% of
- * batch-1 decode for as long as the model stays ("Huge pages" there). Off unless
- * NEXUS_HUGEPAGES=on: right after a swap the collapse takes a core from the very task that
- * asked for the model (two cores here), and that cost on time-to-first-token has not been
- * measured on a quiet machine yet; bench/decode --hugepages on shows the gain. */
+/* After a load the loader thread backs the new weights with 2 MiB pages (nx_region_collapse),
+ * a piece at a time, and only while its inbox is empty and the executor steps nothing: the
+ * collapse takes no core from a task (the swap's own task first, which is decoding right after
+ * the load) and never delays a load; a task or job that arrives meanwhile shares the cores
+ * with one piece at most. While sequences run it waits, checking every NX__COLLAPSE_POLL_MS. An
+ * eviction of those weights ends it first; the next load replaces it. On the VM of
+ * bench/RESULTS.md it costs ~1-2.5 s of one core per GiB, once per load, for +4-11% of batch-1
+ * decode under load, and nothing measurable on a quiet machine (bench/RESULTS.md, "2 MiB
+ * pages"), so it is off unless NEXUS_HUGEPAGES=on (CPU pools: a device pool has nothing to
+ * collapse). */
 #define NX__COLLAPSE_PIECE (32ull << 20)
+#define NX__COLLAPSE_POLL_MS 20
 
 typedef struct collapse_job {
     nx_model_t *weights; /* NULL: nothing to do */
@@ -229,9 +231,10 @@ static void *loader_main(void *arg)
     bool hugepages = hugepages_wanted();
     for (;;) {
         if (collapse.weights && nx_mailbox_count(exec->loader_inbox) == 0 &&
+            !atomic_load_explicit(&exec->stepping, memory_order_relaxed) &&
             collapse_piece(&collapse))
             continue;
-        nx_mailbox_wait(exec->loader_inbox, -1);
+        nx_mailbox_wait(exec->loader_inbox, collapse.weights ? NX__COLLAPSE_POLL_MS : -1);
         nx__msg_t *job = nx_mailbox_pop(exec->loader_inbox);
         if (!job)
             continue;

@@ -110,3 +110,31 @@ def test_nexusctl_status_json_shows_tiers(daemon):
     after = {m["name"]: m["state"] for m in json.loads(r.stdout)["models"]}
     assert before["tq"] == "resident" and after["tq"] in ("host", "disk")
     assert before["tl"] in ("host", "disk") and after["tl"] == "resident"
+
+
+COLLAPSED = "in 2 MiB pages"  # the loader's debug line when a model's collapse is done
+
+
+@pytest.mark.skipif(du.DEVICE != "cpu", reason="only a CPU pool has pages to collapse")
+@pytest.mark.parametrize("setting", ["on", None])
+def test_weights_collapse_after_a_load_when_on(monkeypatch, setting):
+    """NEXUS_HUGEPAGES=on: the loader backs a loaded model's weights with 2 MiB pages once
+    nothing is decoding (its debug line names the model); by default it never does. Either way
+    the model answers, before and after, and is evicted and loaded again cleanly."""
+    monkeypatch.setenv("NEXUS_LOG", "debug")
+    if setting:
+        monkeypatch.setenv("NEXUS_HUGEPAGES", setting)
+    else:
+        monkeypatch.delenv("NEXUS_HUGEPAGES", raising=False)
+    with du.running([du.agent("qa", "tq")], conf={"pool": "64MiB"}) as d, d.client() as c:
+        first = c.task("qa", "hello")[2]
+        assert first["op"] == "result", first
+        if setting == "on":
+            du.wait_for(lambda: COLLAPSED in d.read_log(), timeout=30)
+            line = [ln for ln in d.read_log().splitlines() if COLLAPSED in ln][0]
+            assert "tq" in line, line
+        assert c.call({"op": "evict", "model": "tq"})["op"] == "ok"
+        again = c.task("qa", "hello")[2]
+        assert again["op"] == "result" and again["output"] == first["output"], again
+        if setting is None:
+            assert COLLAPSED not in d.read_log()
