@@ -18,7 +18,8 @@
 #        QUANT_OUT ($BENCH_DIR/quant/<date>: every run's JSON), NODE (node), PYTHON (python3),
 #        QUANT_HUGEPAGES (off: ours on 4 KiB pages, as nexusd by default; on: `bench/decode
 #        --hugepages on`, the weights collapsed into 2 MiB pages; both: ours twice a round,
-#        4 KiB then 2 MiB, and the table gains the 2 MiB decode columns)
+#        4 KiB then 2 MiB, and the table gains the 2 MiB decode columns),
+#        QUANT_BATCHES (1,8; 1 alone makes a round shorter, for more rounds of batch 1)
 #
 # Ours is `bench/decode MODEL --device cpu --threads T --prompt P --tokens N --batches 1,8
 # --json F`; llama.cpp is bench/llama_bench.mjs (needs `make llama-ref`; without node or the
@@ -36,6 +37,7 @@ QUANT_PROMPT=${QUANT_PROMPT:-128}
 QUANT_TOKENS=${QUANT_TOKENS:-32}
 QUANT_OUT=${QUANT_OUT:-$BENCH_DIR/quant/$(date -u +%Y%m%dT%H%M%SZ)}
 QUANT_HUGEPAGES=${QUANT_HUGEPAGES:-off}
+QUANT_BATCHES=${QUANT_BATCHES:-1,8}
 NODE=${NODE:-node}
 PYTHON=${PYTHON:-python3}
 DECODE=$BUILD/bench/decode
@@ -88,18 +90,18 @@ log=$QUANT_OUT/run.log
 echo "== machine"
 machine_header "$command_line"
 echo "settings: $QUANT_ROUNDS rounds, $QUANT_THREADS threads each, prompt $QUANT_PROMPT," \
-     "$QUANT_TOKENS decode steps, batches 1 and 8; ours' pages: $QUANT_HUGEPAGES" \
+     "$QUANT_TOKENS decode steps, batches $QUANT_BATCHES; ours' pages: $QUANT_HUGEPAGES" \
      "(hugepages); JSON in $QUANT_OUT"
 
 echo "cpu busy: $(cpu_busy)% of $(nproc) cpus in the second before the rounds (ideally ~0)"
 
 run_ours() { # ours-model json-file on|off
     "$DECODE" "$1" --device cpu --threads "$QUANT_THREADS" --prompt "$QUANT_PROMPT" \
-        --tokens "$QUANT_TOKENS" --batches 1,8 --hugepages "$3" --json "$2" >>"$log" 2>&1
+        --tokens "$QUANT_TOKENS" --batches "$QUANT_BATCHES" --hugepages "$3" --json "$2" >>"$log" 2>&1
 }
 run_llama() { # gguf json-file
     "$NODE" "$LLAMA_BENCH" "$1" --threads "$QUANT_THREADS" --prompt "$QUANT_PROMPT" \
-        --tokens "$QUANT_TOKENS" --batches 1,8 --json "$2" >/dev/null 2>>"$log"
+        --tokens "$QUANT_TOKENS" --batches "$QUANT_BATCHES" --json "$2" >/dev/null 2>>"$log"
 }
 
 # --- the rounds: every model each round, the two engines alternating -----------------------
