@@ -131,12 +131,15 @@ class Daemon:
             time.sleep(0.5)
         raise RuntimeError(f"nexusd did not answer a ping in {timeout:.0f}s: {self.tail()}")
 
-    def tail(self):
+    def read_log(self):
         try:
             with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")[-600:]
+                return f.read().decode(errors="replace")
         except OSError:
             return "(no log)"
+
+    def tail(self):
+        return self.read_log()[-600:]
 
     def ctl(self, *cmd, timeout=120, check=True):
         r = subprocess.run([os.path.join(self.args.bin, "nexusctl"), *cmd, "--endpoint",

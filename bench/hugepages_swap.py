@@ -32,7 +32,7 @@ DONE = "in 2 MiB pages"  # residency.c's debug line when a collapse ends
 
 def collapse_seconds(d, seen):
     """The seconds of collapses logged after the first `seen` ones, and how many are logged."""
-    lines = [ln for ln in d.tail_all().splitlines() if DONE in ln]
+    lines = [ln for ln in d.read_log().splitlines() if DONE in ln]
     secs = []
     for ln in lines[seen:]:
         try:
@@ -45,12 +45,10 @@ def collapse_seconds(d, seen):
 def one_daemon(args, setting, rnd):
     args.work = os.path.join(args.base_work, f"r{rnd}-{setting}")
     d = Daemon(args, [("m", args.model)], env={"NEXUS_HUGEPAGES": setting, "NEXUS_LOG": "debug"})
-    d.tail_all = lambda: open(d.log_path, "rb").read().decode(errors="replace")
     out = {"setting": setting, "round": rnd}
     try:
         d.start(120)
         task(d, "m", 600)  # the first load, from the page cache
-        _, seen = collapse_seconds(d, 0)
         t = time.monotonic()
         while setting == "on" and collapse_seconds(d, 0)[1] < 1 and time.monotonic() - t < 120:
             time.sleep(0.2)  # the first load's collapse, so it does not run into the swap

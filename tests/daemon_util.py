@@ -280,6 +280,17 @@ class Client:
             else:
                 return accepted, tokens, r
 
+    def batch(self, requests, timeout=120):
+        """Send every task request (fields beside op), then collect their final replies (result
+        or error), in the requests' order; timeout is per reply awaited."""
+        ids = [self.send({"op": "task", **r}) for r in requests]
+        finals = {}
+        while len(finals) < len(ids):
+            r = self.recv(timeout)
+            if r.get("id") in ids and r["op"] in ("result", "error"):
+                finals[r["id"]] = r
+        return [finals[i] for i in ids]
+
 
 def wait_for(predicate, timeout=30, interval=0.05):
     deadline = time.monotonic() + timeout

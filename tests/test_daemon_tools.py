@@ -76,16 +76,6 @@ def run(c, fields, timeout=120):
         events.append(r)
 
 
-def run_batch(c, requests, timeout=180):
-    ids = [c.send({"op": "task", **r}) for r in requests]
-    finals = {}
-    while len(finals) < len(ids):
-        r = c.recv(timeout)
-        if r.get("id") in ids and r["op"] in ("result", "error"):
-            finals[r["id"]] = r
-    return [finals[i] for i in ids]
-
-
 def ajv_check(pairs):
     """ajv's verdict on (schema, arguments text) pairs; skipped (with a warning) without node
     or ajv."""
@@ -142,7 +132,7 @@ def test_each_tool_choice(daemon, parallel):
     choices = [None, "auto", "none", "required", NAMED]
     with daemon.client() as c:
         requests = [task(s, ch, parallel) for ch in choices for s in range(4)]
-        results = run_batch(c, requests)
+        results = c.batch(requests, timeout=180)
     pairs = []
     for i, r in enumerate(results):
         choice = choices[i // 4]

@@ -71,17 +71,6 @@ def daemon():
         yield d
 
 
-def run_batch(c, requests, timeout=120):
-    """Send every request, then collect their final replies (result or error), in order."""
-    ids = [c.send({"op": "task", **r}) for r in requests]
-    finals = {}
-    while len(finals) < len(ids):
-        r = c.recv(timeout)
-        if r.get("id") in ids and r["op"] in ("result", "error"):
-            finals[r["id"]] = r
-    return [finals[i] for i in ids]
-
-
 def check_typed(result, schema):
     assert result["op"] == "result", result
     assert DIGEST.match(result["schema_digest"]), result
@@ -99,7 +88,7 @@ def test_typed_agent_answers_valid_json_every_seed(daemon):
         requests = [{"agent": agent, "input": f"give me data {seed}",
                      "params": {"seed": seed}}
                     for seed in range(12) for agent in ("typed", "typed_llama")]
-        results = run_batch(c, requests)
+        results = c.batch(requests)
     complete = [check_typed(r, SCHEMA) for r in results]
     assert sum(complete) >= len(results) - 2, results  # 48 tokens hold this schema
     assert len({r["schema_digest"] for r in results}) == 1
@@ -115,7 +104,7 @@ def test_task_schema_overrides_and_response_format(daemon):
                       "params": {"seed": s}} for s in range(6)] +
                     [{"agent": "typed", "input": "numbers", "response_format": rf,
                       "params": {"seed": s}} for s in range(6)])
-        results = run_batch(c, requests)
+        results = c.batch(requests)
         for r in results:
             assert check_typed(r, TASK_SCHEMA), r
             assert isinstance(r["value"], list)
@@ -129,11 +118,11 @@ def test_task_schema_overrides_and_response_format(daemon):
 def test_grammar_and_json_object(daemon):
     gbnf = 'root ::= "yes" | "no" | "maybe " [0-9]'
     with daemon.client() as c:
-        results = run_batch(c, [{"agent": "free", "input": "answer", "grammar": gbnf,
-                                 "params": {"seed": s}} for s in range(6)] +
-                            [{"agent": "free", "input": "obj",
-                              "response_format": {"type": "json_object"},
-                              "params": {"seed": s, "max_tokens": 64}} for s in range(4)])
+        results = c.batch([{"agent": "free", "input": "answer", "grammar": gbnf,
+                            "params": {"seed": s}} for s in range(6)] +
+                          [{"agent": "free", "input": "obj",
+                            "response_format": {"type": "json_object"},
+                            "params": {"seed": s, "max_tokens": 64}} for s in range(4)])
     for r in results[:6]:
         assert r["op"] == "result", r
         assert re.fullmatch(r"yes|no|maybe [0-9]", r["output"]), r["output"]
@@ -189,8 +178,8 @@ def test_input_schema(daemon):
 
 def test_typed_pipeline(daemon):
     with daemon.client() as c:
-        results = run_batch(c, [{"agent": "producer", "input": "go", "params": {"seed": s}}
-                                for s in range(4)])
+        results = c.batch([{"agent": "producer", "input": "go", "params": {"seed": s}}
+                           for s in range(4)])
         for r in results:
             assert r["agent"] == "consumer", r
             assert check_typed(r, TASK_SCHEMA), r  # the last stage's schema
@@ -202,8 +191,8 @@ def test_typed_pipeline(daemon):
         assert r["op"] == "error" and r["code"] == "bad_request", r
         assert "'free' answers free text" in r["message"], r
         # a fitting route runs
-        results = run_batch(c, [{"agent": "producer", "input": "go", "route": ["consumer"],
-                                 "params": {"seed": 9}}])
+        results = c.batch([{"agent": "producer", "input": "go", "route": ["consumer"],
+                            "params": {"seed": 9}}])
         assert results[0]["agent"] == "consumer" and check_typed(results[0], TASK_SCHEMA)
 
 

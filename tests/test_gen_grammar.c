@@ -146,6 +146,41 @@ static void test_engine_pick_follows_grammar(void **state)
     nx_gram_destroy(&gram);
 }
 
+/* Step generations together, as nexusd steps them, until every one has stopped: each step
+ * picks for the running ones, then advances each by its pick (room left while its sequence
+ * has any) and feeds what it asks for. */
+static void step_together(fixture_t *f, nx_seq_t *const *seqs, nx_gen_t *const *gens,
+                          size_t count)
+{
+    nx_err_t err = {0};
+    assert_true(count <= 4);
+    for (;;) {
+        nx_seq_t *step[4];
+        nx_gen_t *stepping[4];
+        size_t n = 0;
+        for (size_t i = 0; i < count; i++)
+            if (!nx_gen_stop_reason(gens[i])) {
+                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
+                step[n] = seqs[i];
+                stepping[n++] = gens[i];
+            }
+        if (n == 0)
+            return;
+        if (nx_engine_step(f->tiny.engine, step, n, &err) != NX_OK)
+            fail_msg("step: %s", err.msg);
+        for (size_t i = 0; i < n; i++) {
+            int32_t id;
+            bool room = nx_seq_len(step[i]) < nx_seq_capacity(step[i]);
+            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), room, &id, &err) != NX_OK)
+                fail_msg("%s", err.msg);
+            const int32_t *feed;
+            size_t fed = nx_gen_next_ids(stepping[i], &feed); /* 0 once stopped */
+            if (fed)
+                assert_int_equal(nx_seq_feed(step[i], feed, fed, &err), NX_OK);
+        }
+    }
+}
+
 /* Two sequences stepped together share one matcher (nx_gen_grammar_t.matcher), each with its
  * own state in it: both outputs are complete instances, as with matchers of their own. */
 static void test_shared_matcher(void **state)
@@ -167,28 +202,7 @@ static void test_shared_matcher(void **state)
         assert_int_equal(nx_gen_set_grammar(gens[i], &spec, &err), NX_OK);
         assert_int_equal(nx_seq_feed(seqs[i], prompt[i], 3, &err), NX_OK);
     }
-    while (!nx_gen_stop_reason(gens[0]) || !nx_gen_stop_reason(gens[1])) {
-        nx_seq_t *step[2];
-        nx_gen_t *stepping[2];
-        size_t n = 0;
-        for (int i = 0; i < 2; i++)
-            if (!nx_gen_stop_reason(gens[i])) {
-                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
-                step[n] = seqs[i];
-                stepping[n++] = gens[i];
-            }
-        assert_int_equal(nx_engine_step(f->tiny.engine, step, n, &err), NX_OK);
-        for (size_t i = 0; i < n; i++) {
-            int32_t id;
-            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), true, &id, &err) != NX_OK)
-                fail_msg("%s", err.msg);
-            if (nx_gen_stop_reason(stepping[i]))
-                continue;
-            const int32_t *feed;
-            size_t count = nx_gen_next_ids(stepping[i], &feed);
-            assert_int_equal(nx_seq_feed(step[i], feed, count, &err), NX_OK);
-        }
-    }
+    step_together(f, seqs, gens, 2);
     for (int i = 0; i < 2; i++) {
         assert_string_not_equal(nx_gen_stop_reason(gens[i]), "length");
         check_run(gram, nx_gen_text(gens[i]), nx_gen_stop_reason(gens[i]));
@@ -696,31 +710,7 @@ static void run_batch_masked(fixture_t *f, const nx_gen_grammar_t *spec, bool ea
         assert_int_equal(nx_seq_feed(seqs[i], prompt[i], 2, &err), NX_OK);
     }
     unsetenv("NEXUS_GRAMMAR_MASK");
-    for (;;) {
-        nx_seq_t *step[3];
-        nx_gen_t *stepping[3];
-        size_t n = 0;
-        for (int i = 0; i < 3; i++)
-            if (!nx_gen_stop_reason(gens[i])) {
-                assert_int_equal(nx_gen_pick_next(gens[i], seqs[i], &err), NX_OK);
-                step[n] = seqs[i];
-                stepping[n++] = gens[i];
-            }
-        if (n == 0)
-            break;
-        if (nx_engine_step(f->tiny.engine, step, n, &err) != NX_OK)
-            fail_msg("step: %s", err.msg);
-        for (size_t i = 0; i < n; i++) {
-            int32_t id;
-            bool room = nx_seq_len(step[i]) < nx_seq_capacity(step[i]);
-            if (nx_gen_advance_id(stepping[i], nx_seq_picked(step[i]), room, &id, &err) != NX_OK)
-                fail_msg("%s", err.msg);
-            const int32_t *feed;
-            size_t count = nx_gen_next_ids(stepping[i], &feed);
-            if (count)
-                assert_int_equal(nx_seq_feed(step[i], feed, count, &err), NX_OK);
-        }
-    }
+    step_together(f, seqs, gens, 3);
     for (int i = 0; i < 3; i++) {
         texts[i] = strdup(nx_gen_text(gens[i]));
         nx_gen_destroy(&gens[i]);

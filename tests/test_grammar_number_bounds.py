@@ -64,6 +64,30 @@ def inside(x, key, m):
             "exclusiveMaximum": x < m}[key]
 
 
+def check_verdicts(cases):
+    """Feed every case (schema text, instances, want) to the matcher tool; each instance's
+    verdict must equal want(Decimal(text), text). Returns (instances checked, accepted)."""
+    lines = ['{"schema":%s,"draft":"2020-12","instances":%s}' % (s, json.dumps(i))
+             for s, i, _ in cases]
+    proc = subprocess.run([TOOL], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(replies) == len(cases)
+    checked = accepted = 0
+    wrong = []
+    for (schema, insts, want), reply in zip(cases, replies):
+        assert reply["ok"], (schema, reply.get("error"))
+        for text, verdict in zip(insts, reply["verdicts"]):
+            expected = want(Decimal(text), text)
+            checked += 1
+            accepted += verdict
+            if verdict != expected:
+                wrong.append((schema, text, expected))
+    assert not wrong, wrong[:10]
+    return checked, accepted
+
+
 def test_decimal_bounds_against_decimal_module():
     rng = random.Random(17)
     cases = []
@@ -79,27 +103,12 @@ def test_decimal_bounds_against_decimal_module():
             bounds.append((rng.choice(KEYS[2:]), b, db))
         schema = '{"type":"%s",%s}' % (typ, ",".join(f'"{k}":{t}' for k, t, _ in bounds))
         insts = sorted({i for _, _, d in bounds for i in near(d, rng)})
-        cases.append((schema, typ, bounds, insts))
-    lines = ['{"schema":%s,"draft":"2020-12","instances":%s}' % (s, json.dumps(i))
-             for s, _, _, i in cases]
-    proc = subprocess.run([TOOL], input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    replies = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(replies) == len(cases)
-    checked = accepted = 0
-    wrong = []
-    for (schema, typ, bounds, insts), reply in zip(cases, replies):
-        assert reply["ok"], (schema, reply.get("error"))
-        for text, verdict in zip(insts, reply["verdicts"]):
-            x = Decimal(text)
-            want = "e" not in text.lower() and (typ == "number" or "." not in text)
-            want = want and all(inside(x, k, d) for k, _, d in bounds)
-            checked += 1
-            accepted += verdict
-            if verdict != want:
-                wrong.append((schema, text, want))
-    assert not wrong, wrong[:10]
+
+        def want(x, text, typ=typ, bounds=bounds):
+            return ("e" not in text.lower() and (typ == "number" or "." not in text)
+                    and all(inside(x, k, d) for k, _, d in bounds))
+        cases.append((schema, insts, want))
+    checked, accepted = check_verdicts(cases)
     # the grid reaches both sides of the bounds
     assert checked > 10000 and 0.2 * checked < accepted < 0.8 * checked
 
@@ -130,26 +139,11 @@ def test_multiple_of_against_decimal_module():
             for v in (m * k, m * k + Decimal("0.001"), m * k - 1, m * k + m / 2):
                 insts.add(plain(v))
                 insts.add(plain(v) + ("0" if "." in plain(v) else ".0"))
-        cases.append((schema, typ, m, bounds, sorted(insts)))
-    lines = ['{"schema":%s,"draft":"2020-12","instances":%s}' % (s, json.dumps(i))
-             for s, _, _, _, i in cases]
-    proc = subprocess.run([TOOL], input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    replies = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(replies) == len(cases)
-    checked = accepted = 0
-    wrong = []
-    for (schema, typ, m, bounds, insts), reply in zip(cases, replies):
-        assert reply["ok"], (schema, reply.get("error"))
-        for text, verdict in zip(insts, reply["verdicts"]):
-            x = Decimal(text)
-            want = "e" not in text.lower() and x % m == 0
-            want = want and (typ != "integer" or "." not in text)
-            want = want and all(inside(x, k, d) for k, _, d in bounds)
-            checked += 1
-            accepted += verdict
-            if verdict != want:
-                wrong.append((schema, text, want))
-    assert not wrong, wrong[:10]
+
+        def want(x, text, typ=typ, m=m, bounds=bounds):
+            return ("e" not in text.lower() and x % m == 0
+                    and (typ != "integer" or "." not in text)
+                    and all(inside(x, k, d) for k, _, d in bounds))
+        cases.append((schema, sorted(insts), want))
+    checked, accepted = check_verdicts(cases)
     assert checked > 10000 and 0.1 * checked < accepted < 0.9 * checked
