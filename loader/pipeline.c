@@ -171,6 +171,8 @@ static nx_io_source_t choose_shape(const nx_loader_opts_t *o, nx_io_shape_t *sha
     bool flag = io != NX_LOADER_IO_AUTO || o->threads || o->queue_depth || o->chunk_bytes;
     if (io != NX_LOADER_IO_AUTO)
         shape->io = io;
+    else if (o->queue_depth && shape->io == NX_LOADER_IO_THREADS)
+        shape->io = NX_LOADER_IO_AUTO; /* reads in flight asked for: io_uring where allowed */
     /* Asked for by name, a refused io_uring is an error; a calibration's is a fallback. */
     *uring_required = io == NX_LOADER_IO_URING;
     if (o->threads)

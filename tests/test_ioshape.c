@@ -456,6 +456,15 @@ static void test_loader_precedence(void **state)
     loader_source(pool, &o, model, NX_IO_SOURCE_CALIBRATED, &shape);
     assert_int_equal(shape.io, NX_LOADER_IO_THREADS);
     assert_shape(&shape, 5, 1, 2 * MIB);
+    /* --queue-depth over a calibration of pread threads: reads in flight, so io_uring (where
+     * the kernel allows it; refused, the pread threads' own default of 4). */
+    o.queue_depth = 3;
+    loader_source(pool, &o, model, NX_IO_SOURCE_FLAG, &shape);
+    if (shape.io == NX_LOADER_IO_URING)
+        assert_shape(&shape, 5, 3, 2 * MIB);
+    else
+        assert_shape(&shape, 4, 1, 2 * MIB);
+    o.queue_depth = 0;
     /* A corrupt cache: ignored (the device rule again), never an error. */
     write_file(cache, "v1 dev=what\n");
     loader_source(pool, &o, model, have_dev ? NX_IO_SOURCE_DEVICE : NX_IO_SOURCE_DEFAULT,
