@@ -406,8 +406,12 @@ int nx_io_cache_store(const char *cache_path, const nx_fs_id_t *fs, const nx_io_
     FILE *in = fopen(cache_path, "r");
     char line[1024], copy[1024];
     while (in && fgets(line, sizeof line, in)) {
-        if (!strchr(line, '\n') && !feof(in))
-            continue; /* a fragment of an overlong line */
+        if (!strchr(line, '\n') && !feof(in)) { /* an overlong line: corrupt, dropped */
+            int c;
+            while ((c = fgetc(in)) != EOF && c != '\n')
+                ;
+            continue;
+        }
         line[strcspn(line, "\r\n")] = '\0';
         snprintf(copy, sizeof copy, "%s", line);
         cache_entry_t e;

@@ -336,6 +336,18 @@ static void test_cache_corrupt_and_stale(void **state)
     assert_non_null(strstr(warn.msg, "stale"));
     snprintf(where, sizeof where, "%s:1", cache);
     assert_non_null(strstr(warn.msg, where));
+    /* A line past 1 KiB is one corrupt line, not several. */
+    static char longline[4000];
+    memset(longline, 'x', 3000);
+    snprintf(longline + 3000, sizeof longline - 3000,
+             "\nv1 dev=254:0 fsid=0000000000000abc io=io_uring threads=7 depth=2 chunk_kib=4096\n");
+    write_file(cache, longline);
+    nx_err_clear(&warn);
+    assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
+    assert_int_equal(got.threads, 7);
+    snprintf(where, sizeof where, "%s:1: ignored: longer", cache);
+    assert_non_null(strstr(warn.msg, where));
+    assert_null(strstr(warn.msg, "problem lines"));
     /* Storing over a corrupt file drops its bad lines. */
     write_file(cache, "junk\n");
     nx_io_shape_t s = {.io = NX_LOADER_IO_URING, .threads = 2, .queue_depth = 4,

@@ -209,3 +209,28 @@ def test_bad_arguments(tmp):
     assert r.returncode == 1 and "bad.safetensors" in r.stderr
     assert not os.path.exists(env_for(tmp)["NEXUS_LOADER_CACHE"])
     assert run(tmp, "loader", "show", os.path.join(tmp, "nothing-here")).returncode == 1
+
+
+def test_daemon_logs_its_calibrated_shape(tmp, monkeypatch):
+    import daemon_util as du
+    cache = env_for(tmp)["NEXUS_LOADER_CACHE"]
+    os.makedirs(os.path.dirname(cache))
+    home = os.path.join(tmp, "daemon")
+    os.makedirs(home)
+    st_fsid = json.loads(run(tmp, "loader", "calibrate", model(tmp), "--device", "cpu", "--json",
+                             "--rounds", "1").stdout)["fsid"]
+    with open(cache, "w") as f:
+        f.write(f"v1 dev={fs_key(home)} fsid={st_fsid} io=io_uring threads=3 depth=3 "
+                "chunk_kib=4096\n")
+    monkeypatch.setenv("NEXUS_LOADER_CACHE", cache)
+    d = du.Daemon([du.agent("a", "tq")], home=home)
+    try:
+        d.start()
+        line = [ln for ln in d.read_log().splitlines() if "loader:" in ln and "io_source" in ln]
+        assert line and "io_source calibrated" in line[0], d.read_log()
+        # io_uring refused by the kernel: the pread threads' default of 4, same chunk.
+        assert ("io_uring, 3 threads x 3 in flight x 4 MiB" in line[0]
+                or "threads, 4 threads x 1 in flight x 4 MiB" in line[0]), line[0]
+    finally:
+        d.stop()
+        d.close()
