@@ -42,6 +42,7 @@
  * core. 2 x 8 reads x 4 requests (64 on 2 cores) was 35% slower than 2 x 2 x 4 (16). */
 #define REQUESTS_PER_CPU 8u
 #define CACHE_VERSION "v1"
+#define LINE_MAX_BYTES 1024u
 
 const char *nx_io_source_name(nx_io_source_t source)
 {
@@ -301,6 +302,23 @@ static bool parse_line(char *line, cache_entry_t *e, const char **why)
     return true;
 }
 
+/* The next line of f into *buf, its line end removed: false at the end of the file. *bad gets
+ * why it cannot be an entry (a NUL byte in it, longer than LINE_MAX_BYTES), else NULL. */
+static bool next_line(FILE *f, char **buf, size_t *cap, const char **bad)
+{
+    ssize_t n = getline(buf, cap, f);
+    if (n < 0)
+        return false;
+    if (n > 0 && (*buf)[n - 1] == '\n')
+        (*buf)[--n] = '\0';
+    if (n > 0 && (*buf)[n - 1] == '\r')
+        (*buf)[--n] = '\0';
+    *bad = strlen(*buf) != (size_t)n  ? "holds a NUL byte"
+           : n > (ssize_t)LINE_MAX_BYTES ? "longer than 1 KiB"
+                                         : NULL;
+    return true;
+}
+
 static bool blank_or_comment(const char *line)
 {
     line += strspn(line, " \t\r\n");
@@ -313,24 +331,18 @@ int nx_io_cache_lookup(const char *cache_path, const nx_fs_id_t *fs, nx_io_shape
     FILE *f = fopen(cache_path, "r");
     if (!f)
         return NX_ENOTFOUND;
-    char line[1024];
+    char *line = NULL;
+    size_t cap = 0;
     unsigned lineno = 0, problems = 0;
     bool found = false;
     nx_err_t first = {0};
-    while (fgets(line, sizeof line, f)) {
+    const char *why;
+    while (next_line(f, &line, &cap, &why)) {
         lineno++;
-        bool whole = strchr(line, '\n') || feof(f);
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!whole) { /* a line past 1 KiB: skip the rest of it */
-            int c;
-            while ((c = fgetc(f)) != EOF && c != '\n')
-                ;
-        }
-        if (whole && blank_or_comment(line))
+        if (!why && blank_or_comment(line))
             continue;
         cache_entry_t e;
-        const char *why = "longer than 1 KiB";
-        if (!whole || !parse_line(line, &e, &why)) {
+        if (why || !parse_line(line, &e, &why)) {
             if (problems++ == 0)
                 nx_err_set(&first, NX_EFORMAT, "%s:%u: ignored: %s", cache_path, lineno, why);
             continue;
@@ -350,6 +362,7 @@ int nx_io_cache_lookup(const char *cache_path, const nx_fs_id_t *fs, nx_io_shape
         *out = e.shape; /* the last entry for this file system wins */
         found = true;
     }
+    free(line);
     fclose(f);
     if (problems > 1 && first.code)
         nx_err_prefix(&first, "(%u problem lines; the first) ", problems);
@@ -404,23 +417,19 @@ int nx_io_cache_store(const char *cache_path, const nx_fs_id_t *fs, const nx_io_
                  "calibrate)\n");
     /* Keep the other file systems' good entries; drop this device's and corrupt lines. */
     FILE *in = fopen(cache_path, "r");
-    char line[1024], copy[1024];
-    while (in && fgets(line, sizeof line, in)) {
-        if (!strchr(line, '\n') && !feof(in)) { /* an overlong line: corrupt, dropped */
-            int c;
-            while ((c = fgetc(in)) != EOF && c != '\n')
-                ;
-            continue;
-        }
-        line[strcspn(line, "\r\n")] = '\0';
+    char *line = NULL, copy[LINE_MAX_BYTES + 1];
+    size_t cap = 0;
+    const char *why;
+    while (in && next_line(in, &line, &cap, &why)) {
+        if (why || blank_or_comment(line))
+            continue; /* corrupt lines are dropped, and comments (the header is rewritten) */
         snprintf(copy, sizeof copy, "%s", line);
         cache_entry_t e;
-        const char *why;
-        if (blank_or_comment(line) || !parse_line(copy, &e, &why) ||
-            (e.fs.major == fs->major && e.fs.minor == fs->minor))
+        if (!parse_line(copy, &e, &why) || (e.fs.major == fs->major && e.fs.minor == fs->minor))
             continue;
         fprintf(out, "%s\n", line);
     }
+    free(line);
     if (in)
         fclose(in);
     fprintf(out, CACHE_VERSION " dev=%u:%u fsid=%016llx io=%s threads=%u depth=%u chunk_kib=%llu\n",

@@ -348,6 +348,18 @@ static void test_cache_corrupt_and_stale(void **state)
     snprintf(where, sizeof where, "%s:1: ignored: longer", cache);
     assert_non_null(strstr(warn.msg, where));
     assert_null(strstr(warn.msg, "problem lines"));
+    /* A NUL byte spoils its own line only, not the next one. */
+    static const char nul[] = "v1 dev=254:0\0 junk\n"
+                              "v1 dev=254:0 fsid=0000000000000abc io=threads threads=9 depth=1 "
+                              "chunk_kib=4096\n";
+    FILE *f = fopen(cache, "w");
+    assert_non_null(f);
+    fwrite(nul, 1, sizeof nul - 1, f);
+    fclose(f);
+    nx_err_clear(&warn);
+    assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
+    assert_int_equal(got.threads, 9);
+    assert_non_null(strstr(warn.msg, "NUL"));
     /* Storing over a corrupt file drops its bad lines. */
     write_file(cache, "junk\n");
     nx_io_shape_t s = {.io = NX_LOADER_IO_URING, .threads = 2, .queue_depth = 4,
