@@ -230,23 +230,129 @@ static int run_grid(const cal_args_t *a, uint64_t pool_bytes, trial_row_t *rows,
     return NX_OK;
 }
 
-static void print_table(const cal_args_t *a, const trial_row_t *rows, uint32_t n,
-                        uint32_t best, uint64_t payload)
+/* One calibration: the grid's rows and what was chosen from them. */
+typedef struct calibration {
+    nx_fs_id_t fs;
+    nx_blockdev_t dev;
+    bool have_dev;           /* dev was read from sysfs */
+    uint32_t cpus;
+    uint64_t payload;        /* bytes a load moves */
+    nx_io_shape_t rule;      /* the device rule's shape (the defaults without a device) */
+    trial_row_t rows[MAX_SHAPES];
+    uint32_t n;
+    uint32_t fastest;        /* row with the lowest median */
+    uint32_t rule_row;       /* row of the rule's shape, n when refused or absent */
+    uint32_t best;           /* row stored: fastest, or rule_row within RULE_MARGIN of it */
+    char cache[4096];        /* where it was stored; "" when not */
+} calibration_t;
+
+/* fastest, rule_row and best from the measured rows; NX_EIO when nothing was measured. */
+static int choose(calibration_t *c, const char *path, nx_err_t *err)
+{
+    c->fastest = c->rule_row = c->n;
+    for (uint32_t i = 0; i < c->n; i++) {
+        const trial_row_t *r = &c->rows[i];
+        if (r->runs && (c->fastest == c->n || r->median < c->rows[c->fastest].median))
+            c->fastest = i;
+        if (r->runs && r->shape.io == NX_LOADER_IO_URING && r->shape.threads == c->rule.threads &&
+            r->shape.queue_depth == c->rule.queue_depth &&
+            r->shape.chunk_bytes == c->rule.chunk_bytes)
+            c->rule_row = i;
+    }
+    if (c->fastest == c->n)
+        return nx_err_set(err, NX_EIO, "no shape could load '%s'", path);
+    c->best = c->fastest;
+    if (c->rule_row < c->n &&
+        c->rows[c->rule_row].median <= c->rows[c->fastest].median * (1 + RULE_MARGIN))
+        c->best = c->rule_row;
+    return NX_OK;
+}
+
+static void print_json(const cal_args_t *a, const calibration_t *c)
+{
+    char devtext[32], fsid[17];
+    snprintf(devtext, sizeof devtext, "%u:%u", c->fs.major, c->fs.minor);
+    snprintf(fsid, sizeof fsid, "%016llx", (unsigned long long)c->fs.fsid);
+    json_t *o = json_object();
+    json_object_set_new(o, "path", json_string(a->path));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)c->payload));
+    json_object_set_new(o, "dev", json_string(devtext));
+    json_object_set_new(o, "fsid", json_string(fsid));
+    json_object_set_new(o, "block_device", c->have_dev ? json_string(c->dev.name) : json_null());
+    json_object_set_new(o, "cpus", json_integer(c->cpus));
+    json_object_set_new(o, "rounds", json_integer(a->rounds));
+    json_t *list = json_array();
+    for (uint32_t i = 0; i < c->n; i++) {
+        const trial_row_t *row = &c->rows[i];
+        json_t *r = shape_json(&row->shape);
+        json_t *runs = json_array();
+        for (uint32_t k = 0; k < row->runs; k++)
+            json_array_append_new(runs, json_real(row->seconds[k]));
+        json_object_set_new(r, "seconds", runs);
+        json_object_set_new(r, "median", row->runs ? json_real(row->median) : json_null());
+        json_object_set_new(r, "refused", json_boolean(row->skipped));
+        json_array_append_new(list, r);
+    }
+    json_object_set_new(o, "shapes", list);
+    json_object_set_new(o, "best", shape_json(&c->rows[c->best].shape));
+    json_object_set_new(o, "fastest", shape_json(&c->rows[c->fastest].shape));
+    json_object_set_new(o, "device_rule", shape_json(&c->rule));
+    json_object_set_new(o, "device_rule_median", c->rule_row < c->n
+                                                     ? json_real(c->rows[c->rule_row].median)
+                                                     : json_null());
+    json_object_set_new(o, "cache", c->cache[0] ? json_string(c->cache) : json_null());
+    char *text = json_dumps(o, JSON_INDENT(2));
+    if (text)
+        puts(text);
+    free(text);
+    json_decref(o);
+}
+
+static void print_human(const calibration_t *c)
 {
     printf("%-30s %9s %7s  %s\n", "shape", "median s", "GB/s", "runs (s)");
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < c->n; i++) {
+        const trial_row_t *row = &c->rows[i];
         char name[64];
-        shape_text(&rows[i].shape, name, sizeof name);
-        if (rows[i].skipped) {
+        shape_text(&row->shape, name, sizeof name);
+        if (row->skipped) {
             printf("%-30s %9s\n", name, "refused");
             continue;
         }
-        printf("%-30s %9.3f %7.2f ", name, rows[i].median, (double)payload / rows[i].median / 1e9);
-        for (uint32_t r = 0; r < rows[i].runs; r++)
-            printf(" %.3f", rows[i].seconds[r]);
-        printf("%s\n", i == best ? "   <- fastest" : "");
+        printf("%-30s %9.3f %7.2f ", name, row->median, (double)c->payload / row->median / 1e9);
+        for (uint32_t r = 0; r < row->runs; r++)
+            printf(" %.3f", row->seconds[r]);
+        printf("%s\n", i == c->fastest ? "   <- fastest" : "");
     }
-    (void)a;
+    char best_text[64], rule_text[64];
+    shape_text(&c->rows[c->best].shape, best_text, sizeof best_text);
+    shape_text(&c->rule, rule_text, sizeof rule_text);
+    if (c->rule_row < c->n)
+        printf("device rule (%s): %s, median %.3f s = %.2f of the fastest's speed%s\n",
+               c->have_dev ? c->dev.name : "no block device", rule_text,
+               c->rows[c->rule_row].median,
+               c->rows[c->fastest].median / c->rows[c->rule_row].median,
+               c->best == c->rule_row && c->fastest != c->rule_row ? " (within 5%: kept)" : "");
+    printf("best: %s%s%s\n", best_text, c->cache[0] ? "; stored for this file system in " : "",
+           c->cache[0] ? c->cache : " (not stored: --no-save)");
+}
+
+/* The file system, its device and rule, and the grid of shapes for a.path. */
+static int prepare(const cal_args_t *a, calibration_t *c, uint64_t *pool_bytes, nx_err_t *err)
+{
+    *pool_bytes = pool_bytes_for(a->path, &c->payload, err);
+    if (!*pool_bytes || nx_fs_id_of(a->path, &c->fs, err) != NX_OK)
+        return err->code;
+    /* The device rule's shape, not the cache's: this run replaces that. */
+    nx_err_t dev_err = {0};
+    c->have_dev = nx_blockdev_read(NULL, c->fs.major, c->fs.minor, &c->dev, &dev_err) == NX_OK;
+    c->cpus = cpus_here();
+    if (c->have_dev)
+        nx_io_shape_rule(&c->dev, c->cpus, &c->rule);
+    else
+        nx_io_shape_default(&c->rule);
+    c->n = grid(c->cpus, &c->rule, c->rows);
+    return NX_OK;
 }
 
 int nx_ctl_loader_calibrate(int argc, char **argv)
@@ -264,123 +370,41 @@ int nx_ctl_loader_calibrate(int argc, char **argv)
     a.path = model_path;
     int exit_code = NX_CTL_EXIT_FAIL;
     nx_err_t err = {0};
-    uint64_t payload = 0;
-    uint64_t pool_bytes = pool_bytes_for(a.path, &payload, &err);
-    nx_fs_id_t fs;
-    if (!pool_bytes || nx_fs_id_of(a.path, &fs, &err) != NX_OK)
+    calibration_t *c = calloc(1, sizeof *c);
+    uint64_t pool_bytes = 0;
+    if (!c) {
+        nx_err_set(&err, NX_ENOMEM, "out of memory");
         goto out;
-    /* The device rule's shape (not the cache's: this run replaces that). */
-    nx_io_shape_t rule;
-    nx_blockdev_t dev;
-    nx_err_t dev_err = {0};
-    bool have_dev = nx_blockdev_read(NULL, fs.major, fs.minor, &dev, &dev_err) == NX_OK;
-    uint32_t cpus = cpus_here();
-    if (have_dev)
-        nx_io_shape_rule(&dev, cpus, &rule);
-    else
-        nx_io_shape_default(&rule);
-
-    trial_row_t rows[MAX_SHAPES];
-    memset(rows, 0, sizeof rows);
-    uint32_t n = grid(cpus, &rule, rows);
+    }
+    if (prepare(&a, c, &pool_bytes, &err) != NX_OK)
+        goto out;
     if (!a.json) {
         char size[32];
-        nx_cli_format_bytes(payload, size, sizeof size);
+        nx_cli_format_bytes(c->payload, size, sizeof size);
         printf("calibrating the loader on %u:%u (fsid %016llx%s%s) with %s: %u shapes x %u "
                "rounds, O_DIRECT into fresh memory, %u cpus\n",
-               fs.major, fs.minor, (unsigned long long)fs.fsid, have_dev ? ", " : "",
-               have_dev ? dev.name : "", size, n, a.rounds, cpus);
+               c->fs.major, c->fs.minor, (unsigned long long)c->fs.fsid, c->have_dev ? ", " : "",
+               c->have_dev ? c->dev.name : "", size, c->n, a.rounds, c->cpus);
         fflush(stdout);
     }
-    if (run_grid(&a, pool_bytes, rows, n, &err) != NX_OK)
+    if (run_grid(&a, pool_bytes, c->rows, c->n, &err) != NX_OK || choose(c, a.path, &err) != NX_OK)
         goto out;
-    uint32_t best = n;
-    for (uint32_t i = 0; i < n; i++)
-        if (rows[i].runs && (best == n || rows[i].median < rows[best].median))
-            best = i;
-    if (best == n) {
-        nx_err_set(&err, NX_EIO, "no shape could load '%s'", a.path);
+    if (a.save && !nx_io_cache_path(c->cache, sizeof c->cache)) {
+        nx_err_set(&err, NX_EINVAL, "no cache file to store the result in: set "
+                                    "NEXUS_LOADER_CACHE, XDG_CACHE_HOME or HOME, or pass --no-save");
         goto out;
     }
-    uint32_t rule_row = n;
-    for (uint32_t i = 0; i < n; i++)
-        if (rows[i].shape.io == NX_LOADER_IO_URING && rows[i].shape.threads == rule.threads &&
-            rows[i].shape.queue_depth == rule.queue_depth &&
-            rows[i].shape.chunk_bytes == rule.chunk_bytes)
-            rule_row = i;
-    uint32_t fastest = best;
-    if (rule_row < n && rows[rule_row].runs &&
-        rows[rule_row].median <= rows[best].median * (1 + RULE_MARGIN))
-        best = rule_row;
-
-    char cache[4096] = "";
-    bool saved = false;
-    if (a.save) {
-        if (!nx_io_cache_path(cache, sizeof cache)) {
-            nx_err_set(&err, NX_EINVAL, "no cache file to store the result in: set "
-                                        "NEXUS_LOADER_CACHE, XDG_CACHE_HOME or HOME, or pass "
-                                        "--no-save");
-            goto out;
-        }
-        if (nx_io_cache_store(cache, &fs, &rows[best].shape, &err) != NX_OK)
-            goto out;
-        saved = true;
-    }
-    char best_text[64], rule_text[64];
-    shape_text(&rows[best].shape, best_text, sizeof best_text);
-    shape_text(&rule, rule_text, sizeof rule_text);
-    if (a.json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "path", json_string(a.path));
-        json_object_set_new(o, "bytes", json_integer((json_int_t)payload));
-        char devtext[32];
-        snprintf(devtext, sizeof devtext, "%u:%u", fs.major, fs.minor);
-        char fsid[17];
-        snprintf(fsid, sizeof fsid, "%016llx", (unsigned long long)fs.fsid);
-        json_object_set_new(o, "dev", json_string(devtext));
-        json_object_set_new(o, "fsid", json_string(fsid));
-        json_object_set_new(o, "block_device", have_dev ? json_string(dev.name) : json_null());
-        json_object_set_new(o, "cpus", json_integer(cpus));
-        json_object_set_new(o, "rounds", json_integer(a.rounds));
-        json_t *list = json_array();
-        for (uint32_t i = 0; i < n; i++) {
-            json_t *r = shape_json(&rows[i].shape);
-            json_t *runs = json_array();
-            for (uint32_t k = 0; k < rows[i].runs; k++)
-                json_array_append_new(runs, json_real(rows[i].seconds[k]));
-            json_object_set_new(r, "seconds", runs);
-            json_object_set_new(r, "median", rows[i].runs ? json_real(rows[i].median)
-                                                          : json_null());
-            json_object_set_new(r, "refused", json_boolean(rows[i].skipped));
-            json_array_append_new(list, r);
-        }
-        json_object_set_new(o, "shapes", list);
-        json_object_set_new(o, "best", shape_json(&rows[best].shape));
-        json_object_set_new(o, "fastest", shape_json(&rows[fastest].shape));
-        json_object_set_new(o, "device_rule", shape_json(&rule));
-        json_object_set_new(o, "device_rule_median",
-                            rule_row < n && rows[rule_row].runs ? json_real(rows[rule_row].median)
-                                                                : json_null());
-        json_object_set_new(o, "cache", saved ? json_string(cache) : json_null());
-        char *text = json_dumps(o, JSON_INDENT(2));
-        if (text)
-            puts(text);
-        free(text);
-        json_decref(o);
-    } else {
-        print_table(&a, rows, n, fastest, payload);
-        if (rule_row < n && rows[rule_row].runs)
-            printf("device rule (%s): %s, median %.3f s = %.2f of the fastest's speed%s\n",
-                   have_dev ? dev.name : "no block device", rule_text, rows[rule_row].median,
-                   rows[fastest].median / rows[rule_row].median,
-                   best == rule_row && fastest != rule_row ? " (within 5%: kept)" : "");
-        printf("best: %s%s%s\n", best_text, saved ? "; stored for this file system in " : "",
-               saved ? cache : " (not stored: --no-save)");
-    }
+    if (a.save && nx_io_cache_store(c->cache, &c->fs, &c->rows[c->best].shape, &err) != NX_OK)
+        goto out;
+    if (a.json)
+        print_json(&a, c);
+    else
+        print_human(c);
     exit_code = NX_CTL_EXIT_OK;
 out:
     if (exit_code != NX_CTL_EXIT_OK)
         fprintf(stderr, "nexusctl loader calibrate: %s\n", err.msg);
+    free(c);
     free(model_path);
     return exit_code;
 }

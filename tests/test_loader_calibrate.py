@@ -242,3 +242,13 @@ def test_daemon_logs_its_calibrated_shape(tmp, monkeypatch):
     finally:
         d.stop()
         d.close()
+
+
+def test_no_save_and_human_output(tmp):
+    m = model(tmp)
+    r = run(tmp, "loader", "calibrate", m, "--device", "cpu", "--rounds", "1", "--no-save")
+    assert r.returncode == 0, r.stderr
+    assert "not stored: --no-save" in r.stdout and "<- fastest" in r.stdout
+    assert not os.path.exists(env_for(tmp)["NEXUS_LOADER_CACHE"])
+    r = run(tmp, "loader", "show", m)
+    assert r.returncode == 0 and "io_source" in r.stdout and "calibrated" not in r.stdout
