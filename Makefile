@@ -457,7 +457,7 @@ FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefin
 	-fno-sanitize-recover=undefined -Iloader -Iagents -Inexus -Inexus/hub
 FUZZ_TARGETS := fuzz_st_header fuzz_gguf_header fuzz_proto fuzz_openai fuzz_conf fuzz_nexus_conf \
 	fuzz_tokenizer fuzz_chat_template fuzz_model_config fuzz_pull_listing fuzz_json_schema fuzz_gbnf \
-	fuzz_gram_compat fuzz_tools
+	fuzz_gram_compat fuzz_tools fuzz_loader_cache
 FUZZ_BIN := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 FUZZ_SMOKE_S ?= 12
 .PHONY: fuzz fuzz-smoke fuzz-smoke-if-clang
@@ -511,6 +511,12 @@ $(BUILD)/fuzz/fuzz_model_config: tests/fuzz_model_config.c $(FUZZ_CONFIG_SRC) ag
 	$(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CONFIG_SRC) $(LINK_LIBS)
+
+# The loader's calibration cache file (nexusctl loader calibrate writes it, every load reads it).
+FUZZ_LC_SRC := loader/ioshape.c loader/err.c
+$(BUILD)/fuzz/fuzz_loader_cache: tests/fuzz_loader_cache.c $(FUZZ_LC_SRC) loader/nx_loader.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LC_SRC) -lpthread
 
 fuzz-smoke: $(FUZZ_BIN)
 	@BUILD=$(BUILD) FUZZ_SMOKE_S=$(FUZZ_SMOKE_S) tests/fuzz/smoke.sh $(FUZZ_TARGETS)

@@ -733,9 +733,9 @@ static int measure_ours_once(bench_t *b, nx_loader_t *loader, row_t *row, bool *
     if (!model)
         return err ? err->code : NX_EIO;
     row_add(row, seconds, nx_model_bytes(model));
-    snprintf(row->note, sizeof row->note, "%s, %u thr x %llu MiB%s", stats.read_mode,
-             stats.threads, (unsigned long long)(stats.chunk_bytes / MIB),
-             stats.fallbacks ? ", with O_DIRECT fallbacks" : "");
+    snprintf(row->note, sizeof row->note, "%s, %u thr x %u x %llu MiB (%s)%s", stats.read_mode,
+             stats.threads, stats.queue_depth, (unsigned long long)(stats.chunk_bytes / MIB),
+             stats.io_source, stats.fallbacks ? ", with O_DIRECT fallbacks" : "");
     int rc = NX_OK;
     if (!*checked) {
         rc = nx_model_check(b->pool, model, err);
@@ -761,7 +761,7 @@ static int measure_host_tier(bench_t *b, row_t *row, nx_err_t *err)
     if (!cache)
         return err ? err->code : NX_ENOMEM;
     nx_loader_opts_t opts = {.threads = b->opts->threads, .chunk_bytes = b->opts->chunk_bytes,
-                             .cache = cache};
+                             .cache = cache, .shape_path = b->path};
     nx_loader_t *loader = nx_loader_new(b->pool, &opts, err);
     int rc = loader ? NX_OK : (err ? err->code : NX_ENOMEM);
     row_t fill = {0};
@@ -871,7 +871,9 @@ static int bench_setup(bench_t *b, nx_err_t *err)
         if (!b->read_buffers[t])
             return err ? err->code : NX_ENOMEM;
     }
-    nx_loader_opts_t opts = {.threads = b->opts->threads, .chunk_bytes = b->opts->chunk_bytes};
+    /* The shape a user's load gets on this file system (calibrated, device rule, defaults). */
+    nx_loader_opts_t opts = {.threads = b->opts->threads, .chunk_bytes = b->opts->chunk_bytes,
+                             .shape_path = b->path};
     b->loader = nx_loader_new(b->pool, &opts, err);
     return b->loader ? NX_OK : (err ? err->code : NX_ENOMEM);
 }

@@ -428,13 +428,88 @@ typedef enum nx_read_mode {
     NX_READ_BUFFERED,
 } nx_read_mode_t;
 
+/* ------------------------------------------------------------------------------------------
+ * The loader's I/O shape: how it reads (io_uring or pread threads), how many reader threads,
+ * reads in flight per thread and bytes per read. Chosen, first match wins, from: the caller's
+ * explicit values (flags), a calibration cached for the file system (`nexusctl loader
+ * calibrate`), a rule over the file system's block device in sysfs, the built-in defaults.
+ */
+typedef enum nx_loader_io {
+    NX_LOADER_IO_AUTO = 0, /* io_uring where the kernel allows it, else pread threads */
+    NX_LOADER_IO_URING,    /* io_uring; refused by the kernel: an error */
+    NX_LOADER_IO_THREADS,  /* one pread at a time per reader thread */
+} nx_loader_io_t;
+
+typedef enum nx_io_source {
+    NX_IO_SOURCE_DEFAULT = 0, /* the built-in constants */
+    NX_IO_SOURCE_DEVICE,      /* nx_io_shape_rule over the block device's sysfs attributes */
+    NX_IO_SOURCE_CALIBRATED,  /* the cached calibration of the file system */
+    NX_IO_SOURCE_FLAG,        /* the caller's explicit value(s), or NX_LOADER_IO */
+} nx_io_source_t;
+
+typedef struct nx_io_shape {
+    nx_loader_io_t io;
+    uint32_t threads;     /* reader threads, 1..256 */
+    uint32_t queue_depth; /* io_uring reads in flight per thread, 1..64 (1 with pread) */
+    uint64_t chunk_bytes; /* bytes per read, a multiple of 4 KiB */
+} nx_io_shape_t;
+
+/* The block device under a file system: the whole disk's queue attributes. */
+typedef struct nx_blockdev {
+    char name[32];             /* the whole disk: "vda", "nvme0n1", "sda" (not "sda1") */
+    char kind[16];             /* nvme, virtio, scsi, mmc, xen, loop, dm, md, zram, other */
+    bool rotational;           /* queue/rotational (virtio disks report 1 whatever backs them) */
+    uint32_t nr_requests;      /* queue/nr_requests; 0 when absent */
+    uint32_t max_sectors_kb;   /* queue/max_sectors_kb: the largest request, KiB; 0 absent */
+    uint64_t optimal_io_bytes; /* queue/optimal_io_size; 0 when the device names none */
+} nx_blockdev_t;
+
+/* Which file system a path is on: the cache's key. */
+typedef struct nx_fs_id {
+    uint32_t major, minor; /* st_dev of the path */
+    uint64_t fsid;         /* statfs f_fsid (ext4, xfs: from the file system's UUID) */
+} nx_fs_id_t;
+
+const char *nx_io_source_name(nx_io_source_t source); /* "default", "device", ... */
+const char *nx_loader_io_name(nx_loader_io_t io);     /* "auto", "io_uring", "threads" */
+/* The built-in defaults: io_uring (auto), 2 threads x 2 in flight x 16 MiB. */
+void nx_io_shape_default(nx_io_shape_t *out);
+int nx_fs_id_of(const char *path, nx_fs_id_t *out, nx_err_t *err);
+/* Read the block device major:minor from sysfs_root (NULL: "/sys"): /dev/block/MAJ:MIN, a
+ * partition walked up to its whole disk. NX_ENOTFOUND where there is none (tmpfs, overlay,
+ * network and btrfs file systems have anonymous device numbers). */
+int nx_blockdev_read(const char *sysfs_root, uint32_t major, uint32_t minor, nx_blockdev_t *out,
+                     nx_err_t *err);
+/* The device rule (README, "Loader I/O shape"); cpus: the cores this process may run on. */
+void nx_io_shape_rule(const nx_blockdev_t *dev, uint32_t cpus, nx_io_shape_t *out);
+/* The cache file: NEXUS_LOADER_CACHE, else $XDG_CACHE_HOME/nexus/loader-io.txt, else
+ * $HOME/.cache/nexus/loader-io.txt. false when none can be named (no HOME). */
+bool nx_io_cache_path(char *buf, size_t cap);
+/* The shape calibrated for `fs` in cache_path: NX_OK, or NX_ENOTFOUND (no file, no entry).
+ * A corrupt line, or an entry for the same device number whose fsid differs (stale), is
+ * skipped; *warn (may be NULL) then holds the first such problem naming file and line. */
+int nx_io_cache_lookup(const char *cache_path, const nx_fs_id_t *fs, nx_io_shape_t *out,
+                       nx_err_t *warn);
+/* Store `shape` for `fs`, replacing that device's entry and dropping corrupt lines, keeping
+ * other file systems' entries; atomically (a temporary file in the same folder, renamed). */
+int nx_io_cache_store(const char *cache_path, const nx_fs_id_t *fs, const nx_io_shape_t *shape,
+                      nx_err_t *err);
+/* The shape for loads from `path`: the cached calibration of its file system, else the device
+ * rule, else the defaults; never fails. why (may be NULL) gets a line saying where it came
+ * from; a corrupt or stale cache entry is logged once (a warning naming file and line). */
+nx_io_source_t nx_io_shape_for(const char *path, nx_io_shape_t *out, char *why, size_t why_cap);
+
 typedef struct nx_loader_opts {
-    uint32_t threads;          /* reader threads; 0 = default (measured: see README) */
-    uint64_t chunk_bytes;      /* bytes per read; 0 = default; rounded to 4 KiB */
+    uint32_t threads;          /* reader threads; 0 = from shape_path (or the defaults) */
+    uint64_t chunk_bytes;      /* bytes per read; 0 = as threads; rounded to 4 KiB */
     uint32_t staging_buffers;  /* pinned staging ring; 0 = 2 per thread (io_uring: queue_depth) */
-    uint32_t queue_depth;      /* io_uring reads in flight per reader thread; 0 = default */
+    uint32_t queue_depth;      /* io_uring reads in flight per reader thread; 0 = as threads */
     nx_read_mode_t read_mode;
     nx_hostcache_t *cache;     /* optional host tier: consulted on load, filled on unload */
+    nx_loader_io_t io;         /* AUTO = from shape_path; NX_LOADER_IO overrides it */
+    const char *shape_path;    /* a file or folder on the file system the loads read: the
+                                * fields left 0 come from nx_io_shape_for(shape_path); NULL:
+                                * from the defaults */
 } nx_loader_opts_t;
 
 typedef struct nx_loader nx_loader_t;
@@ -444,9 +519,15 @@ typedef struct nx_loader nx_loader_t;
  * Reads go through io_uring (queue_depth in flight per reader thread) where the kernel allows
  * it, else through pread in each reader thread, with one log line saying why. The environment
  * variable NX_LOADER_IO=threads forces the threads (tests, comparisons); NX_LOADER_IO=io_uring
- * makes a refused io_uring an error instead of a fallback. */
+ * (or opts->io NX_LOADER_IO_URING) makes a refused io_uring an error instead of a fallback.
+ * The shape: the fields of opts given (or NX_LOADER_IO) over nx_io_shape_for(shape_path) over
+ * nx_io_shape_default; where io_uring is refused and threads was not given, 4 pread threads. */
 nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err_t *err);
 void nx_loader_destroy(nx_loader_t **self_p);
+/* The shape the loader reads with (io: io_uring or threads, after any fallback) and what chose
+ * it; why (may be NULL) gets nx_io_shape_for's line, or "" where no shape_path was given. */
+void nx_loader_shape(const nx_loader_t *self, nx_io_shape_t *shape, nx_io_source_t *source,
+                     char *why, size_t why_cap);
 
 typedef struct nx_load_stats {
     double seconds;       /* wall time of the load, open and validation included */
@@ -458,6 +539,7 @@ typedef struct nx_load_stats {
     uint64_t chunk_bytes;
     char io[16];          /* "io_uring" or "threads" (pread in each reader thread) */
     uint32_t queue_depth; /* io_uring reads in flight per thread; 1 with threads */
+    char io_source[16];   /* what chose the shape: nx_io_source_name (flag, calibrated, ...) */
 } nx_load_stats_t;
 
 typedef struct nx_model_tensor {

@@ -33,18 +33,11 @@
 #include "uring.h"
 
 #define DIRECT_ALIGN 4096ull
-/* Defaults measured with bench/loader and bench/load_user.py (bench/RESULTS.md, "Loader
- * defaults" and "queue depth x block size"); the first three apply to the pread threads. */
+/* Pread threads where io_uring is refused and no thread count was given: measured with
+ * bench/loader (bench/RESULTS.md, "Loader defaults"). io_uring's shape comes from
+ * nx_io_shape_for (ioshape.c): a calibration, the device rule, or its defaults. */
 #define DEFAULT_THREADS 4u
-#define DEFAULT_CHUNK_BYTES (16ull << 20)
 #define DEFAULT_BUFS_PER_SLOT 2u
-/* With io_uring: one thread per core of the 2-core VM faults pages in while the reads are in
- * flight, each with DEFAULT_QUEUE_DEPTH reads in flight. bench/RESULTS.md, "queue depth x
- * block": 2 x 2 x 16 MiB was the best of 12 shapes for a cold whole-process load there, though
- * within the run-to-run spread of 2 x 1..8 x 8..32 MiB (the load was CPU-bound, not short of
- * requests in flight); re-measure on NVMe with --queue-depth. */
-#define DEFAULT_URING_THREADS 2u
-#define DEFAULT_QUEUE_DEPTH 2u
 #define MAX_QUEUE_DEPTH 64u
 
 typedef struct slot {
@@ -64,6 +57,8 @@ struct nx_loader {
     uint64_t chunk_bytes;
     uint32_t bufs_per_slot;
     uint32_t queue_depth; /* io_uring reads in flight per reader; 0: pread threads */
+    nx_io_source_t source; /* what chose threads, queue_depth and chunk_bytes */
+    char source_why[256];  /* nx_io_shape_for's line, or "" */
     nx_read_mode_t read_mode;
     slot_t *slots;
     bool *slot_busy;
@@ -156,6 +151,39 @@ static int rings_init(nx_loader_t *self, nx_err_t *err)
     return NX_OK;
 }
 
+/* The shape: explicit values (opts, NX_LOADER_IO) over nx_io_shape_for(shape_path) (a
+ * calibration, the device rule) over the defaults. Any explicit value makes it "flag". */
+static nx_io_source_t choose_shape(const nx_loader_opts_t *o, nx_io_shape_t *shape,
+                                   bool *uring_required, char *why, size_t why_cap)
+{
+    nx_io_source_t source = NX_IO_SOURCE_DEFAULT;
+    why[0] = '\0';
+    if (o->shape_path && !(o->threads && o->queue_depth && o->chunk_bytes))
+        source = nx_io_shape_for(o->shape_path, shape, why, why_cap);
+    else
+        nx_io_shape_default(shape);
+    nx_loader_io_t io = o->io;
+    const char *env = getenv("NX_LOADER_IO");
+    if (env && strcmp(env, "threads") == 0)
+        io = NX_LOADER_IO_THREADS;
+    else if (env && strcmp(env, "io_uring") == 0)
+        io = NX_LOADER_IO_URING;
+    bool flag = io != NX_LOADER_IO_AUTO || o->threads || o->queue_depth || o->chunk_bytes;
+    if (io != NX_LOADER_IO_AUTO)
+        shape->io = io;
+    else if (o->queue_depth && shape->io == NX_LOADER_IO_THREADS)
+        shape->io = NX_LOADER_IO_AUTO; /* reads in flight asked for: io_uring where allowed */
+    /* Asked for by name, a refused io_uring is an error; a calibration's is a fallback. */
+    *uring_required = io == NX_LOADER_IO_URING;
+    if (o->threads)
+        shape->threads = o->threads;
+    if (o->queue_depth)
+        shape->queue_depth = o->queue_depth;
+    if (o->chunk_bytes)
+        shape->chunk_bytes = o->chunk_bytes;
+    return flag ? NX_IO_SOURCE_FLAG : source;
+}
+
 nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err_t *err)
 {
     if (!pool) {
@@ -163,9 +191,6 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
         return NULL;
     }
     nx_loader_opts_t o = opts ? *opts : (nx_loader_opts_t){0};
-    const char *io = getenv("NX_LOADER_IO");
-    bool want_uring = !io || strcmp(io, "threads") != 0;
-    bool uring_required = io && strcmp(io, "io_uring") == 0;
     if (o.read_mode != NX_READ_AUTO && o.read_mode != NX_READ_DIRECT &&
         o.read_mode != NX_READ_BUFFERED) {
         nx_err_set(err, NX_EINVAL, "loader: unknown read mode %d", (int)o.read_mode);
@@ -181,12 +206,22 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
                    o.queue_depth, MAX_QUEUE_DEPTH);
         return NULL;
     }
-    uint32_t depth = o.queue_depth ? o.queue_depth : DEFAULT_QUEUE_DEPTH;
-    if (want_uring && uring_probe(depth, uring_required, &want_uring, err) != NX_OK)
+    if (o.io != NX_LOADER_IO_AUTO && o.io != NX_LOADER_IO_URING && o.io != NX_LOADER_IO_THREADS) {
+        nx_err_set(err, NX_EINVAL, "loader: unknown io %d", (int)o.io);
         return NULL;
+    }
     nx_loader_t *self = calloc(1, sizeof *self);
     if (!self) {
         nx_err_set(err, NX_ENOMEM, "loader: out of memory");
+        return NULL;
+    }
+    nx_io_shape_t shape;
+    bool uring_required;
+    self->source = choose_shape(&o, &shape, &uring_required, self->source_why,
+                                sizeof self->source_why);
+    bool want_uring = shape.io != NX_LOADER_IO_THREADS;
+    if (want_uring && uring_probe(shape.queue_depth, uring_required, &want_uring, err) != NX_OK) {
+        free(self);
         return NULL;
     }
     pthread_mutex_init(&self->lock, NULL);
@@ -195,10 +230,11 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
     self->dev = nx__pool_dev(pool);
     self->cache = o.cache;
     self->read_mode = o.read_mode;
-    self->queue_depth = want_uring ? depth : 0;
-    self->threads = o.threads ? o.threads
-                    : self->queue_depth ? DEFAULT_URING_THREADS : DEFAULT_THREADS;
-    self->chunk_bytes = align_up(o.chunk_bytes ? o.chunk_bytes : DEFAULT_CHUNK_BYTES, DIRECT_ALIGN);
+    self->queue_depth = want_uring ? shape.queue_depth : 0;
+    /* io_uring refused where the shape was made for it: the pread threads' own default. */
+    bool fell_back = !want_uring && shape.io != NX_LOADER_IO_THREADS;
+    self->threads = fell_back && !o.threads ? DEFAULT_THREADS : shape.threads;
+    self->chunk_bytes = align_up(shape.chunk_bytes, DIRECT_ALIGN);
     self->bufs_per_slot = o.staging_buffers ? (o.staging_buffers + self->threads - 1) / self->threads
                                             : DEFAULT_BUFS_PER_SLOT;
     if (self->bufs_per_slot < 1)
@@ -226,6 +262,20 @@ nx_loader_t *nx_loader_new(nx_pool_t *pool, const nx_loader_opts_t *opts, nx_err
 fail:
     nx_loader_destroy(&self);
     return NULL;
+}
+
+void nx_loader_shape(const nx_loader_t *self, nx_io_shape_t *shape, nx_io_source_t *source,
+                     char *why, size_t why_cap)
+{
+    *shape = (nx_io_shape_t){
+        .io = self->queue_depth ? NX_LOADER_IO_URING : NX_LOADER_IO_THREADS,
+        .threads = self->threads,
+        .queue_depth = self->queue_depth ? self->queue_depth : 1,
+        .chunk_bytes = self->chunk_bytes,
+    };
+    *source = self->source;
+    if (why && why_cap)
+        snprintf(why, why_cap, "%s", self->source_why);
 }
 
 void nx_loader_destroy(nx_loader_t **self_p)
@@ -776,6 +826,8 @@ static void fill_stats(nx_load_stats_t *stats, const load_ctx_t *ctx, uint64_t s
     bool uring = ctx->loader->queue_depth && !ctx->image;
     snprintf(stats->io, sizeof stats->io, "%s", uring ? "io_uring" : "threads");
     stats->queue_depth = uring ? ctx->loader->queue_depth : 1;
+    snprintf(stats->io_source, sizeof stats->io_source, "%s",
+             nx_io_source_name(ctx->loader->source));
 }
 
 /* Paths of the checkpoint's files, absolute, one per line (the host cache re-stats them). */

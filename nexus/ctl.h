@@ -24,6 +24,8 @@ int nx_ctl_tokenize(int argc, char **argv);      /* ctl_tokenize.c */
 int nx_ctl_pull(int argc, char **argv);          /* ctl_pull.c */
 int nx_ctl_model_list(int argc, char **argv);    /* ctl_store.c */
 int nx_ctl_rm(int argc, char **argv);            /* ctl_store.c */
+int nx_ctl_loader_calibrate(int argc, char **argv); /* ctl_loader.c */
+int nx_ctl_loader_show(int argc, char **argv);      /* ctl_loader.c */
 
 /* --models DIR and --config FILE (ctl_model_arg.c): which models folder a name is looked up in. */
 typedef struct nx_ctl_store_opts {

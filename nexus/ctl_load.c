@@ -122,7 +122,7 @@ static void print_human(const load_args_t *a, nx_pool_t *pool, const nx_model_t 
            st->threads == 1 ? "" : "s", (unsigned long long)(st->chunk_bytes >> 20), st->io);
     if (strcmp(st->io, "io_uring") == 0)
         printf(" (%u in flight per thread)", st->queue_depth);
-    printf("\n");
+    printf("; shape from: %s\n", st->io_source);
 }
 
 static void print_json(const load_args_t *a, nx_pool_t *pool, const nx_model_t *model,
@@ -142,6 +142,7 @@ static void print_json(const load_args_t *a, nx_pool_t *pool, const nx_model_t *
     json_object_set_new(o, "chunk_bytes", json_integer((json_int_t)st->chunk_bytes));
     json_object_set_new(o, "io", json_string(st->io));
     json_object_set_new(o, "queue_depth", json_integer(st->queue_depth));
+    json_object_set_new(o, "io_source", json_string(st->io_source));
     if (!a->check) {
         json_object_set_new(o, "check", json_null());
     } else {
@@ -187,7 +188,8 @@ int nx_ctl_model_load(int argc, char **argv)
     if (!pool)
         goto out;
     nx_loader_opts_t lopts = {.threads = a.threads, .chunk_bytes = a.chunk_bytes,
-                              .queue_depth = a.queue_depth, .read_mode = a.read_mode};
+                              .queue_depth = a.queue_depth, .read_mode = a.read_mode,
+                              .shape_path = a.path};
     loader = nx_loader_new(pool, &lopts, &err);
     if (!loader)
         goto out;

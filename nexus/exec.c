@@ -222,9 +222,20 @@ static int open_device(nx_exec_t *exec, nx_err_t *err)
         if (!exec->cache)
             return err->code;
     }
-    nx_loader_opts_t lopts = {.cache = exec->cache};
+    /* The I/O shape for the models folder's file system (a calibration, or its device). */
+    nx_loader_opts_t lopts = {.cache = exec->cache, .shape_path = conf->models_dir};
     exec->loader = nx_loader_new(exec->pool, &lopts, err);
-    return exec->loader ? NX_OK : err->code;
+    if (!exec->loader)
+        return err->code;
+    nx_io_shape_t shape;
+    nx_io_source_t source;
+    char why[256];
+    nx_loader_shape(exec->loader, &shape, &source, why, sizeof why);
+    nx_log(NX_LOG_INFO, "loader: %s, %u thread%s x %u in flight x %llu MiB reads (io_source %s%s%s)",
+           nx_loader_io_name(shape.io), shape.threads, shape.threads == 1 ? "" : "s",
+           shape.queue_depth, (unsigned long long)(shape.chunk_bytes >> 20),
+           nx_io_source_name(source), why[0] ? ": " : "", why);
+    return NX_OK;
 }
 
 nx_exec_t *nx_exec_new(const nx_exec_opts_t *opts, nx_err_t *err)

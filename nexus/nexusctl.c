@@ -19,6 +19,10 @@ static const command_t commands[] = {
     {"model load", nx_ctl_model_load,
      "MODEL [--device auto|cpu|cuda] [--check] [--json] [--threads N] [--chunk-mib N]\n"
      "              [--read auto|direct|buffered] [--pool-mib N] [--queue-depth N]"},
+    {"loader calibrate", nx_ctl_loader_calibrate,
+     "MODEL [--rounds N] [--device auto|cpu|cuda] [--json] [--no-save]   (measure the\n"
+     "              loader's I/O shapes on MODEL's file system, store the best for it)"},
+    {"loader show", nx_ctl_loader_show, "PATH [--json]   (the I/O shape a load from PATH uses)"},
     {"model synth", nx_ctl_model_synth,
      "--arch qwen3|qwen2|llama --preset tiny|small|0.6b|4b|8b --out DIR|FILE.gguf\n"
      "              [--seed N] [--dtype bf16|f16|f32|q8_0|q4_0|q4_k_m] [--shards N]\n"

@@ -286,6 +286,19 @@ def pull_listing_seeds():
     put(t, "no_sha", b"\x00" + listing(st, commit="main"))
 
 
+def loader_cache_seeds():
+    t = "fuzz_loader_cache"
+    put(t, "two_entries", b"# nexus loader I/O shapes\n"
+        b"v1 dev=254:0 fsid=5a0a4a4758682a8a io=io_uring threads=2 depth=2 chunk_kib=16384\n"
+        b"v1 dev=8:1 fsid=0000000000000042 io=threads threads=8 depth=1 chunk_kib=32768\n")
+    put(t, "corrupt_and_stale", b"v1 dev=254:0 fsid=zz io=io_uring threads=2\n"
+        b"v1 dev=254:0 fsid=0000000000000abc io=io_uring threads=0 depth=2 chunk_kib=16384\n"
+        b"\r\n   \n# c\n"
+        b"v1 dev=254:0 fsid=0000000000000def io=threads threads=6 depth=1 chunk_kib=4096 note=x\n")
+    put(t, "nul_and_long", b"v1 dev=1:2\x00 x\n" + b"y" * 1500 + b"\n"
+        b"v1 dev=1:2 fsid=0000000000000001 io=io_uring threads=1 depth=64 chunk_kib=4\n")
+
+
 def main():
     # rewrites its own files; inputs that `-merge=1` added beside them are kept
     st_seeds()
@@ -297,6 +310,7 @@ def main():
     tokenizer_seeds()
     chat_seeds()
     pull_listing_seeds()
+    loader_cache_seeds()
     for target in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, target))
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in files)
