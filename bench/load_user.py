@@ -314,6 +314,10 @@ def main():
     ap.add_argument("--skip-swap", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
+    # absolute: the daemon's models folder links to the checkpoint from a temporary home
+    args.bench_dir = os.path.abspath(args.bench_dir)
+    if args.model:
+        args.model = os.path.abspath(args.model)
     model = args.model or synth("0.6b", os.path.join(args.bench_dir, "qwen3-0.6b-bf16"))
     if args.foreign:
         model = make_foreign(model, model.rstrip("/") + "-foreign")
