@@ -252,6 +252,10 @@ test: deps
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-smoke-if-clang
 
+# The tests never read this machine's loader calibration (`nexusctl loader calibrate` stores it
+# per file system): a stored shape, or cold=buffered, would change what their loads report.
+test unit pytest emu-test asan tsan: export NEXUS_LOADER_CACHE := $(abspath $(BUILD))/tests-read-no-loader-calibration
+
 # The first tree's tests run one at a time (about one core busy), so the other trees build
 # beside them on make's shared job slots (one slot while the tests run, all of them after);
 # each later step then finds its tree built. Each side's output is printed when it ends.

@@ -12,7 +12,9 @@
  * The cache is a text file, one line per file system, keyed by the device number and the
  * file system's id (statfs f_fsid, from the UUID on ext4 and xfs), so a disk reformatted under
  * the same device number is not taken for the one calibrated:
- *   v1 dev=254:0 fsid=9f0c1e2d3b4a5968 io=io_uring threads=2 depth=2 chunk_kib=16384
+ *   v1 dev=254:0 fsid=9f0c1e2d3b4a5968 io=io_uring threads=2 depth=2 chunk_kib=16384 cold=direct
+ * (cold: how read mode auto reads files not in the page cache, direct or buffered; a line
+ * without it, as the first version wrote them, is direct)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -295,6 +297,10 @@ static bool parse_line(char *line, cache_entry_t *e, const char **why)
                 return bad(why, "chunk_kib is not a multiple of 4 from 4 to 1048576");
             e->shape.chunk_bytes = v * 1024;
             have_chunk = true;
+        } else if (strcmp(key, "cold") == 0) {
+            if (strcmp(val, "direct") != 0 && strcmp(val, "buffered") != 0)
+                return bad(why, "cold is neither direct nor buffered");
+            e->shape.cold_buffered = strcmp(val, "buffered") == 0;
         } /* other keys (a note, the date) are for people */
     }
     if (!(have_dev && have_fsid && have_io && have_threads && have_depth && have_chunk))
@@ -432,9 +438,12 @@ int nx_io_cache_store(const char *cache_path, const nx_fs_id_t *fs, const nx_io_
     free(line);
     if (in)
         fclose(in);
-    fprintf(out, CACHE_VERSION " dev=%u:%u fsid=%016llx io=%s threads=%u depth=%u chunk_kib=%llu\n",
+    fprintf(out,
+            CACHE_VERSION " dev=%u:%u fsid=%016llx io=%s threads=%u depth=%u chunk_kib=%llu "
+                          "cold=%s\n",
             fs->major, fs->minor, (unsigned long long)fs->fsid, nx_loader_io_name(shape->io),
-            shape->threads, shape->queue_depth, (unsigned long long)(shape->chunk_bytes / 1024));
+            shape->threads, shape->queue_depth, (unsigned long long)(shape->chunk_bytes / 1024),
+            shape->cold_buffered ? "buffered" : "direct");
     bool ok = fflush(out) == 0 && fsync(fd) == 0;
     ok = fclose(out) == 0 && ok;
     if (!ok || rename(tmp, cache_path) != 0) {

@@ -452,6 +452,9 @@ typedef struct nx_io_shape {
     uint32_t threads;     /* reader threads, 1..256 */
     uint32_t queue_depth; /* io_uring reads in flight per thread, 1..64 (1 with pread) */
     uint64_t chunk_bytes; /* bytes per read, a multiple of 4 KiB */
+    bool cold_buffered;   /* read mode auto: files not in the page cache are read through it
+                           * (buffered) instead of with O_DIRECT; only a calibration that
+                           * measured it faster sets it (disks the host caches) */
 } nx_io_shape_t;
 
 /* The block device under a file system: the whole disk's queue attributes. */

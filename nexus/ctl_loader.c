@@ -9,11 +9,20 @@
  * per round, the order rotating between rounds so no shape always follows the same one; the
  * best median wins, unless the device rule's shape is within RULE_MARGIN of it: then the rule's
  * is kept (calibrated), since nearly equal medians are this VM's run-to-run spread, and storing
- * whichever drew the luckier runs would change the shape from one calibration to the next. */
+ * whichever drew the luckier runs would change the shape from one calibration to the next.
+ *
+ * A few shapes also run buffered, through the page cache: the file's pages are dropped before
+ * (and after) each such trial (fsync + POSIX_FADV_DONTNEED, checked with mincore), so they are
+ * cold too. Where the host caches the disk (a VM's virtio disk), reading through the page cache
+ * can beat O_DIRECT; a calibration that measured so stores cold=buffered. Where the drop leaves
+ * pages behind (the file mapped by another process), the buffered shapes are not measured. */
+#include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -31,7 +40,7 @@ typedef struct trial_row {
     double seconds[MAX_ROUNDS];
     uint32_t runs;
     double median;
-    bool skipped; /* io_uring refused here */
+    bool skipped; /* io_uring refused here, or (buffered) the page cache kept the file */
 } trial_row_t;
 
 typedef struct cal_args {
@@ -90,9 +99,17 @@ static int parse_args(const char *cmd, int argc, char **argv, cal_args_t *a)
     return NX_CTL_EXIT_OK;
 }
 
+/* The row is the device rule's shape (read with O_DIRECT, as the rule reads). */
+static bool is_rule(const nx_io_shape_t *s, const nx_io_shape_t *rule)
+{
+    return s->io != NX_LOADER_IO_THREADS && !s->cold_buffered && s->threads == rule->threads &&
+           s->queue_depth == rule->queue_depth && s->chunk_bytes == rule->chunk_bytes;
+}
+
 /* The shapes tried: io_uring with 1, one per core and two per core reader threads x 1, 2, 4
  * reads in flight x 16 MiB; one per core x 2 in flight x 8 and 32 MiB; pread threads, one and
- * four per core, x 16 MiB; and the device rule's shape, where none of these is it. */
+ * four per core, x 16 MiB; buffered: one per core x 2 and 1 x 4 in flight, and pread threads
+ * one per core; and the device rule's shape, where none of these is it. */
 static uint32_t grid(uint32_t cpus, const nx_io_shape_t *rule, trial_row_t *rows)
 {
     uint32_t n = 0;
@@ -111,12 +128,13 @@ static uint32_t grid(uint32_t cpus, const nx_io_shape_t *rule, trial_row_t *rows
     uint32_t many = 4 * cpus > 32 ? 32 : 4 * cpus;
     if (many != core_threads)
         rows[n++].shape = (nx_io_shape_t){NX_LOADER_IO_THREADS, many, 1, 16 * MIB};
+    /* buffered: one per core x 2 and 1 x 4 in flight, and the pread threads */
+    rows[n++].shape = (nx_io_shape_t){NX_LOADER_IO_URING, core_threads, 2, 16 * MIB, true};
+    rows[n++].shape = (nx_io_shape_t){NX_LOADER_IO_URING, 1, 4, 16 * MIB, true};
+    rows[n++].shape = (nx_io_shape_t){NX_LOADER_IO_THREADS, core_threads, 1, 16 * MIB, true};
     bool have_rule = false;
     for (uint32_t i = 0; i < n; i++)
-        have_rule |= rows[i].shape.threads == rule->threads &&
-                     rows[i].shape.queue_depth == rule->queue_depth &&
-                     rows[i].shape.chunk_bytes == rule->chunk_bytes &&
-                     rows[i].shape.io != NX_LOADER_IO_THREADS;
+        have_rule |= is_rule(&rows[i].shape, rule);
     if (!have_rule && n < MAX_SHAPES) {
         rows[n].shape = *rule;
         rows[n++].shape.io = NX_LOADER_IO_URING;
@@ -135,17 +153,64 @@ static uint64_t pool_bytes_for(const char *path, uint64_t *payload, nx_err_t *er
     return (bytes + 32 * MIB - 1) / (32 * MIB) * (32 * MIB) + 32 * MIB;
 }
 
-/* One load with `shape` into a pool made for it (fresh memory), O_DIRECT. */
+/* Drop the checkpoint's files from the page cache (fsync, POSIX_FADV_DONTNEED); *left: the
+ * bytes mincore still finds cached after it. */
+static int drop_cached(const char *path, uint64_t *left, nx_err_t *err)
+{
+    nx_st_t *st = nx_st_open(path, err);
+    if (!st)
+        return err->code;
+    *left = 0;
+    int rc = NX_OK;
+    long page = sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < nx_st_file_count(st) && rc == NX_OK; i++) {
+        const nx_st_file_t *f = nx_st_file_at(st, i);
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = nx_err_set(err, NX_EIO, "'%s': cannot open: %s", f->path, strerror(errno));
+            break;
+        }
+        fsync(fd); /* dirty pages are not dropped; a read-only file system refuses: fine */
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        void *map = f->file_bytes ? mmap(NULL, f->file_bytes, PROT_READ, MAP_SHARED, fd, 0)
+                                  : MAP_FAILED;
+        size_t pages = (f->file_bytes + (uint64_t)page - 1) / (uint64_t)page;
+        unsigned char *vec = map != MAP_FAILED ? malloc(pages ? pages : 1) : NULL;
+        if (vec && mincore(map, f->file_bytes, vec) == 0)
+            for (size_t p = 0; p < pages; p++)
+                *left += (vec[p] & 1) * (uint64_t)page;
+        free(vec);
+        if (map != MAP_FAILED)
+            munmap(map, f->file_bytes);
+        close(fd);
+    }
+    nx_st_destroy(&st);
+    return rc;
+}
+
+/* One load with `shape` into a pool made for it (fresh memory): O_DIRECT, or buffered with the
+ * file dropped from the page cache before (NX_EBUSY where pages stayed) and after. */
 static int trial(const cal_args_t *a, uint64_t pool_bytes, const nx_io_shape_t *shape,
                  double *seconds, nx_err_t *err)
 {
+    uint64_t left = 0;
+    if (shape->cold_buffered) {
+        if (drop_cached(a->path, &left, err) != NX_OK)
+            return err->code;
+        if (left * 100 > pool_bytes) /* over 1%: it would not be a cold read */
+            return nx_err_set(err, NX_EBUSY,
+                              "%llu bytes of '%s' stayed in the page cache after dropping it "
+                              "(mapped by another process?)",
+                              (unsigned long long)left, a->path);
+    }
     nx_pool_opts_t popts = {.device = a->device, .bytes = pool_bytes};
     nx_pool_t *pool = nx_pool_new(&popts, err);
     if (!pool)
         return err->code;
     nx_loader_opts_t lopts = {.threads = shape->threads, .chunk_bytes = shape->chunk_bytes,
                               .queue_depth = shape->queue_depth, .io = shape->io,
-                              .read_mode = NX_READ_DIRECT};
+                              .read_mode = shape->cold_buffered ? NX_READ_BUFFERED
+                                                                : NX_READ_DIRECT};
     nx_loader_t *loader = nx_loader_new(pool, &lopts, err);
     int rc = loader ? NX_OK : err->code;
     if (loader) {
@@ -157,6 +222,9 @@ static int trial(const cal_args_t *a, uint64_t pool_bytes, const nx_io_shape_t *
         nx_loader_destroy(&loader);
     }
     nx_pool_destroy(&pool);
+    nx_err_t drop_err = {0};
+    if (rc == NX_OK && shape->cold_buffered) /* leave the page cache as it was found */
+        drop_cached(a->path, &left, &drop_err);
     return rc;
 }
 
@@ -184,19 +252,21 @@ static double median_of(const double *v, uint32_t n)
 
 static void shape_text(const nx_io_shape_t *s, char *out, size_t cap)
 {
+    const char *cold = s->cold_buffered ? ", buffered" : "";
     if (s->io == NX_LOADER_IO_THREADS)
-        snprintf(out, cap, "pread threads %u x %llu MiB", s->threads,
-                 (unsigned long long)(s->chunk_bytes / MIB));
+        snprintf(out, cap, "pread threads %u x %llu MiB%s", s->threads,
+                 (unsigned long long)(s->chunk_bytes / MIB), cold);
     else
-        snprintf(out, cap, "io_uring %u x %u x %llu MiB", s->threads, s->queue_depth,
-                 (unsigned long long)(s->chunk_bytes / MIB));
+        snprintf(out, cap, "io_uring %u x %u x %llu MiB%s", s->threads, s->queue_depth,
+                 (unsigned long long)(s->chunk_bytes / MIB), cold);
 }
 
 static json_t *shape_json(const nx_io_shape_t *s)
 {
-    return json_pack("{s:s, s:i, s:i, s:I}", "io", nx_loader_io_name(s->io), "threads",
+    return json_pack("{s:s, s:i, s:i, s:I, s:s}", "io", nx_loader_io_name(s->io), "threads",
                      (int)s->threads, "queue_depth", (int)s->queue_depth, "chunk_bytes",
-                     (json_int_t)s->chunk_bytes);
+                     (json_int_t)s->chunk_bytes, "cold_read",
+                     s->cold_buffered ? "buffered" : "direct");
 }
 
 /* Run the grid, rounds x shapes, alternating; rows get their runs and medians. */
@@ -216,6 +286,13 @@ static int run_grid(const cal_args_t *a, uint64_t pool_bytes, trial_row_t *rows,
                     rows[i].skipped |= rows[i].shape.io == NX_LOADER_IO_URING;
                 fprintf(stderr, "nexusctl loader calibrate: io_uring refused here (%s); "
                                 "pread threads only\n", err->msg);
+                continue;
+            }
+            if (rc == NX_EBUSY && row->shape.cold_buffered) {
+                for (uint32_t i = 0; i < n; i++) /* cannot be cold: no buffered shape runs */
+                    rows[i].skipped |= rows[i].shape.cold_buffered;
+                fprintf(stderr, "nexusctl loader calibrate: %s; buffered reads not measured\n",
+                        err->msg);
                 continue;
             }
             if (rc != NX_OK)
@@ -254,9 +331,7 @@ static int choose(calibration_t *c, const char *path, nx_err_t *err)
         const trial_row_t *r = &c->rows[i];
         if (r->runs && (c->fastest == c->n || r->median < c->rows[c->fastest].median))
             c->fastest = i;
-        if (r->runs && r->shape.io == NX_LOADER_IO_URING && r->shape.threads == c->rule.threads &&
-            r->shape.queue_depth == c->rule.queue_depth &&
-            r->shape.chunk_bytes == c->rule.chunk_bytes)
+        if (r->runs && r->shape.io == NX_LOADER_IO_URING && is_rule(&r->shape, &c->rule))
             c->rule_row = i;
     }
     if (c->fastest == c->n)

@@ -231,9 +231,11 @@ static int open_device(nx_exec_t *exec, nx_err_t *err)
     nx_io_source_t source;
     char why[256];
     nx_loader_shape(exec->loader, &shape, &source, why, sizeof why);
-    nx_log(NX_LOG_INFO, "loader: %s, %u thread%s x %u in flight x %llu MiB reads (io_source %s%s%s)",
+    nx_log(NX_LOG_INFO,
+           "loader: %s, %u thread%s x %u in flight x %llu MiB reads%s (io_source %s%s%s)",
            nx_loader_io_name(shape.io), shape.threads, shape.threads == 1 ? "" : "s",
            shape.queue_depth, (unsigned long long)(shape.chunk_bytes >> 20),
+           shape.cold_buffered ? ", buffered" : "",
            nx_io_source_name(source), why[0] ? ": " : "", why);
     return NX_OK;
 }

@@ -269,7 +269,7 @@ static void test_cache_store_lookup(void **state)
     nx_io_shape_t sa = {.io = NX_LOADER_IO_URING, .threads = 3, .queue_depth = 5,
                         .chunk_bytes = 8 * MIB};
     nx_io_shape_t sb = {.io = NX_LOADER_IO_THREADS, .threads = 8, .queue_depth = 1,
-                        .chunk_bytes = 32 * MIB};
+                        .chunk_bytes = 32 * MIB, .cold_buffered = true};
     nx_err_t err = {0}, warn = {0};
     nx_io_shape_t got;
     assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_ENOTFOUND);
@@ -279,9 +279,11 @@ static void test_cache_store_lookup(void **state)
     assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
     assert_int_equal(got.io, NX_LOADER_IO_URING);
     assert_shape(&got, 3, 5, 8 * MIB);
+    assert_false(got.cold_buffered);
     assert_int_equal(nx_io_cache_lookup(cache, &b, &got, &warn), NX_OK);
     assert_int_equal(got.io, NX_LOADER_IO_THREADS);
     assert_shape(&got, 8, 1, 32 * MIB);
+    assert_true(got.cold_buffered);
     assert_int_equal(warn.code, NX_OK);
     /* Another file system's entry is never used. */
     nx_fs_id_t c = {.major = 259, .minor = 2, .fsid = 7};
@@ -369,6 +371,25 @@ static void test_cache_corrupt_and_stale(void **state)
     assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
     assert_int_equal(warn.code, NX_OK);
     assert_null(strstr(read_text(cache), "junk"));
+    /* cold: direct or buffered; absent (a line as the first version wrote it) is direct; any
+     * other value spoils its line, named. */
+    write_file(cache, "v1 dev=254:0 fsid=0000000000000abc io=io_uring threads=2 depth=2 "
+                      "chunk_kib=16384 cold=sideways\n"
+                      "v1 dev=254:0 fsid=0000000000000abc io=io_uring threads=3 depth=2 "
+                      "chunk_kib=16384 cold=buffered\n");
+    nx_err_clear(&warn);
+    assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
+    assert_int_equal(got.threads, 3);
+    assert_true(got.cold_buffered);
+    snprintf(where, sizeof where, "%s:1", cache);
+    assert_non_null(strstr(warn.msg, where));
+    assert_non_null(strstr(warn.msg, "cold"));
+    write_file(cache, "v1 dev=254:0 fsid=0000000000000abc io=io_uring threads=2 depth=2 "
+                      "chunk_kib=16384\n");
+    nx_err_clear(&warn);
+    assert_int_equal(nx_io_cache_lookup(cache, &a, &got, &warn), NX_OK);
+    assert_int_equal(warn.code, NX_OK);
+    assert_false(got.cold_buffered);
 }
 
 static void test_cache_path(void **state)

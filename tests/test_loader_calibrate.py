@@ -124,6 +124,50 @@ def test_stored_shape_and_flags(tmp):
     assert r.returncode == 0 and "shape from: calibrated" in r.stdout
 
 
+def drop(path):
+    for name in os.listdir(path):
+        fd = os.open(os.path.join(path, name), os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
+def test_calibrated_cold_read_mode(tmp):
+    """cold=buffered: read mode auto reads a file that is not in the page cache through it;
+    cold=direct (and an entry without cold) bypasses it; --read overrides either."""
+    m = model(tmp)
+    r = run(tmp, "loader", "calibrate", m, "--device", "cpu", "--json", "--rounds", "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    fsid = out["fsid"]
+    # The grid measures buffered shapes too (the file dropped before each: cold), unless the
+    # page cache kept the file, which it says.
+    buffered = [s for s in out["shapes"] if s["cold_read"] == "buffered"]
+    assert len(buffered) >= 2
+    assert all(len(s["seconds"]) == 1 for s in buffered if not s["refused"])
+    assert out["best"]["cold_read"] in ("direct", "buffered")
+    cache = env_for(tmp)["NEXUS_LOADER_CACHE"]
+    entry = f"v1 dev={fs_key(m)} fsid={fsid} io=io_uring threads=2 depth=2 chunk_kib=16384"
+    direct_ok = True
+    for cold, want in ((" cold=buffered", "buffered"), (" cold=direct", "direct"), ("", "direct")):
+        with open(cache, "w") as f:
+            f.write(entry + cold + "\n")
+        drop(m)
+        stats, err = load_json(tmp, m)
+        assert stats["io_source"] == "calibrated", err
+        if want == "direct" and stats["read_mode"] != "direct":
+            direct_ok = False  # a file system without O_DIRECT (tmpfs) reads buffered anyway
+            continue
+        assert stats["read_mode"] == want, (cold, stats)
+    with open(cache, "w") as f:
+        f.write(entry + " cold=buffered\n")
+    drop(m)
+    stats, _ = load_json(tmp, m, "--read", "direct")
+    assert stats["read_mode"] == ("direct" if direct_ok else "buffered")
+    r = run(tmp, "loader", "show", m)
+    assert r.returncode == 0 and "buffered" in r.stdout, r.stdout
+
+
 def test_corrupt_stale_and_foreign_cache(tmp):
     m = model(tmp)
     cache = env_for(tmp)["NEXUS_LOADER_CACHE"]
