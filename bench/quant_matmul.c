@@ -1,6 +1,8 @@
 /* quant_matmul.c — the CPU matmul over quantized weights (cpu_quant.h) beside the BF16 kernel
  * (cpu_kernels.h) on Qwen3-0.6B and 4B layer shapes, on the engine's thread pool, tasks cut as
- * the CPU backend cuts them (16 or 4 tiles of 16 consecutive weight rows). A pass is one matmul:
+ * the CPU backend cuts them (task_rows in cpu_backend.c: runs of 16 consecutive weight rows, 4
+ * tiles a task above batch 8, else 16, a quantized weight at batch 1 in a multiple of the
+ * thread count of equal stretches of at most 32 tiles). A pass is one matmul:
  * quantizing the input rows (as the backend does once per input) and every tile.
  *
  *   build/bench/quant_matmul [--threads 2] [--rounds 5] [--batches 1,8,128] [--shapes all|0.6b|4b]
@@ -59,6 +61,7 @@ typedef struct job {
     nx__qact_t *qact;   /* NULL for fp32 kernels */
     void **scratch;     /* per worker */
     uint32_t repeat;    /* passes of every task over its rows (1; HOT_REPEAT with --hot) */
+    uint32_t span;      /* weight rows per task (task_rows) */
 } job_t;
 
 static void quantize_task(void *ctx, uint32_t row, uint32_t worker)
@@ -67,16 +70,23 @@ static void quantize_task(void *ctx, uint32_t row, uint32_t worker)
     nx__qact_quantize(j->qact, row, j->x + (uint64_t)row * j->w.cols);
 }
 
-/* Tiles per task, as cpu_backend.c cuts them. */
-static uint32_t tiles_per_task(uint32_t n)
+/* Weight rows per task, as cpu_backend.c's task_rows cuts them. */
+static uint32_t task_rows(const job_t *j, uint32_t threads)
 {
-    return n <= 8 ? 16 : 4;
+    if (j->n > 8)
+        return 4 * NX_K_TILE_COLS;
+    if (j->n > 1 || !j->qact)
+        return 16 * NX_K_TILE_COLS;
+    uint32_t tiles = (j->w.rows + NX_K_TILE_COLS - 1) / NX_K_TILE_COLS;
+    uint32_t most = 32 * threads;
+    uint32_t tasks = threads * ((tiles + most - 1) / most);
+    return NX_K_TILE_COLS * ((tiles + tasks - 1) / tasks);
 }
 
 static void tile_task(void *ctx, uint32_t task, uint32_t worker)
 {
     job_t *j = ctx;
-    uint32_t span = NX_K_TILE_COLS * tiles_per_task(j->n), first = task * span;
+    uint32_t span = j->span, first = task * span;
     uint32_t end = j->w.rows - first < span ? j->w.rows : first + span;
     for (uint32_t pass = 0; pass < j->repeat; pass++) {
         if (j->qact) {
@@ -101,8 +111,8 @@ static void run_job(nx__tpool_t *tp, job_t *j)
         else
             nx__tpool_run(tp, j->n, quantize_task, j);
     }
-    uint32_t span = NX_K_TILE_COLS * tiles_per_task(j->n);
-    nx__tpool_run(tp, (j->w.rows + span - 1) / span, tile_task, j);
+    j->span = task_rows(j, nx__tpool_size(tp));
+    nx__tpool_run(tp, (j->w.rows + j->span - 1) / j->span, tile_task, j);
 }
 
 /* ---- weights: copies of one matrix, enough of them to miss the caches ------------------- */
