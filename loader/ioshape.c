@@ -456,7 +456,7 @@ int nx_io_cache_store(const char *cache_path, const nx_fs_id_t *fs, const nx_io_
 
 /* ---- the choice ------------------------------------------------------------------------ */
 
-static uint32_t cpus_here(void)
+uint32_t nx_io_cpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
@@ -493,7 +493,7 @@ nx_io_source_t nx_io_shape_for(const char *path, nx_io_shape_t *out, char *why, 
         snprintf(note, sizeof note, "%u:%u has no block device", fs.major, fs.minor);
         goto out;
     }
-    uint32_t cpus = cpus_here();
+    uint32_t cpus = nx_io_cpus();
     nx_io_shape_rule(&dev, cpus, out);
     snprintf(note, sizeof note,
              "%s (%s, rotational %d, nr_requests %u, max_sectors_kb %u, "

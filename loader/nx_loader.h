@@ -483,6 +483,8 @@ int nx_fs_id_of(const char *path, nx_fs_id_t *out, nx_err_t *err);
  * network and btrfs file systems have anonymous device numbers). */
 int nx_blockdev_read(const char *sysfs_root, uint32_t major, uint32_t minor, nx_blockdev_t *out,
                      nx_err_t *err);
+/* The cores this process may run on (its affinity mask; else the online count; at least 1). */
+uint32_t nx_io_cpus(void);
 /* The device rule (README, "Loader I/O shape"); cpus: the cores this process may run on. */
 void nx_io_shape_rule(const nx_blockdev_t *dev, uint32_t cpus, nx_io_shape_t *out);
 /* The cache file: NEXUS_LOADER_CACHE, else $XDG_CACHE_HOME/nexus/loader-io.txt, else

@@ -18,7 +18,6 @@
  * pages behind (the file mapped by another process), the buffered shapes are not measured. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +47,7 @@ typedef struct cal_args {
     nx_device_kind_t device;
     uint32_t rounds;
     bool json, save;
+    nx_st_t *st; /* the checkpoint, opened once (calibrate) */
 } cal_args_t;
 
 static const char calibrate_usage[] =
@@ -142,24 +142,17 @@ static uint32_t grid(uint32_t cpus, const nx_io_shape_t *rule, trial_row_t *rows
     return n;
 }
 
-static uint64_t pool_bytes_for(const char *path, uint64_t *payload, nx_err_t *err)
+static uint64_t pool_bytes_for(const nx_st_t *st, uint64_t *payload)
 {
-    nx_st_t *st = nx_st_open(path, err);
-    if (!st)
-        return 0;
     *payload = nx_st_data_bytes(st);
     uint64_t bytes = *payload + 4096ull * (nx_st_file_count(st) + 1);
-    nx_st_destroy(&st);
     return (bytes + 32 * MIB - 1) / (32 * MIB) * (32 * MIB) + 32 * MIB;
 }
 
 /* Drop the checkpoint's files from the page cache (fsync, POSIX_FADV_DONTNEED); *left: the
  * bytes mincore still finds cached after it. */
-static int drop_cached(const char *path, uint64_t *left, nx_err_t *err)
+static int drop_cached(const nx_st_t *st, uint64_t *left, nx_err_t *err)
 {
-    nx_st_t *st = nx_st_open(path, err);
-    if (!st)
-        return err->code;
     *left = 0;
     int rc = NX_OK;
     long page = sysconf(_SC_PAGESIZE);
@@ -184,7 +177,6 @@ static int drop_cached(const char *path, uint64_t *left, nx_err_t *err)
             munmap(map, f->file_bytes);
         close(fd);
     }
-    nx_st_destroy(&st);
     return rc;
 }
 
@@ -195,7 +187,7 @@ static int trial(const cal_args_t *a, uint64_t pool_bytes, const nx_io_shape_t *
 {
     uint64_t left = 0;
     if (shape->cold_buffered) {
-        if (drop_cached(a->path, &left, err) != NX_OK)
+        if (drop_cached(a->st, &left, err) != NX_OK)
             return err->code;
         if (left * 100 > pool_bytes) /* over 1%: it would not be a cold read */
             return nx_err_set(err, NX_EBUSY,
@@ -224,16 +216,8 @@ static int trial(const cal_args_t *a, uint64_t pool_bytes, const nx_io_shape_t *
     nx_pool_destroy(&pool);
     nx_err_t drop_err = {0};
     if (rc == NX_OK && shape->cold_buffered) /* leave the page cache as it was found */
-        drop_cached(a->path, &left, &drop_err);
+        drop_cached(a->st, &left, &drop_err);
     return rc;
-}
-
-static uint32_t cpus_here(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return (uint32_t)CPU_COUNT(&set);
-    return 1;
 }
 
 static int cmp_double(const void *x, const void *y)
@@ -415,13 +399,13 @@ static void print_human(const calibration_t *c)
 /* The file system, its device and rule, and the grid of shapes for a.path. */
 static int prepare(const cal_args_t *a, calibration_t *c, uint64_t *pool_bytes, nx_err_t *err)
 {
-    *pool_bytes = pool_bytes_for(a->path, &c->payload, err);
-    if (!*pool_bytes || nx_fs_id_of(a->path, &c->fs, err) != NX_OK)
+    *pool_bytes = pool_bytes_for(a->st, &c->payload);
+    if (nx_fs_id_of(a->path, &c->fs, err) != NX_OK)
         return err->code;
     /* The device rule's shape, not the cache's: this run replaces that. */
     nx_err_t dev_err = {0};
     c->have_dev = nx_blockdev_read(NULL, c->fs.major, c->fs.minor, &c->dev, &dev_err) == NX_OK;
-    c->cpus = cpus_here();
+    c->cpus = nx_io_cpus();
     if (c->have_dev)
         nx_io_shape_rule(&c->dev, c->cpus, &c->rule);
     else
@@ -451,7 +435,8 @@ int nx_ctl_loader_calibrate(int argc, char **argv)
         nx_err_set(&err, NX_ENOMEM, "out of memory");
         goto out;
     }
-    if (prepare(&a, c, &pool_bytes, &err) != NX_OK)
+    a.st = nx_st_open(a.path, &err);
+    if (!a.st || prepare(&a, c, &pool_bytes, &err) != NX_OK)
         goto out;
     if (!a.json) {
         char size[32];
@@ -479,6 +464,7 @@ int nx_ctl_loader_calibrate(int argc, char **argv)
 out:
     if (exit_code != NX_CTL_EXIT_OK)
         fprintf(stderr, "nexusctl loader calibrate: %s\n", err.msg);
+    nx_st_destroy(&a.st);
     free(c);
     free(model_path);
     return exit_code;
