@@ -104,7 +104,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 NEXUSCTL := $(BUILD)/nexusctl
 NEXUSD := $(if $(wildcard nexus/nexusd.c),$(BUILD)/nexusd)
 
-.PHONY: all deps test unit pytest bench bench-quant bench-loader-user run clean gpu-bundle asan tsan emu-test \
+.PHONY: all deps test unit pytest bench bench-quant bench-quant-pair bench-loader-user run clean gpu-bundle asan tsan emu-test \
 	gpu-suite-emu
 .DEFAULT_GOAL := all
 
@@ -381,6 +381,12 @@ bench: all
 bench-quant: all llama-ref
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
 	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/run_quant.sh
+
+# Batch-1 decode of the same files, both engines loaded side by side and taking turns burst by
+# burst, so they meet the same seconds of this VM's memory bandwidth: bench/quant_pair.py.
+bench-quant-pair: all llama-ref
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/prepare_quant.sh
+	BUILD=$(BUILD) BENCH_DIR=$(BENCH_DIR) bench/quant_pair.py
 
 # Grammar-constrained decode against unconstrained (bench/grammar_decode.c): qwen3 0.6b (bf16)
 # synthesized with the real Qwen3 tokenizer (its 151k-token vocabulary is what masks cost),

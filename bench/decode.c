@@ -6,7 +6,7 @@
  *
  *   build/bench/decode MODEL_DIR [--threads N] [--prompt 128] [--tokens 64] [--batches 1,8,32]
  *                     [--device auto|cpu|cuda]
- *                      [--decode-prompt 16] [--hugepages on|off] [--json FILE]
+ *                      [--decode-prompt 16] [--hugepages on|off] [--json FILE] [--serve]
  *
  * --hugepages on: once loaded, the weights' region is backed by 2 MiB pages
  * (nx_region_collapse, untimed; its seconds are printed) and the bandwidth buffer is too, so
@@ -18,6 +18,9 @@
  * top-k 50, top-p 0.9, repetition penalty 1.1: the "sampled" row, to show what the sampling
  * filters cost beside greedy).
  *
+ * --serve: load, warm up, then run bursts on demand instead of the figures above (see
+ * serve(), used by bench/quant_pair.py to interleave our bursts with llama.cpp's).
+ *
  * Decode sequences start from a short prompt (--decode-prompt, untimed) so that large batches
  * do not spend the run in prefill; the KV cache's reads are not counted in the bytes, so the
  * fraction is a lower bound of what the step reads.
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -48,6 +52,7 @@ typedef struct bench_args {
     const char *json_path;
     nx_device_kind_t device; /* --device; auto by default */
     bool hugepages;          /* --hugepages; off by default */
+    bool serve;              /* --serve: bursts on demand (serve()) */
 } bench_args_t;
 
 /* ---- arguments ----------------------------------------------------------------------------- */
@@ -56,7 +61,7 @@ static int usage(const char *what)
 {
     fprintf(stderr, "decode: %s\nusage: decode MODEL_DIR [--threads N] [--prompt 128] "
             "[--tokens 64] [--batches 1,8,32] [--decode-prompt 16] [--device auto|cpu|cuda] "
-            "[--hugepages on|off] [--json FILE]\n", what);
+            "[--hugepages on|off] [--json FILE] [--serve]\n", what);
     return 2;
 }
 
@@ -100,7 +105,10 @@ static int parse_args(int argc, char **argv, bench_args_t *a)
             a->hugepages = strcmp(val, "on") == 0;
         else if (strcmp(opt, "--device") == 0 && val && nx_device_parse(val, &a->device))
             ;
-        else if (opt[0] != '-' && !a->model_dir) {
+        else if (strcmp(opt, "--serve") == 0) {
+            a->serve = true;
+            continue; /* a flag: no value */
+        } else if (opt[0] != '-' && !a->model_dir) {
             a->model_dir = opt;
             continue;
         } else
@@ -283,6 +291,103 @@ static int run_figure(const bench_args_t *a, bench_ctx_t *c, uint32_t batch, boo
     return rc;
 }
 
+/* ---- --serve: bursts on demand ------------------------------------------------------------ */
+
+/* bench/quant_pair.py keeps this process and llama.cpp's (bench/llama_bench.mjs --serve)
+ * loaded side by side and asks each in turn for a short burst, so the two engines are
+ * measured in the same seconds of this VM's memory bandwidth, which swings by a third from
+ * one minute to the next. One command per line on stdin, one JSON line on stdout for each:
+ *   decode N    batch-1 greedy decode, N steps (1 <= N <= --tokens) of a fresh sequence after
+ *               its untimed --decode-prompt: {op, tokens, seconds, tokens_per_s, major_faults}
+ *   bandwidth   the streaming-read limit now (nx_bench_read_bandwidth_pages, same threads and
+ *               pages as the weights): {op, bytes_per_s}
+ *   quit        (or the end of input)
+ * A bad command or a failed burst answers {"error": ...} and the process keeps serving. The
+ * first line, once the model is loaded and warmed up, is {"ready": true, ...}. */
+static long major_faults(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_majflt : 0;
+}
+
+static void say(json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT);
+    if (text)
+        printf("%s\n", text);
+    fflush(stdout);
+    free(text);
+    json_decref(o);
+}
+
+static void serve_decode(bench_args_t *a, bench_ctx_t *c, uint64_t steps, json_t *o)
+{
+    uint32_t max_tokens = a->tokens;
+    figure_t f;
+    nx_err_t err = {0};
+    long faults = major_faults();
+    a->tokens = (uint32_t)steps;
+    int rc = run_figure(a, c, 1, false, &f, &err);
+    a->tokens = max_tokens;
+    if (rc != NX_OK) {
+        json_object_set_new(o, "error", json_string(err.msg));
+        return;
+    }
+    json_object_set_new(o, "op", json_string("decode"));
+    json_object_set_new(o, "tokens", json_integer(f.tokens));
+    json_object_set_new(o, "seconds", json_real(f.seconds));
+    json_object_set_new(o, "tokens_per_s", json_real(f.tok_s));
+    json_object_set_new(o, "major_faults", json_integer(major_faults() - faults));
+}
+
+static int serve(bench_args_t *a, bench_ctx_t *c, size_t bw_bytes)
+{
+    figure_t warm;
+    nx_err_t err = {0};
+    uint32_t max_tokens = a->tokens;
+    a->tokens = max_tokens < 4 ? max_tokens : 4; /* first touch of every weight, untimed */
+    int rc = run_figure(a, c, 1, false, &warm, &err);
+    a->tokens = max_tokens;
+    if (rc != NX_OK) {
+        fprintf(stderr, "decode: %s\n", err.msg);
+        return 1;
+    }
+    json_t *ready = json_object();
+    json_object_set_new(ready, "ready", json_true());
+    json_object_set_new(ready, "backend", json_string(nx_engine_backend_name(c->engine)));
+    json_object_set_new(ready, "weight_bytes_per_step",
+                        json_integer((json_int_t)c->weight_bytes_per_step));
+    json_object_set_new(ready, "max_tokens", json_integer(max_tokens));
+    say(ready);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        char op[32] = "", extra[2];
+        unsigned long long n = 0;
+        int got = sscanf(line, "%31s %llu %1s", op, &n, extra);
+        json_t *o = json_object();
+        if (got == 1 && strcmp(op, "quit") == 0) {
+            json_decref(o);
+            break;
+        }
+        if (got == 2 && strcmp(op, "decode") == 0 && n >= 1 && n <= max_tokens)
+            serve_decode(a, c, n, o);
+        else if (got == 1 && strcmp(op, "bandwidth") == 0) {
+            json_object_set_new(o, "op", json_string("bandwidth"));
+            json_object_set_new(o, "bytes_per_s",
+                                json_real(nx_bench_read_bandwidth_pages(a->threads, bw_bytes,
+                                                                        a->hugepages)));
+        } else {
+            char msg[160];
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(msg, sizeof msg, "unknown command '%.60s' (decode N with 1 <= N <= %u, "
+                     "bandwidth, quit)", line, max_tokens);
+            json_object_set_new(o, "error", json_string(msg));
+        }
+        say(o);
+    }
+    return 0;
+}
+
 /* ---- report -------------------------------------------------------------------------------- */
 
 static void print_table(const bench_args_t *a, const bench_ctx_t *c, double bandwidth,
@@ -365,7 +470,7 @@ int main(int argc, char **argv)
         a.threads = cores > 0 ? (uint32_t)(cores > 256 ? 256 : cores) : 1;
     }
     size_t bw_bytes = nx_bench_bandwidth_bytes();
-    double bandwidth = nx_bench_read_bandwidth_pages(a.threads, bw_bytes, a.hugepages);
+    double bandwidth = a.serve ? 0 : nx_bench_read_bandwidth_pages(a.threads, bw_bytes, a.hugepages);
     nx_err_t err = {0};
     bench_ctx_t c = {0};
     figure_t figs[MAX_BATCHES + 2];
@@ -373,6 +478,10 @@ int main(int argc, char **argv)
     int exit_code = 1;
     if (open_engine(&a, &c, &err) != NX_OK)
         goto out;
+    if (a.serve) {
+        exit_code = serve(&a, &c, bw_bytes);
+        goto out;
+    }
     for (size_t i = 0; i <= a.batch_count + 1; i++, n++) { /* prefill, batches, sampled b1 */
         uint32_t batch = i == 0 ? 0 : i <= a.batch_count ? a.batches[i - 1] : 1;
         if (run_figure(&a, &c, batch, i > a.batch_count, &figs[n], &err) != NX_OK)

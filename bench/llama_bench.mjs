@@ -6,7 +6,7 @@
 //
 //   node bench/llama_bench.mjs MODEL.gguf [--threads 2] [--prompt 128] [--tokens 32]
 //        [--batches 1,8] [--decode-prompt 16] [--repeat 1] [--kv f16|f32]
-//        [--flash-attn auto|on|off] [--json FILE] [--verbose]
+//        [--flash-attn auto|on|off] [--json FILE] [--verbose] [--serve]
 //
 // JSON on stdout (and in --json FILE), shaped like bench/decode's: figures [{phase: prefill |
 // decode, batch, tokens, steps, seconds, tokens_per_s, ...}], plus weight_bytes_per_step (the
@@ -19,6 +19,11 @@
 // sequences' next tokens go into one llama_decode and each sequence gets its greedy pick, as
 // bench/decode steps ours. KV cache and flash attention are llama.cpp's defaults (f16, auto).
 //
+// --serve: after the load and the warm-up, no figures: batch-1 bursts on demand, one command
+// a line on stdin and one JSON line on stdout each, as `bench/decode --serve` answers them
+// (bench/quant_pair.py interleaves the two engines' bursts): `decode N` (1 <= N <= --tokens,
+// greedy steps of a fresh sequence after its untimed --decode-prompt), `quit`.
+//
 // Per-token JavaScript is kept out of the way by driving node-llama-cpp's addon directly
 // (LlamaContext._ctx: initBatch / addToBatch / decodeBatch / sampleToken, the calls its own
 // batch dispatcher makes), not LlamaContextSequence.evaluate with its per-token locks,
@@ -30,6 +35,7 @@
 // tokens, a 1-token call one eval run; batch_check in the JSON.
 import fs from "fs";
 import path from "path";
+import readline from "readline";
 import { fail, loadModel, makeContext, openLlama, parseArgs, settleLog } from "../tests/tools/llama_ref.mjs";
 import { contextSettings, median, now, perfCounters, promptIds } from "./llama_common.mjs";
 
@@ -123,6 +129,7 @@ async function main() {
     const args = parseArgs(process.argv.slice(2), {
         threads: "int", prompt: "int", tokens: "int", batches: "string", "decode-prompt": "int",
         repeat: "int", kv: "string", "flash-attn": "string", json: "string", verbose: "bool",
+        serve: "bool",
     });
     const [file] = args._;
     if (!file)
@@ -160,6 +167,17 @@ async function main() {
     await runner.prefill(prompt);
     for (const b of batches)
         await runner.decode(b, warmSteps, decodePrompt);
+
+    if (args.serve) {
+        await serve(runner, tokens, decodePrompt, {
+            model: path.resolve(file), description: model.typeDescription, threads,
+            weight_bytes_per_step: weightBytesPerStep(model, bindings), max_tokens: tokens, llama: about,
+        });
+        runner.dispose();
+        await ctx.dispose();
+        await model.dispose();
+        process.exit(0);
+    }
 
     // Each timed run between two reads of llama.cpp's counters (outside the timing), checked
     // against the llama_decode calls the run should have made: llama.cpp counts a 1-token call
@@ -203,6 +221,29 @@ async function main() {
     await ctx.dispose();
     await model.dispose();
     process.exit(0);
+}
+
+// --serve's loop (see the comment at the top); a bad command answers {error} and the loop
+// goes on.
+async function serve(runner, maxTokens, decodePrompt, ready) {
+    const say = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+    say({ ready: true, ...ready });
+    const lines = readline.createInterface({ input: process.stdin, terminal: false });
+    for await (const line of lines) {
+        const words = line.trim().split(/\s+/);
+        if (words.length === 1 && words[0] === "quit")
+            break;
+        const n = Number(words[1]);
+        if (words.length === 2 && words[0] === "decode" && Number.isInteger(n) && n >= 1 && n <= maxTokens) {
+            const faults = process.resourceUsage().majorPageFault;
+            const r = await runner.decode(1, n, decodePrompt);
+            say({ op: "decode", tokens: r.tokens, seconds: r.seconds, decode_seconds: r.decode_seconds,
+                  tokens_per_s: r.tokens / r.seconds, major_faults: process.resourceUsage().majorPageFault - faults });
+        } else {
+            say({ error: `unknown command '${line.trim().slice(0, 60)}' (decode N with 1 <= N <= ${maxTokens}, quit)` });
+        }
+    }
+    lines.close();
 }
 
 function summarize(phase, batch, runs) {
