@@ -6,14 +6,25 @@ This VM's memory bandwidth swings by a third from one minute to the next, and ba
 is bound by it, so figures taken a minute apart compare the minutes as much as the engines
 (bench/run_quant.sh's rounds load each engine afresh for every figure). Here both engines
 hold the same GGUF file loaded side by side (`bench/decode --serve`, `bench/llama_bench.mjs
---serve`) and take turns: each round, the streaming-read limit (the physical bound), then a
-burst of greedy decode from each engine, which goes first alternating round by round. A burst
+--serve`) and take turns: each round a burst of greedy decode from each engine, which goes
+first alternating round by round. A burst
 is a fresh sequence's untimed 16-token prompt, then --tokens timed steps, picks included. The
 engine waiting for its turn sits idle: its CPU time during the other's burst is measured and
 printed (ideally 0), as are llama.cpp's major page faults (its weights are the file's page
 cache, mapped; a fault during a burst would mean they were evicted).
 
-    bench/quant_pair.py [--rounds 15] [--tokens 16] [--threads 2] [--out DIR]
+The physical bound, the streaming-read bandwidth (bench/bandwidth.h, 1 GiB), is measured in
+our process at the start and the end of each session, never between bursts: measured there
+every round, it gave the process that ran it a steady edge, 6-15% per session, in a run of
+one build against itself (2026-12-06, bench/RESULTS.md), and none once it was moved out.
+
+Where a process's weights land in physical memory (and, in a VM, how the host backs that
+memory) holds for the process's life and can move its speed by several percent whichever
+engine it is: two identical builds side by side differ that way. So the rounds are spread
+over --sessions, each loading both engines afresh (which loads first alternates), and the
+table gives each session's median ratio beside the overall one.
+
+    bench/quant_pair.py [--sessions 3] [--rounds 7] [--tokens 16] [--threads 2] [--out DIR]
                         [--baseline-build DIR] [FILE.gguf ... | OURS=FILE.gguf ...]
 
 No file: the ten of bench/run_quant.sh (qwen3-{0.6b,4b}-{f16,bf16,q8_0,q4_0,q4_k_m}.gguf in
@@ -24,7 +35,8 @@ BUILD (build), BENCH_DIR (var/bench), QUANT_DIR ($BENCH_DIR/gguf), NODE (node).
 
 Prints the machine, the command and a markdown table: per file the medians of the bursts'
 tokens/s, the ratio of the medians (ours / llama.cpp: above 1, ours is faster), the median and
-range of the per-round ratios, the read bandwidth and the bound it gives (weight bytes per
+range of the per-round ratios, each session's median ratio, the read bandwidth and the bound
+it gives (weight bytes per
 step / bandwidth), and each engine's median as a fraction of that bound. Every burst is kept
 as JSON in --out (default $BENCH_DIR/quant-pair/<date>).
 """
@@ -120,30 +132,33 @@ def machine_header(command):
     print(f"command: {command}")
 
 
-def run_pair(ours_path, gguf, args, log):
-    """Both engines on one file; every round's bursts, in order."""
+def run_session(ours_path, gguf, args, log, session, rounds):
+    """Both engines loaded on one file, then args.rounds rounds of bursts (appended to
+    rounds). Which engine loads first alternates from session to session."""
     build = os.environ.get("BUILD", "build")
     node = os.environ.get("NODE", "node")
     common = ["--threads", str(args.threads), "--tokens", str(args.tokens)]
-    engines = {}
+    if args.baseline_build:
+        base_argv = [os.path.join(args.baseline_build, "bench", "decode"), gguf, "--device",
+                     "cpu", "--batches", "1", "--serve"]
+    else:
+        base_argv = [node, os.path.join(HERE, "llama_bench.mjs"), gguf, "--batches", "1",
+                     "--serve"]
+    argvs = {"ours": [os.path.join(build, "bench", "decode"), ours_path, "--device", "cpu",
+                      "--batches", "1", "--serve"] + common,
+             "base": base_argv + common}
+    names = {"ours": "ours", "base": base_name(args)}
+    engines, ready = {}, {}
+    load_order = ("ours", "base") if session % 2 == 0 else ("base", "ours")
     try:
-        # ours first, then llama.cpp (its mmap finds the file in the page cache ours read)
-        engines["ours"] = Engine("ours", [os.path.join(build, "bench", "decode"), ours_path,
-                                          "--device", "cpu", "--batches", "1", "--serve"]
-                                 + common, log)
-        ours_ready = engines["ours"].read(READY_SECONDS)
-        if args.baseline_build:
-            argv = [os.path.join(args.baseline_build, "bench", "decode"), gguf, "--device", "cpu",
-                    "--batches", "1", "--serve"]
-        else:
-            argv = [node, os.path.join(HERE, "llama_bench.mjs"), gguf, "--batches", "1", "--serve"]
-        engines["base"] = Engine(base_name(args), argv + common, log)
-        base_ready = engines["base"].read(READY_SECONDS)
-        rounds = []
-        for r in range(args.rounds):
+        for side in load_order:
+            engines[side] = Engine(names[side], argvs[side], log)
+            ready[side] = engines[side].read(READY_SECONDS)
+        bandwidth = [engines["ours"].ask("bandwidth")["bytes_per_s"]]
+        for _ in range(args.rounds):
+            r = len(rounds)
             order = ("ours", "base") if r % 2 == 0 else ("base", "ours")
-            doc = {"round": r + 1, "first": order[0],
-                   "bandwidth": engines["ours"].ask("bandwidth")["bytes_per_s"]}
+            doc = {"round": r + 1, "session": session + 1, "first": order[0]}
             for side in order:
                 other = engines["base" if side == "ours" else "ours"]
                 idle0 = other.cpu_seconds()
@@ -151,15 +166,24 @@ def run_pair(ours_path, gguf, args, log):
                 burst["other_cpu_seconds"] = other.cpu_seconds() - idle0
                 doc[side] = burst
             rounds.append(doc)
-            print(f"  round {r + 1}/{args.rounds}: ours {doc['ours']['tokens_per_s']:.2f}, "
-                  f"{base_name(args)} {doc['base']['tokens_per_s']:.2f} tok/s, "
-                  f"read {doc['bandwidth'] / 1e9:.1f} GB/s", file=sys.stderr)
-        return {"ours_model": os.path.abspath(ours_path), "gguf": os.path.abspath(gguf),
-                "baseline": base_name(args), "ours_ready": ours_ready, "base_ready": base_ready,
-                "rounds": rounds}
+            print(f"  session {session + 1} round {r + 1}: ours "
+                  f"{doc['ours']['tokens_per_s']:.2f}, {names['base']} "
+                  f"{doc['base']['tokens_per_s']:.2f} tok/s", file=sys.stderr)
+        bandwidth.append(engines["ours"].ask("bandwidth")["bytes_per_s"])
+        return {"session": session + 1, "loaded_first": load_order[0], "ours_ready": ready["ours"],
+                "base_ready": ready["base"], "bandwidth": bandwidth}
     finally:
         for e in engines.values():
             e.close()
+
+
+def run_pair(ours_path, gguf, args, log):
+    """Every session on one file, one after the other; every round's bursts, in order."""
+    rounds = []
+    sessions = [run_session(ours_path, gguf, args, log, s, rounds) for s in range(args.sessions)]
+    return {"ours_model": os.path.abspath(ours_path), "gguf": os.path.abspath(gguf),
+            "baseline": base_name(args), "ours_ready": sessions[0]["ours_ready"],
+            "base_ready": sessions[0]["base_ready"], "sessions": sessions, "rounds": rounds}
 
 
 def summary(result):
@@ -167,7 +191,9 @@ def summary(result):
     ours = [r["ours"]["tokens_per_s"] for r in rounds]
     base = [r["base"]["tokens_per_s"] for r in rounds]
     paired = [o / b for o, b in zip(ours, base)]
-    bw = statistics.median(r["bandwidth"] for r in rounds)
+    per_session = [statistics.median(p for p, r in zip(paired, rounds) if r["session"] == s["session"])
+                   for s in result["sessions"]]
+    bw = statistics.median(b for s in result["sessions"] for b in s["bandwidth"])
     wbytes = result["ours_ready"]["weight_bytes_per_step"]
     bound = bw / wbytes
     return {
@@ -176,6 +202,7 @@ def summary(result):
         "ours": statistics.median(ours), "base": statistics.median(base),
         "paired": statistics.median(paired), "paired_min": min(paired), "paired_max": max(paired),
         "ours_wins": sum(p > 1 for p in paired), "rounds": len(rounds),
+        "per_session": per_session,
         "bandwidth": bw, "weight_bytes": wbytes, "bound": bound,
         "idle_cpu": max(max(r["ours"]["other_cpu_seconds"], r["base"]["other_cpu_seconds"])
                         for r in rounds),
@@ -186,13 +213,14 @@ def summary(result):
 
 def table(rows, base):
     print(f"| model | type | decode b1 ours | {base} | ratio of medians | per-round ratio: "
-          f"median (min-max) | rounds ours faster | mem GB/s | weights/step | bound tok/s | "
-          f"ours / bound | {base} / bound |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          f"median (min-max) | per session | rounds ours faster | mem GB/s | weights/step | "
+          f"bound tok/s | ours / bound | {base} / bound |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for s in rows:
         print(f"| {s['model']} | {s['type']} | {s['ours']:.2f} | {s['base']:.2f} | "
               f"{s['ours'] / s['base']:.2f} | {s['paired']:.2f} ({s['paired_min']:.2f}-"
-              f"{s['paired_max']:.2f}) | {s['ours_wins']}/{s['rounds']} | "
+              f"{s['paired_max']:.2f}) | {' '.join(f'{x:.2f}' for x in s['per_session'])} | "
+              f"{s['ours_wins']}/{s['rounds']} | "
               f"{s['bandwidth'] / 1e9:.1f} | {s['weight_bytes'] / 2**20:.0f} MiB | "
               f"{s['bound']:.1f} | {s['ours'] / s['bound']:.2f} | {s['base'] / s['bound']:.2f} |")
     print()
@@ -210,15 +238,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", metavar="FILE.gguf | OURS=FILE.gguf")
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--sessions", type=int, default=3,
+                    help="times both engines are loaded afresh (the one loaded first alternates)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds of bursts per session")
     ap.add_argument("--tokens", type=int, default=16, help="timed decode steps per burst")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--baseline-build", default=None, metavar="DIR",
                     help="the baseline is DIR/bench/decode, not llama.cpp")
     args = ap.parse_args()
-    if args.rounds < 1 or args.tokens < 1 or args.threads < 1:
-        ap.error("--rounds, --tokens and --threads want whole numbers >= 1")
+    if min(args.sessions, args.rounds, args.tokens, args.threads) < 1:
+        ap.error("--sessions, --rounds, --tokens and --threads want whole numbers >= 1")
     if args.baseline_build and not os.access(os.path.join(args.baseline_build, "bench", "decode"),
                                              os.X_OK):
         ap.error(f"--baseline-build {args.baseline_build}: no bench/decode built there")
@@ -248,7 +278,8 @@ def main():
                                    time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     os.makedirs(out, exist_ok=True)
     machine_header("bench/quant_pair.py " + " ".join(sys.argv[1:]))
-    print(f"settings: {args.rounds} rounds, bursts of {args.tokens} greedy batch-1 steps, "
+    print(f"settings: {args.sessions} sessions x {args.rounds} rounds, bursts of {args.tokens} "
+          f"greedy batch-1 steps, "
           f"{args.threads} threads each, against {base_name(args)}; JSON and log in {out}")
     rows = []
     with open(os.path.join(out, "run.log"), "ab") as log:

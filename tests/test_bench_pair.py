@@ -78,18 +78,22 @@ def test_llama_bench_serve(gguf):
 def test_quant_pair_runs_both(gguf, tmp_path):
     lr.require()
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "quant_pair.py"),
-                        "--rounds", "2", "--tokens", "4", "--out", str(tmp_path), gguf],
+                        "--sessions", "2", "--rounds", "2", "--tokens", "4", "--out",
+                        str(tmp_path), gguf],
                        capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env={**os.environ, "BUILD": BUILD, "NODE": lr.node_path()})
     assert r.returncode == 0, r.stdout + r.stderr
     row = [line for line in r.stdout.splitlines() if line.startswith("| m.gguf |")]
     assert len(row) == 1, r.stdout
     result = json.load(open(tmp_path / "m0.json"))
-    assert [x["round"] for x in result["rounds"]] == [1, 2]
+    assert [x["round"] for x in result["rounds"]] == [1, 2, 3, 4]
+    assert [x["session"] for x in result["rounds"]] == [1, 1, 2, 2]
+    assert [s["loaded_first"] for s in result["sessions"]] == ["ours", "base"]
     for x in result["rounds"]:
         assert x["ours"]["tokens"] == 4 and x["base"]["tokens"] == 4
-        assert x["bandwidth"] > 1e8
-    assert [x["first"] for x in result["rounds"]] == ["ours", "base"]  # alternating
+    for s in result["sessions"]:  # before and after the bursts, never between
+        assert len(s["bandwidth"]) == 2 and min(s["bandwidth"]) > 1e8
+    assert [x["first"] for x in result["rounds"]] == ["ours", "base"] * 2  # alternating
 
 
 def test_quant_pair_bad_arguments(tmp_path):
@@ -97,6 +101,6 @@ def test_quant_pair_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, script, "--out", str(tmp_path), "/no/such.gguf"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode != 0 and "/no/such.gguf: no such file or folder" in r.stderr
-    r = subprocess.run([sys.executable, script, "--rounds", "0", "/no/such.gguf"],
+    r = subprocess.run([sys.executable, script, "--sessions", "0", "/no/such.gguf"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert r.returncode != 0 and "--rounds" in r.stderr
+    assert r.returncode != 0 and "--sessions" in r.stderr
