@@ -281,9 +281,10 @@ pytest: $(NEXUSCTL) $(NEXUSD) $(TOOL_BIN)
 ASAN_BUILD ?= build-asan
 ASAN_MAKE := $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CUDA=0 OPT=-O1 \
 	EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -Wno-format-truncation"
+# bench/decode too: tests/test_bench_pair.py drives its --serve mode
 asan-build:
 	@$(ASAN_MAKE) $(BUILD_JOBS) $(ASAN_BUILD)/nexusctl $(ASAN_BUILD)/nexusd \
-	  $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN) $(TOOL_BIN))
+	  $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN) $(TOOL_BIN)) $(ASAN_BUILD)/bench/decode
 # Two tests of tool calls are a matrix of grammar modes (every tool_choice x
 # parallel_tool_calls, many seeds, on the real 151k-token Qwen3 vocabulary): 12 s in the first
 # tree, about 180 s under TSan and 40 s under ASan, while the code they reach is the same as the
