@@ -672,6 +672,208 @@ static Q4R_TARGET void q4_0_rows_avx512(const qtile_t *t, const cols_t *cs)
         store_out(t, 0, c, out[c]);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Q4_K at batch 1 on AVX-512 (+ GFNI): per weight row, as q4_0_rows_avx512 does for Q4_0.
+ * Hot path (decode).
+ *
+ * A block's 128 code bytes are two 64-byte loads per row: qs[0..63] holds sub-blocks 0 and 2
+ * in its low nibbles (values 0-31, 64-95), 1 and 3 in its high ones (32-63, 96-127); qs[64..]
+ * the same for 4-7. So the activations are rearranged once per block for all 16 rows (a
+ * vshufi64x2 each of four vectors), and per row the nibbles are split (an and, a GFNI affine)
+ * into four vpdpbusd against them: each result holds two sub-blocks' partial sums, 8 dwords
+ * each. q4r_sum4 reduces a row's four to its sub-block sums in halves, two rows' halves are
+ * added in one vector (rows j and 8 + j), and the 16 x 8 transpose of the tile kernels turns
+ * these into one vector per sub-block (lane c = row c): there the sub-block scales multiply
+ * them, and the mins, d and dmin come from the block headers as in fused_4k. s1 and s2 are
+ * the block's exact integers, then the two fma per block in block order: the contract of
+ * cpu_quant.h, the same bits as the other paths. The next tile is prefetched in order over
+ * the steps (q4r_prefetch).
+ */
+
+/* Sub-block held by each int32 of a row's reduced sums (z in q4_k_rows_avx512). */
+static const int q4kr_sub[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+
+static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
+{
+    qrow_t x = qrow(t->a, 0);
+    const int32_t *x_sum32 = (const int32_t *)x.sum32; /* int16 pairs: sub-blocks 2p, 2p + 1 */
+    uint32_t blocks = t->k / 256;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i high_nibble = _mm512_set1_epi64(0x1020408000000000ll); /* see q4r_step */
+    __m512 acc = _mm512_setzero_ps();
+    q4r_ahead_t ahead = q4r_ahead(t);
+    for (uint32_t b = 0; b < blocks; b++) { /* hot */
+        q4r_prefetch(&ahead, b, blocks);
+        const int8_t *xb = x.qs + 256 * b;
+        __m512i x0 = _mm512_loadu_si512(xb), x1 = _mm512_loadu_si512(xb + 64);
+        __m512i x2 = _mm512_loadu_si512(xb + 128), x3 = _mm512_loadu_si512(xb + 192);
+        /* [values 0-31 | 64-95], [32-63 | 96-127], then the same + 128 */
+        __m512i xs[4] = {_mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 2, 3, 2)),
+                         _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(3, 2, 3, 2))};
+        uint64_t at = (uint64_t)b * sizeof(nx_bq4_k_t) + 16;
+        qv_i32 z[8], sums[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m512i half[2];
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *row = col_at(cs, j + 8 * h, at);
+                __m512i a = _mm512_loadu_si512(row), c = _mm512_loadu_si512(row + 64);
+                __m512i zero = _mm512_setzero_si512();
+                __m512i t0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(a, low4), xs[0]);
+                __m512i t1 = _mm512_dpbusd_epi32(
+                    zero, _mm512_gf2p8affine_epi64_epi8(a, high_nibble, 0), xs[1]);
+                __m512i t2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(c, low4), xs[2]);
+                __m512i t3 = _mm512_dpbusd_epi32(
+                    zero, _mm512_gf2p8affine_epi64_epi8(c, high_nibble, 0), xs[3]);
+                /* each lane: 4 products of a code (0-15) and |x| <= 127, as q4r_sum4 wants.
+                 * 128-bit lane i: [t0, t1, t2, t3 lane i] = sub-blocks 0, 1, 4, 5 (i 0, 1:
+                 * first and second 16 values) or 2, 3, 6, 7 (i 2, 3) */
+                half[h] = q4r_sum4(t0, t1, t2, t3);
+            }
+            z[j] = (qv_i32)_mm512_add_epi32(
+                _mm512_shuffle_i64x2(half[0], half[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                _mm512_shuffle_i64x2(half[0], half[1], _MM_SHUFFLE(3, 1, 3, 1)));
+        }
+        transpose_avx512(z, sums); /* sums[g] lane c: row c's sub-block q4kr_sub[g] */
+        qv_i32 head[4], scale[8], min_pair[4], s1 = {0}, s2 = {0};
+        rows16_avx512(cs, (uint64_t)b * sizeof(nx_bq4_k_t), head);
+        q4k_scales_avx512(head, scale, min_pair); /* even sub-blocks' scales x 16 there */
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            int s = q4kr_sub[g];
+            s1 += sums[g] * (s % 2 == 0 ? scale[s] >> 4 : scale[s]);
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++)
+            s2 = dot2_avx512(s2, min_pair[p], splat_avx512(x_sum32[4 * b + p]));
+        qv_f32 d = half_avx512(head[0]), dmin = half_avx512(head[0] >> 16);
+        acc = (__m512)fmadd_avx512(__builtin_convertvector(s1, qv_f32), d * x.d[b], (qv_f32)acc);
+        acc = (__m512)fnmadd_avx512(__builtin_convertvector(s2, qv_f32), dmin * x.d[b],
+                                    (qv_f32)acc);
+    }
+    float out[NX_Q_TILE_COLS];
+    _mm512_storeu_ps(out, acc);
+    for (uint32_t c = 0; c < t->count; c++)
+        store_out(t, 0, c, out[c]);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Q6_K at batch 1 on AVX-512 (+ GFNI): per weight row, no transpose of the codes. Hot path
+ * (decode; the output projection of these GGUF files is Q6_K).
+ *
+ * Each half of a block (128 values) is one 64-byte load of ql and a 32-byte broadcast of its
+ * qh: the low nibbles of ql are values 0-63 of the half in order, the high nibbles 64-127, and
+ * byte l of qh holds the top 2 bits of values l, l + 32, l + 64, l + 96. A GFNI affine per
+ * vector moves bits 2q, 2q + 1 (q differs between the two 256-bit halves: the matrix is per
+ * qword) to bits 4, 5, so two codes vectors of 64 values cost an and, two affines and two ors,
+ * and line up with the activations as stored. Four vpdpbusd then give 16 dwords per 64 values
+ * whose 128-bit lane k is sub-block 4m + k. Packed to words (|lane| <= 4 x 63 x 127 fits) and
+ * multiplied by the row's scales as words (vpmaddwd: the 16 int8 scales sign-extended, one
+ * vpermw per 8 sub-blocks), with the activations' -32 x sum per sub-block added the same way
+ * (as 4 x (-8 sum) against the 4 copies of each scale, vpdpwssd), every lane of the row's
+ * vector is a piece of s1. A tree of unpacks and adds sums the 16 rows' vectors into one,
+ * row per lane; then d (a gather) and the one fma per block, in block order: the exact
+ * integer s1 and the float chain of cpu_quant.h, the same bits as the other paths. The next
+ * tile is prefetched in order over the blocks (q4r_prefetch).
+ */
+
+/* word 8k + w of a 128-bit lane k: sub-block k (w < 4) or 4 + k, of 16 words [sub-block]
+ * (the second half of a block: + 8) */
+static const int16_t q6kr_index[2][32] = {
+    {0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
+     2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7},
+    {8, 8, 8, 8, 12, 12, 12, 12, 9, 9, 9, 9, 13, 13, 13, 13,
+     10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15}};
+
+/* Lane c of the result: the sum of the 16 int32 of rows[c]. */
+static AI Q4R_TARGET __m512i q6kr_sum16(const __m512i rows[16])
+{
+    __m512i quad[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) { /* dword m of each 128-bit lane: a part of row 4q + m */
+        const __m512i *r = rows + 4 * q;
+        __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(r[0], r[1]),
+                                     _mm512_unpackhi_epi32(r[0], r[1]));
+        __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(r[2], r[3]),
+                                     _mm512_unpackhi_epi32(r[2], r[3]));
+        quad[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    /* 128-bit lanes: [rows 0-3, 0-3, 4-7, 4-7] and [8-11, 8-11, 12-15, 12-15] */
+    __m512i lo = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512i hi = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+static Q4R_TARGET void q6_k_rows_avx512(const qtile_t *t, const cols_t *cs)
+{
+    qrow_t x = qrow(t->a, 0);
+    uint32_t blocks = t->k / 256;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i high_nibble = _mm512_set1_epi64(0x1020408000000000ll); /* see q4r_step */
+    /* bits 2q, 2q + 1 to bits 4, 5 (rows 3 and 2 of the matrix): q 0 | 1 for the low
+     * nibbles' values, q 2 | 3 for the high ones' */
+    const __m512i top_lo = _mm512_set_epi64(0x04080000, 0x04080000, 0x04080000, 0x04080000,
+                                            0x01020000, 0x01020000, 0x01020000, 0x01020000);
+    const __m512i top_hi = _mm512_set_epi64(0x40800000, 0x40800000, 0x40800000, 0x40800000,
+                                            0x10200000, 0x10200000, 0x10200000, 0x10200000);
+    const __m512i index[2] = {_mm512_loadu_si512(q6kr_index[0]),
+                              _mm512_loadu_si512(q6kr_index[1])};
+    __m512 acc = _mm512_setzero_ps();
+    q4r_ahead_t ahead = q4r_ahead(t);
+    for (uint32_t b = 0; b < blocks; b++) { /* hot */
+        q4r_prefetch(&ahead, b, blocks);
+        const int8_t *xb = x.qs + 256 * b;
+        __m512i xs[4];
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++)
+            xs[m] = _mm512_loadu_si512(xb + 64 * m);
+        /* the activations' -32 x sum per sub-block / 4 as words, laid out as the scales */
+        __m512i off = _mm512_srai_epi32(_mm512_loadu_si512(x.offset + 16 * b), 2);
+        __m512i off16 = _mm512_castsi256_si512(_mm512_cvtepi32_epi16(off));
+        __m512i offs[2] = {_mm512_permutexvar_epi16(index[0], off16),
+                           _mm512_permutexvar_epi16(index[1], off16)};
+        uint64_t at = (uint64_t)b * sizeof(nx_bq6_k_t);
+        __m512i rows[16];
+#pragma GCC unroll 16
+        for (int c = 0; c < 16; c++) {
+            const uint8_t *row = col_at(cs, c, at);
+            __m512i scales = _mm512_castsi256_si512(
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 192))));
+            __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 2
+            for (int hf = 0; hf < 2; hf++) {
+                __m512i ql = _mm512_loadu_si512(row + 64 * hf);
+                __m512i qh = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i *)(row + 128 + 32 * hf)));
+                __m512i lo = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                             _mm512_gf2p8affine_epi64_epi8(qh, top_lo, 0));
+                __m512i hi = _mm512_or_si512(_mm512_gf2p8affine_epi64_epi8(ql, high_nibble, 0),
+                                             _mm512_gf2p8affine_epi64_epi8(qh, top_hi, 0));
+                __m512i zero = _mm512_setzero_si512();
+                __m512i codes_x = _mm512_packs_epi32(_mm512_dpbusd_epi32(zero, lo, xs[2 * hf]),
+                                                     _mm512_dpbusd_epi32(zero, hi, xs[2 * hf + 1]));
+                __m512i scale = _mm512_permutexvar_epi16(index[hf], scales);
+                sum = _mm512_dpwssd_epi32(sum, codes_x, scale);
+                sum = _mm512_dpwssd_epi32(sum, offs[hf], scale);
+            }
+            rows[c] = sum;
+        }
+        __m512i s1 = q6kr_sum16(rows);
+        qv_f32 d = half_at_avx512(cs, at + 206, true);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), (__m512)(d * x.d[b]), acc);
+    }
+    float out[NX_Q_TILE_COLS];
+    _mm512_storeu_ps(out, acc);
+    for (uint32_t c = 0; c < t->count; c++)
+        store_out(t, 0, c, out[c]);
+}
+
 /* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
  * as no pair of products passes 32767 (codes <= 63, or |Q8_0 code| <= 128 through the sign
  * trick, times |x| <= 127). Q8_0 stays signed: |w| times x with w's sign. */
@@ -895,6 +1097,10 @@ static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
         cs.index[c] = (int32_t)(c * row_bytes);
     if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q4_0 && cpu_has_gfni())
         q4_0_rows_avx512(&t, &cs);
+    else if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q4_K && cpu_has_gfni())
+        q4_k_rows_avx512(&t, &cs);
+    else if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q6_K && cpu_has_gfni())
+        q6_k_rows_avx512(&t, &cs);
     else if (path == NX__Q_AVX512)
         tile_avx512(&t, &cs);
     else
