@@ -530,6 +530,15 @@ static AI QS_TARGET qv_f32 half_avx512(qv_i32 v)
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,gfni")))
 #define Q4R_BLOCK_BYTES 18 /* sizeof(nx_bq4_0_t): fp16 d, 16 code bytes */
 
+/* The batch-1 row kernels' result: lane c of acc is the tile's column c. */
+static AI Q4R_TARGET void q4r_store(const qtile_t *t, __m512 acc)
+{
+    float out[NX_Q_TILE_COLS];
+    _mm512_storeu_ps(out, acc);
+    for (uint32_t c = 0; c < t->count; c++)
+        store_out(t, 0, c, out[c]);
+}
+
 /* The 4 int32 lanes of every 128-bit lane of a, b, c, d summed: lane j of the result holds
  * a's, b's, c's and d's sums for 128-bit lane j, in that order. Each lane of the inputs is a
  * sum of 8 products of a code (0-15) and an activation (|x| <= 127), so |lane| <= 15240 and
@@ -666,10 +675,7 @@ static Q4R_TARGET void q4_0_rows_avx512(const qtile_t *t, const cols_t *cs)
     }
     if (blocks % 4)
         acc = q4r_step(cs, &x, 4 * full_steps, (int)(blocks % 4), acc);
-    float out[NX_Q_TILE_COLS];
-    _mm512_storeu_ps(out, acc);
-    for (uint32_t c = 0; c < t->count; c++)
-        store_out(t, 0, c, out[c]);
+    q4r_store(t, acc);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -754,10 +760,7 @@ static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
         acc = (__m512)fnmadd_avx512(__builtin_convertvector(s2, qv_f32), dmin * x.d[b],
                                     (qv_f32)acc);
     }
-    float out[NX_Q_TILE_COLS];
-    _mm512_storeu_ps(out, acc);
-    for (uint32_t c = 0; c < t->count; c++)
-        store_out(t, 0, c, out[c]);
+    q4r_store(t, acc);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -868,10 +871,7 @@ static Q4R_TARGET void q6_k_rows_avx512(const qtile_t *t, const cols_t *cs)
         qv_f32 d = half_at_avx512(cs, at + 206, true);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), (__m512)(d * x.d[b]), acc);
     }
-    float out[NX_Q_TILE_COLS];
-    _mm512_storeu_ps(out, acc);
-    for (uint32_t c = 0; c < t->count; c++)
-        store_out(t, 0, c, out[c]);
+    q4r_store(t, acc);
 }
 
 /* AVX2: vpmaddubsw (u8 x s8 pairs into saturating int16) then vpmaddwd by ones: exact here,
@@ -1095,11 +1095,12 @@ static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
                  row_bytes, 3 * row_bytes, {0}};
     for (int c = 0; c < NX_Q_TILE_COLS; c++)
         cs.index[c] = (int32_t)(c * row_bytes);
-    if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q4_0 && cpu_has_gfni())
+    bool by_row = path == NX__Q_AVX512 && n == 1 && cpu_has_gfni(); /* batch 1 */
+    if (by_row && w->dtype == NX_DT_Q4_0)
         q4_0_rows_avx512(&t, &cs);
-    else if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q4_K && cpu_has_gfni())
+    else if (by_row && w->dtype == NX_DT_Q4_K)
         q4_k_rows_avx512(&t, &cs);
-    else if (path == NX__Q_AVX512 && n == 1 && w->dtype == NX_DT_Q6_K && cpu_has_gfni())
+    else if (by_row && w->dtype == NX_DT_Q6_K)
         q6_k_rows_avx512(&t, &cs);
     else if (path == NX__Q_AVX512)
         tile_avx512(&t, &cs);
