@@ -615,13 +615,24 @@ def test_metrics_count_what_the_test_did(d):
     assert http(d, "POST", "/v1/chat/completions", {"model": "zz", "messages": msgs})[0] == 404
     assert http(d, "POST", "/v1/completions", {"model": "a", "prompt": "x",
                                                 "temperature": -1})[0] == 400
-    after = scrape(d)
+    chat, comp = "/v1/chat/completions", "/v1/completions"
 
-    def delta(family, suffix, labels):
+    def delta_in(after, family, suffix, labels):
         key = tuple(sorted(labels.items()))
         return samples(after, family, suffix).get(key, 0) - samples(before, family, suffix).get(key, 0)
 
-    chat, comp = "/v1/chat/completions", "/v1/completions"
+    def all_answered(families):
+        # libmicrohttpd counts a request once its connection has sent the answer (the
+        # completion callback), which may run just after the client has read it
+        done = all(delta_in(families, "nexus_http_requests", "_total", {"path": p, "code": c})
+                   for p, c in ((chat, "200"), (chat, "404"), (comp, "400")))
+        return families if done else None
+
+    after = du.wait_for(lambda: all_answered(scrape(d)), timeout=10)
+
+    def delta(family, suffix, labels):
+        return delta_in(after, family, suffix, labels)
+
     assert delta("nexus_http_requests", "_total", {"path": chat, "code": "200"}) == 1
     assert delta("nexus_http_requests", "_total", {"path": chat, "code": "404"}) == 1
     assert delta("nexus_http_requests", "_total", {"path": comp, "code": "400"}) == 1
