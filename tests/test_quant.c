@@ -581,24 +581,29 @@ static void test_batch_invariance(void **state)
     nx__q_set_path(original);
 }
 
+/* Batches of 3 and of 1 (decode's own kernels), for a type of each family. */
 static void test_bias_and_accumulate(void **state)
 {
-    problem_t p;
-    problem_make(&p, NX_DT_Q4_K, 19, 256, 3);
-    float bias_vals[19];
-    fill_random(bias_vals, 19, 1.0f);
-    nx__wref_t bias = {bias_vals, NX_DT_F32, 19, 1};
-    float plain[3 * 19], with_bias[3 * 19], acc[3 * 19];
-    problem_run(&p, 3, NULL, plain, false);
-    problem_run(&p, 3, &bias, with_bias, false);
-    for (int i = 0; i < 3 * 19; i++)
-        acc[i] = 10.0f;
-    problem_run(&p, 3, &bias, acc, true);
-    for (int i = 0; i < 3 * 19; i++) {
-        assert_true(with_bias[i] == plain[i] + bias_vals[i % 19]);
-        assert_true(acc[i] == 10.0f + (plain[i] + bias_vals[i % 19]));
-    }
-    problem_free(&p);
+    const nx_dtype_t types[] = {NX_DT_Q4_K, NX_DT_Q4_0};
+    for (size_t t = 0; t < 2; t++)
+        for (uint32_t n = 1; n <= 3; n += 2) {
+            problem_t p;
+            problem_make(&p, types[t], 19, 256, n);
+            float bias_vals[19];
+            fill_random(bias_vals, 19, 1.0f);
+            nx__wref_t bias = {bias_vals, NX_DT_F32, 19, 1};
+            float plain[3 * 19], with_bias[3 * 19], acc[3 * 19];
+            problem_run(&p, n, NULL, plain, false);
+            problem_run(&p, n, &bias, with_bias, false);
+            for (uint32_t i = 0; i < n * 19; i++)
+                acc[i] = 10.0f;
+            problem_run(&p, n, &bias, acc, true);
+            for (uint32_t i = 0; i < n * 19; i++) {
+                assert_true(with_bias[i] == plain[i] + bias_vals[i % 19]);
+                assert_true(acc[i] == 10.0f + (plain[i] + bias_vals[i % 19]));
+            }
+            problem_free(&p);
+        }
 }
 
 /* The embedding lookup dequantizes a row of a quantized token_embd. */
