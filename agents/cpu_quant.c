@@ -1044,14 +1044,17 @@ static AI R2_TARGET __m256i r2_nibbles(const uint8_t *p)
  * L1 for the others, and the accumulators stay in registers or L1. */
 #define R2_BATCH 8
 
-/* One block's contribution for batch row x: block b at byte `at` of the rows, weight rows
- * 8g .. 8g + 7, into acc. `q8` picks Q8_0 over Q4_0 in r2_block_32. */
-typedef __m256 (*r2_block_t)(const cols_t *cs, const qrow_t *x, uint32_t b, uint64_t at, int g,
-                             __m256 acc, bool q8);
+/* One block of weight rows 8g .. 8g + 7 (at byte `at` of each row, block b) against each of
+ * `batch` activation rows xs, into acc[i]. A batch of one uses each row's block as it is
+ * loaded; a larger one first decodes the 8 rows' block (codes lined up with the activations,
+ * scales broadcast) into a local array in L1 and takes it from there for every activation row.
+ * The block scales come by one gather either way. `q8` picks Q8_0 over Q4_0 in r2_block_32. */
+typedef void (*r2_block_t)(const cols_t *cs, const qrow_t *xs, uint32_t batch, uint32_t b,
+                           uint64_t at, int g, __m256 *acc, bool q8);
 
 /* The loops every kernel below shares (block a constant after inlining): chunks of batch rows,
  * the two groups of 8 weight rows, the blocks in order (the next tile prefetched over them,
- * first chunk only), and each batch row's accumulator. */
+ * first chunk only), each batch row's accumulator. */
 static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t block_values,
                                  uint64_t block_bytes, r2_block_t block, bool q8)
 {
@@ -1069,8 +1072,7 @@ static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t bl
             for (uint32_t b = 0; b < blocks; b++) { /* hot */
                 if (i0 == 0)
                     q4r_prefetch(&ahead, (uint32_t)g * blocks + b, 2 * blocks);
-                for (uint32_t i = 0; i < batch; i++)
-                    acc[i] = block(cs, &xs[i], b, b * block_bytes, g, acc[i], q8);
+                block(cs, xs, batch, b, b * block_bytes, g, acc, q8);
             }
             for (uint32_t i = 0; i < batch; i++)
                 r2_store(t, i0 + i, g, acc[i]);
@@ -1081,31 +1083,36 @@ static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t bl
 /* Q8_0 and Q4_0: a block of 32 per row; the codes against the activations by vpmaddubsw
  * (Q4_0: code 0-15 x |x| <= 127; Q8_0: |w| <= 128 x x with w's sign, |x| <= 127: a pair at
  * most 32512), summed by vpmaddwd by ones. Q4_0's codes are nibble - 8: 8 x the block's
- * -sum(x) more. */
-static AI R2_TARGET __m256 r2_block_32(const cols_t *cs, const qrow_t *x, uint32_t b,
-                                       uint64_t at, int g, __m256 acc, bool q8)
+ * -sum(x) more. Decoded for a batch: Q4_0's nibbles, Q8_0's codes and their magnitudes. */
+static AI R2_TARGET void r2_block_32(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                     uint32_t b, uint64_t at, int g, __m256 *acc, bool q8)
 {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i xv = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b));
-    __m256i v[8];
+    __m256 d = r2_halves(cs, g, at, false);
+    __m256i codes[8], mags[8];
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++) {
         const uint8_t *row = col_at(cs, 8 * g + r, at) + 2;
-        __m256i p;
-        if (q8) {
-            __m256i w = _mm256_loadu_si256((const __m256i *)row);
-            p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-        } else {
-            p = _mm256_maddubs_epi16(r2_nibbles(row), xv);
-        }
-        v[r] = _mm256_madd_epi16(p, ones);
+        codes[r] = q8 ? _mm256_loadu_si256((const __m256i *)row) : r2_nibbles(row);
+        if (q8)
+            mags[r] = _mm256_abs_epi8(codes[r]);
     }
-    __m256i isum = r2_sum8(v);
-    if (!q8)
-        isum = _mm256_add_epi32(isum, _mm256_set1_epi32(8 * x->offset[b]));
-    __m256 d = r2_halves(cs, g, at, false);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])),
-                           acc);
+    for (uint32_t i = 0; i < batch; i++) {
+        const qrow_t *x = &xs[i];
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b));
+        __m256i v[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __m256i p = q8 ? _mm256_maddubs_epi16(mags[r], _mm256_sign_epi8(xv, codes[r]))
+                           : _mm256_maddubs_epi16(codes[r], xv);
+            v[r] = _mm256_madd_epi16(p, ones);
+        }
+        __m256i isum = r2_sum8(v);
+        if (!q8)
+            isum = _mm256_add_epi32(isum, _mm256_set1_epi32(8 * x->offset[b]));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                 _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])), acc[i]);
+    }
 }
 
 static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
@@ -1122,8 +1129,9 @@ static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
  * each against its 32 activations by vpmaddubsw (code 0-15: a pair at most 3810), then
  * vpmaddwd by the sub-block's scale (6 bits) broadcast: lane sums of s1. The mins' term s2 is
  * one vpmaddwd of the 8 mins and the activations' sums of 32. */
-static AI R2_TARGET void q4k_row_avx2(const uint8_t *blk, const int8_t *xb, __m128i sum32,
-                                      __m256i *s1, __m256i *s2)
+
+/* A block's sub-block scales as words in both 128-bit lanes, and its mins as words. */
+static AI R2_TARGET __m256i q4k_scales8_avx2(const uint8_t *blk, __m128i *mins)
 {
     uint32_t u[3];
     memcpy(u, blk + 4, sizeof u); /* the 12 scale bytes: see nx__q4k_scale_min */
@@ -1131,45 +1139,74 @@ static AI R2_TARGET void q4k_row_avx2(const uint8_t *blk, const int8_t *xb, __m1
                   (uint64_t)((u[2] & 0x0f0f0f0fu) | (u[0] >> 6 & 0x03030303u) << 4) << 32;
     uint64_t mn = (u[1] & 0x3f3f3f3fu) |
                   (uint64_t)((u[2] >> 4 & 0x0f0f0f0fu) | (u[1] >> 6 & 0x03030303u) << 4) << 32;
-    __m256i scales =
-        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-    *s2 = _mm256_zextsi128_si256(
-        _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)), sum32));
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256i acc = _mm256_setzero_si256();
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * j));
-        __m256i lo = _mm256_and_si256(q, low4);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(xb + 64 * j)));
-        __m256i phi =
-            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 64 * j + 32)));
-        /* word 2j (2j + 1) of scales in every lane */
-        __m256i sl =
-            _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * j)));
-        __m256i sh = _mm256_shuffle_epi8(
-            scales, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j + 1))));
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(plo, sl),
-                                                     _mm256_madd_epi16(phi, sh)));
-    }
-    *s1 = acc;
+    *mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn));
+    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
 }
 
-static AI R2_TARGET __m256 q4k_block_avx2(const cols_t *cs, const qrow_t *x, uint32_t b,
-                                          uint64_t at, int g, __m256 acc, bool unused)
+/* Sub-block s's codes (s = 2j: low nibbles of the 32 bytes at 16 + 32j, s = 2j + 1: high) and
+ * its scale broadcast from q4k_scales_avx2's vector. */
+static AI R2_TARGET __m256i q4k_codes_avx2(const uint8_t *blk, int s)
 {
-    const int8_t *xb = x->qs + 256 * b;
-    __m128i sum32 = _mm_loadu_si128((const __m128i *)(x->sum32 + 8 * b));
-    __m256i v1[8], v2[8];
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++)
-        q4k_row_avx2(col_at(cs, 8 * g + r, at), xb, sum32, &v1[r], &v2[r]);
-    __m256i s1 = r2_sum8(v1), s2 = r2_sum8(v2);
-    __m256 dx = _mm256_set1_ps(x->d[b]);
+    __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * (s / 2)));
+    return _mm256_and_si256(s % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0f));
+}
+
+static AI R2_TARGET __m256i q4k_scale_avx2(__m256i scales, int s)
+{
+    return _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 + 0x0202 * s)));
+}
+
+/* Q4_K's 8 rows of a block decoded for a batch. */
+typedef struct q4k_dec {
+    __m256i codes[8][8], scales[8][8]; /* [row][sub-block] */
+    __m128i mins[8];
+} q4k_dec_t;
+
+static AI R2_TARGET void q4k_block_avx2(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                        uint32_t b, uint64_t at, int g, __m256 *acc, bool unused)
+{
     __m256 d = r2_halves(cs, g, at, false), dmin = r2_halves(cs, g, at, true);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d, dx), acc);
-    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dmin, dx), acc);
+    q4k_dec_t dec;
+    if (batch > 1)
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = col_at(cs, 8 * g + r, at);
+            __m256i scales = q4k_scales8_avx2(blk, &dec.mins[r]);
+#pragma GCC unroll 8
+            for (int s = 0; s < 8; s++) {
+                dec.codes[r][s] = q4k_codes_avx2(blk, s);
+                dec.scales[r][s] = q4k_scale_avx2(scales, s);
+            }
+        }
+    for (uint32_t i = 0; i < batch; i++) {
+        const qrow_t *x = &xs[i];
+        const int8_t *xb = x->qs + 256 * b;
+        __m128i sum32 = _mm_loadu_si128((const __m128i *)(x->sum32 + 8 * b));
+        __m256i v1[8], v2[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = col_at(cs, 8 * g + r, at);
+            __m128i mins;
+            __m256i scales = batch > 1 ? _mm256_setzero_si256() : q4k_scales8_avx2(blk, &mins);
+            if (batch > 1)
+                mins = dec.mins[r];
+            __m256i sum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int s = 0; s < 8; s++) {
+                __m256i codes = batch > 1 ? dec.codes[r][s] : q4k_codes_avx2(blk, s);
+                __m256i scale = batch > 1 ? dec.scales[r][s] : q4k_scale_avx2(scales, s);
+                __m256i p =
+                    _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(xb + 32 * s)));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, scale));
+            }
+            v1[r] = sum;
+            v2[r] = _mm256_zextsi128_si256(_mm_madd_epi16(mins, sum32));
+        }
+        __m256i s1 = r2_sum8(v1), s2 = r2_sum8(v2);
+        __m256 dx = _mm256_set1_ps(x->d[b]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d, dx), acc[i]);
+        acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dmin, dx), acc[i]);
+    }
 }
 
 static R2_TARGET void q4_k_rows_avx2(const qtile_t *t, const cols_t *cs)
@@ -1184,60 +1221,91 @@ static R2_TARGET void q4_k_rows_avx2(const qtile_t *t, const cols_t *cs)
  * sub-blocks of 16 the vector holds (one per 128-bit lane). The codes are code - 32: the
  * activations' offsets (-32 x sum of 16) times the scales, added as 32 x (scale . offset / 32)
  * in words. */
-static AI R2_TARGET __m256i q6k_row_avx2(const uint8_t *blk, const int8_t *xb, __m256i offset)
+
+/* Codes 32k .. 32k + 31 of a block (k = 4h + q: half h, quarter q). */
+static AI R2_TARGET __m256i q6k_codes_avx2(const uint8_t *blk, int k)
 {
     const __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30);
-    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
-    __m256i acc = _mm256_slli_epi32(_mm256_madd_epi16(sc16, offset), 5);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        /* scales 8h .. 8h + 7 in both 128-bit lanes */
-        __m256i sc = _mm256_permute4x64_epi64(sc16, h ? 0xee : 0x44);
-        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
-        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
-        __m256i codes[4] = {
-            _mm256_or_si256(_mm256_and_si256(ql0, low4),
-                            _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2)),
-            _mm256_or_si256(_mm256_and_si256(ql1, low4),
-                            _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                            _mm256_and_si256(qh, top2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2))};
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) {
-            __m256i p = _mm256_maddubs_epi16(
-                codes[q], _mm256_loadu_si256((const __m256i *)(xb + 128 * h + 32 * q)));
-            /* word 2q in the low 128-bit lane, 2q + 1 in the high one */
-            __m256i pick = _mm256_add_epi8(
-                _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3,
-                                 2, 3, 2, 3, 2, 3, 2, 3, 2, 3),
-                _mm256_set1_epi8((char)(4 * q)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc, pick)));
-        }
-    }
-    return acc;
+    int h = k / 4, q = k % 4;
+    __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (q & 1)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+    __m256i low = _mm256_and_si256(q >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+    /* bits 2q, 2q + 1 of qh to bits 4, 5 */
+    __m256i top = q == 0 ? _mm256_slli_epi16(qh, 4)
+                  : q == 1 ? _mm256_slli_epi16(qh, 2)
+                  : q == 2 ? qh
+                           : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(low, _mm256_and_si256(top, top2));
 }
 
-static AI R2_TARGET __m256 q6k_block_avx2(const cols_t *cs, const qrow_t *x, uint32_t b,
-                                          uint64_t at, int g, __m256 acc, bool unused)
+/* The scales of sub-blocks 2k (low 128-bit lane) and 2k + 1 (high) as words, from the 16
+ * scales as words. */
+static AI R2_TARGET __m256i q6k_scale_avx2(__m256i sc16, int k)
 {
-    const int8_t *xb = x->qs + 256 * b;
-    /* the 16 offsets / 32 as words, in order (packs interleaves 128-bit lanes) */
-    const __m256i *o = (const __m256i *)(x->offset + 16 * b);
-    __m256i offset = _mm256_permute4x64_epi64(
-        _mm256_packs_epi32(_mm256_srai_epi32(_mm256_loadu_si256(o), 5),
-                           _mm256_srai_epi32(_mm256_loadu_si256(o + 1), 5)),
-        0xd8);
-    __m256i v[8];
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++)
-        v[r] = q6k_row_avx2(col_at(cs, 8 * g + r, at), xb, offset);
-    __m256i s1 = r2_sum8(v);
+    __m256i half = _mm256_permute4x64_epi64(sc16, k >= 4 ? 0xee : 0x44); /* 8k/4 .. + 7 */
+    int q = k % 4;
+    __m256i pick = _mm256_add_epi8(_mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,
+                                                    1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                                                    2, 3),
+                                   _mm256_set1_epi8((char)(4 * q)));
+    return _mm256_shuffle_epi8(half, pick);
+}
+
+static AI R2_TARGET __m256i q6k_sc16_avx2(const uint8_t *blk)
+{
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+}
+
+/* Q6_K's 8 rows of a block decoded for a batch. */
+typedef struct q6k_dec {
+    __m256i codes[8][8], scales[8][8]; /* [row][32 values] */
+    __m256i sc16[8];
+} q6k_dec_t;
+
+static AI R2_TARGET void q6k_block_avx2(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                        uint32_t b, uint64_t at, int g, __m256 *acc, bool unused)
+{
     __m256 d = r2_halves(cs, g, at + 206, true); /* d is the block's last 2 bytes */
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])),
-                           acc);
+    q6k_dec_t dec;
+    if (batch > 1)
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = col_at(cs, 8 * g + r, at);
+            dec.sc16[r] = q6k_sc16_avx2(blk);
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                dec.codes[r][k] = q6k_codes_avx2(blk, k);
+                dec.scales[r][k] = q6k_scale_avx2(dec.sc16[r], k);
+            }
+        }
+    for (uint32_t i = 0; i < batch; i++) {
+        const qrow_t *x = &xs[i];
+        const int8_t *xb = x->qs + 256 * b;
+        /* the 16 offsets / 32 as words, in order (packs interleaves 128-bit lanes) */
+        const __m256i *o = (const __m256i *)(x->offset + 16 * b);
+        __m256i offset = _mm256_permute4x64_epi64(
+            _mm256_packs_epi32(_mm256_srai_epi32(_mm256_loadu_si256(o), 5),
+                               _mm256_srai_epi32(_mm256_loadu_si256(o + 1), 5)),
+            0xd8);
+        __m256i v[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = col_at(cs, 8 * g + r, at);
+            __m256i sc16 = batch > 1 ? dec.sc16[r] : q6k_sc16_avx2(blk);
+            __m256i sum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, offset), 5);
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                __m256i codes = batch > 1 ? dec.codes[r][k] : q6k_codes_avx2(blk, k);
+                __m256i scale = batch > 1 ? dec.scales[r][k] : q6k_scale_avx2(sc16, k);
+                __m256i p =
+                    _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(xb + 32 * k)));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, scale));
+            }
+            v[r] = sum;
+        }
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(r2_sum8(v)),
+                                 _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])), acc[i]);
+    }
 }
 
 static R2_TARGET void q6_k_rows_avx2(const qtile_t *t, const cols_t *cs)
