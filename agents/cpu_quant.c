@@ -1054,12 +1054,19 @@ static AI R2_TARGET __m256i r2_nibbles(const uint8_t *p)
 typedef void (*r2_block_t)(const cols_t *cs, const qrow_t *xs, uint32_t batch, uint32_t b,
                            uint64_t at, int g, __m256 *acc, bool q8);
 
+static AI R2_TARGET void r2_block_32(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                     uint32_t b, uint64_t at, int g, __m256 *acc, bool q8);
+static AI R2_TARGET void r2_pair_q4_0(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                      uint32_t pair, uint64_t at, int g, __m256 *acc, bool unused);
+
 /* The loops every kernel below shares (block a constant after inlining): chunks of batch rows,
  * the two groups of 8 weight rows, the blocks in order (the next tile prefetched over them,
  * first chunk only), each batch row's accumulator. */
 static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t block_values,
                                  uint64_t block_bytes, r2_block_t block, bool q8)
 {
+    /* Q4_0 takes two blocks a step (r2_pair_q4_0); an odd last one goes alone */
+    bool pairs = block == r2_pair_q4_0, odd = pairs && t->k / 32 % 2;
     uint32_t blocks = t->k / block_values;
     q4r_ahead_t ahead = q4r_ahead(t);
     for (uint32_t i0 = 0; i0 < t->n; i0 += R2_BATCH) {
@@ -1076,6 +1083,8 @@ static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t bl
                     q4r_prefetch(&ahead, (uint32_t)g * blocks + b, 2 * blocks);
                 block(cs, xs, batch, b, b * block_bytes, g, acc, q8);
             }
+            if (odd)
+                r2_block_32(cs, xs, batch, 2 * blocks, blocks * block_bytes, g, acc, false);
             for (uint32_t i = 0; i < batch; i++)
                 r2_store(t, i0 + i, g, acc[i]);
         }
@@ -1122,9 +1131,54 @@ static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
     r2_rows(t, cs, 32, sizeof(nx_bq8_0_t), r2_block_32, true);
 }
 
+/* Q4_0, two blocks (b = 2 pair, b + 1) a step: each row's 32 code bytes as [block b | b + 1]
+ * per nibble half, against the activations rearranged the same way once for the 8 rows, the
+ * low and high halves' products added as words (at most 2 x 2 x 15 x 127); the vphaddd tree
+ * then leaves block b in the low 128-bit lanes and b + 1 in the high ones, so one tree and two
+ * lane exchanges serve both blocks (r2_sum8 per block took twice that). */
+static AI R2_TARGET void r2_pair_q4_0(const cols_t *cs, const qrow_t *xs, uint32_t batch,
+                                      uint32_t pair, uint64_t at, int g, __m256 *acc, bool unused)
+{
+    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+    uint32_t b = 2 * pair;
+    uint64_t at1 = at + sizeof(nx_bq4_0_t);
+    __m256 d0 = r2_halves(cs, g, at, false), d1 = r2_halves(cs, g, at1, false);
+    __m256i codes[8][2]; /* [row][low | high nibbles], each [block b | b + 1] */
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        __m256i q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(col_at(cs, 8 * g + r, at1) + 2)),
+                                     _mm_loadu_si128((const __m128i *)(col_at(cs, 8 * g + r, at) + 2)));
+        codes[r][0] = _mm256_and_si256(q, low4);
+        codes[r][1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    }
+    for (uint32_t i = 0; i < batch; i++) {
+        const qrow_t *x = &xs[i];
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b + 32));
+        __m256i xlo = _mm256_permute2x128_si256(x0, x1, 0x20); /* values 0-15 of b | of b + 1 */
+        __m256i xhi = _mm256_permute2x128_si256(x0, x1, 0x31); /* 16-31 */
+        __m256i v[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++)
+            v[r] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(codes[r][0], xlo),
+                                                      _mm256_maddubs_epi16(codes[r][1], xhi)),
+                                     ones);
+        __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+        __m256i s0 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                                      _mm256_set1_epi32(8 * x->offset[b]));
+        __m256i s1 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x31),
+                                      _mm256_set1_epi32(8 * x->offset[b + 1]));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0),
+                                 _mm256_mul_ps(d0, _mm256_set1_ps(x->d[b])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
+                                 _mm256_mul_ps(d1, _mm256_set1_ps(x->d[b + 1])), acc[i]);
+    }
+}
+
 static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
 {
-    r2_rows(t, cs, 32, sizeof(nx_bq4_0_t), r2_block_32, false);
+    r2_rows(t, cs, 64, 2 * sizeof(nx_bq4_0_t), r2_pair_q4_0, false);
 }
 
 /* Q4_K: per 64 values, 32 code bytes whose low nibbles are sub-block 2j and high ones 2j + 1,
