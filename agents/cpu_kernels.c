@@ -19,7 +19,8 @@
  * (below); both ways give the same floats.
  *
  * The same bodies are compiled three times, plain, AVX2+FMA and AVX-512F, chosen once at run
- * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them).
+ * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them). AVX2
+ * has a kernel of its own for batch 1 (row_avx2), the same arithmetic in ymm registers.
  */
 #include "cpu_kernels.h"
 
@@ -199,6 +200,39 @@ typedef struct ahead {
     uint32_t step;
 } ahead_t;
 
+/* out[c] = x . w[c] for c < cols, from acc[c] (the lane sums of k < i): reduced in hsum16's
+ * order, then k in [i, k) in sequence. */
+static AI void finish_row(const v16f *acc, const float *x, const void *const *w, int cols,
+                          int kind, uint32_t i, uint32_t k, float *out)
+{
+    float sums[COLS];
+    if (cols == 4) {
+        v4f s4 = hsum16_x4(acc[0], acc[1], acc[2], acc[3]);
+        for (int c = 0; c < 4; c++)
+            sums[c] = s4[c];
+    } else {
+        for (int c = 0; c < cols; c++)
+            sums[c] = hsum16(acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < cols; c++) {
+        float s = sums[c];
+        for (uint32_t j = i; j < k; j++)
+            s += x[j] * weight_elem(kind, w[c], j);
+        out[c] = s;
+    }
+}
+
+/* The next tile's prefetch share for one step of a streaming block (prefetcht2). */
+static AI void prefetch_ahead(ahead_t *ahead)
+{
+    if (ahead->at < ahead->end) {
+        for (uint32_t b = 0; b < ahead->step; b += 64)
+            __builtin_prefetch(ahead->at + b, 0, 1);
+        ahead->at += ahead->step;
+    }
+}
+
 /* out[r * cols + c] = x[r] . w[c] over k elements, for r < rows, c < cols. rows and cols are
  * constants after inlining, so the accumulators live in registers. w rows are read as `kind`
  * says. Hot path. */
@@ -213,11 +247,7 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
             acc[r][c] = (v16f){0};
     uint32_t i = 0;
     for (; i + LANES <= k; i += LANES) {
-        if (ahead->at < ahead->end) { /* prefetcht2, spread over the steps */
-            for (uint32_t b = 0; b < ahead->step; b += 64)
-                __builtin_prefetch(ahead->at + b, 0, 1);
-            ahead->at += ahead->step;
-        }
+        prefetch_ahead(ahead);
         v16f wv[COLS];
 #pragma GCC unroll 4
         for (int c = 0; c < cols; c++)
@@ -231,24 +261,8 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < rows; r++) {
-        float sums[COLS];
-        if (cols == 4) {
-            v4f s4 = hsum16_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-            for (int c = 0; c < 4; c++)
-                sums[c] = s4[c];
-        } else {
-            for (int c = 0; c < cols; c++)
-                sums[c] = hsum16(acc[r][c]);
-        }
-#pragma GCC unroll 4
-        for (int c = 0; c < cols; c++) {
-            float s = sums[c];
-            for (uint32_t j = i; j < k; j++)
-                s += x[r][j] * weight_elem(kind, w[c], j);
-            out[r * cols + c] = s;
-        }
-    }
+    for (int r = 0; r < rows; r++)
+        finish_row(acc[r], x[r], w, cols, kind, i, k, out + r * cols);
 }
 
 typedef struct tile_args {
@@ -302,9 +316,80 @@ static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind, f16_loa
             block(a, i + r, 1, c, 1, kind, f16);
 }
 
-/* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
-static AI void tile_body(tile_args_t *a, int rows_max, int kind, f16_loader_t f16)
+/* ---- AVX2 at batch 1 ------------------------------------------------------------------
+ * GCC splits block_dot's 16-float vectors in two for AVX2 but does not keep them in
+ * registers: the accumulators went to the stack and back through general registers at every
+ * step (perf annotate of tile_avx2), so batch-1 BF16/F16 decode was compute bound at about
+ * 13 GB/s on two Zen 3 cores, 40% of the memory's read rate. This kernel is the same
+ * arithmetic with each accumulator held as two ymm registers (lanes 0-7 and 8-15): lane by lane
+ * one fma per k in k order, as block_dot's acc += xv * wv contracts to, then block_dot's
+ * reduction and tail (finish_row), so the bits are the same. 4 weight rows a pass: their 8
+ * accumulators, the 2 x vectors and the widened weights fill the 16 ymm registers. */
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+static AI TARGET_AVX2 __m256 load8_w(int kind, const void *p, uint32_t i)
 {
+    if (kind == W_F32)
+        return _mm256_loadu_ps((const float *)p + i);
+    __m128i halves = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    if (kind == W_F16)
+        return _mm256_cvtph_ps(halves);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
+/* out[c] = x . w[c] over k elements, for c < cols (a constant after inlining). Hot path. */
+static AI TARGET_AVX2 void row_dot_avx2(const float *x, const void *const *w, int cols,
+                                        int kind, uint32_t k, float *out, ahead_t *ahead)
+{
+    __m256 lo[COLS], hi[COLS];
+#pragma GCC unroll 4
+    for (int c = 0; c < cols; c++)
+        lo[c] = hi[c] = _mm256_setzero_ps();
+    uint32_t i = 0;
+    for (; i + LANES <= k; i += LANES) {
+        prefetch_ahead(ahead);
+        __m256 x_lo = _mm256_loadu_ps(x + i), x_hi = _mm256_loadu_ps(x + i + 8);
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++) {
+            lo[c] = _mm256_fmadd_ps(x_lo, load8_w(kind, w[c], i), lo[c]);
+            hi[c] = _mm256_fmadd_ps(x_hi, load8_w(kind, w[c], i + 8), hi[c]);
+        }
+    }
+    v16f acc[COLS];
+#pragma GCC unroll 4
+    for (int c = 0; c < cols; c++)
+        acc[c] = __builtin_shufflevector((v8f)lo[c], (v8f)hi[c], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                         10, 11, 12, 13, 14, 15);
+    finish_row(acc, x, w, cols, kind, i, k, out);
+}
+
+/* The one batch row against the whole tile. */
+static AI TARGET_AVX2 void row_avx2(tile_args_t *a, int kind)
+{
+    float out[COLS];
+    uint32_t c = 0;
+    for (; c + COLS <= a->cols; c += COLS) {
+        row_dot_avx2(a->x, a->wrows + c, COLS, kind, a->k, out, &a->ahead);
+        for (int cc = 0; cc < COLS; cc++)
+            store(a, 0, c + cc, out[cc]);
+    }
+    for (; c < a->cols; c++) {
+        row_dot_avx2(a->x, a->wrows + c, 1, kind, a->k, out, &a->ahead);
+        store(a, 0, c, out[0]);
+    }
+}
+
+/* A path's own kernel for a batch of one row, or NULL: a constant in each DEFINE_TILE. */
+typedef void (*row_kernel_t)(tile_args_t *, int kind);
+
+/* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
+static AI void tile_body(tile_args_t *a, int rows_max, int kind, f16_loader_t f16,
+                         row_kernel_t row_kernel)
+{
+    if (row_kernel && a->n == 1) {
+        row_kernel(a, kind);
+        return;
+    }
     for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
         uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n;
         uint32_t i = r0;
@@ -353,24 +438,24 @@ static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, 
     }
 }
 
-#define DEFINE_TILE(name, attrs, rows_max, f16)                                                \
+#define DEFINE_TILE(name, attrs, rows_max, f16, row_kernel)                                    \
     attrs static void name(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,            \
                            float *scratch)                                                     \
     {                                                                                          \
         prepare(a, w, col_first, scratch, f16);                                                \
         if (a->kind == W_BF16)                                                                 \
-            tile_body(a, rows_max, W_BF16, f16);                                               \
+            tile_body(a, rows_max, W_BF16, f16, row_kernel);                                   \
         else if (a->kind == W_F16)                                                             \
-            tile_body(a, rows_max, W_F16, f16);                                                \
+            tile_body(a, rows_max, W_F16, f16, row_kernel);                                    \
         else                                                                                   \
-            tile_body(a, rows_max, W_F32, f16);                                                \
+            tile_body(a, rows_max, W_F32, f16, row_kernel);                                    \
     }
 
 /* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */
-DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512)
+DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512, NULL)
 /* AVX2: a 16-float accumulator is two registers of 16, so 2 x 4 */
-DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma,f16c"))), 2, load_f16_f16c)
-DEFINE_TILE(tile_plain, , 1, load_f16)
+DEFINE_TILE(tile_avx2, TARGET_AVX2, 2, load_f16_f16c, row_avx2)
+DEFINE_TILE(tile_plain, , 1, load_f16, NULL)
 
 /* ------------------------------------------------------------------------------------------
  * Attention for one query row over one head's cache (see nx__k_attend)

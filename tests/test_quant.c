@@ -4,7 +4,8 @@
  * activation formats; matmuls of every type on every kernel path the CPU has against a
  * double-precision reference on the dequantized weights and activations (odd shapes, partial
  * tiles, bias and accumulate), the paths bit-identical to each other, and every row's result
- * independent of the batch it came in (n = 1..40). */
+ * independent of the batch it came in (n = 1..40); the same independence for the fp32 kernels
+ * over BF16, F16 and F32 weights (cpu_kernels.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -601,6 +602,68 @@ static void test_bias_and_accumulate(void **state)
     problem_free(&p);
 }
 
+/* The fp32 kernels (BF16, F16 and F32 weights, cpu_kernels.c) give a row the same bits alone
+ * (AVX2 has a kernel of its own for batch 1), in a small batch (weights widened as they
+ * stream) and in a large one (widened into scratch), with bias and accumulate, on the path
+ * this process runs (NEXUS_CPU_KERNELS=avx2 or plain picks a narrower one). The widths leave
+ * 0, 5 and 7 k past a multiple of 16; 45 weight rows leave tiles of 13 (one row past blocks
+ * of 4). */
+static void test_dense_batch_invariance(void **state)
+{
+    static const nx_dtype_t dtypes[] = {NX_DT_BF16, NX_DT_F16, NX_DT_F32};
+    static const uint32_t widths[] = {7, 16, 37, 597, 1024};
+    static const uint32_t batches[] = {2, 3, 15, 20};
+    const uint32_t rows = 45, most = 20;
+    float bias_vals[45];
+    fill_random(bias_vals, rows, 1.0f);
+    nx__wref_t bias = {bias_vals, NX_DT_F32, rows, 1};
+    for (size_t d = 0; d < sizeof dtypes / sizeof *dtypes; d++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+            uint32_t cols = widths[wi];
+            size_t count = (size_t)rows * cols;
+            float *wf = malloc(count * sizeof *wf), *x = malloc(most * cols * sizeof *x);
+            uint16_t *halves = malloc(count * sizeof *halves);
+            fill_random(wf, count, 0.05f);
+            fill_random(x, (size_t)most * cols, 1.0f);
+            for (size_t i = 0; i < count; i++) {
+                uint32_t bits;
+                memcpy(&bits, &wf[i], sizeof bits);
+                halves[i] = dtypes[d] == NX_DT_BF16 ? (uint16_t)(bits >> 16)
+                                                    : nx__f32_to_half(wf[i]);
+            }
+            nx__wref_t w = {dtypes[d] == NX_DT_F32 ? (void *)wf : (void *)halves, dtypes[d],
+                            rows, cols};
+            float *scratch = malloc((size_t)NX_K_TILE_COLS * cols * sizeof *scratch);
+            float *solo = malloc((size_t)most * rows * sizeof *solo);
+            float *y = malloc((size_t)most * rows * sizeof *y);
+            for (size_t i = 0; i < (size_t)most * rows; i++)
+                solo[i] = (float)(i % 7) - 3.0f;
+            for (uint32_t i = 0; i < most; i++)
+                for (uint32_t col = 0; col < rows; col += NX_K_TILE_COLS)
+                    nx__k_matmul_tile(x + (size_t)i * cols, 1, &w, &bias, col,
+                                      rows - col < NX_K_TILE_COLS ? rows - col : NX_K_TILE_COLS,
+                                      solo + (size_t)i * rows, true, scratch);
+            for (size_t b = 0; b < sizeof batches / sizeof *batches; b++) {
+                uint32_t n = batches[b];
+                for (size_t i = 0; i < (size_t)n * rows; i++)
+                    y[i] = (float)(i % 7) - 3.0f;
+                for (uint32_t col = 0; col < rows; col += NX_K_TILE_COLS)
+                    nx__k_matmul_tile(x, n, &w, &bias, col,
+                                      rows - col < NX_K_TILE_COLS ? rows - col : NX_K_TILE_COLS,
+                                      y, true, scratch);
+                if (memcmp(y, solo, (size_t)n * rows * sizeof *y) != 0)
+                    fail_msg("%s width %u: a batch of %u differs from its rows alone",
+                             nx_dtype_name(dtypes[d]), cols, n);
+            }
+            free(wf);
+            free(x);
+            free(halves);
+            free(scratch);
+            free(solo);
+            free(y);
+        }
+}
+
 /* The embedding lookup dequantizes a row of a quantized token_embd. */
 static void test_embedding_row(void **state)
 {
@@ -638,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_matmul_matches_reference),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bias_and_accumulate),
+        cmocka_unit_test(test_dense_batch_invariance),
         cmocka_unit_test(test_embedding_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
