@@ -20,7 +20,7 @@
  *
  * The same bodies are compiled three times, plain, AVX2+FMA and AVX-512F, chosen once at run
  * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them). AVX2
- * has a kernel of its own for batch 1 (row_avx2), the same arithmetic in ymm registers.
+ * has kernels of its own (body_avx2), the same arithmetic in ymm registers.
  */
 #include "cpu_kernels.h"
 
@@ -316,16 +316,19 @@ static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind, f16_loa
             block(a, i + r, 1, c, 1, kind, f16);
 }
 
-/* ---- AVX2 at batch 1 ------------------------------------------------------------------
+/* ---- AVX2 ---------------------------------------------------------------------------
  * GCC splits block_dot's 16-float vectors in two for AVX2 but does not keep them in
  * registers: the accumulators went to the stack and back through general registers at every
  * step (perf annotate of tile_avx2), so batch-1 BF16/F16 decode was compute bound at about
- * 13 GB/s on two Zen 3 cores, 40% of the memory's read rate. This kernel is the same
- * arithmetic with each accumulator held as two ymm registers (lanes 0-7 and 8-15): lane by lane
- * one fma per k in k order, as block_dot's acc += xv * wv contracts to, then block_dot's
- * reduction and tail (finish_row), so the bits are the same. 4 weight rows a pass: their 8
- * accumulators, the 2 x vectors and the widened weights fill the 16 ymm registers. */
+ * 13 GB/s on two Zen 3 cores, 40% of the memory's read rate, and larger batches at 15 GOP/s.
+ * These kernels are the same arithmetic with each accumulator held as two ymm registers
+ * (lanes 0-7 and 8-15): lane by lane one fma per k in k order, as block_dot's
+ * acc += xv * wv contracts to, then block_dot's reduction and tail (finish_row), so the bits
+ * are the same. Blocks: 1 batch row x 4 weight rows (decode: 8 accumulators, the widest
+ * stretch of weights per pass), else up to 3 x 2 (12 accumulators, 2 weight vectors and an x
+ * vector fill the 16 ymm registers). */
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ROWS_AVX2 3
 
 static AI TARGET_AVX2 __m256 load8_w(int kind, const void *p, uint32_t i)
 {
@@ -337,59 +340,91 @@ static AI TARGET_AVX2 __m256 load8_w(int kind, const void *p, uint32_t i)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
 
-/* out[c] = x . w[c] over k elements, for c < cols (a constant after inlining). Hot path. */
-static AI TARGET_AVX2 void row_dot_avx2(const float *x, const void *const *w, int cols,
-                                        int kind, uint32_t k, float *out, ahead_t *ahead)
+/* block_dot's contract for rows <= ROWS_AVX2, cols <= COLS, rows * cols <= 6 (constants after
+ * inlining). Hot path. */
+static AI TARGET_AVX2 void block_dot_avx2(const float *const *x, int rows, const void *const *w,
+                                          int cols, int kind, uint32_t k, float *out,
+                                          ahead_t *ahead)
 {
-    __m256 lo[COLS], hi[COLS];
+    __m256 acc[ROWS_AVX2][COLS][2]; /* [row][column][lanes 0-7, 8-15] */
 #pragma GCC unroll 4
-    for (int c = 0; c < cols; c++)
-        lo[c] = hi[c] = _mm256_setzero_ps();
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
     uint32_t i = 0;
     for (; i + LANES <= k; i += LANES) {
         prefetch_ahead(ahead);
-        __m256 x_lo = _mm256_loadu_ps(x + i), x_hi = _mm256_loadu_ps(x + i + 8);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256 wv[COLS];
 #pragma GCC unroll 4
-        for (int c = 0; c < cols; c++) {
-            lo[c] = _mm256_fmadd_ps(x_lo, load8_w(kind, w[c], i), lo[c]);
-            hi[c] = _mm256_fmadd_ps(x_hi, load8_w(kind, w[c], i + 8), hi[c]);
+            for (int c = 0; c < cols; c++)
+                wv[c] = load8_w(kind, w[c], i + 8 * h);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++) {
+                __m256 xv = _mm256_loadu_ps(x[r] + i + 8 * h);
+#pragma GCC unroll 4
+                for (int c = 0; c < cols; c++)
+                    acc[r][c][h] = _mm256_fmadd_ps(xv, wv[c], acc[r][c][h]);
+            }
         }
     }
-    v16f acc[COLS];
 #pragma GCC unroll 4
-    for (int c = 0; c < cols; c++)
-        acc[c] = __builtin_shufflevector((v8f)lo[c], (v8f)hi[c], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-                                         10, 11, 12, 13, 14, 15);
-    finish_row(acc, x, w, cols, kind, i, k, out);
-}
-
-/* The one batch row against the whole tile. */
-static AI TARGET_AVX2 void row_avx2(tile_args_t *a, int kind)
-{
-    float out[COLS];
-    uint32_t c = 0;
-    for (; c + COLS <= a->cols; c += COLS) {
-        row_dot_avx2(a->x, a->wrows + c, COLS, kind, a->k, out, &a->ahead);
-        for (int cc = 0; cc < COLS; cc++)
-            store(a, 0, c + cc, out[cc]);
-    }
-    for (; c < a->cols; c++) {
-        row_dot_avx2(a->x, a->wrows + c, 1, kind, a->k, out, &a->ahead);
-        store(a, 0, c, out[0]);
+    for (int r = 0; r < rows; r++) {
+        v16f sums[COLS];
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            sums[c] = __builtin_shufflevector((v8f)acc[r][c][0], (v8f)acc[r][c][1], 0, 1, 2, 3,
+                                              4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        finish_row(sums, x[r], w, cols, kind, i, k, out + r * cols);
     }
 }
 
-/* A path's own kernel for a batch of one row, or NULL: a constant in each DEFINE_TILE. */
-typedef void (*row_kernel_t)(tile_args_t *, int kind);
-
-/* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
-static AI void tile_body(tile_args_t *a, int rows_max, int kind, f16_loader_t f16,
-                         row_kernel_t row_kernel)
+/* Rows [i, i + rows) against the whole tile, cols_max weight rows a block. */
+static AI TARGET_AVX2 void group_avx2(tile_args_t *a, uint32_t i, int rows, int cols_max,
+                                      int kind)
 {
-    if (row_kernel && a->n == 1) {
-        row_kernel(a, kind);
+    const float *xr[ROWS_AVX2];
+    float out[ROWS_AVX2 * COLS];
+    for (int r = 0; r < rows; r++)
+        xr[r] = a->x + (uint64_t)(i + r) * a->k;
+    for (uint32_t c = 0; c < a->cols;) {
+        int cols = c + cols_max <= a->cols ? cols_max : 1;
+        if (cols == cols_max)
+            block_dot_avx2(xr, rows, a->wrows + c, cols_max, kind, a->k, out, &a->ahead);
+        else
+            block_dot_avx2(xr, rows, a->wrows + c, 1, kind, a->k, out, &a->ahead);
+        for (int r = 0; r < rows; r++)
+            for (int cc = 0; cc < cols; cc++)
+                store(a, i + r, c + cc, out[r * cols + cc]);
+        c += (uint32_t)cols;
+    }
+}
+
+/* tile_body on AVX2: every batch row against the tile. Blocks of 2 weight rows read half of
+ * what prepare sized the next tile's prefetch for (4 a step): it is done halfway through the
+ * first pass, which is early enough. */
+static AI TARGET_AVX2 void body_avx2(tile_args_t *a, int kind)
+{
+    if (a->n == 1) {
+        group_avx2(a, 0, 1, COLS, kind);
         return;
     }
+    for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
+        uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n, i = r0;
+        for (; i + ROWS_AVX2 <= r1; i += ROWS_AVX2)
+            group_avx2(a, i, ROWS_AVX2, 2, kind);
+        if (r1 - i == 2)
+            group_avx2(a, i, 2, 2, kind);
+        else if (r1 - i == 1)
+            group_avx2(a, i, 1, COLS, kind);
+    }
+}
+
+/* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
+static AI void tile_body(tile_args_t *a, int rows_max, int kind, f16_loader_t f16)
+{
     for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
         uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n;
         uint32_t i = r0;
@@ -438,24 +473,35 @@ static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, 
     }
 }
 
-#define DEFINE_TILE(name, attrs, rows_max, f16, row_kernel)                                    \
+#define DEFINE_TILE(name, attrs, rows_max, f16)                                                \
     attrs static void name(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,            \
                            float *scratch)                                                     \
     {                                                                                          \
         prepare(a, w, col_first, scratch, f16);                                                \
         if (a->kind == W_BF16)                                                                 \
-            tile_body(a, rows_max, W_BF16, f16, row_kernel);                                   \
+            tile_body(a, rows_max, W_BF16, f16);                                               \
         else if (a->kind == W_F16)                                                             \
-            tile_body(a, rows_max, W_F16, f16, row_kernel);                                    \
+            tile_body(a, rows_max, W_F16, f16);                                                \
         else                                                                                   \
-            tile_body(a, rows_max, W_F32, f16, row_kernel);                                    \
+            tile_body(a, rows_max, W_F32, f16);                                                \
     }
 
 /* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */
-DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512, NULL)
-/* AVX2: a 16-float accumulator is two registers of 16, so 2 x 4 */
-DEFINE_TILE(tile_avx2, TARGET_AVX2, 2, load_f16_f16c, row_avx2)
-DEFINE_TILE(tile_plain, , 1, load_f16, NULL)
+DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512)
+DEFINE_TILE(tile_plain, , 1, load_f16)
+
+/* AVX2: kernels of its own (body_avx2) */
+TARGET_AVX2 static void tile_avx2(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,
+                                  float *scratch)
+{
+    prepare(a, w, col_first, scratch, load_f16_f16c);
+    if (a->kind == W_BF16)
+        body_avx2(a, W_BF16);
+    else if (a->kind == W_F16)
+        body_avx2(a, W_F16);
+    else
+        body_avx2(a, W_F32);
+}
 
 /* ------------------------------------------------------------------------------------------
  * Attention for one query row over one head's cache (see nx__k_attend)

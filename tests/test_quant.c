@@ -602,10 +602,35 @@ static void test_bias_and_accumulate(void **state)
     problem_free(&p);
 }
 
-/* The fp32 kernels (BF16, F16 and F32 weights, cpu_kernels.c) give a row the same bits alone
- * (AVX2 has a kernel of its own for batch 1), in a small batch (weights widened as they
- * stream) and in a large one (widened into scratch), with bias and accumulate, on the path
- * this process runs (NEXUS_CPU_KERNELS=avx2 or plain picks a narrower one). The widths leave
+/* x . w as cpu_kernels.c's contract computes it: 16 lanes, lane l summing the products at
+ * k = l, l + 16, ... in order, reduced in hsum16's order, then the tail in sequence. fused:
+ * each step one fma (paths with FMA), else a rounded product added (the plain path). */
+static float contract_dot(const float *x, const float *w, uint32_t k, bool fused)
+{
+    float lane[16] = {0};
+    uint32_t i = 0;
+    for (; i + 16 <= k; i += 16)
+        for (int l = 0; l < 16; l++) {
+            volatile float product = x[i + l] * w[i + l]; /* rounded: never contracted */
+            lane[l] = fused ? fmaf(x[i + l], w[i + l], lane[l]) : lane[l] + product;
+        }
+    float a[8], b[4];
+    for (int l = 0; l < 8; l++)
+        a[l] = lane[l] + lane[l + 8];
+    for (int l = 0; l < 4; l++)
+        b[l] = a[l] + a[l + 4];
+    float s = (b[0] + b[2]) + (b[1] + b[3]);
+    for (; i < k; i++) {
+        volatile float product = x[i] * w[i];
+        s = fused ? fmaf(x[i], w[i], s) : s + product;
+    }
+    return s;
+}
+
+/* The fp32 kernels (BF16, F16 and F32 weights, cpu_kernels.c): a row alone is the contract's
+ * sum (contract_dot), bit for bit, and the same bits in a small batch (weights widened as
+ * they stream) and in a large one (widened into scratch), with bias and accumulate, on the
+ * path this process runs (NEXUS_CPU_KERNELS=avx2 or plain picks a narrower one). The widths leave
  * 0, 5 and 7 k past a multiple of 16; 45 weight rows leave tiles of 13 (one row past blocks
  * of 4). */
 static void test_dense_batch_invariance(void **state)
@@ -643,6 +668,21 @@ static void test_dense_batch_invariance(void **state)
                     nx__k_matmul_tile(x + (size_t)i * cols, 1, &w, &bias, col,
                                       rows - col < NX_K_TILE_COLS ? rows - col : NX_K_TILE_COLS,
                                       solo + (size_t)i * rows, true, scratch);
+            float *wv = malloc(count * sizeof *wv); /* the weights as the kernels read them */
+            for (size_t i = 0; i < count; i++)
+                wv[i] = nx__k_weight_at(&w, i);
+            bool fused = true, separate = true;
+            for (uint32_t i = 0; i < most; i++)
+                for (uint32_t c = 0; c < rows; c++) {
+                    float prior = (float)((i * rows + c) % 7) - 3.0f, got = solo[i * rows + c];
+                    const float *xi = x + (size_t)i * cols, *wc = wv + (size_t)c * cols;
+                    fused &= got == prior + (contract_dot(xi, wc, cols, true) + bias_vals[c]);
+                    separate &= got == prior + (contract_dot(xi, wc, cols, false) + bias_vals[c]);
+                }
+            if (!fused && !separate)
+                fail_msg("%s width %u: a row alone is not the contract's sum",
+                         nx_dtype_name(dtypes[d]), cols);
+            free(wv);
             for (size_t b = 0; b < sizeof batches / sizeof *batches; b++) {
                 uint32_t n = batches[b];
                 for (size_t i = 0; i < (size_t)n * rows; i++)
