@@ -19,7 +19,8 @@
  * (below); both ways give the same floats.
  *
  * The same bodies are compiled three times, plain, AVX2+FMA and AVX-512F, chosen once at run
- * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them).
+ * time (NEXUS_CPU_KERNELS=plain or =avx2 forces a narrower one, so tests cover them). AVX2
+ * has kernels of its own (body_avx2), the same arithmetic in ymm registers.
  */
 #include "cpu_kernels.h"
 
@@ -199,6 +200,39 @@ typedef struct ahead {
     uint32_t step;
 } ahead_t;
 
+/* out[c] = x . w[c] for c < cols, from acc[c] (the lane sums of k < i): reduced in hsum16's
+ * order, then k in [i, k) in sequence. */
+static AI void finish_row(const v16f *acc, const float *x, const void *const *w, int cols,
+                          int kind, uint32_t i, uint32_t k, float *out)
+{
+    float sums[COLS];
+    if (cols == 4) {
+        v4f s4 = hsum16_x4(acc[0], acc[1], acc[2], acc[3]);
+        for (int c = 0; c < 4; c++)
+            sums[c] = s4[c];
+    } else {
+        for (int c = 0; c < cols; c++)
+            sums[c] = hsum16(acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < cols; c++) {
+        float s = sums[c];
+        for (uint32_t j = i; j < k; j++)
+            s += x[j] * weight_elem(kind, w[c], j);
+        out[c] = s;
+    }
+}
+
+/* The next tile's prefetch share for one step of a streaming block (prefetcht2). */
+static AI void prefetch_ahead(ahead_t *ahead)
+{
+    if (ahead->at < ahead->end) {
+        for (uint32_t b = 0; b < ahead->step; b += 64)
+            __builtin_prefetch(ahead->at + b, 0, 1);
+        ahead->at += ahead->step;
+    }
+}
+
 /* out[r * cols + c] = x[r] . w[c] over k elements, for r < rows, c < cols. rows and cols are
  * constants after inlining, so the accumulators live in registers. w rows are read as `kind`
  * says. Hot path. */
@@ -213,11 +247,7 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
             acc[r][c] = (v16f){0};
     uint32_t i = 0;
     for (; i + LANES <= k; i += LANES) {
-        if (ahead->at < ahead->end) { /* prefetcht2, spread over the steps */
-            for (uint32_t b = 0; b < ahead->step; b += 64)
-                __builtin_prefetch(ahead->at + b, 0, 1);
-            ahead->at += ahead->step;
-        }
+        prefetch_ahead(ahead);
         v16f wv[COLS];
 #pragma GCC unroll 4
         for (int c = 0; c < cols; c++)
@@ -231,24 +261,8 @@ static AI void block_dot(const float *const *x, int rows, const void *const *w, 
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < rows; r++) {
-        float sums[COLS];
-        if (cols == 4) {
-            v4f s4 = hsum16_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-            for (int c = 0; c < 4; c++)
-                sums[c] = s4[c];
-        } else {
-            for (int c = 0; c < cols; c++)
-                sums[c] = hsum16(acc[r][c]);
-        }
-#pragma GCC unroll 4
-        for (int c = 0; c < cols; c++) {
-            float s = sums[c];
-            for (uint32_t j = i; j < k; j++)
-                s += x[r][j] * weight_elem(kind, w[c], j);
-            out[r * cols + c] = s;
-        }
-    }
+    for (int r = 0; r < rows; r++)
+        finish_row(acc[r], x[r], w, cols, kind, i, k, out + r * cols);
 }
 
 typedef struct tile_args {
@@ -300,6 +314,112 @@ static AI void row_group(tile_args_t *a, uint32_t i, int rows, int kind, f16_loa
     for (; c < a->cols; c++)
         for (int r = 0; r < rows; r++)
             block(a, i + r, 1, c, 1, kind, f16);
+}
+
+/* ---- AVX2 ---------------------------------------------------------------------------
+ * GCC splits block_dot's 16-float vectors in two for AVX2 but does not keep them in
+ * registers: the accumulators went to the stack and back through general registers at every
+ * step (perf annotate of tile_avx2), so batch-1 BF16/F16 decode was compute bound at about
+ * 13 GB/s on two Zen 3 cores, 40% of the memory's read rate, and larger batches at 15 GOP/s.
+ * These kernels are the same arithmetic with each accumulator held as two ymm registers
+ * (lanes 0-7 and 8-15): lane by lane one fma per k in k order, as block_dot's
+ * acc += xv * wv contracts to, then block_dot's reduction and tail (finish_row), so the bits
+ * are the same. Blocks: 1 batch row x 4 weight rows (decode: 8 accumulators, the widest
+ * stretch of weights per pass), else up to 3 x 2 (12 accumulators, 2 weight vectors and an x
+ * vector fill the 16 ymm registers). */
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ROWS_AVX2 3
+
+static AI TARGET_AVX2 __m256 load8_w(int kind, const void *p, uint32_t i)
+{
+    if (kind == W_F32)
+        return _mm256_loadu_ps((const float *)p + i);
+    __m128i halves = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    if (kind == W_F16)
+        return _mm256_cvtph_ps(halves);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
+/* block_dot's contract for rows <= ROWS_AVX2, cols <= COLS, rows * cols <= 6 (constants after
+ * inlining). Hot path. */
+static AI TARGET_AVX2 void block_dot_avx2(const float *const *x, int rows, const void *const *w,
+                                          int cols, int kind, uint32_t k, float *out,
+                                          ahead_t *ahead)
+{
+    __m256 acc[ROWS_AVX2][COLS][2]; /* [row][column][lanes 0-7, 8-15] */
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+    uint32_t i = 0;
+    for (; i + LANES <= k; i += LANES) {
+        prefetch_ahead(ahead);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256 wv[COLS];
+#pragma GCC unroll 4
+            for (int c = 0; c < cols; c++)
+                wv[c] = load8_w(kind, w[c], i + 8 * h);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++) {
+                __m256 xv = _mm256_loadu_ps(x[r] + i + 8 * h);
+#pragma GCC unroll 4
+                for (int c = 0; c < cols; c++)
+                    acc[r][c][h] = _mm256_fmadd_ps(xv, wv[c], acc[r][c][h]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+        v16f sums[COLS];
+#pragma GCC unroll 4
+        for (int c = 0; c < cols; c++)
+            sums[c] = __builtin_shufflevector((v8f)acc[r][c][0], (v8f)acc[r][c][1], 0, 1, 2, 3,
+                                              4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        finish_row(sums, x[r], w, cols, kind, i, k, out + r * cols);
+    }
+}
+
+/* Rows [i, i + rows) against the whole tile, cols_max weight rows a block. */
+static AI TARGET_AVX2 void group_avx2(tile_args_t *a, uint32_t i, int rows, int cols_max,
+                                      int kind)
+{
+    const float *xr[ROWS_AVX2];
+    float out[ROWS_AVX2 * COLS];
+    for (int r = 0; r < rows; r++)
+        xr[r] = a->x + (uint64_t)(i + r) * a->k;
+    for (uint32_t c = 0; c < a->cols;) {
+        int cols = c + cols_max <= a->cols ? cols_max : 1;
+        if (cols == cols_max)
+            block_dot_avx2(xr, rows, a->wrows + c, cols_max, kind, a->k, out, &a->ahead);
+        else
+            block_dot_avx2(xr, rows, a->wrows + c, 1, kind, a->k, out, &a->ahead);
+        for (int r = 0; r < rows; r++)
+            for (int cc = 0; cc < cols; cc++)
+                store(a, i + r, c + cc, out[r * cols + cc]);
+        c += (uint32_t)cols;
+    }
+}
+
+/* tile_body on AVX2: every batch row against the tile. Blocks of 2 weight rows read half of
+ * what prepare sized the next tile's prefetch for (4 a step): it is done halfway through the
+ * first pass, which is early enough. */
+static AI TARGET_AVX2 void body_avx2(tile_args_t *a, int kind)
+{
+    if (a->n == 1) {
+        group_avx2(a, 0, 1, COLS, kind);
+        return;
+    }
+    for (uint32_t r0 = 0; r0 < a->n; r0 += ROW_BLOCK) {
+        uint32_t r1 = r0 + ROW_BLOCK < a->n ? r0 + ROW_BLOCK : a->n, i = r0;
+        for (; i + ROWS_AVX2 <= r1; i += ROWS_AVX2)
+            group_avx2(a, i, ROWS_AVX2, 2, kind);
+        if (r1 - i == 2)
+            group_avx2(a, i, 2, 2, kind);
+        else if (r1 - i == 1)
+            group_avx2(a, i, 1, COLS, kind);
+    }
 }
 
 /* Hot path: every batch row against the tile's weight rows, rows_max at a time. */
@@ -368,9 +488,20 @@ static AI void prepare(tile_args_t *a, const nx__wref_t *w, uint32_t col_first, 
 
 /* AVX-512: 4 x 4 accumulators of 16 floats (16 of the 32 registers) */
 DEFINE_TILE(tile_avx512, __attribute__((target("avx512f,fma"))), 4, load_f16_avx512)
-/* AVX2: a 16-float accumulator is two registers of 16, so 2 x 4 */
-DEFINE_TILE(tile_avx2, __attribute__((target("avx2,fma,f16c"))), 2, load_f16_f16c)
 DEFINE_TILE(tile_plain, , 1, load_f16)
+
+/* AVX2: kernels of its own (body_avx2) */
+TARGET_AVX2 static void tile_avx2(tile_args_t *a, const nx__wref_t *w, uint32_t col_first,
+                                  float *scratch)
+{
+    prepare(a, w, col_first, scratch, load_f16_f16c);
+    if (a->kind == W_BF16)
+        body_avx2(a, W_BF16);
+    else if (a->kind == W_F16)
+        body_avx2(a, W_F16);
+    else
+        body_avx2(a, W_F32);
+}
 
 /* ------------------------------------------------------------------------------------------
  * Attention for one query row over one head's cache (see nx__k_attend)

@@ -4,7 +4,8 @@
  * activation formats; matmuls of every type on every kernel path the CPU has against a
  * double-precision reference on the dequantized weights and activations (odd shapes, partial
  * tiles, bias and accumulate), the paths bit-identical to each other, and every row's result
- * independent of the batch it came in (n = 1..40). */
+ * independent of the batch it came in (n = 1..40); the same independence for the fp32 kernels
+ * over BF16, F16 and F32 weights (cpu_kernels.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -606,6 +607,108 @@ static void test_bias_and_accumulate(void **state)
         }
 }
 
+/* x . w as cpu_kernels.c's contract computes it: 16 lanes, lane l summing the products at
+ * k = l, l + 16, ... in order, reduced in hsum16's order, then the tail in sequence. fused:
+ * each step one fma (paths with FMA), else a rounded product added (the plain path). */
+static float contract_dot(const float *x, const float *w, uint32_t k, bool fused)
+{
+    float lane[16] = {0};
+    uint32_t i = 0;
+    for (; i + 16 <= k; i += 16)
+        for (int l = 0; l < 16; l++) {
+            volatile float product = x[i + l] * w[i + l]; /* rounded: never contracted */
+            lane[l] = fused ? fmaf(x[i + l], w[i + l], lane[l]) : lane[l] + product;
+        }
+    float a[8], b[4];
+    for (int l = 0; l < 8; l++)
+        a[l] = lane[l] + lane[l + 8];
+    for (int l = 0; l < 4; l++)
+        b[l] = a[l] + a[l + 4];
+    float s = (b[0] + b[2]) + (b[1] + b[3]);
+    for (; i < k; i++) {
+        volatile float product = x[i] * w[i];
+        s = fused ? fmaf(x[i], w[i], s) : s + product;
+    }
+    return s;
+}
+
+/* The fp32 kernels (BF16, F16 and F32 weights, cpu_kernels.c): a row alone is the contract's
+ * sum (contract_dot), bit for bit, and the same bits in a small batch (weights widened as
+ * they stream) and in a large one (widened into scratch), with bias and accumulate, on the
+ * path this process runs (NEXUS_CPU_KERNELS=avx2 or plain picks a narrower one). The widths leave
+ * 0, 5 and 7 k past a multiple of 16; 45 weight rows leave tiles of 13 (one row past blocks
+ * of 4). */
+static void test_dense_batch_invariance(void **state)
+{
+    static const nx_dtype_t dtypes[] = {NX_DT_BF16, NX_DT_F16, NX_DT_F32};
+    static const uint32_t widths[] = {7, 16, 37, 597, 1024};
+    static const uint32_t batches[] = {2, 3, 15, 20};
+    const uint32_t rows = 45, most = 20;
+    float bias_vals[45];
+    fill_random(bias_vals, rows, 1.0f);
+    nx__wref_t bias = {bias_vals, NX_DT_F32, rows, 1};
+    for (size_t d = 0; d < sizeof dtypes / sizeof *dtypes; d++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+            uint32_t cols = widths[wi];
+            size_t count = (size_t)rows * cols;
+            float *wf = malloc(count * sizeof *wf), *x = malloc(most * cols * sizeof *x);
+            uint16_t *halves = malloc(count * sizeof *halves);
+            fill_random(wf, count, 0.05f);
+            fill_random(x, (size_t)most * cols, 1.0f);
+            for (size_t i = 0; i < count; i++) {
+                uint32_t bits;
+                memcpy(&bits, &wf[i], sizeof bits);
+                halves[i] = dtypes[d] == NX_DT_BF16 ? (uint16_t)(bits >> 16)
+                                                    : nx__f32_to_half(wf[i]);
+            }
+            nx__wref_t w = {dtypes[d] == NX_DT_F32 ? (void *)wf : (void *)halves, dtypes[d],
+                            rows, cols};
+            float *scratch = malloc((size_t)NX_K_TILE_COLS * cols * sizeof *scratch);
+            float *solo = malloc((size_t)most * rows * sizeof *solo);
+            float *y = malloc((size_t)most * rows * sizeof *y);
+            for (size_t i = 0; i < (size_t)most * rows; i++)
+                solo[i] = (float)(i % 7) - 3.0f;
+            for (uint32_t i = 0; i < most; i++)
+                for (uint32_t col = 0; col < rows; col += NX_K_TILE_COLS)
+                    nx__k_matmul_tile(x + (size_t)i * cols, 1, &w, &bias, col,
+                                      rows - col < NX_K_TILE_COLS ? rows - col : NX_K_TILE_COLS,
+                                      solo + (size_t)i * rows, true, scratch);
+            float *wv = malloc(count * sizeof *wv); /* the weights as the kernels read them */
+            for (size_t i = 0; i < count; i++)
+                wv[i] = nx__k_weight_at(&w, i);
+            bool fused = true, separate = true;
+            for (uint32_t i = 0; i < most; i++)
+                for (uint32_t c = 0; c < rows; c++) {
+                    float prior = (float)((i * rows + c) % 7) - 3.0f, got = solo[i * rows + c];
+                    const float *xi = x + (size_t)i * cols, *wc = wv + (size_t)c * cols;
+                    fused &= got == prior + (contract_dot(xi, wc, cols, true) + bias_vals[c]);
+                    separate &= got == prior + (contract_dot(xi, wc, cols, false) + bias_vals[c]);
+                }
+            if (!fused && !separate)
+                fail_msg("%s width %u: a row alone is not the contract's sum",
+                         nx_dtype_name(dtypes[d]), cols);
+            free(wv);
+            for (size_t b = 0; b < sizeof batches / sizeof *batches; b++) {
+                uint32_t n = batches[b];
+                for (size_t i = 0; i < (size_t)n * rows; i++)
+                    y[i] = (float)(i % 7) - 3.0f;
+                for (uint32_t col = 0; col < rows; col += NX_K_TILE_COLS)
+                    nx__k_matmul_tile(x, n, &w, &bias, col,
+                                      rows - col < NX_K_TILE_COLS ? rows - col : NX_K_TILE_COLS,
+                                      y, true, scratch);
+                if (memcmp(y, solo, (size_t)n * rows * sizeof *y) != 0)
+                    fail_msg("%s width %u: a batch of %u differs from its rows alone",
+                             nx_dtype_name(dtypes[d]), cols, n);
+            }
+            free(wf);
+            free(x);
+            free(halves);
+            free(scratch);
+            free(solo);
+            free(y);
+        }
+}
+
 /* The embedding lookup dequantizes a row of a quantized token_embd. */
 static void test_embedding_row(void **state)
 {
@@ -643,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_matmul_matches_reference),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bias_and_accumulate),
+        cmocka_unit_test(test_dense_batch_invariance),
         cmocka_unit_test(test_embedding_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
