@@ -1047,10 +1047,11 @@ static AI R2_TARGET __m256i r2_nibbles(const uint8_t *p)
 #define R2_BATCH 16
 
 /* One block of weight rows 8g .. 8g + 7 (at byte `at` of each row, block b) against each of
- * `batch` activation rows xs, into acc[i]. A batch of one uses each row's block as it is
- * loaded; a larger one first decodes the 8 rows' block (codes lined up with the activations,
- * scales broadcast) into a local array in L1 and takes it from there for every activation row.
- * The block scales come by one gather either way. `q8` picks Q8_0 over Q4_0 in r2_block_32. */
+ * `batch` activation rows xs, into acc[i]. The 8 rows' block is decoded first (codes lined up
+ * with the activations, scales broadcast: in registers for Q8_0 and Q4_0, in a local array in
+ * L1 for the K-quants, whose batch of one uses each row's block as loaded instead) and taken
+ * from there for every activation row; the block scales come by one gather for all of them.
+ * `q8` picks Q8_0 over Q4_0 in r2_block_32. */
 typedef void (*r2_block_t)(const cols_t *cs, const qrow_t *xs, uint32_t batch, uint32_t b,
                            uint64_t at, int g, __m256 *acc, bool q8);
 
@@ -1298,7 +1299,10 @@ static AI R2_TARGET __m256i q6k_codes_avx2(const uint8_t *blk, int k)
  * scales as words. */
 static AI R2_TARGET __m256i q6k_scale_avx2(__m256i sc16, int k)
 {
-    __m256i half = _mm256_permute4x64_epi64(sc16, k >= 4 ? 0xee : 0x44); /* 8k/4 .. + 7 */
+    /* scales 8h .. 8h + 7 (h = k / 4) in both 128-bit lanes; two calls, as the selector
+     * must be an immediate even where -O1 does not fold k */
+    __m256i half = k >= 4 ? _mm256_permute4x64_epi64(sc16, 0xee)
+                          : _mm256_permute4x64_epi64(sc16, 0x44);
     int q = k % 4;
     __m256i pick = _mm256_add_epi8(_mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,
                                                     1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
