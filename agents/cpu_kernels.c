@@ -504,89 +504,6 @@ TARGET_AVX2 static void tile_avx2(tile_args_t *a, const nx__wref_t *w, uint32_t 
 }
 
 /* ------------------------------------------------------------------------------------------
- * Attention for one query row over one head's cache (see nx__k_attend)
- */
-
-/* scores[t] = scale * (q . keys[t]) for t < len, `block` keys at a time (a multiple of 4, a
- * constant after inlining): each dot lane-wise over head_dim in LANES-float chunks, reduced by
- * hsum16's tree (hsum16_x4), then the head_dim % LANES tail in sequence. Every key gets the
- * same arithmetic whatever block it falls in (a short last block repeats the last key), so a
- * score depends only on q and its key. */
-static AI void attn_scores(const float *q, const float *keys, uint32_t len, uint32_t hd,
-                           float scale, float *scores, int block)
-{
-    uint32_t whole = hd - hd % LANES;
-    for (uint32_t t0 = 0; t0 < len; t0 += (uint32_t)block) {
-        v16f acc[16];
-        const float *k[16];
-#pragma GCC unroll 16
-        for (int b = 0; b < block; b++) {
-            k[b] = keys + (uint64_t)(t0 + b < len ? t0 + b : len - 1) * hd;
-            acc[b] = (v16f){0};
-        }
-        for (uint32_t d = 0; d < whole; d += LANES) { /* hot */
-            v16f qv = load_f32(q + d);
-#pragma GCC unroll 16
-            for (int b = 0; b < block; b++)
-                acc[b] += qv * load_f32(k[b] + d);
-        }
-#pragma GCC unroll 4
-        for (int b = 0; b < block; b += 4) {
-            v4f sums = hsum16_x4(acc[b], acc[b + 1], acc[b + 2], acc[b + 3]);
-            for (int j = 0; j < 4 && t0 + b + j < len; j++) {
-                float v = sums[j];
-                for (uint32_t d = whole; d < hd; d++)
-                    v += q[d] * k[b + j][d];
-                scores[t0 + b + j] = v * scale;
-            }
-        }
-    }
-}
-
-/* The softmax of the scores, then out = sum_t p_t * values[t], each output element summed
- * over t in order. */
-static AI void attn_body(const float *q, const float *keys, const float *values, uint32_t len,
-                         uint32_t hd, float scale, float *scores, float *out, int block)
-{
-    attn_scores(q, keys, len, hd, scale, scores, block);
-    float max = -INFINITY, sum = 0;
-    for (uint32_t t = 0; t < len; t++)
-        max = scores[t] > max ? scores[t] : max;
-    for (uint32_t t = 0; t < len; t++)
-        sum += scores[t] = expf(scores[t] - max);
-    for (uint32_t t = 0; t < len; t++)
-        scores[t] /= sum;
-    uint32_t whole = hd - hd % LANES;
-    for (uint32_t d = 0; d < whole; d += LANES) {
-        v16f o = {0};
-        for (uint32_t t = 0; t < len; t++) /* hot */
-            o += scores[t] * load_f32(values + (uint64_t)t * hd + d);
-        *(v16f_u *)(out + d) = o;
-    }
-    for (uint32_t d = whole; d < hd; d++) {
-        float o = 0;
-        for (uint32_t t = 0; t < len; t++)
-            o += scores[t] * values[(uint64_t)t * hd + d];
-        out[d] = o;
-    }
-}
-
-typedef void (*attend_fn)(const float *, const float *, const float *, uint32_t, uint32_t,
-                          float, float *, float *);
-
-#define DEFINE_ATTEND(name, attrs, block)                                                      \
-    attrs static void name(const float *q, const float *keys, const float *values,             \
-                           uint32_t len, uint32_t hd, float scale, float *scores, float *out)  \
-    {                                                                                          \
-        attn_body(q, keys, values, len, hd, scale, scores, out, block);                        \
-    }
-
-/* AVX-512: 16 keys' accumulators in registers; AVX2 (two registers per 16 floats): 4 */
-DEFINE_ATTEND(attend_avx512, __attribute__((target("avx512f,fma"))), 16)
-DEFINE_ATTEND(attend_avx2, __attribute__((target("avx2,fma"))), 4)
-DEFINE_ATTEND(attend_plain, , 4)
-
-/* ------------------------------------------------------------------------------------------
  * SiLU
  */
 
@@ -648,6 +565,185 @@ static void silu_plain(float *g, const float *u, uint32_t n)
     silu_body(g, u, n);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Attention for one query row over one head's cache (see nx__k_attend)
+ *
+ * The arithmetic, the same on both paths but for fused multiply-adds (AVX2 fuses, the plain
+ * path rounds twice):
+ * - scores[t] = scale * (q . keys[t]): the dot in 8 lanes (lane l sums d = l, l + 8, ... in
+ *   order), the lanes reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then
+ *   the head_dim % 8 tail in order;
+ * - p[t] = e^(scores[t] - max) (the polynomial exp of the SiLU), their sum in 8 lanes by
+ *   t % 8 reduced the same way;
+ * - out[d] = (sum over t in order of p[t] * values[t][d]) / sum.
+ * Each score depends only on q and its key and each output element on its row's p and the
+ * values: a row's result does not depend on the batch around it. The AVX2 path takes eight
+ * keys per register block for the scores and 64 output elements per pass over the values,
+ * every accumulator its own chain; AVX-512 CPUs run it too (attention is a small part of a
+ * step, bound by the same latencies). */
+#define ATTN_KEYS 8 /* keys per block: the scores' lanes and the softmax sum's */
+
+typedef void (*attend_fn)(const float *, const float *, const float *, uint32_t, uint32_t,
+                          float, float *, float *);
+
+static AI float lanes_sum8(const float l[8])
+{
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+static void attend_plain(const float *q, const float *keys, const float *values, uint32_t len,
+                         uint32_t hd, float scale, float *scores, float *out)
+{
+    uint32_t whole = hd - hd % ATTN_KEYS;
+    float max = -INFINITY;
+    for (uint32_t t = 0; t < len; t++) {
+        const float *k = keys + (uint64_t)t * hd;
+        float lane[ATTN_KEYS] = {0};
+        for (uint32_t d = 0; d < whole; d++)
+            lane[d % ATTN_KEYS] += q[d] * k[d];
+        float v = lanes_sum8(lane);
+        for (uint32_t d = whole; d < hd; d++)
+            v += q[d] * k[d];
+        scores[t] = v * scale;
+        max = scores[t] > max ? scores[t] : max;
+    }
+    float lane[ATTN_KEYS] = {0};
+    for (uint32_t t = 0; t < len; t++)
+        lane[t % ATTN_KEYS] += scores[t] = exp_scalar(scores[t] - max);
+    float sum = lanes_sum8(lane);
+    for (uint32_t d = 0; d < hd; d++) {
+        float o = 0;
+        for (uint32_t t = 0; t < len; t++)
+            o += scores[t] * values[(uint64_t)t * hd + d];
+        out[d] = o / sum;
+    }
+}
+
+/* The 8 lanes of each of a[0..7] summed as lanes_sum8 does, key j's sum in lane j. */
+static AI TARGET_AVX2 __m256 lanes_sum8_x8(const __m256 a[8])
+{
+    __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 q0 = _mm256_hadd_ps(h01, h23); /* key 0-3's (l0+l1)+(l2+l3), then (l4+l5)+(l6+l7) */
+    __m256 q1 = _mm256_hadd_ps(h45, h67); /* keys 4-7 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                         _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+
+/* exp_scalar's operations on 8 lanes, with fused multiply-adds. */
+static AI TARGET_AVX2 __m256 exp8_avx2(__m256 x)
+{
+    __m256 v = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 magic = _mm256_set1_ps(12582912.f);
+    __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(v, _mm256_set1_ps(1.44269504f), magic), magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9841270e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3888889e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3333338e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1666668e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666667e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* out[d0 .. d0 + 8 * vecs) = sum_t p[t] * values[t][...] / sum, vecs accumulators in flight */
+static AI TARGET_AVX2 void attn_values_avx2(const float *p, const float *values, uint32_t len,
+                                            uint32_t hd, uint32_t d0, int vecs, __m256 sum,
+                                            float *out)
+{
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < vecs; i++)
+        acc[i] = _mm256_setzero_ps();
+    const float *v = values + d0;
+    for (uint32_t t = 0; t < len; t++, v += hd) { /* hot */
+        __m256 pt = _mm256_broadcast_ss(p + t);
+#pragma GCC unroll 8
+        for (int i = 0; i < vecs; i++)
+            acc[i] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 8 * i), acc[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < vecs; i++)
+        _mm256_storeu_ps(out + d0 + 8 * i, _mm256_div_ps(acc[i], sum));
+}
+
+TARGET_AVX2 static void attend_avx2(const float *q, const float *keys, const float *values,
+                                    uint32_t len, uint32_t hd, float scale, float *scores,
+                                    float *out)
+{
+    uint32_t whole = hd - hd % ATTN_KEYS;
+    __m256 max8 = _mm256_set1_ps(-INFINITY);
+    for (uint32_t t0 = 0; t0 < len; t0 += ATTN_KEYS) {
+        const float *k[ATTN_KEYS];
+        __m256 acc[ATTN_KEYS];
+#pragma GCC unroll 8
+        for (int b = 0; b < ATTN_KEYS; b++) { /* a short last block repeats the last key */
+            k[b] = keys + (uint64_t)(t0 + b < len ? t0 + b : len - 1) * hd;
+            acc[b] = _mm256_setzero_ps();
+        }
+        for (uint32_t d = 0; d < whole; d += ATTN_KEYS) { /* hot */
+            __m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+            for (int b = 0; b < ATTN_KEYS; b++)
+                acc[b] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[b] + d), acc[b]);
+        }
+        float s[ATTN_KEYS];
+        _mm256_storeu_ps(s, lanes_sum8_x8(acc));
+        for (int b = 0; b < ATTN_KEYS; b++) {
+            for (uint32_t d = whole; d < hd; d++)
+                s[b] = __builtin_fmaf(q[d], k[b][d], s[b]);
+            s[b] *= scale;
+        }
+        __m256 sv = _mm256_loadu_ps(s); /* lanes past len repeat the last key: max unchanged */
+        max8 = _mm256_max_ps(max8, sv);
+        for (int b = 0; b < ATTN_KEYS && t0 + b < len; b++)
+            scores[t0 + b] = s[b];
+    }
+    float m[ATTN_KEYS];
+    _mm256_storeu_ps(m, max8);
+    float max = m[0];
+    for (int i = 1; i < ATTN_KEYS; i++)
+        max = m[i] > max ? m[i] : max;
+    __m256 maxv = _mm256_set1_ps(max), sum8 = _mm256_setzero_ps();
+    uint32_t t = 0;
+    for (; t + ATTN_KEYS <= len; t += ATTN_KEYS) {
+        __m256 p = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + t), maxv));
+        _mm256_storeu_ps(scores + t, p);
+        sum8 = _mm256_add_ps(sum8, p);
+    }
+    if (t < len) { /* the last len % 8 scores: lanes past len add nothing */
+        float tail[ATTN_KEYS];
+        for (uint32_t i = 0; i < ATTN_KEYS; i++)
+            tail[i] = t + i < len ? scores[t + i] : max;
+        __m256 p = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(tail), maxv));
+        _mm256_storeu_ps(tail, p);
+        for (uint32_t i = 0; i < ATTN_KEYS; i++)
+            if (t + i >= len)
+                tail[i] = 0;
+        memcpy(scores + t, tail, (len - t) * sizeof(float));
+        sum8 = _mm256_add_ps(sum8, _mm256_loadu_ps(tail));
+    }
+    float l[ATTN_KEYS];
+    _mm256_storeu_ps(l, sum8);
+    __m256 sum = _mm256_set1_ps(lanes_sum8(l));
+    uint32_t d = 0;
+    for (; d + 64 <= hd; d += 64)
+        attn_values_avx2(scores, values, len, hd, d, 8, sum, out);
+    for (; d + 8 <= hd; d += 8)
+        attn_values_avx2(scores, values, len, hd, d, 1, sum, out);
+    for (; d < hd; d++) {
+        float o = 0;
+        for (uint32_t i = 0; i < len; i++)
+            o = __builtin_fmaf(scores[i], values[(uint64_t)i * hd + d], o);
+        out[d] = o / lanes_sum8(l);
+    }
+}
+
 typedef void (*tile_fn)(tile_args_t *, const nx__wref_t *, uint32_t, float *);
 
 /* The widest path the CPU has (0 plain, 1 AVX2, 2 AVX-512), or narrower when forced. */
@@ -676,7 +772,7 @@ static tile_fn pick_tile(void)
 void nx__k_attend(const float *q, const float *keys, const float *values, uint32_t len,
                   uint32_t head_dim, float scale, float *scores, float *out)
 {
-    static const attend_fn fns[] = {attend_plain, attend_avx2, attend_avx512};
+    static const attend_fn fns[] = {attend_plain, attend_avx2, attend_avx2}; /* see above */
     fns[pick_path()](q, keys, values, len, head_dim, scale, scores, out);
 }
 

@@ -21,6 +21,9 @@
  * --serve: load, warm up, then run bursts on demand instead of the figures above (see
  * serve(), used by bench/quant_pair.py to interleave our bursts with llama.cpp's).
  *
+ * Before the figures, each runs once untimed (the prompt, 4 steps of each batch), as
+ * bench/llama_bench.mjs warms llama.cpp up.
+ *
  * Decode sequences start from a short prompt (--decode-prompt, untimed) so that large batches
  * do not spend the run in prefill; the KV cache's reads are not counted in the bytes, so the
  * fraction is a lower bound of what the step reads.
@@ -482,6 +485,17 @@ int main(int argc, char **argv)
         exit_code = serve(&a, &c, bw_bytes);
         goto out;
     }
+    /* Untimed warm-up, as bench/llama_bench.mjs gives llama.cpp: the prompt once and each
+     * batch 4 steps (first touch of the step's buffers and the KV pages, each batch size's
+     * thread split), then every figure timed. */
+    uint32_t tokens = a.tokens;
+    a.tokens = tokens < 4 ? tokens : 4;
+    for (size_t i = 0; i <= a.batch_count; i++) {
+        figure_t warm;
+        if (run_figure(&a, &c, i == 0 ? 0 : a.batches[i - 1], false, &warm, &err) != NX_OK)
+            goto out;
+    }
+    a.tokens = tokens;
     for (size_t i = 0; i <= a.batch_count + 1; i++, n++) { /* prefill, batches, sampled b1 */
         uint32_t batch = i == 0 ? 0 : i <= a.batch_count ? a.batches[i - 1] : 1;
         if (run_figure(&a, &c, batch, i > a.batch_count, &figs[n], &err) != NX_OK)

@@ -5,7 +5,8 @@
  * double-precision reference on the dequantized weights and activations (odd shapes, partial
  * tiles, bias and accumulate), the paths bit-identical to each other, and every row's result
  * independent of the batch it came in (n = 1..40); the same independence for the fp32 kernels
- * over BF16, F16 and F32 weights (cpu_kernels.c). */
+ * over BF16, F16 and F32 weights (cpu_kernels.c); attention against a double-precision
+ * softmax. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -716,6 +717,62 @@ static void test_dense_batch_invariance(void **state)
         }
 }
 
+/* Attention over one head's cache (nx__k_attend, cpu_kernels.c) on the path this process runs
+ * against a double-precision softmax: head dims with and without a tail past a multiple of 8,
+ * lengths across the 8-key blocks, scores from about -12 to 12. Every output element is a
+ * convex combination of values in [-1, 1], so the error is absolute; 2e-6 is a few float ulps
+ * of the exp, the sums and the division. The scratch past len and the output past head_dim
+ * stay untouched. */
+static void test_attention_matches_reference(void **state)
+{
+    static const uint32_t dims[] = {8, 12, 64, 72, 128, 131};
+    static const uint32_t lens[] = {1, 2, 7, 8, 9, 15, 16, 17, 33, 64, 129};
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            uint32_t hd = dims[di], len = lens[li];
+            float scale = 1.0f / sqrtf((float)hd);
+            float *q = malloc(hd * sizeof *q), *out = malloc((hd + 4) * sizeof *out);
+            float *keys = malloc((size_t)len * hd * sizeof *keys);
+            float *values = malloc((size_t)len * hd * sizeof *values);
+            float *scores = malloc((len + 4) * sizeof *scores);
+            double *p = malloc(len * sizeof *p);
+            fill_random(q, hd, 3.0f);
+            fill_random(keys, (size_t)len * hd, 1.5f);
+            fill_random(values, (size_t)len * hd, 1.0f);
+            for (uint32_t i = 0; i < 4; i++)
+                scores[len + i] = out[hd + i] = 1234.5f;
+            nx__k_attend(q, keys, values, len, hd, scale, scores, out);
+            double max = -INFINITY, sum = 0;
+            for (uint32_t t = 0; t < len; t++) {
+                double dot = 0;
+                for (uint32_t d = 0; d < hd; d++)
+                    dot += (double)q[d] * keys[(size_t)t * hd + d];
+                p[t] = dot * scale;
+                max = p[t] > max ? p[t] : max;
+            }
+            for (uint32_t t = 0; t < len; t++)
+                sum += p[t] = exp(p[t] - max);
+            for (uint32_t d = 0; d < hd; d++) {
+                double want = 0;
+                for (uint32_t t = 0; t < len; t++)
+                    want += p[t] / sum * values[(size_t)t * hd + d];
+                if (fabs(out[d] - want) > 2e-6)
+                    fail_msg("head_dim %u, len %u, element %u: %.9g, want %.9g", hd, len, d,
+                             out[d], want);
+            }
+            for (uint32_t i = 0; i < 4; i++)
+                if (scores[len + i] != 1234.5f || out[hd + i] != 1234.5f)
+                    fail_msg("head_dim %u, len %u: wrote past the scratch or the output", hd,
+                             len);
+            free(q);
+            free(out);
+            free(keys);
+            free(values);
+            free(scores);
+            free(p);
+        }
+}
+
 /* The embedding lookup dequantizes a row of a quantized token_embd. */
 static void test_embedding_row(void **state)
 {
@@ -754,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bias_and_accumulate),
         cmocka_unit_test(test_dense_batch_invariance),
+        cmocka_unit_test(test_attention_matches_reference),
         cmocka_unit_test(test_embedding_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
