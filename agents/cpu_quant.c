@@ -559,8 +559,8 @@ static AI Q4R_TARGET __m512i q4r_sum4(__m512i a, __m512i b, __m512i c, __m512i d
  * of them crossing into the next tile) was slower from memory: bench/quant_matmul, passes of
  * the two alternating, 4b gate/up 1.05-1.11x, 0.6b gate/up 1.10x, 4b down 1.03-1.07x. */
 typedef struct q4r_ahead {
-    const uint8_t *first; /* the next tile's first line (64-byte aligned), or NULL */
-    uint64_t lines, done; /* lines in all; prefetched so far */
+    const uint8_t *next;  /* the next line to prefetch of the next tile, or NULL */
+    uint64_t lines, part; /* lines in all; lines x steps so far - steps x lines prefetched */
 } q4r_ahead_t;
 
 static q4r_ahead_t q4r_ahead(const qtile_t *t)
@@ -572,11 +572,13 @@ static q4r_ahead_t q4r_ahead(const qtile_t *t)
     return (q4r_ahead_t){(const uint8_t *)start, (end - start + 63) / 64, 0};
 }
 
-/* Before step `step` of `steps`: the next tile's lines up to (step + 1) / steps of them. */
-static AI void q4r_prefetch(q4r_ahead_t *a, uint32_t step, uint32_t steps)
+/* Before each of `steps` steps, in order: the next tile's lines up to (step + 1) / steps of
+ * them, counted without a division (a 64-bit divide per step was a tenth of Q4_0's batch-1
+ * kernel on Zen 3). */
+static AI void q4r_prefetch(q4r_ahead_t *a, uint32_t steps)
 {
-    for (uint64_t upto = a->lines * (step + 1) / steps; a->done < upto; a->done++)
-        __builtin_prefetch(a->first + 64 * a->done, 0, 1);
+    for (a->part += a->lines; a->part >= steps; a->part -= steps, a->next += 64)
+        __builtin_prefetch(a->next, 0, 1);
 }
 
 /* One step: blocks b0 .. b0 + nblk - 1 (nblk 4, or 1-3 at the end of a row: masked loads, the
@@ -670,7 +672,7 @@ static Q4R_TARGET void q4_0_rows_avx512(const qtile_t *t, const cols_t *cs)
     __m512 acc = _mm512_setzero_ps();
     q4r_ahead_t ahead = q4r_ahead(t);
     for (uint32_t step = 0; step < full_steps; step++) { /* hot */
-        q4r_prefetch(&ahead, step, full_steps);
+        q4r_prefetch(&ahead, full_steps);
         acc = q4r_step(cs, &x, 4 * step, 4, acc);
     }
     if (blocks % 4)
@@ -709,7 +711,7 @@ static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
     __m512 acc = _mm512_setzero_ps();
     q4r_ahead_t ahead = q4r_ahead(t);
     for (uint32_t b = 0; b < blocks; b++) { /* hot */
-        q4r_prefetch(&ahead, b, blocks);
+        q4r_prefetch(&ahead, blocks);
         const int8_t *xb = x.qs + 256 * b;
         __m512i x0 = _mm512_loadu_si512(xb), x1 = _mm512_loadu_si512(xb + 64);
         __m512i x2 = _mm512_loadu_si512(xb + 128), x3 = _mm512_loadu_si512(xb + 192);
@@ -830,7 +832,7 @@ static Q4R_TARGET void q6_k_rows_avx512(const qtile_t *t, const cols_t *cs)
     __m512 acc = _mm512_setzero_ps();
     q4r_ahead_t ahead = q4r_ahead(t);
     for (uint32_t b = 0; b < blocks; b++) { /* hot */
-        q4r_prefetch(&ahead, b, blocks);
+        q4r_prefetch(&ahead, blocks);
         const int8_t *xb = x.qs + 256 * b;
         __m512i xs[4];
 #pragma GCC unroll 4
@@ -1090,7 +1092,7 @@ static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t bl
                 acc[i] = _mm256_setzero_ps();
             for (uint32_t b = 0; b < blocks; b++) { /* hot */
                 if (i0 == 0)
-                    q4r_prefetch(&ahead, (uint32_t)g * blocks + b, 2 * blocks);
+                    q4r_prefetch(&ahead, 2 * blocks); /* step g x blocks + b */
                 block(cs, xs, batch, b, b * block_bytes, g, acc, q8);
             }
             if (odd)
@@ -1136,10 +1138,6 @@ static AI R2_TARGET void r2_block_32(const cols_t *cs, const qrow_t *xs, uint32_
     }
 }
 
-static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
-{
-    r2_rows(t, cs, 32, sizeof(nx_bq8_0_t), r2_block_32, true);
-}
 
 /* Q4_0, two blocks (b = 2 pair, b + 1) a step: each row's 32 code bytes as [block b | b + 1]
  * per nibble half, against the activations rearranged the same way once for the 8 rows, the
@@ -1186,10 +1184,6 @@ static AI R2_TARGET void r2_pair_q4_0(const cols_t *cs, const qrow_t *xs, uint32
     }
 }
 
-static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
-{
-    r2_rows(t, cs, 64, 2 * sizeof(nx_bq4_0_t), r2_pair_q4_0, false);
-}
 
 /* Q4_K: per 64 values, 32 code bytes whose low nibbles are sub-block 2j and high ones 2j + 1,
  * each against its 32 activations by vpmaddubsw (code 0-15: a pair at most 3810), then
@@ -1199,8 +1193,10 @@ static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
 /* A block's sub-block scales as words in both 128-bit lanes, and its mins as words. */
 static AI R2_TARGET __m256i q4k_scales8_avx2(const uint8_t *blk, __m128i *mins)
 {
-    uint32_t u[3];
-    memcpy(u, blk + 4, sizeof u); /* the 12 scale bytes: see nx__q4k_scale_min */
+    uint32_t u[3]; /* the 12 scale bytes (see nx__q4k_scale_min), each word loaded as such */
+    memcpy(&u[0], blk + 4, 4);
+    memcpy(&u[1], blk + 8, 4);
+    memcpy(&u[2], blk + 12, 4);
     uint64_t sc = (u[0] & 0x3f3f3f3fu) |
                   (uint64_t)((u[2] & 0x0f0f0f0fu) | (u[0] >> 6 & 0x03030303u) << 4) << 32;
     uint64_t mn = (u[1] & 0x3f3f3f3fu) |
@@ -1273,10 +1269,6 @@ static AI R2_TARGET void q4k_block_avx2(const cols_t *cs, const qrow_t *xs, uint
     }
 }
 
-static R2_TARGET void q4_k_rows_avx2(const qtile_t *t, const cols_t *cs)
-{
-    r2_rows(t, cs, 256, sizeof(nx_bq4_k_t), q4k_block_avx2, false);
-}
 
 /* Q6_K: per half of a block (128 values) ql's two 32-byte rows and qh's 32 bytes make four
  * vectors of 32 codes (0-63) in the activations' order: ql0 & 15, ql1 & 15, ql0 >> 4,
@@ -1373,9 +1365,219 @@ static AI R2_TARGET void q6k_block_avx2(const cols_t *cs, const qrow_t *xs, uint
     }
 }
 
+/* Batch 1: the same arithmetic as the kernels above for a batch of one (the same bits), with
+ * each row's block used as loaded and its address kept as base + stride x {0, 1, 2, 3}: 8
+ * rows in 4 registers (r2_row). Through r2_rows GCC kept the rows' addresses on the stack and
+ * the decode arrays' frame (a Q4_0 step of about 370 instructions held 119 scalar moves) and
+ * took the block scales by gathers, which wait on all 8 rows' lines; here they come by word
+ * loads. Zen 3, 2 cores, 4b shapes from L2 (quant_matmul --hot 1), GB/s: Q8_0 31-32 -> 54-55,
+ * Q4_0 20 -> 37-39, Q4_K 28-29 -> 33-34, Q6_K 34 -> 35-37 (the memory's streaming read: 30). */
+typedef uint16_t v8_u16 __attribute__((vector_size(16)));
+
+static AI const uint8_t *r2_row(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                uint64_t rs3, int r)
+{
+    const uint8_t *p = r < 4 ? p0 : p4; /* rows 0-3 of the group from p0, 4-7 from p4 */
+    return r % 4 == 3 ? p + rs3 : p + (uint64_t)(r % 4) * rs;
+}
+
+/* The fp16 at byte `off` of the 8 rows' blocks, as floats (elements, not an immediate's
+ * lanes: the -O1 sanitizer builds do not fold them). */
+static AI R2_TARGET __m256 r2_words(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                    uint64_t rs3, uint32_t off)
+{
+    v8_u16 h;
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        uint16_t w;
+        memcpy(&w, r2_row(p0, p4, rs, rs3, r) + off, 2);
+        h[r] = w;
+    }
+    return _mm256_cvtph_ps((__m128i)h);
+}
+
+typedef __m256 (*r2_one_t)(const uint8_t *p0, const uint8_t *p4, uint64_t rs, uint64_t rs3,
+                           const qrow_t *x, uint32_t b, __m256 acc);
+
+/* r2_block_32 with q8 for one activation row */
+static AI R2_TARGET __m256 q8_0_one(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                    uint64_t rs3, const qrow_t *x, uint32_t b, __m256 acc)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i xv = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b));
+    __m256i v[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(r2_row(p0, p4, rs, rs3, r) + 2));
+        v[r] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w)), ones);
+    }
+    __m256 d = r2_words(p0, p4, rs, rs3, 0);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(r2_sum8(v)),
+                           _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])), acc);
+}
+
+/* r2_pair_q4_0 for one activation row: blocks 2 pair and 2 pair + 1 */
+static AI R2_TARGET __m256 q4_0_one(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                    uint64_t rs3, const qrow_t *x, uint32_t pair, __m256 acc)
+{
+    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+    uint32_t b = 2 * pair;
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b));
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * b + 32));
+    __m256i xlo = _mm256_permute2x128_si256(x0, x1, 0x20), xhi = _mm256_permute2x128_si256(x0, x1, 0x31);
+    __m256i v[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        const uint8_t *row = r2_row(p0, p4, rs, rs3, r);
+        __m256i q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(row + sizeof(nx_bq4_0_t) + 2)),
+                                     _mm_loadu_si128((const __m128i *)(row + 2)));
+        __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        v[r] = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), ones);
+    }
+    __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    __m256i s0 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                                  _mm256_set1_epi32(8 * x->offset[b]));
+    __m256i s1 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x31),
+                                  _mm256_set1_epi32(8 * x->offset[b + 1]));
+    __m256 d0 = r2_words(p0, p4, rs, rs3, 0), d1 = r2_words(p0, p4, rs, rs3, sizeof(nx_bq4_0_t));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, _mm256_set1_ps(x->d[b])), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
+                           _mm256_mul_ps(d1, _mm256_set1_ps(x->d[b + 1])), acc);
+}
+
+/* r2_sum8 of v[0..7] from h[k] = vphaddd(v[2k], v[2k + 1]) (the same integers): the rows
+ * can be summed in pairs as they are made, so that the 8 are never live at once (AVX2 has 16
+ * registers; the K-quants' activations and constants hold the rest). */
+static AI R2_TARGET __m256i r2_sum8_pairs(const __m256i h[4])
+{
+    __m256i q0 = _mm256_hadd_epi32(h[0], h[1]), q1 = _mm256_hadd_epi32(h[2], h[3]);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                            _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+/* Row blk's Q4_K block against xb: the scaled codes' sum (8 lanes) and the mins' (4 lanes). */
+static AI R2_TARGET __m256i q4_k_row(const uint8_t *blk, const int8_t *xb, __m128i sum32,
+                                     __m128i *min_sum)
+{
+    __m128i mins;
+    __m256i scales = q4k_scales8_avx2(blk, &mins), sum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; s++)
+        sum = r2_scaled_dot(sum, q4k_codes_avx2(blk, s), q4k_scale_avx2(scales, s), xb + 32 * s);
+    *min_sum = _mm_madd_epi16(mins, sum32);
+    return sum;
+}
+
+/* q4k_block_avx2 for one activation row. The mins' sums, 4 lanes a row, go two rows to a
+ * vector: three vphaddd leave row r's total in lane (r % 2) x 4 + r / 2, one vpermd puts it in
+ * lane r (r2_sum8 of the zero-extended rows made the same integers with twice the work). */
+static AI R2_TARGET __m256 q4_k_one(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                    uint64_t rs3, const qrow_t *x, uint32_t b, __m256 acc)
+{
+    const int8_t *xb = x->qs + 256 * b;
+    __m128i sum32 = _mm_loadu_si128((const __m128i *)(x->sum32 + 8 * b));
+    __m256i h1[4], h2[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        __m128i m0, m1;
+        __m256i v0 = q4_k_row(r2_row(p0, p4, rs, rs3, 2 * k), xb, sum32, &m0);
+        __m256i v1 = q4_k_row(r2_row(p0, p4, rs, rs3, 2 * k + 1), xb, sum32, &m1);
+        h1[k] = _mm256_hadd_epi32(v0, v1);
+        h2[k] = _mm256_set_m128i(m1, m0);
+    }
+    __m256i s1 = r2_sum8_pairs(h1);
+    __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(h2[0], h2[1]), _mm256_hadd_epi32(h2[2], h2[3]));
+    s2 = _mm256_permutevar8x32_epi32(s2, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    __m256 dx = _mm256_set1_ps(x->d[b]);
+    __m256 d = r2_words(p0, p4, rs, rs3, 0), dmin = r2_words(p0, p4, rs, rs3, 2);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d, dx), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dmin, dx), acc);
+}
+
+/* q6k_block_avx2 for one activation row */
+static AI R2_TARGET __m256 q6_k_one(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
+                                    uint64_t rs3, const qrow_t *x, uint32_t b, __m256 acc)
+{
+    const int8_t *xb = x->qs + 256 * b;
+    const __m256i *o = (const __m256i *)(x->offset + 16 * b); /* see q6k_block_avx2 */
+    __m256i offset = _mm256_permute4x64_epi64(
+        _mm256_packs_epi32(_mm256_srai_epi32(_mm256_loadu_si256(o), 5),
+                           _mm256_srai_epi32(_mm256_loadu_si256(o + 1), 5)),
+        0xd8);
+    __m256i h[4], v[2];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        const uint8_t *blk = r2_row(p0, p4, rs, rs3, r);
+        __m256i sc16 = q6k_sc16_avx2(blk);
+        __m256i sum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, offset), 5);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+            sum = r2_scaled_dot(sum, q6k_codes_avx2(blk, k), q6k_scale_avx2(sc16, k),
+                                xb + 32 * k);
+        v[r % 2] = sum;
+        if (r % 2)
+            h[r / 2] = _mm256_hadd_epi32(v[0], v[1]);
+    }
+    __m256 d = r2_words(p0, p4, rs, rs3, sizeof(nx_bq6_k_t) - 2); /* the block's last 2 bytes */
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(r2_sum8_pairs(h)),
+                           _mm256_mul_ps(d, _mm256_set1_ps(x->d[b])), acc);
+}
+
+/* The two groups of 8 rows, each front to back in steps of `step_values` (Q4_0: a pair of
+ * blocks, an odd last block by r2_block_32), the next tile prefetched as r2_rows does. */
+static AI R2_TARGET void r2_row1(const qtile_t *t, const cols_t *cs, uint32_t step_values,
+                                 uint32_t step_bytes, r2_one_t one)
+{
+    const qrow_t x = qrow(t->a, 0);
+    uint32_t steps = t->k / step_values;
+    uint64_t rs = cs->rs, rs3 = cs->rs3;
+    q4r_ahead_t ahead = q4r_ahead(t);
+    for (int g = 0; g < 2; g++) {
+        const uint8_t *p0 = cs->g[2 * g], *p4 = cs->g[2 * g + 1];
+        __m256 acc = _mm256_setzero_ps();
+        for (uint32_t b = 0; b < steps; b++, p0 += step_bytes, p4 += step_bytes) { /* hot */
+            q4r_prefetch(&ahead, 2 * steps);
+            acc = one(p0, p4, rs, rs3, &x, b, acc);
+        }
+        if (one == q4_0_one && t->k / 32 % 2)
+            r2_block_32(cs, &x, 1, 2 * steps, (uint64_t)steps * step_bytes, g, &acc, false);
+        r2_store(t, 0, g, acc);
+    }
+}
+
+static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
+{
+    if (t->n == 1)
+        r2_row1(t, cs, 32, sizeof(nx_bq8_0_t), q8_0_one);
+    else
+        r2_rows(t, cs, 32, sizeof(nx_bq8_0_t), r2_block_32, true);
+}
+
+static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
+{
+    if (t->n == 1)
+        r2_row1(t, cs, 64, 2 * sizeof(nx_bq4_0_t), q4_0_one);
+    else
+        r2_rows(t, cs, 64, 2 * sizeof(nx_bq4_0_t), r2_pair_q4_0, false);
+}
+
+static R2_TARGET void q4_k_rows_avx2(const qtile_t *t, const cols_t *cs)
+{
+    if (t->n == 1)
+        r2_row1(t, cs, 256, sizeof(nx_bq4_k_t), q4_k_one);
+    else
+        r2_rows(t, cs, 256, sizeof(nx_bq4_k_t), q4k_block_avx2, false);
+}
+
 static R2_TARGET void q6_k_rows_avx2(const qtile_t *t, const cols_t *cs)
 {
-    r2_rows(t, cs, 256, sizeof(nx_bq6_k_t), q6k_block_avx2, false);
+    if (t->n == 1)
+        r2_row1(t, cs, 256, sizeof(nx_bq6_k_t), q6_k_one);
+    else
+        r2_rows(t, cs, 256, sizeof(nx_bq6_k_t), q6k_block_avx2, false);
 }
 
 /* ------------------------------------------------------------------------------------------
