@@ -1386,7 +1386,7 @@ static AI const uint8_t *r2_row(const uint8_t *p0, const uint8_t *p4, uint64_t r
 static AI R2_TARGET __m256 r2_words(const uint8_t *p0, const uint8_t *p4, uint64_t rs,
                                     uint64_t rs3, uint32_t off)
 {
-    v8_u16 h;
+    v8_u16 h = {0};
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++) {
         uint16_t w;
