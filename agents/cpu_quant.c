@@ -1002,13 +1002,22 @@ static AI QS_TARGET qv_f32 half_avx2(qv_i32 v)
  */
 #define R2_TARGET __attribute__((target("avx2,fma,f16c")))
 
+/* r2_sum8 of v[0..7] from h[k] = vphaddd(v[2k], v[2k + 1]): the rows can be summed in pairs
+ * as they are made, so that the 8 are never live at once (AVX2 has 16 registers; the
+ * K-quants' activations and constants hold the rest). */
+static AI R2_TARGET __m256i r2_sum8_pairs(const __m256i h[4])
+{
+    __m256i q0 = _mm256_hadd_epi32(h[0], h[1]), q1 = _mm256_hadd_epi32(h[2], h[3]);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                            _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
 /* Lane r: the sum of the 8 int32 of v[r] (vphaddd pairs rows, 128-bit halves meet last). */
 static AI R2_TARGET __m256i r2_sum8(const __m256i v[8])
 {
-    __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
-                            _mm256_permute2x128_si256(q0, q1, 0x31));
+    const __m256i h[4] = {_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]),
+                          _mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7])};
+    return r2_sum8_pairs(h);
 }
 
 /* The fp16 at byte `at` (high: at + 2) of rows 8g .. 8g + 7, as floats: one gather of the 4
@@ -1103,6 +1112,23 @@ static AI R2_TARGET void r2_rows(const qtile_t *t, const cols_t *cs, uint32_t bl
     }
 }
 
+/* Q4_0's two blocks b, b + 1 of 8 rows into acc: v[r] holds row r's block b in its low 128-bit
+ * lane and b + 1 in its high one, so one vphaddd tree and two lane exchanges make both blocks'
+ * integers (plus 8 x the activations' -sums), then the two block fmas in order. */
+static AI R2_TARGET __m256 r2_pair_acc(const __m256i v[8], const qrow_t *x, uint32_t b,
+                                       __m256 d0, __m256 d1, __m256 acc)
+{
+    __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    __m256i s0 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                                  _mm256_set1_epi32(8 * x->offset[b]));
+    __m256i s1 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x31),
+                                  _mm256_set1_epi32(8 * x->offset[b + 1]));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, _mm256_set1_ps(x->d[b])), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
+                           _mm256_mul_ps(d1, _mm256_set1_ps(x->d[b + 1])), acc);
+}
+
 /* Q8_0 and Q4_0: a block of 32 per row; the codes against the activations by vpmaddubsw
  * (Q4_0: code 0-15 x |x| <= 127; Q8_0: |w| <= 128 x x with w's sign, |x| <= 127: a pair at
  * most 32512), summed by vpmaddwd by ones. Q4_0's codes are nibble - 8: 8 x the block's
@@ -1171,16 +1197,7 @@ static AI R2_TARGET void r2_pair_q4_0(const cols_t *cs, const qrow_t *xs, uint32
             v[r] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(codes[r][0], xlo),
                                                       _mm256_maddubs_epi16(codes[r][1], xhi)),
                                      ones);
-        __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-        __m256i s0 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
-                                      _mm256_set1_epi32(8 * x->offset[b]));
-        __m256i s1 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x31),
-                                      _mm256_set1_epi32(8 * x->offset[b + 1]));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0),
-                                 _mm256_mul_ps(d0, _mm256_set1_ps(x->d[b])), acc[i]);
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
-                                 _mm256_mul_ps(d1, _mm256_set1_ps(x->d[b + 1])), acc[i]);
+        acc[i] = r2_pair_acc(v, x, b, d0, d1, acc[i]);
     }
 }
 
@@ -1436,26 +1453,8 @@ static AI R2_TARGET __m256 q4_0_one(const uint8_t *p0, const uint8_t *p4, uint64
         v[r] = _mm256_madd_epi16(
             _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), ones);
     }
-    __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    __m256i s0 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
-                                  _mm256_set1_epi32(8 * x->offset[b]));
-    __m256i s1 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x31),
-                                  _mm256_set1_epi32(8 * x->offset[b + 1]));
-    __m256 d0 = r2_words(p0, p4, rs, rs3, 0), d1 = r2_words(p0, p4, rs, rs3, sizeof(nx_bq4_0_t));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, _mm256_set1_ps(x->d[b])), acc);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
-                           _mm256_mul_ps(d1, _mm256_set1_ps(x->d[b + 1])), acc);
-}
-
-/* r2_sum8 of v[0..7] from h[k] = vphaddd(v[2k], v[2k + 1]) (the same integers): the rows
- * can be summed in pairs as they are made, so that the 8 are never live at once (AVX2 has 16
- * registers; the K-quants' activations and constants hold the rest). */
-static AI R2_TARGET __m256i r2_sum8_pairs(const __m256i h[4])
-{
-    __m256i q0 = _mm256_hadd_epi32(h[0], h[1]), q1 = _mm256_hadd_epi32(h[2], h[3]);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
-                            _mm256_permute2x128_si256(q0, q1, 0x31));
+    return r2_pair_acc(v, x, b, r2_words(p0, p4, rs, rs3, 0),
+                       r2_words(p0, p4, rs, rs3, sizeof(nx_bq4_0_t)), acc);
 }
 
 /* Row blk's Q4_K block against xb: the scaled codes' sum (8 lanes) and the mins' (4 lanes). */
@@ -1548,36 +1547,35 @@ static AI R2_TARGET void r2_row1(const qtile_t *t, const cols_t *cs, uint32_t st
     }
 }
 
-static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
+/* Batch 1 by r2_row1, larger batches by r2_rows (both loops inline, `one` and `block`
+ * constants). */
+static AI R2_TARGET void r2_kernel(const qtile_t *t, const cols_t *cs, uint32_t step_values,
+                                   uint32_t step_bytes, r2_one_t one, r2_block_t block, bool q8)
 {
     if (t->n == 1)
-        r2_row1(t, cs, 32, sizeof(nx_bq8_0_t), q8_0_one);
+        r2_row1(t, cs, step_values, step_bytes, one);
     else
-        r2_rows(t, cs, 32, sizeof(nx_bq8_0_t), r2_block_32, true);
+        r2_rows(t, cs, step_values, step_bytes, block, q8);
+}
+
+static R2_TARGET void q8_0_rows_avx2(const qtile_t *t, const cols_t *cs)
+{
+    r2_kernel(t, cs, 32, sizeof(nx_bq8_0_t), q8_0_one, r2_block_32, true);
 }
 
 static R2_TARGET void q4_0_rows_avx2(const qtile_t *t, const cols_t *cs)
 {
-    if (t->n == 1)
-        r2_row1(t, cs, 64, 2 * sizeof(nx_bq4_0_t), q4_0_one);
-    else
-        r2_rows(t, cs, 64, 2 * sizeof(nx_bq4_0_t), r2_pair_q4_0, false);
+    r2_kernel(t, cs, 64, 2 * sizeof(nx_bq4_0_t), q4_0_one, r2_pair_q4_0, false);
 }
 
 static R2_TARGET void q4_k_rows_avx2(const qtile_t *t, const cols_t *cs)
 {
-    if (t->n == 1)
-        r2_row1(t, cs, 256, sizeof(nx_bq4_k_t), q4_k_one);
-    else
-        r2_rows(t, cs, 256, sizeof(nx_bq4_k_t), q4k_block_avx2, false);
+    r2_kernel(t, cs, 256, sizeof(nx_bq4_k_t), q4_k_one, q4k_block_avx2, false);
 }
 
 static R2_TARGET void q6_k_rows_avx2(const qtile_t *t, const cols_t *cs)
 {
-    if (t->n == 1)
-        r2_row1(t, cs, 256, sizeof(nx_bq6_k_t), q6_k_one);
-    else
-        r2_rows(t, cs, 256, sizeof(nx_bq6_k_t), q6k_block_avx2, false);
+    r2_kernel(t, cs, 256, sizeof(nx_bq6_k_t), q6_k_one, q6k_block_avx2, false);
 }
 
 /* ------------------------------------------------------------------------------------------
