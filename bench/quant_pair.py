@@ -25,7 +25,8 @@ over --sessions, each loading both engines afresh (which loads first alternates)
 table gives each session's median ratio beside the overall one.
 
     bench/quant_pair.py [--sessions 3] [--rounds 7] [--tokens 16] [--threads 2] [--out DIR]
-                        [--baseline-build DIR] [FILE.gguf ... | OURS=FILE.gguf ...]
+                        [--baseline-build DIR] [--hugepages off|on]
+                        [FILE.gguf ... | OURS=FILE.gguf ...]
 
 No file: the ten of bench/run_quant.sh (qwen3-{0.6b,4b}-{f16,bf16,q8_0,q4_0,q4_k_m}.gguf in
 $QUANT_DIR). OURS=FILE.gguf: ours runs OURS (a model folder, another file), llama.cpp the
@@ -145,7 +146,7 @@ def run_session(ours_path, gguf, args, log, session, rounds):
         base_argv = [node, os.path.join(HERE, "llama_bench.mjs"), gguf, "--batches", "1",
                      "--serve"]
     argvs = {"ours": [os.path.join(build, "bench", "decode"), ours_path, "--device", "cpu",
-                      "--batches", "1", "--serve"] + common,
+                      "--batches", "1", "--hugepages", args.hugepages, "--serve"] + common,
              "base": base_argv + common}
     names = {"ours": "ours", "base": base_name(args)}
     engines, ready = {}, {}
@@ -246,6 +247,9 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--baseline-build", default=None, metavar="DIR",
                     help="the baseline is DIR/bench/decode, not llama.cpp")
+    ap.add_argument("--hugepages", choices=("off", "on"), default="off",
+                    help="ours' weights in 2 MiB pages once loaded (bench/decode --hugepages; "
+                         "off, as nexusd by default)")
     args = ap.parse_args()
     if min(args.sessions, args.rounds, args.tokens, args.threads) < 1:
         ap.error("--sessions, --rounds, --tokens and --threads want whole numbers >= 1")
@@ -280,7 +284,8 @@ def main():
     machine_header("bench/quant_pair.py " + " ".join(sys.argv[1:]))
     print(f"settings: {args.sessions} sessions x {args.rounds} rounds, bursts of {args.tokens} "
           f"greedy batch-1 steps, "
-          f"{args.threads} threads each, against {base_name(args)}; JSON and log in {out}")
+          f"{args.threads} threads each, ours' pages {'2 MiB' if args.hugepages == 'on' else '4 KiB'}, "
+          f"against {base_name(args)}; JSON and log in {out}")
     rows = []
     with open(os.path.join(out, "run.log"), "ab") as log:
         for i, (ours, gguf) in enumerate(pairs):
