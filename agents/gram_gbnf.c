@@ -593,6 +593,10 @@ static uint32_t parse_item(gp_t *p, nx__rx_t **rx_out)
         n_q = 0;
     } else
         item = repeat_rules(p, item, quant, n_q, at);
+    if (item == NX__DEAD) { /* e.g. {2,333333} past the caps both ways: rx is nobody's */
+        nx__rx_free(rx);
+        rx = NULL;
+    }
     *rx_out = rx;
     return item;
 }
