@@ -1697,10 +1697,9 @@ static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
         cs.index[c] = (int32_t)(c * row_bytes);
     bool by_row = path == NX__Q_AVX512 && n == 1 && cpu_has_gfni(); /* batch 1 */
     /* AVX2: any batch (see r2_rows). AVX-512 CPUs run Q8_0 at batch 1 through the AVX2 row
-     * kernel too (the same bits): tile_avx512 streamed a 4B Q8_0 step at 25 GB/s against
-     * 33-35 for the row kernel on Zen 4 (bench/RESULTS.md, stop 27) */
-    bool by_row_avx2 = path == NX__Q_AVX2 || (path == NX__Q_AVX512 && n == 1 &&
-                                               w->dtype == NX_DT_Q8_0);
+     * kernel too (the same bits): tile_avx512 streamed a 4B Q8_0 step at 24-25 GB/s against
+     * 33-36 for the row kernel on Zen 4 (bench/RESULTS.md, stop 27) */
+    bool by_row_avx2 = path == NX__Q_AVX2 || (n == 1 && w->dtype == NX_DT_Q8_0);
     if (by_row_avx2 && w->dtype == NX_DT_Q8_0)
         q8_0_rows_avx2(&t, &cs);
     else if (by_row_avx2 && w->dtype == NX_DT_Q4_0)

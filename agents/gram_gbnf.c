@@ -582,18 +582,11 @@ static uint32_t parse_item(gp_t *p, nx__rx_t **rx_out)
             rx = rep;
         }
     }
-    if (item == NX__DEAD) {
-        nx__rx_free(rx);
-        *rx_out = NULL;
-        return NX__DEAD;
+    if (item != NX__DEAD) {
+        uint32_t folded = rx && (group || n_q) ? rx_term(p, rx) : NX__DEAD;
+        item = folded != NX__DEAD ? NX__TERM(folded) : repeat_rules(p, item, quant, n_q, at);
     }
-    uint32_t folded = rx && (group || n_q) ? rx_term(p, rx) : NX__DEAD;
-    if (folded != NX__DEAD) {
-        item = NX__TERM(folded);
-        n_q = 0;
-    } else
-        item = repeat_rules(p, item, quant, n_q, at);
-    if (item == NX__DEAD) { /* e.g. {2,333333} past the caps both ways: rx is nobody's */
+    if (item == NX__DEAD) { /* also a repeat past the caps both ways, e.g. {2,333333} */
         nx__rx_free(rx);
         rx = NULL;
     }

@@ -284,7 +284,8 @@ def main():
     machine_header("bench/quant_pair.py " + " ".join(sys.argv[1:]))
     print(f"settings: {args.sessions} sessions x {args.rounds} rounds, bursts of {args.tokens} "
           f"greedy batch-1 steps, "
-          f"{args.threads} threads each, ours' pages {'2 MiB' if args.hugepages == 'on' else '4 KiB'}, "
+          f"{args.threads} threads each, "
+          f"ours' pages {'2 MiB' if args.hugepages == 'on' else '4 KiB'}, "
           f"against {base_name(args)}; JSON and log in {out}")
     rows = []
     with open(os.path.join(out, "run.log"), "ab") as log:
