@@ -680,34 +680,92 @@ static Q4R_TARGET void q4_0_rows_avx512(const qtile_t *t, const cols_t *cs)
     q4r_store(t, acc);
 }
 
+/* Lane c of the result: the sum of the 16 int32 of rows[c] (the batch-1 row kernels' rows
+ * to "row per lane": a tree of unpacks and adds, then 128-bit lanes exchanged). */
+static AI Q4R_TARGET __m512i rows_sum16(const __m512i rows[16])
+{
+    __m512i quad[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) { /* dword m of each 128-bit lane: a part of row 4q + m */
+        const __m512i *r = rows + 4 * q;
+        __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(r[0], r[1]),
+                                     _mm512_unpackhi_epi32(r[0], r[1]));
+        __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(r[2], r[3]),
+                                     _mm512_unpackhi_epi32(r[2], r[3]));
+        quad[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    /* 128-bit lanes: [rows 0-3, 0-3, 4-7, 4-7] and [8-11, 8-11, 12-15, 12-15] */
+    __m512i lo = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512i hi = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* ------------------------------------------------------------------------------------------
- * Q4_K at batch 1 on AVX-512 (+ GFNI): per weight row, as q4_0_rows_avx512 does for Q4_0.
- * Hot path (decode).
+ * Q4_K at batch 1 on AVX-512 (+ GFNI): per weight row, as q4_0_rows_avx512 does for Q4_0,
+ * with each row's scales applied in the row's own vector. Hot path (decode).
  *
  * A block's 128 code bytes are two 64-byte loads per row: qs[0..63] holds sub-blocks 0 and 2
  * in its low nibbles (values 0-31, 64-95), 1 and 3 in its high ones (32-63, 96-127); qs[64..]
  * the same for 4-7. So the activations are rearranged once per block for all 16 rows (a
  * vshufi64x2 each of four vectors), and per row the nibbles are split (an and, a GFNI affine)
- * into four vpdpbusd against them: each result holds two sub-blocks' partial sums, 8 dwords
- * each. q4r_sum4 reduces a row's four to its sub-block sums in halves, two rows' halves are
- * added in one vector (rows j and 8 + j), and the 16 x 8 transpose of the tile kernels turns
- * these into one vector per sub-block (lane c = row c): there the sub-block scales multiply
- * them, and the mins, d and dmin come from the block headers as in fused_4k. s1 and s2 are
- * the block's exact integers, then the two fma per block in block order: the contract of
- * cpu_quant.h, the same bits as the other paths. The next tile is prefetched in order over
- * the steps (q4r_prefetch).
+ * into four vpdpbusd against them: 16 dwords each, 4 products per dword (|dword| <= 7620),
+ * 128-bit lanes 0-1 one sub-block and 2-3 another. Packed to words in pairs (vpackssdw, no
+ * saturation), every 128-bit lane holds two sub-blocks' words, four each, and one vpmaddwd
+ * and one vpdpwssd against the row's scales laid out the same way (words; a vpshufb each of
+ * the row's 8 scale bytes broadcast) leave 16 dwords whose sum is the row's s1. The 16 rows'
+ * vectors are summed to "row per lane" (rows_sum16). The scales come from the block headers
+ * of the 16 rows at once (rows16: lane c = row c's bytes), unpacked as bytes (6 bits, the
+ * high 2 of sub-blocks 4-7 from the bytes 0-3) and written row by row to a small table that
+ * each row broadcasts from; the mins the same way, as the word pairs of a vpdpwssd against
+ * the activations' per-sub-block sums. s1 and s2 are the block's exact integers, then the
+ * two fma per block in block order: the contract of cpu_quant.h, the same bits as the other
+ * paths.
+ *
+ * The first version reduced each row's four vectors to its 8 sub-block sums (packs and
+ * vpmaddwd by ones), transposed them 16 x 8 and multiplied by the scales there, with the
+ * scales unpacked one dword vector per sub-block: per 16 rows a third more instructions, and
+ * its tail (transpose and scales) alone cost a quarter of the block. bench/quant_matmul --hot 1
+ * (one core, the weights in L2), the two alternating: 34-37 GB/s against 26-28.
  */
 
-/* Sub-block held by each int32 of a row's reduced sums (z in q4_k_rows_avx512). */
-static const int q4kr_sub[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+/* Row c's 8 scale bytes in the per-block table: the two vectors of vpunpck{l,h}dq of the
+ * scale bytes 0-3 and 4-7 (lane c = row c), stored one after the other. */
+static AI int q4kr_at(int c)
+{
+    return (c % 4 >= 2 ? 64 : 0) + 16 * (c / 4) + 8 * (c % 2);
+}
+
+/* word w of 128-bit lane L: sub-block (L < 2 ? lo : hi) + (w >= 4), as a vpshufb index (the
+ * high byte zeroed) */
+#define Q4KR_W(s) -128, (s)
+#define Q4KR_INDEX(a, b, c, d)                                                                  \
+    _mm512_set_epi8(Q4KR_W(d), Q4KR_W(d), Q4KR_W(d), Q4KR_W(d), Q4KR_W(c), Q4KR_W(c),           \
+                    Q4KR_W(c), Q4KR_W(c), Q4KR_W(d), Q4KR_W(d), Q4KR_W(d), Q4KR_W(d),           \
+                    Q4KR_W(c), Q4KR_W(c), Q4KR_W(c), Q4KR_W(c), Q4KR_W(b), Q4KR_W(b),           \
+                    Q4KR_W(b), Q4KR_W(b), Q4KR_W(a), Q4KR_W(a), Q4KR_W(a), Q4KR_W(a),           \
+                    Q4KR_W(b), Q4KR_W(b), Q4KR_W(b), Q4KR_W(b), Q4KR_W(a), Q4KR_W(a),           \
+                    Q4KR_W(a), Q4KR_W(a))
 
 static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
 {
     qrow_t x = qrow(t->a, 0);
     const int32_t *x_sum32 = (const int32_t *)x.sum32; /* int16 pairs: sub-blocks 2p, 2p + 1 */
     uint32_t blocks = t->k / 256;
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i low4 = _mm512_set1_epi8(0x0f), low6 = _mm512_set1_epi8(0x3f);
+    const __m512i bits45 = _mm512_set1_epi8(0x30);
     const __m512i high_nibble = _mm512_set1_epi64(0x1020408000000000ll); /* see q4r_step */
+    /* the scales for packs(t0, t1) (sub-blocks 0, 1 | 2, 3) and packs(t2, t3) (4, 5 | 6, 7) */
+    const __m512i scale_03 = Q4KR_INDEX(0, 1, 2, 3), scale_47 = Q4KR_INDEX(4, 5, 6, 7);
+    /* per dword of 4 bytes: words [byte 0, byte 1] and [byte 2, byte 3] (a 128-bit lane's
+     * dwords at bytes 0, 4, 8, 12) */
+    const __m512i pair_01 = _mm512_set4_epi32((int)0x800d800c, (int)0x80098008,
+                                              (int)0x80058004, (int)0x80018000);
+    const __m512i pair_23 = _mm512_set4_epi32((int)0x800f800e, (int)0x800b800a,
+                                              (int)0x80078006, (int)0x80038002);
+    _Alignas(64) uint8_t table[128];
     __m512 acc = _mm512_setzero_ps();
     q4r_ahead_t ahead = q4r_ahead(t);
     for (uint32_t b = 0; b < blocks; b++) { /* hot */
@@ -720,50 +778,58 @@ static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
                          _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 2, 3, 2)),
                          _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(1, 0, 1, 0)),
                          _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(3, 2, 3, 2))};
-        uint64_t at = (uint64_t)b * sizeof(nx_bq4_k_t) + 16;
-        qv_i32 z[8], sums[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) {
-            __m512i half[2];
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const uint8_t *row = col_at(cs, j + 8 * h, at);
-                __m512i a = _mm512_loadu_si512(row), c = _mm512_loadu_si512(row + 64);
-                __m512i zero = _mm512_setzero_si512();
-                __m512i t0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(a, low4), xs[0]);
-                __m512i t1 = _mm512_dpbusd_epi32(
-                    zero, _mm512_gf2p8affine_epi64_epi8(a, high_nibble, 0), xs[1]);
-                __m512i t2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(c, low4), xs[2]);
-                __m512i t3 = _mm512_dpbusd_epi32(
-                    zero, _mm512_gf2p8affine_epi64_epi8(c, high_nibble, 0), xs[3]);
-                /* each lane: 4 products of a code (0-15) and |x| <= 127, as q4r_sum4 wants.
-                 * 128-bit lane i: [t0, t1, t2, t3 lane i] = sub-blocks 0, 1, 4, 5 (i 0, 1:
-                 * first and second 16 values) or 2, 3, 6, 7 (i 2, 3) */
-                half[h] = q4r_sum4(t0, t1, t2, t3);
-            }
-            z[j] = (qv_i32)_mm512_add_epi32(
-                _mm512_shuffle_i64x2(half[0], half[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                _mm512_shuffle_i64x2(half[0], half[1], _MM_SHUFFLE(3, 1, 3, 1)));
+        uint64_t at = (uint64_t)b * sizeof(nx_bq4_k_t);
+        qv_i32 head[4]; /* lane c: row c's d | dmin, then its scale bytes 0-3, 4-7, 8-11 */
+        rows16_avx512(cs, at, head);
+        __m512i h1 = (__m512i)head[1], h2 = (__m512i)head[2], h3 = (__m512i)head[3];
+        /* as nx__q4k_scale_min: sub-block j < 4 the low 6 bits of byte j (mins: j + 4); j >= 4
+         * the low (mins: high) nibble of byte j + 4 and the top 2 bits of byte j - 4 (j) */
+        __m512i scale_lo = _mm512_and_si512(h1, low6);
+        __m512i scale_hi = _mm512_or_si512(_mm512_and_si512(h3, low4),
+                                           _mm512_and_si512(_mm512_srli_epi32(h1, 2), bits45));
+        __m512i min_lo = _mm512_and_si512(h2, low6);
+        __m512i min_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h3, 4), low4),
+                                         _mm512_and_si512(_mm512_srli_epi32(h2, 2), bits45));
+        _mm512_store_si512(table, _mm512_unpacklo_epi32(scale_lo, scale_hi));
+        _mm512_store_si512(table + 64, _mm512_unpackhi_epi32(scale_lo, scale_hi));
+        __m512i rows[16];
+#pragma GCC unroll 16
+        for (int c = 0; c < 16; c++) {
+            const uint8_t *row = col_at(cs, c, at + 16);
+            __m512i a = _mm512_loadu_si512(row), cc = _mm512_loadu_si512(row + 64);
+            __m512i zero = _mm512_setzero_si512();
+            __m512i t0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(a, low4), xs[0]);
+            __m512i t1 = _mm512_dpbusd_epi32(
+                zero, _mm512_gf2p8affine_epi64_epi8(a, high_nibble, 0), xs[1]);
+            __m512i t2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(cc, low4), xs[2]);
+            __m512i t3 = _mm512_dpbusd_epi32(
+                zero, _mm512_gf2p8affine_epi64_epi8(cc, high_nibble, 0), xs[3]);
+            /* row c's 8 scales in every 64 bits (read back from the table just stored) */
+            __m512i scales = _mm512_set1_epi64(*(const int64_t *)(table + q4kr_at(c)));
+            rows[c] = _mm512_dpwssd_epi32(
+                _mm512_madd_epi16(_mm512_packs_epi32(t0, t1),
+                                  _mm512_shuffle_epi8(scales, scale_03)),
+                _mm512_packs_epi32(t2, t3), _mm512_shuffle_epi8(scales, scale_47));
         }
-        transpose_avx512(z, sums); /* sums[g] lane c: row c's sub-block q4kr_sub[g] */
-        qv_i32 head[4], scale[8], min_pair[4], s1 = {0}, s2 = {0};
-        rows16_avx512(cs, (uint64_t)b * sizeof(nx_bq4_k_t), head);
-        q4k_scales_avx512(head, scale, min_pair); /* even sub-blocks' scales x 16 there */
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
-            int s = q4kr_sub[g];
-            s1 += sums[g] * (s % 2 == 0 ? scale[s] >> 4 : scale[s]);
-        }
+        __m512i s1 = rows_sum16(rows), s2 = _mm512_setzero_si512();
+        const __m512i min_words[4] = {_mm512_shuffle_epi8(min_lo, pair_01),
+                                      _mm512_shuffle_epi8(min_lo, pair_23),
+                                      _mm512_shuffle_epi8(min_hi, pair_01),
+                                      _mm512_shuffle_epi8(min_hi, pair_23)};
 #pragma GCC unroll 4
         for (int p = 0; p < 4; p++)
-            s2 = dot2_avx512(s2, min_pair[p], splat_avx512(x_sum32[4 * b + p]));
+            s2 = _mm512_dpwssd_epi32(s2, min_words[p], _mm512_set1_epi32(x_sum32[4 * b + p]));
         qv_f32 d = half_avx512(head[0]), dmin = half_avx512(head[0] >> 16);
-        acc = (__m512)fmadd_avx512(__builtin_convertvector(s1, qv_f32), d * x.d[b], (qv_f32)acc);
-        acc = (__m512)fnmadd_avx512(__builtin_convertvector(s2, qv_f32), dmin * x.d[b],
+        acc = (__m512)fmadd_avx512(__builtin_convertvector((qv_i32)s1, qv_f32), d * x.d[b],
+                                   (qv_f32)acc);
+        acc = (__m512)fnmadd_avx512(__builtin_convertvector((qv_i32)s2, qv_f32), dmin * x.d[b],
                                     (qv_f32)acc);
     }
     q4r_store(t, acc);
 }
+
+#undef Q4KR_INDEX
+#undef Q4KR_W
 
 /* ------------------------------------------------------------------------------------------
  * Q6_K at batch 1 on AVX-512 (+ GFNI): per weight row, no transpose of the codes. Hot path
@@ -792,28 +858,6 @@ static const int16_t q6kr_index[2][32] = {
      2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7},
     {8, 8, 8, 8, 12, 12, 12, 12, 9, 9, 9, 9, 13, 13, 13, 13,
      10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15}};
-
-/* Lane c of the result: the sum of the 16 int32 of rows[c]. */
-static AI Q4R_TARGET __m512i q6kr_sum16(const __m512i rows[16])
-{
-    __m512i quad[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) { /* dword m of each 128-bit lane: a part of row 4q + m */
-        const __m512i *r = rows + 4 * q;
-        __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(r[0], r[1]),
-                                     _mm512_unpackhi_epi32(r[0], r[1]));
-        __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(r[2], r[3]),
-                                     _mm512_unpackhi_epi32(r[2], r[3]));
-        quad[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-    }
-    /* 128-bit lanes: [rows 0-3, 0-3, 4-7, 4-7] and [8-11, 8-11, 12-15, 12-15] */
-    __m512i lo = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                  _mm512_shuffle_i64x2(quad[0], quad[1], _MM_SHUFFLE(3, 2, 3, 2)));
-    __m512i hi = _mm512_add_epi32(_mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                  _mm512_shuffle_i64x2(quad[2], quad[3], _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_epi32(_mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
-                            _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
-}
 
 static Q4R_TARGET void q6_k_rows_avx512(const qtile_t *t, const cols_t *cs)
 {
@@ -869,7 +913,7 @@ static Q4R_TARGET void q6_k_rows_avx512(const qtile_t *t, const cols_t *cs)
             }
             rows[c] = sum;
         }
-        __m512i s1 = q6kr_sum16(rows);
+        __m512i s1 = rows_sum16(rows);
         qv_f32 d = half_at_avx512(cs, at + 206, true);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), (__m512)(d * x.d[b]), acc);
     }
