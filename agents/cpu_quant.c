@@ -811,18 +811,17 @@ static Q4R_TARGET void q4_k_rows_avx512(const qtile_t *t, const cols_t *cs)
                                   _mm512_shuffle_epi8(scales, scale_03)),
                 _mm512_packs_epi32(t2, t3), _mm512_shuffle_epi8(scales, scale_47));
         }
-        __m512i s1 = rows_sum16(rows), s2 = _mm512_setzero_si512();
+        qv_i32 s1 = (qv_i32)rows_sum16(rows), s2 = {0};
         const __m512i min_words[4] = {_mm512_shuffle_epi8(min_lo, pair_01),
                                       _mm512_shuffle_epi8(min_lo, pair_23),
                                       _mm512_shuffle_epi8(min_hi, pair_01),
                                       _mm512_shuffle_epi8(min_hi, pair_23)};
 #pragma GCC unroll 4
         for (int p = 0; p < 4; p++)
-            s2 = _mm512_dpwssd_epi32(s2, min_words[p], _mm512_set1_epi32(x_sum32[4 * b + p]));
+            s2 = dot2_avx512(s2, (qv_i32)min_words[p], splat_avx512(x_sum32[4 * b + p]));
         qv_f32 d = half_avx512(head[0]), dmin = half_avx512(head[0] >> 16);
-        acc = (__m512)fmadd_avx512(__builtin_convertvector((qv_i32)s1, qv_f32), d * x.d[b],
-                                   (qv_f32)acc);
-        acc = (__m512)fnmadd_avx512(__builtin_convertvector((qv_i32)s2, qv_f32), dmin * x.d[b],
+        acc = (__m512)fmadd_avx512(__builtin_convertvector(s1, qv_f32), d * x.d[b], (qv_f32)acc);
+        acc = (__m512)fnmadd_avx512(__builtin_convertvector(s2, qv_f32), dmin * x.d[b],
                                     (qv_f32)acc);
     }
     q4r_store(t, acc);
