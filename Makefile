@@ -260,23 +260,26 @@ test test-lanes unit pytest emu-test emu-run asan asan-run tsan tsan-run: export
 
 # `make test` after the first tree is built: two lanes on make's job slots. The test programs
 # run one at a time and mostly wait (on sockets, daemons, child processes), so a lane takes
-# about a core. Lane one: the first tree's tests, then the ASan pass. Lane two: the ASan tree
-# built (first, beside the first tree's tests, so lane one never waits for it), then the
-# emulation tree built and run, the TSan tree built and run, the fuzz targets built and
-# smoked. On two cores this takes about half the time of one pass after another. Output comes
-# a step at a time, each when it ends; a failing step stops what has not started.
-.PHONY: test-lanes test-first-tree lane-asan lane-two emu-build asan-build tsan-build \
-	fuzz-build-if-clang
-test-lanes: test-first-tree lane-asan lane-two
+# about a core. Lane one: the first tree's tests, the ASan pass, then the fuzz targets built
+# and smoked (at nice 10: each target runs its 12 s whatever its share of the CPU, so it yields
+# to the other lane's tests). Lane two: the ASan tree built (first, beside the first tree's
+# tests, so lane one never waits for it), then the emulation tree built and run, then the TSan
+# tree built and run. On two cores this takes about 60% of the time of one pass after
+# another. Output comes a step at a time, each when it ends; a failing step stops what has
+# not started.
+.PHONY: test-lanes test-first-tree lane-asan lane-fuzz lane-two emu-build asan-build \
+	tsan-build fuzz-build-if-clang
+test-lanes: test-first-tree lane-asan lane-fuzz lane-two
 test-first-tree:
 	@$(MAKE) --no-print-directory unit && $(MAKE) --no-print-directory pytest
 lane-asan: test-first-tree asan-build
 	@$(MAKE) --no-print-directory asan-run
+lane-fuzz: lane-asan
+	@nice -n 10 $(MAKE) --no-print-directory fuzz-build-if-clang && \
+	  nice -n 10 $(MAKE) --no-print-directory fuzz-smoke-if-clang
 lane-two: asan-build
 	@$(MAKE) --no-print-directory emu-build && $(MAKE) --no-print-directory emu-run && \
-	  $(MAKE) --no-print-directory tsan-build && $(MAKE) --no-print-directory tsan-run && \
-	  $(MAKE) --no-print-directory fuzz-build-if-clang && \
-	  $(MAKE) --no-print-directory fuzz-smoke-if-clang
+	  $(MAKE) --no-print-directory tsan-build && $(MAKE) --no-print-directory tsan-run
 
 unit: $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_unit.sh $(TEST_BIN)
