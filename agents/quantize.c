@@ -838,6 +838,8 @@ int nx_quantize_model(const nx_quantize_opts_t *opts, nx_quantize_report_t *repo
                 rc = nx_err_set(err, NX_ENOMEM, "quantize: out of memory");
         }
     }
+    if (rc == NX_OK) /* the inputs are good: the output's folder may be made */
+        rc = nx_st_make_parents(opts->out_path, err);
     if (rc == NX_OK) {
         nx_st_save_opts_t save = {.fill = fill, .fill_user = &q};
         rc = nx_gguf_save(opts->out_path, kvs.items, kvs.count, q.specs, q.tensor_count, &save,

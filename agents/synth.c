@@ -476,20 +476,6 @@ static int check_out_dir(const char *path, nx_err_t *err)
                               path);
 }
 
-/* mkdir -p of path's parent directories. */
-static int make_parents(const char *path, nx_err_t *err)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *slash = strchr(buf + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
-        *slash = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return nx_err_set(err, NX_EIO, "creating '%s': %s", buf, strerror(errno));
-        *slash = '/';
-    }
-    return NX_OK;
-}
-
 /* Best effort: the temporary directory only ever holds plain files we wrote. */
 static void remove_tree(const char *dir)
 {
@@ -606,7 +592,7 @@ int nx_synth_model(const nx_synth_opts_t *opts, nx_synth_report_t *report, nx_er
     snprintf(out, sizeof out, "%s", opts->out_dir);
     for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
         out[n - 1] = '\0';
-    if ((rc = check_out_dir(out, err)) != NX_OK || (rc = make_parents(out, err)) != NX_OK)
+    if ((rc = check_out_dir(out, err)) != NX_OK || (rc = nx_st_make_parents(out, err)) != NX_OK)
         return rc;
     snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", out);
     if (!mkdtemp(tmp))

@@ -190,6 +190,11 @@ typedef struct nx_st_save_opts {
 int nx_st_save(const char *path, const nx_st_tensor_spec_t *tensors, size_t count,
                const nx_st_save_opts_t *opts, nx_err_t *err);
 
+/* mkdir -p of the folders above `path` (not of path itself), for a writer's output: NX_OK, or
+ * an error naming the folder that could not be made and why (a file in the way, no right, a
+ * path longer than PATH_MAX). */
+int nx_st_make_parents(const char *path, nx_err_t *err);
+
 /* ------------------------------------------------------------------------------------------
  * GGUF (v2 and v3, little-endian): nx_st_open opens a GGUF file too (a regular file whose first
  * four bytes are "GGUF"), as a checkpoint of one file, so the loader, the host tier and

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +295,20 @@ static int write_data(nx__st_writer_t *w, const nx_st_tensor_spec_t *tensors, si
         int rc = nx__st_write_tensor(w, &tensors[i], spec_bytes(&tensors[i]), opts, err);
         if (rc != NX_OK)
             return rc;
+    }
+    return NX_OK;
+}
+
+int nx_st_make_parents(const char *path, nx_err_t *err)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return nx_err_set(err, NX_EINVAL, "'%.64s...': path too long", path);
+    for (char *slash = strchr(buf + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return nx_err_set(err, NX_EIO, "creating '%s': %s", buf, strerror(errno));
+        *slash = '/';
     }
     return NX_OK;
 }

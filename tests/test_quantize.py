@@ -4,7 +4,8 @@ for rows that are not whole blocks), an F32 GGUF giving the safetensors model's 
 (llama's q/k permutation and adjacent-pair RoPE included), the GGUF tokenizer encoding the
 reference corpus exactly like the real Qwen3 and Llama 3 tokenizer.json it was written from,
 synth --out FILE.gguf, `nexusctl run` on every mix, a GGUF file as the input (requantized,
-dequantized), and the errors (bad type, an unknown pre-tokenizer, a missing directory)."""
+dequantized), the output's folder made, and the errors (bad type, an unknown pre-tokenizer, a
+missing directory, a file where the output's folder should be)."""
 import gzip
 import json
 import os
@@ -204,6 +205,24 @@ def test_errors(sources, root):
     r = ctl("model", "quantize", odd, out, "--type", "q8_0")
     assert r.returncode == 1 and "pre-tokenizer" in r.stderr
     assert not os.path.exists(out)
+
+
+def test_output_folder_is_made(sources, root):
+    """OUT's missing folders are made (as synth --out does), but only once the input is good;
+    a file where a folder should be is named."""
+    src = sources[("qwen3", "tiny")]
+    out = os.path.join(root, "made", "for", "it", "q8.gguf")
+    quantize(src, out, "q8_0")
+    assert dtypes(out)["blk.0.attn_q.weight"] == "Q8_0"
+    r = ctl("model", "quantize", os.path.join(root, "nope"),
+            os.path.join(root, "not-made", "x.gguf"), "--type", "q8_0")
+    assert r.returncode == 1 and not os.path.exists(os.path.join(root, "not-made"))
+    blocker = os.path.join(root, "a-file")
+    with open(blocker, "w", encoding="utf-8") as f:
+        f.write("not a folder\n")
+    r = ctl("model", "quantize", src, os.path.join(blocker, "sub", "x.gguf"), "--type", "q8_0")
+    assert r.returncode == 1
+    assert f"creating '{os.path.join(blocker, 'sub')}': Not a directory" in r.stderr, r.stderr
 
 
 def test_gguf_input_requantize_and_dequantize(sources, root):
