@@ -2,11 +2,11 @@
 #
 #   make deps    install the Debian packages that are missing (idempotent; sudo when not root)
 #   make         build the libraries, nexusctl, the tests and the benchmarks
-#   make test    deps + build + llama-ref + openai-client + ajv + every test (cmocka unit tests, the Python tests
-#                (with the comparison against llama.cpp), then the CUDA code on the CPU
-#                emulation of tests/cuemu: make emu-test), then the suite under ASan+UBSan
-#                (make asan), the threaded tests under TSan (make tsan) and each libFuzzer
-#                target for 12 s (make fuzz-smoke)
+#   make test    deps + build + llama-ref + openai-client + ajv + every test: the cmocka unit
+#                tests and the Python tests (with the comparison against llama.cpp), the CUDA
+#                code on the CPU emulation of tests/cuemu (make emu-test), the suite under
+#                ASan+UBSan (make asan), the threaded tests under TSan (make tsan) and each
+#                libFuzzer target for 12 s (make fuzz-smoke); in two lanes (see test-lanes)
 #   make bench   run the benchmarks (bench/RESULTS.md records their figures); make bench-quant:
 #                only ours beside llama.cpp on GGUF files; make bench-pull: nexusctl pull
 #                beside curl
