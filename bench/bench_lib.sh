@@ -1,5 +1,5 @@
 # bench_lib.sh — shell helpers shared by the scripts that run ours beside llama.cpp
-# (bench/run_quant.sh, bench/run_grammar_llama.sh); sourced, not run.
+# (bench/run_quant.sh, bench/run_grammar_llama.sh, bench/profile_b1.sh); sourced, not run.
 
 # The machine, date, build and command, as the header of a run's output ($1: the command line).
 machine_header() {

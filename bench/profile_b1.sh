@@ -22,14 +22,13 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+. "$here/bench_lib.sh"
 BUILD=${BUILD:-build}
 BENCH_DIR=${BENCH_DIR:-var/bench}
 tokens=${PROFILE_TOKENS:-96}
 threads=${PROFILE_THREADS:-2}
 min=${PROFILE_MIN:-0.5}
 out=${PROFILE_OUT:-$BENCH_DIR/profile/$(date -u +%Y%m%dT%H%M%SZ)}
-NODE=${NODE:-node}
 PERF=${PERF:-perf}
 
 if [ $# -ne 1 ] || [ ! -f "$1" ]; then
@@ -48,10 +47,7 @@ if [ ! -x "$decode" ]; then
 fi
 mkdir -p "$out" || exit 1
 
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cpus, $(uname -r)"
-echo "build: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "command: bench/profile_b1.sh $model (tokens $tokens, threads $threads); data in $out"
+machine_header "bench/profile_b1.sh $model (tokens $tokens, threads $threads); data in $out"
 
 # $1 label, $2 perf data: the symbols at or above $min percent of the samples
 top() {
@@ -76,32 +72,30 @@ print(f" (read bandwidth measured in the run: {bw:.1f} GB/s)" if bw else "")
 EOF
 }
 
-"$PERF" record -q -e cpu-clock -F 1999 -g -o "$out/ours.perf" -- "$decode" "$model" \
-    --device cpu --threads "$threads" --prompt 1 --tokens "$tokens" --batches 1 \
-    --json "$out/ours.json" > "$out/ours.log" 2>&1
-rc=$?
-if [ $rc -ne 0 ]; then
-    echo "profile_b1: ours failed (exit $rc), see $out/ours.log" >&2
-    exit 1
-fi
-top "ours" "$out/ours.perf"
-echo "  $(decode_rate "$out/ours.json")"
-
-llama_dir=${LLAMA_REF_DIR:-$root/.tools/llama-ref}
-if ! command -v "$NODE" >/dev/null 2>&1 || [ ! -d "$llama_dir/node_modules/node-llama-cpp" ]; then
-    echo
-    echo "llama.cpp: skipped (needs node and make llama-ref)"
-else
-    "$PERF" record -q -e cpu-clock -F 1999 -g -o "$out/llama.perf" -- "$NODE" \
-        "$here/llama_bench.mjs" "$model" --threads "$threads" --prompt 1 --tokens "$tokens" \
-        --batches 1 --json "$out/llama.json" > "$out/llama.log" 2>&1
-    rc=$?
+# $1 name (of the files in $out), $2 label, then the command: record it, print its top and rate
+profile() {
+    local name=$1 label=$2
+    shift 2
+    "$PERF" record -q -e cpu-clock -F 1999 -g -o "$out/$name.perf" -- "$@" \
+        --json "$out/$name.json" > "$out/$name.log" 2>&1
+    local rc=$?
     if [ $rc -ne 0 ]; then
-        echo "profile_b1: llama.cpp failed (exit $rc), see $out/llama.log" >&2
+        echo "profile_b1: $label failed (exit $rc), see $out/$name.log" >&2
         exit 1
     fi
-    top "llama.cpp" "$out/llama.perf"
-    echo "  $(decode_rate "$out/llama.json")"
+    top "$label" "$out/$name.perf"
+    echo "  $(decode_rate "$out/$name.json")"
+}
+
+profile ours ours "$decode" "$model" --device cpu --threads "$threads" --prompt 1 \
+    --tokens "$tokens" --batches 1
+llama_why=$(llama_missing)
+if [ -n "$llama_why" ]; then
+    echo
+    echo "llama.cpp: skipped ($llama_why)"
+else
+    profile llama llama.cpp "${NODE:-node}" "$here/llama_bench.mjs" "$model" --threads "$threads" \
+        --prompt 1 --tokens "$tokens" --batches 1
 fi
 echo
 echo "inside a kernel: $PERF annotate -i $out/ours.perf --stdio -s SYMBOL"
