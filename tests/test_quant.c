@@ -6,7 +6,7 @@
  * tiles, bias and accumulate), the paths bit-identical to each other, and every row's result
  * independent of the batch it came in (n = 1..40); the same independence for the fp32 kernels
  * over BF16, F16 and F32 weights (cpu_kernels.c); attention against a double-precision
- * softmax. */
+ * softmax; the SiLU's vector lanes against its scalar tail. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -773,6 +773,43 @@ static void test_attention_matches_reference(void **state)
         }
 }
 
+/* The SiLU (nx__k_silu_mul) on the path this process runs: each element's result is the same
+ * bits whether it lands in a vector lane or in the scalar tail (an element alone), across the
+ * clamp of e^-g at [-87, 88] (g = +-87.5, +-100, +-inf), zero, -0, a subnormal and NaN (kept),
+ * and within 2 ulp-ish (1e-6 relative) of the double-precision g / (1 + e^-g) * u elsewhere.
+ * GCC 12 once compiled the vector clamp into 16 scalar compares; the result was right, so
+ * this checks the semantics the vector clamp must keep, not the speed. */
+static void test_silu_lanes_match_tail(void **state)
+{
+    float g[48], u[48];
+    fill_random(g, 48, 12.0f);
+    fill_random(u, 48, 2.0f);
+    static const float special[] = {87.5f, -87.5f, 100.0f, -100.0f, 0.0f, -0.0f, 1e-40f,
+                                    88.0f, -87.0f, 90.0f, -89.0f};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        g[3 * i] = special[i];
+    g[40] = INFINITY;
+    g[41] = -INFINITY;
+    g[42] = NAN;
+    float lanes[48];
+    memcpy(lanes, g, sizeof lanes);
+    nx__k_silu_mul(lanes, u, 48); /* 48: three vectors of 16, no tail */
+    for (uint32_t i = 0; i < 48; i++) {
+        float alone = g[i];
+        nx__k_silu_mul(&alone, &u[i], 1);
+        if (isnan(alone) != isnan(lanes[i]) ||
+            (!isnan(alone) && memcmp(&alone, &lanes[i], sizeof alone) != 0))
+            fail_msg("g %.9g: %.9g in a lane, %.9g in the tail", g[i], lanes[i], alone);
+        if (!isfinite(g[i]))
+            continue;
+        double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        if (fabs(lanes[i] - want) > 1e-6 * fabs(want) + 1e-30)
+            fail_msg("g %.9g u %.9g: %.9g, want %.9g", g[i], u[i], lanes[i], want);
+    }
+    assert_true(isnan(lanes[42]));
+    assert_true(lanes[40] == INFINITY * (u[40] > 0 ? 1 : -1));
+}
+
 /* The embedding lookup dequantizes a row of a quantized token_embd. */
 static void test_embedding_row(void **state)
 {
@@ -812,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_bias_and_accumulate),
         cmocka_unit_test(test_dense_batch_invariance),
         cmocka_unit_test(test_attention_matches_reference),
+        cmocka_unit_test(test_silu_lanes_match_tail),
         cmocka_unit_test(test_embedding_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
