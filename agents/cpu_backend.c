@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "cpu_kernels.h"
 #include "cpu_quant.h"
+#include "quant.h"
 #include "threadpool.h"
 
 typedef struct cpu_state {
@@ -40,7 +41,10 @@ typedef struct cpu_state {
     void *qact_mem[2];
     nx__qact_t qact[2];
     const float *qact_src[2];
+    uint64_t *stripes; /* per worker, 64 bytes apart: a batch-1 run's chunks (see mm_stripes) */
 } cpu_state_t;
+
+#define STRIPE_WORDS 8 /* uint64_t per stripe: each on its own cache line */
 
 /* count floats on a 64-byte boundary (free() releases it): the matmul's vector loads of
  * activation rows and converted weight tiles then do not straddle cache lines. */
@@ -89,6 +93,7 @@ static void cpu_destroy(void *state)
         for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
             free(s->worker_scores[i]);
     free(s->worker_scores);
+    free(s->stripes);
     free(s->logits);
     free(s->inv_freq);
     nx__tpool_destroy(&s->tp);
@@ -113,7 +118,8 @@ static int cpu_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_poo
         s->worker_floats = quant_floats;
     s->worker_scratch = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scratch);
     s->worker_scores = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scores);
-    if (!s->inv_freq || !s->worker_scratch || !s->worker_scores)
+    s->stripes = aligned_alloc(64, (size_t)nx__tpool_size(s->tp) * STRIPE_WORDS * 8);
+    if (!s->inv_freq || !s->worker_scratch || !s->worker_scores || !s->stripes)
         goto oom;
     for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
         if (!(s->worker_scratch[i] = alloc_floats(s->worker_floats)))
@@ -230,45 +236,29 @@ typedef struct mm_ctx {
     cpu_state_t *s;
     const mm_job_t *jobs;
     uint32_t job_count;
-    uint32_t first_task[8];    /* first task index of each job */
-    uint32_t task_rows[8];     /* weight rows per task of each job (task_rows()) */
+    uint32_t first_task[8];    /* first task index (striped: first chunk) of each job */
+    uint32_t task_rows[8];     /* weight rows per task (striped: per chunk) of each job */
     const nx__qact_t *qact[8]; /* each job's quantized input, NULL for fp32 weights */
+    bool striped;              /* a batch-1 run: see mm_stripes */
 } mm_ctx_t;
 
 /* Weight rows per task of a job. A task is a stretch of consecutive weight rows, which the
  * kernels stream (each next tile prefetched while one is worked on; a task's first tile starts
  * cold): large batches, compute bound, take 4 tiles so that the threads finish together; small
- * ones, memory bound, longer stretches. A quantized weight at batch 1 is cut into a multiple of
- * the thread count of equal stretches of at most 32 tiles (512 rows): a 1024-row matrix is two
- * halves, one per thread, where 16-tile tasks made four with a barrier waiting on the last.
- * qwen3-0.6b Q4_K_M decode, 2 threads, alternating: 1.14 s per 64 tokens with 16-tile tasks,
- * 1.05-1.07 with these. The fp32 kernels (BF16 weights) measured slower with 32-tile tasks
- * and keep 16. */
-static uint32_t task_rows(const mm_job_t *job, uint32_t threads)
+ * ones, memory bound, longer stretches. Batch 1 is split by mm_stripes instead. */
+static uint32_t task_rows(const mm_job_t *job)
 {
-    if (job->n > 8)
-        return 4 * NX_K_TILE_COLS;
-    if (job->n > 1 || nx__q_family(job->w->dtype) == NX__QF_NONE)
-        return 16 * NX_K_TILE_COLS;
-    uint32_t tiles = (job->w->rows + NX_K_TILE_COLS - 1) / NX_K_TILE_COLS;
-    uint32_t most = 32 * threads; /* tiles per round of one task per thread */
-    uint32_t tasks = threads * ((tiles + most - 1) / most);
-    return NX_K_TILE_COLS * ((tiles + tasks - 1) / tasks);
+    return (job->n > 8 ? 4 : 16) * NX_K_TILE_COLS;
 }
 
-static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
+/* Rows [first, end) of job j, on worker's scratch; cold: nobody prefetched the first tile. */
+static void mm_rows(const mm_ctx_t *ctx, uint32_t j, uint32_t first, uint32_t end,
+                    uint32_t worker, bool cold)
 {
-    const mm_ctx_t *ctx = ctx_v;
-    uint32_t j = ctx->job_count - 1;
-    while (task < ctx->first_task[j])
-        j--;
     const mm_job_t *job = &ctx->jobs[j];
-    uint32_t span = ctx->task_rows[j];
-    uint32_t first = (task - ctx->first_task[j]) * span;
-    uint32_t end = job->w->rows - first < span ? job->w->rows : first + span;
     if (ctx->qact[j]) {
         nx__q_matmul(ctx->qact[j], job->n, job->w, job->bias, first, end - first, job->y,
-                     job->accumulate, ctx->s->worker_scratch[worker]);
+                     job->accumulate, ctx->s->worker_scratch[worker], cold);
         return;
     }
     for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {
@@ -276,6 +266,123 @@ static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
         nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y,
                           job->accumulate, ctx->s->worker_scratch[worker]);
     }
+}
+
+/* The job a task (striped: a chunk) index falls in. */
+static uint32_t job_of(const mm_ctx_t *ctx, uint32_t index)
+{
+    uint32_t j = ctx->job_count - 1;
+    while (index < ctx->first_task[j])
+        j--;
+    return j;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Batch 1: stripes. A decode step is memory bound and each thread streams its rows with the
+ * next tile prefetched, so what costs is a thread starting cold (its first tile asked for
+ * whole, ~1.3 us for block weights) and a thread waiting at the run's end for the other's
+ * last task. Equal tasks from one shared counter traded one against the other: 32-tile tasks
+ * left a run's end waiting on up to one task (tens of us; the pool's spin was 3-5% of a 4B
+ * Q4_K_M step, more when the VM stalled a thread), 8-tile ones cost more in cold starts
+ * (0.90); the fp32 kernels had 16-tile tasks.
+ * Here the run's rows are cut into chunks of STRIPE_TILES tiles (never across a job), and the
+ * chunks into one contiguous stripe per thread of about equal bytes. Each thread takes its own
+ * stripe's chunks from the front, in memory order, so one stream runs through the stripe with
+ * nothing cold after its first tile; then it takes the other stripes' chunks from their back
+ * ends until none is left. A run ends within one chunk (a few us) of evenly, whichever thread
+ * ran slow. A stripe is its [front, back) chunks in one 64-bit word (front in the low half),
+ * taken by compare-and-swap; each on its own cache line, so an owner's takes stay in its
+ * core until a thief comes. Results do not depend on the split (cpu_quant.h, cpu_kernels.h).
+ * 4B Q4_K_M decode against the shared counter (bench/quant_pair.py --baseline-build): 1.10,
+ * 11 of 15 rounds; 4B F16: 1.13, 12 of 15 (bench/RESULTS.md).
+ */
+#define STRIPE_TILES 4
+
+static bool stripe_take(uint64_t *stripe, bool back, uint32_t *chunk)
+{
+    uint64_t old = __atomic_load_n(stripe, __ATOMIC_RELAXED);
+    for (;;) {
+        uint32_t front = (uint32_t)old, end = (uint32_t)(old >> 32);
+        if (front >= end)
+            return false;
+        uint64_t want = back ? (uint64_t)(end - 1) << 32 | front
+                             : (uint64_t)end << 32 | (front + 1);
+        if (__atomic_compare_exchange_n(stripe, &old, want, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            *chunk = back ? end - 1 : front;
+            return true;
+        }
+    }
+}
+
+static void chunk_run(const mm_ctx_t *ctx, uint32_t chunk, uint32_t worker, bool cold)
+{
+    uint32_t j = job_of(ctx, chunk);
+    uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
+    uint32_t first = (chunk - ctx->first_task[j]) * span;
+    mm_rows(ctx, j, first, rows - first < span ? rows : first + span, worker, cold);
+}
+
+/* One pool task per thread (nx__tpool_run hands them out, so a thread the VM woke late still
+ * joins while chunks are left); the worker index, not the task, names the thread's stripe. */
+static void mm_stripes(const mm_ctx_t *ctx, uint32_t worker)
+{
+    uint32_t threads = nx__tpool_size(ctx->s->tp), chunk, last = UINT32_MAX;
+    uint64_t *own = &ctx->s->stripes[(size_t)worker * STRIPE_WORDS];
+    while (stripe_take(own, false, &chunk)) {
+        /* warm when the previous chunk was the one before in the same job: its last tile
+         * prefetched this one's first */
+        bool cold = last == UINT32_MAX || chunk != last + 1 ||
+                    job_of(ctx, chunk) != job_of(ctx, last);
+        chunk_run(ctx, chunk, worker, cold);
+        last = chunk;
+    }
+    for (uint32_t k = 1; k < threads; k++) {
+        uint64_t *other = &ctx->s->stripes[(size_t)((worker + k) % threads) * STRIPE_WORDS];
+        while (stripe_take(other, true, &chunk))
+            chunk_run(ctx, chunk, worker, true);
+    }
+}
+
+/* Cut the run's chunks (ctx->first_task/task_rows set, `chunks` in all) into one stripe per
+ * thread of about equal weight bytes. */
+static void stripes_deal(const mm_ctx_t *ctx, uint32_t chunks)
+{
+    uint32_t threads = nx__tpool_size(ctx->s->tp);
+    uint64_t total = 0, bytes[8];
+    for (uint32_t j = 0; j < ctx->job_count; j++) {
+        const nx__wref_t *w = ctx->jobs[j].w;
+        bytes[j] = nx__quant_row_bytes(w->dtype, w->cols);
+        total += bytes[j] * w->rows;
+    }
+    uint64_t seen = 0;
+    uint32_t chunk = 0;
+    for (uint32_t t = 0; t < threads; t++) {
+        uint32_t front = chunk;
+        uint64_t until = total / threads * (t + 1); /* bytes before the next stripe */
+        while (chunk < chunks && (t == threads - 1 || seen < until)) {
+            uint32_t j = job_of(ctx, chunk);
+            uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
+            uint32_t first = (chunk - ctx->first_task[j]) * span;
+            seen += bytes[j] * (rows - first < span ? rows - first : span);
+            chunk++;
+        }
+        __atomic_store_n(&ctx->s->stripes[(size_t)t * STRIPE_WORDS],
+                         (uint64_t)chunk << 32 | front, __ATOMIC_RELAXED);
+    }
+}
+
+static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
+{
+    const mm_ctx_t *ctx = ctx_v;
+    if (ctx->striped) {
+        mm_stripes(ctx, worker);
+        return;
+    }
+    uint32_t j = job_of(ctx, task);
+    uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
+    uint32_t first = (task - ctx->first_task[j]) * span;
+    mm_rows(ctx, j, first, rows - first < span ? rows : first + span, worker, true);
 }
 
 typedef struct quantize_ctx {
@@ -312,15 +419,22 @@ static const nx__qact_t *quantized_input(cpu_state_t *s, const mm_job_t *job)
 
 static void run_matmuls(cpu_state_t *s, const mm_job_t *jobs, uint32_t count)
 {
-    mm_ctx_t ctx = {s, jobs, count, {0}, {0}, {0}};
+    mm_ctx_t ctx = {s, jobs, count, {0}, {0}, {0}, true};
     uint32_t tasks = 0;
     s->qact_src[0] = s->qact_src[1] = NULL; /* inputs change between calls */
     for (uint32_t j = 0; j < count; j++) {
-        uint32_t span = task_rows(&jobs[j], nx__tpool_size(s->tp));
+        ctx.qact[j] = quantized_input(s, &jobs[j]);
+        ctx.striped = ctx.striped && jobs[j].n == 1;
+    }
+    for (uint32_t j = 0; j < count; j++) {
+        uint32_t span = ctx.striped ? STRIPE_TILES * NX_K_TILE_COLS : task_rows(&jobs[j]);
         ctx.task_rows[j] = span;
         ctx.first_task[j] = tasks;
-        ctx.qact[j] = quantized_input(s, &jobs[j]);
         tasks += (jobs[j].w->rows + span - 1) / span;
+    }
+    if (ctx.striped) {
+        stripes_deal(&ctx, tasks);
+        tasks = nx__tpool_size(s->tp);
     }
     nx__tpool_run(s->tp, tasks, mm_task, &ctx);
 }

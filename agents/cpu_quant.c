@@ -1765,16 +1765,16 @@ static void matmul_tile(const nx__qact_t *a, uint32_t n, const nx__wref_t *w,
 
 void nx__q_matmul(const nx__qact_t *a, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,
                   uint32_t col_first, uint32_t col_count, float *y, bool accumulate,
-                  void *scratch)
+                  void *scratch, bool cold)
 {
     uint64_t row_bytes = nx__quant_row_bytes(w->dtype, w->cols);
     const uint8_t *first = (const uint8_t *)w->ptr + col_first * row_bytes;
     uint32_t end = col_first + col_count;
     /* each tile prefetches the next tile of the weight (in this range or not: with several
      * threads it is often another's, which then finds it nearer than memory); nobody
-     * prefetched the range's first tile, so it is asked for whole now */
+     * prefetched a cold range's first tile, so it is asked for whole now */
     uint32_t first_count = col_count < NX_Q_TILE_COLS ? col_count : NX_Q_TILE_COLS;
-    for (uint64_t i = 0; i < first_count * row_bytes; i += 64)
+    for (uint64_t i = 0; cold && i < first_count * row_bytes; i += 64)
         __builtin_prefetch(first + i, 0, 1);
     for (uint32_t col = col_first; col < end; col += NX_Q_TILE_COLS) {
         uint32_t count = end - col < NX_Q_TILE_COLS ? end - col : NX_Q_TILE_COLS;

@@ -67,10 +67,12 @@ size_t nx__q_scratch_bytes(uint32_t cols);
  * NX_Q_TILE_COLS weight rows at a time, prefetching each next tile of the range while it
  * works on one: a longer range streams memory better (a thread's share of a decode step).
  * Each output element depends only on (its x row, c): batching never changes a result, nor
- * does how the columns are split between calls. Hot path. */
+ * does how the columns are split between calls. cold: the range's first tile is asked for
+ * whole before it starts; false when the caller's previous call ended on the tile just
+ * before col_first, which prefetched it. Hot path. */
 void nx__q_matmul(const nx__qact_t *a, uint32_t n, const nx__wref_t *w, const nx__wref_t *bias,
                   uint32_t col_first, uint32_t col_count, float *y, bool accumulate,
-                  void *scratch);
+                  void *scratch, bool cold);
 
 /* The kernel paths. The first use picks the widest the CPU has (NEXUS_CPU_KERNELS=plain or
  * =avx2 forces a narrower one, as for the fp32 kernels); all give the same bits. */

@@ -1,8 +1,9 @@
 /* quant_matmul.c — the CPU matmul over quantized weights (cpu_quant.h) beside the BF16 kernel
  * (cpu_kernels.h) on Qwen3-0.6B and 4B layer shapes, on the engine's thread pool, tasks cut as
- * the CPU backend cuts them (task_rows in cpu_backend.c: runs of 16 consecutive weight rows, 4
- * tiles a task above batch 8, else 16, a quantized weight at batch 1 in a multiple of the
- * thread count of equal stretches of at most 32 tiles). A pass is one matmul:
+ * the CPU backend cuts them (cpu_backend.c: runs of 16 consecutive weight rows, 4 tiles a task
+ * above batch 8, else 16; at batch 1 one contiguous stripe per thread, which the backend also
+ * lets a thread that finished first steal from in 4-tile chunks: here the stripes are equal and
+ * nothing is stolen, so a figure is the kernel's). A pass is one matmul:
  * quantizing the input rows (as the backend does once per input) and every tile.
  *
  *   build/bench/quant_matmul [--threads 2] [--rounds 5] [--batches 1,8,128] [--shapes all|0.6b|4b]
@@ -70,17 +71,15 @@ static void quantize_task(void *ctx, uint32_t row, uint32_t worker)
     nx__qact_quantize(j->qact, row, j->x + (uint64_t)row * j->w.cols);
 }
 
-/* Weight rows per task, as cpu_backend.c's task_rows cuts them. */
+/* Weight rows per task, as cpu_backend.c cuts them (batch 1: a stripe per thread). */
 static uint32_t task_rows(const job_t *j, uint32_t threads)
 {
     if (j->n > 8)
         return 4 * NX_K_TILE_COLS;
-    if (j->n > 1 || !j->qact)
+    if (j->n > 1)
         return 16 * NX_K_TILE_COLS;
     uint32_t tiles = (j->w.rows + NX_K_TILE_COLS - 1) / NX_K_TILE_COLS;
-    uint32_t most = 32 * threads;
-    uint32_t tasks = threads * ((tiles + most - 1) / most);
-    return NX_K_TILE_COLS * ((tiles + tasks - 1) / tasks);
+    return NX_K_TILE_COLS * ((tiles + threads - 1) / threads);
 }
 
 static void tile_task(void *ctx, uint32_t task, uint32_t worker)
@@ -91,7 +90,7 @@ static void tile_task(void *ctx, uint32_t task, uint32_t worker)
     for (uint32_t pass = 0; pass < j->repeat; pass++) {
         if (j->qact) {
             nx__q_matmul(j->qact, j->n, &j->w, NULL, first, end - first, j->y, false,
-                         j->scratch[worker]);
+                         j->scratch[worker], true);
             continue;
         }
         for (uint32_t col = first; col < end; col += NX_K_TILE_COLS) {

@@ -471,7 +471,7 @@ static void problem_run(problem_t *p, uint32_t n, const nx__wref_t *bias, float 
 {
     for (uint32_t col = 0; col < p->rows; col += NX_Q_TILE_COLS) {
         uint32_t count = p->rows - col < NX_Q_TILE_COLS ? p->rows - col : NX_Q_TILE_COLS;
-        nx__q_matmul(&p->act, n, &p->wref, bias, col, count, y, accumulate, p->scratch);
+        nx__q_matmul(&p->act, n, &p->wref, bias, col, count, y, accumulate, p->scratch, true);
     }
 }
 
@@ -565,7 +565,7 @@ static void test_batch_invariance(void **state)
                 for (uint32_t col = 0; col < rows; col += NX_Q_TILE_COLS) {
                     uint32_t count = rows - col < NX_Q_TILE_COLS ? rows - col : NX_Q_TILE_COLS;
                     nx__q_matmul(&one, 1, &p.wref, NULL, col, count, solo + i * rows,
-                                      false, p.scratch);
+                                      false, p.scratch, true);
                 }
             }
             for (uint32_t n = 1; n <= most; n++) {
