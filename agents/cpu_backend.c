@@ -41,10 +41,14 @@ typedef struct cpu_state {
     void *qact_mem[2];
     nx__qact_t qact[2];
     const float *qact_src[2];
-    uint64_t *stripes; /* per worker, 64 bytes apart: a batch-1 run's chunks (see mm_stripes) */
+    struct stripe *stripes; /* per worker: a batch-1 run's chunks (see mm_stripes) */
 } cpu_state_t;
 
-#define STRIPE_WORDS 8 /* uint64_t per stripe: each on its own cache line */
+/* A thread's chunks of a batch-1 run, [front, back) in one word (front in the low half), on a
+ * cache line of its own. */
+typedef struct stripe {
+    _Alignas(64) uint64_t chunks;
+} stripe_t;
 
 /* count floats on a 64-byte boundary (free() releases it): the matmul's vector loads of
  * activation rows and converted weight tiles then do not straddle cache lines. */
@@ -118,7 +122,7 @@ static int cpu_init(const nx_model_config_t *cfg, const nx__weights_t *w, nx_poo
         s->worker_floats = quant_floats;
     s->worker_scratch = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scratch);
     s->worker_scores = calloc(nx__tpool_size(s->tp), sizeof *s->worker_scores);
-    s->stripes = aligned_alloc(64, (size_t)nx__tpool_size(s->tp) * STRIPE_WORDS * 8);
+    s->stripes = aligned_alloc(64, nx__tpool_size(s->tp) * sizeof *s->stripes);
     if (!s->inv_freq || !s->worker_scratch || !s->worker_scores || !s->stripes)
         goto oom;
     for (uint32_t i = 0; i < nx__tpool_size(s->tp); i++)
@@ -251,10 +255,25 @@ static uint32_t task_rows(const mm_job_t *job)
     return (job->n > 8 ? 4 : 16) * NX_K_TILE_COLS;
 }
 
-/* Rows [first, end) of job j, on worker's scratch; cold: nobody prefetched the first tile. */
-static void mm_rows(const mm_ctx_t *ctx, uint32_t j, uint32_t first, uint32_t end,
-                    uint32_t worker, bool cold)
+/* A task (striped: a chunk) of a run: rows [first, end) of job j. */
+typedef struct mm_span {
+    uint32_t j, first, end;
+} mm_span_t;
+
+static mm_span_t span_of(const mm_ctx_t *ctx, uint32_t index)
 {
+    uint32_t j = ctx->job_count - 1;
+    while (index < ctx->first_task[j])
+        j--;
+    uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
+    uint32_t first = (index - ctx->first_task[j]) * span;
+    return (mm_span_t){j, first, rows - first < span ? rows : first + span};
+}
+
+/* The span's rows, on worker's scratch; cold: nobody prefetched its first tile. */
+static void mm_rows(const mm_ctx_t *ctx, mm_span_t at, uint32_t worker, bool cold)
+{
+    uint32_t j = at.j, first = at.first, end = at.end;
     const mm_job_t *job = &ctx->jobs[j];
     if (ctx->qact[j]) {
         nx__q_matmul(ctx->qact[j], job->n, job->w, job->bias, first, end - first, job->y,
@@ -266,15 +285,6 @@ static void mm_rows(const mm_ctx_t *ctx, uint32_t j, uint32_t first, uint32_t en
         nx__k_matmul_tile(job->x, job->n, job->w, job->bias, col, cols, job->y,
                           job->accumulate, ctx->s->worker_scratch[worker]);
     }
-}
-
-/* The job a task (striped: a chunk) index falls in. */
-static uint32_t job_of(const mm_ctx_t *ctx, uint32_t index)
-{
-    uint32_t j = ctx->job_count - 1;
-    while (index < ctx->first_task[j])
-        j--;
-    return j;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -290,24 +300,23 @@ static uint32_t job_of(const mm_ctx_t *ctx, uint32_t index)
  * stripe's chunks from the front, in memory order, so one stream runs through the stripe with
  * nothing cold after its first tile; then it takes the other stripes' chunks from their back
  * ends until none is left. A run ends within one chunk (a few us) of evenly, whichever thread
- * ran slow. A stripe is its [front, back) chunks in one 64-bit word (front in the low half),
- * taken by compare-and-swap; each on its own cache line, so an owner's takes stay in its
- * core until a thief comes. Results do not depend on the split (cpu_quant.h, cpu_kernels.h).
+ * ran slow. A stripe (stripe_t) is taken by compare-and-swap, each on its own cache line, so
+ * an owner's takes stay in its core until a thief comes. Results do not depend on the split (cpu_quant.h, cpu_kernels.h).
  * 4B Q4_K_M decode against the shared counter (bench/quant_pair.py --baseline-build): 1.10,
  * 11 of 15 rounds; 4B F16: 1.13, 12 of 15 (bench/RESULTS.md).
  */
 #define STRIPE_TILES 4
 
-static bool stripe_take(uint64_t *stripe, bool back, uint32_t *chunk)
+static bool stripe_take(stripe_t *stripe, bool back, uint32_t *chunk)
 {
-    uint64_t old = __atomic_load_n(stripe, __ATOMIC_RELAXED);
+    uint64_t old = __atomic_load_n(&stripe->chunks, __ATOMIC_RELAXED);
     for (;;) {
         uint32_t front = (uint32_t)old, end = (uint32_t)(old >> 32);
         if (front >= end)
             return false;
         uint64_t want = back ? (uint64_t)(end - 1) << 32 | front
                              : (uint64_t)end << 32 | (front + 1);
-        if (__atomic_compare_exchange_n(stripe, &old, want, true, __ATOMIC_RELAXED,
+        if (__atomic_compare_exchange_n(&stripe->chunks, &old, want, true, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {
             *chunk = back ? end - 1 : front;
             return true;
@@ -315,33 +324,22 @@ static bool stripe_take(uint64_t *stripe, bool back, uint32_t *chunk)
     }
 }
 
-static void chunk_run(const mm_ctx_t *ctx, uint32_t chunk, uint32_t worker, bool cold)
-{
-    uint32_t j = job_of(ctx, chunk);
-    uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
-    uint32_t first = (chunk - ctx->first_task[j]) * span;
-    mm_rows(ctx, j, first, rows - first < span ? rows : first + span, worker, cold);
-}
-
 /* One pool task per thread (nx__tpool_run hands them out, so a thread the VM woke late still
  * joins while chunks are left); the worker index, not the task, names the thread's stripe. */
 static void mm_stripes(const mm_ctx_t *ctx, uint32_t worker)
 {
-    uint32_t threads = nx__tpool_size(ctx->s->tp), chunk, last = UINT32_MAX;
-    uint64_t *own = &ctx->s->stripes[(size_t)worker * STRIPE_WORDS];
-    while (stripe_take(own, false, &chunk)) {
-        /* warm when the previous chunk was the one before in the same job: its last tile
-         * prefetched this one's first */
-        bool cold = last == UINT32_MAX || chunk != last + 1 ||
-                    job_of(ctx, chunk) != job_of(ctx, last);
-        chunk_run(ctx, chunk, worker, cold);
-        last = chunk;
+    uint32_t threads = nx__tpool_size(ctx->s->tp), chunk;
+    mm_span_t last = {UINT32_MAX, 0, 0};
+    while (stripe_take(&ctx->s->stripes[worker], false, &chunk)) {
+        /* warm when it goes on from the previous chunk in the same job: that one's last
+         * tile prefetched this one's first */
+        mm_span_t at = span_of(ctx, chunk);
+        mm_rows(ctx, at, worker, at.j != last.j || at.first != last.end);
+        last = at;
     }
-    for (uint32_t k = 1; k < threads; k++) {
-        uint64_t *other = &ctx->s->stripes[(size_t)((worker + k) % threads) * STRIPE_WORDS];
-        while (stripe_take(other, true, &chunk))
-            chunk_run(ctx, chunk, worker, true);
-    }
+    for (uint32_t k = 1; k < threads; k++)
+        while (stripe_take(&ctx->s->stripes[(worker + k) % threads], true, &chunk))
+            mm_rows(ctx, span_of(ctx, chunk), worker, true);
 }
 
 /* Cut the run's chunks (ctx->first_task/task_rows set, `chunks` in all) into one stripe per
@@ -360,15 +358,12 @@ static void stripes_deal(const mm_ctx_t *ctx, uint32_t chunks)
     for (uint32_t t = 0; t < threads; t++) {
         uint32_t front = chunk;
         uint64_t until = total / threads * (t + 1); /* bytes before the next stripe */
-        while (chunk < chunks && (t == threads - 1 || seen < until)) {
-            uint32_t j = job_of(ctx, chunk);
-            uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
-            uint32_t first = (chunk - ctx->first_task[j]) * span;
-            seen += bytes[j] * (rows - first < span ? rows - first : span);
-            chunk++;
+        for (; chunk < chunks && (t == threads - 1 || seen < until); chunk++) {
+            mm_span_t at = span_of(ctx, chunk);
+            seen += bytes[at.j] * (at.end - at.first);
         }
-        __atomic_store_n(&ctx->s->stripes[(size_t)t * STRIPE_WORDS],
-                         (uint64_t)chunk << 32 | front, __ATOMIC_RELAXED);
+        __atomic_store_n(&ctx->s->stripes[t].chunks, (uint64_t)chunk << 32 | front,
+                         __ATOMIC_RELAXED);
     }
 }
 
@@ -379,10 +374,7 @@ static void mm_task(void *ctx_v, uint32_t task, uint32_t worker)
         mm_stripes(ctx, worker);
         return;
     }
-    uint32_t j = job_of(ctx, task);
-    uint32_t rows = ctx->jobs[j].w->rows, span = ctx->task_rows[j];
-    uint32_t first = (task - ctx->first_task[j]) * span;
-    mm_rows(ctx, j, first, rows - first < span ? rows : first + span, worker, true);
+    mm_rows(ctx, span_of(ctx, task), worker, true);
 }
 
 typedef struct quantize_ctx {
