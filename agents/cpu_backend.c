@@ -301,9 +301,10 @@ static void mm_rows(const mm_ctx_t *ctx, mm_span_t at, uint32_t worker, bool col
  * nothing cold after its first tile; then it takes the other stripes' chunks from their back
  * ends until none is left. A run ends within one chunk (a few us) of evenly, whichever thread
  * ran slow. A stripe (stripe_t) is taken by compare-and-swap, each on its own cache line, so
- * an owner's takes stay in its core until a thief comes. Results do not depend on the split (cpu_quant.h, cpu_kernels.h).
- * 4B Q4_K_M decode against the shared counter (bench/quant_pair.py --baseline-build): 1.10,
- * 11 of 15 rounds; 4B F16: 1.13, 12 of 15 (bench/RESULTS.md).
+ * an owner's takes stay in its core until a thief comes. Results do not depend on the split
+ * (cpu_quant.h, cpu_kernels.h). 4B Q4_K_M decode against the shared counter
+ * (bench/quant_pair.py --baseline-build): 1.10, 11 of 15 rounds; 4B F16: 1.13, 12 of 15
+ * (bench/RESULTS.md).
  */
 #define STRIPE_TILES 4
 

@@ -537,10 +537,11 @@ static AI v16f exp_v16(v16f v)
 }
 
 /* x clamped to [-87, 88], a NaN kept, as exp_scalar does. Written with lane masks, GCC 12
- * turned the compares into 16 scalar ones per vector on the AVX2 and AVX-512 paths (half the
- * SiLU's time: 13 cycles per element); so each vector path clamps with its own min and max
- * (the second operand is returned for a NaN: max(lo, x) keeps it), and the SiLU of each
- * path gets its clamp as a constant function pointer, as the tiles get their f16 loader. */
+ * turned the compares into 16 scalar ones per vector on the AVX2 and AVX-512 paths (the SiLU
+ * then 0.79% of a 4B Q4_K_M decode's samples, 0.16% now: bench/profile_b1.sh with
+ * PROFILE_BASELINE, bench/RESULTS.md stop 30); so each vector path clamps with its own min
+ * and max (the second operand is returned for a NaN: max(lo, x) keeps it), and the SiLU of
+ * each path gets its clamp as a constant function pointer, as the tiles get their f16 loader. */
 typedef v16f (*clamp_fn_t)(v16f);
 
 static AI v16f clamp_plain(v16f x)

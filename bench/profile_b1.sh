@@ -8,7 +8,9 @@
 # annotate` on the kept data (paths printed at the end) shows where inside a kernel.
 #
 #   bench/profile_b1.sh MODEL.gguf
-#   env: BUILD (build), PROFILE_TOKENS (96: decode steps per engine), PROFILE_THREADS (2),
+#   env: BUILD (build), PROFILE_BASELINE (a second build of ours, e.g. of the commit before
+#        a change, profiled in the same run between ours and llama.cpp: before and after in
+#        one run), PROFILE_TOKENS (96: decode steps per engine), PROFILE_THREADS (2),
 #        PROFILE_MIN (0.5: percent), PROFILE_OUT ($BENCH_DIR/profile/<date>: perf data, JSON),
 #        BENCH_DIR (var/bench), NODE (node), PERF (perf)
 #
@@ -89,6 +91,14 @@ profile() {
 
 profile ours ours "$decode" "$model" --device cpu --threads "$threads" --prompt 1 \
     --tokens "$tokens" --batches 1
+if [ -n "${PROFILE_BASELINE:-}" ]; then
+    if [ ! -x "$PROFILE_BASELINE/bench/decode" ]; then
+        echo "profile_b1: $PROFILE_BASELINE/bench/decode is missing (PROFILE_BASELINE)" >&2
+        exit 1
+    fi
+    profile baseline "baseline $PROFILE_BASELINE" "$PROFILE_BASELINE/bench/decode" "$model" \
+        --device cpu --threads "$threads" --prompt 1 --tokens "$tokens" --batches 1
+fi
 llama_why=$(llama_missing)
 if [ -n "$llama_why" ]; then
     echo
